@@ -1,0 +1,119 @@
+"""The `/v1` API: jobs, deliveries, receipts. Every route needs `Authorization: Bearer API_TOKEN`."""
+
+from __future__ import annotations
+
+import functools
+from typing import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from receiver.http import BodyTooLarge, bearer_token, error, read_body, secret_equals
+from receiver.models import JobStatus, Outcome
+from receiver.notify import job_key, wait_for
+from receiver.runtime import Runtime
+from receiver.validation import (
+    Invalid, RegisterJob, parse_body, query_choice, query_cursor, query_float, query_int,
+)
+from receiver.models import PROVIDERS
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+MAX_WAIT_S = 60.0
+_STATUSES = tuple(s.value for s in JobStatus)
+_OUTCOMES = tuple(o.value for o in Outcome)
+
+
+def authed(handler: Handler) -> Handler:
+    """Bearer-token check and 422 translation around a /v1 handler."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        if not secret_equals(bearer_token(request), runtime.secrets.api_token):
+            return error(401, "unauthorized", "missing or wrong Authorization: Bearer token")
+        try:
+            return await handler(request)
+        except Invalid as exc:
+            return exc.response
+        except BodyTooLarge:
+            return error(413, "body_too_large", f"body exceeds {runtime.settings.max_body_bytes} bytes")
+
+    return wrapper
+
+
+@authed
+async def register_job(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    spec = parse_body(RegisterJob, await read_body(request, runtime.settings.max_body_bytes))
+    job, created = await runtime.store.register_job(
+        provider=spec.provider, provider_job_id=spec.provider_job_id, callback_url=spec.callback_url,
+        metadata=spec.metadata, expected_outputs=spec.expected_outputs,
+    )
+    return JSONResponse(job.to_json(), status_code=201 if created else 200)
+
+
+@authed
+async def get_job(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    job_id = request.path_params["job_id"]
+    wait = query_float(request.query_params, "wait", low=0, high=MAX_WAIT_S)
+    # Take the wake-up before reading, so a completion between the read and the wait is not missed.
+    woken = runtime.notifier.event(job_key(job_id)) if wait else None
+    job = await runtime.store.get_job(job_id)
+    if job is None:
+        return error(404, "not_found", f"no job {job_id!r}")
+    if woken is not None and wait and not job.status.terminal:
+        if await wait_for(woken, wait):
+            job = await runtime.store.get_job(job_id) or job
+    return JSONResponse(job.to_json())
+
+
+@authed
+async def list_jobs(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    q = request.query_params
+    page = await runtime.store.list_jobs(
+        provider=query_choice(q, "provider", PROVIDERS), status=query_choice(q, "status", _STATUSES),
+        limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q),
+    )
+    return JSONResponse({"jobs": [j.to_json() for j in page.items], "next_cursor": page.next_cursor})
+
+
+@authed
+async def list_deliveries(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    job_id = request.path_params["job_id"]
+    if await runtime.store.get_job(job_id) is None:
+        return error(404, "not_found", f"no job {job_id!r}")
+    attempts = await runtime.store.list_deliveries(job_id)
+    return JSONResponse({"deliveries": [a.to_json() for a in attempts]})
+
+
+@authed
+async def redeliver(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    job_id = request.path_params["job_id"]
+    job = await runtime.store.get_job(job_id)
+    if job is None:
+        return error(404, "not_found", f"no job {job_id!r}")
+    if not job.status.terminal:
+        return error(409, "not_terminal", "the job has no result to send yet")
+    if not (job.callback_url or runtime.settings.default_callback_url):
+        return error(409, "no_callback_url", "the job has no callback_url and RECEIVER_DEFAULT_CALLBACK_URL is not set")
+    message = await runtime.store.redeliver(job_id)
+    if message is None:
+        return error(409, "not_redeliverable", "the job cannot be redelivered")
+    return JSONResponse({"message_id": message.id, "url": message.url, "job_id": job_id}, status_code=202)
+
+
+@authed
+async def list_receipts(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    q = request.query_params
+    outcome = query_choice(q, "outcome", _OUTCOMES)
+    page = await runtime.store.list_receipts(
+        provider=query_choice(q, "provider", PROVIDERS), outcome=Outcome(outcome) if outcome else None,
+        limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q),
+    )
+    return JSONResponse({"receipts": [r.to_json() for r in page.items], "next_cursor": page.next_cursor})

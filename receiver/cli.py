@@ -1,0 +1,95 @@
+"""`receiver serve` and `receiver info`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any, Sequence
+
+import uvicorn
+from pydantic import ValidationError
+
+from receiver import logs
+from receiver.app import create_app, open_runtime
+from receiver.errors import ReceiverError
+from receiver.models import WEBHOOK_PROVIDERS
+from receiver.notify import EVENTS
+from receiver.settings import Settings, webhook_url
+
+
+def load_settings(overrides: dict[str, Any]) -> Settings:
+    """Environment first, then CLI flags on top."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"RECEIVER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"receiver: bad setting: {problems}") from None
+
+
+class _Server(uvicorn.Server):
+    """Ends open event streams as soon as a shutdown is asked for, instead of waiting them out."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        runtime = getattr(self.config.loaded_app.app.state, "runtime", None) if hasattr(self.config, "loaded_app") else None
+        loop = asyncio.get_event_loop_policy().get_event_loop() if runtime else None
+        if runtime is not None and loop is not None:
+            def stop() -> None:
+                runtime.stopping.set()
+                runtime.notifier.publish(EVENTS)
+            loop.call_soon_threadsafe(stop)
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> None:
+    log_config = logs.configure(fmt=settings.log_format, level=settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
+        timeout_graceful_shutdown=5, server_header=False,
+    )
+    _Server(config).run()
+
+
+async def _info(settings: Settings) -> str:
+    runtime = await open_runtime(settings)
+    try:
+        lines = ["Webhook URLs (give each provider its own):"]
+        lines += [f"  {p:<10} {webhook_url(settings, runtime.secrets, p)}" for p in WEBHOOK_PROVIDERS]
+        lines += [
+            "  oxen       (no webhook: the receiver subscribes to Oxen's event stream"
+            + (")" if settings.oxen_api_key else "; set RECEIVER_OXEN_API_KEY)"),
+            "",
+            f"API token:      {runtime.secrets.api_token}",
+            f"Webhook token:  {runtime.secrets.webhook_token}",
+            f"Signing secret: {runtime.secrets.signing_secret}",
+            f"Database:       {settings.database_url}",
+        ]
+        return "\n".join(lines)
+    finally:
+        await runtime.store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="receiver", description="Grok Imagine webhook and event-stream receiver")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the service")
+    serve_cmd.add_argument("--host", help="bind address (default 127.0.0.1, or RECEIVER_HOST)")
+    serve_cmd.add_argument("--port", type=int, help="port (default 8000, or RECEIVER_PORT)")
+    info_cmd = commands.add_parser("info", help="print webhook URLs, API token and signing secret")
+    info_cmd.add_argument("--host")
+    info_cmd.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    settings = load_settings({"host": args.host, "port": args.port})
+    try:
+        if args.command == "serve":
+            serve(settings)
+        else:
+            print(asyncio.run(_info(settings)))
+    except ReceiverError as exc:
+        print(f"receiver: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""`GET /v1/events`: terminal jobs as Server-Sent Events, resumable with `Last-Event-ID`."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from receiver.api import authed
+from receiver.notify import EVENTS, wait_for
+from receiver.runtime import Runtime
+from receiver.store.base import Event
+from receiver.validation import invalid
+
+KEEPALIVE_S = 15.0
+BATCH = 500
+
+
+def format_event(event: Event) -> str:
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {event.data}\n\n"
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if raw is None or raw.strip() == "":
+        return None
+    raw = raw.strip()
+    if not raw.isdigit():
+        raise invalid("last_event_id", "must be a non-negative integer")
+    return int(raw)
+
+
+async def _stream(runtime: Runtime, after: int) -> AsyncIterator[str]:
+    yield ": connected\n\n"
+    seq = after
+    while not runtime.stopping.is_set():
+        woken = runtime.notifier.event(EVENTS)  # taken before reading: no event slips between
+        events = await runtime.store.events_after(seq, BATCH)
+        for event in events:
+            yield format_event(event)
+            seq = event.seq
+        if len(events) == BATCH:
+            continue
+        # Shutdown sets `stopping` and publishes EVENTS, so this wait ends at once then.
+        if not await wait_for(woken, KEEPALIVE_S):
+            yield ": keep-alive\n\n"
+
+
+@authed
+async def stream_events(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    after = _last_event_id(request)
+    if after is None:
+        after = await runtime.store.last_event_seq()  # without Last-Event-ID: from now on
+    return StreamingResponse(
+        _stream(runtime, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

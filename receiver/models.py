@@ -1,0 +1,175 @@
+"""The normalized vocabulary every provider adapter speaks, and the job as the API shows it."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+PROVIDERS: tuple[str, ...] = ("oxen", "runware", "pixazo", "apiframe", "lumenfall")
+WEBHOOK_PROVIDERS: tuple[str, ...] = ("pixazo", "runware", "apiframe", "lumenfall")
+
+
+class JobStatus(str, enum.Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not JobStatus.PENDING
+
+
+class Outcome(str, enum.Enum):
+    """What a stored receipt did: see CONTRACT.md, receipts."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    INVALID = "invalid"
+
+
+class DeliveryStatus(str, enum.Enum):
+    NONE = "none"
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    url: str
+    media_type: str | None = None
+    # A provider's own id for this output (Runware imageUUID); outputs are deduplicated on it,
+    # or on the URL when the provider gives none.
+    key: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.key or self.url
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "media_type": self.media_type}
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One provider's word about one of its jobs, normalized.
+
+    `status` PENDING means progress: valid, but it changes no job.
+    `partial` means the outputs are some of the job's results (Runware posts one image per call):
+    the job completes once `expected_outputs` distinct outputs have arrived.
+    """
+
+    provider: str
+    provider_job_id: str
+    status: JobStatus
+    outputs: tuple[Output, ...] = ()
+    error: str | None = None
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """An inbound message exactly as it arrived, before anything is made of it."""
+
+    provider: str
+    source: str  # webhook | stream | poll | response
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    provider: str
+    provider_job_id: str
+    status: JobStatus
+    outputs: list[Output]
+    error: str | None
+    metadata: dict[str, Any]
+    callback_url: str | None
+    delivery_status: DeliveryStatus
+    created_at: str
+    completed_at: str | None
+    registered: bool = False
+    expected_outputs: int | None = None
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "provider_job_id": self.provider_job_id,
+            "status": self.status.value,
+            "outputs": [o.to_json() for o in self.outputs],
+            "error": self.error,
+            "metadata": self.metadata,
+            "callback_url": self.callback_url,
+            "delivery_status": self.delivery_status.value,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    id: int
+    provider: str
+    source: str
+    outcome: Outcome
+    provider_job_ids: list[str]
+    error: str | None
+    body: bytes
+    received_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        try:
+            text: str | None = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        out: dict[str, Any] = {
+            "id": self.id,
+            "provider": self.provider,
+            "source": self.source,
+            "outcome": self.outcome.value,
+            "provider_job_ids": self.provider_job_ids,
+            "error": self.error,
+            "body": text if text is not None else self.body.decode("utf-8", "replace"),
+            "received_at": self.received_at,
+        }
+        if text is None:
+            out["body_base64"] = base64.b64encode(self.body).decode("ascii")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    receipt_id: int
+    outcome: Outcome
+    job_ids: list[str]
+    terminal_job_ids: list[str]
+    error: str | None = None
+
+
+def event_type(status: JobStatus) -> str:
+    """`job.succeeded` etc.: the name used on /v1/events and in callback bodies."""
+    return f"job.{status.value}"
+
+
+def iso_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def dumps(value: Any) -> str:
+    """Compact one-line JSON, the form used in events, callbacks and the store."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def callback_body(job: Job, at: float) -> bytes:
+    """The downstream callback body: `{"type", "timestamp", "data": job}`."""
+    return dumps({"type": event_type(job.status), "timestamp": iso_time(at), "data": job.to_json()}).encode()

@@ -1,0 +1,89 @@
+"""Small pure helpers shared by the provider adapters."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from typing import Any
+from urllib.parse import urlsplit
+
+from receiver.errors import InvalidPayload
+
+_EXTRA_TYPES = {".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """Decode a JSON object, or say precisely why the body is not one."""
+    if not body.strip():
+        raise InvalidPayload("empty body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise InvalidPayload(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def require_id(obj: dict[str, Any], field: str) -> str:
+    value = obj.get(field)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidPayload(f"'{field}' must be a non-empty string")
+    return value.strip()
+
+
+def optional_str(obj: dict[str, Any], field: str) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidPayload(f"'{field}' must be a string")
+    return value
+
+
+def url_list(value: Any, field: str) -> list[str]:
+    """A URL or a list of URLs, as providers are loose about which they send."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    urls: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise InvalidPayload(f"'{field}' must be a URL or a list of URLs")
+        urls.append(item.strip())
+    return urls
+
+
+def error_text(value: Any) -> str | None:
+    """Providers send errors as a string, an object with a message, or a list of those."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for key in ("message", "error", "detail", "type", "code"):
+            inner = value.get(key)
+            if isinstance(inner, str) and inner:
+                return inner
+            if isinstance(inner, dict):
+                return error_text(inner)
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, list):
+        parts = [t for t in (error_text(v) for v in value) if t]
+        return "; ".join(parts) or None
+    return str(value)
+
+
+def guess_media_type(url: str, fallback: str | None = None) -> str | None:
+    path = urlsplit(url).path.lower()
+    for ext, mime in _EXTRA_TYPES.items():
+        if path.endswith(ext):
+            return mime
+    guessed, _ = mimetypes.guess_type(path, strict=False)
+    return guessed or fallback

@@ -1,0 +1,75 @@
+"""Apiframe v2: webhook events completed/failed/progress, signed with HMAC-SHA256 keyed by SHA256(api key)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Mapping
+
+from receiver.errors import InvalidPayload
+from receiver.models import Completion, JobStatus, Output
+from receiver.providers._parse import error_text, guess_media_type, load_object, url_list
+
+SIGNATURE_HEADER = "x-webhook-signature"
+
+_EVENTS = {"completed": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED, "progress": JobStatus.PENDING}
+_STATUS = {
+    "QUEUED": JobStatus.PENDING,
+    "PENDING": JobStatus.PENDING,
+    "PROCESSING": JobStatus.PENDING,
+    "COMPLETED": JobStatus.SUCCEEDED,
+    "FAILED": JobStatus.FAILED,
+    "CANCELLED": JobStatus.CANCELLED,
+    "CANCELED": JobStatus.CANCELLED,
+}
+
+
+def signature_valid(api_key: str, body: bytes, header: str | None) -> bool:
+    """`X-Webhook-Signature: sha256=<hex>` (or bare hex) over the raw body; constant-time."""
+    if not header:
+        return False
+    value = header.strip()
+    if value.lower().startswith("sha256="):
+        value = value[len("sha256="):]
+    key = hashlib.sha256(api_key.encode("utf-8")).digest()
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode("ascii"), value.lower().encode("utf-8", "replace"))
+
+
+def sign(api_key: str, body: bytes) -> str:
+    """The header value Apiframe would send; used by tests and the fake server."""
+    key = hashlib.sha256(api_key.encode("utf-8")).digest()
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def parse_job(body: bytes) -> Completion:
+    """Parse a webhook body (`jobId`, `event`) or a `GET /v2/jobs/{id}` answer (`id`, `status`)."""
+    obj = load_object(body)
+    job_id = obj.get("jobId", obj.get("id"))
+    if isinstance(job_id, int) and not isinstance(job_id, bool):
+        job_id = str(job_id)
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise InvalidPayload("'jobId' must be a non-empty string")
+    job_id = job_id.strip()
+    event, status_word = obj.get("event"), obj.get("status")
+    if isinstance(status_word, str) and status_word.upper() in _STATUS:
+        status = _STATUS[status_word.upper()]
+    elif isinstance(event, str) and event.lower() in _EVENTS:
+        status = _EVENTS[event.lower()]
+    else:
+        raise InvalidPayload(f"unknown Apiframe event/status: {event!r}/{status_word!r}")
+    if status is JobStatus.SUCCEEDED:
+        # `result` is a URL string in every example but untyped in the schema: accept a list too.
+        urls = url_list(obj.get("result"), "result")
+        if not urls:
+            raise InvalidPayload("'result' is missing on a completed job")
+        return Completion("apiframe", job_id, status, outputs=tuple(Output(u, guess_media_type(u)) for u in urls))
+    if status is JobStatus.FAILED:
+        return Completion("apiframe", job_id, status, error=error_text(obj.get("error")) or "Apiframe job failed")
+    if status is JobStatus.CANCELLED:
+        return Completion("apiframe", job_id, status, error=error_text(obj.get("error")))
+    return Completion("apiframe", job_id, status)
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
+    return [parse_job(body)]

@@ -1,0 +1,57 @@
+"""Lumenfall: images answer synchronously; its async (video) API posts Standard Webhooks."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from receiver.errors import InvalidPayload
+from receiver.models import Completion, JobStatus, Output
+from receiver.providers._parse import error_text, guess_media_type, load_object, require_id
+
+_EVENTS = {
+    "video.completed": JobStatus.SUCCEEDED,
+    "video.failed": JobStatus.FAILED,
+    "video.cancelled": JobStatus.CANCELLED,
+    "video.canceled": JobStatus.CANCELLED,
+}
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
+    """`{"type": "video.completed", "data": {"id", "status", "output": {"url"}}}`."""
+    obj = load_object(body)
+    event = obj.get("type")
+    data = obj.get("data")
+    if not isinstance(event, str) or not isinstance(data, dict):
+        raise InvalidPayload("expected 'type' (string) and 'data' (object)")
+    job_id = require_id(data, "id")
+    status = _EVENTS.get(event.lower())
+    if status is None:
+        return [Completion("lumenfall", job_id, JobStatus.PENDING)]  # an event we don't act on
+    if status is JobStatus.SUCCEEDED:
+        output = data.get("output")
+        url = output.get("url") if isinstance(output, dict) else None
+        if not isinstance(url, str) or not url:
+            raise InvalidPayload("'data.output.url' must be a URL on video.completed")
+        return [Completion("lumenfall", job_id, status, outputs=(Output(url, guess_media_type(url, "video")),))]
+    message = error_text(data.get("error")) or (f"Lumenfall {event}" if status is JobStatus.FAILED else None)
+    return [Completion("lumenfall", job_id, status, error=message)]
+
+
+def parse_image_response(job_id: str, body: bytes) -> Completion:
+    """The synchronous `/images/generations` answer: `{"created", "data": [{"url"|"b64_json"}]}`."""
+    obj = load_object(body)
+    data = obj.get("data")
+    if not isinstance(data, list) or not data:
+        raise InvalidPayload("'data' must be a non-empty list")
+    outputs: list[Output] = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise InvalidPayload("'data' items must be objects")
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            outputs.append(Output(url, guess_media_type(url, "image")))
+        elif isinstance(item.get("b64_json"), str):
+            outputs.append(Output(f"data:image/png;base64,{item['b64_json']}", "image/png"))
+        else:
+            raise InvalidPayload("each 'data' item needs 'url' or 'b64_json'")
+    return Completion("lumenfall", job_id, JobStatus.SUCCEEDED, outputs=tuple(outputs))

@@ -1,0 +1,52 @@
+"""Pixazo: webhook to the `X-Webhook-URL` given at submit; body has the status response's shape."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from receiver.errors import InvalidPayload
+from receiver.models import Completion, JobStatus, Output
+from receiver.providers._parse import error_text, guess_media_type, load_object, require_id, url_list
+
+_STATUS = {
+    "QUEUED": JobStatus.PENDING,
+    "PENDING": JobStatus.PENDING,
+    "PROCESSING": JobStatus.PENDING,
+    "IN_PROGRESS": JobStatus.PENDING,
+    "COMPLETED": JobStatus.SUCCEEDED,
+    "SUCCEEDED": JobStatus.SUCCEEDED,
+    "FAILED": JobStatus.FAILED,
+    "ERROR": JobStatus.FAILED,  # a system error on Pixazo's side (not charged), output null
+    "CANCELLED": JobStatus.CANCELLED,
+    "CANCELED": JobStatus.CANCELLED,
+}
+
+
+def parse_status(body: bytes) -> Completion:
+    """Parse a webhook body or a `GET /v2/requests/status/{id}` answer (same shape)."""
+    obj = load_object(body)
+    request_id = require_id(obj, "request_id")
+    raw_status = obj.get("status")
+    if not isinstance(raw_status, str) or raw_status.upper() not in _STATUS:
+        raise InvalidPayload(f"'status' must be one of {sorted(_STATUS)}, got {raw_status!r}")
+    status = _STATUS[raw_status.upper()]
+    if status is JobStatus.SUCCEEDED:
+        output = obj.get("output")
+        if not isinstance(output, dict):
+            raise InvalidPayload("'output' must be an object when status is COMPLETED")
+        urls = url_list(output.get("media_url"), "output.media_url")
+        if not urls:
+            raise InvalidPayload("'output.media_url' is empty on a COMPLETED request")
+        declared = output.get("media_type") if isinstance(output.get("media_type"), str) else None
+        outputs = tuple(Output(url=u, media_type=declared or guess_media_type(u)) for u in urls)
+        return Completion("pixazo", request_id, status, outputs=outputs)
+    if status is JobStatus.FAILED:
+        message = error_text(obj.get("error")) or error_text(obj.get("message")) or f"Pixazo status {raw_status}"
+        return Completion("pixazo", request_id, status, error=message)
+    return Completion("pixazo", request_id, status)
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
+    return [parse_status(body)]
+
+

@@ -1,0 +1,66 @@
+"""Runware: one webhook POST per finished image; `getResponse` polling has the same item shape."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from receiver.errors import InvalidPayload
+from receiver.models import Completion, JobStatus, Output
+from receiver.providers._parse import error_text, guess_media_type, load_object
+
+_FORMATS = {"JPG": "image/jpeg", "JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def _image_completion(item: dict[str, Any]) -> Completion:
+    task_uuid = _task_uuid(item, "data")
+    status = str(item.get("status") or "success").lower()
+    if status in ("processing", "pending"):
+        return Completion("runware", task_uuid, JobStatus.PENDING)
+    if status == "error":
+        message = error_text(item.get("error")) or error_text(item.get("message")) or "Runware task error"
+        return Completion("runware", task_uuid, JobStatus.FAILED, error=message)
+    url = item.get("imageURL") or item.get("videoURL") or item.get("mediaURL")
+    if not isinstance(url, str) or not url:
+        raise InvalidPayload("each 'data' item needs an 'imageURL' string")
+    key = item.get("imageUUID") or item.get("mediaUUID")
+    fmt = item.get("outputFormat")
+    media_type = guess_media_type(url) or (_FORMATS.get(fmt.upper()) if isinstance(fmt, str) else None)
+    output = Output(url=url, media_type=media_type, key=key if isinstance(key, str) and key else None)
+    # Each image comes in its own POST: the job is complete once expected_outputs distinct ones arrived.
+    return Completion("runware", task_uuid, JobStatus.SUCCEEDED, outputs=(output,), partial=True)
+
+
+def _task_uuid(item: dict[str, Any], where: str) -> str:
+    value = item.get("taskUUID")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidPayload(f"each '{where}' item needs a 'taskUUID' string")
+    return value.strip()
+
+
+def parse_response(body: bytes) -> list[Completion]:
+    """Parse a webhook body or a `getResponse` answer: `{"data": [...], "errors": [...]}`."""
+    obj = load_object(body)
+    data = obj.get("data", [])
+    errors = obj.get("errors", [])
+    if not isinstance(data, list) or not isinstance(errors, list):
+        raise InvalidPayload("'data' and 'errors' must be lists")
+    if "data" not in obj and "errors" not in obj:
+        raise InvalidPayload("expected 'data' or 'errors'")
+    completions: list[Completion] = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise InvalidPayload("'data' items must be objects")
+        completions.append(_image_completion(item))
+    for item in errors:
+        if not isinstance(item, dict):
+            raise InvalidPayload("'errors' items must be objects")
+        # An error without a taskUUID cannot be tied to a job: the receipt keeps it, nothing else.
+        task_uuid = item.get("taskUUID")
+        if isinstance(task_uuid, str) and task_uuid.strip():
+            message = error_text(item.get("message")) or error_text(item.get("code")) or "Runware error"
+            completions.append(Completion("runware", task_uuid.strip(), JobStatus.FAILED, error=message))
+    return completions
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
+    return parse_response(body)

@@ -1,0 +1,52 @@
+"""The shared resources of one running app, opened in the lifespan and handed to routes and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets as random_secrets
+from dataclasses import dataclass, field
+
+from receiver.metrics import Metrics
+from receiver.notify import Notifier
+from receiver.settings import Secrets, Settings
+from receiver.store import SQLiteStore
+
+
+@dataclass
+class StreamStatus:
+    """What /readyz says of the Oxen consumer."""
+
+    state: str = "disabled"  # disabled | connecting | connected | unauthorized
+    last_error: str | None = None
+    reconnects: int = 0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    secrets: Secrets
+    store: SQLiteStore
+    notifier: Notifier
+    metrics: Metrics
+    oxen: StreamStatus = field(default_factory=StreamStatus)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def new_signing_secret() -> str:
+    return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode("ascii")
+
+
+async def resolve_secrets(settings: Settings, store: SQLiteStore) -> Secrets:
+    """Each secret from the environment, else the one generated once and kept in the store."""
+
+    async def pick(name: str, configured: object, generate: object) -> str:
+        if configured is not None:
+            return configured.get_secret_value()  # type: ignore[attr-defined]
+        return await store.secret(name, generate)  # type: ignore[arg-type]
+
+    return Secrets(
+        api_token=await pick("api_token", settings.api_token, lambda: random_secrets.token_urlsafe(32)),
+        webhook_token=await pick("webhook_token", settings.webhook_token, lambda: random_secrets.token_urlsafe(24)),
+        signing_secret=await pick("signing_secret", settings.signing_secret, new_signing_secret),
+    )

@@ -1,0 +1,105 @@
+"""All settings, read from the environment in one place (see CONTRACT.md, Settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "oxen": "https://hub.oxen.ai",
+    "runware": "https://api.runware.ai/v1",
+    "pixazo": "https://gateway.pixazo.ai",
+    "apiframe": "https://api.apiframe.ai",
+    "lumenfall": "https://api.lumenfall.ai/openai/v1",
+}
+
+
+class Settings(BaseSettings):
+    """Typed settings. Unset tokens and the signing secret are filled from the store at startup."""
+
+    model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite:///./receiver.db"
+    api_token: SecretStr | None = None
+    webhook_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    public_url: str | None = None
+    default_callback_url: str | None = None
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    callback_timeout_s: float = Field(15.0, gt=0)
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    reconcile_after_s: float = Field(300.0, ge=0)
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    oxen_api_key: SecretStr | None = None
+    runware_api_key: SecretStr | None = None
+    pixazo_api_key: SecretStr | None = None
+    apiframe_api_key: SecretStr | None = None
+    lumenfall_api_key: SecretStr | None = None
+
+    oxen_base_url: str = DEFAULT_BASE_URLS["oxen"]
+    runware_base_url: str = DEFAULT_BASE_URLS["runware"]
+    pixazo_base_url: str = DEFAULT_BASE_URLS["pixazo"]
+    apiframe_base_url: str = DEFAULT_BASE_URLS["apiframe"]
+    lumenfall_base_url: str = DEFAULT_BASE_URLS["lumenfall"]
+
+    lumenfall_webhook_secret: SecretStr | None = None
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            return tuple(float(p) for p in parts)
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v < 0 for v in value):
+            raise ValueError("retry delays must be >= 0")
+        return value
+
+    @field_validator(
+        "api_token", "webhook_token", "signing_secret", "public_url", "default_callback_url",
+        "oxen_api_key", "runware_api_key", "pixazo_api_key", "apiframe_api_key",
+        "lumenfall_api_key", "lumenfall_webhook_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def base_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def api_key(self, provider: str) -> SecretStr | None:
+        return getattr(self, f"{provider}_api_key")
+
+    def base_url(self, provider: str) -> str:
+        return str(getattr(self, f"{provider}_base_url")).rstrip("/")
+
+
+class Secrets:
+    """The three secrets in force, each from the environment or generated once and stored."""
+
+    __slots__ = ("api_token", "webhook_token", "signing_secret")
+
+    def __init__(self, *, api_token: str, webhook_token: str, signing_secret: str) -> None:
+        self.api_token = api_token
+        self.webhook_token = webhook_token
+        self.signing_secret = signing_secret
+
+    def __repr__(self) -> str:  # never print secrets by accident
+        return "Secrets(***)"
+
+
+def webhook_url(settings: Settings, secrets: Secrets, provider: str) -> str:
+    """The URL a provider must call: the one `receiver info` prints and submissions send."""
+    return f"{settings.base_public_url}/webhooks/{provider}?token={secrets.webhook_token}"

@@ -1,0 +1,110 @@
+"""Request bodies and query strings of the /v1 API, validated with pydantic into 422s that name the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.responses import JSONResponse
+
+from receiver.http import error
+
+ProviderName = Literal["oxen", "runware", "pixazo", "apiframe", "lumenfall"]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def check_callback_url(value: str | None) -> str | None:
+    """http/https with a host, or nothing; kept exactly as given."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+class RegisterJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: ProviderName
+    provider_job_id: str = Field(min_length=1, max_length=512)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    expected_outputs: int | None = Field(default=None, ge=1, le=100)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return check_callback_url(value)
+
+
+class Invalid(Exception):
+    def __init__(self, response: JSONResponse) -> None:
+        self.response = response
+
+
+def invalid(field: str, message: str) -> Invalid:
+    return Invalid(error(422, "invalid_request", f"{field}: {message}", fields=[{"field": field, "message": message}]))
+
+
+def parse_body(model: type[Model], body: bytes) -> Model:
+    try:
+        raw = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise invalid("body", f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise invalid("body", "expected a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        raise Invalid(error(422, "invalid_request", summary, fields=fields)) from None
+
+
+def query_int(params: Any, name: str, default: int, *, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise invalid(name, f"must be between {low} and {high}")
+    return value
+
+
+def query_float(params: Any, name: str, *, low: float, high: float) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise invalid(name, "must be a number") from None
+    if not low <= value <= high:
+        raise invalid(name, f"must be between {low:g} and {high:g}")
+    return value
+
+
+def query_choice(params: Any, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise invalid(name, f"must be one of {', '.join(choices)}")
+    return str(raw)
+
+
+def query_cursor(params: Any) -> str | None:
+    raw = params.get("cursor")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise invalid("cursor", "not a cursor this API returned")
+    return str(raw)
