@@ -1,0 +1,145 @@
+"""Test plumbing: real uvicorn servers on loopback, in-process or as a separate receiver process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+import uvicorn
+
+from receiver.settings import Settings
+
+API_TOKEN = "test-api-token"
+WEBHOOK_TOKEN = "test-webhook-token"
+SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test: its own SQLite file, known tokens, fast schedules."""
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'receiver.db'}",
+        "api_token": API_TOKEN,
+        "webhook_token": WEBHOOK_TOKEN,
+        "signing_secret": SIGNING_SECRET,
+        "retry_schedule": (0.05, 0.1, 0.2),
+        "callback_timeout_s": 2,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+class RunningServer:
+    def __init__(self, app: Any, base_url: str) -> None:
+        self.app = app
+        self.base_url = base_url
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=10, **kwargs)
+
+    def api(self) -> httpx.AsyncClient:
+        return self.client(headers={"Authorization": f"Bearer {API_TOKEN}"})
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, *, sock: socket.socket | None = None) -> AsyncIterator[RunningServer]:
+    """Run an ASGI app on a real uvicorn server on 127.0.0.1 in this event loop."""
+    if sock is None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during startup")
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningServer(app, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+class ReceiverProcess:
+    """`receiver serve` in its own process, for restarts and SIGKILL."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **env}
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> "ReceiverProcess":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+            env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"receiver exited with {self.proc.returncode}:\n{out}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError("receiver process did not become healthy")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(15)
+        return self.proc.returncode if self.proc else 0
+
+    def output(self) -> str:
+        if self.proc and self.proc.stdout and self.proc.poll() is not None:
+            return self.proc.stdout.read().decode()
+        return ""
+
+
+def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
+        "RECEIVER_API_TOKEN": API_TOKEN,
+        "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "RECEIVER_SIGNING_SECRET": SIGNING_SECRET,
+        "RECEIVER_RETRY_SCHEDULE": "0.05,0.1,0.2",
+        "RECEIVER_CALLBACK_TIMEOUT_S": "2",
+    }
+    env.update(extra)
+    return env
