@@ -12,7 +12,12 @@ import standardwebhooks
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+import httpx
+
 from receiver import api, events, ops, webhooks
+from receiver.delivery import run_delivery
+from receiver.oxen_stream import run_oxen_consumer
+from receiver.reconciler import run_reconciler
 from receiver.errors import ReceiverError
 from receiver.metrics import Metrics
 from receiver.notify import EVENTS, Notifier
@@ -27,7 +32,10 @@ Worker = Callable[[Runtime], Awaitable[None]]
 
 def workers_for(settings: Settings) -> list[Worker]:
     """The background loops this configuration needs."""
-    return []
+    workers: list[Worker] = [run_delivery, run_reconciler]
+    if settings.oxen_api_key is not None:
+        workers.append(run_oxen_consumer)
+    return workers
 
 
 async def open_runtime(settings: Settings, *, clock: Clock = time.time) -> Runtime:
@@ -46,7 +54,10 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time) -> Runti
         raise
     notifier = Notifier()
     store.add_listener(notifier.on_changes)
-    return Runtime(settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics())
+    return Runtime(
+        settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics(),
+        http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False),
+    )
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Starlette:
@@ -67,7 +78,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await runtime.store.close()
+            await runtime.close()
 
     routes = [
         Route("/healthz", ops.healthz),

@@ -67,7 +67,7 @@ async def _info(settings: Settings) -> str:
         ]
         return "\n".join(lines)
     finally:
-        await runtime.store.close()
+        await runtime.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,6 +7,8 @@ import base64
 import secrets as random_secrets
 from dataclasses import dataclass, field
 
+import httpx
+
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
 from receiver.settings import Secrets, Settings
@@ -29,8 +31,13 @@ class Runtime:
     store: SQLiteStore
     notifier: Notifier
     metrics: Metrics
+    http: httpx.AsyncClient  # for calls to providers (submit, poll, stream)
     oxen: StreamStatus = field(default_factory=StreamStatus)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.store.close()
 
 
 def new_signing_secret() -> str:
