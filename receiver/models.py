@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 PROVIDERS: tuple[str, ...] = ("oxen", "runware", "pixazo", "apiframe", "lumenfall")
 WEBHOOK_PROVIDERS: tuple[str, ...] = ("pixazo", "runware", "apiframe", "lumenfall")
 
@@ -167,7 +169,10 @@ def iso_time(ts: float) -> str:
 
 def dumps(value: Any) -> str:
     """Compact one-line JSON, the form used in events, callbacks and the store."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # e.g. an integer wider than 64 bits in user metadata
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def callback_body(job: Job, at: float) -> bytes:

@@ -30,7 +30,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
     CREATE INDEX IF NOT EXISTS jobs_by_provider ON jobs (provider, status, seq);
-    CREATE INDEX IF NOT EXISTS jobs_to_poll ON jobs (status, next_poll_at);
+    CREATE INDEX IF NOT EXISTS jobs_to_poll ON jobs (next_poll_at) WHERE status = 'pending';
 
     CREATE TABLE IF NOT EXISTS receipts (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -66,7 +66,7 @@ MIGRATIONS: list[str] = [
         lease_until REAL,
         created_at REAL NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS messages_due ON messages (status, next_attempt_at);
+    CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX IF NOT EXISTS messages_by_job ON messages (job_id, seq);
 
     CREATE TABLE IF NOT EXISTS attempts (

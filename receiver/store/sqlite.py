@@ -4,67 +4,43 @@ One connection writes (serialised by a lock, explicit `BEGIN IMMEDIATE … COMMI
 so reads never wait behind a write. A write is acknowledged only after its COMMIT; with WAL and
 `synchronous=NORMAL` a committed transaction survives the process being killed (a power cut can
 lose the last few; set `synchronous=FULL` through `?synchronous=full` in the URL if that matters).
+
+Inbound messages are group-committed: while one transaction runs, the next ones queue, and the
+writer applies them all in one transaction (`UnitOfWork`), so a burst costs a few statements in
+all instead of a few per webhook. Each caller still gets its answer only after that COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
 
 import aiosqlite
 
 from receiver.errors import StoreError
-from receiver.models import (
-    ApplyResult,
-    Completion,
-    DeliveryStatus,
-    Job,
-    JobStatus,
-    Outcome,
-    Output,
-    Receipt,
-    StoredReceipt,
-    callback_body,
-    dumps,
-    event_type,
-    iso_time,
-)
+from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, iso_time
 from receiver.store.base import Attempt, ChangeListener, Changes, Clock, Event, Message, Page
 from receiver.store.schema import MIGRATIONS
+from receiver.store.unit import JOB_COLUMNS as _JOB_COLUMNS, UnitOfWork, job_from_row as _job_from_row
 
-_JOB_COLUMNS = (
-    "seq, id, provider, provider_job_id, status, outputs, error, metadata, callback_url, registered, "
-    "expected_outputs, delivery_status, created_at, completed_at"
-)
-_SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "ocp-apim-subscription-key"})
+log = logging.getLogger("receiver.store")
 
-
-def _job_from_row(row: aiosqlite.Row | tuple[Any, ...]) -> Job:
-    outputs = [Output(o["url"], o.get("media_type"), o.get("key")) for o in json.loads(row[5])]
-    return Job(
-        seq=row[0], id=row[1], provider=row[2], provider_job_id=row[3], status=JobStatus(row[4]),
-        outputs=outputs, error=row[6], metadata=json.loads(row[7]), callback_url=row[8],
-        registered=bool(row[9]), expected_outputs=row[10], delivery_status=DeliveryStatus(row[11]),
-        created_at=iso_time(row[12]), completed_at=iso_time(row[13]) if row[13] is not None else None,
-    )
+_MAX_BATCH = 256
 
 
-def _outputs_json(outputs: list[Output]) -> str:
-    return dumps([{"url": o.url, "media_type": o.media_type, "key": o.key} for o in outputs])
+@dataclass
+class _Write:
+    """One inbound message waiting for the group commit."""
 
-
-def _merge_outputs(existing: list[Output], new: tuple[Output, ...]) -> list[Output]:
-    seen = {o.identity for o in existing}
-    merged = list(existing)
-    for output in new:
-        if output.identity not in seen:
-            seen.add(output.identity)
-            merged.append(output)
-    return merged
+    receipt: Receipt
+    completions: list[Completion] | None  # None: an invalid receipt, kept with `error`
+    error: str | None
+    done: asyncio.Future[ApplyResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class SQLiteStore:
@@ -88,6 +64,8 @@ class SQLiteStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[_Write | None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -99,6 +77,8 @@ class SQLiteStore:
         except Exception as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        self._queue = asyncio.Queue()
+        self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-group-commit")
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -124,6 +104,11 @@ class SQLiteStore:
                 )
 
     async def close(self) -> None:
+        """Finish the writes already queued, then close the connections."""
+        if self._queue is not None and self._writer_task is not None:
+            self._queue.put_nowait(None)
+            await asyncio.gather(self._writer_task, return_exceptions=True)
+        self._queue = self._writer_task = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 try:
@@ -174,185 +159,96 @@ class SQLiteStore:
             row = await (await db.execute("SELECT value FROM meta WHERE key = ?", (key,))).fetchone()
         return str(row[0])
 
-    # -- inbound ---------------------------------------------------------------------------------
+    # -- inbound (group commit) ------------------------------------------------------------------
 
-    async def _insert_receipt(
-        self, db: aiosqlite.Connection, receipt: Receipt, outcome: Outcome, job_ids: list[str], error: str | None
-    ) -> int:
-        headers = {k: v for k, v in receipt.headers.items() if k.lower() not in _SECRET_HEADERS}
-        cursor = await db.execute(
-            "INSERT INTO receipts (provider, source, outcome, provider_job_ids, error, headers, body, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (receipt.provider, receipt.source, outcome.value, dumps(job_ids), error, dumps(headers),
-             receipt.body, self.clock()),
-        )
-        return int(cursor.lastrowid or 0)
-
-    async def record_invalid(self, receipt: Receipt, error: str) -> int:
-        async with self._transaction() as db:
-            return await self._insert_receipt(db, receipt, Outcome.INVALID, [], error)
+    def _unit(self) -> UnitOfWork:
+        return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
+                          default_callback_url=self.default_callback_url)
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
-        now = self.clock()
-        job_ids: list[str] = []
-        terminal: list[str] = []
-        applied = duplicate = False
-        new_messages = False
+        return await self._submit(_Write(receipt, completions, None))
+
+    async def record_invalid(self, receipt: Receipt, error: str) -> int:
+        return (await self._submit(_Write(receipt, None, error))).receipt_id
+
+    async def _submit(self, write: _Write) -> ApplyResult:
+        if self._queue is None:
+            raise StoreError("store is closed")
+        self._queue.put_nowait(write)
+        return await asyncio.shield(write.done)  # a caller that goes away does not undo the write
+
+    async def _run_writer(self) -> None:
+        assert self._queue is not None
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    self._queue.put_nowait(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            try:
+                await self._commit_batch(batch)
+            except Exception:
+                # Find the culprit: each write alone, so one bad write cannot fail the others.
+                for write in batch:
+                    try:
+                        await self._commit_batch([write])
+                    except Exception as exc:
+                        log.exception("store write failed")
+                        if not write.done.done():
+                            write.done.set_exception(StoreError(f"store write failed: {exc}"))
+
+    async def _commit_batch(self, batch: list[_Write]) -> None:
+        unit = self._unit()
+        outcomes: list[tuple[int, Outcome, list[str], list[str]]] = []
         async with self._transaction() as db:
-            for completion in completions:
-                result = await self._apply_one(db, completion, now)
-                if result is None:
+            await unit.load(db, {(c.provider, c.provider_job_id) for w in batch for c in w.completions or ()})
+            for write in batch:
+                if write.completions is None:
+                    index = unit.add_receipt(write.receipt, Outcome.INVALID, [], write.error)
+                    outcomes.append((index, Outcome.INVALID, [], []))
                     continue
-                job, changed, became_terminal, queued = result
-                job_ids.append(job.id)
-                applied |= changed
-                duplicate |= not changed
-                new_messages |= queued
-                if became_terminal:
-                    terminal.append(job.id)
-            outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
-            receipt_id = await self._insert_receipt(
-                db, receipt, outcome, sorted({c.provider_job_id for c in completions}), None
-            )
-        self._notify(Changes(tuple(terminal), new_messages))
-        return ApplyResult(receipt_id, outcome, job_ids, terminal)
-
-    async def _job_by_provider_id(self, db: aiosqlite.Connection, provider: str, provider_job_id: str) -> Job | None:
-        row = await (
-            await db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_job_id = ?",
-                (provider, provider_job_id),
-            )
-        ).fetchone()
-        return _job_from_row(row) if row else None
-
-    async def _create_job(
-        self, db: aiosqlite.Connection, *, provider: str, provider_job_id: str, now: float,
-        registered: bool, callback_url: str | None = None, metadata: dict[str, Any] | None = None,
-        expected_outputs: int | None = None,
-    ) -> Job:
-        job_id = f"job_{uuid.uuid4().hex}"
-        await db.execute(
-            "INSERT INTO jobs (id, provider, provider_job_id, status, metadata, callback_url, registered, "
-            "expected_outputs, created_at, next_poll_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-            (job_id, provider, provider_job_id, dumps(metadata or {}), callback_url, int(registered),
-             expected_outputs, now, now + self.reconcile_after_s),
-        )
-        job = await self._job_by_provider_id(db, provider, provider_job_id)
-        assert job is not None
-        return job
-
-    async def _apply_one(
-        self, db: aiosqlite.Connection, completion: Completion, now: float
-    ) -> tuple[Job, bool, bool, bool] | None:
-        """Returns (job, changed, became_terminal, queued_message), or None for progress."""
-        if completion.status is JobStatus.PENDING:
-            return None  # progress: recorded as a receipt, changes no job
-        job = await self._job_by_provider_id(db, completion.provider, completion.provider_job_id)
-        if job is None:
-            job = await self._create_job(
-                db, provider=completion.provider, provider_job_id=completion.provider_job_id,
-                now=now, registered=False,
-            )
-        if job.status.terminal:
-            # A terminal job never changes state. Late extra images of a Runware task (say the job
-            # completed at 1 image before registration told us to expect 4) are still kept.
-            if completion.partial and job.status is JobStatus.SUCCEEDED:
-                merged = _merge_outputs(job.outputs, completion.outputs)
-                if len(merged) > len(job.outputs):
-                    await db.execute("UPDATE jobs SET outputs = ? WHERE seq = ?", (_outputs_json(merged), job.seq))
-                    return job, True, False, False
-            return job, False, False, False
-        outputs = _merge_outputs(job.outputs, completion.outputs)
-        if completion.partial and completion.status is JobStatus.SUCCEEDED:
-            if len(outputs) == len(job.outputs):
-                return job, False, False, False
-            if len(outputs) < (job.expected_outputs or 1):
-                await db.execute("UPDATE jobs SET outputs = ? WHERE seq = ?", (_outputs_json(outputs), job.seq))
-                return job, True, False, False
-        job.outputs = outputs
-        job.status = completion.status
-        job.error = completion.error
-        queued = await self._finish(db, job, now)
-        return job, True, True, queued
-
-    async def _finish(self, db: aiosqlite.Connection, job: Job, now: float) -> bool:
-        """Make `job` terminal: write it, its event and (if it has a destination) its outbox message."""
-        job.completed_at = iso_time(now)
-        url = job.callback_url or self.default_callback_url
-        if url:
-            job.delivery_status = DeliveryStatus.PENDING
-        await db.execute(
-            "UPDATE jobs SET status = ?, outputs = ?, error = ?, completed_at = ?, delivery_status = ?, "
-            "next_poll_at = NULL WHERE seq = ?",
-            (job.status.value, _outputs_json(job.outputs), job.error, now, job.delivery_status.value, job.seq),
-        )
-        await db.execute(
-            "INSERT INTO events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)",
-            (job.id, event_type(job.status), dumps(job.to_json()), now),
-        )
-        if url:
-            await self._enqueue(db, job, url, now)
-        return bool(url)
-
-    async def _enqueue(self, db: aiosqlite.Connection, job: Job, url: str, now: float) -> None:
-        await db.execute(
-            "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
-            "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-            (f"msg_{uuid.uuid4().hex}", job.id, url, callback_body(job, now), now, now),
-        )
+                job_ids: list[str] = []
+                terminal: list[str] = []
+                applied = duplicate = False
+                for completion in write.completions:
+                    result = unit.apply(completion)
+                    if result is None:
+                        continue
+                    job_ids.append(result.job.id)
+                    applied |= result.changed
+                    duplicate |= not result.changed
+                    if result.became_terminal:
+                        terminal.append(result.job.id)
+                outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
+                pids = sorted({c.provider_job_id for c in write.completions})
+                outcomes.append((unit.add_receipt(write.receipt, outcome, pids, None), outcome, job_ids, terminal))
+            await unit.flush(db)
+        for write, (index, outcome, job_ids, terminal) in zip(batch, outcomes):
+            if not write.done.done():
+                write.done.set_result(ApplyResult(unit.receipt_ids[index], outcome, job_ids, terminal, error=write.error))
+        self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
 
     # -- jobs ------------------------------------------------------------------------------------
 
     async def register_job(
         self, *, provider: str, provider_job_id: str, callback_url: str | None,
-        metadata: dict[str, Any], expected_outputs: int | None,
+        metadata: dict[str, object], expected_outputs: int | None,
     ) -> tuple[Job, bool]:
-        now = self.clock()
-        terminal: tuple[str, ...] = ()
-        queued = False
+        unit = self._unit()
         async with self._transaction() as db:
-            job = await self._job_by_provider_id(db, provider, provider_job_id)
-            if job is None:
-                job = await self._create_job(
-                    db, provider=provider, provider_job_id=provider_job_id, now=now, registered=True,
-                    callback_url=callback_url, metadata=metadata, expected_outputs=expected_outputs,
-                )
-                return job, True
-            if job.registered:
-                return job, False
-            # Claim a job whose completion arrived first.
-            job.registered, job.callback_url, job.metadata = True, callback_url, metadata
-            job.expected_outputs = expected_outputs
-            await db.execute(
-                "UPDATE jobs SET registered = 1, callback_url = ?, metadata = ?, expected_outputs = ? WHERE seq = ?",
-                (callback_url, dumps(metadata), expected_outputs, job.seq),
+            await unit.load(db, {(provider, provider_job_id)})
+            job, created = unit.register(
+                provider, provider_job_id, callback_url=callback_url, metadata=metadata,
+                expected_outputs=expected_outputs,
             )
-            if job.status.terminal:
-                queued = await self._deliver_claimed(db, job, now)
-            elif job.outputs and len(job.outputs) >= (expected_outputs or 1):
-                job.status = JobStatus.SUCCEEDED  # Runware images that were waiting for their count
-                queued = await self._finish(db, job, now)
-                terminal = (job.id,)
-            job = await self._job_by_provider_id(db, provider, provider_job_id)
-            assert job is not None
-        self._notify(Changes(terminal, queued))
-        return job, False
-
-    async def _deliver_claimed(self, db: aiosqlite.Connection, job: Job, now: float) -> bool:
-        """Registering a job whose result already arrived delivers it at once (unless already sent there)."""
-        url = job.callback_url or self.default_callback_url
-        if not url:
-            return False
-        row = await (
-            await db.execute("SELECT 1 FROM messages WHERE job_id = ? AND url = ? LIMIT 1", (job.id, url))
-        ).fetchone()
-        if row:
-            return False
-        job.delivery_status = DeliveryStatus.PENDING
-        await db.execute("UPDATE jobs SET delivery_status = 'pending' WHERE seq = ?", (job.seq,))
-        await self._enqueue(db, job, url, now)
-        return True
+            await unit.flush(db)
+        self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
+        return job, created
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await (await self._read.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))).fetchone()
@@ -478,22 +374,18 @@ class SQLiteStore:
         )
 
     async def redeliver(self, job_id: str) -> Message | None:
-        now = self.clock()
+        unit = self._unit()
         async with self._transaction() as db:
-            row = await (await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))).fetchone()
-            if row is None:
+            job = await unit.load_id(db, job_id)
+            url = job and (job.callback_url or self.default_callback_url)
+            if job is None or not job.status.terminal or not url:
                 return None
-            job = _job_from_row(row)
-            url = job.callback_url or self.default_callback_url
-            if not job.status.terminal or not url:
-                return None
-            job.delivery_status = DeliveryStatus.PENDING
-            await self._enqueue(db, job, url, now)
-            await self._refresh_delivery_status(db, job.id)
+            message_id = unit.enqueue(job, url)
+            await unit.flush(db)
             row = await (
                 await db.execute(
-                    "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages "
-                    "WHERE job_id = ? ORDER BY seq DESC LIMIT 1", (job.id,),
+                    "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages WHERE id = ?",
+                    (message_id,),
                 )
             ).fetchone()
         self._notify(Changes((), True))
@@ -546,3 +438,16 @@ class SQLiteStore:
     async def poll_count(self, job_id: str) -> int:
         row = await (await self._read.execute("SELECT poll_count FROM jobs WHERE id = ?", (job_id,))).fetchone()
         return int(row[0]) if row else 0
+
+    # -- outbox (delivery worker) ----------------------------------------------------------------
+
+    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
+        """Hand claimed messages back without an attempt, due again at `until` (their destination is busy)."""
+        if not seqs:
+            return
+        marks = ",".join("?" * len(seqs))
+        async with self._transaction() as db:
+            await db.execute(
+                f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' AND seq IN ({marks})",
+                (until, *seqs),
+            )
