@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import uvicorn
 from pydantic import ValidationError
+from starlette.applications import Starlette
 
 from receiver import logs
 from receiver.app import create_app, open_runtime
@@ -30,14 +31,15 @@ def load_settings(overrides: dict[str, Any]) -> Settings:
 class _Server(uvicorn.Server):
     """Ends open event streams as soon as a shutdown is asked for, instead of waiting them out."""
 
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
     def handle_exit(self, sig: int, frame: Any) -> None:
-        runtime = getattr(self.config.loaded_app.app.state, "runtime", None) if hasattr(self.config, "loaded_app") else None
-        loop = asyncio.get_event_loop_policy().get_event_loop() if runtime else None
-        if runtime is not None and loop is not None:
-            def stop() -> None:
-                runtime.stopping.set()
-                runtime.notifier.publish(EVENTS)
-            loop.call_soon_threadsafe(stop)
+        runtime = getattr(self._app.state, "runtime", None)
+        if runtime is not None:
+            runtime.stopping.set()
+            runtime.notifier.publish(EVENTS)
         super().handle_exit(sig, frame)
 
 
@@ -48,7 +50,7 @@ def serve(settings: Settings) -> None:
         app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
         timeout_graceful_shutdown=5, server_header=False,
     )
-    _Server(config).run()
+    _Server(config, app).run()
 
 
 async def _info(settings: Settings) -> str:
