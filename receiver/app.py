@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 import httpx
 
-from receiver import api, events, ops, webhooks
+from receiver import api, events, generations, ops, webhooks
 from receiver.delivery import run_delivery
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         app.state.runtime = runtime
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
-        log.info("receiver ready on %s (store %s)", settings.base_public_url, settings.database_url.split("?")[0])
+        log.info("receiver ready: public URL %s, store %s", settings.base_public_url, settings.database_url.split("?")[0])
         try:
             yield
         finally:
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         Route("/webhooks/{provider}", webhooks.receive_webhook, methods=["POST"]),
         Route("/v1/jobs", api.register_job, methods=["POST"]),
         Route("/v1/jobs", api.list_jobs, methods=["GET"]),
+        Route("/v1/generations", generations.create_generation, methods=["POST"]),
         Route("/v1/jobs/{job_id}", api.get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}/deliveries", api.list_deliveries, methods=["GET"]),
         Route("/v1/jobs/{job_id}/redeliver", api.redeliver, methods=["POST"]),

@@ -1,9 +1,284 @@
-"""Oxen SSE consumer (issue 3). Placeholder: being written."""
+"""Oxen's event stream: one long-lived SSE subscription turned into completions, plus the catch-up poll.
+
+Oxen keeps no history and sends no `id:` lines: whatever fires while we are disconnected is lost.
+So once a stream is open (never before: a completion is then either on the stream or already visible
+to a poll), every pending Oxen job is polled at `GET /api/ai/queue/{generation_id}`. Cancelled
+generations never appear on the stream at all; polling pending jobs older than
+`RECEIVER_RECONCILE_AFTER_S` is the reconciler's job, which calls `poll_oxen_job` too.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from receiver import backoff
+from receiver.errors import InvalidPayload, NotConfigured, ProviderError
+from receiver.ingest import ingest
+from receiver.models import ApplyResult, Job, Receipt
+from receiver.providers import oxen
 from receiver.runtime import Runtime
 
+log = logging.getLogger("receiver.oxen")
 
-async def run_oxen_consumer(runtime: Runtime) -> None:
-    return None
+
+@dataclass(frozen=True, slots=True)
+class StreamTuning:
+    """Timings of the consumer. Tests pass (or patch in) a fast one; production uses DEFAULT_TUNING."""
+
+    keep_alive_s: float = 15.0  # Oxen sends `: keep-alive` this often when idle
+    stall_factor: float = 2.5  # no byte for stall_factor·keep_alive_s means the connection is dead
+    connect_timeout_s: float = 10.0
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    unauthorized_base_s: float = 15.0  # a refused key is a configuration error: retry slowly
+    unauthorized_cap_s: float = 60.0
+    healthy_after_s: float = 30.0  # a connection that stayed up this long resets the backoff
+    poll_timeout_s: float = 15.0
+    poll_concurrency: int = 4
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return self.keep_alive_s * self.stall_factor
+
+
+DEFAULT_TUNING = StreamTuning()
+
+
+class StreamFailure(Exception):
+    """Why a connection ended; `unauthorized` means Oxen refused the API key."""
+
+    def __init__(self, message: str, *, unauthorized: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.unauthorized = unauthorized
+        self.retry_after = retry_after
+
+
+class Reconnects:
+    """Delays between connection attempts: exponential with jitter, capped, reset by a healthy connection."""
+
+    def __init__(self, tuning: StreamTuning, rand: Callable[[], float] = random.random) -> None:
+        self.tuning = tuning
+        self.rand = rand
+        self.attempt = 0
+
+    def connected_for(self, seconds: float) -> None:
+        if seconds >= self.tuning.healthy_after_s:
+            self.attempt = 0
+
+    def next_delay(self, failure: StreamFailure) -> float:
+        t = self.tuning
+        base, cap = (t.unauthorized_base_s, t.unauthorized_cap_s) if failure.unauthorized else (t.backoff_base_s, t.backoff_cap_s)
+        delay = backoff.exponential(self.attempt, base=base, cap=cap, rand=self.rand)
+        self.attempt += 1
+        if failure.retry_after is not None:
+            delay = max(delay, min(failure.retry_after, cap))
+        return delay
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free account of a transport error for logs and /readyz."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: not worth parsing for a stream reconnect
+
+
+def _auth_headers(runtime: Runtime) -> dict[str, str]:
+    key = runtime.settings.oxen_api_key
+    if key is None:
+        raise NotConfigured("RECEIVER_OXEN_API_KEY")
+    return {"Authorization": f"Bearer {key.get_secret_value()}"}
+
+
+async def poll_oxen_job(runtime: Runtime, job: Job, *, timeout: float | None = None) -> ApplyResult | None:
+    """Ask Oxen about one job; a terminal answer is ingested as a `poll` receipt and its result returned.
+
+    None when the generation is still running or Oxen does not know it (404; the job is left as it is).
+    Raises ProviderError when the poll itself failed (transport, non-2xx, an answer of the wrong shape).
+    Counts nothing: callers count `reconcile_polls`.
+    """
+    generation_id = job.provider_job_id
+    url = f"{runtime.settings.base_url('oxen')}/api/ai/queue/{quote(generation_id, safe='')}"
+    try:
+        response = await runtime.http.get(
+            url, headers=_auth_headers(runtime), timeout=timeout or DEFAULT_TUNING.poll_timeout_s
+        )
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"polling Oxen generation {generation_id}: {describe(exc)}") from exc
+    if response.status_code == 404:
+        log.warning("Oxen does not know generation %s (404): job %s left as it is", generation_id, job.id,
+                    extra={"job_id": job.id})
+        return None
+    if not response.is_success:
+        raise ProviderError(f"Oxen answered HTTP {response.status_code} to a poll of {generation_id}",
+                            status=response.status_code)
+    body = response.content
+    try:
+        completion = oxen.parse_status(body)
+    except InvalidPayload as exc:
+        log.warning("unexpected Oxen poll answer for %s: %s; body: %r", generation_id, exc, body[:500])
+        raise ProviderError(f"unexpected Oxen poll answer for {generation_id}: {exc}") from None
+    if completion.provider_job_id != generation_id:
+        raise ProviderError(f"Oxen answered a poll of {generation_id} about {completion.provider_job_id}")
+    if not completion.status.terminal:
+        return None
+    return await ingest(runtime, Receipt(provider="oxen", source="poll", body=body), lambda: [completion])
+
+
+async def poll_pending_oxen_jobs(runtime: Runtime, tuning: StreamTuning | None = None) -> tuple[int, int]:
+    """Poll every pending Oxen job (bounded concurrency); returns (polled, finished)."""
+    tuning = tuning or DEFAULT_TUNING
+    jobs = await runtime.store.pending_jobs("oxen")
+    limit = asyncio.Semaphore(max(1, tuning.poll_concurrency))
+    finished = 0
+
+    async def one(job: Job) -> None:
+        nonlocal finished
+        async with limit:
+            try:
+                result = await poll_oxen_job(runtime, job, timeout=tuning.poll_timeout_s)
+            except Exception as exc:  # one bad poll must not stop the others
+                runtime.metrics.reconcile_polls.labels("oxen", "error").inc()
+                log.warning("catch-up poll of Oxen generation %s failed: %s", job.provider_job_id, exc,
+                            extra={"job_id": job.id})
+                return
+            runtime.metrics.reconcile_polls.labels("oxen", "terminal" if result else "pending").inc()
+            if result is not None and result.terminal_job_ids:
+                finished += 1
+
+    await asyncio.gather(*(one(job) for job in jobs))
+    return len(jobs), finished
+
+
+class OxenConsumer:
+    """The connect loop and the catch-up poller of one running app."""
+
+    def __init__(self, runtime: Runtime, tuning: StreamTuning, rand: Callable[[], float] = random.random) -> None:
+        self.runtime = runtime
+        self.tuning = tuning
+        self.reconnects = Reconnects(tuning, rand)
+        self.catch_up_wanted = asyncio.Event()
+        self.url = f"{runtime.settings.base_url('oxen')}/api/events"
+        self.opened_at: float | None = None  # loop time the current connection opened
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._catch_up_loop(), name="oxen-catch-up")
+                tasks.create_task(self._connect_loop(), name="oxen-stream")
+        finally:
+            self.runtime.metrics.stream_connected.set(0)
+
+    async def _connect_loop(self) -> None:
+        status, metrics = self.runtime.oxen, self.runtime.metrics
+        loop = asyncio.get_running_loop()
+        while True:
+            if status.state != "unauthorized":  # stays visible until a connection is accepted
+                status.state = "connecting"
+            metrics.stream_reconnects.inc()
+            self.opened_at = None
+            try:
+                await self._stream_once()
+                failure = StreamFailure("Oxen closed the stream")
+            except Exception as exc:
+                failure = self._failure(exc)
+            finally:
+                metrics.stream_connected.set(0)
+            if self.opened_at is not None:
+                self.reconnects.connected_for(loop.time() - self.opened_at)
+            delay = self.reconnects.next_delay(failure)
+            status.last_error = failure.message
+            status.reconnects += 1
+            if failure.unauthorized:
+                status.state = "unauthorized"
+                log.error("Oxen refused RECEIVER_OXEN_API_KEY (%s): no Oxen results arrive until the key is fixed; "
+                          "retrying in %.1f s", failure.message, delay)
+            else:
+                status.state = "connecting"
+                log.warning("Oxen stream down (%s); reconnecting in %.1f s", failure.message, delay)
+            await asyncio.sleep(delay)
+
+    def _failure(self, exc: Exception) -> StreamFailure:
+        if isinstance(exc, StreamFailure):
+            return exc
+        if isinstance(exc, httpx.ReadTimeout):
+            return StreamFailure(f"no data from Oxen for {self.tuning.stall_timeout_s:g} s: stalled connection")
+        if isinstance(exc, httpx.HTTPError):
+            return StreamFailure(f"connection to Oxen failed: {describe(exc)}")
+        # A store error while ingesting, say: reconnecting makes the catch-up poll recover what it missed.
+        log.exception("Oxen consumer error")
+        return StreamFailure(f"consumer error: {describe(exc)}")
+
+    async def _stream_once(self) -> None:
+        """One connection, until it ends; raises StreamFailure (or an httpx error) for what went wrong."""
+        timeout = httpx.Timeout(self.tuning.connect_timeout_s, read=self.tuning.stall_timeout_s)
+        async with aconnect_sse(self.runtime.http, "GET", self.url, headers=_auth_headers(self.runtime),
+                                timeout=timeout) as source:
+            response = source.response
+            if response.status_code in (401, 403):
+                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", unauthorized=True)
+            if response.status_code != 200:
+                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", retry_after=_retry_after(response))
+            content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if content_type != "text/event-stream":
+                raise StreamFailure(f"GET /api/events answered {content_type or 'no content type'!r}, not an event stream")
+            self._opened()
+            # The read timeout is the stall detector: keep-alive comments are bytes too, so it only
+            # fires when nothing at all arrived for stall_timeout_s.
+            async for sse in source.aiter_sse():
+                await self._handle(sse)
+
+    def _opened(self) -> None:
+        self.opened_at = asyncio.get_running_loop().time()
+        status = self.runtime.oxen
+        if status.state == "unauthorized":
+            log.warning("Oxen accepts RECEIVER_OXEN_API_KEY again")
+        status.state, status.last_error = "connected", None
+        self.runtime.metrics.stream_connected.set(1)
+        log.info("Oxen stream connected (%s)", self.url)
+        self.catch_up_wanted.set()
+
+    async def _handle(self, sse: ServerSentEvent) -> None:
+        if sse.event != oxen.COMPLETED_EVENT:
+            log.debug("Oxen event %r ignored", sse.event)
+            return
+        # The stream is decoded as UTF-8 text (invalid bytes become U+FFFD); the receipt keeps that text.
+        data = sse.data.encode("utf-8")
+        receipt = Receipt(provider="oxen", source="stream", body=data, headers={"sse-event": sse.event})
+        await ingest(self.runtime, receipt, lambda: [oxen.parse_stream_event(data)])
+
+    async def _catch_up_loop(self) -> None:
+        """After each (re)connect, poll every pending job; connects during a round ask for another round."""
+        while True:
+            await self.catch_up_wanted.wait()
+            self.catch_up_wanted.clear()
+            try:
+                polled, finished = await poll_pending_oxen_jobs(self.runtime, self.tuning)
+            except Exception:
+                log.exception("catch-up poll of pending Oxen jobs failed")
+                continue
+            if polled:
+                log.info("caught up after connecting: polled %d pending Oxen job(s), %d finished", polled, finished)
+
+
+async def run_oxen_consumer(runtime: Runtime, *, tuning: StreamTuning | None = None,
+                            rand: Callable[[], float] = random.random) -> None:
+    """The background worker: runs until cancelled (the app's lifespan does that at shutdown)."""
+    if runtime.settings.oxen_api_key is None:
+        return
+    await OxenConsumer(runtime, tuning or DEFAULT_TUNING, rand).run()
