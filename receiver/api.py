@@ -58,13 +58,15 @@ async def get_job(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     job_id = request.path_params["job_id"]
     wait = query_float(request.query_params, "wait", low=0, high=MAX_WAIT_S)
-    # Take the wake-up before reading, so a completion between the read and the wait is not missed.
-    woken = runtime.notifier.event(job_key(job_id)) if wait else None
     job = await runtime.store.get_job(job_id)
     if job is None:
         return error(404, "not_found", f"no job {job_id!r}")
-    if woken is not None and wait and not job.status.terminal:
-        if await wait_for(woken, wait):
+    if wait and not job.status.terminal:
+        # Take the wake-up, then read again, so a completion between the read and the wait is not
+        # missed. Only for a job that exists and is pending: the notifier keeps an entry per key.
+        woken = runtime.notifier.event(job_key(job_id))
+        job = await runtime.store.get_job(job_id) or job
+        if not job.status.terminal and await wait_for(woken, wait):
             job = await runtime.store.get_job(job_id) or job
     return JSONResponse(job.to_json())
 

@@ -15,6 +15,7 @@ from receiver.validation import invalid
 
 KEEPALIVE_S = 15.0
 BATCH = 500
+MAX_EVENT_ID = 2**63 - 1
 
 
 def format_event(event: Event) -> str:
@@ -26,8 +27,9 @@ def _last_event_id(request: Request) -> int | None:
     if raw is None or raw.strip() == "":
         return None
     raw = raw.strip()
-    if not raw.isdigit():
-        raise invalid("last_event_id", "must be a non-negative integer")
+    # isascii: str.isdigit() also accepts digits int() refuses ("²"); the bound keeps it a SQLite integer.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_EVENT_ID:
+        raise invalid("last_event_id", "must be a non-negative integer, an id this stream sent")
     return int(raw)
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
 
@@ -16,10 +17,17 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def check_callback_url(value: str | None) -> str | None:
-    """http/https with a host, or nothing; kept exactly as given."""
+    """http/https with a host, or nothing; kept exactly as given. Whatever passes, httpx can send to."""
     if value is None:
         return None
-    parts = urlsplit(value)
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # raises on a port that is not a number in 0-65535
+        httpx.URL(value)
+    except (ValueError, httpx.InvalidURL):
+        raise ValueError("is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
     return value

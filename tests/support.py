@@ -63,7 +63,9 @@ class RunningServer:
 async def serve_app(app: Any, *, sock: socket.socket | None = None) -> AsyncIterator[RunningServer]:
     """Run an ASGI app on a real uvicorn server on 127.0.0.1 in this event loop."""
     if sock is None:
-        sock = socket.socket()
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it every
+        # keep-alive request waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)

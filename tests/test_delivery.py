@@ -1,0 +1,514 @@
+"""Downstream delivery end to end: signed, retried, durable, replayable callbacks (issue 4).
+
+The receiver runs for real (uvicorn on loopback, a real SQLite file, or `receiver serve` in a
+subprocess); only the downstream endpoints are fakes (`tests/fakes/callback.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+import standardwebhooks
+from httpx_sse import aconnect_sse
+
+from receiver.app import create_app
+from receiver.delivery import PER_HOST_CONCURRENCY, PER_HOST_HELD, decide, destination, parse_retry_after
+from tests.fakes.callback import HANG, Reply, callback_server
+from tests.support import (
+    API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, free_port, make_settings,
+    process_env, serve_app,
+)
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+async def until(check: Callable[[], Any], *, timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll `check` (sync or async) until it returns something truthy, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def receiver(tmp_path: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
+    async with serve_app(create_app(make_settings(tmp_path, **overrides))) as running:
+        yield running
+
+
+def api_client(base_url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base_url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"})
+
+
+async def complete(client: httpx.AsyncClient, request_id: str, *, failed: bool = False) -> list[str]:
+    """A Pixazo webhook finishing `request_id`; returns the job ids it touched."""
+    body: dict[str, Any] = {"request_id": request_id, "status": "FAILED" if failed else "COMPLETED"}
+    if failed:
+        body["error"] = "content policy"
+    else:
+        body["output"] = {"media_url": [f"https://cdn.example/{request_id}.jpeg"], "media_type": "image/jpeg"}
+    response = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", json=body)
+    assert response.status_code == 200, response.text
+    return list(response.json()["job_ids"])
+
+
+async def register(client: httpx.AsyncClient, request_id: str, callback_url: str | None, **extra: Any) -> dict[str, Any]:
+    body = {"provider": "pixazo", "provider_job_id": request_id, "callback_url": callback_url, **extra}
+    response = await client.post("/v1/jobs", json=body)
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
+async def finished_job(client: httpx.AsyncClient, callback_url: str | None, *, failed: bool = False) -> str:
+    request_id = f"req_{uuid.uuid4().hex[:12]}"
+    job = await register(client, request_id, callback_url)
+    assert await complete(client, request_id, failed=failed) == [job["id"]]
+    return str(job["id"])
+
+
+async def job(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def delivery_status_is(client: httpx.AsyncClient, job_id: str, status: str) -> bool:
+    return (await job(client, job_id))["delivery_status"] == status
+
+
+async def deliveries(client: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/jobs/{job_id}/deliveries")
+    assert response.status_code == 200, response.text
+    return list(response.json()["deliveries"])
+
+
+def verify(received: Any) -> dict[str, Any]:
+    """The Standard Webhooks check a downstream receiver makes."""
+    return dict(standardwebhooks.Webhook(SIGNING_SECRET).verify(received.body, received.headers))
+
+
+# -- the retry policy (pure) --------------------------------------------------------------------
+
+SCHEDULE = (0.05, 0.1, 0.2)
+MIDDLE = lambda: 0.5  # noqa: E731  (pins the jitter at zero)
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts", "expected"),
+    [
+        (200, 1, ("delivered", None)),
+        (204, 4, ("delivered", None)),
+        (410, 1, ("failed", None)),
+        (500, 1, ("retry", 0.05)),
+        (None, 2, ("retry", 0.1)),
+        (301, 3, ("retry", 0.2)),  # redirects are not followed: just another non-2xx answer
+        (500, 4, ("failed", None)),  # 3 values = 4 attempts
+        (None, 4, ("failed", None)),
+    ],
+)
+def test_decide(status: int | None, attempts: int, expected: tuple[str, float | None]) -> None:
+    decision = decide(status_code=status, attempts_made=attempts, schedule=SCHEDULE, rand=MIDDLE)
+    assert (decision.outcome, decision.delay) == expected
+
+
+def test_decide_jitter_stays_within_ten_percent() -> None:
+    low = decide(status_code=500, attempts_made=1, schedule=(10.0,), rand=lambda: 0.0).delay
+    high = decide(status_code=500, attempts_made=1, schedule=(10.0,), rand=lambda: 0.999).delay
+    assert low == pytest.approx(9.0) and high == pytest.approx(11.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(30.0, 30.0), (1000.0, 60.0), (0.0, 1.0), (None, 1.0)],  # longer wins, capped at the largest step
+)
+def test_decide_honours_retry_after_capped(retry_after: float | None, expected: float) -> None:
+    decision = decide(status_code=503, attempts_made=1, schedule=(1.0, 60.0), retry_after=retry_after, rand=MIDDLE)
+    assert (decision.outcome, decision.delay) == ("retry", expected)
+
+
+def test_decide_permanent_error_and_410_ignore_retry_after() -> None:
+    assert decide(status_code=None, attempts_made=1, schedule=SCHEDULE, permanent=True).outcome == "failed"
+    assert decide(status_code=410, attempts_made=1, schedule=SCHEDULE, retry_after=1).outcome == "failed"
+    assert decide(status_code=503, attempts_made=1, schedule=(), retry_after=1).outcome == "failed"
+
+
+def test_parse_retry_after() -> None:
+    now = time.time()
+    in_30s = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after("120", now=now) == 120
+    assert parse_retry_after(" 7 ", now=now) == 7
+    assert parse_retry_after(in_30s, now=now) == pytest.approx(30, abs=1.5)
+    assert parse_retry_after(email.utils.formatdate(now - 300, usegmt=True), now=now) == 0
+    assert parse_retry_after("-5", now=now) == 0
+    for junk in (None, "", "soon", "nan", "Mon, 99 Foo 2020"):
+        assert parse_retry_after(junk, now=now) is None
+
+
+def test_destination_keys_by_origin_and_hides_the_rest() -> None:
+    assert destination("https://Hooks.Example.com/a/SECRET?token=x") == "https://hooks.example.com:443"
+    assert destination("http://user:pw@127.0.0.1:9000/x") == "http://127.0.0.1:9000"
+    assert destination("http://host:99999/") == "invalid-url"
+
+
+# -- signing, retries, Retry-After, 410, exhaustion, redelivery ----------------------------------
+
+
+async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with callback_server(Reply(500)) as fake, receiver(tmp_path) as server, api_client(server.base_url) as client:
+        job_id = await finished_job(client, fake.url("/hook/path-secret?token=downstream-secret"))
+        await until(lambda: len(fake.requests) == 2, what="the callback and its retry")
+        received = fake.requests[-1]
+
+        payload = verify(received)
+        assert payload["type"] == "job.succeeded"
+        assert payload["data"]["id"] == job_id
+        assert payload["data"]["status"] == "succeeded"
+        assert payload["data"]["outputs"] == [{"url": payload["data"]["outputs"][0]["url"], "media_type": "image/jpeg"}]
+        assert received.headers["content-type"] == "application/json"
+        assert received.webhook_id.startswith("msg_")
+        assert abs(int(received.headers["webhook-timestamp"]) - time.time()) < 5
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            standardwebhooks.Webhook("whsec_" + "A" * 43 + "=").verify(received.body, received.headers)
+        tampered = received.body.replace(b"succeeded", b"failed", 1)
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            standardwebhooks.Webhook(SIGNING_SECRET).verify(tampered, received.headers)
+
+        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        retried, attempt = await deliveries(client, job_id)
+        assert (retried["attempt"], retried["status_code"]) == (1, 500)
+        assert attempt["attempt"] == 2 and attempt["status_code"] == 200 and attempt["error"] is None
+        assert attempt["url"] == fake.url("/hook/path-secret?token=downstream-secret")
+        metrics = (await client.get("/metrics")).text
+        assert 'receiver_deliveries_total{outcome="delivered"} 1.0' in metrics
+        assert 'receiver_deliveries_total{outcome="retry"} 1.0' in metrics
+
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("receiver"))
+    assert received.webhook_id in logged  # the attempts were logged…
+    for secret in ("downstream-secret", "path-secret", SIGNING_SECRET, SIGNING_SECRET.removeprefix("whsec_")):
+        assert secret not in logged  # …without the callback URL's path and query, or the signing secret
+
+
+async def test_retries_keep_the_webhook_id_and_follow_the_schedule(tmp_path: Path) -> None:
+    async with callback_server(Reply(500, body=b"boom"), Reply(503)) as fake, receiver(tmp_path) as server, \
+            api_client(server.base_url) as client:
+        job_id = await finished_job(client, fake.url(), failed=True)
+        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+
+        assert len(fake.requests) == 3
+        assert len({r.webhook_id for r in fake.requests}) == 1
+        assert all(verify(r)["type"] == "job.failed" for r in fake.requests)
+        first, second, third = (r.at for r in fake.requests)
+        assert second - first >= 0.05 * 0.9  # schedule step 1, minus the most jitter can take
+        assert third - second >= 0.1 * 0.9
+        attempts = await deliveries(client, job_id)
+        assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, 500), (2, 503), (3, 200)]
+        assert attempts[0]["error"] == "HTTP 500: boom" and attempts[2]["error"] is None
+        await asyncio.sleep(0.3)  # longer than what is left of the schedule: nothing more is sent
+        assert len(fake.requests) == 3
+
+
+async def test_retry_after_is_honoured_up_to_the_largest_step(tmp_path: Path) -> None:
+    # Retry-After: 30 would wait 30 s; capped by the schedule's largest step (0.6 s), well above its 0.05 s.
+    async with callback_server(Reply(429, headers={"Retry-After": "30"})) as fake, \
+            receiver(tmp_path, retry_schedule=(0.05, 0.6)) as server, api_client(server.base_url) as client:
+        job_id = await finished_job(client, fake.url())
+        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        first, second = fake.requests
+        assert first.webhook_id == second.webhook_id
+        assert 0.6 <= second.at - first.at < 1.5
+
+
+async def test_410_stops_retrying(tmp_path: Path) -> None:
+    async with callback_server(Reply(410)) as fake, receiver(tmp_path) as server, api_client(server.base_url) as client:
+        job_id = await finished_job(client, fake.url())
+        await until(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
+        await asyncio.sleep(0.4)  # more than the whole schedule (0.35 s)
+        assert len(fake.requests) == 1
+        assert [(a["attempt"], a["status_code"]) for a in await deliveries(client, job_id)] == [(1, 410)]
+
+
+async def test_exhausted_delivery_fails_then_redeliver_sends_a_new_message(tmp_path: Path) -> None:
+    async with callback_server(default=Reply(500)) as fake, receiver(tmp_path) as server, \
+            api_client(server.base_url) as client:
+        job_id = await finished_job(client, fake.url())
+        await until(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
+        assert len(fake.requests) == 4  # 3 schedule values: 4 attempts
+        [old_id] = {r.webhook_id for r in fake.requests}
+        assert [a["attempt"] for a in await deliveries(client, job_id)] == [1, 2, 3, 4]
+        await asyncio.sleep(0.2)
+        assert len(fake.requests) == 4 and await delivery_status_is(client, job_id, "failed")
+
+        fake.default = Reply(200)
+        response = await client.post(f"/v1/jobs/{job_id}/redeliver")
+        assert response.status_code == 202, response.text
+        new_id = response.json()["message_id"]
+        assert new_id != old_id
+        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="redelivered")
+        assert [r.webhook_id for r in fake.requests[4:]] == [new_id]
+        assert verify(fake.requests[4])["data"]["id"] == job_id
+        attempts = await deliveries(client, job_id)
+        assert [(a["attempt"], a["status_code"]) for a in attempts][-1] == (1, 200)
+        assert len(attempts) == 5
+
+        assert (await client.post("/v1/jobs/job_nope/redeliver")).status_code == 404
+        pending = await register(client, "still-running", fake.url())
+        assert (await client.post(f"/v1/jobs/{pending['id']}/redeliver")).status_code == 409
+        assert (await client.post(f"/v1/jobs/{job_id}/redeliver", headers={"Authorization": "Bearer x"})).status_code == 401
+
+
+async def test_timeouts_and_refused_connections_are_retried(tmp_path: Path) -> None:
+    refused = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens there
+    async with callback_server(HANG) as fake, \
+            receiver(tmp_path, callback_timeout_s=0.3, retry_schedule=(0.05,)) as server, \
+            api_client(server.base_url) as client:
+        dead = await finished_job(client, refused)
+        slow = await finished_job(client, fake.url())
+        await until(lambda: delivery_status_is(client, dead, "failed"), what="refused → failed")
+        await until(lambda: delivery_status_is(client, slow, "delivered"), what="timeout → retried → delivered")
+
+        attempts = await deliveries(client, dead)
+        assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, None), (2, None)]
+        assert all(a["error"].startswith("connection failed") for a in attempts)
+        attempts = await deliveries(client, slow)
+        assert [(a["status_code"], a["error"]) for a in attempts] == [(None, "timeout after 0.3s"), (200, None)]
+        first, second = fake.requests
+        assert first.webhook_id == second.webhook_id and second.at - first.at >= 0.3
+
+
+async def test_redirects_are_not_followed(tmp_path: Path) -> None:
+    async with callback_server() as target, callback_server() as redirector, \
+            receiver(tmp_path, retry_schedule=(0.05,)) as server, api_client(server.base_url) as client:
+        redirector.default = Reply(307, headers={"Location": target.url()})
+        job_id = await finished_job(client, redirector.url())
+        await until(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
+        assert len(redirector.requests) == 2 and target.requests == []
+        assert [a["status_code"] for a in await deliveries(client, job_id)] == [307, 307]
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+
+async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None:
+    async with callback_server(default=HANG) as slow, callback_server() as fast, \
+            receiver(tmp_path, callback_timeout_s=10) as server, api_client(server.base_url) as client:
+        # More than the worker holds for one destination: the rest is postponed, not lost.
+        stuck = [await finished_job(client, slow.url(f"/{i}")) for i in range(PER_HOST_HELD + 4)]
+        await until(lambda: len(slow.requests) >= PER_HOST_CONCURRENCY, what="the slow endpoint's slots to fill")
+
+        started = time.monotonic()
+        job_id = await finished_job(client, fast.url())
+        [received] = await until(lambda: fast.requests, timeout=2, what="the fast callback")
+        assert received.at - started < 0.5
+        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+
+        # Bounded per destination: the others wait their turn instead of piling on.
+        assert slow.max_in_flight == PER_HOST_CONCURRENCY == len(slow.requests)
+        assert all([await delivery_status_is(client, j, "pending") for j in stuck])
+
+        slow.default = Reply(200)
+        slow.release()  # the hanging ones get a 503 and are retried
+        for j in stuck:
+            await until(lambda: delivery_status_is(client, j, "delivered"), what="every slow callback delivered")
+        assert slow.max_in_flight == PER_HOST_CONCURRENCY
+        assert {r.path for r in slow.requests} == {f"/{i}" for i in range(len(stuck))}
+
+
+# -- registration, validation -------------------------------------------------------------------
+
+
+async def test_registering_a_job_whose_result_already_arrived_delivers_at_once(tmp_path: Path) -> None:
+    async with callback_server() as fake, receiver(tmp_path) as server, api_client(server.base_url) as client:
+        [job_id] = await complete(client, "early-bird")
+        assert (await job(client, job_id))["delivery_status"] == "none"  # nowhere to send it yet
+
+        started = time.monotonic()
+        registered = await register(client, "early-bird", fake.url(), metadata={"user": 7})
+        assert registered["id"] == job_id and registered["status"] == "succeeded"
+        [received] = await until(lambda: fake.requests, timeout=2, what="the callback")
+        assert received.at - started < 1.0
+        payload = verify(received)
+        assert payload["data"]["id"] == job_id and payload["data"]["metadata"] == {"user": 7}
+        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+
+
+async def test_default_callback_url_gets_unregistered_results(tmp_path: Path) -> None:
+    async with callback_server() as fake:
+        async with receiver(tmp_path, default_callback_url=fake.url("/default")) as server, \
+                api_client(server.base_url) as client:
+            [job_id] = await complete(client, "nobody-registered-me")
+            [received] = await until(lambda: fake.requests, what="the callback")
+            assert received.path == "/default" and verify(received)["data"]["id"] == job_id
+
+
+BAD_CALLBACK_URLS = [
+    "ftp://example.com/hook", "javascript:alert(1)", "example.com/hook", "http://", "http:///path",
+    "http://exa mple.com/", "http://host:99999/", "http://host:abc/", "http://[::1/", "https://x/\n", 42,
+]
+
+
+async def test_callback_url_must_be_http_or_https(server: RunningServer) -> None:
+    async with server.api() as client:
+        for url in BAD_CALLBACK_URLS:
+            body = {"provider": "pixazo", "provider_job_id": "p1", "callback_url": url}
+            response = await client.post("/v1/jobs", json=body)
+            assert response.status_code == 422, (url, response.text)
+            assert response.json()["fields"][0]["field"] == "callback_url", url
+        assert (await client.get("/v1/jobs")).json()["jobs"] == []  # nothing was registered
+
+        for i, url in enumerate(["https://hooks.example.com/a?token=x&y=1", "http://127.0.0.1:9000/cb", "HTTPS://EXAMPLE.com"]):
+            response = await client.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": f"g{i}", "callback_url": url})
+            assert response.status_code == 201, response.text
+            assert response.json()["callback_url"] == url
+
+
+# -- GET /v1/events -----------------------------------------------------------------------------
+
+
+async def read_events(client: httpx.AsyncClient, count: int, *, params: dict[str, str] | None = None,
+                      headers: dict[str, str] | None = None, on_open: Callable[[], Awaitable[Any]] | None = None,
+                      ) -> list[tuple[int, str, dict[str, Any]]]:
+    """The first `count` events of one /v1/events connection, as (id, event, data)."""
+    events: list[tuple[int, str, dict[str, Any]]] = []
+    async with asyncio.timeout(5):
+        async with aconnect_sse(client, "GET", "/v1/events", params=params, headers=dict(headers or {})) as source:
+            assert source.response.status_code == 200
+            assert source.response.headers["content-type"].startswith("text/event-stream")
+            if on_open is not None:
+                await on_open()
+            async for sse in source.aiter_sse():
+                events.append((int(sse.id), sse.event, json.loads(sse.data)))
+                if len(events) == count:
+                    break
+    return events
+
+
+async def test_events_replay_from_last_event_id_and_go_on_live(server: RunningServer) -> None:
+    async with server.api() as client:
+        jobs = [await finished_job(client, None), await finished_job(client, None, failed=True), await finished_job(client, None)]
+
+        replay = await read_events(client, 3, headers={"Last-Event-ID": "0"})
+        assert [(e[1], e[2]["id"]) for e in replay] == [
+            ("job.succeeded", jobs[0]), ("job.failed", jobs[1]), ("job.succeeded", jobs[2])
+        ]
+        ids = [e[0] for e in replay]
+        assert ids == sorted(ids) and len(set(ids)) == 3 and ids[0] > 0
+        assert replay[1][2]["status"] == "failed" and replay[1][2]["error"] == "content policy"
+
+        # Resume after the first (header) and after the second (query): the rest comes, then live ones.
+        fourth: list[str] = []
+
+        async def finish_another() -> None:
+            fourth.append(await finished_job(client, None))
+
+        resumed = await read_events(client, 3, headers={"Last-Event-ID": str(ids[0])}, on_open=finish_another)
+        assert [e[2]["id"] for e in resumed] == [jobs[1], jobs[2], fourth[0]]
+        assert [e[2]["id"] for e in await read_events(client, 2, params={"last_event_id": str(ids[1])})] == [jobs[2], fourth[0]]
+
+        # Without Last-Event-ID: nothing old, only what finishes after connecting.
+        fifth: list[str] = []
+
+        async def finish_yet_another() -> None:
+            fifth.append(await finished_job(client, None))
+
+        [(seq, event, data)] = await read_events(client, 1, on_open=finish_yet_another)
+        assert data["id"] == fifth[0] and event == "job.succeeded" and seq > resumed[-1][0]
+
+
+async def test_events_reject_a_bad_last_event_id(server: RunningServer) -> None:
+    async with server.api() as client:
+        for bad in ("abc", "-1", "²", "1" * 40, "9" * 5000, "9223372036854775808"):
+            response = await client.get("/v1/events", params={"last_event_id": bad})
+            assert response.status_code == 422, (bad, response.text)
+            assert "last_event_id" in response.json()["message"]
+        response = await client.get("/v1/events", headers={"Last-Event-ID": "x1"})
+        assert response.status_code == 422
+    async with server.client() as anonymous:
+        assert (await anonymous.get("/v1/events")).status_code == 401
+
+
+# -- long-poll ----------------------------------------------------------------------------------
+
+
+async def test_long_poll_returns_on_completion(server: RunningServer) -> None:
+    async with server.api() as client:
+        pending = await register(client, "lp-1", None)
+        started = time.monotonic()
+        poll = asyncio.create_task(client.get(f"/v1/jobs/{pending['id']}", params={"wait": "10"}))
+        await asyncio.sleep(0.2)
+        assert not poll.done()
+        await complete(client, "lp-1")
+        response = await asyncio.wait_for(poll, 2)
+        assert response.status_code == 200 and response.json()["status"] == "succeeded"
+        assert 0.2 <= time.monotonic() - started < 1.5
+
+        started = time.monotonic()  # already terminal: no wait at all
+        assert (await client.get(f"/v1/jobs/{pending['id']}", params={"wait": "10"})).json()["status"] == "succeeded"
+        assert time.monotonic() - started < 0.5
+
+
+async def test_long_poll_times_out_and_validates_wait(server: RunningServer) -> None:
+    async with server.api() as client:
+        pending = await register(client, "lp-2", None)
+        started = time.monotonic()
+        response = await client.get(f"/v1/jobs/{pending['id']}", params={"wait": "0.3"})
+        assert response.status_code == 200 and response.json()["status"] == "pending"
+        assert 0.3 <= time.monotonic() - started < 1.5
+        for bad in ("61", "-1", "soon", "nan"):
+            response = await client.get(f"/v1/jobs/{pending['id']}", params={"wait": bad})
+            assert response.status_code == 422 and "wait" in response.json()["message"], bad
+        started = time.monotonic()
+        assert (await client.get("/v1/jobs/job_nope", params={"wait": "5"})).status_code == 404
+        assert time.monotonic() - started < 0.5
+
+
+# -- durability across SIGKILL ------------------------------------------------------------------
+
+
+async def test_delivery_resumes_after_sigkill_and_a_delivered_message_is_not_resent(tmp_path: Path) -> None:
+    # Attempt 1 gets a 500, attempt 2 hangs: the process is killed while it waits.
+    async with callback_server(Reply(500), HANG) as fake:
+        env = process_env(tmp_path, RECEIVER_RETRY_SCHEDULE="0.05,0.1,0.2,0.4", RECEIVER_CALLBACK_TIMEOUT_S="5")
+        proc = ReceiverProcess(env, cwd=tmp_path)
+        try:
+            await asyncio.to_thread(proc.start)
+            async with api_client(proc.base_url) as client:
+                job_id = await finished_job(client, fake.url())
+                await until(lambda: len(fake.requests) == 2 and fake.in_flight == 1, what="the hanging retry")
+            await asyncio.to_thread(proc.kill)
+
+            await asyncio.to_thread(proc.start)  # same SQLite file; the in-flight attempt is retried
+            async with api_client(proc.base_url) as client:
+                await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered after restart")
+                assert len(fake.requests) == 3
+                [message_id] = {r.webhook_id for r in fake.requests}
+                assert all(verify(r)["data"]["id"] == job_id for r in fake.requests)
+                assert [(a["attempt"], a["status_code"]) for a in await deliveries(client, job_id)] == [(1, 500), (2, 200)]
+            await asyncio.to_thread(proc.kill)
+
+            await asyncio.to_thread(proc.start)  # the 2xx-acknowledged message must not go out again
+            async with api_client(proc.base_url) as client:
+                other = await finished_job(client, fake.url("/other"))
+                await until(lambda: any(r.path == "/other" for r in fake.requests), what="a new callback")
+                await asyncio.sleep(0.2)
+                assert len(fake.for_id(message_id)) == 3
+                assert [r.path for r in fake.requests[3:]] == ["/other"]
+                await until(lambda: delivery_status_is(client, other, "delivered"), what="delivered")
+        finally:
+            await asyncio.to_thread(proc.kill)
