@@ -251,46 +251,39 @@ class SQLiteStore:
         return job, created
 
     async def get_job(self, job_id: str) -> Job | None:
-        row = await (await self._read.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))).fetchone()
-        return _job_from_row(row) if row else None
+        rows = list(await self._read.execute_fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)))
+        return _job_from_row(rows[0]) if rows else None
+
+    async def _newest_first(
+        self, table: str, columns: str, key: str, filters: dict[str, str | None], limit: int, cursor: str | None
+    ) -> tuple[list[tuple], bool]:
+        """One page of `table`, newest first by `key`, AND-ing the filters that are set; (rows, more)."""
+        where = [f"{column} = ?" for column, value in filters.items() if value is not None]
+        params: list[object] = [value for value in filters.values() if value is not None]
+        if cursor:
+            where.append(f"{key} < ?")
+            params.append(int(cursor))
+        sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where) or '1 = 1'} ORDER BY {key} DESC LIMIT ?"
+        rows = list(await self._read.execute_fetchall(sql, (*params, limit + 1)))
+        return rows[:limit], len(rows) > limit
 
     async def list_jobs(self, *, provider: str | None, status: str | None, limit: int, cursor: str | None) -> Page:
-        where, params = ["1 = 1"], []
-        if provider:
-            where.append("provider = ?")
-            params.append(provider)
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        if cursor:
-            where.append("seq < ?")
-            params.append(int(cursor))
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
-        rows = await (await self._read.execute(sql, (*params, limit + 1))).fetchall()
-        jobs = [_job_from_row(r) for r in rows[:limit]]
-        return Page(jobs, str(jobs[-1].seq) if len(rows) > limit else None)
+        rows, more = await self._newest_first(
+            "jobs", _JOB_COLUMNS, "seq", {"provider": provider, "status": status}, limit, cursor
+        )
+        jobs = [_job_from_row(r) for r in rows]
+        return Page(jobs, str(jobs[-1].seq) if more else None)
 
     async def list_receipts(self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None) -> Page:
-        where, params = ["1 = 1"], []
-        if provider:
-            where.append("provider = ?")
-            params.append(provider)
-        if outcome:
-            where.append("outcome = ?")
-            params.append(outcome.value)
-        if cursor:
-            where.append("id < ?")
-            params.append(int(cursor))
-        sql = (
-            "SELECT id, provider, source, outcome, provider_job_ids, error, body, received_at FROM receipts "
-            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        rows, more = await self._newest_first(
+            "receipts", "id, provider, source, outcome, provider_job_ids, error, body, received_at", "id",
+            {"provider": provider, "outcome": outcome.value if outcome else None}, limit, cursor,
         )
-        rows = await (await self._read.execute(sql, (*params, limit + 1))).fetchall()
         receipts = [
             StoredReceipt(r[0], r[1], r[2], Outcome(r[3]), json.loads(r[4]), r[5], bytes(r[6]), iso_time(r[7]))
-            for r in rows[:limit]
+            for r in rows
         ]
-        return Page(receipts, str(receipts[-1].id) if len(rows) > limit else None)
+        return Page(receipts, str(receipts[-1].id) if more else None)
 
     async def job_counts(self) -> dict[str, int]:
         rows = await (await self._read.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")).fetchall()
