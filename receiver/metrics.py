@@ -26,6 +26,9 @@ class Metrics:
         self.reconcile_polls = Counter(
             "receiver_reconcile_polls", "Status polls at providers", ["provider", "result"], registry=r
         )
+        self.submissions = Counter(
+            "receiver_submissions", "Generations submitted to providers, by result", ["provider", "result"], registry=r
+        )
         self.jobs = Gauge("receiver_jobs", "Jobs in the store by status", ["status"], registry=r)
         self.queue_depth = Gauge("receiver_delivery_queue_depth", "Callback messages waiting to be delivered", registry=r)
         self.oldest_pending_age = Gauge(

@@ -1,9 +1,123 @@
-"""Polls pending jobs at their providers (issue 5). Placeholder: being written."""
+"""Polls pending jobs at their providers, so a lost webhook or a missed stream event still completes the job.
+
+A job is first polled once it is `reconcile_after_s` old (its `next_poll_at`, set by the store), then
+again with exponential backoff while the provider says it is still running. Only terminal answers are
+ingested; the store never changes a job that is already terminal, so a poll racing a webhook is harmless.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+from typing import Protocol
+
+from receiver import backoff
+from receiver.errors import InvalidPayload, ProviderError
+from receiver.ingest import ingest
+from receiver.models import Completion, Job, JobStatus, Receipt
+from receiver.notify import wait_for
+from receiver.oxen_stream import poll_oxen_job
+from receiver.provider_calls import call
+from receiver.providers import apiframe, oxen, pixazo, runware
+from receiver.providers._request import ProviderRequest
 from receiver.runtime import Runtime
+from receiver.settings import Settings
+
+log = logging.getLogger("receiver.reconciler")
+
+BATCH = 100
+CONCURRENCY = 4
+MAX_INTERVAL_S = 1.0
+MAX_BACKOFF_S = 3600.0
 
 
-async def run_reconciler(runtime: Runtime) -> None:
-    return None
+class Poller(Protocol):
+    def build_poll(self, provider_job_id: str, *, api_key: str) -> ProviderRequest: ...
+    def parse_poll(self, body: bytes) -> list[Completion]: ...
+
+
+# Lumenfall answers synchronously and has no status endpoint for images: nothing to poll.
+# Oxen's entry is the pure fallback; poll_job hands Oxen jobs to oxen_stream.poll_oxen_job.
+POLLERS: dict[str, Poller] = {"pixazo": pixazo, "runware": runware, "apiframe": apiframe, "oxen": oxen}
+
+
+def poll_interval(settings: Settings) -> float:
+    """How often to look for due jobs: every second, or sooner when jobs are due sooner (tests)."""
+    return min(MAX_INTERVAL_S, max(0.05, settings.reconcile_after_s / 4))
+
+
+def next_poll_delay(settings: Settings, polls_made: int, rand: backoff.Random = random.random) -> float:
+    """Backoff between polls of one job: from reconcile_after_s (at most a minute) doubling up to an hour."""
+    base = max(0.1, min(settings.reconcile_after_s, 60.0))
+    return backoff.exponential(polls_made, base=base, cap=max(base, MAX_BACKOFF_S), rand=rand)
+
+
+async def poll_job(runtime: Runtime, job: Job) -> str:
+    """Ask the provider about one job and ingest a terminal answer. Returns terminal|pending|invalid|error."""
+    if job.provider == "oxen":  # the stream consumer's catch-up poll: one Oxen poll in the code base
+        try:
+            applied = await poll_oxen_job(runtime, job, timeout=runtime.settings.provider_timeout_s)
+        except ProviderError as exc:
+            log.info("polling oxen job %s failed (status %s): %s", job.id, exc.status, exc.message)
+            return "error"
+        return "pending" if applied is None else "terminal"
+    poller = POLLERS[job.provider]
+    api_key = runtime.settings.api_key(job.provider)
+    if api_key is None:
+        return "error"
+    request = poller.build_poll(job.provider_job_id, api_key=api_key.get_secret_value())
+    try:
+        response = await call(runtime, job.provider, request, timeout=runtime.settings.provider_timeout_s)
+    except ProviderError as exc:
+        # Not the job's status (an unknown id, an outage): try again later, change nothing.
+        log.info("polling %s job %s failed (status %s): %s", job.provider, job.id, exc.status, exc.message)
+        return "error"
+    body = response.content
+    receipt = Receipt(job.provider, "poll", body, {"content-type": response.headers.get("content-type", "")})
+    try:
+        completions = poller.parse_poll(body)
+    except InvalidPayload:
+        await ingest(runtime, receipt, lambda: poller.parse_poll(body))  # kept as an invalid receipt
+        return "invalid"
+    if all(c.status is JobStatus.PENDING for c in completions):
+        return "pending"  # not stored: a receipt per "still running" would only be noise
+    await ingest(runtime, receipt, lambda: completions)
+    return "terminal"
+
+
+async def _reconcile(runtime: Runtime, job: Job, limit: asyncio.Semaphore) -> None:
+    async with limit:
+        try:
+            result = await poll_job(runtime, job)
+        except Exception:
+            log.exception("polling %s job %s broke", job.provider, job.id)
+            result = "error"
+        runtime.metrics.reconcile_polls.labels(job.provider, result).inc()
+        # Still pending (or partly done): poll again later. A no-op once the job is terminal.
+        polls = await runtime.store.poll_count(job.id)
+        delay = next_poll_delay(runtime.settings, polls)
+        await runtime.store.schedule_poll(job.id, next_poll_at=runtime.store.clock() + delay)
+
+
+async def run_reconciler(
+    runtime: Runtime, *, interval_s: float | None = None, concurrency: int = CONCURRENCY, batch: int = BATCH
+) -> None:
+    """Poll due jobs of every provider that has polling and an API key, until the app stops."""
+    providers = [p for p in POLLERS if runtime.settings.api_key(p) is not None]
+    if not providers:
+        log.info("reconciler idle: no provider with a status endpoint has an API key")
+        return
+    interval = interval_s if interval_s is not None else poll_interval(runtime.settings)
+    limit = asyncio.Semaphore(concurrency)
+    while not runtime.stopping.is_set():
+        jobs: list[Job] = []
+        try:
+            jobs = await runtime.store.jobs_due_for_poll(providers=providers, limit=batch)
+            if jobs:
+                await asyncio.gather(*(_reconcile(runtime, job, limit) for job in jobs))
+        except Exception:  # a store hiccup must not end the worker
+            log.exception("reconcile pass failed")
+            jobs = []
+        if len(jobs) < batch:
+            await wait_for(runtime.stopping, interval)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import secrets as random_secrets
 from dataclasses import dataclass, field
+from typing import Any, Coroutine
 
 import httpx
 
@@ -34,8 +35,21 @@ class Runtime:
     http: httpx.AsyncClient  # for calls to providers (submit, poll, stream)
     oxen: StreamStatus = field(default_factory=StreamStatus)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """Run `work` past the request that started it; close() cancels and awaits whatever is left."""
+        task = asyncio.create_task(work, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     async def close(self) -> None:
+        # Before the store closes: a cancelled task may still record how it ended.
+        pending = list(self.background)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self.http.aclose()
         await self.store.close()
 

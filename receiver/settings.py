@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(15.0, gt=0)
     max_body_bytes: int = Field(1_048_576, gt=0)
     reconcile_after_s: float = Field(300.0, ge=0)
+    # Not in the contract: how long a submit or status poll may take, and Lumenfall's synchronous generation.
+    provider_timeout_s: float = Field(30.0, gt=0)
+    lumenfall_timeout_s: float = Field(180.0, gt=0)
     log_format: str = "text"
     log_level: str = "INFO"
 

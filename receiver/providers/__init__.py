@@ -1,4 +1,5 @@
-"""Pure provider adapters: (headers, raw body) in, normalized Completions out. No I/O here."""
+"""Pure provider adapters: (headers, raw body) in, normalized Completions out; and the requests we send them
+(`build_submit`/`parse_submit`, `build_poll`/`parse_poll`). No I/O here."""
 
 from __future__ import annotations
 

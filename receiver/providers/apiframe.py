@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import Mapping
+from urllib.parse import quote
 
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, url_list
+from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
 SIGNATURE_HEADER = "x-webhook-signature"
 
@@ -72,4 +74,46 @@ def parse_job(body: bytes) -> Completion:
 
 
 def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
+    return [parse_job(body)]
+
+
+# -- submitting and polling ------------------------------------------------------------------------
+
+MODEL = "grok-imagine-image"
+WEBHOOK_EVENTS = ("completed", "failed")
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"X-API-Key": api_key}
+
+
+def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
+    """`POST /v2/images/generate`; `request_id` is the Idempotency-Key, so a retried submit is charged once."""
+    if not 0 < len(request_id) <= MAX_IDEMPOTENCY_KEY:
+        raise BadGeneration("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    body = merge({"model": MODEL}, spec.params)
+    if spec.model:
+        body["model"] = spec.model
+    body["prompt"] = spec.prompt
+    if spec.input_image:
+        body["grokParams"] = merge(body.get("grokParams") or {}, {"image": spec.input_image})
+    body.update(webhookUrl=webhook_url, webhookEvents=list(WEBHOOK_EVENTS))
+    return ProviderRequest("POST", "/v2/images/generate", {**_headers(api_key), "Idempotency-Key": request_id}, body)
+
+
+def parse_submit(request: ProviderRequest, body: bytes) -> list[Submitted]:
+    """`{"jobId", "status": "QUEUED"}`."""
+    obj = load_object(body)
+    job_id = obj.get("jobId", obj.get("id"))
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise InvalidPayload("'jobId' must be a non-empty string")
+    return [Submitted(job_id.strip())]
+
+
+def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
+    return ProviderRequest("GET", f"/v2/jobs/{quote(provider_job_id, safe='')}", _headers(api_key))
+
+
+def parse_poll(body: bytes) -> list[Completion]:
     return [parse_job(body)]

@@ -7,6 +7,7 @@ from typing import Mapping
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, require_id
+from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, merge
 
 _EVENTS = {
     "video.completed": JobStatus.SUCCEEDED,
@@ -55,3 +56,26 @@ def parse_image_response(job_id: str, body: bytes) -> Completion:
         else:
             raise InvalidPayload("each 'data' item needs 'url' or 'b64_json'")
     return Completion("lumenfall", job_id, JobStatus.SUCCEEDED, outputs=tuple(outputs))
+
+
+# -- generating (synchronous) ----------------------------------------------------------------------
+
+MODEL = "grok-imagine-image"
+
+
+def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
+    """`POST /images/generations`: the answer is the result. Edits need a file upload, not a URL."""
+    if spec.input_image:
+        raise BadGeneration(
+            "input_image", "Lumenfall edits take an uploaded image file (multipart), which this API does not send"
+        )
+    body = merge({"model": MODEL}, spec.params)
+    if spec.model:
+        body["model"] = spec.model
+    body["prompt"] = spec.prompt
+    return ProviderRequest("POST", "/images/generations", {"Authorization": f"Bearer {api_key}"}, body)
+
+
+def failed_response(job_id: str, message: str) -> Completion:
+    """A refusal or a failed call: the job fails with the provider's message."""
+    return Completion("lumenfall", job_id, JobStatus.FAILED, error=message)

@@ -5,9 +5,12 @@ The stream says `model`/`url`, polling says `model_name`/`result_url`; both beco
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, require_id
+from receiver.providers._request import GenerationSpec, ProviderRequest, Submitted, merge
 
 COMPLETED_EVENT = "media_generation_completed"
 
@@ -52,3 +55,45 @@ def parse_stream_event(data: bytes) -> Completion:
 def parse_status(body: bytes) -> Completion:
     """Parse a `GET /api/ai/queue/{generation_id}` answer."""
     return _parse(body, "result_url")
+
+
+# -- submitting and polling ------------------------------------------------------------------------
+
+TEXT_MODEL = "xai-grok-imagine-image"
+EDIT_MODEL = "xai-grok-imagine-image-edit"
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
+    """`POST /api/ai/queue`. No webhook: results come on the event stream (and from polling)."""
+    body = merge({"model": EDIT_MODEL if spec.input_image else TEXT_MODEL}, spec.params)
+    if spec.model:
+        body["model"] = spec.model
+    body["prompt"] = spec.prompt
+    if spec.input_image:
+        body["input_image"] = spec.input_image
+    return ProviderRequest("POST", "/api/ai/queue", _headers(api_key), body)
+
+
+def parse_submit(request: ProviderRequest, body: bytes) -> list[Submitted]:
+    """`{"generations": [{"generation_id", "status": "queued"}, …]}`: one job per generation."""
+    generations = load_object(body).get("generations")
+    if not isinstance(generations, list) or not generations:
+        raise InvalidPayload("'generations' must be a non-empty list")
+    submitted: list[Submitted] = []
+    for item in generations:
+        if not isinstance(item, dict):
+            raise InvalidPayload("'generations' items must be objects")
+        submitted.append(Submitted(require_id(item, "generation_id")))
+    return submitted
+
+
+def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
+    return ProviderRequest("GET", f"/api/ai/queue/{quote(provider_job_id, safe='')}", _headers(api_key))
+
+
+def parse_poll(body: bytes) -> list[Completion]:
+    return [parse_status(body)]

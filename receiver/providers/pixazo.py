@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Mapping
+from urllib.parse import quote
 
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, require_id, url_list
+from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
 _STATUS = {
     "QUEUED": JobStatus.PENDING,
@@ -50,3 +53,40 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
     return [parse_status(body)]
 
 
+
+
+# -- submitting and polling ------------------------------------------------------------------------
+
+TEXT_MODEL = "grok-imagine-pro-text-to-image-quality"
+EDIT_MODEL = "grok-imagine-pro-edit-quality"
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"Ocp-Apim-Subscription-Key": api_key, "Cache-Control": "no-cache"}
+
+
+def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
+    """Text to image, or edit when there is an input image. Pixazo names the model in the path."""
+    model = spec.model or (EDIT_MODEL if spec.input_image else TEXT_MODEL)
+    if not _SEGMENT.fullmatch(model):
+        raise BadGeneration("model", "a Pixazo model id is letters, digits, '.', '_' or '-'")
+    body = merge({"prompt": spec.prompt}, spec.params)
+    body["prompt"] = spec.prompt
+    if spec.input_image:
+        body["image_urls"] = [spec.input_image]
+    headers = {**_headers(api_key), "X-Webhook-URL": webhook_url}
+    return ProviderRequest("POST", f"/{model}/v1/{model}-request", headers, body)
+
+
+def parse_submit(request: ProviderRequest, body: bytes) -> list[Submitted]:
+    """`{"request_id", "status": "QUEUED", "polling_url"}`."""
+    return [Submitted(require_id(load_object(body), "request_id"))]
+
+
+def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
+    return ProviderRequest("GET", f"/v2/requests/status/{quote(provider_job_id, safe='')}", _headers(api_key))
+
+
+def parse_poll(body: bytes) -> list[Completion]:
+    return [parse_status(body)]

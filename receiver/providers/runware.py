@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object
+from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
 _FORMATS = {"JPG": "image/jpeg", "JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -63,4 +64,47 @@ def parse_response(body: bytes) -> list[Completion]:
 
 
 def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
+    return parse_response(body)
+
+
+# -- submitting and polling ------------------------------------------------------------------------
+
+MODEL = "xai:grok-imagine@image"
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
+    """One `imageInference` task; `request_id` (a fresh UUIDv4) is its taskUUID, our correlation id."""
+    task = merge({"taskType": "imageInference", "model": MODEL, "numberResults": 1}, spec.params)
+    if spec.model:
+        task["model"] = spec.model
+    task["positivePrompt"] = spec.prompt
+    if spec.input_image:
+        task["inputs"] = merge(task.get("inputs") or {}, {"referenceImages": [spec.input_image]})
+    count = task.get("numberResults")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 20:
+        raise BadGeneration("params.numberResults", "must be an integer from 1 to 20")
+    # Ours, whatever params say: without them the results would not find their way back.
+    task.update(taskType="imageInference", taskUUID=request_id, deliveryMethod="async", webhookURL=webhook_url)
+    return ProviderRequest("POST", "", _headers(api_key), [task])
+
+
+def parse_submit(request: ProviderRequest, body: bytes) -> list[Submitted]:
+    """The async acknowledgement, `{"data": [{"taskType", "taskUUID"}]}`; an `errors` list is a refusal."""
+    obj = load_object(body)
+    errors = obj.get("errors")
+    if errors:
+        raise InvalidPayload(error_text(errors) or "Runware answered with errors")
+    task = request.json[0]
+    return [Submitted(task["taskUUID"], expected_outputs=task["numberResults"])]
+
+
+def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
+    return ProviderRequest("POST", "", _headers(api_key), [{"taskType": "getResponse", "taskUUID": provider_job_id}])
+
+
+def parse_poll(body: bytes) -> list[Completion]:
     return parse_response(body)

@@ -1,0 +1,187 @@
+"""`POST /v1/generations`: submit to a provider with the receiver's own webhook URL, then track the job(s).
+
+Building the provider's request and reading its answer are pure (the adapters); this module does the I/O.
+A job is registered only once the provider accepted, so a refusal leaves nothing pending behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from receiver.api import authed
+from receiver.errors import InvalidPayload, ProviderError
+from receiver.http import error, read_body
+from receiver.ingest import ingest
+from receiver.models import Completion, Job, Outcome, Receipt, dumps
+from receiver.provider_calls import call, send
+from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
+from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
+from receiver.runtime import Runtime
+from receiver.settings import webhook_url
+from receiver.validation import ProviderName, check_callback_url, invalid, parse_body
+
+log = logging.getLogger("receiver.generations")
+
+INTERRUPTED = "the receiver stopped before Lumenfall answered"
+
+
+class Submitter(Protocol):
+    def build_submit(
+        self, spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str
+    ) -> ProviderRequest: ...
+
+
+class AsyncSubmitter(Submitter, Protocol):
+    def parse_submit(self, request: ProviderRequest, body: bytes) -> list[Submitted]: ...
+
+
+# Providers that acknowledge a submit and deliver later; Lumenfall answers with the result itself.
+_ASYNC: dict[str, AsyncSubmitter] = {"pixazo": pixazo, "runware": runware, "apiframe": apiframe, "oxen": oxen}
+
+
+class Generate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: ProviderName
+    prompt: str = Field(min_length=1, max_length=20_000)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    input_image: str | None = Field(default=None, min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("input_image")
+    @classmethod
+    def _input_image(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if not (parts.scheme in ("http", "https") and parts.hostname) and parts.scheme != "data":
+            raise ValueError("must be an http(s):// URL or a data: URI")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return check_callback_url(value)
+
+
+@authed
+async def create_generation(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    spec = parse_body(Generate, await read_body(request, settings.max_body_bytes))
+    provider = spec.provider
+    api_key = settings.api_key(provider)
+    if api_key is None:
+        setting = f"RECEIVER_{provider.upper()}_API_KEY"
+        return error(422, "provider_not_configured", f"{setting} is not set, so the receiver cannot submit to {provider}",
+                     setting=setting)
+    # Apiframe de-duplicates on Idempotency-Key: a caller retrying with its own key is charged once.
+    # Everywhere else (Runware's taskUUID, Lumenfall's job id) the id must be fresh.
+    request_id = str(uuid.uuid4())
+    if provider == "apiframe" and request.headers.get("idempotency-key"):
+        request_id = request.headers["idempotency-key"]
+    adapter: Submitter = _ASYNC.get(provider) or lumenfall
+    try:
+        provider_request = adapter.build_submit(
+            GenerationSpec(spec.prompt, spec.model, spec.input_image, spec.params),
+            api_key=api_key.get_secret_value(), webhook_url=webhook_url(settings, runtime.secrets, provider),
+            request_id=request_id,
+        )
+    except BadGeneration as exc:
+        raise invalid(exc.field, exc.message) from None
+    if provider == "lumenfall":
+        jobs = [await _start_lumenfall(runtime, spec, provider_request, request_id)]
+    else:
+        try:
+            submitted = await _submit(runtime, _ASYNC[provider], provider, provider_request)
+        except ProviderError as exc:
+            runtime.metrics.submissions.labels(provider, "refused").inc()
+            log.warning("%s refused a generation (status %s): %s", provider, exc.status, exc.message)
+            return error(502, "provider_refused", exc.message, provider_status=exc.status)
+        jobs = [
+            (await runtime.store.register_job(
+                provider=provider, provider_job_id=item.provider_job_id, callback_url=spec.callback_url,
+                metadata=spec.metadata, expected_outputs=item.expected_outputs,
+            ))[0]
+            for item in submitted
+        ]
+        runtime.metrics.submissions.labels(provider, "accepted").inc()
+    log.info("submitted to %s: %s", provider, ", ".join(j.id for j in jobs))
+    return JSONResponse({"jobs": [j.to_json() for j in jobs]}, status_code=202)
+
+
+async def _submit(runtime: Runtime, adapter: AsyncSubmitter, provider: str, request: ProviderRequest) -> list[Submitted]:
+    response = await call(runtime, provider, request, timeout=runtime.settings.provider_timeout_s)
+    try:
+        return adapter.parse_submit(request, response.content)
+    except InvalidPayload as exc:
+        # It may have accepted (and charged) all the same: keep what it said where an operator can find it.
+        log.error("%s answered a submit with %s but unusably (%s): %.500r", provider, response.status_code, exc,
+                  response.content)
+        raise ProviderError(f"unexpected answer from {provider}: {exc}", status=response.status_code) from None
+
+
+# -- Lumenfall: synchronous, so the call runs in the background and its answer completes the job ---------
+
+
+async def _start_lumenfall(runtime: Runtime, spec: Generate, request: ProviderRequest, job_id: str) -> Job:
+    job, _ = await runtime.store.register_job(
+        provider="lumenfall", provider_job_id=job_id, callback_url=spec.callback_url,
+        metadata=spec.metadata, expected_outputs=None,
+    )
+    runtime.spawn(_generate_lumenfall(runtime, request, job_id), name=f"lumenfall-{job_id}")
+    runtime.metrics.submissions.labels("lumenfall", "started").inc()
+    return job
+
+
+async def _generate_lumenfall(runtime: Runtime, request: ProviderRequest, job_id: str) -> None:
+    try:
+        try:
+            response = await send(runtime, "lumenfall", request, timeout=runtime.settings.lumenfall_timeout_s)
+        except ProviderError as exc:
+            await _fail_lumenfall(runtime, job_id, exc.message)
+            return
+        body = response.content
+        receipt = Receipt("lumenfall", "response", body, {"content-type": response.headers.get("content-type", "")})
+        if response.is_success:
+            result = await ingest(runtime, receipt, lambda: [lumenfall.parse_image_response(job_id, body)])
+            if result.outcome is Outcome.INVALID:
+                # Kept as an invalid receipt; the job must still end, as nothing else will ever answer for it.
+                await _fail_lumenfall(runtime, job_id, f"unusable answer from Lumenfall: {result.error}")
+        else:
+            message = refusal_message(response.status_code, body)
+            await ingest(runtime, receipt, lambda: [lumenfall.failed_response(job_id, message)])
+    except asyncio.CancelledError:
+        await asyncio.shield(_fail_lumenfall(runtime, job_id, INTERRUPTED))
+        raise
+    except Exception:
+        log.exception("Lumenfall generation %s broke", job_id)
+        await _fail_lumenfall(runtime, job_id, "the receiver could not complete the Lumenfall call")
+
+
+async def _fail_lumenfall(runtime: Runtime, job_id: str, message: str) -> None:
+    """Fail the job with `message`, keeping a receipt that says why (a no-op if it already ended)."""
+    completion: Completion = lumenfall.failed_response(job_id, message)
+    note = dumps({"error": message, "noted_by": "receiver"}).encode()
+    try:
+        await ingest(runtime, Receipt("lumenfall", "response", note, {"content-type": "application/json"}),
+                     lambda: [completion])
+    except Exception:
+        log.exception("could not record the failure of Lumenfall job %s", job_id)
