@@ -26,7 +26,8 @@ from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
-from receiver.validation import ProviderName, check_callback_url, invalid, parse_body
+from receiver.urls import check_callback_url
+from receiver.validation import ProviderName, invalid, parse_body
 
 log = logging.getLogger("receiver.generations")
 

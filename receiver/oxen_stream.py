@@ -14,7 +14,6 @@ import logging
 import random
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
@@ -23,6 +22,7 @@ from receiver import backoff
 from receiver.errors import InvalidPayload, NotConfigured, ProviderError
 from receiver.ingest import ingest
 from receiver.models import ApplyResult, Job, Receipt
+from receiver.provider_calls import send
 from receiver.providers import oxen
 from receiver.runtime import Runtime
 
@@ -113,13 +113,11 @@ async def poll_oxen_job(runtime: Runtime, job: Job, *, timeout: float | None = N
     Counts nothing: callers count `reconcile_polls`.
     """
     generation_id = job.provider_job_id
-    url = f"{runtime.settings.base_url('oxen')}/api/ai/queue/{quote(generation_id, safe='')}"
-    try:
-        response = await runtime.http.get(
-            url, headers=_auth_headers(runtime), timeout=timeout or DEFAULT_TUNING.poll_timeout_s
-        )
-    except httpx.HTTPError as exc:
-        raise ProviderError(f"polling Oxen generation {generation_id}: {describe(exc)}") from exc
+    key = runtime.settings.oxen_api_key
+    if key is None:
+        raise NotConfigured("RECEIVER_OXEN_API_KEY")
+    request = oxen.build_poll(generation_id, api_key=key.get_secret_value())
+    response = await send(runtime, "oxen", request, timeout=timeout or DEFAULT_TUNING.poll_timeout_s)
     if response.status_code == 404:
         log.warning("Oxen does not know generation %s (404): job %s left as it is", generation_id, job.id,
                     extra={"job_id": job.id})
@@ -129,7 +127,7 @@ async def poll_oxen_job(runtime: Runtime, job: Job, *, timeout: float | None = N
                             status=response.status_code)
     body = response.content
     try:
-        completion = oxen.parse_status(body)
+        (completion,) = oxen.parse_poll(body)
     except InvalidPayload as exc:
         log.warning("unexpected Oxen poll answer for %s: %s; body: %r", generation_id, exc, body[:500])
         raise ProviderError(f"unexpected Oxen poll answer for {generation_id}: {exc}") from None

@@ -38,7 +38,7 @@ class Poller(Protocol):
 
 
 # Lumenfall answers synchronously and has no status endpoint for images: nothing to poll.
-# Oxen's entry is the pure fallback; poll_job hands Oxen jobs to oxen_stream.poll_oxen_job.
+# Oxen jobs go through oxen_stream.poll_oxen_job, which the stream's catch-up poll shares.
 POLLERS: dict[str, Poller] = {"pixazo": pixazo, "runware": runware, "apiframe": apiframe, "oxen": oxen}
 
 

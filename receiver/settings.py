@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from receiver.urls import check_callback_url
+
 DEFAULT_BASE_URLS: dict[str, str] = {
     "oxen": "https://hub.oxen.ai",
     "runware": "https://api.runware.ai/v1",
@@ -77,6 +79,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("default_callback_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return check_callback_url(value)
 
     @property
     def base_public_url(self) -> str:

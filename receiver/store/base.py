@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt
+from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt
 
 Clock = Callable[[], float]
 
@@ -104,6 +104,7 @@ class Store(Protocol):
     async def pending_jobs(self, provider: str) -> list[Job]: ...
     async def jobs_due_for_poll(self, *, providers: list[str], limit: int) -> list[Job]: ...
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None: ...
+    async def poll_count(self, job_id: str) -> int: ...
     async def job_counts(self) -> dict[str, int]: ...
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         """Hand claimed messages back without an attempt, due again at `until`."""
