@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Callable, Coroutine
 
 import standardwebhooks
 from starlette.applications import Starlette
@@ -27,7 +27,7 @@ from receiver.store import Clock, open_store
 
 log = logging.getLogger("receiver.app")
 
-Worker = Callable[[Runtime], Awaitable[None]]
+Worker = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
 def workers_for(settings: Settings) -> list[Worker]:

@@ -7,7 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from receiver.store import SQLiteStore
+from receiver.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -35,7 +35,7 @@ class Metrics:
             "receiver_delivery_oldest_pending_age_seconds", "Age of the oldest undelivered callback message", registry=r
         )
 
-    async def render(self, store: SQLiteStore) -> bytes:
+    async def render(self, store: Store) -> bytes:
         """Refresh the store-derived gauges, then render the text format."""
         counts = await store.job_counts()
         for status in ("pending", "succeeded", "failed", "cancelled"):

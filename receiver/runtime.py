@@ -6,14 +6,15 @@ import asyncio
 import base64
 import secrets as random_secrets
 from dataclasses import dataclass, field
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 import httpx
+from pydantic import SecretStr
 
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
 from receiver.settings import Secrets, Settings
-from receiver.store import SQLiteStore
+from receiver.store import Store
 
 
 @dataclass
@@ -29,7 +30,7 @@ class StreamStatus:
 class Runtime:
     settings: Settings
     secrets: Secrets
-    store: SQLiteStore
+    store: Store
     notifier: Notifier
     metrics: Metrics
     http: httpx.AsyncClient  # for calls to providers (submit, poll, stream)
@@ -58,13 +59,11 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode("ascii")
 
 
-async def resolve_secrets(settings: Settings, store: SQLiteStore) -> Secrets:
+async def resolve_secrets(settings: Settings, store: Store) -> Secrets:
     """Each secret from the environment, else the one generated once and kept in the store."""
 
-    async def pick(name: str, configured: object, generate: object) -> str:
-        if configured is not None:
-            return configured.get_secret_value()  # type: ignore[attr-defined]
-        return await store.secret(name, generate)  # type: ignore[arg-type]
+    async def pick(name: str, configured: SecretStr | None, generate: Callable[[], str]) -> str:
+        return configured.get_secret_value() if configured is not None else await store.secret(name, generate)
 
     return Secrets(
         api_token=await pick("api_token", settings.api_token, lambda: random_secrets.token_urlsafe(32)),

@@ -32,12 +32,12 @@ class Settings(BaseSettings):
     public_url: str | None = None
     default_callback_url: str | None = None
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = (5, 300, 1800, 7200, 18000, 36000, 36000)
-    callback_timeout_s: float = Field(15.0, gt=0)
-    max_body_bytes: int = Field(1_048_576, gt=0)
-    reconcile_after_s: float = Field(300.0, ge=0)
+    callback_timeout_s: float = Field(default=15.0, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    reconcile_after_s: float = Field(default=300.0, ge=0)
     # Not in the contract: how long a submit or status poll may take, and Lumenfall's synchronous generation.
-    provider_timeout_s: float = Field(30.0, gt=0)
-    lumenfall_timeout_s: float = Field(180.0, gt=0)
+    provider_timeout_s: float = Field(default=30.0, gt=0)
+    lumenfall_timeout_s: float = Field(default=180.0, gt=0)
     log_format: str = "text"
     log_level: str = "INFO"
 

@@ -63,6 +63,11 @@ class Page:
 
 
 class Store(Protocol):
+    clock: Clock
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call `listener` after each commit that finished jobs or queued messages."""
+
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
 

@@ -18,7 +18,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 import aiosqlite
 
@@ -156,7 +156,7 @@ class SQLiteStore:
             await db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, generate())
             )
-            row = await (await db.execute("SELECT value FROM meta WHERE key = ?", (key,))).fetchone()
+            (row,) = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
         return str(row[0])
 
     # -- inbound (group commit) ------------------------------------------------------------------
@@ -256,7 +256,7 @@ class SQLiteStore:
 
     async def _newest_first(
         self, table: str, columns: str, key: str, filters: dict[str, str | None], limit: int, cursor: str | None
-    ) -> tuple[list[tuple], bool]:
+    ) -> tuple[list[Any], bool]:
         """One page of `table`, newest first by `key`, AND-ing the filters that are set; (rows, more)."""
         where = [f"{column} = ?" for column, value in filters.items() if value is not None]
         params: list[object] = [value for value in filters.values() if value is not None]
@@ -321,6 +321,7 @@ class SQLiteStore:
                     (now, now, limit),
                 )
             ).fetchall()
+            rows = list(rows)
             if rows:
                 marks = ",".join("?" * len(rows))
                 await db.execute(
@@ -381,6 +382,7 @@ class SQLiteStore:
                     (message_id,),
                 )
             ).fetchone()
+        assert row is not None  # inserted just above, in this transaction
         self._notify(Changes((), True))
         return Message(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
 
