@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 import httpx
 
-from receiver import api, events, generations, ops, webhooks
+from receiver import api, events, generations, logs, ops, webhooks
 from receiver.delivery import run_delivery
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
@@ -45,6 +45,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time) -> Runti
     )
     try:
         secrets = await resolve_secrets(settings, store)
+        logs.protect_secrets(settings, secrets)  # from here on no log line can show one
         try:
             standardwebhooks.Webhook(secrets.signing_secret)
         except Exception:

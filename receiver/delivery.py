@@ -29,13 +29,16 @@ from receiver.store.base import Message
 log = logging.getLogger("receiver.delivery")
 
 PER_HOST_CONCURRENCY = 8  # requests in flight to one destination (scheme://host:port)
-PER_HOST_HELD = 16  # messages held for one destination, sending or waiting; more are postponed
+# Messages held for one destination, sending or waiting their turn; more are postponed. Well above the
+# concurrency: a claim takes every due message at once, and each one postponed waits POSTPONE_S more.
+PER_HOST_HELD = 128
 MAX_CONCURRENCY = 64  # requests in flight overall
 MAX_HELD = 256  # messages held overall
 POSTPONE_S = 1.0  # a message for a saturated destination is looked at again this much later
 LEASE_MARGIN_S = 10.0
 MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
 ERROR_TEXT_CHARS = 200
+DRAIN_BYTES = 65536  # a 2xx body up to this long is read, to keep its connection
 USER_AGENT = "receiver-callbacks/1"
 
 
@@ -141,21 +144,41 @@ async def _peek(response: httpx.Response) -> str:
     return _short(bytes(data).decode("utf-8", "replace"))
 
 
+async def _drain(response: httpx.Response) -> None:
+    """Read the rest of a 2xx's (small) body: httpx pools a connection only once its answer was read whole.
+
+    Unread, every delivery would close its connection and the next one open a new one. A body too long
+    or broken off costs only that connection: the 2xx is what counts.
+    """
+    read = 0
+    try:
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > DRAIN_BYTES:
+                return
+    except httpx.HTTPError:
+        pass
+
+
 async def send(
     client: httpx.AsyncClient, webhook: standardwebhooks.Webhook, message: Message, *, timeout: float,
 ) -> AttemptResult:
     """POST one message; every way it can go wrong becomes an `AttemptResult`, never an exception."""
     headers = signed_headers(webhook, message.id, message.body, datetime.now(timezone.utc))
+    status: int | None = None
     try:
         # One deadline for the whole attempt: httpx's timeouts are per read, so a trickling body would outlive them.
         async with asyncio.timeout(timeout):
             async with client.stream("POST", message.url, content=message.body, headers=headers) as response:
                 status = response.status_code
                 if 200 <= status < 300:
+                    await _drain(response)
                     return AttemptResult(status, None)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now=time.time())
                 detail = await _peek(response)
     except (TimeoutError, httpx.TimeoutException):
+        if status is not None and 200 <= status < 300:
+            return AttemptResult(status, None)  # answered 2xx; only the rest of its body was slow
         return AttemptResult(None, f"timeout after {timeout:g}s")
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         return AttemptResult(None, _short(f"unusable callback URL: {exc}"), permanent=True)
@@ -253,6 +276,8 @@ class _Deliverer:
                 outcome=decision.outcome, next_attempt_at=next_at,
             )
             self.runtime.metrics.deliveries.labels(decision.outcome).inc()
+            if decision.delay is not None:
+                self.freed.set()  # a retry is due at a time the loop's wait does not know of yet
             level = logging.INFO if decision.outcome == "delivered" else logging.WARNING
             log.log(
                 level, "callback %s for job %s to %s: attempt %d %s (%s)%s",
@@ -270,6 +295,8 @@ class _Deliverer:
             self._release(message.seq, host)
 
     def _release(self, seq: int, host: str) -> None:
+        if len(self.held) >= MAX_HELD:
+            self.freed.set()  # the loop waits for room to claim more (new messages wake it otherwise)
         self.held.pop(seq, None)
         left = self.held_per_host.get(host, 1) - 1
         if left <= 0:
@@ -277,7 +304,6 @@ class _Deliverer:
             self.host_slots.pop(host, None)
         else:
             self.held_per_host[host] = left
-        self.freed.set()
 
 
 async def _wait_any(events: Sequence[asyncio.Event], *, timeout: float | None) -> None:

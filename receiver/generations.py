@@ -124,7 +124,8 @@ async def create_generation(request: Request) -> Response:
             for item in submitted
         ]
         runtime.metrics.submissions.labels(provider, "accepted").inc()
-    log.info("submitted to %s: %s", provider, ", ".join(j.id for j in jobs))
+    log.info("submitted to %s: %s", provider, ", ".join(j.id for j in jobs),
+             extra={"job_id": jobs[0].id} if len(jobs) == 1 else {"job_ids": [j.id for j in jobs]})
     return JSONResponse({"jobs": [j.to_json() for j in jobs]}, status_code=202)
 
 
@@ -173,7 +174,7 @@ async def _generate_lumenfall(runtime: Runtime, request: ProviderRequest, job_id
         await asyncio.shield(_fail_lumenfall(runtime, job_id, INTERRUPTED))
         raise
     except Exception:
-        log.exception("Lumenfall generation %s broke", job_id)
+        log.exception("Lumenfall generation %s broke", job_id, extra={"job_id": job_id})
         await _fail_lumenfall(runtime, job_id, "the receiver could not complete the Lumenfall call")
 
 

@@ -1,35 +1,89 @@
-"""Logging: plain text or one JSON object per line; tokens never reach a log line."""
+"""Logging: plain text or one JSON object per line; secrets and tokens never reach a log line.
+
+Masking works on the finished line, whatever wrote it (our code, uvicorn's access log, a traceback):
+every secret in force (`protect`), and whatever follows `token=` (however percent-encoded), `Bearer `,
+`whsec_` or the password of a URL.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+from typing import Any
+from urllib.parse import quote
 
 from pythonjsonlogger.json import JsonFormatter
 
-_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+", re.IGNORECASE)
+from receiver.settings import Secrets, Settings
+
+MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words, and are no secret anyway
+
+_TOKEN_IN_QUERY = re.compile(r"((?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)=)[^&\s\"\\]+", re.IGNORECASE)
+_BEARER = re.compile(r"(bearer\s+)[^\s\"\\,]+", re.IGNORECASE)
+_WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s\"]+:)[^@/\s\"]+@")
 
 
-class RedactTokens(logging.Filter):
-    """uvicorn's access log prints the query string, and webhook URLs carry `?token=`."""
+class Redacting(logging.Formatter):
+    """Formats with `inner`, then masks secrets in the finished line."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and isinstance(record.args, tuple):
-            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
-        if isinstance(record.msg, str) and "token=" in record.msg.lower():
-            record.msg = _TOKEN_IN_QUERY.sub(r"\1***", record.msg)
-        return True
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+        self._secrets: set[str] = set()
+        self._known: re.Pattern[str] | None = None
+
+    def protect(self, values: tuple[str | None, ...]) -> None:
+        for value in values:
+            if not value or len(value) < MIN_SECRET_CHARS:
+                continue
+            forms = {value, quote(value, safe=""), json.dumps(value)[1:-1]}
+            if value.startswith("whsec_"):
+                forms.add(value[len("whsec_"):])
+            self._secrets |= {f for f in forms if len(f) >= MIN_SECRET_CHARS}
+        if self._secrets:
+            self._known = re.compile("|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True)))
+
+    def redact(self, text: str) -> str:
+        if self._known is not None:
+            text = self._known.sub("***", text)
+        text = _TOKEN_IN_QUERY.sub(r"\1***", text)
+        text = _BEARER.sub(r"\1***", text)
+        text = _WHSEC.sub("whsec_***", text)
+        return _URL_PASSWORD.sub(r"\1***@", text)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(self.inner.format(record))
 
 
-def configure(*, fmt: str = "text", level: str = "INFO") -> dict:
+class JsonLines(JsonFormatter):
+    """`{"time", "level", "logger", "message", …}`: extras such as `job_id` become fields, and uvicorn's
+    access lines also carry `client`, `method`, `path` and `status`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level", "name": "logger"},
+                         timestamp="time")
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, _version, status = record.args
+            log_data.update(client=client, method=method, path=path, status=status)
+        time = log_data.pop("time", None)
+        if time is not None:  # first, for people reading the lines
+            fields = dict(log_data)
+            log_data.clear()
+            log_data.update(time=time, **fields)
+
+
+def configure(*, fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
     """Set up the root logger and return a uvicorn `log_config` that uses the same handler."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level", "asctime": "time"}))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactTokens())
+    inner = JsonLines() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(Redacting(inner))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -39,3 +93,18 @@ def configure(*, fmt: str = "text", level: str = "INFO") -> dict:
         logger.propagate = True
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return {"version": 1, "disable_existing_loggers": False}
+
+
+def protect(*values: str | None) -> None:
+    """Mask these values in every line the root logger's handlers write from now on."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, Redacting):
+            handler.formatter.protect(values)
+
+
+def protect_secrets(settings: Settings, secrets: Secrets) -> None:
+    """Every secret in force: the three of `secrets`, the provider API keys, the Lumenfall webhook secret."""
+    keys = [getattr(settings, f"{p}_api_key") for p in ("oxen", "runware", "pixazo", "apiframe", "lumenfall")]
+    keys.append(settings.lumenfall_webhook_secret)
+    protect(secrets.api_token, secrets.webhook_token, secrets.signing_secret,
+            *(k.get_secret_value() for k in keys if k is not None))

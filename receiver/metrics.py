@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from receiver.models import WEBHOOK_PROVIDERS, Outcome
 from receiver.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+STREAM_STATES = ("disabled", "connecting", "connected", "unauthorized")
 
 
 class Metrics:
@@ -20,7 +20,14 @@ class Metrics:
             "receiver_receipts", "Inbound webhooks and stream messages stored, by outcome",
             ["provider", "source", "outcome"], registry=r,
         )
+        self.webhooks_rejected = Counter(
+            "receiver_webhooks_rejected", "Webhooks refused before anything was stored (provider 'unknown' for 404)",
+            ["provider", "reason"], registry=r,
+        )
         self.stream_connected = Gauge("receiver_oxen_stream_connected", "1 while the Oxen stream is connected", registry=r)
+        self.stream_state = Gauge(
+            "receiver_oxen_stream_state", "1 for the Oxen consumer's current state (as /readyz says)", ["state"], registry=r
+        )
         self.stream_reconnects = Counter("receiver_oxen_stream_reconnects", "Oxen stream (re)connect attempts", registry=r)
         self.deliveries = Counter("receiver_deliveries", "Callback attempts by outcome", ["outcome"], registry=r)
         self.reconcile_polls = Counter(
@@ -34,13 +41,23 @@ class Metrics:
         self.oldest_pending_age = Gauge(
             "receiver_delivery_oldest_pending_age_seconds", "Age of the oldest undelivered callback message", registry=r
         )
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, …
+        # Series that exist from the start, at 0, so that rate() and alerts see them before the first event.
+        for outcome in ("delivered", "retry", "failed"):
+            self.deliveries.labels(outcome)
+        for provider in WEBHOOK_PROVIDERS:
+            for outcome in Outcome:
+                self.receipts.labels(provider, "webhook", outcome.value)
 
-    async def render(self, store: Store) -> bytes:
-        """Refresh the store-derived gauges, then render the text format."""
+    async def render(self, store: Store, *, stream_state: str | None = None) -> bytes:
+        """Refresh the store-derived gauges (and the stream state, if given), then render the text format."""
+        if stream_state is not None:
+            for state in STREAM_STATES:
+                self.stream_state.labels(state).set(1 if state == stream_state else 0)
         counts = await store.job_counts()
         for status in ("pending", "succeeded", "failed", "cancelled"):
             self.jobs.labels(status).set(counts.get(status, 0))
         depth, oldest = await store.delivery_backlog()
         self.queue_depth.set(depth)
-        self.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
+        self.oldest_pending_age.set(max(0.0, store.clock() - oldest) if oldest is not None else 0)
         return generate_latest(self.registry)

@@ -35,4 +35,5 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    return Response(await runtime.metrics.render(runtime.store), media_type=CONTENT_TYPE)
+    body = await runtime.metrics.render(runtime.store, stream_state=runtime.oxen.state)
+    return Response(body, media_type=CONTENT_TYPE)

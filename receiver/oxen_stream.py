@@ -5,6 +5,12 @@ So once a stream is open (never before: a completion is then either on the strea
 to a poll), every pending Oxen job is polled at `GET /api/ai/queue/{generation_id}`. Cancelled
 generations never appear on the stream at all; polling pending jobs older than
 `RECEIVER_RECONCILE_AFTER_S` is the reconciler's job, which calls `poll_oxen_job` too.
+
+Events are ingested without waiting for each one's COMMIT before reading the next (`_consume`): a
+burst is then group-committed in a few transactions instead of one per event. Each event is still
+a receipt kept in the transaction that applies it. An event read but not yet committed when the
+process dies is lost like one fired while disconnected, and found the same way: by the catch-up
+poll after the restart (for a job the store knows as pending).
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
 import httpx
-from httpx_sse import ServerSentEvent, aconnect_sse
+from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from receiver import backoff
 from receiver.errors import InvalidPayload, NotConfigured, ProviderError
@@ -43,6 +49,7 @@ class StreamTuning:
     healthy_after_s: float = 30.0  # a connection that stayed up this long resets the backoff
     poll_timeout_s: float = 15.0
     poll_concurrency: int = 4
+    in_flight: int = 256  # stream events being ingested at once (the store commits them together)
 
     @property
     def stall_timeout_s(self) -> float:
@@ -96,6 +103,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None  # an HTTP date: not worth parsing for a stream reconnect
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a (nested) group, to be handled like the same error raised alone."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _auth_headers(runtime: Runtime) -> dict[str, str]:
@@ -238,8 +251,24 @@ class OxenConsumer:
             self._opened()
             # The read timeout is the stall detector: keep-alive comments are bytes too, so it only
             # fires when nothing at all arrived for stall_timeout_s.
-            async for sse in source.aiter_sse():
-                await self._handle(sse)
+            await self._consume(source)
+
+    async def _consume(self, source: EventSource) -> None:
+        """Ingest each completion without waiting for the previous ones' COMMIT, at most `in_flight` at once.
+
+        The first failure, of the stream or of an ingest, ends the connection. A store write, once queued,
+        is committed even if its waiter is cancelled by that.
+        """
+        window = asyncio.Semaphore(self.tuning.in_flight)
+        try:
+            async with asyncio.TaskGroup() as ingests:
+                async for sse in source.aiter_sse():
+                    work = self._ingest(sse)
+                    if work is not None:
+                        await window.acquire()
+                        ingests.create_task(work).add_done_callback(lambda _: window.release())
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
 
     def _opened(self) -> None:
         self.opened_at = asyncio.get_running_loop().time()
@@ -251,14 +280,15 @@ class OxenConsumer:
         log.info("Oxen stream connected (%s)", self.url)
         self.catch_up_wanted.set()
 
-    async def _handle(self, sse: ServerSentEvent) -> None:
+    def _ingest(self, sse: ServerSentEvent) -> Coroutine[Any, Any, ApplyResult] | None:
+        """The ingest of a completion event (to be awaited), or None for an event to ignore."""
         if sse.event != oxen.COMPLETED_EVENT:
             log.debug("Oxen event %r ignored", sse.event)
-            return
+            return None
         # The stream is decoded as UTF-8 text (invalid bytes become U+FFFD); the receipt keeps that text.
         data = sse.data.encode("utf-8")
         receipt = Receipt(provider="oxen", source="stream", body=data, headers={"sse-event": sse.event})
-        await ingest(self.runtime, receipt, lambda: [oxen.parse_stream_event(data)])
+        return ingest(self.runtime, receipt, lambda: [oxen.parse_stream_event(data)])
 
     async def _catch_up_loop(self) -> None:
         """After each (re)connect, poll every pending job; connects during a round ask for another round."""

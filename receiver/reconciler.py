@@ -59,7 +59,8 @@ async def poll_job(runtime: Runtime, job: Job) -> str:
         try:
             applied = await poll_oxen_job(runtime, job, timeout=runtime.settings.provider_timeout_s)
         except ProviderError as exc:
-            log.info("polling oxen job %s failed (status %s): %s", job.id, exc.status, exc.message)
+            log.info("polling oxen job %s failed (status %s): %s", job.id, exc.status, exc.message,
+                     extra={"job_id": job.id})
             return "error"
         return "pending" if applied is None else "terminal"
     poller = POLLERS[job.provider]
@@ -71,7 +72,8 @@ async def poll_job(runtime: Runtime, job: Job) -> str:
         response = await call(runtime, job.provider, request, timeout=runtime.settings.provider_timeout_s)
     except ProviderError as exc:
         # Not the job's status (an unknown id, an outage): try again later, change nothing.
-        log.info("polling %s job %s failed (status %s): %s", job.provider, job.id, exc.status, exc.message)
+        log.info("polling %s job %s failed (status %s): %s", job.provider, job.id, exc.status, exc.message,
+                 extra={"job_id": job.id})
         return "error"
     body = response.content
     receipt = Receipt(job.provider, "poll", body, {"content-type": response.headers.get("content-type", "")})
@@ -91,7 +93,7 @@ async def _reconcile(runtime: Runtime, job: Job, limit: asyncio.Semaphore) -> No
         try:
             result = await poll_job(runtime, job)
         except Exception:
-            log.exception("polling %s job %s broke", job.provider, job.id)
+            log.exception("polling %s job %s broke", job.provider, job.id, extra={"job_id": job.id})
             result = "error"
         runtime.metrics.reconcile_polls.labels(job.provider, result).inc()
         # Still pending (or partly done): poll again later. A no-op once the job is terminal.

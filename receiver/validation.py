@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
@@ -38,11 +39,50 @@ def invalid(field: str, message: str) -> Invalid:
     return Invalid(error(422, "invalid_request", f"{field}: {message}", fields=[{"field": field, "message": message}]))
 
 
+MAX_DEPTH = 32  # nesting of a request body; metadata and params are echoed, stored and sent back
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _unstorable(value: Any) -> str | None:
+    """What makes a decoded body unfit to store and send back, if anything (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate escape, "\ud800": no UTF-8 column takes it
+                return "holds an unpaired UTF-16 surrogate"
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return None
+
+
 def parse_body(model: type[Model], body: bytes) -> Model:
     try:
-        raw = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # NaN, Infinity and 1e999 would be stored, then fail every JSON answer that holds them.
+        raw = json.loads(body or b"null", parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise invalid("body", f"nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # also integers of more than 4300 digits
         raise invalid("body", f"not JSON: {exc}") from None
+    problem = _unstorable(raw)
+    if problem is not None:
+        raise invalid("body", problem)
     if not isinstance(raw, dict):
         raise invalid("body", "expected a JSON object")
     try:
@@ -94,6 +134,7 @@ def query_cursor(params: Any) -> str | None:
     raw = params.get("cursor")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    # isascii: "²".isdigit() is true too; 18 digits keep it a SQLite integer.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise invalid("cursor", "not a cursor this API returned")
     return str(raw)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import standardwebhooks
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from receiver.http import BodyTooLarge, error, read_body, secret_equals
+from receiver.http import BodyTooLarge, FastJSONResponse, error, read_body, secret_equals
 from receiver.ingest import ingest
 from receiver.models import Outcome, Receipt
 from receiver.providers import WEBHOOK_PARSERS, apiframe
@@ -33,12 +33,15 @@ async def receive_webhook(request: Request) -> Response:
     provider = request.path_params["provider"]
     parse = WEBHOOK_PARSERS.get(provider)
     if parse is None:
+        runtime.metrics.webhooks_rejected.labels("unknown", "unknown_provider").inc()  # no label per made-up name
         return error(404, "unknown_provider", f"no webhook for provider {provider!r}; one of {sorted(WEBHOOK_PARSERS)}")
     if not secret_equals(request.query_params.get("token"), runtime.secrets.webhook_token):
+        runtime.metrics.webhooks_rejected.labels(provider, "unauthorized").inc()
         return error(401, "unauthorized", "missing or wrong ?token=")
     try:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
+        runtime.metrics.webhooks_rejected.labels(provider, "body_too_large").inc()
         return error(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
 
     headers = {k: v for k, v in request.headers.items() if k in _KEPT_HEADERS}
@@ -46,16 +49,18 @@ async def receive_webhook(request: Request) -> Response:
         if not apiframe.signature_valid(
             settings.apiframe_api_key.get_secret_value(), body, request.headers.get(apiframe.SIGNATURE_HEADER)
         ):
+            runtime.metrics.webhooks_rejected.labels(provider, "bad_signature").inc()
             return error(401, "bad_signature", "X-Webhook-Signature does not match the body")
     if provider == "lumenfall" and settings.lumenfall_webhook_secret is not None:
         if not _lumenfall_signature_valid(settings.lumenfall_webhook_secret.get_secret_value(), body, headers):
+            runtime.metrics.webhooks_rejected.labels(provider, "bad_signature").inc()
             return error(401, "bad_signature", "Standard Webhooks signature missing, stale or wrong")
 
     receipt = Receipt(provider=provider, source="webhook", body=body, headers=headers)
     result = await ingest(runtime, receipt, lambda: parse(request.headers, body))
     if result.outcome is Outcome.INVALID:
         return error(400, "invalid_payload", result.error or "invalid body", receipt_id=result.receipt_id)
-    return JSONResponse(
+    return FastJSONResponse(
         {"receipt_id": result.receipt_id, "outcome": result.outcome.value, "job_ids": result.job_ids},
         status_code=200,
     )

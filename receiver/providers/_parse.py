@@ -24,6 +24,10 @@ def load_object(body: bytes) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidPayload(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidPayload("body is not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise InvalidPayload(f"body is not usable JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidPayload(f"expected a JSON object, got {type(value).__name__}")
     return value
@@ -81,7 +85,10 @@ def error_text(value: Any) -> str | None:
 
 
 def guess_media_type(url: str, fallback: str | None = None) -> str | None:
-    path = urlsplit(url).path.lower()
+    try:
+        path = urlsplit(url).path.lower()
+    except ValueError:  # "http://[": nothing to read a type from
+        return fallback
     for ext, mime in _EXTRA_TYPES.items():
         if path.endswith(ext):
             return mime

@@ -1,13 +1,23 @@
-"""The embedded store: SQLite in WAL mode through aiosqlite.
+"""The embedded store: SQLite in WAL mode, through aiosqlite and one plain connection.
 
-One connection writes (serialised by a lock, explicit `BEGIN IMMEDIATE … COMMIT`), another reads,
+Writes are serialised by a lock (explicit `BEGIN IMMEDIATE … COMMIT`); a separate connection reads,
 so reads never wait behind a write. A write is acknowledged only after its COMMIT; with WAL and
 `synchronous=NORMAL` a committed transaction survives the process being killed (a power cut can
 lose the last few; set `synchronous=FULL` through `?synchronous=full` in the URL if that matters).
 
-Inbound messages are group-committed: while one transaction runs, the next ones queue, and the
-writer applies them all in one transaction (`UnitOfWork`), so a burst costs a few statements in
-all instead of a few per webhook. Each caller still gets its answer only after that COMMIT.
+Inbound messages and delivery attempts are group-committed: while one transaction runs, the next
+ones queue, and the writer applies them all in one transaction (`UnitOfWork`), so a burst costs a
+few statements in all instead of a few per webhook. Each caller still gets its answer only after
+that COMMIT.
+
+Such a batch, and an outbox claim, run on a plain sqlite3 connection synchronously on the event
+loop (`_batch`): a whole transaction is a millisecond or so of CPU that the process spends either
+way (one GIL), while through a thread every statement costs a thread wake-up, a loop wake-up and GIL
+hand-offs (measured in docs/benchmarks.md: a third fewer webhooks per second, and a slower stream).
+What could hold the loop for long, the WAL checkpoint with its fsync, that connection never does:
+`_checkpoints` runs it on the reader's thread. The store has one process (no other one takes the
+write lock), so `BEGIN IMMEDIATE` there does not wait. Other writes (registrations, redeliveries, …)
+go through aiosqlite under the same lock.
 """
 
 from __future__ import annotations
@@ -15,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 import aiosqlite
 
@@ -31,6 +42,17 @@ from receiver.store.unit import JOB_COLUMNS as _JOB_COLUMNS, UnitOfWork, job_fro
 log = logging.getLogger("receiver.store")
 
 _MAX_BATCH = 256
+CHECKPOINT_EVERY_S = 0.5  # after writes, the WAL is checkpointed this often at most
+T = TypeVar("T")
+# A job's delivery_status is that of its latest message.
+_REFRESH_DELIVERY_STATUS = (
+    "UPDATE jobs SET delivery_status = COALESCE("
+    "(SELECT status FROM messages WHERE job_id = ? ORDER BY seq DESC LIMIT 1), 'none') WHERE id = ?"
+)
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
 
 
 @dataclass
@@ -40,7 +62,20 @@ class _Write:
     receipt: Receipt
     completions: list[Completion] | None  # None: an invalid receipt, kept with `error`
     error: str | None
-    done: asyncio.Future[ApplyResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[Any] = field(default_factory=_future)
+
+
+@dataclass
+class _Attempt:
+    """One delivery attempt waiting for the group commit."""
+
+    message: Message
+    status_code: int | None
+    error: str | None
+    status: str  # the message's status after it: pending | delivered | failed
+    next_attempt_at: float
+    at: float
+    done: asyncio.Future[Any] = field(default_factory=_future)
 
 
 class SQLiteStore:
@@ -64,8 +99,11 @@ class SQLiteStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._queue: asyncio.Queue[_Write | None] | None = None
+        self._queue: asyncio.Queue[_Write | _Attempt | None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._batch_db: sqlite3.Connection | None = None  # group commits and claims, on the event loop
+        self._written = asyncio.Event()  # a batch committed since the last checkpoint
+        self._checkpoint_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -74,11 +112,13 @@ class SQLiteStore:
             self._writer = await self._connect()
             await self._migrate()
             self._reader = await self._connect()
+            self._batch_db = self._connect_now()
         except Exception as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         self._queue = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-group-commit")
+        self._checkpoint_task = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoints")
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -88,6 +128,29 @@ class SQLiteStore:
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def _connect_now(self) -> sqlite3.Connection:
+        """The batch connection: used on the event loop, and never checkpointing (`_checkpoints` does)."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", f"synchronous={self.synchronous}", "busy_timeout=5000", "foreign_keys=ON",
+                       "wal_autocheckpoint=0"):
+            conn.execute(f"PRAGMA {pragma}")
+        return conn
+
+    async def _checkpoints(self) -> None:
+        """Checkpoint the WAL on the reader's thread, at most every CHECKPOINT_EVERY_S while batches commit.
+
+        PASSIVE: it copies what no reader still needs and never blocks a writer; a later write then
+        starts the WAL over.
+        """
+        while True:
+            await self._written.wait()
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
+            self._written.clear()
+            try:
+                await self._read.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception as exc:  # a busy or closing store: the next round tries again
+                log.warning("WAL checkpoint failed: %s", exc)
 
     async def _migrate(self) -> None:
         async with self._transaction() as db:
@@ -109,6 +172,16 @@ class SQLiteStore:
             self._queue.put_nowait(None)
             await asyncio.gather(self._writer_task, return_exceptions=True)
         self._queue = self._writer_task = None
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+            self._checkpoint_task = None
+        if self._batch_db is not None:
+            try:
+                self._batch_db.close()
+            except Exception:  # closing is best effort
+                pass
+            self._batch_db = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 try:
@@ -145,6 +218,23 @@ class SQLiteStore:
                 raise
             await db.execute("COMMIT")
 
+    async def _batch(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one write transaction on the batch connection, right here on the event loop."""
+        async with self._write_lock:
+            db = self._batch_db
+            if db is None:
+                raise StoreError("store is closed")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        self._written.set()
+        return result
+
     async def ping(self) -> None:
         await (await self._read.execute("SELECT 1")).fetchone()
 
@@ -171,11 +261,13 @@ class SQLiteStore:
     async def record_invalid(self, receipt: Receipt, error: str) -> int:
         return (await self._submit(_Write(receipt, None, error))).receipt_id
 
-    async def _submit(self, write: _Write) -> ApplyResult:
+    async def _submit(self, item: _Write | _Attempt) -> Any:
         if self._queue is None:
             raise StoreError("store is closed")
-        self._queue.put_nowait(write)
-        return await asyncio.shield(write.done)  # a caller that goes away does not undo the write
+        self._queue.put_nowait(item)
+        # A caller that goes away (its task cancelled, and `done` with it) does not undo the write: the
+        # writer commits what is queued and only skips answering a future already done.
+        return await item.done
 
     async def _run_writer(self) -> None:
         assert self._queue is not None
@@ -194,44 +286,61 @@ class SQLiteStore:
                 await self._commit_batch(batch)
             except Exception:
                 # Find the culprit: each write alone, so one bad write cannot fail the others.
-                for write in batch:
+                for item in batch:
                     try:
-                        await self._commit_batch([write])
+                        await self._commit_batch([item])
                     except Exception as exc:
                         log.exception("store write failed")
-                        if not write.done.done():
-                            write.done.set_exception(StoreError(f"store write failed: {exc}"))
+                        if not item.done.done():
+                            item.done.set_exception(StoreError(f"store write failed: {exc}"))
 
-    async def _commit_batch(self, batch: list[_Write]) -> None:
+    async def _commit_batch(self, batch: list[_Write | _Attempt]) -> None:
         unit = self._unit()
-        outcomes: list[tuple[int, Outcome, list[str], list[str]]] = []
-        async with self._transaction() as db:
-            await unit.load(db, {(c.provider, c.provider_job_id) for w in batch for c in w.completions or ()})
-            for write in batch:
-                if write.completions is None:
-                    index = unit.add_receipt(write.receipt, Outcome.INVALID, [], write.error)
-                    outcomes.append((index, Outcome.INVALID, [], []))
-                    continue
-                job_ids: list[str] = []
-                terminal: list[str] = []
-                applied = duplicate = False
-                for completion in write.completions:
-                    result = unit.apply(completion)
-                    if result is None:
-                        continue
-                    job_ids.append(result.job.id)
-                    applied |= result.changed
-                    duplicate |= not result.changed
-                    if result.became_terminal:
-                        terminal.append(result.job.id)
-                outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
-                pids = sorted({c.provider_job_id for c in write.completions})
-                outcomes.append((unit.add_receipt(write.receipt, outcome, pids, None), outcome, job_ids, terminal))
-            await unit.flush(db)
-        for write, (index, outcome, job_ids, terminal) in zip(batch, outcomes):
-            if not write.done.done():
-                write.done.set_result(ApplyResult(unit.receipt_ids[index], outcome, job_ids, terminal, error=write.error))
+        results = await self._batch(lambda db: self._commit_now(db, unit, batch))
+        for item, result in zip(batch, results):
+            if not item.done.done():
+                item.done.set_result(result)
         self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
+
+    def _commit_now(self, db: sqlite3.Connection, unit: UnitOfWork, batch: list[_Write | _Attempt]) -> list[Any]:
+        """The batch's writes, on the batch thread inside its transaction; each caller's result, in order.
+
+        Attempts go first, so the unit loads jobs with the delivery status they leave.
+        """
+        results: list[Any] = [None] * len(batch)
+        writes: list[tuple[int, _Write]] = []
+        for position, item in enumerate(batch):
+            if isinstance(item, _Attempt):
+                self._record_attempt_now(db, item)
+            else:
+                writes.append((position, item))
+        unit.load_now(db, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+        outcomes: list[tuple[int, int, Outcome, list[str], list[str]]] = []
+        for position, write in writes:
+            if write.completions is None:
+                index = unit.add_receipt(write.receipt, Outcome.INVALID, [], write.error)
+                outcomes.append((position, index, Outcome.INVALID, [], []))
+                continue
+            job_ids: list[str] = []
+            terminal: list[str] = []
+            applied = duplicate = False
+            for completion in write.completions:
+                result = unit.apply(completion)
+                if result is None:
+                    continue
+                job_ids.append(result.job.id)
+                applied |= result.changed
+                duplicate |= not result.changed
+                if result.became_terminal:
+                    terminal.append(result.job.id)
+            outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
+            pids = sorted({c.provider_job_id for c in write.completions})
+            outcomes.append((position, unit.add_receipt(write.receipt, outcome, pids, None), outcome, job_ids, terminal))
+        unit.flush_now(db)
+        for position, index, outcome, job_ids, terminal in outcomes:
+            results[position] = ApplyResult(unit.receipt_ids[index], outcome, job_ids, terminal,
+                                            error=batch[position].error)  # type: ignore[union-attr]
+        return results
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -312,21 +421,20 @@ class SQLiteStore:
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         now = self.clock()
-        async with self._transaction() as db:
-            rows = await (
-                await db.execute(
-                    "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages "
-                    "WHERE status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
-                    "ORDER BY next_attempt_at LIMIT ?",
-                    (now, now, limit),
-                )
+
+        def claim(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
+                "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages "
+                "WHERE status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+                "ORDER BY next_attempt_at LIMIT ?",
+                (now, now, limit),
             ).fetchall()
-            rows = list(rows)
             if rows:
                 marks = ",".join("?" * len(rows))
-                await db.execute(
-                    f"UPDATE messages SET lease_until = ? WHERE seq IN ({marks})", (now + lease_s, *[r[0] for r in rows])
-                )
+                db.execute(f"UPDATE messages SET lease_until = ? WHERE seq IN ({marks})", (now + lease_s, *[r[0] for r in rows]))
+            return rows
+
+        rows = await self._batch(claim)
         return [Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]) for r in rows]
 
     async def next_message_due_at(self) -> float | None:
@@ -344,28 +452,25 @@ class SQLiteStore:
     ) -> None:
         now = self.clock()
         status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
-        async with self._transaction() as db:
-            row = await (await db.execute("SELECT attempts, status FROM messages WHERE seq = ?", (message.seq,))).fetchone()
-            if row is None or row[1] != "pending":
-                return
-            attempt = int(row[0]) + 1
-            await db.execute(
-                "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (message.id, message.job_id, message.url, attempt, status_code, error, now),
-            )
-            await db.execute(
-                "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
-                (attempt, status, next_attempt_at if next_attempt_at is not None else now, message.seq),
-            )
-            await self._refresh_delivery_status(db, message.job_id)
+        # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
+        await self._submit(_Attempt(message, status_code, error, status,
+                                    next_attempt_at if next_attempt_at is not None else now, now))
 
-    async def _refresh_delivery_status(self, db: aiosqlite.Connection, job_id: str) -> None:
-        """A job's delivery_status is that of its latest message."""
-        await db.execute(
-            "UPDATE jobs SET delivery_status = COALESCE("
-            "(SELECT status FROM messages WHERE job_id = ? ORDER BY seq DESC LIMIT 1), 'none') WHERE id = ?",
-            (job_id, job_id),
+    def _record_attempt_now(self, db: sqlite3.Connection, item: _Attempt) -> None:
+        message = item.message
+        row = db.execute("SELECT attempts, status FROM messages WHERE seq = ?", (message.seq,)).fetchone()
+        if row is None or row[1] != "pending":
+            return
+        attempt = int(row[0]) + 1
+        db.execute(
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at),
         )
+        db.execute(
+            "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
+            (attempt, item.status, item.next_attempt_at, message.seq),
+        )
+        db.execute(_REFRESH_DELIVERY_STATUS, (message.job_id, message.job_id))
 
     async def redeliver(self, job_id: str) -> Message | None:
         unit = self._unit()

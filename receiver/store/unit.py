@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, TypeVar
@@ -26,6 +27,7 @@ JOB_COLUMNS = (
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "ocp-apim-subscription-key"})
 T = TypeVar("T")
 _CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
+_LAST_RECEIPT_ID = "SELECT COALESCE(MAX(id), 0) FROM receipts"
 
 
 def job_from_row(row: Any) -> Job:
@@ -85,28 +87,38 @@ class UnitOfWork:
 
     # -- loading ---------------------------------------------------------------------------------
 
-    async def load(self, db: aiosqlite.Connection, keys: set[tuple[str, str]]) -> None:
-        """Fetch the jobs with these (provider, provider_job_id) keys, and the last receipt id, in one round trip."""
+    def _lookups(self, keys: set[tuple[str, str]]) -> list[tuple[str, tuple[str, ...]]]:
+        """The queries that fetch the jobs with these (provider, provider_job_id) keys not tracked yet."""
         by_provider: dict[str, list[str]] = {}
         for provider, provider_job_id in keys:
             if (provider, provider_job_id) not in self._jobs:
                 by_provider.setdefault(provider, []).append(provider_job_id)
         # One `provider = ? AND provider_job_id IN (…)` per provider: it searches the unique index,
         # where a row-value IN over (provider, provider_job_id) would scan the whole table.
-        queries = [
-            db.execute_fetchall(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_job_id IN ({','.join('?' * len(chunk))})",
-                (provider, *chunk),
-            )
+        return [
+            (f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? AND provider_job_id IN ({','.join('?' * len(chunk))})",
+             (provider, *chunk))
             for provider, ids in by_provider.items()
             for chunk in (ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK))
         ]
+
+    def _loaded(self, found: list[Any], last_receipt: Any) -> None:
         # This store has one writer, so receipt ids can be handed out here, known before the COMMIT.
-        *found, last = await in_order(*queries, db.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM receipts"))
-        self._next_receipt_id = int(list(last)[0][0]) + 1
+        self._next_receipt_id = int(list(last_receipt)[0][0]) + 1
         for rows in found:
             for row in rows:
                 self._track(job_from_row(row))
+
+    async def load(self, db: aiosqlite.Connection, keys: set[tuple[str, str]]) -> None:
+        """Fetch the jobs with these (provider, provider_job_id) keys, and the last receipt id, in one round trip."""
+        queries = [db.execute_fetchall(sql, params) for sql, params in self._lookups(keys)]
+        *found, last = await in_order(*queries, db.execute_fetchall(_LAST_RECEIPT_ID))
+        self._loaded(found, last)
+
+    def load_now(self, db: sqlite3.Connection, keys: set[tuple[str, str]]) -> None:
+        """`load`, for a caller already on the connection's thread (the store's batch writer)."""
+        found = [db.execute(sql, params).fetchall() for sql, params in self._lookups(keys)]
+        self._loaded(found, db.execute(_LAST_RECEIPT_ID).fetchall())
 
     async def load_id(self, db: aiosqlite.Connection, job_id: str) -> Job | None:
         rows = list(await db.execute_fetchall(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)))
@@ -227,13 +239,13 @@ class UnitOfWork:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    async def flush(self, db: aiosqlite.Connection) -> None:
-        """Write everything in bulk, inside the caller's transaction, in one round trip."""
+    def _statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """Everything to write, as (statement, rows) pairs for `executemany`, in order."""
         new = [t for t in self._jobs.values() if t.new]
         changed = [t for t in self._jobs.values() if t.dirty and not t.new]
-        statements: list[Awaitable[Any]] = []
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         if new:
-            statements.append(db.executemany(
+            statements.append((
                 "INSERT INTO jobs (id, provider, provider_job_id, status, outputs, error, metadata, callback_url, "
                 "registered, expected_outputs, delivery_status, created_at, completed_at, next_poll_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -242,7 +254,7 @@ class UnitOfWork:
                   t.created_ts, t.completed_ts, t.next_poll_at) for t in new for j in (t.job,)],
             ))
         if changed:
-            statements.append(db.executemany(
+            statements.append((
                 "UPDATE jobs SET status = ?, outputs = ?, error = ?, metadata = ?, callback_url = ?, registered = ?, "
                 "expected_outputs = ?, delivery_status = ?, completed_at = COALESCE(?, completed_at), "
                 "next_poll_at = CASE WHEN ? = 'pending' THEN next_poll_at END WHERE id = ?",
@@ -251,11 +263,9 @@ class UnitOfWork:
                  for t in changed for j in (t.job,)],
             ))
         if self._events:
-            statements.append(
-                db.executemany("INSERT INTO events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)", self._events)
-            )
+            statements.append(("INSERT INTO events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)", self._events))
         if self._messages:
-            statements.append(db.executemany(
+            statements.append((
                 "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
                 "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
                 self._messages,
@@ -264,12 +274,21 @@ class UnitOfWork:
             if self._next_receipt_id is None:
                 raise RuntimeError("receipts need load() first")
             self.receipt_ids = list(range(self._next_receipt_id, self._next_receipt_id + len(self._receipts)))
-            statements.append(db.executemany(
+            statements.append((
                 "INSERT INTO receipts (id, provider, source, outcome, provider_job_ids, error, headers, body, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(rid, *values) for rid, values in zip(self.receipt_ids, self._receipts)],
             ))
-        await in_order(*statements)
+        return statements
+
+    async def flush(self, db: aiosqlite.Connection) -> None:
+        """Write everything in bulk, inside the caller's transaction, in one round trip."""
+        await in_order(*(db.executemany(sql, rows) for sql, rows in self._statements()))
+
+    def flush_now(self, db: sqlite3.Connection) -> None:
+        """`flush`, for a caller already on the connection's thread (the store's batch writer)."""
+        for sql, rows in self._statements():
+            db.executemany(sql, rows)
 
 
 async def in_order(*calls: Awaitable[T]) -> list[T]:

@@ -1,0 +1,411 @@
+"""Benchmarks of the receiver on this machine; prints a table (and writes it as markdown with --markdown).
+
+    .venv/bin/python scripts/bench.py            # the full run, a few minutes
+    .venv/bin/python scripts/bench.py --quick    # a short run, under a minute
+    .venv/bin/python scripts/bench.py --only ingest,e2e --markdown /tmp/bench.md
+
+1. ingest: `POST /webhooks/pixazo` (unique ids, each durable before its 2xx) against a bare Starlette
+   endpoint that only reads the body, both `python -m uvicorn` processes with the same options, measured
+   alternately (A B A B …) with the same load generator (wrk, else a built-in asyncio one); median ratio.
+   Afterwards the store must hold exactly the jobs that got a 2xx (plus any wrk left unanswered at its stop).
+2. e2e: webhook sent → its downstream callback arrives at a local endpoint (RECEIVER_DEFAULT_CALLBACK_URL),
+   p50/p99 at a fixed open-loop 200 req/s, then stepping the rate up until p99 passes 100 ms.
+3. stream: completions per second applied from a local server speaking Oxen's event stream, from the
+   first event written to the last job seen in the store.
+4. growth: ingest throughput on stores prefilled with 100k and 1M jobs, as a ratio to an empty one
+   (measured alternately), and each receiver process's peak memory (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib as bl  # noqa: E402
+
+INSTALL_WRK = ("wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
+               "macOS: `brew install wrk`). Using the built-in asyncio load generator meanwhile: it shares the "
+               "CPU with the servers, so its absolute figures are lower; the ratios still compare like with like.")
+
+
+@dataclass
+class Row:
+    bench: str
+    measure: str
+    value: str
+    target: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Plan:
+    """Sizes and durations of one run; `--quick` shrinks them all."""
+
+    quick: bool
+    generator: str  # wrk | built-in
+    connections: int = 32
+    ingest_rounds: int = 5
+    ingest_seconds: float = 6.0
+    warmup_seconds: float = 2.0
+    e2e_rate: float = 200.0
+    e2e_seconds: float = 10.0
+    step_seconds: float = 4.0
+    step_rates: tuple[float, ...] = (300, 400, 500, 600, 800, 1000, 1200, 1600, 2000)
+    stream_events: int = 20_000
+    stream_runs: int = 3
+    growth_sizes: tuple[int, ...] = (0, 100_000, 1_000_000)
+    growth_rounds: int = 3
+    growth_seconds: float = 5.0
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="receiver-bench-")))
+
+    @classmethod
+    def make(cls, quick: bool, generator: str) -> "Plan":
+        if not quick:
+            return cls(quick, generator)
+        return cls(quick, generator, ingest_rounds=2, ingest_seconds=3.0, warmup_seconds=1.0, e2e_seconds=4.0,
+                   step_seconds=2.0, step_rates=(300, 400, 600), stream_events=5_000, stream_runs=1,
+                   growth_sizes=(0, 100_000), growth_rounds=2, growth_seconds=2.0)
+
+
+def verdict(ok: bool) -> str:
+    """For a target: a miss is a finding, written down in docs/benchmarks.md."""
+    return "met" if ok else "missed"
+
+
+def check(ok: bool) -> str:
+    """For a correctness check: a failure makes the command fail."""
+    return "ok" if ok else "FAILED"
+
+
+def log(message: str) -> None:
+    print(f"  · {message}", flush=True)
+
+
+# -- load, whichever generator ------------------------------------------------------------------------
+
+
+def load(plan: Plan, server: bl.Served, prefix: str, seconds: float) -> bl.LoadResult:
+    """One closed-loop run of unique Pixazo webhooks against `server`, with its CPU time."""
+    cpu = server.cpu_seconds()
+    if plan.generator == "wrk":
+        result = bl.run_wrk(server.base_url + bl.HOOK_PATH, prefix=prefix, seconds=seconds,
+                            connections=plan.connections, workdir=plan.workdir)
+    else:
+        result = asyncio.run(bl.closed_loop(server.port, bl.HOOK_PATH, bl.pixazo_webhook, prefix=prefix,
+                                            seconds=seconds, connections=plan.connections))
+    result.cpu_s = server.cpu_seconds() - cpu
+    return result
+
+
+def check_count(stored: int, results: list[bl.LoadResult], expected_extra: int = 0) -> tuple[str, bool]:
+    """Every 2xx'd webhook is a job; nothing else is, but what wrk left unanswered when it stopped."""
+    ok = sum(r.ok for r in results) + expected_extra
+    unanswered = sum(r.unanswered for r in results)
+    failed = sum(r.failed for r in results)
+    good = ok <= stored <= ok + unanswered and failed == 0
+    text = f"{stored - expected_extra:,} jobs for {ok - expected_extra:,} 2xx"
+    if unanswered:
+        text += f" + {stored - ok:,} of {unanswered:,} unanswered at wrk's stop"
+    if failed:
+        text += f", {failed:,} failed requests"
+    return text, good
+
+
+def alternate(plan: Plan, servers: list[bl.Served], rounds: int, seconds: float, tag: str,
+              results: dict[str, list[bl.LoadResult]]) -> None:
+    """A B A B …: one run per server per round, same generator, so drift hits them alike."""
+    for server in servers:
+        results[server.name].append(load(plan, server, f"{tag}-warm-{server.name}", plan.warmup_seconds))
+    for number in range(1, rounds + 1):
+        figures = []
+        for server in servers:
+            result = load(plan, server, f"{tag}-{number}-{server.name}", seconds)
+            results[server.name].append(result)
+            figures.append(f"{server.name} {result.rps:,.0f}/s")
+        log(f"round {number}: " + ", ".join(figures))
+
+
+# -- 1. ingest vs bare --------------------------------------------------------------------------------
+
+
+def bench_ingest(plan: Plan) -> list[Row]:
+    db = plan.workdir / "ingest.db"
+    receiver = bl.Served("receiver", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)
+    bare = bl.Served("bare", "bare_app:app", plan.workdir, env=bl.receiver_env(db))
+    results: dict[str, list[bl.LoadResult]] = {"receiver": [], "bare": []}
+    try:
+        receiver.start()
+        bare.start()
+        alternate(plan, [receiver, bare], plan.ingest_rounds, plan.ingest_seconds, "ingest", results)
+        stored = bl.count_jobs(db, "pixazo")
+    finally:
+        receiver.stop()
+        bare.stop()
+    measured = {name: runs[1:] for name, runs in results.items()}  # without the warm-up
+    ratios = [r.rps / b.rps for r, b in zip(measured["receiver"], measured["bare"])]
+    ratio = statistics.median(ratios)
+    count_text, count_ok = check_count(stored, results["receiver"])
+    rx, bx = measured["receiver"], measured["bare"]
+    return [
+        Row("ingest", f"receiver, {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
+            f"{statistics.median(r.rps for r in rx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rx):.1f} ms"),
+        Row("ingest", "bare Starlette endpoint (same rounds)",
+            f"{statistics.median(r.rps for r in bx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in bx):.1f} ms"),
+        Row("ingest", "CPU per request, receiver / bare",
+            f"{statistics.median(r.cpu_us_per_request for r in rx):.0f} / "
+            f"{statistics.median(r.cpu_us_per_request for r in bx):.0f} µs"),
+        Row("ingest", "receiver ÷ bare (median ratio; rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+            f"{ratio:.2f}×", "≥ 0.80×", verdict(ratio >= 0.8)),
+        Row("ingest", "jobs in store vs 2xx answers", count_text, "equal", check(count_ok)),
+    ]
+
+
+# -- 2. end-to-end latency -------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    rate: float
+    sent: int
+    accepted: int  # webhooks answered 2xx
+    delivered: int  # of those, callbacks arrived
+    p50_ms: float
+    p99_ms: float
+    max_lag_ms: float  # how late the generator sent, at worst (it should stay near 0)
+    failures: dict[str, int] = field(default_factory=dict)  # webhook answers other than 2xx, by status
+
+    @property
+    def complete(self) -> bool:
+        return self.accepted == self.sent and self.delivered == self.accepted
+
+    def describe(self) -> str:
+        text = (f"{self.rate:.0f} req/s: p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
+                f"{self.delivered}/{self.sent} delivered, generator lag ≤ {self.max_lag_ms:.0f} ms")
+        return text + (f", webhook failures {self.failures}" if self.failures else "")
+
+
+async def _e2e_step(server: bl.Served, sink: bl.CallbackSink, rate: float, seconds: float, tag: str) -> Step:
+    keys = [f"{tag}-{i}" for i in range(int(rate * seconds))]
+    records = await bl.open_loop(server.port, bl.HOOK_PATH, bl.pixazo_webhook, keys, rate=rate)
+    accepted = [r for r in records if r.status is not None and 200 <= r.status < 300]
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline and not all(r.key in sink.arrivals for r in accepted):
+        await asyncio.sleep(0.05)
+    latencies = [(sink.arrivals[r.key] - r.sent_at) * 1000 for r in accepted if r.key in sink.arrivals]
+    failures: dict[str, int] = {}
+    for r in records:
+        if r not in accepted:
+            failures[str(r.status or "no answer")] = failures.get(str(r.status or "no answer"), 0) + 1
+    return Step(rate, len(records), len(accepted), len(latencies), bl.percentile(latencies, 50),
+                bl.percentile(latencies, 99), max((r.sent_at - r.scheduled_at) * 1000 for r in records), failures)
+
+
+async def _e2e(plan: Plan) -> tuple[Step, list[Step], int]:
+    sink = await bl.CallbackSink().start()
+    server = bl.Served("receiver-e2e", "receiver.app:create_app", plan.workdir, factory=True,
+                       env=bl.receiver_env(plan.workdir / "e2e.db", RECEIVER_DEFAULT_CALLBACK_URL=sink.url))
+    await asyncio.to_thread(server.start)
+    try:
+        await _e2e_step(server, sink, plan.e2e_rate, plan.warmup_seconds, "e2e-warm")
+        fixed = await _e2e_step(server, sink, plan.e2e_rate, plan.e2e_seconds, "e2e-fixed")
+        log(fixed.describe())
+        steps: list[Step] = []
+        for rate in plan.step_rates:
+            step = await _e2e_step(server, sink, rate, plan.step_seconds, f"e2e-{rate:.0f}")
+            steps.append(step)
+            log(step.describe())
+            if step.p99_ms > 100 or not step.complete:
+                break
+        return fixed, steps, sink.duplicates
+    finally:
+        await asyncio.to_thread(server.stop)
+        await sink.close()
+
+
+def bench_e2e(plan: Plan) -> list[Row]:
+    fixed, steps, duplicates = asyncio.run(_e2e(plan))
+    passing = [s for s in [fixed, *steps] if s.p99_ms <= 100 and s.complete]
+    best = max((s.rate for s in passing), default=0.0)
+    capped = bool(steps) and all(s.p99_ms <= 100 and s.complete for s in steps)
+    return [
+        Row("e2e", f"webhook → callback at {fixed.rate:.0f} req/s open loop, p50 / p99 ({fixed.sent:,} webhooks)",
+            f"{fixed.p50_ms:.1f} / {fixed.p99_ms:.1f} ms", "p99 ≤ 25 ms", verdict(fixed.p99_ms <= 25 and fixed.complete)),
+        Row("e2e", "highest rate stepped to with p99 ≤ 100 ms",
+            f"{'≥ ' if capped else ''}{best:,.0f} req/s"
+            + (f" (next step {steps[-1].rate:,.0f}: p99 {steps[-1].p99_ms:.0f} ms, "
+               f"{steps[-1].delivered}/{steps[-1].sent} delivered)" if steps and not capped else "")),
+        Row("e2e", "callbacks delivered twice", f"{duplicates}", "0", check(duplicates == 0)),
+    ]
+
+
+# -- 3. Oxen stream ----------------------------------------------------------------------------------------
+
+
+async def _stream(plan: Plan) -> list[tuple[int, float]]:
+    oxen = await bl.OxenStream().start()
+    db = plan.workdir / "stream.db"
+    server = bl.Served("receiver-stream", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
+        db, RECEIVER_OXEN_API_KEY=bl.OXEN_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url))
+    await asyncio.to_thread(server.start)
+    runs: list[tuple[int, float]] = []
+    try:
+        await asyncio.wait_for(oxen.connected.wait(), 30)
+        total = 0
+        for number in range(plan.stream_runs):
+            events = b"".join(bl.oxen_event(f"bench-{number}-{i}") for i in range(plan.stream_events))
+            total += plan.stream_events
+            started = time.perf_counter()
+            oxen.send(events)
+            deadline = started + 120
+            while (seen := await asyncio.to_thread(bl.count_jobs, db, "oxen")) < total:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"only {seen - total + plan.stream_events} of {plan.stream_events} applied")
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            runs.append((plan.stream_events, elapsed))
+            log(f"run {number + 1}: {plan.stream_events:,} completions in {elapsed:.2f} s "
+                f"= {plan.stream_events / elapsed:,.0f}/s")
+        receipts = await asyncio.to_thread(
+            bl.count_rows, db, "SELECT COUNT(*) FROM receipts WHERE source = 'stream' AND outcome = 'applied'")
+        if receipts != total:
+            raise AssertionError(f"{receipts} applied stream receipts for {total} events")
+    finally:
+        await asyncio.to_thread(server.stop)
+        await oxen.close()
+    return runs
+
+
+def bench_stream(plan: Plan) -> list[Row]:
+    runs = asyncio.run(_stream(plan))
+    rates = [n / s for n, s in runs]
+    rate = statistics.median(rates)
+    return [Row("stream", f"Oxen completions applied per second ({runs[0][0]:,} events, median of {len(runs)})",
+                f"{rate:,.0f}/s", "≥ 5,000/s", verdict(rate >= 5000))]
+
+
+# -- 4. store growth ---------------------------------------------------------------------------------------
+
+
+def bench_growth(plan: Plan) -> list[Row]:
+    servers: list[bl.Served] = []
+    paths: dict[str, Path] = {}
+    for size in plan.growth_sizes:
+        name = "empty" if size == 0 else f"{size // 1000}k" if size < 1_000_000 else f"{size // 1_000_000}M"
+        path = paths[name] = plan.workdir / f"growth-{name}.db"
+        started = time.perf_counter()
+        bl.prefill_store(path, size)
+        if size:
+            log(f"prefilled {size:,} jobs (with their receipts and events) in {time.perf_counter() - started:.1f} s, "
+                f"{path.stat().st_size / 2**20:,.0f} MiB")
+        servers.append(bl.Served(f"receiver-{name}", "receiver.app:create_app", plan.workdir, factory=True,
+                                 env=bl.receiver_env(path)))
+    results: dict[str, list[bl.LoadResult]] = {s.name: [] for s in servers}
+    try:
+        for server in servers:
+            server.start()
+        alternate(plan, servers, plan.growth_rounds, plan.growth_seconds, "growth", results)
+        memory = {s.name: s.peak_memory_mib() for s in servers}
+        counts = {s.name: bl.count_rows(paths[s.name.removeprefix("receiver-")], "SELECT COUNT(*) FROM jobs")
+                  for s in servers}
+    finally:
+        for server in servers:
+            server.stop()
+    base = servers[0].name
+    rows: list[Row] = []
+    checks: list[str] = []
+    for server, size in zip(servers, plan.growth_sizes):
+        runs = results[server.name][1:]
+        rps = statistics.median(r.rps for r in runs)
+        count_text, count_ok = check_count(counts[server.name], results[server.name], expected_extra=size)
+        label = f"{size:,} jobs" if size else "empty store"
+        if server.name == base:
+            rows.append(Row("growth", f"{label}: ingest, peak memory",
+                            f"{rps:,.0f} req/s, VmHWM {memory[server.name]:.0f} MiB"))
+        else:
+            ratios = [r.rps / b.rps for r, b in zip(runs, results[base][1:])]
+            ratio = statistics.median(ratios)
+            rows.append(Row("growth", f"{label}: ingest ÷ empty (rounds: {', '.join(f'{x:.2f}' for x in ratios)}), "
+                                      "peak memory",
+                            f"{ratio:.2f}× ({rps:,.0f} req/s), VmHWM {memory[server.name]:.0f} MiB",
+                            "≥ 0.90×" if size >= 1_000_000 else "", verdict(ratio >= 0.9) if size >= 1_000_000 else ""))
+        if not count_ok:
+            checks.append(f"{label}: {count_text}")
+    rows.append(Row("growth", "jobs in store vs prefilled + 2xx answers, every size", "; ".join(checks) or "equal",
+                    "equal", check(not checks)))
+    return rows
+
+
+# -- the table --------------------------------------------------------------------------------------------
+
+BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
+    "ingest": bench_ingest, "e2e": bench_e2e, "stream": bench_stream, "growth": bench_growth,
+}
+
+
+def render(rows: list[Row], info: dict[str, str], command: str, seconds: float) -> tuple[str, str]:
+    """(plain text table, markdown)."""
+    header = ("benchmark", "measure", "value", "target", "")
+    cells = [header] + [(r.bench, r.measure, r.value, r.target, r.verdict) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    text = "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells)
+    about = (f"{info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}; "
+             f"load average at start {info['load']}; `{command}` took {seconds:.0f} s")
+    md = [about, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(c) + " |" for c in cells[1:]]
+    return text + "\n\n" + about, "\n".join(md) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, under a minute")
+    parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
+    parser.add_argument("--markdown", type=Path, help="also write the table as markdown to this file")
+    parser.add_argument("--generator", choices=("auto", "wrk", "built-in"), default="auto",
+                        help="load generator for the throughput runs (default: wrk when installed)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, server logs)")
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if bl.wrk_path() else "built-in"
+        if generator == "built-in":
+            print(INSTALL_WRK, flush=True)
+    elif generator == "wrk" and not bl.wrk_path():
+        parser.error(INSTALL_WRK)
+    plan = Plan.make(args.quick, generator)
+    info = bl.machine()
+    command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"receiver benchmarks on {info['cores']} cores ({info['cpu']}), Python {info['python']}, "
+          f"load average {info['load']}; work directory {plan.workdir}", flush=True)
+    started = time.perf_counter()
+    rows: list[Row] = []
+    try:
+        for name in chosen:
+            print(f"{name} …", flush=True)
+            rows += BENCHES[name](plan)
+    finally:
+        if not args.keep:
+            shutil.rmtree(plan.workdir, ignore_errors=True)
+    text, markdown = render(rows, info, command.strip(), time.perf_counter() - started)
+    print("\n" + text)
+    if args.markdown:
+        args.markdown.write_text(markdown)
+        print(f"\nmarkdown table written to {args.markdown}")
+    return 0 if all(r.verdict != "FAILED" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""The benchmark's building blocks (scripts/benchlib.py), small: what they count must be true.
+
+No timing is asserted: these check that the load generators' books balance against the store
+(every 2xx is a job, nothing else is), that a fast burst on Oxen's stream is applied whole and in
+order through the pipelined consumer, and that the prefilled store is one the receiver opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from receiver.app import create_app
+from tests.support import serve_app, make_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import benchlib as bl  # noqa: E402
+
+
+def settings(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    return make_settings(tmp_path, webhook_token=bl.WEBHOOK_TOKEN, **overrides)
+
+
+async def until(check, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout} s")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def test_closed_loop_load_stores_exactly_the_acknowledged_webhooks(tmp_path: Path) -> None:
+    async with serve_app(create_app(settings(tmp_path))) as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        result = await bl.closed_loop(port, bl.HOOK_PATH, bl.pixazo_webhook, prefix="t", seconds=0.5, connections=8)
+    assert result.ok > 8 and result.failed == 0 and result.unanswered == 0
+    db = tmp_path / "receiver.db"
+    assert bl.count_jobs(db, "pixazo") == result.ok  # every 2xx is a job, and nothing else is
+    assert bl.count_rows(db, "SELECT COUNT(*) FROM receipts WHERE outcome = 'applied'") == result.ok
+
+
+async def test_open_loop_webhooks_each_reach_the_callback_sink_once(tmp_path: Path) -> None:
+    sink = await bl.CallbackSink().start()
+    try:
+        async with serve_app(create_app(settings(tmp_path, default_callback_url=sink.url))) as server:
+            port = int(server.base_url.rsplit(":", 1)[1])
+            keys = [f"e2e-{i}" for i in range(40)]
+            records = await bl.open_loop(port, bl.HOOK_PATH, bl.pixazo_webhook, keys, rate=200)
+            assert [r.status for r in records] == [200] * len(keys)
+            await until(lambda: len(sink.arrivals) == len(keys), what="every callback")
+            assert set(sink.arrivals) == set(keys) and sink.duplicates == 0
+            assert all(sink.arrivals[r.key] > r.sent_at for r in records)
+    finally:
+        await sink.close()
+
+
+async def test_a_fast_stream_burst_is_applied_whole_and_in_order(tmp_path: Path) -> None:
+    oxen = await bl.OxenStream().start()
+    ids = [f"burst-{i}" for i in range(600)]
+    try:
+        app = create_app(settings(tmp_path, oxen_api_key=bl.OXEN_KEY, oxen_base_url=oxen.base_url))
+        async with serve_app(app):
+            await asyncio.wait_for(oxen.connected.wait(), 10)
+            oxen.send(b"event: other_event\ndata: {}\n\n" + b"".join(bl.oxen_event(i) for i in ids))
+            db = tmp_path / "receiver.db"
+            await until(lambda: bl.count_jobs(db, "oxen") == len(ids), what="every completion applied")
+    finally:
+        await oxen.close()
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT source, outcome, provider_job_ids FROM receipts ORDER BY id").fetchall()
+    conn.close()
+    assert {(source, outcome) for source, outcome, _ in rows} == {("stream", "applied")}
+    assert [json.loads(pids)[0] for _, _, pids in rows] == ids  # one receipt per event, kept in stream order
+
+
+async def test_a_prefilled_store_is_one_the_receiver_serves(tmp_path: Path) -> None:
+    bl.prefill_store(tmp_path / "receiver.db", 1000)
+    async with serve_app(create_app(settings(tmp_path))) as server, server.api() as api:
+        page = (await api.get("/v1/jobs", params={"limit": 2})).json()
+        assert len(page["jobs"]) == 2 and page["next_cursor"]
+        job = (await api.get(f"/v1/jobs/{page['jobs'][0]['id']}")).json()
+        assert job["status"] == "succeeded" and job["outputs"][0]["media_type"] == "image/jpeg"
+        receipts = (await api.get("/v1/receipts", params={"limit": 1})).json()["receipts"]
+        assert receipts[0]["outcome"] == "applied"
+        async with server.client() as client:
+            reply = await client.post(bl.HOOK_PATH, content=bl.pixazo_webhook("after-prefill"))
+        assert reply.status_code == 200 and reply.json()["outcome"] == "applied"
+    assert bl.count_rows(tmp_path / "receiver.db", "SELECT COUNT(*) FROM jobs") == 1001

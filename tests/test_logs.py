@@ -1,0 +1,134 @@
+"""Structured logs: one JSON object per line, the job id where there is one, never a secret."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from receiver.logs import JsonLines, Redacting
+from receiver.providers import apiframe
+from tests.fakes.callback import callback_server
+from tests.fakes.pixazo import completed
+from tests.faults.common import ReceiverDaemon, log_records
+from tests.support import free_port, process_env
+
+API_TOKEN = "api-Tok3n-6d1f0a9b27c84e55"
+WEBHOOK_TOKEN = "hook-Tok3n-90b1c7e4aa2f"
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"signing-secret-for-the-log-test!").decode()
+PROVIDER_KEYS = {p: f"{p}-KEY-{n}c0ffee{n}" for n, p in enumerate(("oxen", "runware", "pixazo", "apiframe", "lumenfall"))}
+LUMENFALL_SECRET = "whsec_" + base64.b64encode(b"lumenfall-webhook-secret-0123456").decode()
+SECRETS = [API_TOKEN, WEBHOOK_TOKEN, SIGNING_SECRET, SIGNING_SECRET.removeprefix("whsec_"), LUMENFALL_SECRET,
+           *PROVIDER_KEYS.values()]
+
+
+def _record(msg: str, *args: Any, exc: BaseException | None = None, **extra: Any) -> logging.LogRecord:
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, msg, args,
+                               (type(exc), exc, exc.__traceback__) if exc else None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_redaction_masks_known_secrets_and_token_shapes_in_any_part_of_a_line() -> None:
+    for inner in (logging.Formatter("%(message)s"), JsonLines()):
+        formatter = Redacting(inner)
+        formatter.protect((API_TOKEN, SIGNING_SECRET, 'quo"te\\secret', "abc", None))
+        try:
+            raise RuntimeError(f"boom with {API_TOKEN}")
+        except RuntimeError as exc:
+            error = exc
+        lines = [
+            formatter.format(_record("GET %s", f"/v1/jobs?x={API_TOKEN}")),
+            formatter.format(_record("POST /webhooks/pixazo?%74oken=unknown-to-us&x=1")),
+            formatter.format(_record("POST /webhooks/pixazo?t%6Fken=unknown-too")),
+            formatter.format(_record("header Authorization: Bearer some-other-token")),
+            formatter.format(_record("secret %s and its body %s", SIGNING_SECRET, SIGNING_SECRET[6:])),
+            formatter.format(_record("a stranger whsec_AAAABBBBCCCC and quo\"te\\secret")),
+            formatter.format(_record("store postgresql://user:hunter2@db/x")),
+            formatter.format(_record("failed", exc=error, job_id="job_1", detail=API_TOKEN)),
+        ]
+        text = "\n".join(lines)
+        for secret in (API_TOKEN, SIGNING_SECRET, SIGNING_SECRET[6:], "unknown-to-us", "unknown-too",
+                       "some-other-token", "AAAABBBBCCCC", "hunter2", 'quo"te', "quo\\\"te"):
+            assert secret not in text, (secret, text)
+        assert "%74oken=***&x=1" in text and "Bearer ***" in text and "user:***@db" in text
+        assert "abc" not in API_TOKEN and "abc" in formatter.format(_record("abc"))  # too short to be a secret
+    json_line = json.loads(Redacting(JsonLines()).format(_record("done", job_id="job_7")))
+    assert list(json_line)[:4] == ["time", "level", "logger", "message"] and json_line["job_id"] == "job_7"
+
+
+async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with callback_server() as sink:
+        env = process_env(
+            tmp_path, RECEIVER_LOG_FORMAT="json", RECEIVER_API_TOKEN=API_TOKEN, RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+            RECEIVER_SIGNING_SECRET=SIGNING_SECRET, RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET,
+            RECEIVER_DEFAULT_CALLBACK_URL=sink.url("/ok"), RECEIVER_RETRY_SCHEDULE="0.05,0.05",
+            RECEIVER_RECONCILE_AFTER_S="0.2",
+            **{f"RECEIVER_{p.upper()}_API_KEY": key for p, key in PROVIDER_KEYS.items()},
+            **{f"RECEIVER_{p.upper()}_BASE_URL": dead for p in PROVIDER_KEYS},
+        )
+        daemon = ReceiverDaemon(env, tmp_path / "receiver.log")
+        await asyncio.to_thread(daemon.start)
+        try:
+            api_headers = {"Authorization": f"Bearer {API_TOKEN}"}
+            async with httpx.AsyncClient(base_url=daemon.base_url, timeout=10) as client:
+                async def hook(provider: str, body: bytes, query: str = f"token={WEBHOOK_TOKEN}", **headers: str) -> int:
+                    return (await client.post(f"/webhooks/{provider}?{query}", content=body, headers=headers)).status_code
+
+                done = json.dumps(completed("lg_1")).encode()
+                assert await hook("pixazo", done) == 200  # delivered to the sink
+                assert await hook("pixazo", json.dumps(completed("lg_2")).encode(), f"%74oken={WEBHOOK_TOKEN}") == 200
+                assert await hook("pixazo", b"{broken") == 400
+                assert await hook("pixazo", done, "token=wrong") == 401
+                assert await hook("apiframe", b'{"jobId": "a", "event": "completed"}', **{"x-webhook-signature": "sha256=00"}) == 401
+                signed = b'{"jobId": "lg_af", "event": "failed", "error": "nsfw"}'
+                assert await hook("apiframe", signed, **{"x-webhook-signature": apiframe.sign(PROVIDER_KEYS["apiframe"], signed)}) == 200
+                assert (await client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"})).status_code == 401
+                assert (await client.get(f"/v1/jobs?token={API_TOKEN}", headers=api_headers)).status_code == 200
+                # A job whose callback URL refuses: attempt, retry, fails.
+                failing = (await client.post("/v1/jobs", headers=api_headers, json={
+                    "provider": "pixazo", "provider_job_id": "lg_3", "callback_url": f"{dead}/x?sig={API_TOKEN}"})).json()
+                assert await hook("pixazo", json.dumps(completed("lg_3")).encode()) == 200
+                # A pending job the reconciler polls at a provider that cannot be reached.
+                pending = (await client.post("/v1/jobs", headers=api_headers,
+                                             json={"provider": "runware", "provider_job_id": "lg_4"})).json()
+                # A submit the provider cannot take (connection refused): 502.
+                refused = await client.post("/v1/generations", headers=api_headers,
+                                            json={"provider": "pixazo", "prompt": "a fox"})
+                assert refused.status_code == 502
+
+                def logged(predicate: Any) -> bool:
+                    return any(predicate(r) for r in log_records(daemon.log_path)[0])
+
+                deadline = asyncio.get_running_loop().time() + 10
+                wanted = {
+                    "the failed delivery": lambda r: r.get("job_id") == failing["id"] and re.search(r"attempt \d+ failed", r["message"]),
+                    "the reconcile poll": lambda r: r["logger"] == "receiver.reconciler" and r.get("job_id") == pending["id"],
+                    "a delivery": lambda r: r["logger"] == "receiver.delivery" and "delivered" in r["message"],
+                }
+                while not all(logged(p) for p in wanted.values()):
+                    assert asyncio.get_running_loop().time() < deadline, [w for w, p in wanted.items() if not logged(p)]
+                    await asyncio.sleep(0.05)
+        finally:
+            await asyncio.to_thread(daemon.stop)  # SIGTERM: uvicorn shuts down, then re-raises the signal
+    text = daemon.log_path.read_text()
+    records, other = log_records(daemon.log_path)
+    assert not other, other[:3]  # every line is one JSON object
+    for secret in SECRETS:
+        assert secret not in text, f"a secret is in the log: {secret[:6]}…"
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    assert {(r["method"], r["status"]) for r in access} >= {("POST", 200), ("POST", 400), ("POST", 401), ("GET", 401)}
+    webhook_paths = [r["path"] for r in access if r["path"].startswith("/webhooks/")]
+    assert "/webhooks/pixazo?token=***" in webhook_paths and "/webhooks/pixazo?%74oken=***" in webhook_paths
+    by_logger = {r["logger"] for r in records if r.get("job_id", "").startswith("job_")}
+    assert {"receiver.ingest", "receiver.delivery", "receiver.reconciler"} <= by_logger
+    assert any(r["logger"] == "uvicorn.error" and "shutdown complete" in r["message"] for r in records)
