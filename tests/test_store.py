@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import AsyncIterator
@@ -185,3 +186,16 @@ async def test_schema_upgrades_an_older_database(tmp_path: Path) -> None:
         await s.apply(receipt(), [done("r7", "https://a/7.jpg")])
     finally:
         await s.close()
+
+
+async def test_synchronous_full_commits_off_the_event_loop(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'full.db'}?synchronous=full"
+    s = await open_store(url)
+    try:
+        results = await asyncio.gather(*(s.apply(receipt(), [done(f"f{i}", f"https://a/{i}.jpg")]) for i in range(40)))
+        assert {r.outcome for r in results} == {Outcome.APPLIED}
+        assert len({r.receipt_id for r in results}) == 40
+    finally:
+        await s.close()
+    with sqlite3.connect(tmp_path / "full.db") as raw:
+        assert raw.execute("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").fetchone()[0] == 40

@@ -15,9 +15,10 @@ loop (`_batch`): a whole transaction is a millisecond or so of CPU that the proc
 way (one GIL), while through a thread every statement costs a thread wake-up, a loop wake-up and GIL
 hand-offs (measured in docs/benchmarks.md: a third fewer webhooks per second, and a slower stream).
 What could hold the loop for long, the WAL checkpoint with its fsync, that connection never does:
-`_checkpoints` runs it on the reader's thread. The store has one process (no other one takes the
-write lock), so `BEGIN IMMEDIATE` there does not wait. Other writes (registrations, redeliveries, …)
-go through aiosqlite under the same lock.
+`_checkpoints` runs it on a connection (and thread) of its own, so that reads do not queue behind it.
+The store has one process (no other one takes the write lock), so `BEGIN IMMEDIATE` there does not
+wait. With `?synchronous=full` its COMMIT does wait for an fsync, on the loop: the price of that
+setting. Other writes (registrations, redeliveries, …) go through aiosqlite under the same lock.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import logging
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, TypeVar
@@ -103,6 +105,11 @@ class SQLiteStore:
         self._writer_task: asyncio.Task[None] | None = None
         self._batch_db: sqlite3.Connection | None = None  # group commits and claims, on the event loop
         self._written = asyncio.Event()  # a batch committed since the last checkpoint
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._fsync_thread: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-fsync")
+            if synchronous.upper() in ("FULL", "EXTRA") else None
+        )
         self._checkpoint_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -113,6 +120,7 @@ class SQLiteStore:
             await self._migrate()
             self._reader = await self._connect()
             self._batch_db = self._connect_now()
+            self._checkpointer = await self._connect()
         except Exception as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
@@ -131,14 +139,15 @@ class SQLiteStore:
 
     def _connect_now(self) -> sqlite3.Connection:
         """The batch connection: used on the event loop, and never checkpointing (`_checkpoints` does)."""
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        # check_same_thread off: with synchronous=FULL it is used from `_fsync_thread` (always under the write lock).
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         for pragma in ("journal_mode=WAL", f"synchronous={self.synchronous}", "busy_timeout=5000", "foreign_keys=ON",
                        "wal_autocheckpoint=0"):
             conn.execute(f"PRAGMA {pragma}")
         return conn
 
     async def _checkpoints(self) -> None:
-        """Checkpoint the WAL on the reader's thread, at most every CHECKPOINT_EVERY_S while batches commit.
+        """Checkpoint the WAL off the event loop, at most every CHECKPOINT_EVERY_S while batches commit.
 
         PASSIVE: it copies what no reader still needs and never blocks a writer; a later write then
         starts the WAL over.
@@ -148,7 +157,8 @@ class SQLiteStore:
             await asyncio.sleep(CHECKPOINT_EVERY_S)
             self._written.clear()
             try:
-                await self._read.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if self._checkpointer is not None:
+                    await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except Exception as exc:  # a busy or closing store: the next round tries again
                 log.warning("WAL checkpoint failed: %s", exc)
 
@@ -182,13 +192,15 @@ class SQLiteStore:
             except Exception:  # closing is best effort
                 pass
             self._batch_db = None
-        for conn in (self._reader, self._writer):
+        for conn in (self._checkpointer, self._reader, self._writer):
             if conn is not None:
                 try:
                     await conn.close()
                 except Exception:  # closing is best effort
                     pass
-        self._reader = self._writer = None
+        self._checkpointer = self._reader = self._writer = None
+        if self._fsync_thread is not None:
+            self._fsync_thread.shutdown(wait=True)
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -219,20 +231,28 @@ class SQLiteStore:
             await db.execute("COMMIT")
 
     async def _batch(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one write transaction on the batch connection, right here on the event loop."""
+        """Run `work` in one write transaction on the batch connection: on the event loop, or on a
+        thread of its own when every COMMIT waits for an fsync (`synchronous=FULL`), which the loop must not."""
         async with self._write_lock:
-            db = self._batch_db
-            if db is None:
-                raise StoreError("store is closed")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            if self._fsync_thread is not None:
+                result = await asyncio.get_running_loop().run_in_executor(self._fsync_thread, self._transact, work)
+            else:
+                result = self._transact(work)
         self._written.set()
+        return result
+
+    def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._batch_db
+        if db is None:
+            raise StoreError("store is closed")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         return result
 
     async def ping(self) -> None:
