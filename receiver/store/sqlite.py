@@ -17,8 +17,8 @@ hand-offs (measured in docs/benchmarks.md: a third fewer webhooks per second, an
 What could hold the loop for long, the WAL checkpoint with its fsync, that connection never does:
 `_checkpoints` runs it on a connection (and thread) of its own, so that reads do not queue behind it.
 The store has one process (no other one takes the write lock), so `BEGIN IMMEDIATE` there does not
-wait. With `?synchronous=full` its COMMIT does wait for an fsync, on the loop: the price of that
-setting. Other writes (registrations, redeliveries, …) go through aiosqlite under the same lock.
+wait. With `?synchronous=full` every COMMIT waits for an fsync, so the batches then run on a thread
+of their own (`_fsync_thread`) instead of on the loop. Other writes (registrations, redeliveries, …) go through aiosqlite under the same lock.
 """
 
 from __future__ import annotations
