@@ -16,6 +16,7 @@ import httpx
 
 from receiver import api, events, generations, logs, ops, webhooks
 from receiver.delivery import run_delivery
+from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
 from receiver.errors import ReceiverError
@@ -32,7 +33,7 @@ Worker = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 def workers_for(settings: Settings) -> list[Worker]:
     """The background loops this configuration needs."""
-    workers: list[Worker] = [run_delivery, run_reconciler]
+    workers: list[Worker] = [run_delivery, run_reconciler, fail_orphaned_lumenfall_calls]
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_consumer)
     return workers

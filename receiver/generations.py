@@ -32,6 +32,7 @@ from receiver.validation import ProviderName, invalid, parse_body
 log = logging.getLogger("receiver.generations")
 
 INTERRUPTED = "the receiver stopped before Lumenfall answered"
+CRASHED = "the receiver restarted before Lumenfall answered"
 
 
 class Submitter(Protocol):
@@ -98,6 +99,8 @@ async def create_generation(request: Request) -> Response:
     request_id = str(uuid.uuid4())
     if provider == "apiframe" and request.headers.get("idempotency-key"):
         request_id = request.headers["idempotency-key"]
+    if provider == "lumenfall":
+        request_id = lumenfall.new_job_id(request_id)
     adapter: Submitter = _ASYNC.get(provider) or lumenfall
     try:
         provider_request = adapter.build_submit(
@@ -187,3 +190,12 @@ async def _fail_lumenfall(runtime: Runtime, job_id: str, message: str) -> None:
                      lambda: [completion])
     except Exception:
         log.exception("could not record the failure of Lumenfall job %s", job_id)
+
+
+async def fail_orphaned_lumenfall_calls(runtime: Runtime) -> None:
+    """At startup: a receiver-run Lumenfall call still pending was cut off by a crash (a clean shutdown
+    fails it), and Lumenfall has no status endpoint to ask afterwards, so end it as failed now."""
+    for job in await runtime.store.pending_jobs("lumenfall"):
+        if job.provider_job_id.startswith(lumenfall.RECEIVER_ID_PREFIX):
+            log.warning("Lumenfall job %s was cut off by a restart: failing it", job.id, extra={"job_id": job.id})
+            await _fail_lumenfall(runtime, job.provider_job_id, CRASHED)

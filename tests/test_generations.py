@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,7 +26,7 @@ from tests.fakes.harness import hook_url, serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.recording import FakeProvider
-from tests.support import RunningServer, free_port, serve_app
+from tests.support import API_TOKEN, ReceiverProcess, RunningServer, free_port, process_env, serve_app
 
 CALLBACK = "http://127.0.0.1:9/results"  # stored on the job; nothing listens there
 
@@ -198,7 +199,8 @@ async def test_lumenfall_answers_at_once_then_completes_in_background(tmp_path: 
                                         "metadata": {"k": "v"}})
         assert reply.status_code == 202, reply.text
         (job,) = reply.json()["jobs"]
-        assert job["status"] == "pending" and is_uuid4(job["provider_job_id"]) and job["metadata"] == {"k": "v"}
+        assert job["status"] == "pending" and job["metadata"] == {"k": "v"}
+        assert job["provider_job_id"].startswith("receiver-") and is_uuid4(job["provider_job_id"].removeprefix("receiver-"))
         await fake.wait_requests("/openai/v1/images/generations", 1, "POST")
         (sent,) = fake.requests
         assert sent.headers["authorization"] == f"Bearer {lf.API_KEY}"
@@ -413,3 +415,33 @@ async def test_runtime_tracks_background_tasks(tmp_path: Path) -> None:
         await asyncio.sleep(0)
         assert runtime.background == {forever}
     assert forever.cancelled()
+
+
+async def test_lumenfall_call_cut_off_by_a_crash_fails_at_restart(tmp_path: Path) -> None:
+    """Lumenfall has no status endpoint: a call the receiver was running when it was SIGKILLed must not
+    leave its job pending forever. The restarted receiver fails it; Lumenfall's own (video) jobs stay."""
+    fake = lf.FakeLumenfall()
+    fake.delay_s = 30  # the call is still running when the receiver dies
+    async with fake.serve("/openai/v1"):
+        env = process_env(tmp_path, RECEIVER_LUMENFALL_API_KEY=lf.API_KEY, RECEIVER_LUMENFALL_BASE_URL=fake.base_url)
+        proc = ReceiverProcess(env).start()
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        try:
+            async with httpx.AsyncClient(base_url=proc.base_url, headers=headers, timeout=10) as api:
+                reply = await api.post("/v1/generations", json={"provider": "lumenfall", "prompt": "a red fox"})
+                assert reply.status_code == 202, reply.text
+                (job,) = reply.json()["jobs"]
+                video = await api.post("/v1/jobs", json={"provider": "lumenfall", "provider_job_id": "vid_123"})
+                assert video.status_code == 201
+                await fake.wait_requests("/openai/v1/images/generations", 1, "POST")
+            proc.kill()
+            proc = ReceiverProcess(env, port=proc.port).start()
+            async with httpx.AsyncClient(base_url=proc.base_url, headers=headers, timeout=10) as api:
+                deadline = time.monotonic() + 10
+                while (got := (await api.get(f"/v1/jobs/{job['id']}")).json())["status"] == "pending":
+                    assert time.monotonic() < deadline, "the orphaned Lumenfall job stayed pending"
+                    await asyncio.sleep(0.05)
+                assert got["status"] == "failed" and "restarted" in got["error"]
+                assert (await api.get(f"/v1/jobs/{video.json()['id']}")).json()["status"] == "pending"
+        finally:
+            proc.kill()

@@ -61,6 +61,13 @@ def parse_image_response(job_id: str, body: bytes) -> Completion:
 # -- generating (synchronous) ----------------------------------------------------------------------
 
 MODEL = "grok-imagine-image"
+# Ids the receiver makes for the synchronous image calls it runs itself; Lumenfall's own (video) ids
+# never start so, which is how a restart tells its orphaned calls apart.
+RECEIVER_ID_PREFIX = "receiver-"
+
+
+def new_job_id(unique: str) -> str:
+    return f"{RECEIVER_ID_PREFIX}{unique}"
 
 
 def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
