@@ -1,24 +1,22 @@
-"""The embedded store: SQLite in WAL mode, through aiosqlite and one plain connection.
+"""The embedded store: SQLite in WAL mode. Every write goes through one plain sqlite3 connection;
+reads and WAL checkpoints go through aiosqlite, so they never wait behind a write or block the loop.
 
-Writes are serialised by a lock (explicit `BEGIN IMMEDIATE … COMMIT`); a separate connection reads,
-so reads never wait behind a write. A write is acknowledged only after its COMMIT; with WAL and
-`synchronous=NORMAL` a committed transaction survives the process being killed (a power cut can
-lose the last few; set `synchronous=FULL` through `?synchronous=full` in the URL if that matters).
+A write is acknowledged only after its COMMIT; with WAL and `synchronous=NORMAL` a committed
+transaction survives the process being killed (a power cut can lose the last few; set
+`?synchronous=full` in the URL if that matters).
 
 Inbound messages and delivery attempts are group-committed: while one transaction runs, the next
 ones queue, and the writer applies them all in one transaction (`UnitOfWork`), so a burst costs a
 few statements in all instead of a few per webhook. Each caller still gets its answer only after
 that COMMIT.
 
-Such a batch, and an outbox claim, run on a plain sqlite3 connection synchronously on the event
-loop (`_batch`): a whole transaction is a millisecond or so of CPU that the process spends either
-way (one GIL), while through a thread every statement costs a thread wake-up, a loop wake-up and GIL
-hand-offs (measured in docs/benchmarks.md: a third fewer webhooks per second, and a slower stream).
-What could hold the loop for long, the WAL checkpoint with its fsync, that connection never does:
-`_checkpoints` runs it on a connection (and thread) of its own, so that reads do not queue behind it.
-The store has one process (no other one takes the write lock), so `BEGIN IMMEDIATE` there does not
-wait. With `?synchronous=full` every COMMIT waits for an fsync, so the batches then run on a thread
-of their own (`_fsync_thread`) instead of on the loop. Other writes (registrations, redeliveries, …) go through aiosqlite under the same lock.
+Write transactions (`_batch`) run synchronously on the event loop: a whole transaction is a
+millisecond or so of CPU that the process spends either way (one GIL), while through a thread every
+statement costs a thread wake-up, a loop wake-up and GIL hand-offs (measured in docs/benchmarks.md:
+a third fewer webhooks per second, and a slower stream). The write connection never checkpoints:
+`_checkpoints` does, on a connection (and thread) of its own. The store has one process (no other
+one takes the write lock), so `BEGIN IMMEDIATE` does not wait. With `?synchronous=full` every COMMIT
+waits for an fsync, so the transactions then run on a thread of their own (`_fsync_thread`).
 """
 
 from __future__ import annotations
@@ -29,9 +27,8 @@ import logging
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import aiosqlite
 
@@ -98,7 +95,6 @@ class SQLiteStore:
         self.synchronous = synchronous
         self.clock = clock
         self._listeners: list[ChangeListener] = []
-        self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._queue: asyncio.Queue[_Write | _Attempt | None] | None = None
@@ -116,10 +112,9 @@ class SQLiteStore:
 
     async def open(self) -> "SQLiteStore":
         try:
-            self._writer = await self._connect()
-            await self._migrate()
-            self._reader = await self._connect()
             self._batch_db = self._connect_now()
+            await self._batch(self._migrate)
+            self._reader = await self._connect()
             self._checkpointer = await self._connect()
         except Exception as exc:
             await self.close()
@@ -162,19 +157,19 @@ class SQLiteStore:
             except Exception as exc:  # a busy or closing store: the next round tries again
                 log.warning("WAL checkpoint failed: %s", exc)
 
-    async def _migrate(self) -> None:
-        async with self._transaction() as db:
-            await db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = await (await db.execute("SELECT value FROM meta WHERE key = 'schema_version'")).fetchone()
-            version = int(row[0]) if row else 0
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(number),),
-                )
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(number),),
+            )
 
     async def close(self) -> None:
         """Finish the writes already queued, then close the connections."""
@@ -192,13 +187,13 @@ class SQLiteStore:
             except Exception:  # closing is best effort
                 pass
             self._batch_db = None
-        for conn in (self._checkpointer, self._reader, self._writer):
+        for conn in (self._checkpointer, self._reader):
             if conn is not None:
                 try:
                     await conn.close()
                 except Exception:  # closing is best effort
                     pass
-        self._checkpointer = self._reader = self._writer = None
+        self._checkpointer = self._reader = None
         if self._fsync_thread is not None:
             self._fsync_thread.shutdown(wait=True)
 
@@ -215,20 +210,6 @@ class SQLiteStore:
         if self._reader is None:
             raise StoreError("store is closed")
         return self._reader
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        if self._writer is None:
-            raise StoreError("store is closed")
-        db = self._writer
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
 
     async def _batch(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in one write transaction on the batch connection: on the event loop, or on a
@@ -262,12 +243,13 @@ class SQLiteStore:
 
     async def secret(self, name: str, generate: Callable[[], str]) -> str:
         key = f"secret:{name}"
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, generate())
-            )
-            (row,) = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(row[0])
+        value = generate()
+
+        def read_or_keep(db: sqlite3.Connection) -> str:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+            return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+        return await self._batch(read_or_keep)
 
     # -- inbound (group commit) ------------------------------------------------------------------
 
@@ -334,7 +316,7 @@ class SQLiteStore:
                 self._record_attempt_now(db, item)
             else:
                 writes.append((position, item))
-        unit.load_now(db, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+        unit.load(db, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
         outcomes: list[tuple[int, int, Outcome, list[str], list[str]]] = []
         for position, write in writes:
             if write.completions is None:
@@ -356,7 +338,7 @@ class SQLiteStore:
             outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
             pids = sorted({c.provider_job_id for c in write.completions})
             outcomes.append((position, unit.add_receipt(write.receipt, outcome, pids, None), outcome, job_ids, terminal))
-        unit.flush_now(db)
+        unit.flush(db)
         for position, index, outcome, job_ids, terminal in outcomes:
             results[position] = ApplyResult(unit.receipt_ids[index], outcome, job_ids, terminal,
                                             error=batch[position].error)  # type: ignore[union-attr]
@@ -369,13 +351,17 @@ class SQLiteStore:
         metadata: dict[str, object], expected_outputs: int | None,
     ) -> tuple[Job, bool]:
         unit = self._unit()
-        async with self._transaction() as db:
-            await unit.load(db, {(provider, provider_job_id)})
-            job, created = unit.register(
+
+        def register(db: sqlite3.Connection) -> tuple[Job, bool]:
+            unit.load(db, {(provider, provider_job_id)})
+            registered = unit.register(
                 provider, provider_job_id, callback_url=callback_url, metadata=metadata,
                 expected_outputs=expected_outputs,
             )
-            await unit.flush(db)
+            unit.flush(db)
+            return registered
+
+        job, created = await self._batch(register)
         self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
         return job, created
 
@@ -436,8 +422,7 @@ class SQLiteStore:
 
     async def release_leases(self) -> None:
         """Forget claims made by a previous run (this store has one process: see module doc)."""
-        async with self._transaction() as db:
-            await db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'")
+        await self._batch(lambda db: db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'"))
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         now = self.clock()
@@ -494,20 +479,22 @@ class SQLiteStore:
 
     async def redeliver(self, job_id: str) -> Message | None:
         unit = self._unit()
-        async with self._transaction() as db:
-            job = await unit.load_id(db, job_id)
+
+        def enqueue_again(db: sqlite3.Connection) -> Any:
+            job = unit.load_id(db, job_id)
             url = job and (job.callback_url or self.default_callback_url)
             if job is None or not job.status.terminal or not url:
                 return None
             message_id = unit.enqueue(job, url)
-            await unit.flush(db)
-            row = await (
-                await db.execute(
-                    "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages WHERE id = ?",
-                    (message_id,),
-                )
+            unit.flush(db)
+            return db.execute(
+                "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages WHERE id = ?",
+                (message_id,),
             ).fetchone()
-        assert row is not None  # inserted just above, in this transaction
+
+        row = await self._batch(enqueue_again)
+        if row is None:
+            return None
         self._notify(Changes((), True))
         return Message(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
 
@@ -549,11 +536,10 @@ class SQLiteStore:
         return [_job_from_row(r) for r in rows]
 
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE jobs SET next_poll_at = ?, poll_count = poll_count + 1 WHERE id = ? AND status = 'pending'",
-                (next_poll_at, job_id),
-            )
+        await self._batch(lambda db: db.execute(
+            "UPDATE jobs SET next_poll_at = ?, poll_count = poll_count + 1 WHERE id = ? AND status = 'pending'",
+            (next_poll_at, job_id),
+        ))
 
     async def poll_count(self, job_id: str) -> int:
         row = await (await self._read.execute("SELECT poll_count FROM jobs WHERE id = ?", (job_id,))).fetchone()
@@ -566,8 +552,7 @@ class SQLiteStore:
         if not seqs:
             return
         marks = ",".join("?" * len(seqs))
-        async with self._transaction() as db:
-            await db.execute(
-                f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' AND seq IN ({marks})",
-                (until, *seqs),
-            )
+        await self._batch(lambda db: db.execute(
+            f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' AND seq IN ({marks})",
+            (until, *seqs),
+        ))

@@ -7,14 +7,11 @@ handful of statements instead of a handful per webhook.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, TypeVar
-
-import aiosqlite
+from typing import Any
 
 from receiver.models import (
     Completion, DeliveryStatus, Job, JobStatus, Outcome, Output, Receipt, callback_body, dumps, event_type, iso_time,
@@ -25,7 +22,6 @@ JOB_COLUMNS = (
     "expected_outputs, delivery_status, created_at, completed_at"
 )
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "ocp-apim-subscription-key"})
-T = TypeVar("T")
 _CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
 _LAST_RECEIPT_ID = "SELECT COALESCE(MAX(id), 0) FROM receipts"
 
@@ -109,19 +105,14 @@ class UnitOfWork:
             for row in rows:
                 self._track(job_from_row(row))
 
-    async def load(self, db: aiosqlite.Connection, keys: set[tuple[str, str]]) -> None:
-        """Fetch the jobs with these (provider, provider_job_id) keys, and the last receipt id, in one round trip."""
-        queries = [db.execute_fetchall(sql, params) for sql, params in self._lookups(keys)]
-        *found, last = await in_order(*queries, db.execute_fetchall(_LAST_RECEIPT_ID))
-        self._loaded(found, last)
-
-    def load_now(self, db: sqlite3.Connection, keys: set[tuple[str, str]]) -> None:
-        """`load`, for a caller already on the connection's thread (the store's batch writer)."""
+    def load(self, db: sqlite3.Connection, keys: set[tuple[str, str]]) -> None:
+        """Fetch the jobs with these (provider, provider_job_id) keys, and the last receipt id."""
         found = [db.execute(sql, params).fetchall() for sql, params in self._lookups(keys)]
         self._loaded(found, db.execute(_LAST_RECEIPT_ID).fetchall())
 
-    async def load_id(self, db: aiosqlite.Connection, job_id: str) -> Job | None:
-        rows = list(await db.execute_fetchall(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)))
+    def load_id(self, db: sqlite3.Connection, job_id: str) -> Job | None:
+        rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchall()
+        self._loaded([], db.execute(_LAST_RECEIPT_ID).fetchall())
         return self._track(job_from_row(rows[0])).job if rows else None
 
     def _track(self, job: Job) -> _Tracked:
@@ -281,26 +272,7 @@ class UnitOfWork:
             ))
         return statements
 
-    async def flush(self, db: aiosqlite.Connection) -> None:
-        """Write everything in bulk, inside the caller's transaction, in one round trip."""
-        await in_order(*(db.executemany(sql, rows) for sql, rows in self._statements()))
-
-    def flush_now(self, db: sqlite3.Connection) -> None:
-        """`flush`, for a caller already on the connection's thread (the store's batch writer)."""
+    def flush(self, db: sqlite3.Connection) -> None:
+        """Write everything in bulk, inside the caller's transaction."""
         for sql, rows in self._statements():
             db.executemany(sql, rows)
-
-
-async def in_order(*calls: Awaitable[T]) -> list[T]:
-    """Run aiosqlite calls back to back on its thread, paying one round trip instead of one each.
-
-    Each task puts its statement on the connection's queue in its first step, and tasks take their
-    first step in creation order, so the statements run in the order given. Every result is awaited
-    before returning, and the first error is raised (the caller's transaction then rolls back).
-    """
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results  # type: ignore[return-value]
