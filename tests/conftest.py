@@ -5,8 +5,10 @@ from typing import AsyncIterator
 
 import pytest
 
+from receiver import oxen_stream
 from receiver.app import create_app
-from tests.support import RunningServer, serve_app, make_settings
+from tests.fakes.oxen import FAST_TUNING, FakeOxen
+from tests.support import RunningServer, make_settings, serve_app
 
 
 @pytest.fixture
@@ -14,3 +16,19 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     """The receiver on a real uvicorn server with a fresh SQLite file and default settings."""
     async with serve_app(create_app(make_settings(tmp_path))) as running:
         yield running
+
+
+@pytest.fixture
+def fast_oxen_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Oxen consumer with test timings (see FAST_TUNING)."""
+    monkeypatch.setattr(oxen_stream, "DEFAULT_TUNING", FAST_TUNING)
+
+
+@pytest.fixture
+async def fake_oxen() -> AsyncIterator[FakeOxen]:
+    """A fake Oxen server on loopback."""
+    fake = FakeOxen()
+    async with serve_app(fake.app) as server:
+        fake.base_url = server.base_url
+        yield fake
+        fake.close()

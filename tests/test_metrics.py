@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from receiver import oxen_stream
 from receiver.app import create_app
 from tests.fakes.callback import Reply, callback_server
 from tests.fakes.harness import wait_until
 from tests.fakes.oxen import API_KEY as OXEN_KEY, FakeOxen
 from tests.fakes.pixazo import API_KEY as PIXAZO_KEY, FakePixazo, completed
-from tests.faults.oxen_drops import FAST
 from tests.support import WEBHOOK_TOKEN, RunningServer, free_port, make_settings, serve_app
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-
-@pytest.fixture(autouse=True)
-def fast_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oxen_stream, "DEFAULT_TUNING", FAST)
-
-
-@pytest.fixture
-async def fake_oxen() -> AsyncIterator[FakeOxen]:
-    fake = FakeOxen()
-    async with serve_app(fake.app) as server:
-        fake.base_url = server.base_url
-        yield fake
-        fake.close()
+pytestmark = pytest.mark.usefixtures("fast_oxen_stream")
 
 
 async def scrape(server: RunningServer) -> Samples:

@@ -19,28 +19,10 @@ from receiver.errors import ProviderError, StoreError
 from receiver.models import JobStatus, Outcome
 from receiver.oxen_stream import Reconnects, StreamFailure, StreamTuning, poll_oxen_job
 from receiver.runtime import Runtime
-from tests.fakes.oxen import API_KEY, COMPLETED, FakeOxen
+from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
 from tests.support import RunningServer, free_port, make_settings, serve_app
 
-# Stall timeout 0.5 s (keep-alive 0.2 s × 2.5) while the fake sends keep-alives every 0.05 s.
-FAST = StreamTuning(
-    keep_alive_s=0.2, stall_factor=2.5, connect_timeout_s=2, backoff_base_s=0.02, backoff_cap_s=0.1,
-    unauthorized_base_s=0.1, unauthorized_cap_s=0.2, healthy_after_s=0.3, poll_timeout_s=2,
-)
-
-
-@pytest.fixture(autouse=True)
-def fast_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oxen_stream, "DEFAULT_TUNING", FAST)
-
-
-@pytest.fixture
-async def fake_oxen() -> AsyncIterator[FakeOxen]:
-    fake = FakeOxen()
-    async with serve_app(fake.app) as server:
-        fake.base_url = server.base_url
-        yield fake
-        fake.close()
+pytestmark = pytest.mark.usefixtures("fast_oxen_stream")
 
 
 @contextlib.asynccontextmanager
@@ -268,14 +250,14 @@ async def test_a_stall_is_detected_and_reconnected(
     caplog.set_level(logging.INFO, logger="receiver")
     fake = fake_oxen
     await wait_state(receiver, "connected")
-    await asyncio.sleep(FAST.stall_timeout_s * 1.6)  # keep-alives keep an idle stream alive
+    await asyncio.sleep(FAST_TUNING.stall_timeout_s * 1.6)  # keep-alives keep an idle stream alive
     assert fake.connections == 1
 
     started = time.monotonic()
     assert fake.stall() == 1
     await fake.wait_connections(2, timeout=5)
     detected_after = time.monotonic() - started
-    assert FAST.stall_timeout_s * 0.9 <= detected_after < FAST.stall_timeout_s + 1.5
+    assert FAST_TUNING.stall_timeout_s * 0.9 <= detected_after < FAST_TUNING.stall_timeout_s + 1.5
     assert "stalled" in caplog.text
 
     generation_id = fake.submit()

@@ -23,9 +23,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from receiver.oxen_stream import StreamTuning
+
 API_KEY = "oxen-test-key-5f3a"
 MODEL = "xai-grok-imagine-image"
 COMPLETED = "media_generation_completed"
+
+# Consumer timings for tests: stall timeout 0.5 s (keep-alive 0.2 s × 2.5) while the fake sends
+# keep-alives every 0.05 s.
+FAST_TUNING = StreamTuning(
+    keep_alive_s=0.2, stall_factor=2.5, connect_timeout_s=2, backoff_base_s=0.02, backoff_cap_s=0.1,
+    unauthorized_base_s=0.1, unauthorized_cap_s=0.2, healthy_after_s=0.3, poll_timeout_s=2,
+)
+
 
 _CLOSE = object()  # end the response cleanly
 _ABORT = object()  # cut the connection mid-stream
