@@ -9,13 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.http import BodyTooLarge, bearer_token, error, read_body, secret_equals
-from receiver.models import JobStatus, Outcome
+from receiver.models import PROVIDERS, JobStatus, Outcome
 from receiver.notify import job_key, wait_for
 from receiver.runtime import Runtime
-from receiver.validation import (
-    Invalid, RegisterJob, parse_body, query_choice, query_cursor, query_float, query_int,
-)
-from receiver.models import PROVIDERS
+from receiver.validation import Invalid, RegisterJob, parse_body, query_choice, query_cursor, query_float, query_int
 
 Handler = Callable[[Request], Awaitable[Response]]
 

@@ -20,14 +20,14 @@ from receiver.api import authed
 from receiver.errors import InvalidPayload, ProviderError
 from receiver.http import error, read_body
 from receiver.ingest import ingest
-from receiver.models import Completion, Job, Outcome, Receipt, dumps
+from receiver.models import Completion, Job, Outcome, ProviderName, Receipt, dumps
 from receiver.provider_calls import call, send
 from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
 from receiver.urls import check_callback_url
-from receiver.validation import ProviderName, invalid, parse_body
+from receiver.validation import invalid, parse_body
 
 log = logging.getLogger("receiver.generations")
 

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from pythonjsonlogger.json import JsonFormatter
 
+from receiver.models import PROVIDERS
 from receiver.settings import Secrets, Settings
 
 MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words, and are no secret anyway
@@ -104,7 +105,7 @@ def protect(*values: str | None) -> None:
 
 def protect_secrets(settings: Settings, secrets: Secrets) -> None:
     """Every secret in force: the three of `secrets`, the provider API keys, the Lumenfall webhook secret."""
-    keys = [getattr(settings, f"{p}_api_key") for p in ("oxen", "runware", "pixazo", "apiframe", "lumenfall")]
+    keys = [settings.api_key(provider) for provider in PROVIDERS]
     keys.append(settings.lumenfall_webhook_secret)
     protect(secrets.api_token, secrets.webhook_token, secrets.signing_secret,
             *(k.get_secret_value() for k in keys if k is not None))

@@ -7,11 +7,12 @@ import enum
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 
-PROVIDERS: tuple[str, ...] = ("oxen", "runware", "pixazo", "apiframe", "lumenfall")
+ProviderName = Literal["oxen", "runware", "pixazo", "apiframe", "lumenfall"]
+PROVIDERS: tuple[str, ...] = get_args(ProviderName)
 WEBHOOK_PROVIDERS: tuple[str, ...] = ("pixazo", "runware", "apiframe", "lumenfall")
 
 

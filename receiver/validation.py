@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
 
 from receiver.http import error
+from receiver.models import ProviderName
 from receiver.urls import check_callback_url
 
-ProviderName = Literal["oxen", "runware", "pixazo", "apiframe", "lumenfall"]
 Model = TypeVar("Model", bound=BaseModel)
 
 
