@@ -102,6 +102,7 @@ class Job:
     registered: bool = False
     expected_outputs: int | None = None
     seq: int = 0
+    poll_count: int = 0  # status polls made so far (the reconciler's backoff)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -97,8 +97,7 @@ async def _reconcile(runtime: Runtime, job: Job, limit: asyncio.Semaphore) -> No
             result = "error"
         runtime.metrics.reconcile_polls.labels(job.provider, result).inc()
         # Still pending (or partly done): poll again later. A no-op once the job is terminal.
-        polls = await runtime.store.poll_count(job.id)
-        delay = next_poll_delay(runtime.settings, polls)
+        delay = next_poll_delay(runtime.settings, job.poll_count)
         await runtime.store.schedule_poll(job.id, next_poll_at=runtime.store.clock() + delay)
 
 

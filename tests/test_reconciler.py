@@ -62,7 +62,7 @@ async def test_pixazo_lost_webhook_completed_by_polling_with_backoff(tmp_path: P
         text = await metrics(server)
         assert 'receiver_reconcile_polls_total{provider="pixazo",result="pending"} 2.0' in text
         assert 'receiver_reconcile_polls_total{provider="pixazo",result="terminal"} 1.0' in text
-        assert await server.runtime.store.poll_count(finished["id"]) == 2  # rescheduled after each "running"
+        assert (await server.runtime.store.get_job(finished["id"])).poll_count == 2  # rescheduled after each "running"
 
 
 async def test_runware_lost_webhooks_completed_by_get_response(tmp_path: Path) -> None:

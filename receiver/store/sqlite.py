@@ -541,10 +541,6 @@ class SQLiteStore:
             (next_poll_at, job_id),
         ))
 
-    async def poll_count(self, job_id: str) -> int:
-        row = await (await self._read.execute("SELECT poll_count FROM jobs WHERE id = ?", (job_id,))).fetchone()
-        return int(row[0]) if row else 0
-
     # -- outbox (delivery worker) ----------------------------------------------------------------
 
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:

@@ -19,7 +19,7 @@ from receiver.models import (
 
 JOB_COLUMNS = (
     "seq, id, provider, provider_job_id, status, outputs, error, metadata, callback_url, registered, "
-    "expected_outputs, delivery_status, created_at, completed_at"
+    "expected_outputs, delivery_status, created_at, completed_at, poll_count"
 )
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "ocp-apim-subscription-key"})
 _CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
@@ -33,6 +33,7 @@ def job_from_row(row: Any) -> Job:
         outputs=outputs, error=row[6], metadata=json.loads(row[7]), callback_url=row[8],
         registered=bool(row[9]), expected_outputs=row[10], delivery_status=DeliveryStatus(row[11]),
         created_at=iso_time(row[12]), completed_at=iso_time(row[13]) if row[13] is not None else None,
+        poll_count=row[14],
     )
 
 
