@@ -113,7 +113,6 @@ class UnitOfWork:
 
     def load_id(self, db: sqlite3.Connection, job_id: str) -> Job | None:
         rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchall()
-        self._loaded([], db.execute(_LAST_RECEIPT_ID).fetchall())
         return self._track(job_from_row(rows[0])).job if rows else None
 
     def _track(self, job: Job) -> _Tracked:
