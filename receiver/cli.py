@@ -17,6 +17,7 @@ from receiver.errors import ReceiverError
 from receiver.models import WEBHOOK_PROVIDERS
 from receiver.notify import EVENTS
 from receiver.settings import Settings, webhook_url
+from receiver.store import describe_store, open_store
 
 
 def load_settings(overrides: dict[str, Any]) -> Settings:
@@ -43,8 +44,16 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+async def _preflight(settings: Settings) -> None:
+    """Open the store once before the server starts, so a bad URL, an unreachable database or a SQLite file
+    another process serves ends here with one line, before any worker runs."""
+    store = await open_store(settings.database_url, exclusive=True)
+    await store.close()
+
+
 def serve(settings: Settings) -> None:
     log_config = logs.configure(fmt=settings.log_format, level=settings.log_level)
+    asyncio.run(_preflight(settings))
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
@@ -54,7 +63,7 @@ def serve(settings: Settings) -> None:
 
 
 async def _info(settings: Settings) -> str:
-    runtime = await open_runtime(settings)
+    runtime = await open_runtime(settings, serving=False)
     try:
         lines = ["Webhook URLs (give each provider its own):"]
         lines += [f"  {p:<10} {webhook_url(settings, runtime.secrets, p)}" for p in WEBHOOK_PROVIDERS]
@@ -65,7 +74,7 @@ async def _info(settings: Settings) -> str:
             f"API token:      {runtime.secrets.api_token}",
             f"Webhook token:  {runtime.secrets.webhook_token}",
             f"Signing secret: {runtime.secrets.signing_secret}",
-            f"Database:       {settings.database_url}",
+            f"Store:          {describe_store(settings.database_url)}",
         ]
         return "\n".join(lines)
     finally:

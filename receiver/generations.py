@@ -17,10 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.api import authed
-from receiver.errors import InvalidPayload, ProviderError
+from receiver.errors import InvalidPayload, ProviderError, StoreError
 from receiver.http import error, read_body
 from receiver.ingest import ingest
 from receiver.models import Completion, Job, Outcome, ProviderName, Receipt, dumps
+from receiver.notify import wait_for
 from receiver.provider_calls import call, send
 from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
@@ -149,7 +150,7 @@ async def _submit(runtime: Runtime, adapter: AsyncSubmitter, provider: str, requ
 async def _start_lumenfall(runtime: Runtime, spec: Generate, request: ProviderRequest, job_id: str) -> Job:
     job, _ = await runtime.store.register_job(
         provider="lumenfall", provider_job_id=job_id, callback_url=spec.callback_url,
-        metadata=spec.metadata, expected_outputs=None,
+        metadata=spec.metadata, expected_outputs=None, owner=runtime.store.replica_id,
     )
     runtime.spawn(_generate_lumenfall(runtime, request, job_id), name=f"lumenfall-{job_id}")
     runtime.metrics.submissions.labels("lumenfall", "started").inc()
@@ -192,10 +193,19 @@ async def _fail_lumenfall(runtime: Runtime, job_id: str, message: str) -> None:
         log.exception("could not record the failure of Lumenfall job %s", job_id)
 
 
+ORPHAN_CHECK_S = 10.0
+
+
 async def fail_orphaned_lumenfall_calls(runtime: Runtime) -> None:
-    """At startup: a receiver-run Lumenfall call still pending was cut off by a crash (a clean shutdown
-    fails it), and Lumenfall has no status endpoint to ask afterwards, so end it as failed now."""
-    for job in await runtime.store.pending_jobs("lumenfall"):
-        if job.provider_job_id.startswith(lumenfall.RECEIVER_ID_PREFIX):
-            log.warning("Lumenfall job %s was cut off by a restart: failing it", job.id, extra={"job_id": job.id})
-            await _fail_lumenfall(runtime, job.provider_job_id, CRASHED)
+    """A receiver-run Lumenfall call still pending whose replica is gone (a crash: a clean shutdown fails
+    its own) will never be answered, and Lumenfall has no status endpoint to ask: end it as failed.
+    Checked at start and then periodically, so a dead replica's calls end on a live one."""
+    while not runtime.stopping.is_set():
+        try:
+            for job in await runtime.store.orphaned_jobs("lumenfall"):
+                if job.provider_job_id.startswith(lumenfall.RECEIVER_ID_PREFIX):
+                    log.warning("Lumenfall job %s was cut off by a crash: failing it", job.id, extra={"job_id": job.id})
+                    await _fail_lumenfall(runtime, job.provider_job_id, CRASHED)
+        except StoreError as exc:
+            log.warning("could not look for orphaned Lumenfall calls: %s", exc)
+        await wait_for(runtime.stopping, ORPHAN_CHECK_S)

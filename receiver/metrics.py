@@ -9,7 +9,7 @@ from receiver.models import WEBHOOK_PROVIDERS, Outcome
 from receiver.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-STREAM_STATES = ("disabled", "connecting", "connected", "unauthorized")
+STREAM_STATES = ("disabled", "connecting", "connected", "unauthorized", "standby")
 
 
 class Metrics:

@@ -130,6 +130,7 @@ class StoredReceipt:
     error: str | None
     body: bytes
     received_at: str
+    job_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         try:
@@ -142,6 +143,7 @@ class StoredReceipt:
             "source": self.source,
             "outcome": self.outcome.value,
             "provider_job_ids": self.provider_job_ids,
+            "job_ids": self.job_ids,
             "error": self.error,
             "body": text if text is not None else self.body.decode("utf-8", "replace"),
             "received_at": self.received_at,

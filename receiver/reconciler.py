@@ -30,6 +30,7 @@ BATCH = 100
 CONCURRENCY = 4
 MAX_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 3600.0
+POLL_LEASE_S = 120.0  # longer than any poll can take; schedule_poll then sets the real next time
 
 
 class Poller(Protocol):
@@ -114,7 +115,8 @@ async def run_reconciler(
     while not runtime.stopping.is_set():
         jobs: list[Job] = []
         try:
-            jobs = await runtime.store.jobs_due_for_poll(providers=providers, limit=batch)
+            # Claimed: pushed POLL_LEASE_S ahead, so no other replica polls them meanwhile.
+            jobs = await runtime.store.claim_due_polls(providers=providers, limit=batch, lease_s=POLL_LEASE_S)
             if jobs:
                 await asyncio.gather(*(_reconcile(runtime, job, limit) for job in jobs))
         except Exception:  # a store hiccup must not end the worker

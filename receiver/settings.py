@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from receiver.urls import check_callback_url
@@ -21,11 +21,13 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 class Settings(BaseSettings):
     """Typed settings. Unset tokens and the signing secret are filled from the store at startup."""
 
-    model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore", frozen=True, populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = 8000
-    database_url: str = "sqlite:///./receiver.db"
+    # DATABASE_URL is the PaaS convention; RECEIVER_DATABASE_URL wins when both are set.
+    database_url: str = Field(default="sqlite:///./receiver.db",
+                              validation_alias=AliasChoices("RECEIVER_DATABASE_URL", "DATABASE_URL", "database_url"))
     api_token: SecretStr | None = None
     webhook_token: SecretStr | None = None
     signing_secret: SecretStr | None = None

@@ -145,3 +145,45 @@ def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+# -- PostgreSQL: a database per test ------------------------------------------------------------
+
+POSTGRES_ADMIN_URL = os.environ.get("RECEIVER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_REQUIRED = os.environ.get("RECEIVER_REQUIRE_POSTGRES") == "1"
+
+
+async def postgres_reachable() -> str | None:
+    """None when the test server answers, else why not."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=3)
+    except Exception as exc:  # any reason at all means: no server to test against
+        return f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({type(exc).__name__}: {exc})"
+    await conn.close()
+    return None
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh database on the test server, dropped afterwards; yields its URL."""
+    import uuid
+
+    import asyncpg
+
+    name = f"receiver_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
