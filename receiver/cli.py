@@ -1,4 +1,4 @@
-"""`receiver serve` and `receiver info`."""
+"""`receiver serve`, `receiver info` and `receiver listen`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from receiver import logs
+from receiver import listen, logs
 from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.models import WEBHOOK_PROVIDERS
@@ -81,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     info_cmd = commands.add_parser("info", help="print webhook URLs, API token and signing secret")
     info_cmd.add_argument("--host")
     info_cmd.add_argument("--port", type=int)
+    listen.add_arguments(commands.add_parser("listen", help="forward a receiver's events to a local URL"))
     args = parser.parse_args(argv)
+    if args.command == "listen":
+        raise SystemExit(listen.main(args))
     settings = load_settings({"host": args.host, "port": args.port})
     try:
         if args.command == "serve":
