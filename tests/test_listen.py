@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from receiver.app import create_app
-from receiver.listen import SourceEvent, parse_ahead
+from receiver.listen import ListenConfig, Listener, ListenTuning, SourceEvent, parse_ahead
 from receiver.sse_lines import line_run
 from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
 
@@ -323,3 +324,39 @@ def test_pure_parts() -> None:
     assert event.webhook_id == "evt_12_job_x"
     assert json.loads(event.body()) == {"type": "job.failed", "timestamp": "2026-01-01T00:00:00Z", "data": event.data}
     assert SourceEvent(3, "job.failed", {"id": "a b"}).webhook_id == "evt_3"
+
+
+class LongLineSource(SilentSource):
+    """Like SilentSource, but its first stream sends one endless line instead of nothing."""
+
+    async def _events(self, request: Request) -> Response:
+        response = await super()._events(request)
+        if self.streams != 1 or response.status_code != 200:
+            return response
+
+        async def endless() -> AsyncIterator[bytes]:
+            yield b"data: "
+            while True:
+                yield b"x" * 4096
+                await asyncio.sleep(0)
+
+        return StreamingResponse(endless(), media_type="text/event-stream")
+
+
+async def test_a_line_over_the_bound_ends_the_connection(tmp_path: Path) -> None:
+    fake = LongLineSource()
+    err = io.StringIO()
+    async with serve_app(fake.app) as running, local_endpoint() as (local, url):
+        config = ListenConfig(source_url=running.base_url, forward_url=url, api_token=API_TOKEN,
+                              state_path=tmp_path / "listen.json", signing_secret=SIGNING_SECRET)
+        tuning = ListenTuning(silence_s=5, backoff_base_s=0.05, backoff_cap_s=0.1, max_line_bytes=65536)
+        task = asyncio.create_task(Listener(config, tuning, out=io.StringIO(), err=err).run())
+        try:
+            await until(lambda: len(local.received) == 1, what="the event after the endless line")
+            assert fake.streams >= 2
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert "LineTooLong" in err.getvalue() and "longer than 65536 bytes" in err.getvalue()
+    assert local.job_ids == ["job_after_silence"]
