@@ -14,24 +14,21 @@ import argparse
 import asyncio
 import os
 import random
-import re
 import signal
 import sys
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Mapping, TextIO
 
 import httpx
-import orjson
 import standardwebhooks
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from receiver import backoff
 from receiver.delivery import destination, signed_headers
+from receiver.listen_events import SourceEvent, parse_ahead, parse_event, parse_event_id
 from receiver.listen_state import ListenState, StateError, load_state, save_state
-from receiver.models import envelope, iso_time
 from receiver.runtime import new_signing_secret
 from receiver.sse_lines import LineTooLong, limit_lines
 from receiver.urls import check_callback_url
@@ -40,7 +37,6 @@ DEFAULT_STATE_FILE = "./.receiver-listen.json"
 USER_AGENT = "receiver-listen/1"
 ABOVE_ANY_EVENT_ID = 2**63 - 1  # the largest id /v1/events accepts: always ahead of the source's newest
 MAX_ERROR_BODY = 4096
-_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +50,9 @@ class ListenTuning:
     healthy_after_s: float = 30.0  # a connection up this long (or that forwarded an event) resets the backoff
     forward_timeout_s: float = 30.0  # one POST to the local endpoint
     max_line_bytes: int = 4 * 1024 * 1024
+
+
+DEFAULT_TUNING = ListenTuning()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,59 +78,7 @@ class _Retry(Exception):
     """A connection attempt failed in a way worth retrying."""
 
 
-@dataclass(frozen=True, slots=True)
-class SourceEvent:
-    id: int
-    type: str
-    data: dict[str, Any]
-
-    @property
-    def job_id(self) -> str:
-        value = self.data.get("id")
-        return value if isinstance(value, str) else "-"
-
-    @property
-    def webhook_id(self) -> str:
-        """Stable per event; the job id keeps it unique when a replaced store reuses event ids."""
-        return f"evt_{self.id}_{self.job_id}" if _SAFE_ID.fullmatch(self.job_id) else f"evt_{self.id}"
-
-    def body(self) -> bytes:
-        """The callback body; its timestamp is the job's completion, so a re-sent event is the same bytes."""
-        completed = self.data.get("completed_at")
-        return envelope(self.type, completed if isinstance(completed, str) else iso_time(time.time()), self.data)
-
-
-# -- pure parts -------------------------------------------------------------------------------
-
-
-def parse_event_id(sse: ServerSentEvent) -> int | None:
-    raw = (sse.id or "").strip()
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
-        return None
-    return int(raw) or None
-
-
-def parse_event(event_id: int, sse: ServerSentEvent) -> SourceEvent:
-    """The event with `event_id`; ValueError when its data is not a JSON object."""
-    try:
-        data = orjson.loads(sse.data)
-    except orjson.JSONDecodeError:
-        raise ValueError("its data is not JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("its data is not a JSON object")
-    return SourceEvent(event_id, sse.event or "message", data)
-
-
-def parse_ahead(body: bytes) -> int | None:
-    """The newest event id from a 409 `last_event_id_ahead` answer, or None if it is not one."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(value, dict) or value.get("error") != "last_event_id_ahead":
-        return None
-    newest = value.get("last_event_id")
-    return newest if isinstance(newest, int) and not isinstance(newest, bool) and newest >= 0 else None
+# -- the listener -----------------------------------------------------------------------------
 
 
 def describe(exc: BaseException) -> str:
@@ -148,11 +95,8 @@ async def read_limited(response: httpx.Response, limit: int = MAX_ERROR_BODY) ->
     return bytes(body[:limit])
 
 
-# -- the listener -----------------------------------------------------------------------------
-
-
 class Listener:
-    def __init__(self, config: ListenConfig, tuning: ListenTuning = ListenTuning(), *,
+    def __init__(self, config: ListenConfig, tuning: ListenTuning = DEFAULT_TUNING, *,
                  out: TextIO = sys.stdout, err: TextIO = sys.stderr, rand: backoff.Random = random.random) -> None:
         self.config = config
         self.tuning = tuning
@@ -355,10 +299,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", default=DEFAULT_STATE_FILE, metavar="FILE",
                         help=f"where the last forwarded event is kept (default {DEFAULT_STATE_FILE})")
     parser.add_argument("--reset", action="store_true", help="forget the position in the state file: start from now")
-    parser.add_argument("--silence-timeout", type=float, default=ListenTuning.silence_s, metavar="S",
-                        help="reconnect a stream silent this long (default 45)")
-    parser.add_argument("--max-backoff", type=float, default=ListenTuning.backoff_cap_s, metavar="S",
-                        help="longest wait between reconnects and between retries of the local endpoint (default 5)")
+    parser.add_argument("--silence-timeout", type=float, default=DEFAULT_TUNING.silence_s, metavar="S",
+                        help=f"reconnect a stream silent this long (default {DEFAULT_TUNING.silence_s:g})")
+    parser.add_argument("--max-backoff", type=float, default=DEFAULT_TUNING.backoff_cap_s, metavar="S",
+                        help="longest wait between reconnects and between retries of the local endpoint "
+                             f"(default {DEFAULT_TUNING.backoff_cap_s:g})")
 
 
 def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[ListenConfig, ListenTuning]:
@@ -378,9 +323,8 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[L
         state_path=Path(args.state), signing_secret=(environ.get("RECEIVER_SIGNING_SECRET") or "").strip() or None,
         reset=args.reset,
     )
-    defaults = ListenTuning()
-    tuning = ListenTuning(silence_s=args.silence_timeout, backoff_cap_s=args.max_backoff,
-                          backoff_base_s=min(defaults.backoff_base_s, args.max_backoff))
+    tuning = replace(DEFAULT_TUNING, silence_s=args.silence_timeout, backoff_cap_s=args.max_backoff,
+                     backoff_base_s=min(DEFAULT_TUNING.backoff_base_s, args.max_backoff))
     return config, tuning
 
 

@@ -44,8 +44,8 @@ class Tunnel:
     def describe(self, port: int) -> str:
         if self.port_checked:
             return f"{self.public_url} (an {self.kind} tunnel to port {port})"
-        return f"{self.public_url} (a {self.kind} quick tunnel; cloudflared does not say where it leads: " \
-               f"make sure it forwards to port {port}, or set RECEIVER_PUBLIC_URL)"
+        return (f"{self.public_url} (a {self.kind} quick tunnel; cloudflared does not say where it leads: "
+                f"make sure it forwards to port {port}, or set RECEIVER_PUBLIC_URL)")
 
 
 # -- pure parts -------------------------------------------------------------------------------
@@ -60,8 +60,8 @@ def addr_port(addr: Any) -> int | None:
         return None
     addr = addr.strip()
     if addr.isdigit():
-        port = int(addr)
-        return port if 0 < port < 65536 else None
+        number = int(addr)
+        return number if 0 < number < 65536 else None
     try:
         parts = urlsplit(addr if "://" in addr else f"http://{addr}")
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)

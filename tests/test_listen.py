@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from receiver.app import create_app
-from receiver.listen import ListenConfig, Listener, ListenTuning, SourceEvent, parse_ahead
+from receiver.listen import ListenConfig, Listener, ListenTuning
+from receiver.listen_events import SourceEvent, parse_ahead
 from receiver.sse_lines import line_run
 from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
 
@@ -124,10 +125,10 @@ class Listen:
         await asyncio.gather(*self._readers)
         return code
 
-    async def stop(self) -> int:
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         return await self.wait()
 
     def kill(self) -> None:
@@ -228,7 +229,7 @@ async def test_catches_up_in_order_after_being_stopped(source: RunningServer, tm
             assert second.said("resuming after event")
             jobs += await complete_jobs(source, 1)  # and then live again
             await until(lambda: len(set(local.job_ids)) == 6, what="a live event after the catch-up")
-            assert await second.stop() == 0
+            assert await second.stop(signal.SIGINT) == 0  # Ctrl-C
     # In order, none twice, except at most the one in flight when the first listener stopped.
     seen = local.job_ids
     assert seen in (jobs, jobs[:2] + jobs[1:]), seen
@@ -269,7 +270,7 @@ async def test_refuses_to_resume_ahead_of_a_replaced_store(source: RunningServer
 
 async def test_a_refused_token_is_a_clear_error(source: RunningServer, tmp_path: Path) -> None:
     async with local_endpoint() as (_, url):
-        async with listening(source.base_url, url, tmp_path / "listen.json", *FAST,
+        async with listening(source.base_url, url, tmp_path / "listen.json",  # default timings
                              env={"RECEIVER_API_TOKEN": "wrong-token-5e2b"}) as listener:
             assert await listener.wait() != 0
     assert listener.said("refused the API token") and "wrong-token-5e2b" not in listener.stderr

@@ -81,8 +81,10 @@ def test_addr_port_reads_every_form_ngrok_writes() -> None:
                  "http://[::1]:8000", "0.0.0.0:8000"):
         assert addr_port(addr) == 8000, addr
     assert addr_port("https://localhost") == 443 and addr_port("http://localhost") == 80
-    for addr in ("192.0.2.10:8000", "http://example.com:8000", "file:///srv", "", None, True, "localhost:99999", "x:y"):
-        assert addr_port(addr) is None, addr
+    elsewhere: tuple[object, ...] = ("192.0.2.10:8000", "http://example.com:8000", "file:///srv", "", None, True,
+                                     "localhost:99999", "x:y")
+    for other in elsewhere:
+        assert addr_port(other) is None, other
 
 
 def test_parsing_agent_answers() -> None:
