@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, TextIO
+from urllib.parse import urlsplit
 
 import httpx
 import standardwebhooks
@@ -159,7 +160,8 @@ class Listener:
         else:
             self._say(f"signing with {secret} ({'generated now, ' if generated else ''}kept in {config.state_path}; "
                       "set RECEIVER_SIGNING_SECRET to use your own)")
-        self._say(f"forwarding {self.events_url} to {config.forward_url}")
+        shown = urlsplit(config.forward_url)._replace(query="", fragment="").geturl()  # a query may hold a token
+        self._say(f"forwarding {self.events_url} to {shown}")
 
     async def _follow(self, source: httpx.AsyncClient, local: httpx.AsyncClient) -> None:
         attempt = 0
