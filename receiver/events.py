@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from receiver.api import authed
+from receiver.http import error
 from receiver.notify import EVENTS, wait_for
 from receiver.runtime import Runtime
 from receiver.store.base import Event
@@ -60,8 +61,15 @@ async def _stream(runtime: Runtime, after: int) -> AsyncIterator[str]:
 async def stream_events(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     after = _last_event_id(request)
+    newest = await runtime.store.last_event_seq()
     if after is None:
-        after = await runtime.store.last_event_seq()  # without Last-Event-ID: from now on
+        after = newest  # without Last-Event-ID: from now on
+    elif after > newest:
+        # The store was replaced (or the id came from another receiver): streaming from here would
+        # silently skip every event up to `after` once the new store reaches it.
+        return error(409, "last_event_id_ahead",
+                     f"Last-Event-ID {after} is above the newest event this receiver has ({newest})",
+                     last_event_id=newest)
     return StreamingResponse(
         _stream(runtime, after),
         media_type="text/event-stream",

@@ -181,4 +181,9 @@ def dumps(value: Any) -> str:
 
 def callback_body(job: Job, at: float) -> bytes:
     """The downstream callback body: `{"type", "timestamp", "data": job}`."""
-    return dumps({"type": event_type(job.status), "timestamp": iso_time(at), "data": job.to_json()}).encode()
+    return envelope(event_type(job.status), iso_time(at), job.to_json())
+
+
+def envelope(type_: str, timestamp: str, data: dict[str, Any]) -> bytes:
+    """A callback body from its parts (also what `receiver listen` forwards for an event)."""
+    return dumps({"type": type_, "timestamp": timestamp, "data": data}).encode()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from receiver.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.urls import check_callback_url
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     # Not in the contract: how long a submit or status poll may take, and Lumenfall's synchronous generation.
     provider_timeout_s: float = Field(default=30.0, gt=0)
     lumenfall_timeout_s: float = Field(default=180.0, gt=0)
+    # Not in the contract: looking for a local ngrok/cloudflared tunnel while public_url is unset (tunnels.py).
+    tunnel_discovery: bool = True
+    ngrok_api_url: str = NGROK_API_URL
+    cloudflared_metrics_urls: Annotated[tuple[str, ...], NoDecode] = CLOUDFLARED_METRICS_URLS
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -64,6 +69,11 @@ class Settings(BaseSettings):
             parts = [p.strip() for p in value.split(",") if p.strip()]
             return tuple(float(p) for p in parts)
         return value
+
+    @field_validator("cloudflared_metrics_urls", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
 
     @field_validator("retry_schedule")
     @classmethod
