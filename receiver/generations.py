@@ -21,7 +21,7 @@ from receiver.errors import InvalidPayload, ProviderError
 from receiver.http import error, read_body
 from receiver.ingest import ingest
 from receiver.models import Completion, Job, Outcome, ProviderName, Receipt, dumps
-from receiver.provider_calls import call, send
+from receiver.provider_calls import MAX_IMAGE_ANSWER_BYTES, call, send
 from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
 from receiver.runtime import Runtime
@@ -159,7 +159,8 @@ async def _start_lumenfall(runtime: Runtime, spec: Generate, request: ProviderRe
 async def _generate_lumenfall(runtime: Runtime, request: ProviderRequest, job_id: str) -> None:
     try:
         try:
-            response = await send(runtime, "lumenfall", request, timeout=runtime.settings.lumenfall_timeout_s)
+            response = await send(runtime, "lumenfall", request, timeout=runtime.settings.lumenfall_timeout_s,
+                                  max_bytes=MAX_IMAGE_ANSWER_BYTES)
         except ProviderError as exc:
             await _fail_lumenfall(runtime, job_id, exc.message)
             return
