@@ -16,6 +16,7 @@ from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.models import WEBHOOK_PROVIDERS
 from receiver.notify import EVENTS
+from receiver.server import server_config
 from receiver.settings import Settings, webhook_url
 
 
@@ -46,9 +47,9 @@ class _Server(uvicorn.Server):
 def serve(settings: Settings) -> None:
     log_config = logs.configure(fmt=settings.log_format, level=settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = server_config(
         app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
-        timeout_graceful_shutdown=5, server_header=False,
+        timeout_graceful_shutdown=5,
     )
     _Server(config, app).run()
 
