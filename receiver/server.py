@@ -45,21 +45,33 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._phase: Phase = "idle"
         self._head_bytes = 0
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None  # loop time
+        self._timer: asyncio.TimerHandle | None = None
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired)
+        self._deadline_at = self.loop.time() + seconds
+        if self._timer is not None and self._timer.when() <= self._deadline_at:
+            return  # it fires first, and moves itself on to the new deadline
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(self._deadline_at, self._check)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline_at = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._deadline_at is None or self.transport.is_closing():
+            return
+        if self.loop.time() < self._deadline_at:
+            self._timer = self.loop.call_at(self._deadline_at, self._check)
+            return
+        self._expired()
 
     def _expired(self) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
         log.debug("dropping %s: request %s not received in time", self.client, self._phase)
         if self._phase == "head":
             self.transport.write(_refusal(b"408 Request Timeout", "request_timeout",
@@ -91,13 +103,13 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase, self._head_bytes = "head", 0
-        if self._deadline is None:  # else the connection's first request: its deadline runs from the connect
+        if self._deadline_at is None:  # else the connection's first request: its deadline runs from the connect
             self._arm(self.head_timeout_s)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._phase = "body"
-        self._arm(self.body_timeout_s)
+        self._arm(self.body_timeout_s)  # later than the head's: no new timer per request
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
