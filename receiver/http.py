@@ -6,7 +6,7 @@ import hmac
 import logging
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.models import dumps

@@ -115,9 +115,11 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
         while not runtime.stopping.is_set():
             fresh: list[Job] = []
             try:
-                # Jobs being polled are still due: ask for that many more, and skip them.
-                due = await runtime.store.jobs_due_for_poll(providers=[provider], limit=batch + len(in_flight))
-                fresh = [job for job in due if job.id not in in_flight]
+                # Jobs being polled are still due: ask for that many more, and skip them (also those that
+                # finished during the query, which may not have seen their next poll time yet).
+                busy = set(in_flight)
+                due = await runtime.store.jobs_due_for_poll(providers=[provider], limit=batch + len(busy))
+                fresh = [job for job in due if job.id not in busy and job.id not in in_flight]
                 for job in fresh:
                     await slots.acquire()
                     task = asyncio.create_task(_reconcile(runtime, job), name=f"poll-{job.id}")

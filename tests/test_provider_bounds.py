@@ -18,7 +18,7 @@ from tests.fakes.harness import serve_receiver, wait_job, wait_until
 from tests.fakes.hostile import MiB, HostileProvider, huge, trickle
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, process_env, serve_app
+from tests.support import API_TOKEN, ReceiverProcess, RunningServer, process_env
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
 
