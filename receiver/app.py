@@ -10,13 +10,14 @@ from typing import Any, AsyncIterator, Callable, Coroutine
 
 import standardwebhooks
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import httpx
 
 from receiver import api, events, generations, logs, ops, webhooks
+from receiver.http import client_gone, internal_error
 from receiver.delivery import run_delivery
 from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
@@ -130,4 +131,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         Route("/v1/receipts", api.list_receipts, methods=["GET"]),
         Route("/v1/events", events.stream_events, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={StoreUnavailable: unavailable})
+    handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Exception: internal_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -17,6 +17,7 @@ from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.models import WEBHOOK_PROVIDERS
 from receiver.notify import EVENTS
+from receiver.server import server_config
 from receiver.settings import Settings, webhook_url
 from receiver.store import describe_store, open_store
 
@@ -70,9 +71,9 @@ def serve(settings: Settings, tunnel_note: str | None = None) -> None:
     if tunnel_note:
         logging.getLogger("receiver").info("public URL from a local tunnel: %s", tunnel_note)
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = server_config(
         app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
-        timeout_graceful_shutdown=5, server_header=False,
+        timeout_graceful_shutdown=5,
     )
     _Server(config, app).run()
 

@@ -25,6 +25,16 @@ class RegisterJob(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     expected_outputs: int | None = Field(default=None, ge=1, le=100)
 
+    @field_validator("provider_job_id")
+    @classmethod
+    def _provider_job_id(cls, value: str) -> str:
+        # Adapters strip the ids providers send: an id with spaces around it would never be matched.
+        if value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        if not value.isprintable():
+            raise ValueError("must not contain control characters (tabs, newlines)")
+        return value
+
     @field_validator("callback_url")
     @classmethod
     def _callback_url(cls, value: str | None) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 import httpx
 import uvicorn
 
+from receiver.server import server_config
 from receiver.settings import Settings
 
 API_TOKEN = "test-api-token"
@@ -60,15 +61,16 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, *, sock: socket.socket | None = None) -> AsyncIterator[RunningServer]:
-    """Run an ASGI app on a real uvicorn server on 127.0.0.1 in this event loop."""
+async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: Any) -> AsyncIterator[RunningServer]:
+    """Run an ASGI app on a real uvicorn server on 127.0.0.1 in this event loop, configured as `receiver
+    serve` configures it (`bounds`: see receiver.server.server_config)."""
     if sock is None:
         # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it every
         # keep-alive request waits ~40 ms for a delayed ACK.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    config = server_config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **bounds)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import httpx
 import pytest
 import standardwebhooks
 from starlette.applications import Starlette

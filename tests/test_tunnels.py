@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.tunnels import Tunnel, TunnelProbe, addr_port, cloudflared_tunnel, discover, ngrok_tunnel
+from receiver.store import open_store
 from tests.support import free_port, process_env, serve_app
 
 NGROK_URL = "https://3f2a-203-0-113-7.ngrok-free.app"
@@ -128,6 +129,8 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    if args[0] == "info":  # info reads the store a server made; it never creates one
+        await (await open_store(env["RECEIVER_DATABASE_URL"])).close()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "receiver", *args, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
