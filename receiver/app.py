@@ -16,6 +16,7 @@ import httpx
 
 from receiver import api, events, generations, logs, ops, webhooks
 from receiver.delivery import run_delivery
+from receiver.delivery_limits import DeliveryLimits
 from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
@@ -39,7 +40,8 @@ def workers_for(settings: Settings) -> list[Worker]:
     return workers
 
 
-async def open_runtime(settings: Settings, *, clock: Clock = time.time) -> Runtime:
+async def open_runtime(settings: Settings, *, clock: Clock = time.time,
+                       delivery_limits: DeliveryLimits | None = None) -> Runtime:
     store = await open_store(
         settings.database_url, default_callback_url=settings.default_callback_url,
         reconcile_after_s=settings.reconcile_after_s, clock=clock,
@@ -59,15 +61,18 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time) -> Runti
     return Runtime(
         settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics(),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False),
+        delivery_limits=delivery_limits or DeliveryLimits(),
     )
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Starlette:
+def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
+               delivery_limits: DeliveryLimits | None = None) -> Starlette:
+    """The app; `delivery_limits` bound the callback worker (defaults: `DeliveryLimits()`)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime = await open_runtime(settings, clock=clock)
+        runtime = await open_runtime(settings, clock=clock, delivery_limits=delivery_limits)
         app.state.runtime = runtime
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
