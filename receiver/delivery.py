@@ -26,13 +26,12 @@ from receiver.store.base import Message
 
 log = logging.getLogger("receiver.delivery")
 
-# A message beyond its destination's share is postponed by the time the destination needs for one share
-# (from how long its attempts take), within these bounds; the n-th share beyond by n times that.
-MIN_POSTPONE_S = 0.01
-POSTPONE_S = 1.0  # also the step for a destination that has not finished an attempt yet
+# Messages beyond a destination's share are postponed in shares, each one step after the one before;
+# a step is between these bounds (see `_Deliverer._step`), and no share is put off more than MAX_POSTPONE_S.
+MIN_POSTPONE_S = 0.002
+POSTPONE_S = 1.0
 MAX_POSTPONE_S = 30.0
-PACE_WEIGHT = 0.2  # of the latest attempt in a destination's running mean attempt time
-MAX_PACED_HOSTS = 4096  # destinations whose attempt times are remembered; forgotten all at once beyond
+MAX_BACKLOGS = 4096  # destinations whose postponed shares are tracked; those all due are dropped beyond
 LEASE_MARGIN_S = 10.0
 MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
 
@@ -94,6 +93,14 @@ class _Host:
     started: dict[int, float] = field(default_factory=dict)  # seq → time.monotonic() its attempt began
 
 
+@dataclass
+class _Backlog:
+    """A destination's postponed messages: the last share queued, due at `due`, holds `size` of them."""
+
+    due: float
+    size: int = 0
+
+
 class _Deliverer:
     """Holds the claimed messages of one worker; each is sent by its own task under two bounds.
 
@@ -113,7 +120,7 @@ class _Deliverer:
         self.lease_s = self.timeout * (self.limits.per_host_held // self.limits.per_host_concurrency + 1) + LEASE_MARGIN_S
         self.held: dict[int, asyncio.Task[None]] = {}
         self.hosts: dict[str, _Host] = {}
-        self.pace: dict[str, float] = {}  # destination → running mean seconds per attempt
+        self.backlogs: dict[str, _Backlog] = {}
         self.slots = asyncio.Semaphore(self.limits.max_concurrency)
         self.freed = asyncio.Event()
 
@@ -126,6 +133,7 @@ class _Deliverer:
                 self.freed.clear()
                 try:
                     if await self._claim_and_dispatch():
+                        await asyncio.sleep(0)  # the store answers without yielding: let the sends run
                         continue  # a full batch: more may be due
                     wait = await self._seconds_until_due()
                 except Exception:
@@ -164,28 +172,33 @@ class _Deliverer:
         return len(messages) >= room
 
     async def _postpone(self, beyond: dict[str, list[int]]) -> None:
-        """Hand back what exceeds a destination's share: the n-th share beyond it is due after n steps."""
+        """Hand back what exceeds a destination's share, queued behind what it already has postponed: in
+        shares of `per_host_held`, each due one step (see `_step`) after the one before."""
         now = self.clock()
+        if len(self.backlogs) > MAX_BACKLOGS:
+            self.backlogs = {host: b for host, b in self.backlogs.items() if b.due >= now}
         due: dict[float, list[int]] = {}
         for url_host, seqs in beyond.items():
             step = self._step(url_host)
-            for i, seq in enumerate(seqs):
-                until = now + min(MAX_POSTPONE_S, step * (i // self.limits.per_host_held + 1))
-                due.setdefault(until, []).append(seq)
-        for until, seqs in due.items():
-            await self.runtime.store.postpone_messages(seqs, until=until)
+            backlog = self.backlogs.get(url_host)
+            if backlog is None or backlog.due < now:  # all it had postponed is due: start a new queue
+                backlog = self.backlogs[url_host] = _Backlog(now + step)
+            for seq in seqs:
+                if backlog.size >= self.limits.per_host_held and backlog.due < now + MAX_POSTPONE_S:
+                    backlog.due, backlog.size = backlog.due + step, 0
+                backlog.size += 1
+                due.setdefault(backlog.due, []).append(seq)
+        for until, group in due.items():
+            await self.runtime.store.postpone_messages(group, until=until)
 
     def _step(self, url_host: str) -> float:
-        """Seconds the destination needs for one share of messages, going by its recent attempts; an
-        attempt running longer than that mean (a destination that stopped answering) counts as it is."""
-        mean = self.pace.get(url_host)
-        if mean is None:
-            return POSTPONE_S
+        """How far apart a destination's postponed shares are due: as long as its oldest attempt under way
+        has taken so far, within bounds. A destination that answers gets its next share almost at once
+        (one that comes due before there is room is queued again, at the back); one that stopped answering
+        is looked at about once a second."""
         host = self.hosts.get(url_host)
-        if host is not None and host.started:
-            mean = max(mean, time.monotonic() - min(host.started.values()))
-        share = mean * self.limits.per_host_held / self.limits.per_host_concurrency
-        return min(POSTPONE_S, max(MIN_POSTPONE_S, share))
+        running = time.monotonic() - min(host.started.values()) if host is not None and host.started else 0.0
+        return min(POSTPONE_S, max(MIN_POSTPONE_S, running))
 
     async def _seconds_until_due(self) -> float | None:
         if len(self.held) >= self.limits.max_held:
@@ -195,22 +208,17 @@ class _Deliverer:
             return MAX_IDLE_S
         return min(MAX_IDLE_S, max(0.0, due - self.clock()))
 
-    async def _attempt(self, message: Message, url_host: str, host: _Host) -> AttemptResult:
+    async def _attempt(self, message: Message, host: _Host) -> AttemptResult:
         async with host.slots, self.slots:
-            started = host.started[message.seq] = time.monotonic()
+            host.started[message.seq] = time.monotonic()
             try:
                 return await send(self.session, self.webhook, message, timeout=self.timeout)
             finally:
                 del host.started[message.seq]
-                if len(self.pace) >= MAX_PACED_HOSTS and url_host not in self.pace:
-                    self.pace.clear()
-                took = time.monotonic() - started
-                mean = self.pace.get(url_host)
-                self.pace[url_host] = took if mean is None else mean + PACE_WEIGHT * (took - mean)
 
     async def _deliver(self, message: Message, url_host: str, host: _Host) -> None:
         try:
-            result = await self._attempt(message, url_host, host)
+            result = await self._attempt(message, host)
             decision = decide(
                 status_code=result.status_code, attempts_made=message.attempts + 1,
                 schedule=self.runtime.settings.retry_schedule, retry_after=result.retry_after,
