@@ -44,11 +44,11 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    log_config = logs.configure(fmt=settings.log_format, level=settings.log_level)
+    log_config = logs.configure(fmt=settings.log_format, level=settings.log_level, access_log=settings.access_log)
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
-        timeout_graceful_shutdown=5, server_header=False,
+        timeout_graceful_shutdown=5, server_header=False, access_log=settings.access_log != "off",
     )
     _Server(config, app).run()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     lumenfall_timeout_s: float = Field(default=180.0, gt=0)
     log_format: str = "text"
     log_level: str = "INFO"
+    # Not in the contract: uvicorn's access lines (see receiver.logs.AccessLines).
+    access_log: Literal["all", "webhook-errors", "errors", "off"] = "webhook-errors"
 
     oxen_api_key: SecretStr | None = None
     runware_api_key: SecretStr | None = None
