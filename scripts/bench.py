@@ -1,7 +1,7 @@
 """Benchmarks of the receiver on this machine; prints a table (and writes it as markdown with --markdown).
 
     .venv/bin/python scripts/bench.py            # the full run, a few minutes
-    .venv/bin/python scripts/bench.py --quick    # a short run, under a minute
+    .venv/bin/python scripts/bench.py --quick    # a short run, under two minutes
     .venv/bin/python scripts/bench.py --only ingest,e2e --markdown /tmp/bench.md
 
 1. ingest: `POST /webhooks/pixazo` (unique ids, each durable before its 2xx) against a bare Starlette
@@ -37,6 +37,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import benchclient  # noqa: E402
 import benchlib as bl  # noqa: E402
 
 INSTALL_WRK = ("wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
@@ -445,11 +446,11 @@ def bench_logging(plan: Plan) -> list[Row]:
 
 async def _clients(plan: Plan) -> dict[str, list[dict[str, float]]]:
     sink = await bl.CallbackSink().start()
-    figures: dict[str, list[dict[str, float]]] = {kind: [] for kind in bl.CALLBACK_CLIENTS}
+    figures: dict[str, list[dict[str, float]]] = {kind: [] for kind in benchclient.CALLBACK_CLIENTS}
     try:
         for number in range(1, plan.client_rounds + 1):
-            for kind in bl.CALLBACK_CLIENTS:
-                figures[kind].append(await bl.callback_client_cpu(kind, sink.url, count=plan.client_posts))
+            for kind in benchclient.CALLBACK_CLIENTS:
+                figures[kind].append(await benchclient.callback_client_cpu(kind, sink.url, count=plan.client_posts))
             log(f"round {number}: " + ", ".join(f"{k} {v[-1]['cpu_us_per_post']:.0f} µs" for k, v in figures.items()))
     finally:
         await sink.close()
@@ -490,7 +491,7 @@ def render(rows: list[Row], info: dict[str, str], command: str, seconds: float) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short runs, under a minute")
+    parser.add_argument("--quick", action="store_true", help="short runs, under two minutes")
     parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown to this file")
     parser.add_argument("--generator", choices=("auto", "wrk", "built-in"), default="auto",
