@@ -161,3 +161,17 @@ async def test_long_poll_sees_the_job_succeeded_before_its_mirror(tmp_path: Path
         assert job["outputs"][0]["mirror_error"] is None and callback.requests == []
         await callback_for(callback, job_id)
         assert API_TOKEN  # the API needs its token as ever
+
+
+async def test_a_local_directory_with_postgresql_warns_at_start(
+    tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from receiver.app import open_runtime
+    from tests.support import make_settings
+
+    settings = make_settings(tmp_path, database_url=postgres_url, media_url=str(tmp_path / "media"))
+    with caplog.at_level("WARNING", logger="receiver.media"):
+        runtime = await open_runtime(settings)
+        await runtime.close()
+    assert any("other replicas cannot serve these files" in r.getMessage() for r in caplog.records)
+    assert runtime.media is not None and runtime.store.mirroring

@@ -238,3 +238,16 @@ async def test_registration_of_a_job_awaiting_its_mirror_calls_back_once(open_st
     await store.finish_mirror_task(task, MirrorResult(error="refused"))
     messages = await store.claim_due_messages(limit=10, lease_s=30)
     assert [m.url for m in messages] == ["http://127.0.0.1:9/mine"] and messages[0].job_id == result.job_ids[0]
+
+
+async def test_replicas_claim_disjoint_mirror_tasks(open_stores: Opener) -> None:
+    import asyncio
+
+    first = await open_stores(mirroring=True)
+    second = await open_stores(mirroring=True)
+    await first.apply(receipt(), [done("m6", *[f"https://a/6-{i}.jpg" for i in range(12)])])
+    a, b = await asyncio.gather(first.claim_mirror_tasks(limit=8, lease_s=60),
+                                second.claim_mirror_tasks(limit=8, lease_s=60))
+    claimed = [t.index for t in a] + [t.index for t in b]
+    assert sorted(claimed) == list(range(12))  # each output once, by one replica
+    assert await second.claim_mirror_tasks(limit=8, lease_s=60) == []
