@@ -64,8 +64,7 @@ def workers_for(settings: Settings) -> list[Worker]:
     workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls]
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_leader)
-    if media_target(settings).enabled:
-        workers.append(run_mirror)
+    workers.append(run_mirror)  # with mirroring off it only settles tasks queued while it was on
     return workers
 
 

@@ -97,6 +97,17 @@ class MediaObjects:
     async def presigned(self, sha256: str) -> str:
         return await obstore.sign_async(self._store, "GET", self.key(sha256), timedelta(seconds=PRESIGN_S))
 
+    async def forget_incoming(self, *, older_than: float) -> int:
+        """Delete uploads left half-way (a process killed mid-copy) last written before `older_than` (epoch s)."""
+        stale: list[str] = []
+        async for batch in obstore.list(self._store, "incoming/", chunk_size=200):
+            stale.extend(meta["path"] for meta in batch if meta["last_modified"].timestamp() < older_than)
+            if len(stale) >= 1000:
+                break
+        for path in stale:
+            await self._forget(path)
+        return len(stale)
+
     async def delete(self, sha256: str) -> None:
         try:
             await obstore.delete_async(self._store, self.key(sha256))

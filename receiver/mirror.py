@@ -43,6 +43,7 @@ class MirrorTuning:
 
 DEFAULT_TUNING = MirrorTuning()
 DATA_CHUNK = 64 * 1024
+INCOMING_TTL_S = 3600.0  # an upload unfinished for this long was cut short by a crash
 
 
 async def _pieces(data: bytes) -> AsyncIterator[bytes]:
@@ -54,7 +55,7 @@ async def copy_output(fetcher: Fetcher, media: Media, url: str, hint: str | None
     """Fetch one output and store it; raises MirrorFailure."""
     if url[:5].lower() == "data:":
         parsed = parse_data_uri(url, max_bytes=fetcher.limits.max_bytes)
-        content_type = check_content_type(parsed.media_type, hint)
+        content_type = check_content_type(parsed.media_type or "text/plain", hint)  # RFC 2397's default
         stored = await media.objects.put(_pieces(parsed.data), content_type=content_type)
     else:
         async with fetcher.get(url, hint=hint) as body:
@@ -107,6 +108,7 @@ async def run_mirror(runtime: Runtime) -> None:
     """Claim and run mirror tasks, `concurrency` at a time, until the app stops."""
     media = runtime.media
     if media is None:
+        await settle_when_off(runtime)
         return
     tuning = DEFAULT_TUNING
     fetcher = await Fetcher(FetchLimits(max_bytes=runtime.settings.media_max_bytes,
@@ -142,6 +144,20 @@ async def run_mirror(runtime: Runtime) -> None:
         await fetcher.close()
 
 
+async def settle_when_off(runtime: Runtime) -> None:
+    """Mirroring was turned off with tasks still queued: finish them, so their jobs' callbacks go out."""
+    while not runtime.stopping.is_set():
+        try:
+            tasks = await runtime.store.claim_mirror_tasks(limit=100, lease_s=60)
+            for task in tasks:
+                await runtime.store.finish_mirror_task(task, MirrorResult(error="mirroring is off (RECEIVER_MEDIA_URL)"))
+        except StoreError as exc:
+            log.warning("could not settle mirror tasks: %s", exc)
+            return
+        if len(tasks) < 100:
+            return
+
+
 async def _guarded(runtime: Runtime, media: Media, fetcher: Fetcher, task: MirrorTask, tuning: MirrorTuning) -> None:
     try:
         await mirror_one(runtime, media, fetcher, task, tuning)
@@ -150,16 +166,20 @@ async def _guarded(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mirro
 
 
 async def run_sweeps(runtime: Runtime, media: Media, tuning: MirrorTuning) -> None:
-    """Delete objects past the retention (RECEIVER_MEDIA_RETENTION_DAYS; 0 keeps them)."""
+    """Delete objects past the retention (RECEIVER_MEDIA_RETENTION_DAYS; 0 keeps them), and uploads a
+    killed process left half-way."""
     retention_s = runtime.settings.media_retention_days * 86400
-    if retention_s <= 0:
-        return
-    every = min(tuning.sweep_every_s, max(0.1, retention_s / 4))
+    every = min(tuning.sweep_every_s, max(0.1, retention_s / 4)) if retention_s > 0 else tuning.sweep_every_s
     while not runtime.stopping.is_set():
+        now = runtime.store.clock()
         try:
-            await sweep(runtime, media, before=runtime.store.clock() - retention_s)
+            if retention_s > 0:
+                await sweep(runtime, media, before=now - retention_s)
+            await media.objects.forget_incoming(older_than=now - INCOMING_TTL_S)
         except StoreError as exc:
             log.warning("media sweep failed: %s", exc)
+        except Exception as exc:  # the media store is away: the next sweep tries again
+            log.warning("media sweep failed: %s", type(exc).__name__)
         await wait_for(runtime.stopping, every)
 
 

@@ -175,3 +175,33 @@ async def test_a_local_directory_with_postgresql_warns_at_start(
         await runtime.close()
     assert any("other replicas cannot serve these files" in r.getMessage() for r in caplog.records)
     assert runtime.media is not None and runtime.store.mirroring
+
+
+async def test_tasks_queued_while_mirroring_was_on_settle_when_it_is_off(tmp_path: Path) -> None:
+    from receiver.models import Completion, JobStatus, Output, Receipt
+    from receiver.store import open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 'receiver.db'}", mirroring=True)
+    result = await store.apply(Receipt("pixazo", "webhook", b"{}"),
+                               [Completion("pixazo", "px-was-on", JobStatus.SUCCEEDED, (Output("https://x.test/a.png"),))])
+    await store.close()
+    async with callback_server() as callback, mirroring_receiver(tmp_path, callback, media_url="off"):
+        output = (await callback_for(callback, result.job_ids[0]))["data"]["outputs"][0]
+        assert output["mirror_error"] == "mirroring is off (RECEIVER_MEDIA_URL)" and output["stored_url"] is None
+
+
+async def test_uploads_cut_short_are_cleaned_up(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from receiver.media_objects import MediaObjects
+    from receiver.media_target import parse_media_url
+
+    objects = MediaObjects(parse_media_url(str(tmp_path / "m")))
+    (tmp_path / "m" / "incoming").mkdir()
+    stale, fresh = tmp_path / "m" / "incoming" / "stale", tmp_path / "m" / "incoming" / "fresh"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert await objects.forget_incoming(older_than=time.time() - 3600) == 1
+    assert not stale.exists() and fresh.exists()
