@@ -41,7 +41,7 @@ class MediaObjects:
             self._chunk = 1024 * 1024  # no minimum part size on disk: keep what is held in memory small
         elif target.kind == "s3":
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-            client = {"allow_http": True} if endpoint.startswith("http://") else None
+            client: Any = {"allow_http": True} if endpoint.startswith("http://") else None  # a ClientConfig
             self._store = S3Store(target.bucket, prefix=target.prefix or None, client_options=client)
             self._chunk = 5 * 1024 * 1024  # S3's minimum part size
         else:

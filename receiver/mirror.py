@@ -11,6 +11,7 @@ A sweep deletes objects older than the retention and marks them gone (their URLs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
     store = runtime.store
     job = await store.get_job(task.job_id)
     hint = job.outputs[task.index].media_type if job is not None and task.index < len(job.outputs) else None
+    result: MirrorResult | None
     try:
         async with asyncio.timeout(tuning.attempt_timeout_s):
             result = await copy_output(fetcher, media, task.url, hint)
@@ -77,7 +79,9 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
     except TimeoutError:
         result = await _failed(runtime, task, tuning, MirrorFailure(
             f"the transfer took longer than {tuning.attempt_timeout_s:g} s", transient=True))
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # shutting down: hand the task back for the next start or another replica
+        with contextlib.suppress(StoreError):
+            await runtime.store.retry_mirror_task(task, next_attempt_at=runtime.store.clock(), error="interrupted")
         raise
     except Exception as exc:  # the media store failed (disk full, S3 away): worth another try
         log.warning("mirror of %s output %d: media store error: %s", task.job_id, task.index, type(exc).__name__)
@@ -134,12 +138,14 @@ async def run_mirror(runtime: Runtime) -> None:
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)  # full: go on when a slot frees
                 continue
             waiter = asyncio.create_task(wait_for(wake, tuning.poll_s))
-            await asyncio.wait({waiter, *running}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                await asyncio.wait({waiter, *running}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
     finally:
         sweeper.cancel()
-        for task in running:
-            task.cancel()
+        for worker in running:
+            worker.cancel()
         await asyncio.gather(sweeper, *running, return_exceptions=True)
         await fetcher.close()
 
