@@ -87,8 +87,11 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
         log.warning("mirror of %s output %d: media store error: %s", task.job_id, task.index, type(exc).__name__)
         result = await _failed(runtime, task, tuning, MirrorFailure(
             f"the media store failed ({type(exc).__name__})", transient=True))
-    if result is not None:
-        await store.finish_mirror_task(task, result)
+    if result is None:
+        runtime.metrics.mirrors.labels("retry").inc()
+        return
+    await store.finish_mirror_task(task, result)
+    runtime.metrics.mirrors.labels("stored" if result.error is None else "gave_up").inc()
 
 
 async def _failed(runtime: Runtime, task: MirrorTask, tuning: MirrorTuning, failure: MirrorFailure) -> MirrorResult | None:

@@ -64,6 +64,8 @@ async def test_outputs_are_mirrored_before_the_callback_and_served(tmp_path: Pat
                         assert json.loads(line[5:])["outputs"] == outputs
                         break
         assert len(callback.requests) == 1  # one callback, sent once mirrored
+        metrics = (await get(f"{server.base_url}/metrics")).text
+        assert 'receiver_media_mirrors_total{outcome="stored"} 2.0' in metrics
         files = list((tmp_path / "media" / "objects").iterdir())
         assert sorted(f.name for f in files) == sorted(o["sha256"] for o in outputs)
 
