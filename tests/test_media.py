@@ -207,3 +207,23 @@ async def test_uploads_cut_short_are_cleaned_up(tmp_path: Path) -> None:
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     assert await objects.forget_incoming(older_than=time.time() - 3600) == 1
     assert not stale.exists() and fresh.exists()
+
+
+async def test_two_postgresql_replicas_mirror_each_output_once_and_both_serve_it(
+    tmp_path: Path, postgres_url: str, fast_mirror: None,
+) -> None:
+    import contextlib
+
+    shared = {"database_url": postgres_url, "media_url": str(tmp_path / "shared-media")}
+    async with media_origin() as origin, callback_server() as callback, contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(mirroring_receiver(tmp_path / "a", callback, **shared))
+        second = await stack.enter_async_context(mirroring_receiver(tmp_path / "b", callback, **shared))
+        urls = [origin.url(f"/img/{1000 + i}-r") for i in range(8)]
+        job_id = await deliver(first, "px-replicas", *urls)
+        outputs = (await callback_for(callback, job_id))["data"]["outputs"]
+        assert all(o["stored_url"] for o in outputs) and len(callback.requests) == 1
+        assert all(origin.hits[u.removeprefix(f"http://127.0.0.1:{origin.port}")] == 1 for u in urls)  # once each
+        for output in outputs:
+            path = output["stored_url"].removeprefix(first.base_url)
+            on_second = await get(f"{second.base_url}{path}")  # the same key and files on every replica
+            assert on_second.status_code == 200 and len(on_second.content) == output["bytes"]
