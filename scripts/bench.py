@@ -20,6 +20,8 @@
    median ratio of ingest throughput.
 7. client: CPU per callback POST of httpx and of aiohttp, each in a process of its own, alternated,
    against the same lean local sink.
+8. media: webhook → callback p50/p99 with mirroring on (a local origin serving 200 KB images) next to
+   mirroring off, at a fixed open-loop rate; then mirrored images per second in a burst (bench_media.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_media  # noqa: E402
 import benchclient  # noqa: E402
 import benchlib as bl  # noqa: E402
 
@@ -79,6 +82,9 @@ class Plan:
     logging_seconds: float = 5.0
     client_rounds: int = 3
     client_posts: int = 5000
+    media_rate: float = 50.0
+    media_seconds: float = 10.0
+    media_burst: int = 1000
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="receiver-bench-")))
 
     @classmethod
@@ -88,7 +94,8 @@ class Plan:
         return cls(quick, generator, ingest_rounds=2, ingest_seconds=3.0, warmup_seconds=1.0, e2e_seconds=4.0,
                    step_seconds=2.0, step_rates=(300, 400, 600), stream_events=5_000, stream_runs=1,
                    growth_sizes=(0, 100_000), growth_rounds=2, growth_seconds=2.0, drain_rounds=2,
-                   drain_seconds=3.0, logging_rounds=3, logging_seconds=3.0, client_rounds=2, client_posts=2000)
+                   drain_seconds=3.0, logging_rounds=3, logging_seconds=3.0, client_rounds=2, client_posts=2000,
+                   media_seconds=4.0, media_burst=300)
 
 
 def verdict(ok: bool) -> str:
@@ -468,11 +475,28 @@ def bench_client(plan: Plan) -> list[Row]:
     ]
 
 
+# -- 8. media mirroring --------------------------------------------------------------------------------------
+
+
+def bench_media_mirror(plan: Plan) -> list[Row]:
+    off, on = asyncio.run(bench_media.compare(plan.workdir, rate=plan.media_rate, seconds=plan.media_seconds,
+                                              burst=plan.media_burst))
+    rows = []
+    for run in (off, on):
+        rows.append(Row("media", f"webhook → callback at {plan.media_rate:.0f} req/s, mirroring {run.label}, "
+                                 f"p50 / p99 ({run.sent} webhooks, 200 KB images)",
+                        f"{run.p50_ms:.1f} / {run.p99_ms:.1f} ms", "",
+                        check(run.delivered == run.sent)))
+    rows.append(Row("media", f"mirrored images per second (a burst of {on.burst:,}, 200 KB each, to callback)",
+                    f"{on.per_second:,.0f}/s", "", check(on.burst == plan.media_burst)))
+    return rows
+
+
 # -- the table --------------------------------------------------------------------------------------------
 
 BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
     "ingest": bench_ingest, "e2e": bench_e2e, "stream": bench_stream, "growth": bench_growth,
-    "drain": bench_drain, "logging": bench_logging, "client": bench_client,
+    "drain": bench_drain, "logging": bench_logging, "client": bench_client, "media": bench_media_mirror,
 }
 
 
