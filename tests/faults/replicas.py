@@ -62,11 +62,11 @@ async def replicas_under_faults(
         finally:
             await asyncio.gather(*(asyncio.to_thread(d.stop) for d in daemons))
             fake.close()
-    errors = collections.Counter()
+    errors: collections.Counter[str] = collections.Counter()
     for daemon in daemons:
         records, _ = log_records(daemon.log_path)
-        errors.update(str(r.get("message", ""))[:60] for r in records if r.get("level") in ("ERROR", "CRITICAL"))
-    report.figures["ERROR log records (all replicas), by message"] = dict(errors.most_common(5)) or 0
+        errors.update(_error_kind(r) for r in records if r.get("level") in ("ERROR", "CRITICAL"))
+    report.figures["ERROR log records (all replicas), by logger: exception"] = dict(errors.most_common(6)) or 0
     report.elapsed_s = time.monotonic() - started
     return report
 
@@ -204,6 +204,13 @@ async def _failover(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxe
     report.check(successor is not None, f"no other replica took the Oxen stream within {LEADER_TIMEOUT_S} s")
     await asyncio.to_thread(daemons[leader].start)
     return took
+
+
+def _error_kind(record: dict[str, Any]) -> str:
+    """`logger: ExceptionType` of an ERROR record (its message carries ids; the type is what repeats)."""
+    lines = str(record.get("exc_info") or "").strip().splitlines()
+    kind = lines[-1].partition(":")[0].rpartition(".")[2] if lines else str(record.get("message", ""))[:40]
+    return f"{record.get('logger')}: {kind}"
 
 
 def _true_when(predicate: Any) -> Any:
