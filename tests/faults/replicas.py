@@ -91,6 +91,8 @@ async def _run(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxen, si
     chaos: dict[str, Any] = {"kills": 0, "leader kills": 0, "restart to healthy, s": []}
     load.start()
     firing = asyncio.create_task(_fire(fake, generations[len(held_back):], duration_s * 0.9, expected, rand))
+    most_streams = [fake.live_streams]
+    sampler = asyncio.create_task(_sample_streams(fake, most_streams))
     try:
         await _chaos(daemons, load, rand, chaos, duration_s=duration_s, kills=kills, down_s=down_s,
                      restart_postgres=restart_postgres)
@@ -99,9 +101,13 @@ async def _run(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxen, si
         await load.stop()
         firing.cancel()
     failover_s: list[float] = []
-    for number in range(failovers):
-        batch = held_back[number::failovers]
-        failover_s.append(await _failover(report, daemons, fake, batch, expected, rand))
+    try:
+        for number in range(failovers):
+            batch = held_back[number::failovers]
+            failover_s.append(await _failover(report, daemons, fake, batch, expected, rand))
+    finally:
+        sampler.cancel()
+    report.check(most_streams[0] <= 1, f"{most_streams[0]} Oxen streams open at once: two replicas consumed it")
 
     async with api_client(daemons[0].base_url) as api:
         async def settled() -> bool:
@@ -142,7 +148,7 @@ async def _run(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxen, si
         "  fired while no replica held the stream (lost by Oxen)": len(fake.lost),
         "  applied from the stream / by a catch-up poll": (f"{by_source[('stream', 'applied')]} / "
                                                           f"{by_source[('poll', 'applied')]}"),
-        "Oxen streams opened": fake.connections,
+        "Oxen streams opened / most open at once (sampled every 10 ms)": f"{fake.connections} / {most_streams[0]}",
         "leader failover (kill → another connected), s": ", ".join(f"{s:.1f}" for s in failover_s) or "-",
         **report.figures,
         "after the failover(s): until every job finished and called back, s": round(settle_took, 1),
@@ -204,6 +210,13 @@ async def _failover(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxe
     report.check(successor is not None, f"no other replica took the Oxen stream within {LEADER_TIMEOUT_S} s")
     await asyncio.to_thread(daemons[leader].start)
     return took
+
+
+async def _sample_streams(fake: FakeOxen, most: list[int]) -> None:
+    """Keep the largest number of streams seen open at Oxen at once in `most[0]`."""
+    while True:
+        most[0] = max(most[0], fake.live_streams)
+        await asyncio.sleep(0.01)
 
 
 def _error_kind(record: dict[str, Any]) -> str:
