@@ -477,6 +477,8 @@ def bench_client(plan: Plan) -> list[Row]:
 
 
 def bench_pg_ingest(plan: Plan) -> list[Row]:
+    if (problem := benchpg.unavailable()) is not None:
+        return [Row("pg-ingest", f"skipped: {problem}", "")]
     db = plan.workdir / "pg-ingest.db"
     urls = {"pg-1": benchpg.create_database("one"), "pg-2": benchpg.create_database("two")}
 
@@ -586,6 +588,8 @@ async def _pg_e2e(plan: Plan, url: str) -> tuple[dict[str, list[Step]], int, dic
 
 
 def bench_pg_e2e(plan: Plan) -> list[Row]:
+    if (problem := benchpg.unavailable()) is not None:
+        return [Row("pg-e2e", f"skipped: {problem}", "")]
     url = benchpg.create_database("e2e")
     try:
         steps, duplicates, memory = asyncio.run(_pg_e2e(plan, url))

@@ -29,6 +29,15 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+def unavailable() -> str | None:
+    """None when the PostgreSQL server answers, else why not."""
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except Exception as exc:  # any reason at all: no server to measure
+        return f"no PostgreSQL at {ADMIN_URL.rsplit('@', 1)[-1]} ({type(exc).__name__})"
+    return None
+
+
 def create_database(tag: str) -> str:
     """A new empty database; its URL."""
     name = f"receiver_bench_{tag}_{uuid.uuid4().hex[:8]}"

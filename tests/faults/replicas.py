@@ -25,8 +25,8 @@ from tests.fakes.callback import CallbackServer, callback_server
 from tests.fakes.oxen import API_KEY, FakeOxen
 from tests.faults import pgctl
 from tests.faults.common import ReceiverDaemon, Report, all_pages, api_client, eventually, log_records, retry_schedule
-from tests.faults.crash import _callbacks_by_job
-from tests.faults.oxen_drops import _fire
+from tests.faults.crash import callbacks_by_job
+from tests.faults.oxen_drops import fire_completions
 from tests.faults.spread import SpreadLoad, all_ready, post_anywhere, stream_states, wait_leader
 from tests.support import process_env, postgres_database, serve_app
 
@@ -90,7 +90,7 @@ async def _run(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxen, si
     load = SpreadLoad(daemons, senders, f"repl{rand.randrange(10**6)}", rand, duplicate_share)
     chaos: dict[str, Any] = {"kills": 0, "leader kills": 0, "restart to healthy, s": []}
     load.start()
-    firing = asyncio.create_task(_fire(fake, generations[len(held_back):], duration_s * 0.9, expected, rand))
+    firing = asyncio.create_task(fire_completions(fake, generations[len(held_back):], duration_s * 0.9, expected, rand))
     most_streams = [fake.live_streams]
     sampler = asyncio.create_task(_sample_streams(fake, most_streams))
     try:
@@ -259,7 +259,7 @@ def _verify(report: Report, load: SpreadLoad, jobs: dict[tuple[str, str], dict[s
     report.check(set(oxen) == set(oxen_job_ids), f"{len(oxen)} Oxen jobs in the store for {len(oxen_job_ids)} registered")
     wrong = [g for g, status in expected.items() if g not in oxen or oxen[g]["status"] != status]
     report.check(not wrong, f"{len(wrong)} Oxen completion(s) missed or misapplied, e.g. {wrong[:3]}")
-    by_job = _callbacks_by_job(sink, report)  # provider job id → webhook-ids (signatures checked)
+    by_job = callbacks_by_job(sink, report)  # provider job id → webhook-ids (signatures checked)
     never = [k for k in jobs if k[1] not in by_job]
     report.check(not never, f"{len(never)} job(s) never called back, e.g. {never[:3]}")
     second_ids = {pid: ids for pid, ids in by_job.items() if len(set(ids)) > 1}
