@@ -12,12 +12,15 @@ import standardwebhooks
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
 import httpx
 
 from receiver import api, events, generations, logs, ops, webhooks
-from receiver.http import client_gone, internal_error
+from receiver.auth import BearerAuth, body_too_large, invalid_request
+from receiver.http import BodyTooLarge, client_gone, internal_error
+from receiver.validation import Invalid
 from receiver.delivery import run_delivery
 from receiver.delivery_limits import DeliveryLimits
 from receiver.generations import fail_orphaned_lumenfall_calls
@@ -100,20 +103,34 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     )
 
 
+def api_routes() -> list[Route]:
+    """The `/v1` routes (mounted behind `BearerAuth`)."""
+    return [
+        Route("/jobs", api.register_job, methods=["POST"]),
+        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/generations", generations.create_generation, methods=["POST"]),
+        Route("/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/jobs/{job_id}/deliveries", api.list_deliveries, methods=["GET"]),
+        Route("/jobs/{job_id}/redeliver", api.redeliver, methods=["POST"]),
+        Route("/receipts", api.list_receipts, methods=["GET"]),
+        Route("/events", events.stream_events, methods=["GET"]),
+    ]
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
                delivery_limits: DeliveryLimits | None = None) -> Starlette:
     """The app; `delivery_limits` bound the callback worker (defaults: `DeliveryLimits()`)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
         runtime = await open_runtime(settings, clock=clock, delivery_limits=delivery_limits)
-        app.state.runtime = runtime
+        app.state.runtime = runtime  # for `serve`'s signal handler and the tests; routes use request.state
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
         log.info("receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url))
         try:
-            yield
+            yield {"runtime": runtime}
         finally:
             runtime.stopping.set()
             runtime.notifier.publish(EVENTS)
@@ -127,14 +144,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),
         Route("/webhooks/{provider}", webhooks.receive_webhook, methods=["POST"]),
-        Route("/v1/jobs", api.register_job, methods=["POST"]),
-        Route("/v1/jobs", api.list_jobs, methods=["GET"]),
-        Route("/v1/generations", generations.create_generation, methods=["POST"]),
-        Route("/v1/jobs/{job_id}", api.get_job, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/deliveries", api.list_deliveries, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/redeliver", api.redeliver, methods=["POST"]),
-        Route("/v1/receipts", api.list_receipts, methods=["GET"]),
-        Route("/v1/events", events.stream_events, methods=["GET"]),
+        Mount("/v1", routes=api_routes(), middleware=[Middleware(BearerAuth)]),
     ]
-    handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Exception: internal_error}
+    handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Invalid: invalid_request,
+                BodyTooLarge: body_too_large, Exception: internal_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

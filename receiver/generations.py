@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver.api import authed
 from receiver.errors import InvalidPayload, ProviderError, StoreError
 from receiver.http import error, read_body
 from receiver import logs
@@ -85,9 +84,8 @@ class Generate(BaseModel):
         return check_callback_url(value)
 
 
-@authed
 async def create_generation(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     settings = runtime.settings
     spec = parse_body(Generate, await read_body(request, settings.max_body_bytes))
     provider = spec.provider
