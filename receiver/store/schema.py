@@ -209,3 +209,27 @@ POSTGRES_MIGRATIONS: list[str] = [
     )
     """,
 ]
+
+# v0.2 jobs API: Idempotency-Key claims of `POST /v1/generations`, and redeliveries by completion time.
+MIGRATIONS.append(
+    """
+    CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        job_ids TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs (completed_at)
+    """
+)
+POSTGRES_MIGRATIONS.append(
+    """
+    CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        job_ids TEXT,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs (completed_at)
+    """
+)
