@@ -55,11 +55,12 @@ async def _wait_until_terminal(runtime: Runtime, job: Job, wait: float) -> Job:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     step = runtime.store.backstop_s or wait
-    while not job.status.terminal and not runtime.stopping.is_set():
+    while not job.status.terminal:
         left = deadline - loop.time()
-        if left <= 0:
-            break
         woken = runtime.notifier.event(job_key(job.id))
+        # After taking the wake-up: shutdown sets `stopping` before it wakes every waiter.
+        if left <= 0 or runtime.stopping.is_set():
+            break
         job = await runtime.store.get_job(job.id) or job
         if job.status.terminal:
             break
@@ -90,22 +91,6 @@ async def list_deliveries(request: Request) -> Response:
         return error(404, "not_found", f"no job {job_id!r}")
     attempts = await runtime.store.list_deliveries(job_id)
     return JSONResponse({"deliveries": [a.to_json() for a in attempts]})
-
-
-async def redeliver(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
-    job_id = request.path_params["job_id"]
-    job = await runtime.store.get_job(job_id)
-    if job is None:
-        return error(404, "not_found", f"no job {job_id!r}")
-    if not job.status.terminal:
-        return error(409, "not_terminal", "the job has no result to send yet")
-    if not (job.callback_url or runtime.settings.default_callback_url):
-        return error(409, "no_callback_url", "the job has no callback_url and RECEIVER_DEFAULT_CALLBACK_URL is not set")
-    message = await runtime.store.redeliver(job_id)
-    if message is None:
-        return error(409, "not_redeliverable", "the job cannot be redelivered")
-    return JSONResponse({"message_id": message.id, "url": message.url, "job_id": job_id}, status_code=202)
 
 
 async def list_receipts(request: Request) -> Response:

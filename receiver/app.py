@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 
 import httpx
 
-from receiver import api, events, generations, logs, ops, webhooks
+from receiver import api, events, generations, job_actions, logs, ops, webhooks
 from receiver.auth import BearerAuth, body_too_large, invalid_request
 from receiver.http import BodyTooLarge, client_gone, internal_error
 from receiver.validation import Invalid
@@ -26,10 +26,11 @@ from receiver.delivery_limits import DeliveryLimits
 from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
+from receiver.timeouts import run_job_timeouts
 from receiver.errors import ReceiverError, StoreError, StoreUnavailable
 from receiver.leader import lead
 from receiver.metrics import Metrics
-from receiver.notify import EVENTS, Notifier, wait_for
+from receiver.notify import Notifier, wait_for
 from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
 from receiver.store import Clock, describe_store, open_store
@@ -61,7 +62,8 @@ async def run_heartbeat(runtime: Runtime) -> None:
 
 def workers_for(settings: Settings) -> list[Worker]:
     """The background loops this configuration needs."""
-    workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls]
+    workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls,
+                             run_job_timeouts]
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_leader)
     return workers
@@ -111,7 +113,10 @@ def api_routes() -> list[Route]:
         Route("/generations", generations.create_generation, methods=["POST"]),
         Route("/jobs/{job_id}", api.get_job, methods=["GET"]),
         Route("/jobs/{job_id}/deliveries", api.list_deliveries, methods=["GET"]),
-        Route("/jobs/{job_id}/redeliver", api.redeliver, methods=["POST"]),
+        Route("/jobs/{job_id}", job_actions.patch_job, methods=["PATCH"]),
+        Route("/jobs/{job_id}/cancel", job_actions.cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id}/redeliver", job_actions.redeliver, methods=["POST"]),
+        Route("/redeliveries", job_actions.redeliver_many, methods=["POST"]),
         Route("/receipts", api.list_receipts, methods=["GET"]),
         Route("/events", events.stream_events, methods=["GET"]),
     ]
@@ -129,11 +134,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
         log.info("receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url))
+        if settings.public_url_unreachable:
+            log.warning("RECEIVER_PUBLIC_URL is not set and no tunnel was found: providers cannot reach %s, so "
+                        "POST /v1/generations is refused until it is set", settings.base_public_url)
         try:
             yield {"runtime": runtime}
         finally:
             runtime.stopping.set()
-            runtime.notifier.publish(EVENTS)
+            runtime.notifier.wake_all()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
