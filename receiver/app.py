@@ -12,14 +12,15 @@ import standardwebhooks
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 import httpx
 
-from receiver import api, events, generations, job_actions, logs, ops, webhooks
+from receiver import api, events, generations, job_actions, logs, openapi, ops, webhooks
 from receiver.auth import BearerAuth, body_too_large, invalid_request
-from receiver.http import BodyTooLarge, client_gone, internal_error
+from receiver.http import BodyTooLarge, client_gone, http_error, internal_error
 from receiver.validation import Invalid
 from receiver.delivery import run_delivery
 from receiver.delivery_limits import DeliveryLimits
@@ -151,9 +152,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         Route("/healthz", ops.healthz),
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),
+        Route("/openapi.json", openapi.openapi_json),
         Route("/webhooks/{provider}", webhooks.receive_webhook, methods=["POST"]),
         Mount("/v1", routes=api_routes(), middleware=[Middleware(BearerAuth)]),
     ]
     handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Invalid: invalid_request,
-                BodyTooLarge: body_too_large, Exception: internal_error}
+                BodyTooLarge: body_too_large, HTTPException: http_error, Exception: internal_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

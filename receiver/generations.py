@@ -30,7 +30,7 @@ from receiver.providers._request import BadGeneration, GenerationSpec, ProviderR
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
 from receiver.urls import check_callback_url
-from receiver.validation import invalid, parse_body
+from receiver.validation import URL_SCHEMA, invalid, parse_body
 
 log = logging.getLogger("receiver.generations")
 
@@ -60,7 +60,7 @@ class Generate(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     input_image: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("prompt")

@@ -14,6 +14,9 @@ from receiver.models import ProviderName
 from receiver.urls import check_callback_url
 
 Model = TypeVar("Model", bound=BaseModel)
+# What the OpenAPI document says of URLs and times; the validators below check more than a schema can.
+URL_SCHEMA: dict[str, Any] = {"pattern": r"^https?://[^\s/?#]+", "format": "uri"}
+TIME_SCHEMA: dict[str, Any] = {"format": "date-time"}
 
 
 class RegisterJob(BaseModel):
@@ -21,7 +24,7 @@ class RegisterJob(BaseModel):
 
     provider: ProviderName
     provider_job_id: str = Field(min_length=1, max_length=512)
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
     metadata: dict[str, Any] = Field(default_factory=dict)
     expected_outputs: int | None = Field(default=None, ge=1, le=100)
 
@@ -46,7 +49,7 @@ class PatchJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("callback_url")
@@ -60,7 +63,7 @@ class RedeliverTo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, max_length=2048)
+    url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
 
     @field_validator("url")
     @classmethod
@@ -73,8 +76,8 @@ class Redeliveries(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: str = Field(max_length=64)
-    until: str | None = Field(default=None, max_length=64)
+    since: str = Field(max_length=64, json_schema_extra=TIME_SCHEMA)
+    until: str | None = Field(default=None, max_length=64, json_schema_extra=TIME_SCHEMA)
     provider: ProviderName | None = None
     delivery_status: Literal["none", "pending", "delivered", "failed"] | None = None
 
