@@ -46,13 +46,13 @@ def field_named(reply: httpx.Response, name: str) -> None:
 
 async def test_patch_changes_where_messages_go_and_what_they_carry(tmp_path: Path) -> None:
     async with callback_server() as downstream, serve_app(create_app(make_settings(
-            tmp_path, retry_schedule=(1.0, 1.0, 1.0, 1.0)))) as server, server.api() as api:
+            tmp_path, retry_schedule=(2.0,) * 5))) as server, server.api() as api:
         job = await register(api, "p1", callback_url=DEAD, metadata={"v": 1})
         patched = await api.patch(f"/v1/jobs/{job['id']}", json={"metadata": {"v": 2}})
         assert patched.status_code == 200 and patched.json()["metadata"] == {"v": 2}
         assert patched.json()["callback_url"] == DEAD
         await complete(server, "p1")
-        # Its first attempt fails (nothing listens); the retry, a second later, goes where the job now points.
+        # Its first attempt fails (nothing listens); the retry, seconds later, goes where the job now points.
         await wait_until(lambda: _attempts(api, job["id"]), timeout=10, what="a first attempt")
         moved = await api.patch(f"/v1/jobs/{job['id']}", json={"callback_url": downstream.url("/new")})
         assert moved.status_code == 200 and moved.json()["callback_url"] == downstream.url("/new")

@@ -219,7 +219,8 @@ MIGRATIONS.append(
         job_ids TEXT,
         created_at REAL NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs (completed_at)
+    CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs (completed_at);
+    CREATE INDEX IF NOT EXISTS jobs_pending_by_created ON jobs (created_at) WHERE status = 'pending'
     """
 )
 POSTGRES_MIGRATIONS.append(
@@ -230,6 +231,7 @@ POSTGRES_MIGRATIONS.append(
         job_ids TEXT,
         created_at DOUBLE PRECISION NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs (completed_at)
+    CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs (completed_at);
+    CREATE INDEX IF NOT EXISTS jobs_pending_by_created ON jobs (created_at) WHERE status = 'pending'
     """
 )
