@@ -16,7 +16,7 @@ import pytest
 
 from receiver.app import create_app
 from tests.fakes import runware as rw
-from tests.fakes.callback import Reply, callback_server
+from tests.fakes.callback import callback_server
 from tests.fakes.harness import hook_url, serve_receiver, wait_job, wait_until
 from tests.support import API_TOKEN, ReceiverProcess, RunningServer, make_settings, process_env, serve_app
 
