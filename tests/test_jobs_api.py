@@ -247,7 +247,7 @@ async def test_held_long_poll_is_answered_at_shutdown(tmp_path: Path) -> None:
                                      headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
             job = await register(api, "w1")
             held = asyncio.create_task(api.get(f"/v1/jobs/{job['id']}", params={"wait": 60}))
-            await asyncio.sleep(1.0)  # the request is held by now
+            await asyncio.sleep(2.0)  # the request is held by now
             assert not held.done()
             started = time.monotonic()
             assert proc.proc is not None
@@ -258,3 +258,39 @@ async def test_held_long_poll_is_answered_at_shutdown(tmp_path: Path) -> None:
         assert await asyncio.to_thread(proc.proc.wait, 15) in (0, -signal.SIGTERM)  # uvicorn re-raises it
     finally:
         proc.kill()
+
+
+# -- already in place, checked end to end: filters, unknown parameters, receipts by job ----------------------
+
+
+async def test_job_filters_unknown_parameters_and_receipts_by_job(tmp_path: Path) -> None:
+    async with callback_server() as downstream, serve_app(create_app(make_settings(tmp_path))) as server, \
+            server.api() as api:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+        called = await register(api, "q1", callback_url=downstream.url())
+        quiet = await register(api, "q2")
+        await complete(server, "q1")
+        await wait_until(lambda: downstream.requests, what="the callback")
+        await wait_until(lambda: _status_is(api, called["id"], "delivered"), what="delivered")
+
+        async def ids(**params: str) -> list[str]:
+            reply = await api.get("/v1/jobs", params=params)
+            assert reply.status_code == 200, reply.text
+            return [j["id"] for j in reply.json()["jobs"]]
+
+        assert await ids(delivery_status="delivered") == [called["id"]]
+        assert await ids(delivery_status="none") == [quiet["id"]]
+        assert await ids(provider_job_id="q2") == [quiet["id"]]
+        assert await ids(since=since) == [quiet["id"], called["id"]]
+        assert await ids(until=since) == []
+        field_named(await api.get("/v1/jobs", params={"since": "soon"}), "since")
+        field_named(await api.get("/v1/jobs", params={"stauts": "pending"}), "stauts")
+        field_named(await api.get("/v1/receipts", params={"jobid": called["id"]}), "jobid")
+
+        receipts = (await api.get("/v1/receipts", params={"job_id": called["id"]})).json()["receipts"]
+        assert [r["job_ids"] for r in receipts] == [[called["id"]]]
+        assert (await api.get("/v1/receipts", params={"job_id": quiet["id"]})).json()["receipts"] == []
+
+
+async def _status_is(api: httpx.AsyncClient, job_id: str, delivery_status: str) -> bool:
+    return bool((await api.get(f"/v1/jobs/{job_id}")).json()["delivery_status"] == delivery_status)
