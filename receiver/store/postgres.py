@@ -37,6 +37,7 @@ from receiver.store.rows import (
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.postgres_mirror import PostgresMirror, insert_mirror_tasks
 from receiver.store.schema import POSTGRES_MIGRATIONS
+from receiver.store.postgres_jobs import PostgresJobActions
 
 log = logging.getLogger("receiver.store")
 T = TypeVar("T")
@@ -76,7 +77,7 @@ def _message(r: Any) -> Message:
     return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
 
 
-class PostgresStore(PostgresMirror):
+class PostgresStore(PostgresMirror, PostgresJobActions):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0

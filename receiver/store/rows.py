@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import orjson
 
 from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, iso_time
-from receiver.store.base import PAGE_BUDGET_BYTES, Event, JobFilter
+from receiver.store.base import PAGE_BUDGET_BYTES, Event, FinishedFilter, JobFilter
 
 # The job columns every backend reads, by name (see `job_from_row`).
 JOB_COLUMNS = (
@@ -82,3 +82,17 @@ def job_filter_sql(f: JobFilter, mark: str) -> tuple[list[str], list[Any]]:
     return where, params
 
 
+
+
+def finished_filter_sql(f: FinishedFilter, mark: str, *, has_default: bool) -> tuple[list[str], list[Any]]:
+    """WHERE clauses for terminal jobs with a destination matching a FinishedFilter (see `job_filter_sql`)."""
+    where = ["status <> 'pending'", "completed_at IS NOT NULL"]
+    if not has_default:
+        where.append("callback_url IS NOT NULL")
+    params: list[Any] = []
+    for column, op, value in (("completed_at", ">=", f.since), ("completed_at", "<", f.until),
+                              ("provider", "=", f.provider), ("delivery_status", "=", f.delivery_status)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
+    return where, params

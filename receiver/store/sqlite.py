@@ -41,6 +41,7 @@ from receiver.store.rows import (
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.schema import MIGRATIONS
 from receiver.store.sqlite_mirror import SQLiteMirror, insert_mirror_tasks
+from receiver.store.sqlite_jobs import SQLiteJobActions
 
 log = logging.getLogger("receiver.store")
 
@@ -84,7 +85,7 @@ class FileLock:
             self._fd = None
 
 
-class SQLiteStore(SQLiteMirror):
+class SQLiteStore(SQLiteMirror, SQLiteJobActions):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
