@@ -14,17 +14,14 @@ from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
 from receiver.store.rows import finished_filter_sql
 from receiver.store.rules import UnitOfWork
 
+from receiver.store.rows import MESSAGE_COLUMNS, message_from_row
+
 if TYPE_CHECKING:
     from receiver.store.postgres import PostgresStore as _Base
 else:
     _Base = object
 
 T = TypeVar("T")
-_MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at"
-
-
-def _message(r: Any) -> Message:
-    return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
 
 
 class PostgresJobActions(_Base):
@@ -102,10 +99,10 @@ class PostgresJobActions(_Base):
                 return None
             message_id = unit.enqueue(job, url)
             await self._flush(conn, unit)
-            return await conn.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+            return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
 
         row = await self._in_unit(enqueue_there)
-        return _message(row) if row is not None else None
+        return message_from_row(row) if row is not None else None
 
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
         where, params = finished_filter_sql(filters, "$", has_default=self.default_callback_url is not None)

@@ -14,16 +14,13 @@ from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
 from receiver.store.rows import JOB_COLUMNS, finished_filter_sql, job_from_row
 from receiver.store.rules import UnitOfWork
 
+from receiver.store.rows import MESSAGE_COLUMNS, message_from_row
+
 if TYPE_CHECKING:
     from receiver.store.sqlite import SQLiteStore as _Base
 else:
     _Base = object
 
-_MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at"
-
-
-def _message(r: Any) -> Message:
-    return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
 
 
 class SQLiteJobActions(_Base):
@@ -88,13 +85,13 @@ class SQLiteJobActions(_Base):
                 return None
             message_id = unit.enqueue(job, url)
             self._flush(db, unit)
-            return db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
 
         row = await self._batch(enqueue_there)
         if row is None:
             return None
         self._notify(Changes((), True))
-        return _message(row)
+        return message_from_row(row)
 
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
         unit = self._unit()
