@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from receiver import listen, logs, tunnels
 from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
-from receiver.models import WEBHOOK_PROVIDERS
+from receiver.providers import WEBHOOK_PROVIDERS
 from receiver.server import server_config
 from receiver.settings import Settings, webhook_url
 from receiver.store import describe_store, open_store

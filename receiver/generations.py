@@ -25,7 +25,7 @@ from receiver.ingest import ingest, storable_text
 from receiver.models import Completion, Job, Outcome, ProviderName, Receipt, dumps
 from receiver.notify import wait_for
 from receiver.provider_calls import MAX_IMAGE_ANSWER_BYTES, call, send
-from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
+from receiver.providers import REGISTRY, lumenfall
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
@@ -48,8 +48,8 @@ class AsyncSubmitter(Submitter, Protocol):
     def parse_submit(self, request: ProviderRequest, body: bytes) -> list[Submitted]: ...
 
 
-# Providers that acknowledge a submit and deliver later; Lumenfall answers with the result itself.
-_ASYNC: dict[str, AsyncSubmitter] = {"pixazo": pixazo, "runware": runware, "apiframe": apiframe, "oxen": oxen}
+# Providers that acknowledge a submit and deliver later; the others answer with the result itself.
+_ASYNC: dict[str, AsyncSubmitter] = {name: p.adapter for name, p in REGISTRY.items() if p.delivers_later}
 
 
 class Generate(BaseModel):
@@ -136,7 +136,7 @@ async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency:
     provider = spec.provider
     # Apiframe de-duplicates on Idempotency-Key: a caller retrying with its own key is charged once.
     # Everywhere else (Runware's taskUUID, Lumenfall's job id) the id must be fresh.
-    request_id = idempotency if provider == "apiframe" and idempotency else str(uuid.uuid4())
+    request_id = idempotency if REGISTRY[provider].forwards_idempotency_key and idempotency else str(uuid.uuid4())
     if provider == "lumenfall":
         request_id = lumenfall.new_job_id(request_id)
     adapter: Submitter = _ASYNC.get(provider) or lumenfall

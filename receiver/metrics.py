@@ -9,7 +9,8 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from receiver.models import WEBHOOK_PROVIDERS, Outcome
+from receiver.models import Outcome
+from receiver.providers import WEBHOOK_PROVIDERS
 from receiver.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

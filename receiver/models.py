@@ -13,7 +13,6 @@ import orjson
 
 ProviderName = Literal["oxen", "runware", "pixazo", "apiframe", "lumenfall"]
 PROVIDERS: tuple[str, ...] = get_args(ProviderName)
-WEBHOOK_PROVIDERS: tuple[str, ...] = ("pixazo", "runware", "apiframe", "lumenfall")
 
 
 class JobStatus(str, enum.Enum):

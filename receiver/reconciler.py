@@ -19,7 +19,7 @@ from receiver.models import Completion, Job, JobStatus, Receipt
 from receiver.notify import wait_for
 from receiver.oxen_stream import poll_oxen_job
 from receiver.provider_calls import call
-from receiver.providers import apiframe, oxen, pixazo, runware
+from receiver.providers import REGISTRY
 from receiver.providers._request import ProviderRequest
 from receiver.runtime import Runtime
 from receiver.settings import Settings
@@ -38,9 +38,9 @@ class Poller(Protocol):
     def parse_poll(self, body: bytes) -> list[Completion]: ...
 
 
-# Lumenfall answers synchronously and has no status endpoint for images: nothing to poll.
-# Oxen jobs go through oxen_stream.poll_oxen_job, which the stream's catch-up poll shares.
-POLLERS: dict[str, Poller] = {"pixazo": pixazo, "runware": runware, "apiframe": apiframe, "oxen": oxen}
+# The providers with a status endpoint (the registry says which). Oxen jobs go through
+# oxen_stream.poll_oxen_job, which the stream's catch-up poll shares.
+POLLERS: dict[str, Poller] = {name: p.adapter for name, p in REGISTRY.items() if p.polls}
 
 
 def poll_interval(settings: Settings) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from receiver import webhooks
+from receiver.providers import pixazo
 from tests.support import UNMIRRORED, WEBHOOK_TOKEN, RunningServer
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -62,7 +62,7 @@ async def test_an_adapter_bug_is_a_400_and_the_bytes_are_kept(
     def broken(headers: Any, body: bytes) -> Any:
         raise KeyError("surprise")
 
-    monkeypatch.setitem(webhooks.WEBHOOK_PARSERS, "pixazo", broken)
+    monkeypatch.setattr(pixazo, "parse_webhook", broken)
     with caplog.at_level(logging.ERROR, logger="receiver.ingest"):
         async with server.client() as client:
             reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=b'{"request_id": "x"}')

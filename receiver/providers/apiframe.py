@@ -38,6 +38,10 @@ def signature_valid(api_key: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode("ascii"), value.lower().encode("utf-8", "replace"))
 
 
+def verify_webhook(api_key: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    return signature_valid(api_key, body, headers.get(SIGNATURE_HEADER))
+
+
 def sign(api_key: str, body: bytes) -> str:
     """The header value Apiframe would send; used by tests and the fake server."""
     key = hashlib.sha256(api_key.encode("utf-8")).digest()

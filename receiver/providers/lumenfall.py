@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import standardwebhooks
+
 from typing import Mapping
 
 from receiver.errors import InvalidPayload
@@ -15,6 +17,15 @@ _EVENTS = {
     "video.cancelled": JobStatus.CANCELLED,
     "video.canceled": JobStatus.CANCELLED,
 }
+
+
+def verify_webhook(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    """Lumenfall signs its webhooks the Standard Webhooks way (`webhook-id`, `-timestamp`, `-signature`)."""
+    try:
+        standardwebhooks.Webhook(secret).verify(body, dict(headers), json_parse=False)
+    except Exception:  # malformed headers, bad base64, non-UTF-8 body, stale: all simply "not verified"
+        return False
+    return True
 
 
 def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
