@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 import httpx
 
-from receiver import api, events, generations, logs, ops, webhooks
+from receiver import api, events, generations, inspector, logs, ops, webhooks
 from receiver.delivery import run_delivery
 from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
@@ -95,5 +95,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         Route("/v1/jobs/{job_id}/redeliver", api.redeliver, methods=["POST"]),
         Route("/v1/receipts", api.list_receipts, methods=["GET"]),
         Route("/v1/events", events.stream_events, methods=["GET"]),
+        Route("/v1/stats", inspector.stats, methods=["GET"]),
+        inspector.ui_mount(),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

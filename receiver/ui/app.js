@@ -1,0 +1,384 @@
+// The receiver's inspector: plain JavaScript, no dependencies. Every call is an ordinary fetch to this
+// receiver's /v1 API with the token in the Authorization header (never in a URL or a cookie).
+"use strict";
+
+const TOKEN_KEY = "receiver.apiToken";
+const PROVIDERS = ["pixazo", "runware", "apiframe", "lumenfall", "oxen"];
+const WEBHOOK_PROVIDERS = ["pixazo", "runware", "apiframe", "lumenfall"];
+const POLL_MS = 1000; // new receipts and jobs must show within 2 s
+const LIST_LIMIT = 50;
+
+const $ = (id) => document.getElementById(id);
+let token = sessionStorage.getItem(TOKEN_KEY);
+let timer = null;
+let polling = false; // one poll at a time: a poll asked for meanwhile runs right after
+let pollAgain = false;
+let lastJobSig = "";
+
+class Unauthorized extends Error {}
+
+// ---- small DOM helpers (text only: nothing received is ever parsed as HTML) -------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+const time = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—");
+const httpUrl = (url) => typeof url === "string" && /^https?:\/\//i.test(url);
+const jobLink = (id) => el("a", { href: "#/jobs/" + encodeURIComponent(id), text: id, class: "mono" });
+const badge = (word) => el("span", { class: "badge " + word, text: word });
+
+function pretty(text) {
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text; }
+}
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 90) return Math.round(seconds) + " s";
+  if (seconds < 5400) return Math.round(seconds / 60) + " min";
+  return (seconds / 3600).toFixed(1) + " h";
+}
+
+// Keyed list update: reuse unchanged rows, insert new ones in place, so focus and open <details> survive.
+function sync(container, items, key, sig, render) {
+  const old = new Map();
+  for (const child of container.children) old.set(child.dataset.key, child);
+  items.forEach((item, i) => {
+    const k = String(key(item));
+    const s = sig(item);
+    let node = old.get(k);
+    if (!node || node.dataset.sig !== s) {
+      const fresh = render(item);
+      fresh.dataset.key = k;
+      fresh.dataset.sig = s;
+      if (node) node.replaceWith(fresh);
+      node = fresh;
+    }
+    old.delete(k);
+    if (container.children[i] !== node) container.insertBefore(node, container.children[i] || null);
+  });
+  for (const stale of old.values()) stale.remove();
+}
+
+// ---- API -------------------------------------------------------------------------------------
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", Authorization: "Bearer " + token, ...(options.headers || {}) };
+  const res = await fetch(path, { ...options, headers, cache: "no-store", credentials: "omit" });
+  if (res.status === 401) throw new Unauthorized();
+  return res;
+}
+
+async function json(path) {
+  const res = await api(path);
+  if (!res.ok) throw new Error(path.split("?")[0] + " answered " + res.status);
+  return res.json();
+}
+
+const query = (params) => {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
+  return q.toString();
+};
+
+// ---- sign-in ---------------------------------------------------------------------------------
+
+function showSignedIn(on) {
+  $("signin").hidden = on;
+  $("app").hidden = !on;
+  $("sign-out").hidden = !on;
+  $("live").hidden = !on;
+}
+
+function signOut(message) {
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  clearTimeout(timer);
+  for (const id of ["job-list", "deliveries"]) $(id).tBodies[0].replaceChildren();
+  for (const id of ["receipt-list", "job-receipts", "job-outputs", "job-fields"]) $(id).replaceChildren();
+  $("job-metadata").textContent = "";
+  lastJobSig = "";
+  showSignedIn(false);
+  $("signin-error").textContent = message || "";
+  $("token").value = "";
+  $("token").focus();
+}
+
+async function signIn(candidate) {
+  token = candidate;
+  $("signin-error").textContent = "";
+  try {
+    await json("/v1/stats");
+  } catch (err) {
+    const message = err instanceof Unauthorized
+      ? "That API token was refused (401 Unauthorized). Check it with `receiver info` and try again."
+      : "Could not reach the receiver: " + err.message;
+    signOut(message);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, candidate);
+  showSignedIn(true);
+  route();
+}
+
+// ---- at a glance -----------------------------------------------------------------------------
+
+async function refreshGlance() {
+  const [ready, stats] = await Promise.all([
+    fetch("/readyz", { cache: "no-store" }).then((r) => r.json()).catch(() => ({ store: "unreachable" })),
+    json("/v1/stats"),
+  ]);
+  $("g-store").replaceChildren(badge(ready.store || "?"), " " + (stats.store || ""));
+  $("g-oxen").replaceChildren(badge(ready.oxen_stream || "?"));
+  if (ready.oxen_stream_error) $("g-oxen").append(el("small", { text: " " + ready.oxen_stream_error }));
+  const backlog = stats.delivery_backlog || {};
+  $("g-backlog").textContent = backlog.count
+    ? backlog.count + " waiting, oldest " + age(backlog.oldest_age_s) : "0 waiting";
+  const counts = stats.jobs || {};
+  $("g-jobs").textContent = ["pending", "succeeded", "failed", "cancelled"]
+    .map((s) => (counts[s] || 0) + " " + s).join(" · ");
+}
+
+// ---- jobs list and search --------------------------------------------------------------------
+
+async function searchJobs(text, filters) {
+  const keep = (j) => (!filters.provider || j.provider === filters.provider)
+    && (!filters.status || j.status === filters.status);
+  if (text.startsWith("job_")) {
+    const res = await api("/v1/jobs/" + encodeURIComponent(text));
+    if (res.ok) return [await res.json()].filter(keep);
+    if (res.status !== 404) throw new Error("/v1/jobs/{id} answered " + res.status);
+  }
+  // provider_job_id= narrows on the server; the filter below also covers a server without it.
+  let res = await api("/v1/jobs?" + query({ ...filters, provider_job_id: text, limit: 500 }));
+  if (res.status === 422) res = await api("/v1/jobs?" + query({ ...filters, limit: 500 }));
+  if (!res.ok) throw new Error("/v1/jobs answered " + res.status);
+  return (await res.json()).jobs.filter((j) => j.provider_job_id === text || j.id === text);
+}
+
+function jobRow(job) {
+  return el("tr", {},
+    el("td", { text: time(job.created_at), class: "nowrap" }),
+    el("td", {}, jobLink(job.id)),
+    el("td", { text: job.provider }),
+    el("td", { text: job.provider_job_id, class: "mono" }),
+    el("td", {}, badge(job.status)),
+    el("td", {}, badge(job.delivery_status)));
+}
+
+async function refreshJobs() {
+  const filters = { provider: $("job-provider").value, status: $("job-status").value };
+  const text = $("search").value.trim();
+  const jobs = text ? await searchJobs(text, filters)
+    : (await json("/v1/jobs?" + query({ ...filters, limit: LIST_LIMIT }))).jobs;
+  sync($("job-list").tBodies[0], jobs, (j) => j.id, (j) => JSON.stringify(j), jobRow);
+  $("jobs-note").textContent = jobs.length ? (text ? jobs.length + " found" : "")
+    : (text ? "No job with that id or provider job id." : "No jobs yet.");
+}
+
+// ---- receipts --------------------------------------------------------------------------------
+
+function heredoc(body) {
+  let tag = "EOF";
+  while (body.split("\n").includes(tag)) tag += "_";
+  return [tag, body.endsWith("\n") ? body : body + "\n"];
+}
+
+// A shell command replaying a receipt against a local receiver; the webhook token stays a variable.
+function curlFor(r) {
+  const url = "'http://127.0.0.1:8000/webhooks/" + r.provider + "?token='\"$RECEIVER_WEBHOOK_TOKEN\"";
+  const post = "curl -X POST " + url + " -H 'Content-Type: application/json' --data-binary @-";
+  const [tag, text] = r.body_base64 ? heredoc(r.body_base64) : heredoc(r.body);
+  const head = r.body_base64 ? "base64 -d <<'" + tag + "' | " + post : post + " <<'" + tag + "'";
+  return head + "\n" + text + tag + "\n";
+}
+
+function receiptItem(r) {
+  const jobs = (r.job_ids || []).map((id) => [jobLink(id), " "]).flat();
+  const body = el("div", { class: "receipt-body" },
+    el("p", {}, "Jobs: ", ...(jobs.length ? jobs : ["—"]),
+      r.error ? el("span", { class: "error", text: " Error: " + r.error }) : null),
+    el("pre", { class: "code", text: pretty(r.body), "aria-label": "Raw body of receipt " + r.id }));
+  if (r.source === "webhook" && WEBHOOK_PROVIDERS.includes(r.provider)) {
+    const out = el("pre", { class: "code curl", hidden: true, "aria-label": "curl command for receipt " + r.id });
+    const note = el("span", { role: "status", class: "muted" });
+    const button = el("button", { type: "button", text: "Copy as curl" });
+    button.addEventListener("click", async () => {
+      out.textContent = curlFor(r);
+      out.hidden = false;
+      try {
+        await navigator.clipboard.writeText(out.textContent);
+        note.textContent = " Copied. Set RECEIVER_WEBHOOK_TOKEN first; signature headers are not included.";
+      } catch {
+        note.textContent = " Select the command below and copy it.";
+      }
+    });
+    body.append(el("p", {}, button, note), out);
+  }
+  const ids = (r.provider_job_ids || []).join(", ");
+  return el("details", { class: "receipt" },
+    el("summary", {},
+      el("span", { class: "nowrap", text: time(r.received_at) }), " ",
+      el("strong", { text: r.provider }), " ", el("span", { class: "muted", text: r.source }), " ",
+      badge(r.outcome), " ", el("span", { class: "mono", text: ids })),
+    body);
+}
+
+async function refreshReceipts() {
+  const filters = { provider: $("receipt-provider").value, outcome: $("receipt-outcome").value };
+  const receipts = (await json("/v1/receipts?" + query({ ...filters, limit: LIST_LIMIT }))).receipts;
+  sync($("receipt-list"), receipts, (r) => r.id, (r) => String(r.id), receiptItem);
+  $("receipts-note").textContent = receipts.length ? "" : "No inbound messages yet.";
+}
+
+// ---- one job ---------------------------------------------------------------------------------
+
+function outputFigure(output, i) {
+  const src = output.stored_url || output.url;
+  const type = output.media_type || "";
+  const caption = [type || "unknown type", output.bytes ? output.bytes + " bytes" : "",
+    output.mirror_error ? "not mirrored: " + output.mirror_error : ""].filter(Boolean).join(" · ");
+  const media = type.startsWith("video/")
+    ? el("video", { src, controls: true, preload: "metadata" })
+    : el("img", { src, alt: "Output " + (i + 1), loading: "lazy" });
+  return el("figure", {},
+    httpUrl(src) ? el("a", { href: src, rel: "noopener noreferrer" }, media) : media,
+    el("figcaption", { text: caption }));
+}
+
+function deliveryRow(d) {
+  return el("tr", {},
+    el("td", { text: time(d.at), class: "nowrap" }),
+    el("td", { text: d.message_id || "—", class: "mono" }),
+    el("td", { text: String(d.attempt) }),
+    el("td", { text: d.status_code === null ? "—" : String(d.status_code) }),
+    el("td", { text: d.error || "" }),
+    el("td", { text: d.url, class: "mono" }));
+}
+
+async function jobReceipts(job) {
+  // job_id= narrows on the server; a server without it answers the newest receipts (or 422), filtered here.
+  let res = await api("/v1/receipts?" + query({ job_id: job.id, limit: 500 }));
+  if (res.status === 422) res = await api("/v1/receipts?" + query({ provider: job.provider, limit: 500 }));
+  if (!res.ok) throw new Error("/v1/receipts answered " + res.status);
+  return (await res.json()).receipts.filter((r) => (r.job_ids
+    ? r.job_ids.includes(job.id)
+    : r.provider === job.provider && (r.provider_job_ids || []).includes(job.provider_job_id)));
+}
+
+async function refreshJob(id) {
+  const res = await api("/v1/jobs/" + encodeURIComponent(id));
+  $("job-missing").textContent = res.status === 404 ? "No job " + id + "." : "";
+  if (!res.ok) return;
+  const job = await res.json();
+  const sig = JSON.stringify(job);
+  if (sig !== lastJobSig) {
+    lastJobSig = sig;
+    $("job-title").textContent = "Job " + job.id;
+    const fields = [["Status", badge(job.status)], ["Provider", job.provider],
+      ["Provider job id", job.provider_job_id], ["Error", job.error || "—"],
+      ["Delivery", badge(job.delivery_status)], ["Callback URL", job.callback_url || "(default)"],
+      ["Created", time(job.created_at)], ["Completed", time(job.completed_at)]];
+    $("job-fields").replaceChildren(...fields.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", {}, v))));
+    $("job-metadata").textContent = JSON.stringify(job.metadata, null, 2);
+    $("job-outputs").replaceChildren(...(job.outputs.length ? job.outputs.map(outputFigure)
+      : [el("p", { class: "muted", text: "No outputs." })]));
+  }
+  const [deliveries, receipts] = await Promise.all([json("/v1/jobs/" + encodeURIComponent(id) + "/deliveries"), jobReceipts(job)]);
+  const rows = deliveries.deliveries;
+  sync($("deliveries").tBodies[0], rows, (d) => [d.message_id, d.attempt, d.at].join("|"), (d) => JSON.stringify(d), deliveryRow);
+  $("no-deliveries").hidden = rows.length > 0;
+  sync($("job-receipts"), receipts, (r) => r.id, (r) => String(r.id), receiptItem);
+}
+
+async function redeliver() {
+  const id = currentJobId();
+  const status = $("redeliver-status");
+  status.textContent = "Sending…";
+  try {
+    const res = await api("/v1/jobs/" + encodeURIComponent(id) + "/redeliver", { method: "POST" });
+    const body = await res.json().catch(() => ({}));
+    status.textContent = res.ok ? "Queued a new message" + (body.message_id ? " " + body.message_id : "") + "."
+      : "Not sent: " + (body.message || res.status);
+  } catch (err) {
+    if (err instanceof Unauthorized) return signOut("The API token is no longer accepted. Sign in again.");
+    status.textContent = "Not sent: " + err.message;
+  }
+}
+
+// ---- routing and the poll loop ---------------------------------------------------------------
+
+function currentJobId() {
+  const match = location.hash.match(/^#\/jobs\/(.+)$/);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+function route() {
+  const id = currentJobId();
+  $("job-view").hidden = !id;
+  $("lists").hidden = Boolean(id);
+  if (id) {
+    lastJobSig = "";
+    $("redeliver-status").textContent = "";
+    $("job-title").textContent = "Job " + id;
+    $("job-title").setAttribute("tabindex", "-1");
+    $("job-title").focus();
+  }
+  poll();
+}
+
+async function poll() {
+  clearTimeout(timer);
+  if (polling) { pollAgain = true; return; }
+  if (!token) return;
+  polling = true;
+  pollAgain = false;
+  try {
+    if (!document.hidden) {
+      const id = currentJobId();
+      await Promise.all([refreshGlance(), ...(id ? [refreshJob(id)] : [refreshJobs(), refreshReceipts()])]);
+      $("live").textContent = "Live · updated " + new Date().toLocaleTimeString();
+      $("live").classList.remove("stale");
+    }
+  } catch (err) {
+    if (err instanceof Unauthorized) {
+      polling = false;
+      return signOut("The API token is no longer accepted. Sign in again.");
+    }
+    $("live").textContent = "Not updating: " + err.message;
+    $("live").classList.add("stale");
+  }
+  polling = false;
+  if (token) timer = setTimeout(poll, pollAgain ? 0 : POLL_MS);
+}
+
+function init() {
+  for (const select of document.querySelectorAll("select[data-providers]")) {
+    select.append(el("option", { value: "", text: "Any" }), ...PROVIDERS.map((p) => el("option", { text: p })));
+  }
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (value) signIn(value);
+  });
+  $("sign-out").addEventListener("click", () => signOut(""));
+  $("redeliver").addEventListener("click", redeliver);
+  for (const id of ["job-provider", "job-status", "receipt-provider", "receipt-outcome"]) {
+    $(id).addEventListener("change", poll);
+  }
+  $("search").addEventListener("input", poll);
+  for (const form of ["job-filters", "receipt-filters"]) $(form).addEventListener("submit", (e) => { e.preventDefault(); poll(); });
+  window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", poll);
+  if (token) signIn(token); else showSignedIn(false);
+}
+
+init();
