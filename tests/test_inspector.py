@@ -219,6 +219,9 @@ async def test_new_messages_show_without_reload_and_filters_narrow(
     await expect(jobs).to_have_count(4)
     await expect(receipts).to_have_count(5)
     await expect(page.locator("#job-list")).to_contain_text("px-two")
+    runware = receipts.filter(has_text="runware")
+    await runware.locator("summary").click()
+    await expect(runware.locator("pre").first).to_contain_text('"imageUUID": "img-1",')
     await browser.screenshot()
 
     search = page.get_by_label("Search by job id or provider job id")

@@ -33,7 +33,7 @@ function el(tag, attrs = {}, ...children) {
 
 const time = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—");
 const httpUrl = (url) => typeof url === "string" && /^https?:\/\//i.test(url);
-const jobLink = (id) => el("a", { href: "#/jobs/" + encodeURIComponent(id), text: id, class: "mono" });
+const jobLink = (id) => el("a", { href: "#/jobs/" + encodeURIComponent(id), text: id, class: "mono", title: id });
 const badge = (word) => el("span", { class: "badge " + word, text: word });
 
 function pretty(text) {
@@ -167,9 +167,9 @@ async function searchJobs(text, filters) {
 function jobRow(job) {
   return el("tr", {},
     el("td", { text: time(job.created_at), class: "nowrap" }),
-    el("td", {}, jobLink(job.id)),
+    el("td", { class: "clip" }, jobLink(job.id)),
     el("td", { text: job.provider }),
-    el("td", { text: job.provider_job_id, class: "mono" }),
+    el("td", { class: "clip" }, el("span", { text: job.provider_job_id, class: "mono", title: job.provider_job_id })),
     el("td", {}, badge(job.status)),
     el("td", {}, badge(job.delivery_status)));
 }
@@ -204,8 +204,8 @@ function curlFor(r) {
 function receiptItem(r) {
   const jobs = (r.job_ids || []).map((id) => [jobLink(id), " "]).flat();
   const body = el("div", { class: "receipt-body" },
-    el("p", {}, "Jobs: ", ...(jobs.length ? jobs : ["—"]),
-      r.error ? el("span", { class: "error", text: " Error: " + r.error }) : null),
+    jobs.length ? el("p", {}, "Jobs: ", ...jobs) : null,
+    r.error ? el("p", { class: "error", text: "Error: " + r.error }) : null,
     el("pre", { class: "code", text: pretty(r.body), "aria-label": "Raw body of receipt " + r.id }));
   if (r.source === "webhook" && WEBHOOK_PROVIDERS.includes(r.provider)) {
     const out = el("pre", { class: "code curl", hidden: true, "aria-label": "curl command for receipt " + r.id });
@@ -249,9 +249,9 @@ function outputFigure(output, i) {
   const media = type.startsWith("video/")
     ? el("video", { src, controls: true, preload: "metadata" })
     : el("img", { src, alt: "Output " + (i + 1), loading: "lazy" });
-  return el("figure", {},
-    httpUrl(src) ? el("a", { href: src, rel: "noopener noreferrer" }, media) : media,
-    el("figcaption", { text: caption }));
+  const figcaption = el("figcaption", { text: caption });
+  media.addEventListener("error", () => figcaption.append(" · could not be loaded"), { once: true });
+  return el("figure", {}, httpUrl(src) ? el("a", { href: src, rel: "noopener noreferrer" }, media) : media, figcaption);
 }
 
 function deliveryRow(d) {
@@ -296,6 +296,7 @@ async function refreshJob(id) {
   const rows = deliveries.deliveries;
   sync($("deliveries").tBodies[0], rows, (d) => [d.message_id, d.attempt, d.at].join("|"), (d) => JSON.stringify(d), deliveryRow);
   $("no-deliveries").hidden = rows.length > 0;
+  $("deliveries").hidden = rows.length === 0;
   sync($("job-receipts"), receipts, (r) => r.id, (r) => String(r.id), receiptItem);
 }
 

@@ -33,7 +33,7 @@ def png(width: int, height: int) -> bytes:
 class FakeCDN:
     """`GET /{name}.png` answers a `size`-pixel square PNG; every path asked for is kept in `fetched`."""
 
-    def __init__(self, size: int = 96) -> None:
+    def __init__(self, size: int = 160) -> None:
         self.image = png(size, size)
         self.fetched: list[str] = []
         self.base_url = ""
@@ -48,7 +48,7 @@ class FakeCDN:
 
 
 @contextlib.asynccontextmanager
-async def fake_cdn(size: int = 96) -> AsyncIterator[FakeCDN]:
+async def fake_cdn(size: int = 160) -> AsyncIterator[FakeCDN]:
     cdn = FakeCDN(size)
     async with serve_app(cdn.app) as running:
         cdn.base_url = running.base_url
