@@ -53,6 +53,7 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
 class Browser:
     page: Any
     requests: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught script errors and CSP violations
 
     async def sign_in(self, base_url: str, token: str = API_TOKEN) -> None:
         if not self.page.url.startswith(base_url):
@@ -60,8 +61,9 @@ class Browser:
         await self.page.get_by_label("API token").fill(token)
         await self.page.get_by_label("API token").press("Enter")  # keyboard, the form's submit
 
-    async def assert_requests_clean(self, token: str = API_TOKEN) -> None:
-        """Nothing went to another host, no URL carries a secret, every /v1 call carries the header."""
+    async def assert_clean(self, token: str = API_TOKEN) -> None:
+        """No script error; nothing went to another host, no URL carries a secret, every /v1 call has the header."""
+        assert self.errors == []
         assert self.requests
         for request in self.requests:
             url = urlsplit(request.url)
@@ -110,6 +112,9 @@ async def browser() -> AsyncIterator[Browser]:
             page = await context.new_page()
             found = Browser(page)
             page.on("request", lambda request: found.requests.append(request))
+            page.on("pageerror", lambda exc: found.errors.append(str(exc)))
+            page.on("console", lambda msg: found.errors.append(msg.text)
+                    if msg.type == "error" and "Content Security Policy" in msg.text else None)
             yield found
         finally:
             await chromium.close()
@@ -173,7 +178,7 @@ async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
     assert await page.locator("#job-list tbody tr").count() == 0
     assert await page.evaluate("sessionStorage.length") == 0
     assert "px-secret" not in await page.content()
-    await browser.assert_requests_clean(token="not-the-token")
+    await browser.assert_clean(token="not-the-token")
     browser.requests.clear()
 
     await browser.sign_in(server.base_url)
@@ -193,7 +198,7 @@ async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
     await expect(page.get_by_label("API token")).to_be_visible()
     assert await page.locator("#job-list tbody tr").count() == 0
     assert await page.evaluate("sessionStorage.length") == 0
-    await browser.assert_requests_clean()
+    await browser.assert_clean()
 
 
 async def test_new_messages_show_without_reload_and_filters_narrow(
@@ -248,7 +253,7 @@ async def test_new_messages_show_without_reload_and_filters_narrow(
     await expect(receipts.first).to_contain_text("invalid")
     await page.locator("#receipt-provider").select_option("runware")
     await expect(receipts).to_have_count(0)
-    await browser.assert_requests_clean()
+    await browser.assert_clean()
 
 
 async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path, browser: Browser) -> None:
@@ -302,4 +307,4 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         assert first.webhook_id and second.webhook_id and first.webhook_id != second.webhook_id
         assert json.loads(second.body)["data"]["id"] == job["id"]
         await expect(attempts).to_have_count(2)
-    await browser.assert_requests_clean()
+    await browser.assert_clean()
