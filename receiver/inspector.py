@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.api import authed
 from receiver.runtime import Runtime
+from receiver.validation import invalid
 
 UI_DIR = Path(__file__).with_name("ui")
 
@@ -67,6 +68,8 @@ def store_kind(database_url: str) -> str:
 async def stats(request: Request) -> Response:
     """`GET /v1/stats`: store kind, jobs by status, callback backlog (count and oldest age)."""
     runtime: Runtime = request.app.state.runtime
+    for name in request.query_params:
+        raise invalid(name, "unknown query parameter")
     count, oldest = await runtime.store.delivery_backlog()
     age = round(max(0.0, runtime.store.clock() - oldest), 3) if oldest is not None else None
     return JSONResponse({

@@ -148,6 +148,8 @@ async def test_stats_needs_the_token_and_shows_jobs_and_backlog(tmp_path: Path) 
         async with serve_app(create_app(make_settings(tmp_path))) as server:
             async with server.client() as client, server.api() as api:
                 assert (await client.get("/v1/stats")).status_code == 401
+                unknown = await api.get("/v1/stats", params={"verbose": "1"})
+                assert unknown.status_code == 422 and "verbose" in unknown.text
                 empty = (await api.get("/v1/stats")).json()
                 assert empty == {"store": "sqlite", "jobs": {}, "delivery_backlog": {"count": 0, "oldest_age_s": None}}
                 await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-s",
