@@ -14,6 +14,8 @@ let timer = null;
 let polling = false; // one poll at a time: a poll asked for meanwhile runs right after
 let pollAgain = false;
 let lastJobSig = "";
+let view = 0; // bumped on sign-in, sign-out and navigation: answers for an older view are dropped
+const current = (seen) => seen === view && token !== null;
 
 class Unauthorized extends Error {}
 
@@ -100,12 +102,12 @@ function showSignedIn(on) {
 
 function signOut(message) {
   token = null;
+  view += 1;
   sessionStorage.removeItem(TOKEN_KEY);
   clearTimeout(timer);
-  for (const id of ["job-list", "deliveries"]) $(id).tBodies[0].replaceChildren();
-  for (const id of ["receipt-list", "job-receipts", "job-outputs", "job-fields"]) $(id).replaceChildren();
-  $("job-metadata").textContent = "";
-  lastJobSig = "";
+  $("job-list").tBodies[0].replaceChildren();
+  $("receipt-list").replaceChildren();
+  clearJobView();
   showSignedIn(false);
   $("signin-error").textContent = message || "";
   $("token").value = "";
@@ -114,6 +116,7 @@ function signOut(message) {
 
 async function signIn(candidate) {
   token = candidate;
+  view += 1;
   $("signin-error").textContent = "";
   try {
     await json("/v1/stats");
@@ -131,11 +134,12 @@ async function signIn(candidate) {
 
 // ---- at a glance -----------------------------------------------------------------------------
 
-async function refreshGlance() {
+async function refreshGlance(seen) {
   const [ready, stats] = await Promise.all([
     fetch("/readyz", { cache: "no-store" }).then((r) => r.json()).catch(() => ({ store: "unreachable" })),
     json("/v1/stats"),
   ]);
+  if (!current(seen)) return;
   $("g-store").replaceChildren(badge(ready.store || "?"), " " + (stats.store || ""));
   $("g-oxen").replaceChildren(badge(ready.oxen_stream || "?"));
   if (ready.oxen_stream_error) $("g-oxen").append(el("small", { text: " " + ready.oxen_stream_error }));
@@ -174,11 +178,12 @@ function jobRow(job) {
     el("td", {}, badge(job.delivery_status)));
 }
 
-async function refreshJobs() {
+async function refreshJobs(seen) {
   const filters = { provider: $("job-provider").value, status: $("job-status").value };
   const text = $("search").value.trim();
   const jobs = text ? await searchJobs(text, filters)
     : (await json("/v1/jobs?" + query({ ...filters, limit: LIST_LIMIT }))).jobs;
+  if (!current(seen)) return;
   sync($("job-list").tBodies[0], jobs, (j) => j.id, (j) => JSON.stringify(j), jobRow);
   $("jobs-note").textContent = jobs.length ? (text ? jobs.length + " found" : "")
     : (text ? "No job with that id or provider job id." : "No jobs yet.");
@@ -232,9 +237,10 @@ function receiptItem(r) {
     body);
 }
 
-async function refreshReceipts() {
+async function refreshReceipts(seen) {
   const filters = { provider: $("receipt-provider").value, outcome: $("receipt-outcome").value };
   const receipts = (await json("/v1/receipts?" + query({ ...filters, limit: LIST_LIMIT }))).receipts;
+  if (!current(seen)) return;
   sync($("receipt-list"), receipts, (r) => r.id, (r) => String(r.id), receiptItem);
   $("receipts-note").textContent = receipts.length ? "" : "No inbound messages yet.";
 }
@@ -274,11 +280,12 @@ async function jobReceipts(job) {
     : r.provider === job.provider && (r.provider_job_ids || []).includes(job.provider_job_id)));
 }
 
-async function refreshJob(id) {
+async function refreshJob(id, seen) {
   const res = await api("/v1/jobs/" + encodeURIComponent(id));
+  const job = res.ok ? await res.json() : null;
+  if (!current(seen)) return;
   $("job-missing").textContent = res.status === 404 ? "No job " + id + "." : "";
-  if (!res.ok) return;
-  const job = await res.json();
+  if (!job) return;
   const sig = JSON.stringify(job);
   if (sig !== lastJobSig) {
     lastJobSig = sig;
@@ -292,9 +299,11 @@ async function refreshJob(id) {
     $("job-outputs").replaceChildren(...(job.outputs.length ? job.outputs.map(outputFigure)
       : [el("p", { class: "muted", text: "No outputs." })]));
   }
-  const [deliveries, receipts] = await Promise.all([json("/v1/jobs/" + encodeURIComponent(id) + "/deliveries"), jobReceipts(job)]);
+  const [deliveries, receipts] = await Promise.all([
+    json("/v1/jobs/" + encodeURIComponent(id) + "/deliveries"), jobReceipts(job)]);
+  if (!current(seen)) return;
   const rows = deliveries.deliveries;
-  sync($("deliveries").tBodies[0], rows, (d) => [d.message_id, d.attempt, d.at].join("|"), (d) => JSON.stringify(d), deliveryRow);
+  sync($("deliveries").tBodies[0], rows, (d) => JSON.stringify(d), (d) => JSON.stringify(d), deliveryRow);
   $("no-deliveries").hidden = rows.length > 0;
   $("deliveries").hidden = rows.length === 0;
   sync($("job-receipts"), receipts, (r) => r.id, (r) => String(r.id), receiptItem);
@@ -322,13 +331,20 @@ function currentJobId() {
   return match ? decodeURIComponent(match[1]) : null;
 }
 
+function clearJobView() {
+  lastJobSig = "";
+  $("deliveries").tBodies[0].replaceChildren();
+  for (const id of ["job-receipts", "job-outputs", "job-fields"]) $(id).replaceChildren();
+  for (const id of ["job-metadata", "job-missing", "redeliver-status"]) $(id).textContent = "";
+}
+
 function route() {
   const id = currentJobId();
+  view += 1;
+  clearJobView();
   $("job-view").hidden = !id;
   $("lists").hidden = Boolean(id);
   if (id) {
-    lastJobSig = "";
-    $("redeliver-status").textContent = "";
     $("job-title").textContent = "Job " + id;
     $("job-title").setAttribute("tabindex", "-1");
     $("job-title").focus();
@@ -345,7 +361,9 @@ async function poll() {
   try {
     if (!document.hidden) {
       const id = currentJobId();
-      await Promise.all([refreshGlance(), ...(id ? [refreshJob(id)] : [refreshJobs(), refreshReceipts()])]);
+      const seen = view;
+      await Promise.all([refreshGlance(seen),
+        ...(id ? [refreshJob(id, seen)] : [refreshJobs(seen), refreshReceipts(seen)])]);
       $("live").textContent = "Live · updated " + new Date().toLocaleTimeString();
       $("live").classList.remove("stale");
     }
@@ -372,11 +390,14 @@ function init() {
   });
   $("sign-out").addEventListener("click", () => signOut(""));
   $("redeliver").addEventListener("click", redeliver);
+  const refilter = () => { view += 1; poll(); };
   for (const id of ["job-provider", "job-status", "receipt-provider", "receipt-outcome"]) {
-    $(id).addEventListener("change", poll);
+    $(id).addEventListener("change", refilter);
   }
-  $("search").addEventListener("input", poll);
-  for (const form of ["job-filters", "receipt-filters"]) $(form).addEventListener("submit", (e) => { e.preventDefault(); poll(); });
+  $("search").addEventListener("input", refilter);
+  for (const form of ["job-filters", "receipt-filters"]) {
+    $(form).addEventListener("submit", (event) => { event.preventDefault(); refilter(); });
+  }
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", poll);
   if (token) signIn(token); else showSignedIn(false);
