@@ -36,7 +36,8 @@ def hook(provider: str) -> str:
 
 def pixazo_done(request_id: str, *urls: str) -> dict[str, Any]:
     return {"request_id": request_id, "status": "COMPLETED", "model_id": "grok-imagine-image",
-            "output": {"media_url": list(urls) or [f"https://cdn.pixazo.ai/{request_id}/output.jpeg"],
+            # By default a loopback URL nothing listens on: a page showing it never leaves the machine.
+            "output": {"media_url": list(urls) or [f"http://127.0.0.1:9/{request_id}/output.jpeg"],
                        "media_type": "image/png" if urls else "image/jpeg"}}
 
 
@@ -196,6 +197,13 @@ async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
 
     await page.reload()  # the token lives as long as the tab
     await expect(page.locator("#job-list tbody tr")).to_have_count(1)
+
+    await page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await page.locator("#job-list a").first.click()
+    await expect(page.locator("#job-fields")).to_contain_text("px-secret")
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await page.go_back()
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_label("API token")).to_be_visible()
     assert await page.locator("#job-list tbody tr").count() == 0
