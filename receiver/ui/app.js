@@ -400,7 +400,12 @@ function init() {
   }
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", poll);
-  if (token) signIn(token); else showSignedIn(false);
+  if (token) {
+    $("signin").hidden = true; // no sign-in form flashing while the kept token is checked
+    signIn(token);
+  } else {
+    showSignedIn(false);
+  }
 }
 
 init();
