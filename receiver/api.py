@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Awaitable, Callable
 
@@ -9,16 +10,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.http import BodyTooLarge, bearer_token, error, read_body, secret_equals
-from receiver.models import PROVIDERS, JobStatus, Outcome
+from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome
 from receiver.notify import job_key, wait_for
 from receiver.runtime import Runtime
-from receiver.validation import Invalid, RegisterJob, parse_body, query_choice, query_cursor, query_float, query_int
+from receiver.store import JobFilter
+from receiver.validation import (
+    Invalid, RegisterJob, known_params, parse_body, query_choice, query_cursor, query_float, query_int, query_text,
+    query_time,
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 MAX_WAIT_S = 60.0
 _STATUSES = tuple(s.value for s in JobStatus)
 _OUTCOMES = tuple(o.value for o in Outcome)
+_DELIVERY_STATUSES = tuple(d.value for d in DeliveryStatus)
+_JOB_PARAMS = frozenset({"provider", "status", "delivery_status", "provider_job_id", "since", "until", "limit", "cursor"})
+_RECEIPT_PARAMS = frozenset({"provider", "outcome", "job_id", "limit", "cursor"})
 
 
 def authed(handler: Handler) -> Handler:
@@ -61,20 +69,41 @@ async def get_job(request: Request) -> Response:
     if wait and not job.status.terminal:
         # Take the wake-up, then read again, so a completion between the read and the wait is not
         # missed. Only for a job that exists and is pending: the notifier keeps an entry per key.
-        woken = runtime.notifier.event(job_key(job_id))
-        job = await runtime.store.get_job(job_id) or job
-        if not job.status.terminal and await wait_for(woken, wait):
-            job = await runtime.store.get_job(job_id) or job
+        job = await _wait_until_terminal(runtime, job, wait)
     return JSONResponse(job.to_json())
+
+
+async def _wait_until_terminal(runtime: Runtime, job: Job, wait: float) -> Job:
+    """The job once terminal, or as it stands after `wait` seconds or at shutdown. With replicas, a
+    completion on another one wakes us by NOTIFY; the store is also re-read every backstop_s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    step = runtime.store.backstop_s or wait
+    while not job.status.terminal and not runtime.stopping.is_set():
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        woken = runtime.notifier.event(job_key(job.id))
+        job = await runtime.store.get_job(job.id) or job
+        if job.status.terminal:
+            break
+        await wait_for(woken, min(step, left))
+        job = await runtime.store.get_job(job.id) or job
+    return job
 
 
 @authed
 async def list_jobs(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     q = request.query_params
-    page = await runtime.store.list_jobs(
+    known_params(q, _JOB_PARAMS)
+    filters = JobFilter(
         provider=query_choice(q, "provider", PROVIDERS), status=query_choice(q, "status", _STATUSES),
-        limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q),
+        delivery_status=query_choice(q, "delivery_status", _DELIVERY_STATUSES),
+        provider_job_id=query_text(q, "provider_job_id"), since=query_time(q, "since"), until=query_time(q, "until"),
+    )
+    page = await runtime.store.list_jobs(
+        filters=filters, limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q),
     )
     return JSONResponse({"jobs": [j.to_json() for j in page.items], "next_cursor": page.next_cursor})
 
@@ -110,9 +139,10 @@ async def redeliver(request: Request) -> Response:
 async def list_receipts(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     q = request.query_params
+    known_params(q, _RECEIPT_PARAMS)
     outcome = query_choice(q, "outcome", _OUTCOMES)
     page = await runtime.store.list_receipts(
         provider=query_choice(q, "provider", PROVIDERS), outcome=Outcome(outcome) if outcome else None,
-        limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q),
+        limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q), job_id=query_text(q, "job_id"),
     )
     return JSONResponse({"receipts": [r.to_json() for r in page.items], "next_cursor": page.next_cursor})

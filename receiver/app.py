@@ -10,41 +10,76 @@ from typing import Any, AsyncIterator, Callable, Coroutine
 
 import standardwebhooks
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import httpx
 
 from receiver import api, events, generations, inspector, logs, ops, webhooks
+from receiver.http import client_gone, internal_error
 from receiver.delivery import run_delivery
 from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
-from receiver.errors import ReceiverError
+from receiver.errors import ReceiverError, StoreError, StoreUnavailable
+from receiver.leader import lead
 from receiver.metrics import Metrics
-from receiver.notify import EVENTS, Notifier
+from receiver.notify import EVENTS, Notifier, wait_for
 from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
-from receiver.store import Clock, open_store
+from receiver.store import Clock, describe_store, open_store
+from receiver.store.base import HEARTBEAT_S
 
 log = logging.getLogger("receiver.app")
 
 Worker = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
+async def run_oxen_leader(runtime: Runtime) -> None:
+    """Oxen's stream is consumed by one replica at a time; the others stand by."""
+
+    def standby() -> None:
+        runtime.oxen.state, runtime.oxen.last_error = "standby", None
+
+    await lead(runtime, "oxen_stream", run_oxen_consumer, on_standby=standby)
+
+
+async def run_heartbeat(runtime: Runtime) -> None:
+    """Say this replica is alive, so that the calls it owns are not taken for orphans."""
+    while not runtime.stopping.is_set():
+        await wait_for(runtime.stopping, HEARTBEAT_S)
+        try:
+            await runtime.store.heartbeat()
+        except StoreError as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+
 def workers_for(settings: Settings) -> list[Worker]:
     """The background loops this configuration needs."""
-    workers: list[Worker] = [run_delivery, run_reconciler, fail_orphaned_lumenfall_calls]
+    workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls]
     if settings.oxen_api_key is not None:
-        workers.append(run_oxen_consumer)
+        workers.append(run_oxen_leader)
     return workers
 
 
-async def open_runtime(settings: Settings, *, clock: Clock = time.time) -> Runtime:
+async def unavailable(request: Request, exc: Exception) -> Response:
+    """The database is away (restarting, unreachable, locked): nothing was acknowledged, retry later."""
+    log.warning("%s %s: store unavailable: %s", request.method, request.url.path, exc)
+    return JSONResponse({"error": "store_unavailable", "message": "the store is unavailable; retry shortly"},
+                        status_code=503, headers={"Retry-After": "1", "Connection": "close"})
+
+
+async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving: bool = True) -> Runtime:
+    """The store, secrets and clients. `serving`: this process serves (takes the SQLite file's lock,
+    creates the store); else it only reads an existing store (`receiver info`)."""
     store = await open_store(
         settings.database_url, default_callback_url=settings.default_callback_url,
-        reconcile_after_s=settings.reconcile_after_s, clock=clock,
+        reconcile_after_s=settings.reconcile_after_s, clock=clock, exclusive=serving, create=serving,
     )
     try:
+        if serving:
+            await store.heartbeat()  # before any call it owns can be looked at by another replica
         secrets = await resolve_secrets(settings, store)
         logs.protect_secrets(settings, secrets)  # from here on no log line can show one
         try:
@@ -71,7 +106,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         app.state.runtime = runtime
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
-        log.info("receiver ready: public URL %s, store %s", settings.base_public_url, settings.database_url.split("?")[0])
+        log.info("receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url))
         try:
             yield
         finally:
@@ -98,4 +133,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time) ->
         Route("/v1/stats", inspector.stats, methods=["GET"]),
         inspector.ui_mount(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Exception: internal_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -1,9 +1,10 @@
-"""`receiver serve` and `receiver info`."""
+"""`receiver serve`, `receiver info` and `receiver listen`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import Any, Sequence
 
@@ -11,12 +12,14 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from receiver import logs
+from receiver import listen, logs, tunnels
 from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.models import WEBHOOK_PROVIDERS
 from receiver.notify import EVENTS
+from receiver.server import server_config
 from receiver.settings import Settings, webhook_url
+from receiver.store import describe_store, open_store
 
 
 def load_settings(overrides: dict[str, Any]) -> Settings:
@@ -43,20 +46,43 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings) -> None:
+async def _preflight(settings: Settings) -> None:
+    """Open the store once before the server starts, so a bad URL, an unreachable database or a SQLite file
+    another process serves ends here with one line, before any worker runs."""
+    store = await open_store(settings.database_url, exclusive=True)
+    await store.close()
+
+
+def discover_tunnel(settings: Settings, overrides: dict[str, Any]) -> tuple[Settings, str | None]:
+    """With RECEIVER_PUBLIC_URL unset, the settings with a local tunnel's URL as public URL, and a note
+    saying which tunnel; unchanged (and no note) when discovery is off or finds nothing."""
+    if settings.public_url is not None or not settings.tunnel_discovery:
+        return settings, None
+    probe = tunnels.TunnelProbe(settings.ngrok_api_url, settings.cloudflared_metrics_urls)
+    tunnel = asyncio.run(tunnels.discover(settings.port, probe))
+    if tunnel is None:
+        return settings, None
+    return load_settings({**overrides, "public_url": tunnel.public_url}), tunnel.describe(settings.port)
+
+
+def serve(settings: Settings, tunnel_note: str | None = None) -> None:
     log_config = logs.configure(fmt=settings.log_format, level=settings.log_level)
+    asyncio.run(_preflight(settings))
+    if tunnel_note:
+        logging.getLogger("receiver").info("public URL from a local tunnel: %s", tunnel_note)
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = server_config(
         app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
-        timeout_graceful_shutdown=5, server_header=False,
+        timeout_graceful_shutdown=5,
     )
     _Server(config, app).run()
 
 
-async def _info(settings: Settings) -> str:
-    runtime = await open_runtime(settings)
+async def _info(settings: Settings, tunnel_note: str | None = None) -> str:
+    runtime = await open_runtime(settings, serving=False)
     try:
-        lines = ["Webhook URLs (give each provider its own):"]
+        lines = [f"Public URL from a local tunnel: {tunnel_note}", ""] if tunnel_note else []
+        lines += ["Webhook URLs (give each provider its own):"]
         lines += [f"  {p:<10} {webhook_url(settings, runtime.secrets, p)}" for p in WEBHOOK_PROVIDERS]
         lines += [
             "  oxen       (no webhook: the receiver subscribes to Oxen's event stream"
@@ -65,7 +91,7 @@ async def _info(settings: Settings) -> str:
             f"API token:      {runtime.secrets.api_token}",
             f"Webhook token:  {runtime.secrets.webhook_token}",
             f"Signing secret: {runtime.secrets.signing_secret}",
-            f"Database:       {settings.database_url}",
+            f"Store:          {describe_store(settings.database_url)}",
         ]
         return "\n".join(lines)
     finally:
@@ -81,13 +107,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     info_cmd = commands.add_parser("info", help="print webhook URLs, API token and signing secret")
     info_cmd.add_argument("--host")
     info_cmd.add_argument("--port", type=int)
+    listen.add_arguments(commands.add_parser("listen", help="forward a receiver's events to a local URL"))
     args = parser.parse_args(argv)
-    settings = load_settings({"host": args.host, "port": args.port})
+    if args.command == "listen":
+        raise SystemExit(listen.main(args))
+    overrides = {"host": args.host, "port": args.port}
+    settings, tunnel_note = discover_tunnel(load_settings(overrides), overrides)
     try:
         if args.command == "serve":
-            serve(settings)
+            serve(settings, tunnel_note)
         else:
-            print(asyncio.run(_info(settings)))
+            print(asyncio.run(_info(settings, tunnel_note)))
     except ReceiverError as exc:
         print(f"receiver: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

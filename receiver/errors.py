@@ -15,6 +15,10 @@ class StoreError(ReceiverError):
     """The store could not do what was asked."""
 
 
+class StoreUnavailable(StoreError):
+    """The database is unreachable, or busy past its wait: the request may be retried (503)."""
+
+
 class ProviderError(ReceiverError):
     """A provider refused or failed a request we made to it."""
 

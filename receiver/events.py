@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from receiver.api import authed
+from receiver.http import error
 from receiver.notify import EVENTS, wait_for
 from receiver.runtime import Runtime
 from receiver.store.base import Event
@@ -36,25 +38,38 @@ def _last_event_id(request: Request) -> int | None:
 async def _stream(runtime: Runtime, after: int) -> AsyncIterator[str]:
     yield ": connected\n\n"
     seq = after
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    # With replicas, other replicas' commits arrive by NOTIFY; re-reading every backstop_s covers a missed one.
+    wait_s = min(KEEPALIVE_S, runtime.store.backstop_s or KEEPALIVE_S)
     while not runtime.stopping.is_set():
         woken = runtime.notifier.event(EVENTS)  # taken before reading: no event slips between
         events = await runtime.store.events_after(seq, BATCH)
         for event in events:
             yield format_event(event)
             seq = event.seq
-        if len(events) == BATCH:
-            continue
+        if events:
+            quiet_since = loop.time()
+            continue  # a page (cut at BATCH or at the store's byte budget): read on until none is left
         # Shutdown sets `stopping` and publishes EVENTS, so this wait ends at once then.
-        if not await wait_for(woken, KEEPALIVE_S):
+        if not await wait_for(woken, wait_s) and loop.time() - quiet_since >= KEEPALIVE_S:
             yield ": keep-alive\n\n"
+            quiet_since = loop.time()
 
 
 @authed
 async def stream_events(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     after = _last_event_id(request)
+    newest = await runtime.store.last_event_seq()
     if after is None:
-        after = await runtime.store.last_event_seq()  # without Last-Event-ID: from now on
+        after = newest  # without Last-Event-ID: from now on
+    elif after > newest:
+        # The store was replaced (or the id came from another receiver): streaming from here would
+        # silently skip every event up to `after` once the new store reaches it.
+        return error(409, "last_event_id_ahead",
+                     f"Last-Event-ID {after} is above the newest event this receiver has ({newest})",
+                     last_event_id=newest)
     return StreamingResponse(
         _stream(runtime, after),
         media_type="text/event-stream",

@@ -17,11 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.api import authed
-from receiver.errors import InvalidPayload, ProviderError
+from receiver.errors import InvalidPayload, ProviderError, StoreError
 from receiver.http import error, read_body
-from receiver.ingest import ingest
+from receiver import logs
+from receiver.ingest import ingest, storable_text
 from receiver.models import Completion, Job, Outcome, ProviderName, Receipt, dumps
-from receiver.provider_calls import call, send
+from receiver.notify import wait_for
+from receiver.provider_calls import MAX_IMAGE_ANSWER_BYTES, call, send
 from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
 from receiver.runtime import Runtime
@@ -97,8 +99,9 @@ async def create_generation(request: Request) -> Response:
     # Apiframe de-duplicates on Idempotency-Key: a caller retrying with its own key is charged once.
     # Everywhere else (Runware's taskUUID, Lumenfall's job id) the id must be fresh.
     request_id = str(uuid.uuid4())
-    if provider == "apiframe" and request.headers.get("idempotency-key"):
-        request_id = request.headers["idempotency-key"]
+    idempotency_key = _idempotency_key(request)
+    if provider == "apiframe" and idempotency_key:
+        request_id = idempotency_key
     if provider == "lumenfall":
         request_id = lumenfall.new_job_id(request_id)
     adapter: Submitter = _ASYNC.get(provider) or lumenfall
@@ -118,7 +121,9 @@ async def create_generation(request: Request) -> Response:
         except ProviderError as exc:
             runtime.metrics.submissions.labels(provider, "refused").inc()
             log.warning("%s refused a generation (status %s): %s", provider, exc.status, exc.message)
-            return error(502, "provider_refused", exc.message, provider_status=exc.status)
+            # The provider's own words, which may echo a key or a token back: masked like a log line.
+            message = logs.masker_for(settings, runtime.secrets).redact(exc.message)
+            return error(502, "provider_refused", message, provider_status=exc.status)
         jobs = [
             (await runtime.store.register_job(
                 provider=provider, provider_job_id=item.provider_job_id, callback_url=spec.callback_url,
@@ -132,10 +137,25 @@ async def create_generation(request: Request) -> Response:
     return JSONResponse({"jobs": [j.to_json() for j in jobs]}, status_code=202)
 
 
+def _idempotency_key(request: Request) -> str | None:
+    """The caller's Idempotency-Key, if any: printable ASCII, as the provider must be sent it."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (key.isascii() and key.isprintable()):
+        raise invalid("Idempotency-Key", "must be printable ASCII")
+    return key
+
+
+def _usable(submitted: list[Submitted]) -> list[Submitted]:
+    for item in submitted:
+        if not storable_text(item.provider_job_id):
+            raise InvalidPayload(f"job id {item.provider_job_id!r} holds an unpaired UTF-16 surrogate")
+    return submitted
+
+
 async def _submit(runtime: Runtime, adapter: AsyncSubmitter, provider: str, request: ProviderRequest) -> list[Submitted]:
     response = await call(runtime, provider, request, timeout=runtime.settings.provider_timeout_s)
     try:
-        return adapter.parse_submit(request, response.content)
+        return _usable(adapter.parse_submit(request, response.content))
     except InvalidPayload as exc:
         # It may have accepted (and charged) all the same: keep what it said where an operator can find it.
         log.error("%s answered a submit with %s but unusably (%s): %.500r", provider, response.status_code, exc,
@@ -149,7 +169,7 @@ async def _submit(runtime: Runtime, adapter: AsyncSubmitter, provider: str, requ
 async def _start_lumenfall(runtime: Runtime, spec: Generate, request: ProviderRequest, job_id: str) -> Job:
     job, _ = await runtime.store.register_job(
         provider="lumenfall", provider_job_id=job_id, callback_url=spec.callback_url,
-        metadata=spec.metadata, expected_outputs=None,
+        metadata=spec.metadata, expected_outputs=None, owner=runtime.store.replica_id,
     )
     runtime.spawn(_generate_lumenfall(runtime, request, job_id), name=f"lumenfall-{job_id}")
     runtime.metrics.submissions.labels("lumenfall", "started").inc()
@@ -159,7 +179,8 @@ async def _start_lumenfall(runtime: Runtime, spec: Generate, request: ProviderRe
 async def _generate_lumenfall(runtime: Runtime, request: ProviderRequest, job_id: str) -> None:
     try:
         try:
-            response = await send(runtime, "lumenfall", request, timeout=runtime.settings.lumenfall_timeout_s)
+            response = await send(runtime, "lumenfall", request, timeout=runtime.settings.lumenfall_timeout_s,
+                                  max_bytes=MAX_IMAGE_ANSWER_BYTES)
         except ProviderError as exc:
             await _fail_lumenfall(runtime, job_id, exc.message)
             return
@@ -171,7 +192,8 @@ async def _generate_lumenfall(runtime: Runtime, request: ProviderRequest, job_id
                 # Kept as an invalid receipt; the job must still end, as nothing else will ever answer for it.
                 await _fail_lumenfall(runtime, job_id, f"unusable answer from Lumenfall: {result.error}")
         else:
-            message = refusal_message(response.status_code, body)
+            message = logs.masker_for(runtime.settings, runtime.secrets).redact(
+                refusal_message(response.status_code, body))
             await ingest(runtime, receipt, lambda: [lumenfall.failed_response(job_id, message)])
     except asyncio.CancelledError:
         await asyncio.shield(_fail_lumenfall(runtime, job_id, INTERRUPTED))
@@ -192,10 +214,19 @@ async def _fail_lumenfall(runtime: Runtime, job_id: str, message: str) -> None:
         log.exception("could not record the failure of Lumenfall job %s", job_id)
 
 
+ORPHAN_CHECK_S = 10.0
+
+
 async def fail_orphaned_lumenfall_calls(runtime: Runtime) -> None:
-    """At startup: a receiver-run Lumenfall call still pending was cut off by a crash (a clean shutdown
-    fails it), and Lumenfall has no status endpoint to ask afterwards, so end it as failed now."""
-    for job in await runtime.store.pending_jobs("lumenfall"):
-        if job.provider_job_id.startswith(lumenfall.RECEIVER_ID_PREFIX):
-            log.warning("Lumenfall job %s was cut off by a restart: failing it", job.id, extra={"job_id": job.id})
-            await _fail_lumenfall(runtime, job.provider_job_id, CRASHED)
+    """A receiver-run Lumenfall call still pending whose replica is gone (a crash: a clean shutdown fails
+    its own) will never be answered, and Lumenfall has no status endpoint to ask: end it as failed.
+    Checked at start and then periodically, so a dead replica's calls end on a live one."""
+    while not runtime.stopping.is_set():
+        try:
+            for job in await runtime.store.orphaned_jobs("lumenfall"):
+                if job.provider_job_id.startswith(lumenfall.RECEIVER_ID_PREFIX):
+                    log.warning("Lumenfall job %s was cut off by a crash: failing it", job.id, extra={"job_id": job.id})
+                    await _fail_lumenfall(runtime, job.provider_job_id, CRASHED)
+        except StoreError as exc:
+            log.warning("could not look for orphaned Lumenfall calls: %s", exc)
+        await wait_for(runtime.stopping, ORPHAN_CHECK_S)

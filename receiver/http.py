@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from receiver.models import dumps
+
+
+log = logging.getLogger("receiver.http")
 
 
 class BodyTooLarge(Exception):
@@ -50,3 +54,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BodyTooLarge
     return bytes(body)
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """A sender that hung up mid-body (or was dropped for sending too slowly): nothing was stored, and
+    no one is left to answer. An ordinary event, not an error."""
+    log.debug("%s %s: the client disconnected before its body was read", request.method, request.url.path)
+    return Response(status_code=400)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug: JSON like every other answer, and the connection closed, as its state is unknown. The
+    traceback is still logged as an ERROR (by the server, once this answer is sent)."""
+    return JSONResponse({"error": "internal_error", "message": "the receiver failed to answer this request"},
+                        status_code=500, headers={"Connection": "close"})

@@ -37,22 +37,46 @@ async def ingest(runtime: Runtime, receipt: Receipt, parse: Callable[[], list[Co
     return result
 
 
+MAX_URL_CHARS = 8192  # an http(s) output URL; data: URIs are bounded by the message itself
+_URL_SCHEMES = ("http://", "https://")
+
+
 def _storable(completions: list[Completion]) -> list[Completion]:
-    """The completions, once their text can be stored: JSON may escape a lone surrogate (`"\\ud800"`), which
-    no UTF-8 column takes. An id or URL holding one is invalid; an error message is mended."""
+    """The completions, once their text can be stored and their URLs used downstream.
+
+    JSON may escape a lone surrogate (`"\\ud800"`), which no UTF-8 column takes: an id or URL holding one
+    is invalid, an error message is mended. An output URL must be http(s) (at most MAX_URL_CHARS) or a
+    `data:` URI: anything else (`javascript:`, `file:`) is never passed on."""
     mended: list[Completion] = []
     for completion in completions:
         texts = [completion.provider_job_id]
         texts += [t for o in completion.outputs for t in (o.url, o.key, o.media_type) if t is not None]
-        if not all(_encodable(t) for t in texts):
+        if not all(storable_text(t) for t in texts):
             raise InvalidPayload("an id or URL holds an unpaired UTF-16 surrogate")
-        if completion.error is not None and not _encodable(completion.error):
+        for output in completion.outputs:
+            problem = url_problem(output.url)
+            if problem is not None:
+                raise InvalidPayload(f"output URL {output.url[:100]!r}: {problem}")
+        if completion.error is not None and not storable_text(completion.error):
             completion = dataclasses.replace(completion, error=completion.error.encode("utf-8", "replace").decode())
         mended.append(completion)
     return mended
 
 
-def _encodable(text: str) -> bool:
+def url_problem(url: str) -> str | None:
+    """Why an output URL cannot be handed downstream, or None."""
+    lowered = url[:8].lower()
+    if lowered.startswith("data:"):
+        return None
+    if not lowered.startswith(_URL_SCHEMES):
+        return "must be http(s):// or a data: URI"
+    if len(url) > MAX_URL_CHARS:
+        return f"longer than {MAX_URL_CHARS} characters"
+    return None
+
+
+def storable_text(text: str) -> bool:
+    """False for text holding a lone surrogate, which no UTF-8 column (or JSON answer) takes."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

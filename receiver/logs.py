@@ -27,16 +27,15 @@ _WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s\"]+:)[^@/\s\"]+@")
 
 
-class Redacting(logging.Formatter):
-    """Formats with `inner`, then masks secrets in the finished line."""
+class Masker:
+    """Masks secrets in text: the values given (also URL- and JSON-escaped) and the patterns above."""
 
-    def __init__(self, inner: logging.Formatter) -> None:
-        super().__init__()
-        self.inner = inner
+    def __init__(self, values: tuple[str | None, ...] = ()) -> None:
         self._secrets: set[str] = set()
         self._known: re.Pattern[str] | None = None
+        self.add(values)
 
-    def protect(self, values: tuple[str | None, ...]) -> None:
+    def add(self, values: tuple[str | None, ...]) -> None:
         for value in values:
             if not value or len(value) < MIN_SECRET_CHARS:
                 continue
@@ -54,6 +53,21 @@ class Redacting(logging.Formatter):
         text = _BEARER.sub(r"\1***", text)
         text = _WHSEC.sub("whsec_***", text)
         return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+class Redacting(logging.Formatter):
+    """Formats with `inner`, then masks secrets in the finished line."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+        self.masker = Masker()
+
+    def protect(self, values: tuple[str | None, ...]) -> None:
+        self.masker.add(values)
+
+    def redact(self, text: str) -> str:
+        return self.masker.redact(text)
 
     def format(self, record: logging.LogRecord) -> str:
         return self.redact(self.inner.format(record))
@@ -103,9 +117,19 @@ def protect(*values: str | None) -> None:
             handler.formatter.protect(values)
 
 
-def protect_secrets(settings: Settings, secrets: Secrets) -> None:
-    """Every secret in force: the three of `secrets`, the provider API keys, the Lumenfall webhook secret."""
+def secrets_in_force(settings: Settings, secrets: Secrets) -> tuple[str, ...]:
+    """The three of `secrets`, the provider API keys, the Lumenfall webhook secret."""
     keys = [settings.api_key(provider) for provider in PROVIDERS]
     keys.append(settings.lumenfall_webhook_secret)
-    protect(secrets.api_token, secrets.webhook_token, secrets.signing_secret,
+    return (secrets.api_token, secrets.webhook_token, secrets.signing_secret,
             *(k.get_secret_value() for k in keys if k is not None))
+
+
+def protect_secrets(settings: Settings, secrets: Secrets) -> None:
+    """Mask every secret in force in the log lines from now on."""
+    protect(*secrets_in_force(settings, secrets))
+
+
+def masker_for(settings: Settings, secrets: Secrets) -> Masker:
+    """Masks every secret in force, as log lines are: for provider text the receiver repeats (a 502)."""
+    return Masker(secrets_in_force(settings, secrets))

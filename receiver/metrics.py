@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -9,11 +13,17 @@ from receiver.models import WEBHOOK_PROVIDERS, Outcome
 from receiver.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-STREAM_STATES = ("disabled", "connecting", "connected", "unauthorized")
+STREAM_STATES = ("disabled", "connecting", "connected", "unauthorized", "standby")
+JOB_COUNTS_TTL_S = 5.0  # /metrics is unauthenticated: scrapers may not cost a GROUP BY each
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, job_counts_ttl_s: float = JOB_COUNTS_TTL_S) -> None:
+        self.clock = clock
+        self.job_counts_ttl_s = job_counts_ttl_s
+        self._job_counts: dict[str, int] | None = None
+        self._job_counts_at = 0.0
+        self._job_counts_lock = asyncio.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.receipts = Counter(
@@ -54,10 +64,18 @@ class Metrics:
         if stream_state is not None:
             for state in STREAM_STATES:
                 self.stream_state.labels(state).set(1 if state == stream_state else 0)
-        counts = await store.job_counts()
+        counts = await self._counts(store)
         for status in ("pending", "succeeded", "failed", "cancelled"):
             self.jobs.labels(status).set(counts.get(status, 0))
         depth, oldest = await store.delivery_backlog()
         self.queue_depth.set(depth)
         self.oldest_pending_age.set(max(0.0, store.clock() - oldest) if oldest is not None else 0)
         return generate_latest(self.registry)
+
+    async def _counts(self, store: Store) -> dict[str, int]:
+        """Jobs by status, recomputed at most every `job_counts_ttl_s`; concurrent scrapes share one query."""
+        async with self._job_counts_lock:
+            if self._job_counts is None or self.clock() - self._job_counts_at >= self.job_counts_ttl_s:
+                self._job_counts = dict(await store.job_counts())
+                self._job_counts_at = self.clock()
+            return self._job_counts

@@ -130,6 +130,7 @@ class StoredReceipt:
     error: str | None
     body: bytes
     received_at: str
+    job_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         try:
@@ -142,6 +143,7 @@ class StoredReceipt:
             "source": self.source,
             "outcome": self.outcome.value,
             "provider_job_ids": self.provider_job_ids,
+            "job_ids": self.job_ids,
             "error": self.error,
             "body": text if text is not None else self.body.decode("utf-8", "replace"),
             "received_at": self.received_at,
@@ -179,4 +181,9 @@ def dumps(value: Any) -> str:
 
 def callback_body(job: Job, at: float) -> bytes:
     """The downstream callback body: `{"type", "timestamp", "data": job}`."""
-    return dumps({"type": event_type(job.status), "timestamp": iso_time(at), "data": job.to_json()}).encode()
+    return envelope(event_type(job.status), iso_time(at), job.to_json())
+
+
+def envelope(type_: str, timestamp: str, data: dict[str, Any]) -> bytes:
+    """A callback body from its parts (also what `receiver listen` forwards for an event)."""
+    return dumps({"type": type_, "timestamp": timestamp, "data": data}).encode()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from receiver.aio import wait_for
 from receiver.store.base import Changes
+
+__all__ = ["EVENTS", "OUTBOX", "Notifier", "job_key", "wait_for"]
 
 OUTBOX = "outbox"
 EVENTS = "events"
@@ -33,18 +36,13 @@ class Notifier:
 
     def on_changes(self, changes: Changes) -> None:
         """Store listener: called after each commit that finished jobs or queued messages."""
+        if changes.everything:  # unknown what changed (a missed notification, many ids): wake every waiter
+            for key in list(self._events):
+                self.publish(key)
+            return
         for job_id in changes.terminal_job_ids:
             self.publish(job_key(job_id))
         if changes.terminal_job_ids:
             self.publish(EVENTS)
         if changes.new_messages:
             self.publish(OUTBOX)
-
-
-async def wait_for(event: asyncio.Event, timeout: float) -> bool:
-    """True if `event` fired within `timeout` seconds."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        return False
-    return True

@@ -7,6 +7,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from receiver.errors import StoreError
 from receiver.metrics import CONTENT_TYPE
 from receiver.runtime import Runtime
 
@@ -26,7 +27,7 @@ async def readyz(request: Request) -> Response:
         await runtime.store.ping()
         body["store"] = "ok"
         status = 200
-    except Exception as exc:
+    except StoreError as exc:
         log.error("store unreachable: %s", exc)
         body["store"] = "unreachable"
         status = 503

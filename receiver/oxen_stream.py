@@ -25,6 +25,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from receiver import backoff
+from receiver.bounded_sse import Oversized, aiter_bounded_sse
 from receiver.errors import InvalidPayload, NotConfigured, ProviderError
 from receiver.ingest import ingest
 from receiver.models import ApplyResult, Job, Receipt
@@ -50,6 +51,11 @@ class StreamTuning:
     poll_timeout_s: float = 15.0
     poll_concurrency: int = 4
     in_flight: int = 256  # stream events being ingested at once (the store commits them together)
+    # Oxen's events are a few hundred bytes: a line or an event over these ends the connection, and
+    # its first `kept_chars` are kept as an invalid receipt.
+    max_line_chars: int = 1024 * 1024
+    max_event_chars: int = 1024 * 1024
+    kept_chars: int = 64 * 1024
 
     @property
     def stall_timeout_s(self) -> float:
@@ -251,7 +257,21 @@ class OxenConsumer:
             self._opened()
             # The read timeout is the stall detector: keep-alive comments are bytes too, so it only
             # fires when nothing at all arrived for stall_timeout_s.
-            await self._consume(source)
+            try:
+                await self._consume(source)
+            except Oversized as exc:
+                await self._keep_oversized(exc)
+                raise StreamFailure(f"{exc.message}: reconnecting") from None
+
+    async def _keep_oversized(self, exc: Oversized) -> None:
+        """An oversized line or event, kept (its start only) as an invalid receipt."""
+        receipt = Receipt(provider="oxen", source="stream", body=exc.kept,
+                          headers={"sse-event": exc.event, "truncated": "true"})
+
+        def refuse() -> list[Any]:
+            raise InvalidPayload(f"{exc.message} (only the first {len(exc.kept)} bytes kept)")
+
+        await ingest(self.runtime, receipt, refuse)
 
     async def _consume(self, source: EventSource) -> None:
         """Ingest each completion without waiting for the previous ones' COMMIT, at most `in_flight` at once.
@@ -260,9 +280,12 @@ class OxenConsumer:
         is committed even if its waiter is cancelled by that.
         """
         window = asyncio.Semaphore(self.tuning.in_flight)
+        t = self.tuning
+        events = aiter_bounded_sse(source.response, max_line=t.max_line_chars, max_event=t.max_event_chars,
+                                   keep=t.kept_chars)
         try:
             async with asyncio.TaskGroup() as ingests:
-                async for sse in source.aiter_sse():
+                async for sse in events:
                     work = self._ingest(sse)
                     if work is not None:
                         await window.acquire()

@@ -27,9 +27,10 @@ from receiver.settings import Settings
 log = logging.getLogger("receiver.reconciler")
 
 BATCH = 100
-CONCURRENCY = 4
+CONCURRENCY = 4  # polls in flight per provider
 MAX_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 3600.0
+POLL_LEASE_S = 120.0  # longer than any poll can take; schedule_poll then sets the real next time
 
 
 class Poller(Protocol):
@@ -88,37 +89,66 @@ async def poll_job(runtime: Runtime, job: Job) -> str:
     return "terminal"
 
 
-async def _reconcile(runtime: Runtime, job: Job, limit: asyncio.Semaphore) -> None:
-    async with limit:
-        try:
-            result = await poll_job(runtime, job)
-        except Exception:
-            log.exception("polling %s job %s broke", job.provider, job.id, extra={"job_id": job.id})
-            result = "error"
-        runtime.metrics.reconcile_polls.labels(job.provider, result).inc()
-        # Still pending (or partly done): poll again later. A no-op once the job is terminal.
-        delay = next_poll_delay(runtime.settings, job.poll_count)
-        await runtime.store.schedule_poll(job.id, next_poll_at=runtime.store.clock() + delay)
+async def _reconcile(runtime: Runtime, job: Job) -> None:
+    try:
+        result = await poll_job(runtime, job)
+    except Exception:
+        log.exception("polling %s job %s broke", job.provider, job.id, extra={"job_id": job.id})
+        result = "error"
+    runtime.metrics.reconcile_polls.labels(job.provider, result).inc()
+    # Still pending (or partly done): poll again later. A no-op once the job is terminal.
+    delay = next_poll_delay(runtime.settings, job.poll_count)
+    await runtime.store.schedule_poll(job.id, next_poll_at=runtime.store.clock() + delay)
+
+
+async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: float, concurrency: int,
+                              batch: int) -> None:
+    """Poll one provider's due jobs, at most `concurrency` at once. Each poll runs on its own, within its
+    deadline: a slow one holds its slot, never the others nor the next look for due jobs."""
+    in_flight: dict[str, asyncio.Task[None]] = {}
+    freed = asyncio.Event()
+
+    def finished(job_id: str) -> None:
+        in_flight.pop(job_id, None)
+        freed.set()
+
+    try:
+        while not runtime.stopping.is_set():
+            freed.clear()
+            room = min(batch, concurrency - len(in_flight))
+            claimed: list[Job] = []
+            if room > 0:
+                try:
+                    # Claimed, so pushed POLL_LEASE_S ahead: no other replica (nor this loop) takes them
+                    # meanwhile. Only as many as there are free slots, so none waits out its lease.
+                    claimed = await runtime.store.claim_due_polls(providers=[provider], limit=room,
+                                                                  lease_s=POLL_LEASE_S)
+                except Exception:  # a store hiccup must not end the worker
+                    log.exception("reconcile pass for %s failed", provider)
+            for job in claimed:
+                task = asyncio.create_task(_reconcile(runtime, job), name=f"poll-{job.id}")
+                in_flight[job.id] = task
+                task.add_done_callback(lambda _, job_id=job.id: finished(job_id))
+            if room > 0 and len(claimed) == room:
+                continue  # maybe more are due
+            await wait_for(freed, interval) if room <= 0 else await wait_for(runtime.stopping, interval)
+    finally:
+        for task in in_flight.values():
+            task.cancel()
+        await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
 
 async def run_reconciler(
     runtime: Runtime, *, interval_s: float | None = None, concurrency: int = CONCURRENCY, batch: int = BATCH
 ) -> None:
-    """Poll due jobs of every provider that has polling and an API key, until the app stops."""
+    """Poll due jobs of every provider that has polling and an API key, until the app stops; each provider
+    on its own, so that one slow provider never delays another's polls."""
     providers = [p for p in POLLERS if runtime.settings.api_key(p) is not None]
     if not providers:
         log.info("reconciler idle: no provider with a status endpoint has an API key")
         return
     interval = interval_s if interval_s is not None else poll_interval(runtime.settings)
-    limit = asyncio.Semaphore(concurrency)
-    while not runtime.stopping.is_set():
-        jobs: list[Job] = []
-        try:
-            jobs = await runtime.store.jobs_due_for_poll(providers=providers, limit=batch)
-            if jobs:
-                await asyncio.gather(*(_reconcile(runtime, job, limit) for job in jobs))
-        except Exception:  # a store hiccup must not end the worker
-            log.exception("reconcile pass failed")
-            jobs = []
-        if len(jobs) < batch:
-            await wait_for(runtime.stopping, interval)
+    async with asyncio.TaskGroup() as loops:
+        for provider in providers:
+            loops.create_task(_reconcile_provider(runtime, provider, interval=interval, concurrency=concurrency,
+                                                  batch=batch), name=f"reconcile-{provider}")

@@ -21,7 +21,7 @@ from receiver.store import Store
 class StreamStatus:
     """What /readyz says of the Oxen consumer."""
 
-    state: str = "disabled"  # disabled | connecting | connected | unauthorized
+    state: str = "disabled"  # disabled | connecting | connected | unauthorized | standby (another replica has it)
     last_error: str | None = None
     reconnects: int = 0
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from receiver.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.urls import check_callback_url
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -21,11 +22,13 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 class Settings(BaseSettings):
     """Typed settings. Unset tokens and the signing secret are filled from the store at startup."""
 
-    model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore", frozen=True, populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = 8000
-    database_url: str = "sqlite:///./receiver.db"
+    # DATABASE_URL is the PaaS convention; RECEIVER_DATABASE_URL wins when both are set.
+    database_url: str = Field(default="sqlite:///./receiver.db",
+                              validation_alias=AliasChoices("RECEIVER_DATABASE_URL", "DATABASE_URL", "database_url"))
     api_token: SecretStr | None = None
     webhook_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
@@ -38,6 +41,10 @@ class Settings(BaseSettings):
     # Not in the contract: how long a submit or status poll may take, and Lumenfall's synchronous generation.
     provider_timeout_s: float = Field(default=30.0, gt=0)
     lumenfall_timeout_s: float = Field(default=180.0, gt=0)
+    # Not in the contract: looking for a local ngrok/cloudflared tunnel while public_url is unset (tunnels.py).
+    tunnel_discovery: bool = True
+    ngrok_api_url: str = NGROK_API_URL
+    cloudflared_metrics_urls: Annotated[tuple[str, ...], NoDecode] = CLOUDFLARED_METRICS_URLS
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -62,6 +69,11 @@ class Settings(BaseSettings):
             parts = [p.strip() for p in value.split(",") if p.strip()]
             return tuple(float(p) for p in parts)
         return value
+
+    @field_validator("cloudflared_metrics_urls", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
 
     @field_validator("retry_schedule")
     @classmethod

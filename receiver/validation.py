@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
@@ -23,6 +24,16 @@ class RegisterJob(BaseModel):
     callback_url: str | None = Field(default=None, max_length=2048)
     metadata: dict[str, Any] = Field(default_factory=dict)
     expected_outputs: int | None = Field(default=None, ge=1, le=100)
+
+    @field_validator("provider_job_id")
+    @classmethod
+    def _provider_job_id(cls, value: str) -> str:
+        # Adapters strip the ids providers send: an id with spaces around it would never be matched.
+        if value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        if not value.isprintable():
+            raise ValueError("must not contain control characters (tabs, newlines)")
+        return value
 
     @field_validator("callback_url")
     @classmethod
@@ -138,3 +149,33 @@ def query_cursor(params: Any) -> str | None:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise invalid("cursor", "not a cursor this API returned")
     return str(raw)
+
+
+def known_params(params: Any, known: frozenset[str]) -> None:
+    """Unknown query parameters are refused: a misspelt filter must not silently return everything."""
+    for name in params.keys():
+        if name not in known:
+            raise invalid(name, f"unknown query parameter; known: {', '.join(sorted(known))}")
+
+
+def query_text(params: Any, name: str, *, max_length: int = 512) -> str | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise invalid(name, f"longer than {max_length} characters")
+    return str(raw)
+
+
+def query_time(params: Any, name: str) -> float | None:
+    """An ISO 8601 time (`2026-11-21T10:00:00Z`; no zone means UTC) as epoch seconds."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        when = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise invalid(name, "must be an ISO 8601 time, e.g. 2026-11-21T10:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()

@@ -8,7 +8,9 @@ import pytest
 from receiver import oxen_stream
 from receiver.app import create_app
 from tests.fakes.oxen import FAST_TUNING, FakeOxen
-from tests.support import RunningServer, make_settings, serve_app
+from tests.support import (
+    POSTGRES_REQUIRED, RunningServer, make_settings, postgres_database, postgres_reachable, serve_app,
+)
 
 
 @pytest.fixture
@@ -32,3 +34,24 @@ async def fake_oxen() -> AsyncIterator[FakeOxen]:
         fake.base_url = server.base_url
         yield fake
         fake.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test (dropped after). Skips, saying why, when no server answers,
+    unless RECEIVER_REQUIRE_POSTGRES=1 (CI), where that fails the test."""
+    problem = await postgres_reachable()
+    if problem is not None:
+        if POSTGRES_REQUIRED:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    async with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for each backend: the same test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'receiver.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 import httpx
 import uvicorn
 
+from receiver.server import server_config
 from receiver.settings import Settings
 
 API_TOKEN = "test-api-token"
@@ -60,15 +61,16 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, *, sock: socket.socket | None = None) -> AsyncIterator[RunningServer]:
-    """Run an ASGI app on a real uvicorn server on 127.0.0.1 in this event loop."""
+async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: Any) -> AsyncIterator[RunningServer]:
+    """Run an ASGI app on a real uvicorn server on 127.0.0.1 in this event loop, configured as `receiver
+    serve` configures it (`bounds`: see receiver.server.server_config)."""
     if sock is None:
         # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it every
         # keep-alive request waits ~40 ms for a delayed ACK.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    config = server_config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **bounds)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -142,6 +144,49 @@ def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "RECEIVER_SIGNING_SECRET": SIGNING_SECRET,
         "RECEIVER_RETRY_SCHEDULE": "0.05,0.1,0.2",
         "RECEIVER_CALLBACK_TIMEOUT_S": "2",
+        "RECEIVER_TUNNEL_DISCOVERY": "off",  # a tunnel running on the machine must not change the tests
     }
     env.update(extra)
     return env
+
+
+# -- PostgreSQL: a database per test ------------------------------------------------------------
+
+POSTGRES_ADMIN_URL = os.environ.get("RECEIVER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_REQUIRED = os.environ.get("RECEIVER_REQUIRE_POSTGRES") == "1"
+
+
+async def postgres_reachable() -> str | None:
+    """None when the test server answers, else why not."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=3)
+    except Exception as exc:  # any reason at all means: no server to test against
+        return f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({type(exc).__name__}: {exc})"
+    await conn.close()
+    return None
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh database on the test server, dropped afterwards; yields its URL."""
+    import uuid
+
+    import asyncpg
+
+    name = f"receiver_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

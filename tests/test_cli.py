@@ -18,22 +18,48 @@ def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
                           capture_output=True, text=True, timeout=60)
 
 
-def test_info_uses_public_url_and_defaults_to_receiver_db(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+def test_info_reads_the_servers_store_and_never_creates_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "DATABASE_URL"))}
     env["RECEIVER_PUBLIC_URL"] = "https://abc.tunnel.example/"
-    result = subprocess.run([sys.executable, "-m", "receiver", "info"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "receiver.db").exists()  # with no settings: ./receiver.db
-    for provider in ("pixazo", "runware", "apiframe", "lumenfall"):
-        assert f"https://abc.tunnel.example/webhooks/{provider}?token=" in result.stdout
+    env["RECEIVER_TUNNEL_DISCOVERY"] = "off"
+    missing = subprocess.run([sys.executable, "-m", "receiver", "info"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0
+    assert str(tmp_path / "receiver.db") in missing.stderr and "Traceback" not in missing.stderr
+    assert not (tmp_path / "receiver.db").exists()  # looked, did not create
+
+    proc = ReceiverProcess({**env, "RECEIVER_DATABASE_URL": "sqlite:///./receiver.db"}, cwd=tmp_path).start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "receiver", "info"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert f"SQLite file {tmp_path / 'receiver.db'}" in result.stdout
+        token = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("API token"))
+        # The token info prints is the one the running server takes.
+        assert httpx.get(f"{proc.base_url}/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        for provider in ("pixazo", "runware", "apiframe", "lumenfall"):
+            assert f"https://abc.tunnel.example/webhooks/{provider}?token=" in result.stdout
+    finally:
+        proc.stop()
+
+
+def test_second_serve_on_the_same_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
+    first = ReceiverProcess(process_env(tmp_path)).start()
+    try:
+        second = subprocess.run([sys.executable, "-m", "receiver", "serve", "--port", "1"],
+                                env={**os.environ, **process_env(tmp_path)}, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "already serving" in second.stderr and "Traceback" not in second.stderr
+        assert httpx.get(f"{first.base_url}/healthz").status_code == 200
+    finally:
+        first.stop()
 
 
 def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     result = run(["info"], {"RECEIVER_RETRY_SCHEDULE": "5,soon"}, tmp_path)
     assert result.returncode != 0 and "RECEIVER_RETRY_SCHEDULE" in result.stderr
     result = run(["info"], {"RECEIVER_DATABASE_URL": "mysql://x"}, tmp_path)
-    assert result.returncode == 2 and "RECEIVER_DATABASE_URL" in result.stderr or "scheme" in result.stderr
+    assert result.returncode == 2 and "scheme" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_flags_win_over_environment(tmp_path: Path) -> None:

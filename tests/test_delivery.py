@@ -443,6 +443,21 @@ async def test_events_reject_a_bad_last_event_id(server: RunningServer) -> None:
         assert (await anonymous.get("/v1/events")).status_code == 401
 
 
+async def test_events_refuse_a_last_event_id_ahead_of_the_store(server: RunningServer) -> None:
+    async with server.api() as client:
+        response = await client.get("/v1/events", headers={"Last-Event-ID": "1"})
+        assert response.status_code == 409, response.text
+        assert response.json()["error"] == "last_event_id_ahead" and response.json()["last_event_id"] == 0
+
+        await finished_job(client, None)
+        [(newest, _, _)] = await read_events(client, 1, headers={"Last-Event-ID": "0"})
+        response = await client.get("/v1/events", params={"last_event_id": str(newest + 1)})
+        assert response.status_code == 409 and response.json()["last_event_id"] == newest
+        # The newest id itself is fine: nothing to replay, then live.
+        async with aconnect_sse(client, "GET", "/v1/events", headers={"Last-Event-ID": str(newest)}) as source:
+            assert source.response.status_code == 200
+
+
 # -- long-poll ----------------------------------------------------------------------------------
 
 

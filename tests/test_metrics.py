@@ -50,6 +50,7 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
             pixazo_api_key=PIXAZO_KEY, pixazo_base_url=pixazo.base_url,
         )
         async with serve_app(create_app(settings)) as server, server.client() as client, server.api() as api:
+            server.runtime.metrics.job_counts_ttl_s = 0  # every scrape counts afresh (the cache: test_edges.py)
             await fake_oxen.wait_connections(1)
             before = await scrape(server)
             assert value(before, "receiver_deliveries_total", outcome="failed") == 0  # exists from the start

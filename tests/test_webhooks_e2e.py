@@ -223,12 +223,15 @@ async def test_generated_secrets_persist_across_restarts(tmp_path: Path) -> None
         return subprocess.run([sys.executable, "-m", "receiver", "info"], env={**__import__("os").environ, **env},
                               capture_output=True, text=True, check=True).stdout
 
-    first, second = info(), info()
-    assert first == second
-    token = next(line.split()[-1] for line in first.splitlines() if line.startswith("Webhook token"))
-    assert f"/webhooks/pixazo?token={token}" in first and "whsec_" in first
-    proc = ReceiverProcess(env).start()
+    proc = ReceiverProcess(env).start()  # the first start generates the secrets and keeps them in the store
+    first = info()
+    proc.stop()
+    proc = ReceiverProcess(env).start()  # a restart finds them
     try:
+        second = info()
+        assert first == second
+        token = next(line.split()[-1] for line in first.splitlines() if line.startswith("Webhook token"))
+        assert f"/webhooks/pixazo?token={token}" in first and "whsec_" in first
         reply = httpx.post(f"{proc.base_url}{hook('pixazo', token)}", json=PIXAZO_DONE)
         assert reply.status_code == 200
         assert httpx.post(f"{proc.base_url}{hook('pixazo')}", json=PIXAZO_DONE).status_code == 401

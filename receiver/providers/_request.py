@@ -59,7 +59,13 @@ def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def refusal_message(status: int, body: bytes) -> str:
-    """The provider's `message`, else its `error`, else a short excerpt of what it answered."""
+    """The provider's `message`, else its `error`, else a short excerpt of what it answered; a lone
+    surrogate escape (`"\\ud800"`), which no UTF-8 text can hold, becomes `?`."""
+    text = _refusal_text(status, body)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _refusal_text(status: int, body: bytes) -> str:
     try:
         obj: Any = load_object(body)
     except InvalidPayload:

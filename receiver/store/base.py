@@ -1,21 +1,29 @@
-"""The one interface every store implements (SQLite now, PostgreSQL later)."""
+"""The one interface every store implements: SQLite (one process) and PostgreSQL (any number of replicas)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+# Pages stop at `limit` rows or at about this many bytes of bodies, whichever comes first, so a page of
+# large receipts is never built whole in memory; `next_cursor` goes on from where it stopped.
+PAGE_BUDGET_BYTES = 4 * 1024 * 1024
+REPLICA_TTL_S = 30.0  # a replica whose heartbeat is older than this is gone
+HEARTBEAT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """What a committed write changed, for in-process wake-ups (long-poll, SSE, outbox)."""
+    """What a committed write changed, for wake-ups (long-poll, SSE, outbox); `everything` when unknown."""
 
     terminal_job_ids: tuple[str, ...] = ()
     new_messages: bool = False
+    everything: bool = False
 
 
 ChangeListener = Callable[[Changes], None]
@@ -45,6 +53,7 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    message_id: str
     url: str
     attempt: int
     status_code: int | None
@@ -52,27 +61,45 @@ class Attempt:
     at: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "attempt": self.attempt, "status_code": self.status_code,
-                "error": self.error, "at": self.at}
+        return {"message_id": self.message_id, "url": self.url, "attempt": self.attempt,
+                "status_code": self.status_code, "error": self.error, "at": self.at}
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Any] = field(default_factory=list)
+class Page(Generic[T]):
+    items: list[T] = field(default_factory=list)
     next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """The filters of `GET /v1/jobs`; None means any. Times are epoch seconds on `created_at`."""
+
+    provider: str | None = None
+    status: str | None = None
+    delivery_status: str | None = None
+    provider_job_id: str | None = None
+    since: float | None = None
+    until: float | None = None
 
 
 class Store(Protocol):
     clock: Clock
+    replica_id: str
+    # How often waiters re-read the store even without a wake-up: None when every commit wakes them
+    # (one process); a second or so when other replicas' commits arrive by NOTIFY, as a backstop.
+    backstop_s: float | None
 
     def add_listener(self, listener: ChangeListener) -> None:
-        """Call `listener` after each commit that finished jobs or queued messages."""
+        """Call `listener` after each commit (here or, for PostgreSQL, on another replica) that
+        finished jobs or queued messages."""
 
     async def close(self) -> None: ...
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StoreError when the store cannot take writes."""
 
     async def secret(self, name: str, generate: Callable[[], str]) -> str:
-        """The stored value of `name`, generated and stored on first use."""
+        """The stored value of `name`, generated and stored on first use (the same on every replica)."""
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
         """Store the receipt and apply its completions in one transaction."""
@@ -81,25 +108,33 @@ class Store(Protocol):
 
     async def register_job(
         self, *, provider: str, provider_job_id: str, callback_url: str | None,
-        metadata: dict[str, Any], expected_outputs: int | None,
+        metadata: dict[str, Any], expected_outputs: int | None, owner: str | None = None,
     ) -> tuple[Job, bool]:
-        """Create or claim a job; returns (job, created)."""
+        """Create or claim a job; returns (job, created). `owner`: the replica running its call."""
 
     async def get_job(self, job_id: str) -> Job | None: ...
-    async def list_jobs(self, *, provider: str | None, status: str | None, limit: int, cursor: str | None) -> Page: ...
-    async def list_receipts(self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None) -> Page: ...
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]: ...
+    async def list_receipts(
+        self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
+        job_id: str | None = None,
+    ) -> Page[Any]: ...
 
-    async def events_after(self, seq: int, limit: int) -> list[Event]: ...
+    async def events_after(self, seq: int, limit: int) -> list[Event]:
+        """Committed events after `seq`, in order; never one whose transaction may still commit below it."""
     async def last_event_seq(self) -> int: ...
 
-    async def release_leases(self) -> None: ...
-    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]: ...
+    async def release_leases(self) -> None:
+        """Forget this process's earlier claims (SQLite: one process owns the file); a no-op with replicas."""
+    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
+        """Due messages, leased to this replica (kept leased while held, up to `lease_s`)."""
     async def next_message_due_at(self) -> float | None: ...
     async def record_attempt(
         self, message: Message, *, status_code: int | None, error: str | None,
         outcome: str, next_attempt_at: float | None,
     ) -> None:
         """outcome: delivered | retry | failed."""
+    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
+        """Hand claimed messages back without an attempt, due again at `until`."""
 
     async def redeliver(self, job_id: str) -> Message | None: ...
     async def list_deliveries(self, job_id: str) -> list[Attempt]: ...
@@ -107,8 +142,16 @@ class Store(Protocol):
         """(pending message count, created_at of the oldest pending)."""
 
     async def pending_jobs(self, provider: str) -> list[Job]: ...
-    async def jobs_due_for_poll(self, *, providers: list[str], limit: int) -> list[Job]: ...
+    async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
+        """Pending jobs due for a status poll, each pushed `lease_s` ahead so no other replica polls it meanwhile."""
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None: ...
     async def job_counts(self) -> dict[str, int]: ...
-    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
-        """Hand claimed messages back without an attempt, due again at `until`."""
+
+    async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
+        """Take or renew the named lease for this replica: its term (a fencing number that grows with each
+        new holder) while held, None while another replica holds it."""
+    async def release_lease(self, name: str) -> None: ...
+    async def heartbeat(self) -> None:
+        """Say this replica is alive (see REPLICA_TTL_S)."""
+    async def orphaned_jobs(self, provider: str) -> list[Job]:
+        """Pending jobs of `provider` owned by a replica that is gone."""

@@ -1,48 +1,54 @@
-"""The embedded store: SQLite in WAL mode. Every write goes through one plain sqlite3 connection;
-reads and WAL checkpoints go through aiosqlite, so they never wait behind a write or block the loop.
+"""The embedded store: SQLite in WAL mode, owned by one process.
 
-A write is acknowledged only after its COMMIT; with WAL and `synchronous=NORMAL` a committed
-transaction survives the process being killed (a power cut can lose the last few; set
-`?synchronous=full` in the URL if that matters).
+Writes go through one plain sqlite3 connection, group-committed (`batching.GroupCommit`) and run on
+the event loop: a transaction is a millisecond or so of CPU the process spends either way, where a
+thread hop per statement costs more (docs/benchmarks.md). The connection never waits for a lock
+(`busy_timeout=0`): a lock held by another process is retried with `asyncio.sleep`, so the loop
+keeps serving, and past `BUSY_WAIT_S` the write fails as unavailable (503). With `?synchronous=full`
+every COMMIT waits for an fsync, so transactions then run on a thread of their own.
 
-Inbound messages and delivery attempts are group-committed: while one transaction runs, the next
-ones queue, and the writer applies them all in one transaction (`UnitOfWork`), so a burst costs a
-few statements in all instead of a few per webhook. Each caller still gets its answer only after
-that COMMIT.
+Reads run on aiosqlite connections (their own threads), each statement read to the end at once, so
+no half-read statement pins an old snapshot: a read sees every write acknowledged before it began.
+A checkpointer keeps the WAL bounded (PASSIVE while busy, TRUNCATE when it grows or the store idles).
 
-Write transactions (`_batch`) run synchronously on the event loop: a whole transaction is a
-millisecond or so of CPU that the process spends either way (one GIL), while through a thread every
-statement costs a thread wake-up, a loop wake-up and GIL hand-offs (measured in docs/benchmarks.md:
-a third fewer webhooks per second, and a slower stream). The write connection never checkpoints:
-`_checkpoints` does, on a connection (and thread) of its own. The store has one process (no other
-one takes the write lock), so `BEGIN IMMEDIATE` does not wait. With `?synchronous=full` every COMMIT
-waits for an fsync, so the transactions then run on a thread of their own (`_fsync_thread`).
+A file lock (`<file>.lock`, taken before anything reads the data) keeps a second `receiver serve`
+off the same file; `receiver info` reads without it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import fcntl
 import logging
+import os
 import sqlite3
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 import aiosqlite
-
-from receiver.errors import StoreError
-from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, iso_time
-from receiver.store.base import Attempt, ChangeListener, Changes, Clock, Event, Message, Page
+from receiver.errors import StoreError, StoreUnavailable
+from receiver.aio import wait_for
+from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, dumps, iso_time
+from receiver.store.base import (
+    REPLICA_TTL_S, Attempt, ChangeListener, Changes, Clock, Event, JobFilter, Message, Page,
+)
+from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
+from receiver.store.rows import (
+    JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
+)
+from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.schema import MIGRATIONS
-from receiver.store.unit import JOB_COLUMNS as _JOB_COLUMNS, UnitOfWork, job_from_row as _job_from_row
 
 log = logging.getLogger("receiver.store")
 
-_MAX_BATCH = 256
-CHECKPOINT_EVERY_S = 0.5  # after writes, the WAL is checkpointed this often at most
 T = TypeVar("T")
+BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
+CHECKPOINT_EVERY_S = 0.5
+WAL_TRUNCATE_BYTES = 16 * 1024 * 1024  # past this the checkpointer truncates the WAL (waiting for readers)
+_CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
+_MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at"
 # A job's delivery_status is that of its latest message.
 _REFRESH_DELIVERY_STATUS = (
     "UPDATE jobs SET delivery_status = COALESCE("
@@ -50,112 +56,143 @@ _REFRESH_DELIVERY_STATUS = (
 )
 
 
-def _future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
+def _message(r: Any) -> Message:
+    return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
 
 
-@dataclass
-class _Write:
-    """One inbound message waiting for the group commit."""
+class FileLock:
+    """An exclusive, non-blocking lock on `<path>.lock`; the OS drops it when the process dies."""
 
-    receipt: Receipt
-    completions: list[Completion] | None  # None: an invalid receipt, kept with `error`
-    error: str | None
-    done: asyncio.Future[Any] = field(default_factory=_future)
+    def __init__(self, path: str) -> None:
+        self.path = path + ".lock"
+        self._fd: int | None = None
 
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"another receiver is already serving {self.path[:-5]!r} "
+                             "(a SQLite file belongs to one process; use PostgreSQL for replicas)") from None
+        self._fd = fd
 
-@dataclass
-class _Attempt:
-    """One delivery attempt waiting for the group commit."""
-
-    message: Message
-    status_code: int | None
-    error: str | None
-    status: str  # the message's status after it: pending | delivered | failed
-    next_attempt_at: float
-    at: float
-    done: asyncio.Future[Any] = field(default_factory=_future)
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class SQLiteStore:
     """See `receiver.store.base.Store` for the contract of each method."""
 
+    backstop_s: float | None = None  # every commit happens here and wakes its waiters
+
     def __init__(
-        self,
-        path: str,
-        *,
-        default_callback_url: str | None = None,
-        reconcile_after_s: float = 300.0,
-        synchronous: str = "NORMAL",
-        clock: Clock = time.time,
+        self, path: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
+        synchronous: str = "NORMAL", clock: Clock = time.time, exclusive: bool = False, create: bool = True,
     ) -> None:
         self.path = path
         self.default_callback_url = default_callback_url
         self.reconcile_after_s = reconcile_after_s
         self.synchronous = synchronous
         self.clock = clock
+        self.replica_id = f"sqlite-{uuid.uuid4().hex[:12]}"
+        self._exclusive = exclusive
+        self._create = create
+        self._lock = FileLock(path) if exclusive else None
         self._listeners: list[ChangeListener] = []
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
-        self._queue: asyncio.Queue[_Write | _Attempt | None] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
-        self._batch_db: sqlite3.Connection | None = None  # group commits and claims, on the event loop
-        self._written = asyncio.Event()  # a batch committed since the last checkpoint
         self._checkpointer: aiosqlite.Connection | None = None
+        self._db: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._commits: GroupCommit | None = None
+        self._written = asyncio.Event()
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._inode: int | None = None
         self._fsync_thread: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-fsync")
             if synchronous.upper() in ("FULL", "EXTRA") else None
         )
-        self._checkpoint_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> "SQLiteStore":
+        if not self._create and not os.path.exists(self.path):
+            raise StoreError(f"no store at {os.path.abspath(self.path)!r}")
+        if self._lock is not None:
+            self._lock.acquire()  # before anything reads or writes the data
         try:
-            self._batch_db = self._connect_now()
+            self._db = self._connect_now()
+            self._inode = os.stat(self.path).st_ino
             await self._batch(self._migrate)
+            if self._exclusive:  # nobody else runs on this file: claims and calls of earlier runs are dead
+                await self._batch(lambda db: db.execute("DELETE FROM replicas"))
             self._reader = await self._connect()
             self._checkpointer = await self._connect()
-        except Exception as exc:
+        except BaseException as exc:
             await self.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        self._queue = asyncio.Queue()
-        self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-group-commit")
+        self._commits = GroupCommit(self._commit_batch, name="sqlite-group-commit")
         self._checkpoint_task = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoints")
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.execute("PRAGMA foreign_keys=ON")
+        conn.row_factory = sqlite3.Row
+        for pragma in ("journal_mode=WAL", f"synchronous={self.synchronous}", "busy_timeout=5000"):
+            await conn.execute(f"PRAGMA {pragma}")
         return conn
 
     def _connect_now(self) -> sqlite3.Connection:
-        """The batch connection: used on the event loop, and never checkpointing (`_checkpoints` does)."""
+        """The write connection: never waits on a lock (see `_transact`), never checkpoints."""
         # check_same_thread off: with synchronous=FULL it is used from `_fsync_thread` (always under the write lock).
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in ("journal_mode=WAL", f"synchronous={self.synchronous}", "busy_timeout=5000", "foreign_keys=ON",
-                       "wal_autocheckpoint=0"):
-            conn.execute(f"PRAGMA {pragma}")
+        conn.row_factory = sqlite3.Row
+        for pragma in ("busy_timeout=0", "journal_mode=WAL", f"synchronous={self.synchronous}",
+                       "wal_autocheckpoint=0", f"journal_size_limit={WAL_TRUNCATE_BYTES}"):
+            self._retry_busy_now(lambda: conn.execute(f"PRAGMA {pragma}"))
         return conn
 
-    async def _checkpoints(self) -> None:
-        """Checkpoint the WAL off the event loop, at most every CHECKPOINT_EVERY_S while batches commit.
-
-        PASSIVE: it copies what no reader still needs and never blocks a writer; a later write then
-        starts the WAL over.
-        """
+    @staticmethod
+    def _retry_busy_now(step: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + BUSY_WAIT_S
         while True:
-            await self._written.wait()
-            await asyncio.sleep(CHECKPOINT_EVERY_S)
-            self._written.clear()
             try:
+                return step()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # only at open, before the service answers anything
+
+    async def _checkpoints(self) -> None:
+        """Keep the WAL bounded, off the event loop: PASSIVE after writes (never blocks a writer),
+        TRUNCATE once it passes WAL_TRUNCATE_BYTES or the store has been idle for a moment."""
+        while True:
+            try:
+                idle = not await wait_for(self._written, CHECKPOINT_EVERY_S * 4)
+                if idle:
+                    await self._written.wait()
+                    continue
+                await asyncio.sleep(CHECKPOINT_EVERY_S)
+                self._written.clear()
+                mode = "TRUNCATE" if self._wal_size() > WAL_TRUNCATE_BYTES else "PASSIVE"
                 if self._checkpointer is not None:
-                    await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except Exception as exc:  # a busy or closing store: the next round tries again
+                    await self._checkpointer.execute_fetchall(f"PRAGMA wal_checkpoint({mode})")
+                if not await wait_for(self._written, CHECKPOINT_EVERY_S * 2) and self._checkpointer is not None:
+                    await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")  # idle now
+            except asyncio.CancelledError:
+                raise
+            except (sqlite3.Error, ValueError) as exc:  # busy or closing: the next round tries again
                 log.warning("WAL checkpoint failed: %s", exc)
+
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -173,29 +210,27 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Finish the writes already queued, then close the connections."""
-        if self._queue is not None and self._writer_task is not None:
-            self._queue.put_nowait(None)
-            await asyncio.gather(self._writer_task, return_exceptions=True)
-        self._queue = self._writer_task = None
+        if self._commits is not None:
+            await self._commits.close()
+            self._commits = None
         if self._checkpoint_task is not None:
             self._checkpoint_task.cancel()
             await asyncio.gather(self._checkpoint_task, return_exceptions=True)
             self._checkpoint_task = None
-        if self._batch_db is not None:
-            try:
-                self._batch_db.close()
-            except Exception:  # closing is best effort
-                pass
-            self._batch_db = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
         for conn in (self._checkpointer, self._reader):
             if conn is not None:
                 try:
                     await conn.close()
-                except Exception:  # closing is best effort
+                except (sqlite3.Error, ValueError):  # closing is best effort
                     pass
         self._checkpointer = self._reader = None
         if self._fsync_thread is not None:
             self._fsync_thread.shutdown(wait=True)
+        if self._lock is not None:
+            self._lock.release()
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -205,25 +240,43 @@ class SQLiteStore:
             for listener in self._listeners:
                 listener(changes)
 
-    @property
-    def _read(self) -> aiosqlite.Connection:
+    # -- transactions ----------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """One read, every row fetched at once (so its snapshot ends with it)."""
         if self._reader is None:
             raise StoreError("store is closed")
-        return self._reader
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
 
     async def _batch(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one write transaction on the batch connection: on the event loop, or on a
-        thread of its own when every COMMIT waits for an fsync (`synchronous=FULL`), which the loop must not."""
+        """Run `work` in one write transaction: on the loop, or on the fsync thread with synchronous=FULL.
+        A lock held by another process is waited out with asyncio.sleep, never by blocking the loop."""
+        deadline = time.monotonic() + BUSY_WAIT_S
+        delay = 0.002
         async with self._write_lock:
-            if self._fsync_thread is not None:
-                result = await asyncio.get_running_loop().run_in_executor(self._fsync_thread, self._transact, work)
-            else:
-                result = self._transact(work)
+            while True:
+                try:
+                    if self._fsync_thread is not None:
+                        loop = asyncio.get_running_loop()
+                        result = await loop.run_in_executor(self._fsync_thread, self._transact, work)
+                    else:
+                        result = self._transact(work)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise StoreUnavailable("the SQLite file is locked by another process") from None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.1)
         self._written.set()
         return result
 
     def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._batch_db
+        db = self._db
         if db is None:
             raise StoreError("store is closed")
         db.execute("BEGIN IMMEDIATE")
@@ -237,18 +290,31 @@ class SQLiteStore:
         return result
 
     async def ping(self) -> None:
-        await (await self._read.execute("SELECT 1")).fetchone()
+        """The file must still be the one opened, and writable (a deleted or read-only file is not ok)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            raise StoreUnavailable(f"the database file {self.path!r} is gone") from None
+        if st.st_ino != self._inode:
+            raise StoreUnavailable(f"the database file {self.path!r} was replaced")
+        if not os.access(self.path, os.W_OK):
+            raise StoreUnavailable(f"the database file {self.path!r} is not writable")
+        await self._fetch("SELECT 1")
 
     # -- secrets ---------------------------------------------------------------------------------
 
     async def secret(self, name: str, generate: Callable[[], str]) -> str:
-        key = f"secret:{name}"
-        value = generate()
+        key, value = f"secret:{name}", generate()
 
         def read_or_keep(db: sqlite3.Connection) -> str:
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
             return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
+        if not self._create:  # `receiver info`: read only
+            rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
+            if not rows:
+                raise StoreError(f"the store at {self.path!r} has no {name} yet: start `receiver serve` once")
+            return str(rows[0][0])
         return await self._batch(read_or_keep)
 
     # -- inbound (group commit) ------------------------------------------------------------------
@@ -258,107 +324,110 @@ class SQLiteStore:
                           default_callback_url=self.default_callback_url)
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
-        return await self._submit(_Write(receipt, completions, None))
+        return await self._submit(Write(receipt, completions, None))
 
     async def record_invalid(self, receipt: Receipt, error: str) -> int:
-        return (await self._submit(_Write(receipt, None, error))).receipt_id
+        return (await self._submit(Write(receipt, None, error))).receipt_id
 
-    async def _submit(self, item: _Write | _Attempt) -> Any:
-        if self._queue is None:
+    async def _submit(self, item: Item) -> Any:
+        if self._commits is None:
             raise StoreError("store is closed")
-        self._queue.put_nowait(item)
-        # A caller that goes away (its task cancelled, and `done` with it) does not undo the write: the
-        # writer commits what is queued and only skips answering a future already done.
-        return await item.done
+        return await self._commits.submit(item)
 
-    async def _run_writer(self) -> None:
-        assert self._queue is not None
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < _MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    self._queue.put_nowait(None)  # finish this batch, then stop
-                    break
-                batch.append(item)
-            try:
-                await self._commit_batch(batch)
-            except Exception:
-                # Find the culprit: each write alone, so one bad write cannot fail the others.
-                for item in batch:
-                    try:
-                        await self._commit_batch([item])
-                    except Exception as exc:
-                        log.exception("store write failed")
-                        if not item.done.done():
-                            item.done.set_exception(StoreError(f"store write failed: {exc}"))
-
-    async def _commit_batch(self, batch: list[_Write | _Attempt]) -> None:
+    async def _commit_batch(self, batch: list[Item]) -> list[Any]:
         unit = self._unit()
         results = await self._batch(lambda db: self._commit_now(db, unit, batch))
-        for item, result in zip(batch, results):
-            if not item.done.done():
-                item.done.set_result(result)
         self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
-
-    def _commit_now(self, db: sqlite3.Connection, unit: UnitOfWork, batch: list[_Write | _Attempt]) -> list[Any]:
-        """The batch's writes, on the batch thread inside its transaction; each caller's result, in order.
-
-        Attempts go first, so the unit loads jobs with the delivery status they leave.
-        """
-        results: list[Any] = [None] * len(batch)
-        writes: list[tuple[int, _Write]] = []
-        for position, item in enumerate(batch):
-            if isinstance(item, _Attempt):
-                self._record_attempt_now(db, item)
-            else:
-                writes.append((position, item))
-        unit.load(db, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
-        outcomes: list[tuple[int, int, Outcome, list[str], list[str]]] = []
-        for position, write in writes:
-            if write.completions is None:
-                index = unit.add_receipt(write.receipt, Outcome.INVALID, [], write.error)
-                outcomes.append((position, index, Outcome.INVALID, [], []))
-                continue
-            job_ids: list[str] = []
-            terminal: list[str] = []
-            applied = duplicate = False
-            for completion in write.completions:
-                result = unit.apply(completion)
-                if result is None:
-                    continue
-                job_ids.append(result.job.id)
-                applied |= result.changed
-                duplicate |= not result.changed
-                if result.became_terminal:
-                    terminal.append(result.job.id)
-            outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
-            pids = sorted({c.provider_job_id for c in write.completions})
-            outcomes.append((position, unit.add_receipt(write.receipt, outcome, pids, None), outcome, job_ids, terminal))
-        unit.flush(db)
-        for position, index, outcome, job_ids, terminal in outcomes:
-            results[position] = ApplyResult(unit.receipt_ids[index], outcome, job_ids, terminal,
-                                            error=batch[position].error)  # type: ignore[union-attr]
         return results
+
+    def _commit_now(self, db: sqlite3.Connection, unit: UnitOfWork, batch: list[Item]) -> list[Any]:
+        """The batch's writes inside one transaction; each caller's result, in order.
+        Attempts go first, so the unit loads jobs with the delivery status they leave."""
+        for item in batch:
+            if isinstance(item, AttemptRecord):
+                self._record_attempt_now(db, item)
+        writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
+        self._load(db, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+        ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
+        receipt_ids = self._flush(db, unit)
+        results: list[Any] = [None] * len(batch)
+        for i, done in ingested:
+            results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,
+                                     error=done.error)
+        return results
+
+    @staticmethod
+    def _load(db: sqlite3.Connection, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
+        # One `provider = ? AND provider_job_id IN (…)` per provider: it searches the unique index,
+        # where a row-value IN over (provider, provider_job_id) would scan the whole table.
+        for provider, ids in unit.missing(keys).items():
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                sql = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? "
+                       f"AND provider_job_id IN ({','.join('?' * len(chunk))})")
+                for row in db.execute(sql, (provider, *chunk)).fetchall():
+                    unit.track(job_from_row(row))
+
+    @staticmethod
+    def _flush(db: sqlite3.Connection, unit: UnitOfWork) -> list[int]:
+        """Write everything the unit changed, in bulk; returns the new receipts' ids."""
+        w = unit.writes()
+        if w.new_jobs:
+            db.executemany(
+                "INSERT INTO jobs (id, provider, provider_job_id, status, outputs, error, metadata, callback_url, "
+                "registered, expected_outputs, delivery_status, created_at, completed_at, next_poll_at, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(j.id, j.provider, j.provider_job_id, j.status.value, outputs_json(j.outputs), j.error,
+                  dumps(j.metadata), j.callback_url, int(j.registered), j.expected_outputs, j.delivery_status.value,
+                  t.created_ts, t.completed_ts, t.next_poll_at, t.owner) for t in w.new_jobs for j in (t.job,)],
+            )
+        if w.changed_jobs:
+            db.executemany(
+                "UPDATE jobs SET status = ?, outputs = ?, error = ?, metadata = ?, callback_url = ?, registered = ?, "
+                "expected_outputs = ?, delivery_status = ?, completed_at = COALESCE(?, completed_at), "
+                "next_poll_at = CASE WHEN ? = 'pending' THEN next_poll_at END WHERE id = ?",
+                [(j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata), j.callback_url,
+                  int(j.registered), j.expected_outputs, j.delivery_status.value, t.completed_ts, j.status.value, j.id)
+                 for t in w.changed_jobs for j in (t.job,)],
+            )
+        if w.events:
+            db.executemany("INSERT INTO events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)",
+                           [(e.job_id, e.type, e.data, e.created_at) for e in w.events])
+        if w.messages:
+            db.executemany(
+                "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                [(m.id, m.job_id, m.url, m.body, m.created_at, m.created_at) for m in w.messages],
+            )
+        if not w.receipts:
+            return []
+        # This store has one writer, so receipt ids can be handed out here, known before the COMMIT.
+        first = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM receipts").fetchone()[0]) + 1
+        ids = list(range(first, first + len(w.receipts)))
+        db.executemany(
+            "INSERT INTO receipts (id, provider, source, outcome, provider_job_ids, job_ids, error, headers, body, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(rid, r.provider, r.source, r.outcome.value, dumps(r.provider_job_ids), dumps(r.job_ids), r.error,
+              dumps(r.headers), r.body, r.received_at) for rid, r in zip(ids, w.receipts)],
+        )
+        links = [(job_id, rid) for rid, r in zip(ids, w.receipts) for job_id in r.job_ids]
+        if links:
+            db.executemany("INSERT OR IGNORE INTO receipt_jobs (job_id, receipt_id) VALUES (?, ?)", links)
+        return ids
 
     # -- jobs ------------------------------------------------------------------------------------
 
     async def register_job(
         self, *, provider: str, provider_job_id: str, callback_url: str | None,
-        metadata: dict[str, object], expected_outputs: int | None,
+        metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
     ) -> tuple[Job, bool]:
         unit = self._unit()
 
         def register(db: sqlite3.Connection) -> tuple[Job, bool]:
-            unit.load(db, {(provider, provider_job_id)})
-            registered = unit.register(
-                provider, provider_job_id, callback_url=callback_url, metadata=metadata,
-                expected_outputs=expected_outputs,
-            )
-            unit.flush(db)
+            self._load(db, unit, {(provider, provider_job_id)})
+            registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
+                                       expected_outputs=expected_outputs, owner=owner)
+            self._flush(db, unit)
             return registered
 
         job, created = await self._batch(register)
@@ -366,62 +435,72 @@ class SQLiteStore:
         return job, created
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = list(await self._read.execute_fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)))
-        return _job_from_row(rows[0]) if rows else None
+        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return job_from_row(rows[0]) if rows else None
 
-    async def _newest_first(
-        self, table: str, columns: str, key: str, filters: dict[str, str | None], limit: int, cursor: str | None
-    ) -> tuple[list[Any], bool]:
-        """One page of `table`, newest first by `key`, AND-ing the filters that are set; (rows, more)."""
-        where = [f"{column} = ?" for column, value in filters.items() if value is not None]
-        params: list[object] = [value for value in filters.values() if value is not None]
+    async def _page(
+        self, table: str, key: str, size: str, where: list[str], params: list[Any], limit: int, cursor: str | None,
+    ) -> tuple[list[int], bool]:
+        """Keys of one page, newest first, cut at `limit` rows or PAGE_BUDGET_BYTES of `size`; (keys, more)."""
         if cursor:
-            where.append(f"{key} < ?")
-            params.append(int(cursor))
-        sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where) or '1 = 1'} ORDER BY {key} DESC LIMIT ?"
-        rows = list(await self._read.execute_fetchall(sql, (*params, limit + 1)))
-        return rows[:limit], len(rows) > limit
-
-    async def list_jobs(self, *, provider: str | None, status: str | None, limit: int, cursor: str | None) -> Page:
-        rows, more = await self._newest_first(
-            "jobs", _JOB_COLUMNS, "seq", {"provider": provider, "status": status}, limit, cursor
+            where = [*where, f"{key} < ?"]
+            params = [*params, int(cursor)]
+        rows = await self._fetch(
+            f"SELECT {key}, {size} FROM {table} WHERE {' AND '.join(where) or '1 = 1'} ORDER BY {key} DESC LIMIT ?",
+            (*params, limit + 1),
         )
-        jobs = [_job_from_row(r) for r in rows]
-        return Page(jobs, str(jobs[-1].seq) if more else None)
+        return budget_page([(int(r[0]), int(r[1] or 0)) for r in rows], limit)
 
-    async def list_receipts(self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None) -> Page:
-        rows, more = await self._newest_first(
-            "receipts", "id, provider, source, outcome, provider_job_ids, error, body, received_at", "id",
-            {"provider": provider, "outcome": outcome.value if outcome else None}, limit, cursor,
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]:
+        where, params = job_filter_sql(filters, "?")
+        keys, more = await self._page("jobs", "seq", "length(outputs) + length(metadata)", where, params, limit, cursor)
+        if not keys:
+            return Page([], None)
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq IN ({','.join('?' * len(keys))}) ORDER BY seq DESC", tuple(keys))
+        jobs = [job_from_row(r) for r in rows]
+        return Page(jobs, str(keys[-1]) if more else None)
+
+    async def list_receipts(
+        self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
+        job_id: str | None = None,
+    ) -> Page[StoredReceipt]:
+        where, params = [], []
+        for column, value in (("provider", provider), ("outcome", outcome.value if outcome else None)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if job_id is not None:
+            where.append("id IN (SELECT receipt_id FROM receipt_jobs WHERE job_id = ?)")
+            params.append(job_id)
+        keys, more = await self._page("receipts", "id", "length(body)", where, params, limit, cursor)
+        if not keys:
+            return Page([], None)
+        rows = await self._fetch(
+            f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id IN ({','.join('?' * len(keys))}) ORDER BY id DESC",
+            tuple(keys),
         )
-        receipts = [
-            StoredReceipt(r[0], r[1], r[2], Outcome(r[3]), json.loads(r[4]), r[5], bytes(r[6]), iso_time(r[7]))
-            for r in rows
-        ]
-        return Page(receipts, str(receipts[-1].id) if more else None)
+        return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None)
 
     async def job_counts(self) -> dict[str, int]:
-        rows = await (await self._read.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")).fetchall()
+        rows = await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         return {str(r[0]): int(r[1]) for r in rows}
 
     # -- events ----------------------------------------------------------------------------------
 
     async def events_after(self, seq: int, limit: int) -> list[Event]:
-        rows = await (
-            await self._read.execute(
-                "SELECT seq, job_id, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
-            )
-        ).fetchall()
-        return [Event(r[0], r[1], r[2], r[3]) for r in rows]
+        rows = await self._fetch(
+            "SELECT seq, job_id, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
 
     async def last_event_seq(self) -> int:
-        row = await (await self._read.execute("SELECT COALESCE(MAX(seq), 0) FROM events")).fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")
+        return int(rows[0][0])
 
     # -- outbox ----------------------------------------------------------------------------------
 
     async def release_leases(self) -> None:
-        """Forget claims made by a previous run (this store has one process: see module doc)."""
+        """Forget claims made by a previous run: the file lock says no other process is using them."""
         await self._batch(lambda db: db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'"))
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
@@ -429,27 +508,22 @@ class SQLiteStore:
 
         def claim(db: sqlite3.Connection) -> list[Any]:
             rows = db.execute(
-                "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages "
-                "WHERE status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
-                "ORDER BY next_attempt_at LIMIT ?",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = 'pending' AND next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
                 (now, now, limit),
             ).fetchall()
             if rows:
-                marks = ",".join("?" * len(rows))
-                db.execute(f"UPDATE messages SET lease_until = ? WHERE seq IN ({marks})", (now + lease_s, *[r[0] for r in rows]))
+                db.execute(f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
+                           (now + lease_s, self.replica_id, *[r[0] for r in rows]))
             return rows
 
-        rows = await self._batch(claim)
-        return [Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]) for r in rows]
+        return [_message(r) for r in await self._batch(claim)]
 
     async def next_message_due_at(self) -> float | None:
-        row = await (
-            await self._read.execute(
-                "SELECT MIN(COALESCE(CASE WHEN lease_until > next_attempt_at THEN lease_until END, next_attempt_at)) "
-                "FROM messages WHERE status = 'pending'"
-            )
-        ).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        rows = await self._fetch(
+            "SELECT MIN(COALESCE(CASE WHEN lease_until > next_attempt_at THEN lease_until END, next_attempt_at)) "
+            "FROM messages WHERE status = 'pending'")
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def record_attempt(
         self, message: Message, *, status_code: int | None, error: str | None,
@@ -458,10 +532,11 @@ class SQLiteStore:
         now = self.clock()
         status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
         # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
-        await self._submit(_Attempt(message, status_code, error, status,
-                                    next_attempt_at if next_attempt_at is not None else now, now))
+        await self._submit(AttemptRecord(message, status_code, error, status,
+                                         next_attempt_at if next_attempt_at is not None else now, now))
 
-    def _record_attempt_now(self, db: sqlite3.Connection, item: _Attempt) -> None:
+    @staticmethod
+    def _record_attempt_now(db: sqlite3.Connection, item: AttemptRecord) -> None:
         message = item.message
         row = db.execute("SELECT attempts, status FROM messages WHERE seq = ?", (message.seq,)).fetchone()
         if row is None or row[1] != "pending":
@@ -477,63 +552,66 @@ class SQLiteStore:
         )
         db.execute(_REFRESH_DELIVERY_STATUS, (message.job_id, message.job_id))
 
+    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
+        if not seqs:
+            return
+        await self._batch(lambda db: db.execute(
+            f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
+            f"AND seq IN ({','.join('?' * len(seqs))})", (until, *seqs)))
+
     async def redeliver(self, job_id: str) -> Message | None:
         unit = self._unit()
 
         def enqueue_again(db: sqlite3.Connection) -> Any:
-            job = unit.load_id(db, job_id)
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchall()
+            job = unit.track(job_from_row(rows[0])).job if rows else None
             url = job and (job.callback_url or self.default_callback_url)
             if job is None or not job.status.terminal or not url:
                 return None
             message_id = unit.enqueue(job, url)
-            unit.flush(db)
-            return db.execute(
-                "SELECT seq, id, job_id, url, body, attempts, status, next_attempt_at FROM messages WHERE id = ?",
-                (message_id,),
-            ).fetchone()
+            self._flush(db, unit)
+            return db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
 
         row = await self._batch(enqueue_again)
         if row is None:
             return None
         self._notify(Changes((), True))
-        return Message(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
+        return _message(row)
 
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await (
-            await self._read.execute(
-                "SELECT url, attempt, status_code, error, at FROM attempts WHERE job_id = ? ORDER BY id", (job_id,)
-            )
-        ).fetchall()
-        return [Attempt(r[0], r[1], r[2], r[3], iso_time(r[4])) for r in rows]
+        rows = await self._fetch(
+            "SELECT message_id, url, attempt, status_code, error, at FROM attempts WHERE job_id = ? ORDER BY id",
+            (job_id,))
+        return [Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5])) for r in rows]
 
     async def delivery_backlog(self) -> tuple[int, float | None]:
-        row = await (
-            await self._read.execute("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
-        ).fetchone()
-        return (int(row[0]), float(row[1]) if row[1] is not None else None) if row else (0, None)
+        rows = await self._fetch("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
+        return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
 
     # -- reconciling -----------------------------------------------------------------------------
 
     async def pending_jobs(self, provider: str) -> list[Job]:
-        rows = await (
-            await self._read.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? ORDER BY seq", (provider,)
-            )
-        ).fetchall()
-        return [_job_from_row(r) for r in rows]
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? ORDER BY seq", (provider,))
+        return [job_from_row(r) for r in rows]
 
-    async def jobs_due_for_poll(self, *, providers: list[str], limit: int) -> list[Job]:
+    async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
         if not providers:
             return []
-        marks = ",".join("?" * len(providers))
-        rows = await (
-            await self._read.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND next_poll_at <= ? "
-                f"AND provider IN ({marks}) ORDER BY next_poll_at LIMIT ?",
-                (self.clock(), *providers, limit),
-            )
-        ).fetchall()
-        return [_job_from_row(r) for r in rows]
+        now = self.clock()
+
+        def claim(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND next_poll_at <= ? "
+                f"AND provider IN ({','.join('?' * len(providers))}) ORDER BY next_poll_at LIMIT ?",
+                (now, *providers, limit),
+            ).fetchall()
+            if rows:
+                db.execute(f"UPDATE jobs SET next_poll_at = ? WHERE seq IN ({','.join('?' * len(rows))})",
+                           (now + lease_s, *[r["seq"] for r in rows]))
+            return rows
+
+        return [job_from_row(r) for r in await self._batch(claim)]
 
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
         await self._batch(lambda db: db.execute(
@@ -541,14 +619,41 @@ class SQLiteStore:
             (next_poll_at, job_id),
         ))
 
-    # -- outbox (delivery worker) ----------------------------------------------------------------
+    # -- replicas (one, here: the same interface as PostgreSQL's) --------------------------------
 
-    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
-        """Hand claimed messages back without an attempt, due again at `until` (their destination is busy)."""
-        if not seqs:
-            return
-        marks = ",".join("?" * len(seqs))
+    async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
+        now = self.clock()
+
+        def take(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT owner, term, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO leases (name, owner, term, expires_at) VALUES (?, ?, 1, ?)",
+                           (name, self.replica_id, now + ttl_s))
+                return 1
+            if row["owner"] != self.replica_id and row["expires_at"] > now:
+                return None
+            term = int(row["term"]) + (0 if row["owner"] == self.replica_id else 1)
+            db.execute("UPDATE leases SET owner = ?, term = ?, expires_at = ? WHERE name = ?",
+                       (self.replica_id, term, now + ttl_s, name))
+            return term
+
+        return await self._batch(take)
+
+    async def release_lease(self, name: str) -> None:
         await self._batch(lambda db: db.execute(
-            f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' AND seq IN ({marks})",
-            (until, *seqs),
-        ))
+            "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ?", (name, self.replica_id)))
+
+    async def heartbeat(self) -> None:
+        now = self.clock()
+        await self._batch(lambda db: db.execute(
+            "INSERT INTO replicas (id, heartbeat_at) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (self.replica_id, now)))
+
+    async def orphaned_jobs(self, provider: str) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? AND (owner IS NULL OR owner "
+            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ?)) ORDER BY seq",
+            (provider, self.clock() - REPLICA_TTL_S))
+        return [job_from_row(r) for r in rows]
+
+

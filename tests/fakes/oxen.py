@@ -75,6 +75,7 @@ class FakeOxen:
         self.stall_new_streams = False  # new streams send their headers, then nothing, ever
         self.queue_status: int | None = None  # this status to every GET /api/ai/queue/{id}
         self.queue_delay_s = 0.0  # hold each GET /api/ai/queue/{id} this long (or until close())
+        self.trickle_polls: set[str] = set()  # polls of these ids answer 200, then a byte every 0.2 s, forever
         self._closing = asyncio.Event()
         self.generations_per_request = 1
         self._streams: list[_Stream] = []
@@ -210,6 +211,13 @@ class FakeOxen:
         finally:
             self._streams.remove(stream)
 
+    async def _trickle(self) -> AsyncIterator[bytes]:
+        yield b'{"status": "'
+        while not self._closing.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), 0.2)
+            yield b" "
+
     async def _enqueue(self, request: Request) -> Response:
         refused = await self._record(request)
         if refused is not None:
@@ -233,6 +241,8 @@ class FakeOxen:
                 await asyncio.wait_for(self._closing.wait(), self.queue_delay_s)
         if self.queue_status is not None:
             return JSONResponse({"status": "error", "status_message": "internal error"}, status_code=self.queue_status)
+        if request.path_params["generation_id"] in self.trickle_polls:
+            return StreamingResponse(self._trickle(), media_type="application/json")
         record = self.generations.get(request.path_params["generation_id"])
         if record is None:
             return JSONResponse({

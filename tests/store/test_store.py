@@ -1,24 +1,41 @@
-"""The SQLite store on real files: correlation, idempotence, Runware collection, persistence."""
+"""The store suite: every test runs unchanged on SQLite and on PostgreSQL (see `store_url`).
+
+"Several connections at once" means several store instances on one database for PostgreSQL (as
+replicas are) and concurrent calls on the one instance for SQLite (one process owns its file).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from receiver.models import Completion, DeliveryStatus, JobStatus, Outcome, Output, Receipt
-from receiver.store import SQLiteStore, open_store
-from receiver.store.schema import MIGRATIONS
+from receiver.models import Completion, JobStatus, Outcome, Output, Receipt
+from receiver.store import JobFilter, Store, open_store
+
+Opener = Callable[..., Awaitable[Store]]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await open_store(f"sqlite:///{tmp_path / 'r.db'}")
-    yield s
-    await s.close()
+async def open_stores(store_url: str) -> AsyncIterator[Opener]:
+    """`await open_stores(**options)`: another store on the same database (a replica), closed after the test."""
+    opened: list[Store] = []
+
+    async def opener(**options: object) -> Store:
+        if store_url.startswith("sqlite") and opened and not options:
+            return opened[0]  # one process owns a SQLite file: "another replica" is the same store
+        store = await open_store(store_url, **options)  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in reversed(opened):
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_stores: Opener) -> Store:
+    return await open_stores()
 
 
 def receipt(provider: str = "pixazo", body: bytes = b"{}") -> Receipt:
@@ -33,7 +50,7 @@ def image(task: str, key: str) -> Completion:
     return Completion("runware", task, JobStatus.SUCCEEDED, outputs=(Output(f"https://im/{key}.jpg", "image/jpeg", key),), partial=True)
 
 
-async def test_completion_before_registration_is_claimed(store: SQLiteStore) -> None:
+async def test_completion_before_registration_is_claimed(store: Store) -> None:
     result = await store.apply(receipt(), [done("r1", "https://a/1.jpg")])
     assert result.outcome is Outcome.APPLIED and result.terminal_job_ids == result.job_ids
     job, created = await store.register_job(
@@ -48,7 +65,7 @@ async def test_completion_before_registration_is_claimed(store: SQLiteStore) -> 
     assert not created_again and again.id == job.id and again.metadata == {"k": "v"}
 
 
-async def test_registration_first_then_completion(store: SQLiteStore) -> None:
+async def test_registration_first_then_completion(store: Store) -> None:
     job, created = await store.register_job(
         provider="pixazo", provider_job_id="r2", callback_url=None, metadata={}, expected_outputs=None
     )
@@ -60,7 +77,7 @@ async def test_registration_first_then_completion(store: SQLiteStore) -> None:
     assert [o.url for o in got.outputs] == ["https://a/2.jpg"]
 
 
-async def test_duplicate_changes_nothing_and_terminal_never_reverts(store: SQLiteStore) -> None:
+async def test_duplicate_changes_nothing_and_terminal_never_reverts(store: Store) -> None:
     first = await store.apply(receipt(), [done("r3", "https://a/3.jpg")])
     dup = await store.apply(receipt(), [done("r3", "https://a/3.jpg")])
     late_failure = await store.apply(receipt(), [Completion("pixazo", "r3", JobStatus.FAILED, error="late")])
@@ -71,15 +88,15 @@ async def test_duplicate_changes_nothing_and_terminal_never_reverts(store: SQLit
     assert len(await store.events_after(0, 10)) == 1
 
 
-async def test_progress_for_unknown_job_creates_nothing(store: SQLiteStore) -> None:
+async def test_progress_for_unknown_job_creates_nothing(store: Store) -> None:
     result = await store.apply(receipt("apiframe"), [Completion("apiframe", "a1", JobStatus.PENDING)])
     assert result.outcome is Outcome.IGNORED and result.job_ids == []
-    assert (await store.list_jobs(provider=None, status=None, limit=10, cursor=None)).items == []
+    assert (await store.list_jobs(filters=JobFilter(), limit=10, cursor=None)).items == []
     receipts = (await store.list_receipts(provider=None, outcome=None, limit=10, cursor=None)).items
     assert receipts[0].outcome is Outcome.IGNORED and receipts[0].provider_job_ids == ["a1"]
 
 
-async def test_runware_collects_expected_images(store: SQLiteStore) -> None:
+async def test_runware_collects_expected_images(store: Store) -> None:
     job, _ = await store.register_job(
         provider="runware", provider_job_id="t1", callback_url=None, metadata={}, expected_outputs=3
     )
@@ -92,7 +109,7 @@ async def test_runware_collects_expected_images(store: SQLiteStore) -> None:
     assert [o.url for o in got.outputs] == ["https://im/i1.jpg", "https://im/i2.jpg", "https://im/i3.jpg"]
 
 
-async def test_runware_pending_until_count_then_registration_completes(store: SQLiteStore) -> None:
+async def test_runware_pending_until_count_then_registration_completes(store: Store) -> None:
     # Images for an unregistered task complete it at one image; a task registered with a count waits.
     job, _ = await store.register_job(
         provider="runware", provider_job_id="t2", callback_url=None, metadata={}, expected_outputs=2
@@ -105,7 +122,7 @@ async def test_runware_pending_until_count_then_registration_completes(store: SQ
     assert end is not None and end.status is JobStatus.SUCCEEDED
 
 
-async def test_runware_late_image_after_early_completion_is_kept(store: SQLiteStore) -> None:
+async def test_runware_late_image_after_early_completion_is_kept(store: Store) -> None:
     first = await store.apply(receipt("runware"), [image("t3", "a")])
     late = await store.apply(receipt("runware"), [image("t3", "b")])
     assert late.outcome is Outcome.APPLIED and late.terminal_job_ids == []
@@ -113,7 +130,7 @@ async def test_runware_late_image_after_early_completion_is_kept(store: SQLiteSt
     assert job is not None and len(job.outputs) == 2 and job.status is JobStatus.SUCCEEDED
 
 
-async def test_failure_keeps_message_and_is_one_event(store: SQLiteStore) -> None:
+async def test_failure_keeps_message_and_is_one_event(store: Store) -> None:
     result = await store.apply(receipt(), [Completion("pixazo", "r4", JobStatus.FAILED, error="Insufficient Balance")])
     job = await store.get_job(result.job_ids[0])
     assert job is not None and job.status is JobStatus.FAILED and job.error == "Insufficient Balance"
@@ -121,7 +138,7 @@ async def test_failure_keeps_message_and_is_one_event(store: SQLiteStore) -> Non
     assert event.type == "job.failed" and job.id in event.data
 
 
-async def test_invalid_receipt_keeps_raw_bytes(store: SQLiteStore) -> None:
+async def test_invalid_receipt_keeps_raw_bytes(store: Store) -> None:
     raw = b"\xff\x00 not json"
     rid = await store.record_invalid(receipt(body=raw), "body is not valid UTF-8")
     (stored,) = (await store.list_receipts(provider="pixazo", outcome=Outcome.INVALID, limit=5, cursor=None)).items
@@ -129,73 +146,17 @@ async def test_invalid_receipt_keeps_raw_bytes(store: SQLiteStore) -> None:
     assert "body_base64" in stored.to_json()
 
 
-async def test_pagination_newest_first(store: SQLiteStore) -> None:
+async def test_pagination_newest_first(store: Store) -> None:
     for i in range(7):
         await store.apply(receipt(), [done(f"p{i}", f"https://a/{i}.jpg")])
     seen, cursor = [], None
     while True:
-        page = await store.list_jobs(provider="pixazo", status="succeeded", limit=3, cursor=cursor)
+        page = await store.list_jobs(filters=JobFilter(provider="pixazo", status="succeeded"), limit=3, cursor=cursor)
         seen += [j.provider_job_id for j in page.items]
         cursor = page.next_cursor
         if cursor is None:
             break
     assert seen == [f"p{i}" for i in reversed(range(7))]
-    assert (await store.list_jobs(provider="oxen", status=None, limit=3, cursor=None)).items == []
+    assert (await store.list_jobs(filters=JobFilter(provider="oxen"), limit=3, cursor=None)).items == []
 
 
-async def test_default_callback_gets_unregistered_results(tmp_path: Path) -> None:
-    s = await open_store(f"sqlite:///{tmp_path / 'd.db'}", default_callback_url="http://127.0.0.1:9/cb")
-    try:
-        result = await s.apply(receipt(), [done("r5", "https://a/5.jpg")])
-        job = await s.get_job(result.job_ids[0])
-        assert job is not None and job.delivery_status is DeliveryStatus.PENDING
-        (message,) = await s.claim_due_messages(limit=10, lease_s=5)
-        assert message.url == "http://127.0.0.1:9/cb" and message.job_id == job.id
-        assert await s.claim_due_messages(limit=10, lease_s=5) == []  # leased
-    finally:
-        await s.close()
-
-
-async def test_everything_survives_reopening(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'p.db'}"
-    s = await open_store(url)
-    token = await s.secret("api_token", lambda: "generated-once")
-    result = await s.apply(receipt(), [done("r6", "https://a/6.jpg")])
-    await s.close()
-    s = await open_store(url)
-    try:
-        assert await s.secret("api_token", lambda: "different") == token == "generated-once"
-        job = await s.get_job(result.job_ids[0])
-        assert job is not None and job.status is JobStatus.SUCCEEDED
-    finally:
-        await s.close()
-    with sqlite3.connect(tmp_path / "p.db") as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        version = raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-    assert int(version) == len(MIGRATIONS)
-
-
-async def test_schema_upgrades_an_older_database(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as raw:  # a database from before any migration ran
-        raw.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        raw.execute("INSERT INTO meta VALUES ('secret:api_token', 'kept')")
-    s = await open_store(f"sqlite:///{path}")
-    try:
-        assert await s.secret("api_token", lambda: "new") == "kept"
-        await s.apply(receipt(), [done("r7", "https://a/7.jpg")])
-    finally:
-        await s.close()
-
-
-async def test_synchronous_full_commits_off_the_event_loop(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'full.db'}?synchronous=full"
-    s = await open_store(url)
-    try:
-        results = await asyncio.gather(*(s.apply(receipt(), [done(f"f{i}", f"https://a/{i}.jpg")]) for i in range(40)))
-        assert {r.outcome for r in results} == {Outcome.APPLIED}
-        assert len({r.receipt_id for r in results}) == 40
-    finally:
-        await s.close()
-    with sqlite3.connect(tmp_path / "full.db") as raw:
-        assert raw.execute("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").fetchone()[0] == 40

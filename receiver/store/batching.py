@@ -1,0 +1,114 @@
+"""Group commit: writes queue while one transaction runs, and the next transaction takes them all.
+
+Each caller still gets its answer only after the COMMIT that holds its write. Both backends use it;
+each supplies `commit(batch) -> results`, one transaction for the whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from receiver.errors import StoreError, StoreUnavailable
+from receiver.models import Completion, Receipt
+from receiver.store.base import Message
+
+log = logging.getLogger("receiver.store")
+
+MAX_BATCH = 256
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass
+class Write:
+    """One inbound message waiting for the group commit."""
+
+    receipt: Receipt
+    completions: list[Completion] | None  # None: an invalid receipt, kept with `error`
+    error: str | None
+    done: asyncio.Future[Any] = field(default_factory=_future)
+
+
+@dataclass
+class AttemptRecord:
+    """One delivery attempt waiting for the group commit."""
+
+    message: Message
+    status_code: int | None
+    error: str | None
+    status: str  # the message's status after it: pending | delivered | failed
+    next_attempt_at: float
+    at: float
+    done: asyncio.Future[Any] = field(default_factory=_future)
+
+
+Item = Write | AttemptRecord
+Commit = Callable[[list[Item]], Awaitable[list[Any]]]
+
+
+class GroupCommit:
+    def __init__(self, commit: Commit, *, name: str) -> None:
+        self._commit = commit
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = asyncio.create_task(self._run(), name=name)
+
+    async def submit(self, item: Item) -> Any:
+        if self._task is None:
+            raise StoreError("store is closed")
+        self._queue.put_nowait(item)
+        # A caller that goes away (its task cancelled, and `done` with it) does not undo the write: the
+        # writer commits what is queued and only skips answering a future already done.
+        return await item.done
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    self._queue.put_nowait(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            try:
+                self._answer(batch, await self._commit(batch))
+            except StoreUnavailable as exc:
+                # The database is away: every write of the batch fails alike (the caller answers 503).
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+            except Exception:
+                await self._one_by_one(batch)
+
+    async def _one_by_one(self, batch: list[Item]) -> None:
+        """Find the culprit: each write alone, so one bad write cannot fail the others."""
+        for item in batch:
+            try:
+                self._answer([item], await self._commit([item]))
+            except StoreUnavailable as exc:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            except Exception as exc:
+                log.exception("store write failed")
+                if not item.done.done():
+                    item.done.set_exception(StoreError(f"store write failed: {type(exc).__name__}"))
+
+    @staticmethod
+    def _answer(batch: list[Item], results: list[Any]) -> None:
+        for item, result in zip(batch, results):
+            if not item.done.done():
+                item.done.set_result(result)

@@ -1,0 +1,577 @@
+"""The shared store: PostgreSQL through asyncpg, for any number of replicas on one database.
+
+The rules are the same pure `UnitOfWork` as SQLite's; this module owns only SQL and connections:
+- Writes are group-committed per replica. A transaction first takes transaction-scoped advisory locks
+  on the (provider, provider_job_id) keys it touches, in sorted order, so two replicas applying the
+  same delivery serialize and the second sees the first's result (it changes the job once).
+- Event ids: sequence values are not handed out in commit order, so the transactions that add events
+  take one advisory lock just before they do, held to their COMMIT. Event ids then become visible in
+  increasing order and a resumed stream can never skip one.
+- Claims (callback messages, due polls) use `FOR UPDATE SKIP LOCKED` with leases that expire; claimed
+  messages are renewed while this replica holds them, so a dead replica's are taken over in < 60 s.
+- Wake-ups across replicas: at most one NOTIFY per group commit (ids only), on a LISTEN connection of
+  its own; waiters also re-read every `backstop_s`, in case a notification was missed.
+- Serialization failures and deadlocks are retried; a lost database is `StoreUnavailable` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from receiver.errors import StoreError, StoreUnavailable
+from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, dumps, iso_time
+from receiver.store.base import REPLICA_TTL_S, Attempt, ChangeListener, Changes, Clock, Event, JobFilter, Message, Page
+from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
+from receiver.store.rows import (
+    JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
+)
+from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.schema import POSTGRES_MIGRATIONS
+
+log = logging.getLogger("receiver.store")
+T = TypeVar("T")
+
+CHANNEL = "receiver_changes"
+MIGRATION_LOCK = 7_345_001  # advisory lock keys: one for migrations, one for event ids
+EVENTS_LOCK = 7_345_002
+MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
+NOTIFY_LIMIT = 7000  # bytes of a NOTIFY payload (PostgreSQL's limit is 8000)
+ACQUIRE_TIMEOUT_S = 5.0
+RETRIES = 5
+_MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at"
+_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)
+_RETRY = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
+          asyncpg.exceptions.UniqueViolationError)
+_REFRESH_DELIVERY_STATUS = (
+    "UPDATE jobs SET delivery_status = COALESCE("
+    "(SELECT status FROM messages WHERE job_id = $1 ORDER BY seq DESC LIMIT 1), 'none') WHERE id = $1"
+)
+
+
+def describe(url: str) -> str:
+    """`host:port/db` of a database URL, for messages: never the password."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    except ValueError:
+        return "(unreadable URL)"
+
+
+def _message(r: Any) -> Message:
+    return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
+
+
+class PostgresStore:
+    """See `receiver.store.base.Store` for the contract of each method."""
+
+    backstop_s: float | None = 1.0
+
+    def __init__(
+        self, url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
+        clock: Clock = time.time, create: bool = True, pool_size: int = 10,
+    ) -> None:
+        self.url = url
+        self.default_callback_url = default_callback_url
+        self.reconcile_after_s = reconcile_after_s
+        self.clock = clock
+        self.replica_id = f"pg-{uuid.uuid4().hex[:12]}"
+        self._create = create
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._listeners: list[ChangeListener] = []
+        self._commits: GroupCommit | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._held: dict[int, float] = {}  # claimed message seq → when its claim ends (claim + lease_s)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> "PostgresStore":
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10)
+            async with self._pool.acquire() as conn:
+                if self._create:
+                    await self._migrate(conn)
+                elif await conn.fetchval("SELECT to_regclass('meta')") is None:
+                    raise StoreError(f"no receiver store in the database at {describe(self.url)}")
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE, ValueError)):
+                raise StoreError(f"cannot use PostgreSQL at {describe(self.url)}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}") from None
+            raise
+        self._commits = GroupCommit(self._commit_batch, name="postgres-group-commit")
+        self._tasks = [asyncio.create_task(self._listen(), name="postgres-listen"),
+                       asyncio.create_task(self._renew_claims(), name="postgres-renew-claims")]
+        return self
+
+    @staticmethod
+    async def _migrate(conn: asyncpg.Connection) -> None:
+        """Create or upgrade the schema once, whichever replica comes first (the others wait on the lock)."""
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            version = int(await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") or 0)
+            for number, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
+                async with conn.transaction():
+                    await conn.execute(script)
+                    await conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(number))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def close(self) -> None:
+        if self._commits is not None:
+            await self._commits.close()
+            self._commits = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 5)
+            except (asyncio.TimeoutError, *_UNAVAILABLE):
+                self._pool.terminate()
+            self._pool = None
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, changes: Changes) -> None:
+        if changes.terminal_job_ids or changes.new_messages or changes.everything:
+            for listener in self._listeners:
+                listener(changes)
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own, reconnecting forever; after a gap, wake every waiter."""
+        delay = 0.5
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.url, timeout=10)
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN connection failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notification)
+                delay = 0.5
+                self._notify(Changes(everything=True))  # what committed while we were not listening
+                await lost.wait()
+            finally:
+                await _quietly(conn.close())
+
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if data.get("r") == self.replica_id:
+            return  # our own commit: its waiters were woken already
+        if data.get("a"):
+            self._notify(Changes(everything=True))
+        else:
+            self._notify(Changes(tuple(data.get("j") or ()), bool(data.get("m"))))
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    async def _tx(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `work` in one transaction, retrying conflicts with other replicas; a lost database is 503."""
+        if self._pool is None:
+            raise StoreError("store is closed")
+        for attempt in range(RETRIES):
+            try:
+                async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                    async with conn.transaction():
+                        return await work(conn)
+            except _RETRY:
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+        raise AssertionError("unreachable")
+
+    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+        if self._pool is None:
+            raise StoreError("store is closed")
+        try:
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                return list(await conn.fetch(sql, *params))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def secret(self, name: str, generate: Callable[[], str]) -> str:
+        key, value = f"secret:{name}", generate()
+        if not self._create:
+            rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+            if not rows:
+                raise StoreError(f"the store has no {name} yet: start `receiver serve` once")
+            return str(rows[0][0])
+
+        async def insert_then_read(conn: asyncpg.Connection) -> str:
+            # Replicas starting at once all insert; one wins and every one reads the winner back.
+            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
+            return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", key))
+
+        return await self._tx(insert_then_read)
+
+    # -- inbound (group commit) ------------------------------------------------------------------
+
+    def _unit(self) -> UnitOfWork:
+        return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
+                          default_callback_url=self.default_callback_url)
+
+    async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
+        return await self._submit(Write(receipt, completions, None))
+
+    async def record_invalid(self, receipt: Receipt, error: str) -> int:
+        return (await self._submit(Write(receipt, None, error))).receipt_id
+
+    async def _submit(self, item: Item) -> Any:
+        if self._commits is None:
+            raise StoreError("store is closed")
+        return await self._commits.submit(item)
+
+    async def _commit_batch(self, batch: list[Item]) -> list[Any]:
+        holder: list[UnitOfWork] = []
+
+        async def commit(conn: asyncpg.Connection) -> list[Any]:
+            unit = self._unit()  # anew on each try: a retried transaction starts from what is committed
+            holder[:] = [unit]
+            writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
+            await self._load(conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+            ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
+            receipt_ids = await self._flush(conn, unit)
+            # After the job locks, so a batch never holds a job row while it waits for a key lock.
+            for item in sorted((b for b in batch if isinstance(b, AttemptRecord)), key=lambda a: a.message.job_id):
+                await self._record_attempt_now(conn, item)
+            results: list[Any] = [None] * len(batch)
+            for i, done in ingested:
+                results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,
+                                         error=done.error)
+            return results
+
+        results = await self._tx(commit)
+        self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
+        return results
+
+    @staticmethod
+    async def _load(conn: asyncpg.Connection, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
+        """Lock the keys (sorted: no deadlock between replicas), then read their jobs as committed."""
+        missing = unit.missing(keys)
+        providers = [p for p, ids in missing.items() for _ in ids]
+        ids = [i for _, pids in missing.items() for i in pids]
+        if not ids:
+            return
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM "
+            "(SELECT p || ':' || i AS k FROM unnest($1::text[], $2::text[]) AS t(p, i) ORDER BY 1) AS keys",
+            providers, ids)
+        rows = await conn.fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
+            "(SELECT * FROM unnest($1::text[], $2::text[]))", providers, ids)
+        for row in rows:
+            unit.track(job_from_row(row))
+
+    async def _flush(self, conn: asyncpg.Connection, unit: UnitOfWork) -> list[int]:
+        w = unit.writes()
+        if w.new_jobs:
+            await conn.executemany(
+                "INSERT INTO jobs (id, provider, provider_job_id, status, outputs, error, metadata, callback_url, "
+                "registered, expected_outputs, delivery_status, created_at, completed_at, next_poll_at, owner) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                [(j.id, j.provider, j.provider_job_id, j.status.value, outputs_json(j.outputs), j.error,
+                  dumps(j.metadata), j.callback_url, j.registered, j.expected_outputs, j.delivery_status.value,
+                  t.created_ts, t.completed_ts, t.next_poll_at, t.owner) for t in w.new_jobs for j in (t.job,)],
+            )
+        if w.changed_jobs:
+            await conn.executemany(
+                "UPDATE jobs SET status = $1, outputs = $2, error = $3, metadata = $4, callback_url = $5, "
+                "registered = $6, expected_outputs = $7, delivery_status = $8, "
+                "completed_at = COALESCE($9, completed_at), "
+                "next_poll_at = CASE WHEN $1 = 'pending' THEN next_poll_at END WHERE id = $10",
+                [(j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata), j.callback_url, j.registered,
+                  j.expected_outputs, j.delivery_status.value, t.completed_ts, j.id)
+                 for t in w.changed_jobs for j in (t.job,)],
+            )
+        if w.messages:
+            await conn.executemany(
+                "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
+                "VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+                [(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages],
+            )
+        ids: list[int] = []
+        if w.receipts:
+            ids = [r[0] for r in await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('receipts', 'id')) FROM generate_series(1, $1)", len(w.receipts))]
+            await conn.executemany(
+                "INSERT INTO receipts (id, provider, source, outcome, provider_job_ids, job_ids, error, headers, body, "
+                "received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                [(rid, r.provider, r.source, r.outcome.value, dumps(r.provider_job_ids), dumps(r.job_ids), r.error,
+                  dumps(r.headers), r.body, r.received_at) for rid, r in zip(ids, w.receipts)],
+            )
+            links = [(job_id, rid) for rid, r in zip(ids, w.receipts) for job_id in r.job_ids]
+            if links:
+                await conn.executemany("INSERT INTO receipt_jobs (job_id, receipt_id) VALUES ($1, $2) "
+                                       "ON CONFLICT DO NOTHING", links)
+        if w.events:
+            # Held to the COMMIT: event ids become visible in the order they were handed out.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
+            await conn.executemany("INSERT INTO events (job_id, type, data, created_at) VALUES ($1, $2, $3, $4)",
+                                   [(e.job_id, e.type, e.data, e.created_at) for e in w.events])
+        if w.events or w.messages:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._payload(unit))
+        return ids
+
+    def _payload(self, unit: UnitOfWork) -> str:
+        payload = dumps({"r": self.replica_id, "j": unit.terminal_job_ids, "m": unit.queued_messages})
+        if len(payload) > NOTIFY_LIMIT:
+            payload = dumps({"r": self.replica_id, "a": True})
+        return payload
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    async def register_job(
+        self, *, provider: str, provider_job_id: str, callback_url: str | None,
+        metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
+    ) -> tuple[Job, bool]:
+        holder: list[UnitOfWork] = []
+
+        async def register(conn: asyncpg.Connection) -> tuple[Job, bool]:
+            unit = self._unit()
+            holder[:] = [unit]
+            await self._load(conn, unit, {(provider, provider_job_id)})
+            registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
+                                       expected_outputs=expected_outputs, owner=owner)
+            await self._flush(conn, unit)
+            return registered
+
+        job, created = await self._tx(register)
+        self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
+        return job, created
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        return job_from_row(rows[0]) if rows else None
+
+    async def _page(
+        self, table: str, key: str, size: str, where: list[str], params: list[Any], limit: int, cursor: str | None,
+    ) -> tuple[list[int], bool]:
+        if cursor:
+            params = [*params, int(cursor)]
+            where = [*where, f"{key} < ${len(params)}"]
+        rows = await self._fetch(
+            f"SELECT {key}, {size} FROM {table} WHERE {' AND '.join(where) or 'TRUE'} "
+            f"ORDER BY {key} DESC LIMIT ${len(params) + 1}", *params, limit + 1)
+        return budget_page([(int(r[0]), int(r[1] or 0)) for r in rows], limit)
+
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]:
+        where, params = job_filter_sql(filters, "$")
+        keys, more = await self._page("jobs", "seq", "length(outputs) + length(metadata)", where, params, limit, cursor)
+        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) ORDER BY seq DESC", keys)
+        return Page([job_from_row(r) for r in rows], str(keys[-1]) if more else None)
+
+    async def list_receipts(
+        self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
+        job_id: str | None = None,
+    ) -> Page[StoredReceipt]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("provider", provider), ("outcome", outcome.value if outcome else None)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} = ${len(params)}")
+        if job_id is not None:
+            params.append(job_id)
+            where.append(f"id IN (SELECT receipt_id FROM receipt_jobs WHERE job_id = ${len(params)})")
+        keys, more = await self._page("receipts", "id", "octet_length(body)", where, params, limit, cursor)
+        rows = await self._fetch(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id = ANY($1) ORDER BY id DESC", keys)
+        return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None)
+
+    async def job_counts(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+
+    async def events_after(self, seq: int, limit: int) -> list[Event]:
+        rows = await self._fetch(
+            "SELECT seq, job_id, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+        return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
+
+    async def last_event_seq(self) -> int:
+        return int((await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events"))[0][0])
+
+    # -- outbox ----------------------------------------------------------------------------------
+
+    async def release_leases(self) -> None:
+        """Nothing to forget: each run is a new replica, and other replicas' leases expire by themselves."""
+
+    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
+        now = self.clock()
+        rows = await self._tx(lambda conn: conn.fetch(
+            f"UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
+            "SELECT seq FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 "
+            "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
+            f"FOR UPDATE SKIP LOCKED) RETURNING {_MESSAGE_COLUMNS}",
+            now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit))
+        for r in rows:
+            self._held[r[0]] = now + lease_s
+        return sorted((_message(r) for r in rows), key=lambda m: m.next_attempt_at)
+
+    async def _renew_claims(self) -> None:
+        """Keep this replica's held messages leased (up to each claim's own end); a dead replica stops."""
+        while True:
+            await asyncio.sleep(MESSAGE_LEASE_S / 3)
+            now = self.clock()
+            for seq in [s for s, end in self._held.items() if end <= now]:
+                del self._held[seq]
+            if not self._held:
+                continue
+            try:
+                await self._tx(lambda conn: conn.execute(
+                    "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
+                    "AND status = 'pending'", now + MESSAGE_LEASE_S, list(self._held), self.replica_id))
+            except StoreError as exc:
+                log.warning("could not renew message leases: %s", exc)
+
+    async def next_message_due_at(self) -> float | None:
+        rows = await self._fetch(
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages WHERE status = 'pending'")
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def record_attempt(
+        self, message: Message, *, status_code: int | None, error: str | None,
+        outcome: str, next_attempt_at: float | None,
+    ) -> None:
+        now = self.clock()
+        status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
+        self._held.pop(message.seq, None)
+        await self._submit(AttemptRecord(message, status_code, error, status,
+                                         next_attempt_at if next_attempt_at is not None else now, now))
+
+    @staticmethod
+    async def _record_attempt_now(conn: asyncpg.Connection, item: AttemptRecord) -> None:
+        message = item.message
+        attempt = await conn.fetchval(
+            "UPDATE messages SET attempts = attempts + 1, status = $1, next_attempt_at = $2, lease_until = NULL "
+            "WHERE seq = $3 AND status = 'pending' RETURNING attempts", item.status, item.next_attempt_at, message.seq)
+        if attempt is None:
+            return
+        await conn.execute(
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at)
+        await conn.execute(_REFRESH_DELIVERY_STATUS, message.job_id)
+
+    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
+        for seq in seqs:
+            self._held.pop(seq, None)
+        if seqs:
+            await self._tx(lambda conn: conn.execute(
+                "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
+                "AND seq = ANY($2)", until, seqs))
+
+    async def redeliver(self, job_id: str) -> Message | None:
+        job = await self.get_job(job_id)
+        if job is None:
+            return None
+        unit = self._unit()
+
+        async def enqueue_again(conn: asyncpg.Connection) -> Any:
+            await self._load(conn, unit, {(job.provider, job.provider_job_id)})  # locked, then read as committed
+            current = unit.job(job.provider, job.provider_job_id)
+            if current is None:
+                return None
+            url = current.callback_url or self.default_callback_url
+            if not current.status.terminal or not url:
+                return None
+            message_id = unit.enqueue(current, url)
+            await self._flush(conn, unit)
+            return await conn.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+
+        row = await self._tx(enqueue_again)
+        if row is None:
+            return None
+        self._notify(Changes((), True))
+        return _message(row)
+
+    async def list_deliveries(self, job_id: str) -> list[Attempt]:
+        rows = await self._fetch(
+            "SELECT message_id, url, attempt, status_code, error, at FROM attempts WHERE job_id = $1 ORDER BY id", job_id)
+        return [Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5])) for r in rows]
+
+    async def delivery_backlog(self) -> tuple[int, float | None]:
+        rows = await self._fetch("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
+        return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
+
+    # -- reconciling -----------------------------------------------------------------------------
+
+    async def pending_jobs(self, provider: str) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 ORDER BY seq", provider)
+        return [job_from_row(r) for r in rows]
+
+    async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
+        if not providers:
+            return []
+        now = self.clock()
+        rows = await self._tx(lambda conn: conn.fetch(
+            f"UPDATE jobs SET next_poll_at = $2 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
+            "AND next_poll_at <= $1 AND provider = ANY($3) ORDER BY next_poll_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {JOB_COLUMNS}", now, now + lease_s, providers, limit))
+        return [job_from_row(r) for r in rows]
+
+    async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE jobs SET next_poll_at = $1, poll_count = poll_count + 1 WHERE id = $2 AND status = 'pending'",
+            next_poll_at, job_id))
+
+    # -- replicas --------------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
+        now = self.clock()
+        term = await self._tx(lambda conn: conn.fetchval(
+            "INSERT INTO leases AS l (name, owner, term, expires_at) VALUES ($1, $2, 1, $3) "
+            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
+            "term = l.term + CASE WHEN l.owner = excluded.owner THEN 0 ELSE 1 END "
+            "WHERE l.owner = excluded.owner OR l.expires_at <= $4 RETURNING term",
+            name, self.replica_id, now + ttl_s, now))
+        return int(term) if term is not None else None
+
+    async def release_lease(self, name: str) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND owner = $2", name, self.replica_id))
+
+    async def heartbeat(self) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "INSERT INTO replicas (id, heartbeat_at) VALUES ($1, $2) "
+            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", self.replica_id, self.clock()))
+
+    async def orphaned_jobs(self, provider: str) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 AND (owner IS NULL OR owner "
+            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > $2)) ORDER BY seq", provider, self.clock() - REPLICA_TTL_S)
+        return [job_from_row(r) for r in rows]
+
+
+async def _quietly(work: Awaitable[Any]) -> None:
+    try:
+        await work
+    except (*_UNAVAILABLE, asyncpg.PostgresError):
+        pass

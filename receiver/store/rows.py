@@ -1,0 +1,78 @@
+"""Reading rows and pages: pure helpers shared by both backends."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import orjson
+
+from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, iso_time
+from receiver.store.base import PAGE_BUDGET_BYTES, Event, JobFilter
+
+# The job columns every backend reads, by name (see `job_from_row`).
+JOB_COLUMNS = (
+    "seq, id, provider, provider_job_id, status, outputs, error, metadata, callback_url, registered, "
+    "expected_outputs, delivery_status, created_at, completed_at, poll_count"
+)
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A job from a row read by name (sqlite3.Row and asyncpg.Record both are mappings)."""
+    outputs = [Output(o["url"], o.get("media_type"), o.get("key")) for o in orjson.loads(row["outputs"])]
+    completed = row["completed_at"]
+    return Job(
+        seq=row["seq"], id=row["id"], provider=row["provider"], provider_job_id=row["provider_job_id"],
+        status=JobStatus(row["status"]), outputs=outputs, error=row["error"], metadata=orjson.loads(row["metadata"]),
+        callback_url=row["callback_url"], registered=bool(row["registered"]), expected_outputs=row["expected_outputs"],
+        delivery_status=DeliveryStatus(row["delivery_status"]), created_at=iso_time(row["created_at"]),
+        completed_at=iso_time(completed) if completed is not None else None, poll_count=row["poll_count"],
+    )
+
+
+RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, error, body, received_at"
+
+
+def receipt_from_row(r: Any) -> StoredReceipt:
+    return StoredReceipt(
+        r["id"], r["provider"], r["source"], Outcome(r["outcome"]), orjson.loads(r["provider_job_ids"]),
+        r["error"], bytes(r["body"]), iso_time(r["received_at"]), job_ids=orjson.loads(r["job_ids"]),
+    )
+
+
+def budget_page(rows: list[tuple[int, int]], limit: int) -> tuple[list[int], bool]:
+    """Of (key, size) rows newest first (limit + 1 of them), the keys that fit in `limit` and the byte
+    budget (always at least one), and whether more follow."""
+    keys: list[int] = []
+    spent = 0
+    for key, size in rows[:limit]:
+        if keys and spent + size > PAGE_BUDGET_BYTES:
+            return keys, True
+        keys.append(key)
+        spent += size
+    return keys, len(rows) > limit
+
+
+def budget_events(events: list[Event]) -> list[Event]:
+    """The leading events that fit in PAGE_BUDGET_BYTES (at least one): a replay is sent in slices."""
+    spent = 0
+    for i, event in enumerate(events):
+        spent += len(event.data)
+        if i and spent > PAGE_BUDGET_BYTES:
+            return events[:i]
+    return events
+
+
+def job_filter_sql(f: JobFilter, mark: str) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and parameters for a JobFilter; `mark` makes the n-th placeholder (`?` or `$n`)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (("provider", "=", f.provider), ("status", "=", f.status),
+                              ("delivery_status", "=", f.delivery_status),
+                              ("provider_job_id", "=", f.provider_job_id),
+                              ("created_at", ">=", f.since), ("created_at", "<", f.until)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
+    return where, params
+
+

@@ -1,0 +1,278 @@
+"""How receipts, completions and registrations change jobs: pure Python, no SQL.
+
+A `UnitOfWork` holds the jobs one write touches (loaded by the backend), changes them in memory by
+the rules below, and hands the backend a `Writes` to persist in the same transaction. Both stores
+(SQLite and PostgreSQL) run exactly these rules; each owns only its SQL and its connections.
+One unit can carry many webhooks (the group commit), so a burst costs a handful of statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from receiver.models import (
+    Completion, DeliveryStatus, Job, JobStatus, Outcome, Output, Receipt, callback_body, dumps, event_type, iso_time,
+)
+
+def outputs_json(outputs: list[Output]) -> str:
+    return dumps([{"url": o.url, "media_type": o.media_type, "key": o.key} for o in outputs])
+
+
+def merge_outputs(existing: list[Output], new: Iterable[Output]) -> list[Output]:
+    """Existing outputs plus the new ones not seen yet (by provider key, else URL), in arrival order."""
+    seen = {o.identity for o in existing}
+    merged = list(existing)
+    for output in new:
+        if output.identity not in seen:
+            seen.add(output.identity)
+            merged.append(output)
+    return merged
+
+
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "ocp-apim-subscription-key"})
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A receipt's headers without credentials."""
+    return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+
+
+@dataclass
+class Tracked:
+    """A job as loaded (or created) by this unit, with the timestamps its row needs."""
+
+    job: Job
+    new: bool
+    created_ts: float
+    completed_ts: float | None = None
+    next_poll_at: float | None = None
+    dirty: bool = False
+    owner: str | None = None  # the replica running a receiver-made call for it (Lumenfall)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    job: Job
+    changed: bool
+    became_terminal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    id: str
+    job_id: str
+    url: str
+    body: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    job_id: str
+    type: str
+    data: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewReceipt:
+    provider: str
+    source: str
+    outcome: Outcome
+    provider_job_ids: list[str]
+    job_ids: list[str]
+    error: str | None
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+
+
+@dataclass
+class Writes:
+    """Everything one unit leaves to persist, in the order it must be written."""
+
+    new_jobs: list[Tracked] = field(default_factory=list)
+    changed_jobs: list[Tracked] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    messages: list[NewMessage] = field(default_factory=list)
+    receipts: list[NewReceipt] = field(default_factory=list)
+
+
+class UnitOfWork:
+    def __init__(self, *, now: float, reconcile_after_s: float, default_callback_url: str | None) -> None:
+        self.now = now
+        self.reconcile_after_s = reconcile_after_s
+        self.default_callback_url = default_callback_url
+        self._jobs: dict[tuple[str, str], Tracked] = {}
+        self._events: list[NewEvent] = []
+        self._messages: list[NewMessage] = []
+        self._receipts: list[NewReceipt] = []
+        self.terminal_job_ids: list[str] = []
+
+    # -- what the backend loads ------------------------------------------------------------------
+
+    def missing(self, keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+        """Of these (provider, provider_job_id) keys, those not tracked yet, grouped by provider."""
+        by_provider: dict[str, list[str]] = {}
+        for provider, provider_job_id in sorted(set(keys)):
+            if (provider, provider_job_id) not in self._jobs:
+                by_provider.setdefault(provider, []).append(provider_job_id)
+        return by_provider
+
+    def track(self, job: Job) -> Tracked:
+        key = (job.provider, job.provider_job_id)
+        if key not in self._jobs:
+            self._jobs[key] = Tracked(job, new=False, created_ts=0.0)
+        return self._jobs[key]
+
+    def job(self, provider: str, provider_job_id: str) -> Job | None:
+        tracked = self._jobs.get((provider, provider_job_id))
+        return tracked.job if tracked else None
+
+    # -- the rules -------------------------------------------------------------------------------
+
+    def _create(
+        self, provider: str, provider_job_id: str, *, registered: bool, callback_url: str | None = None,
+        metadata: dict[str, Any] | None = None, expected_outputs: int | None = None, owner: str | None = None,
+    ) -> Tracked:
+        job = Job(
+            id=f"job_{uuid.uuid4().hex}", provider=provider, provider_job_id=provider_job_id,
+            status=JobStatus.PENDING, outputs=[], error=None, metadata=metadata or {}, callback_url=callback_url,
+            delivery_status=DeliveryStatus.NONE, created_at=iso_time(self.now), completed_at=None,
+            registered=registered, expected_outputs=expected_outputs,
+        )
+        tracked = Tracked(job, new=True, created_ts=self.now, next_poll_at=self.now + self.reconcile_after_s,
+                          owner=owner)
+        self._jobs[(provider, provider_job_id)] = tracked
+        return tracked
+
+    def apply(self, completion: Completion) -> Applied | None:
+        """Apply one completion; None for progress, which changes no job (and creates none)."""
+        if completion.status is JobStatus.PENDING:
+            return None
+        tracked = self._jobs.get((completion.provider, completion.provider_job_id))
+        if tracked is None:
+            tracked = self._create(completion.provider, completion.provider_job_id, registered=False)
+        job = tracked.job
+        if job.status.terminal:
+            # A terminal job never changes state. Late extra images of a Runware task (it completed at
+            # one image before a registration told us to expect more) are still added to its outputs.
+            if completion.partial and job.status is JobStatus.SUCCEEDED:
+                merged = merge_outputs(job.outputs, completion.outputs)
+                if len(merged) > len(job.outputs):
+                    job.outputs, tracked.dirty = merged, True
+                    return Applied(job, True, False)
+            return Applied(job, False, False)
+        outputs = merge_outputs(job.outputs, completion.outputs)
+        if completion.partial and completion.status is JobStatus.SUCCEEDED:
+            if len(outputs) == len(job.outputs):
+                return Applied(job, False, False)
+            if len(outputs) < (job.expected_outputs or 1):
+                job.outputs, tracked.dirty = outputs, True
+                return Applied(job, True, False)
+        job.outputs, job.status, job.error = outputs, completion.status, completion.error
+        self._finish(tracked)
+        return Applied(job, True, True)
+
+    def register(
+        self, provider: str, provider_job_id: str, *, callback_url: str | None, metadata: dict[str, Any],
+        expected_outputs: int | None, owner: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Create the job, or claim one whose completion came first; a registered job is returned as is."""
+        tracked = self._jobs.get((provider, provider_job_id))
+        if tracked is None:
+            tracked = self._create(provider, provider_job_id, registered=True, callback_url=callback_url,
+                                   metadata=metadata, expected_outputs=expected_outputs, owner=owner)
+            return tracked.job, True
+        job = tracked.job
+        if job.registered:
+            return job, False
+        job.registered, job.callback_url, job.metadata, job.expected_outputs = True, callback_url, metadata, expected_outputs
+        tracked.dirty = True
+        if job.status.terminal:
+            url = job.callback_url or self.default_callback_url
+            # Registering a job whose result already arrived delivers it at once, unless it already went there.
+            if url and not (url == self.default_callback_url and job.delivery_status is not DeliveryStatus.NONE):
+                self.enqueue(job, url)
+        elif job.outputs and len(job.outputs) >= (expected_outputs or 1):
+            job.status = JobStatus.SUCCEEDED  # Runware images that were waiting for their count
+            self._finish(tracked)
+        return job, False
+
+    def _finish(self, tracked: Tracked) -> None:
+        """Make the job terminal: its event, and its outbox message if it has a destination."""
+        job = tracked.job
+        tracked.completed_ts, tracked.next_poll_at, tracked.dirty = self.now, None, True
+        job.completed_at = iso_time(self.now)
+        url = job.callback_url or self.default_callback_url
+        if url:
+            job.delivery_status = DeliveryStatus.PENDING
+        self._events.append(NewEvent(job.id, event_type(job.status), dumps(job.to_json()), self.now))
+        self.terminal_job_ids.append(job.id)
+        if url:
+            self.enqueue(job, url)
+
+    def enqueue(self, job: Job, url: str) -> str:
+        """Queue a new callback message (a new `webhook-id`) for a terminal job."""
+        job.delivery_status = DeliveryStatus.PENDING
+        self.track(job).dirty = True
+        message_id = f"msg_{uuid.uuid4().hex}"
+        self._messages.append(NewMessage(message_id, job.id, url, callback_body(job, self.now), self.now))
+        return message_id
+
+    @property
+    def queued_messages(self) -> bool:
+        return bool(self._messages)
+
+    def add_receipt(
+        self, receipt: Receipt, outcome: Outcome, provider_job_ids: list[str], job_ids: list[str], error: str | None,
+    ) -> int:
+        """Keep a receipt; returns its index among this unit's receipts (the backend assigns ids)."""
+        self._receipts.append(NewReceipt(
+            receipt.provider, receipt.source, outcome, provider_job_ids, job_ids, error, kept_headers(receipt.headers),
+            receipt.body, self.now,
+        ))
+        return len(self._receipts) - 1
+
+    def apply_receipt(self, receipt: Receipt, completions: list[Completion] | None, error: str | None) -> "Ingested":
+        """One inbound message: its completions applied, and its receipt kept with the outcome."""
+        if completions is None:
+            return Ingested(self.add_receipt(receipt, Outcome.INVALID, [], [], error), Outcome.INVALID, [], [], error)
+        job_ids: list[str] = []
+        terminal: list[str] = []
+        applied = duplicate = False
+        for completion in completions:
+            result = self.apply(completion)
+            if result is None:
+                continue
+            if result.job.id not in job_ids:
+                job_ids.append(result.job.id)
+            applied |= result.changed
+            duplicate |= not result.changed
+            if result.became_terminal:
+                terminal.append(result.job.id)
+        outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
+        pids = sorted({c.provider_job_id for c in completions})
+        return Ingested(self.add_receipt(receipt, outcome, pids, job_ids, None), outcome, job_ids, terminal, None)
+
+    # -- what the backend writes -----------------------------------------------------------------
+
+    def writes(self) -> Writes:
+        return Writes(
+            new_jobs=[t for t in self._jobs.values() if t.new],
+            changed_jobs=[t for t in self._jobs.values() if t.dirty and not t.new],
+            events=list(self._events), messages=list(self._messages), receipts=list(self._receipts),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What `apply_receipt` made of one message; `index` finds its receipt id once written."""
+
+    index: int
+    outcome: Outcome
+    job_ids: list[str]
+    terminal_job_ids: list[str]
+    error: str | None

@@ -1,0 +1,362 @@
+"""`receiver listen` as a user runs it: a real subprocess following a real receiver, forwarding to a
+local endpoint that verifies Standard Webhooks signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import stat
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+import standardwebhooks
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from receiver.app import create_app
+from receiver.listen import ListenConfig, Listener, ListenTuning
+from receiver.listen_events import SourceEvent, parse_ahead
+from receiver.sse_lines import line_run
+from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
+
+FAST = ["--silence-timeout", "5", "--max-backoff", "0.2"]
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class LocalEndpoint:
+    """The developer's local webhook handler: verifies each request, answers `status`, records what it took."""
+
+    def __init__(self, secret: str | None = SIGNING_SECRET) -> None:
+        self.webhook = standardwebhooks.Webhook(secret) if secret else None
+        self.status = 200
+        self.attempts = 0
+        self.bad_signatures = 0
+        self.received: list[tuple[str, dict[str, Any]]] = []  # (webhook-id, payload) of each accepted request
+        self.app = Starlette(routes=[Route("/hook", self._handle, methods=["POST"])])
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [payload["data"]["id"] for _, payload in self.received]
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.body()
+        self.attempts += 1
+        try:
+            assert self.webhook is not None
+            payload = self.webhook.verify(body, dict(request.headers))
+        except (AssertionError, standardwebhooks.WebhookVerificationError):
+            self.bad_signatures += 1
+            return Response(status_code=400)
+        if self.status != 200:
+            return Response(status_code=self.status)
+        self.received.append((request.headers["webhook-id"], payload))
+        return Response(status_code=200)
+
+
+class Listen:
+    """`python -m receiver.cli listen …` as a subprocess, its stdout and stderr collected line by line."""
+
+    def __init__(self, source: str, forward_to: str, state: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.args = ["--from", source, "--forward-to", forward_to, "--state", str(state), *extra]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+        self.env = {**base, "RECEIVER_API_TOKEN": API_TOKEN, "RECEIVER_SIGNING_SECRET": SIGNING_SECRET, **(env or {})}
+        self.env = {k: v for k, v in self.env.items() if v}
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> "Listen":
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "receiver.cli", "listen", *self.args, env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert self.proc.stdout and self.proc.stderr
+        self._readers = [asyncio.create_task(self._read(self.proc.stdout, self.out)),
+                         asyncio.create_task(self._read(self.proc.stderr, self.err))]
+        return self
+
+    async def connected(self) -> "Listen":
+        await until(lambda: self.said("connected") or self.exited, what="the listener to connect")
+        assert not self.exited, self.stderr
+        return self
+
+    @staticmethod
+    async def _read(stream: asyncio.StreamReader, into: list[str]) -> None:
+        while line := await stream.readline():
+            into.append(line.decode().rstrip("\n"))
+
+    @property
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.returncode is not None
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.err)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.err)
+
+    async def wait(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        await asyncio.gather(*self._readers)
+        return code
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await self.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def listening(*args: Any, **kwargs: Any) -> AsyncIterator[Listen]:
+    listener = Listen(*args, **kwargs)
+    try:
+        yield await listener.start()
+    finally:
+        listener.kill()
+
+
+@contextlib.asynccontextmanager
+async def local_endpoint(secret: str | None = SIGNING_SECRET) -> AsyncIterator[tuple[LocalEndpoint, str]]:
+    endpoint = LocalEndpoint(secret)
+    async with serve_app(endpoint.app) as running:
+        yield endpoint, f"{running.base_url}/hook"
+
+
+async def complete_jobs(source: RunningServer, count: int) -> list[str]:
+    """Finish `count` jobs at the source, one after another, through Pixazo webhooks; their ids in order."""
+    ids = []
+    async with source.client() as client:
+        for _ in range(count):
+            request_id = f"px-{uuid.uuid4().hex[:10]}"
+            body = {"request_id": request_id, "status": "COMPLETED",
+                    "output": {"media_url": [f"https://cdn.pixazo.ai/{request_id}/out.jpeg"], "media_type": "image/jpeg"}}
+            reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", json=body)
+            assert reply.status_code == 200, reply.text
+            ids.extend(reply.json()["job_ids"])
+    return ids
+
+
+def event_id(webhook_id: str) -> int:
+    return int(webhook_id.split("_")[1])
+
+
+def saved(state: Path) -> dict[str, Any]:
+    return dict(json.loads(state.read_text()))
+
+
+@pytest.fixture
+async def source(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    (tmp_path / "source").mkdir()
+    async with serve_app(create_app(make_settings(tmp_path / "source"))) as running:
+        yield running
+
+
+async def test_forwards_live_events_signed_and_in_order(source: RunningServer, tmp_path: Path) -> None:
+    state = tmp_path / "listen.json"
+    async with local_endpoint(secret=None) as (local, url):
+        async with listening(source.base_url, url, state, *FAST, env={"RECEIVER_SIGNING_SECRET": ""}) as listener:
+            await listener.connected()
+            # No RECEIVER_SIGNING_SECRET: a generated one, printed and kept (owner-only) in the state file.
+            secret = saved(state)["signing_secret"]
+            assert secret.startswith("whsec_") and listener.said(secret)
+            assert stat.S_IMODE(state.stat().st_mode) == 0o600
+            local.webhook = standardwebhooks.Webhook(secret)
+
+            jobs = await complete_jobs(source, 5)
+            await until(lambda: len(local.received) >= 5 and len(listener.out) >= 5, what="five events forwarded")
+            assert local.job_ids == jobs and local.bad_signatures == 0
+            ids = [event_id(webhook_id) for webhook_id, _ in local.received]
+            assert ids == sorted(set(ids)) and all(w.startswith("evt_") for w, _ in local.received)
+            async with source.api() as api:
+                for (_, payload), job_id in zip(local.received, jobs):
+                    assert set(payload) == {"type", "timestamp", "data"} and payload["type"] == "job.succeeded"
+                    assert payload["data"] == (await api.get(f"/v1/jobs/{job_id}")).json()
+            for line, job_id in zip(listener.out, jobs):
+                assert "job.succeeded" in line and job_id in line and " 200 " in line and line.endswith("ms")
+            await until(lambda: saved(state)["last_event_id"] == ids[-1], what="the state file to follow")
+            assert await listener.stop() == 0
+    assert saved(state)["last_event_id"] == ids[-1] and saved(state)["signing_secret"] == secret
+    assert API_TOKEN not in listener.stderr
+
+
+async def test_catches_up_in_order_after_being_stopped(source: RunningServer, tmp_path: Path) -> None:
+    state = tmp_path / "listen.json"
+    async with local_endpoint() as (local, url):
+        async with listening(source.base_url, url, state, *FAST) as first:
+            await first.connected()
+            jobs = await complete_jobs(source, 2)
+            await until(lambda: len(local.received) == 2, what="two events forwarded")
+            assert await first.stop() == 0
+        assert first.said("stopped")
+
+        jobs += await complete_jobs(source, 3)  # while nobody listens
+        await asyncio.sleep(0.2)
+        assert len(local.received) == 2
+
+        async with listening(source.base_url, url, state, *FAST) as second:
+            await until(lambda: len(set(local.job_ids)) == 5, what="the missed events")
+            await asyncio.sleep(0.3)  # nothing more may come
+            assert second.said("resuming after event")
+            jobs += await complete_jobs(source, 1)  # and then live again
+            await until(lambda: len(set(local.job_ids)) == 6, what="a live event after the catch-up")
+            assert await second.stop(signal.SIGINT) == 0  # Ctrl-C
+    # In order, none twice, except at most the one in flight when the first listener stopped.
+    seen = local.job_ids
+    assert seen in (jobs, jobs[:2] + jobs[1:]), seen
+    assert local.bad_signatures == 0
+
+
+async def test_keeps_order_while_the_local_endpoint_fails(source: RunningServer, tmp_path: Path) -> None:
+    async with local_endpoint() as (local, url):
+        local.status = 503
+        async with listening(source.base_url, url, tmp_path / "listen.json", *FAST) as listener:
+            await listener.connected()
+            jobs = await complete_jobs(source, 4)
+            await until(lambda: local.attempts >= 4, what="retries of the first event")
+            assert local.received == [] and listener.out == []
+            assert listener.said("HTTP 503")
+            local.status = 200
+            await until(lambda: len(local.received) >= 4, what="the events once the endpoint recovers")
+            await asyncio.sleep(0.2)
+            assert local.job_ids == jobs and len(listener.out) == 4
+            assert await listener.stop() == 0
+
+
+async def test_refuses_to_resume_ahead_of_a_replaced_store(source: RunningServer, tmp_path: Path) -> None:
+    state = tmp_path / "listen.json"
+    state.write_text(json.dumps({"source": source.base_url, "last_event_id": 1000, "signing_secret": None}))
+    async with local_endpoint() as (_, url):
+        async with listening(source.base_url, url, state, *FAST) as listener:
+            assert await listener.wait() not in (0, None)
+            assert listener.said("store was replaced") and listener.said("--reset") and listener.said(str(state))
+            assert saved(state)["last_event_id"] == 1000  # left as it was, for the user to decide
+
+        async with listening(source.base_url, url, state, "--reset", *FAST) as again:
+            await again.connected()
+            assert again.said("from now on")
+            assert await again.stop() == 0
+        assert saved(state)["last_event_id"] == 0  # the source's newest: from now on
+
+
+async def test_a_refused_token_is_a_clear_error(source: RunningServer, tmp_path: Path) -> None:
+    async with local_endpoint() as (_, url):
+        async with listening(source.base_url, url, tmp_path / "listen.json",  # default timings
+                             env={"RECEIVER_API_TOKEN": "wrong-token-5e2b"}) as listener:
+            assert await listener.wait() != 0
+    assert listener.said("refused the API token") and "wrong-token-5e2b" not in listener.stderr
+
+
+class SilentSource:
+    """A fake source: the first stream sends its headers, then nothing; later ones send one event."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+        self.last_event_ids: list[str | None] = []
+        self.app = Starlette(routes=[Route("/v1/events", self._events)])
+
+    async def _events(self, request: Request) -> Response:
+        last = request.headers.get("last-event-id")
+        if last is not None and int(last) > 0:
+            return JSONResponse({"error": "last_event_id_ahead", "last_event_id": 0}, status_code=409)
+        self.streams += 1
+        self.last_event_ids.append(last)
+        silent = self.streams == 1
+
+        async def body() -> AsyncIterator[bytes]:
+            if not silent:
+                job = {"id": "job_after_silence", "status": "succeeded", "completed_at": "2026-11-29T10:00:00Z"}
+                yield f"id: 1\nevent: job.succeeded\ndata: {json.dumps(job)}\n\n".encode()
+            await asyncio.Event().wait()  # then nothing, ever
+            yield b""
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+
+async def test_reconnects_a_silent_stream(tmp_path: Path) -> None:
+    fake = SilentSource()
+    async with serve_app(fake.app) as running, local_endpoint() as (local, url):
+        async with listening(running.base_url, url, tmp_path / "listen.json",
+                             "--silence-timeout", "0.5", "--max-backoff", "0.2") as listener:
+            await until(lambda: len(local.received) == 1, what="the event sent after the reconnect")
+            assert fake.streams >= 2 and fake.last_event_ids[:2] == ["0", "0"]
+            assert listener.said("nothing received for 0.5 s")
+            webhook_id, payload = local.received[0]
+            assert webhook_id == "evt_1_job_after_silence" and payload["data"]["id"] == "job_after_silence"
+            assert payload["timestamp"] == "2026-11-29T10:00:00Z"
+            assert await listener.stop() == 0
+
+
+def test_pure_parts() -> None:
+    assert line_run(0, b"abc") == 3 and line_run(3, b"de\nfg") == 2 and line_run(5, b"x\r") == 0
+    assert line_run(7, b"") == 7
+    assert parse_ahead(b'{"error": "last_event_id_ahead", "last_event_id": 7}') == 7
+    assert parse_ahead(b'{"error": "other", "last_event_id": 7}') is None and parse_ahead(b"<html>") is None
+    event = SourceEvent(12, "job.failed", {"id": "job_x", "completed_at": "2026-01-01T00:00:00Z"})
+    assert event.webhook_id == "evt_12_job_x"
+    assert json.loads(event.body()) == {"type": "job.failed", "timestamp": "2026-01-01T00:00:00Z", "data": event.data}
+    assert SourceEvent(3, "job.failed", {"id": "a b"}).webhook_id == "evt_3"
+
+
+class LongLineSource(SilentSource):
+    """Like SilentSource, but its first stream sends one endless line instead of nothing."""
+
+    async def _events(self, request: Request) -> Response:
+        response = await super()._events(request)
+        if self.streams != 1 or response.status_code != 200:
+            return response
+
+        async def endless() -> AsyncIterator[bytes]:
+            yield b"data: "
+            while True:
+                yield b"x" * 4096
+                await asyncio.sleep(0)
+
+        return StreamingResponse(endless(), media_type="text/event-stream")
+
+
+async def test_a_line_over_the_bound_ends_the_connection(tmp_path: Path) -> None:
+    fake = LongLineSource()
+    err = io.StringIO()
+    async with serve_app(fake.app) as running, local_endpoint() as (local, url):
+        config = ListenConfig(source_url=running.base_url, forward_url=url, api_token=API_TOKEN,
+                              state_path=tmp_path / "listen.json", signing_secret=SIGNING_SECRET)
+        tuning = ListenTuning(silence_s=5, backoff_base_s=0.05, backoff_cap_s=0.1, max_line_bytes=65536)
+        task = asyncio.create_task(Listener(config, tuning, out=io.StringIO(), err=err).run())
+        try:
+            await until(lambda: len(local.received) == 1, what="the event after the endless line")
+            assert fake.streams >= 2
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert "LineTooLong" in err.getvalue() and "longer than 65536 bytes" in err.getvalue()
+    assert local.job_ids == ["job_after_silence"]
