@@ -19,6 +19,7 @@ import httpx
 from receiver import api, events, generations, inspector, logs, ops, webhooks
 from receiver.http import client_gone, internal_error
 from receiver.delivery import run_delivery
+from receiver.delivery_limits import DeliveryLimits
 from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
@@ -70,7 +71,8 @@ async def unavailable(request: Request, exc: Exception) -> Response:
                         status_code=503, headers={"Retry-After": "1", "Connection": "close"})
 
 
-async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving: bool = True) -> Runtime:
+async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving: bool = True,
+                       delivery_limits: DeliveryLimits | None = None) -> Runtime:
     """The store, secrets and clients. `serving`: this process serves (takes the SQLite file's lock,
     creates the store); else it only reads an existing store (`receiver info`)."""
     store = await open_store(
@@ -94,15 +96,18 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     return Runtime(
         settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics(),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False),
+        delivery_limits=delivery_limits or DeliveryLimits(),
     )
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> Starlette:
+def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
+               delivery_limits: DeliveryLimits | None = None) -> Starlette:
+    """The app; `delivery_limits` bound the callback worker (defaults: `DeliveryLimits()`)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime = await open_runtime(settings, clock=clock)
+        runtime = await open_runtime(settings, clock=clock, delivery_limits=delivery_limits)
         app.state.runtime = runtime
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]

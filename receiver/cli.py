@@ -66,14 +66,14 @@ def discover_tunnel(settings: Settings, overrides: dict[str, Any]) -> tuple[Sett
 
 
 def serve(settings: Settings, tunnel_note: str | None = None) -> None:
-    log_config = logs.configure(fmt=settings.log_format, level=settings.log_level)
+    log_config = logs.configure(fmt=settings.log_format, level=settings.log_level, access_log=settings.access_log)
     asyncio.run(_preflight(settings))
     if tunnel_note:
         logging.getLogger("receiver").info("public URL from a local tunnel: %s", tunnel_note)
     app = create_app(settings)
     config = server_config(
         app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5, access_log=settings.access_log != "off",
     )
     _Server(config, app).run()
 

@@ -9,37 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import standardwebhooks
 
 from receiver import backoff
+from receiver.callback_client import AttemptResult, open_session, send
 from receiver.notify import OUTBOX
 from receiver.runtime import Runtime
 from receiver.store.base import Message
 
 log = logging.getLogger("receiver.delivery")
 
-PER_HOST_CONCURRENCY = 8  # requests in flight to one destination (scheme://host:port)
-# Messages held for one destination, sending or waiting their turn; more are postponed. Well above the
-# concurrency: a claim takes every due message at once, and each one postponed waits POSTPONE_S more.
-PER_HOST_HELD = 128
-MAX_CONCURRENCY = 64  # requests in flight overall
-MAX_HELD = 256  # messages held overall
-POSTPONE_S = 1.0  # a message for a saturated destination is looked at again this much later
+# Messages beyond a destination's share are postponed in shares, each one step after the one before;
+# a step is between these bounds (see `_Deliverer._step`), and no share is put off more than MAX_POSTPONE_S.
+MIN_POSTPONE_S = 0.002
+POSTPONE_S = 1.0
+MAX_POSTPONE_S = 30.0
+MAX_BACKLOGS = 4096  # destinations whose postponed shares are tracked; those all due are dropped beyond
 LEASE_MARGIN_S = 10.0
 MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
-ERROR_TEXT_CHARS = 200
-DRAIN_BYTES = 65536  # a 2xx body up to this long is read, to keep its connection
-USER_AGENT = "receiver-callbacks/1"
 
 
 # -- pure parts -------------------------------------------------------------------------------
@@ -75,37 +69,6 @@ def decide(
     return Decision("retry", delay)
 
 
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """`Retry-After` as seconds from `now`: delta-seconds or an HTTP-date; None if absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - now
-    if math.isnan(seconds):
-        return None
-    return min(max(0.0, seconds), 1e9)
-
-
-def signed_headers(webhook: standardwebhooks.Webhook, message_id: str, body: bytes, at: datetime) -> dict[str, str]:
-    """The Standard Webhooks headers for one attempt (the timestamp is fresh, the id is not)."""
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(math.floor(at.timestamp())),
-        "webhook-signature": webhook.sign(message_id, at, body.decode("utf-8")),
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-    }
-
-
 def destination(url: str) -> str:
     """`scheme://host:port`: the unit of per-destination concurrency, and all that is logged of a URL
     (paths and queries of callback URLs often carry tokens)."""
@@ -118,95 +81,47 @@ def destination(url: str) -> str:
         return "invalid-url"
 
 
-# -- one attempt ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    status_code: int | None
-    error: str | None
-    retry_after: float | None = None
-    permanent: bool = False
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= ERROR_TEXT_CHARS else text[: ERROR_TEXT_CHARS - 1] + "…"
-
-
-async def _peek(response: httpx.Response) -> str:
-    """The start of an error answer's body, for the attempt record; never the whole of a big body."""
-    data = bytearray()
-    async for chunk in response.aiter_raw():
-        data += chunk
-        if len(data) >= ERROR_TEXT_CHARS * 4:
-            break
-    return _short(bytes(data).decode("utf-8", "replace"))
-
-
-async def _drain(response: httpx.Response) -> None:
-    """Read the rest of a 2xx's (small) body: httpx pools a connection only once its answer was read whole.
-
-    Unread, every delivery would close its connection and the next one open a new one. A body too long
-    or broken off costs only that connection: the 2xx is what counts.
-    """
-    read = 0
-    try:
-        async for chunk in response.aiter_raw():
-            read += len(chunk)
-            if read > DRAIN_BYTES:
-                return
-    except httpx.HTTPError:
-        pass
-
-
-async def send(
-    client: httpx.AsyncClient, webhook: standardwebhooks.Webhook, message: Message, *, timeout: float,
-) -> AttemptResult:
-    """POST one message; every way it can go wrong becomes an `AttemptResult`, never an exception."""
-    headers = signed_headers(webhook, message.id, message.body, datetime.now(timezone.utc))
-    status: int | None = None
-    try:
-        # One deadline for the whole attempt: httpx's timeouts are per read, so a trickling body would outlive them.
-        async with asyncio.timeout(timeout):
-            async with client.stream("POST", message.url, content=message.body, headers=headers) as response:
-                status = response.status_code
-                if 200 <= status < 300:
-                    await _drain(response)
-                    return AttemptResult(status, None)
-                retry_after = parse_retry_after(response.headers.get("retry-after"), now=time.time())
-                detail = await _peek(response)
-    except (TimeoutError, httpx.TimeoutException):
-        if status is not None and 200 <= status < 300:
-            return AttemptResult(status, None)  # answered 2xx; only the rest of its body was slow
-        return AttemptResult(None, f"timeout after {timeout:g}s")
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        return AttemptResult(None, _short(f"unusable callback URL: {exc}"), permanent=True)
-    except httpx.ConnectError as exc:
-        return AttemptResult(None, _short(f"connection failed: {exc}" if str(exc) else "connection failed"))
-    except httpx.HTTPError as exc:
-        return AttemptResult(None, _short(f"{type(exc).__name__}: {exc}"))
-    return AttemptResult(status, f"HTTP {status}" + (f": {detail}" if detail else ""), retry_after)
-
-
 # -- the worker -------------------------------------------------------------------------------
 
 
-class _Deliverer:
-    """Holds the claimed messages of one worker; each is sent by its own task under two bounds."""
+@dataclass
+class _Host:
+    """What the worker holds for one destination."""
 
-    def __init__(self, runtime: Runtime, client: httpx.AsyncClient, clock: Callable[[], float]) -> None:
+    slots: asyncio.Semaphore
+    held: int = 0
+    started: dict[int, float] = field(default_factory=dict)  # seq → time.monotonic() its attempt began
+
+
+@dataclass
+class _Backlog:
+    """A destination's postponed messages: the last share queued, due at `due`, holds `size` of them."""
+
+    due: float
+    size: int = 0
+
+
+class _Deliverer:
+    """Holds the claimed messages of one worker; each is sent by its own task under two bounds.
+
+    A destination holds at most its share (`per_host_held`); what a claim brings beyond it is postponed,
+    spread out at the pace the destination answers, so a destination that is slow or never answers
+    neither fills the worker nor pushes its backlog ahead of others' messages in the next claims.
+    """
+
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, clock: Callable[[], float]) -> None:
         self.runtime = runtime
-        self.client = client
+        self.session = session
         self.clock = clock
+        self.limits = runtime.delivery_limits
         self.webhook = standardwebhooks.Webhook(runtime.secrets.signing_secret)
         self.timeout = runtime.settings.callback_timeout_s
         # Held messages may queue behind their destination's slots: keep them leased meanwhile.
-        self.lease_s = self.timeout * (PER_HOST_HELD // PER_HOST_CONCURRENCY + 1) + LEASE_MARGIN_S
+        self.lease_s = self.timeout * (self.limits.per_host_held // self.limits.per_host_concurrency + 1) + LEASE_MARGIN_S
         self.held: dict[int, asyncio.Task[None]] = {}
-        self.held_per_host: dict[str, int] = {}
-        self.host_slots: dict[str, asyncio.Semaphore] = {}
-        self.slots = asyncio.Semaphore(MAX_CONCURRENCY)
+        self.hosts: dict[str, _Host] = {}
+        self.backlogs: dict[str, _Backlog] = {}
+        self.slots = asyncio.Semaphore(self.limits.max_concurrency)
         self.freed = asyncio.Event()
 
     async def run(self) -> None:
@@ -218,6 +133,7 @@ class _Deliverer:
                 self.freed.clear()
                 try:
                     if await self._claim_and_dispatch():
+                        await asyncio.sleep(0)  # the store answers without yielding: let the sends run
                         continue  # a full batch: more may be due
                     wait = await self._seconds_until_due()
                 except Exception:
@@ -233,38 +149,76 @@ class _Deliverer:
 
     async def _claim_and_dispatch(self) -> bool:
         """Claim what is due and start it; True if the claim came back full."""
-        room = MAX_HELD - len(self.held)
+        room = self.limits.max_held - len(self.held)
         if room <= 0:
             return False
         messages = await self.runtime.store.claim_due_messages(limit=room, lease_s=self.lease_s)
-        postponed: list[int] = []
+        beyond: dict[str, list[int]] = {}
         for message in messages:
             if message.seq in self.held:
                 continue  # still ours (its lease ran out while it queued); the claim renewed it
-            host = destination(message.url)
-            if self.held_per_host.get(host, 0) >= PER_HOST_HELD:
-                postponed.append(message.seq)
+            url_host = destination(message.url)
+            host = self.hosts.get(url_host)
+            if host is None:
+                host = self.hosts[url_host] = _Host(asyncio.Semaphore(self.limits.per_host_concurrency))
+            if host.held >= self.limits.per_host_held:
+                beyond.setdefault(url_host, []).append(message.seq)
                 continue
-            self.held_per_host[host] = self.held_per_host.get(host, 0) + 1
-            if host not in self.host_slots:
-                self.host_slots[host] = asyncio.Semaphore(PER_HOST_CONCURRENCY)
-            self.held[message.seq] = asyncio.create_task(self._deliver(message, host), name=f"deliver {message.id}")
-        if postponed:
-            await self.runtime.store.postpone_messages(postponed, until=self.clock() + POSTPONE_S)
+            host.held += 1
+            self.held[message.seq] = asyncio.create_task(self._deliver(message, url_host, host),
+                                                         name=f"deliver {message.id}")
+        if beyond:
+            await self._postpone(beyond)
         return len(messages) >= room
 
+    async def _postpone(self, beyond: dict[str, list[int]]) -> None:
+        """Hand back what exceeds a destination's share, queued behind what it already has postponed: in
+        shares of `per_host_held`, each due one step (see `_step`) after the one before."""
+        now = self.clock()
+        if len(self.backlogs) > MAX_BACKLOGS:
+            self.backlogs = {host: b for host, b in self.backlogs.items() if b.due >= now}
+        due: dict[float, list[int]] = {}
+        for url_host, seqs in beyond.items():
+            step = self._step(url_host)
+            backlog = self.backlogs.get(url_host)
+            if backlog is None or backlog.due < now:  # all it had postponed is due: start a new queue
+                backlog = self.backlogs[url_host] = _Backlog(now + step)
+            for seq in seqs:
+                if backlog.size >= self.limits.per_host_held and backlog.due < now + MAX_POSTPONE_S:
+                    backlog.due, backlog.size = backlog.due + step, 0
+                backlog.size += 1
+                due.setdefault(backlog.due, []).append(seq)
+        for until, group in due.items():
+            await self.runtime.store.postpone_messages(group, until=until)
+
+    def _step(self, url_host: str) -> float:
+        """How far apart a destination's postponed shares are due: as long as its oldest attempt under way
+        has taken so far, within bounds. A destination that answers gets its next share almost at once
+        (one that comes due before there is room is queued again, at the back); one that stopped answering
+        is looked at about once a second."""
+        host = self.hosts.get(url_host)
+        running = time.monotonic() - min(host.started.values()) if host is not None and host.started else 0.0
+        return min(POSTPONE_S, max(MIN_POSTPONE_S, running))
+
     async def _seconds_until_due(self) -> float | None:
-        if len(self.held) >= MAX_HELD:
+        if len(self.held) >= self.limits.max_held:
             return MAX_IDLE_S  # full: a finished message (`freed`) is what lets us go on
         due = await self.runtime.store.next_message_due_at()
         if due is None:
             return MAX_IDLE_S
         return min(MAX_IDLE_S, max(0.0, due - self.clock()))
 
-    async def _deliver(self, message: Message, host: str) -> None:
+    async def _attempt(self, message: Message, host: _Host) -> AttemptResult:
+        async with host.slots, self.slots:
+            host.started[message.seq] = time.monotonic()
+            try:
+                return await send(self.session, self.webhook, message, timeout=self.timeout)
+            finally:
+                del host.started[message.seq]
+
+    async def _deliver(self, message: Message, url_host: str, host: _Host) -> None:
         try:
-            async with self.host_slots[host], self.slots:
-                result = await send(self.client, self.webhook, message, timeout=self.timeout)
+            result = await self._attempt(message, host)
             decision = decide(
                 status_code=result.status_code, attempts_made=message.attempts + 1,
                 schedule=self.runtime.settings.retry_schedule, retry_after=result.retry_after,
@@ -279,31 +233,29 @@ class _Deliverer:
             if decision.delay is not None:
                 self.freed.set()  # a retry is due at a time the loop's wait does not know of yet
             level = logging.INFO if decision.outcome == "delivered" else logging.WARNING
-            log.log(
-                level, "callback %s for job %s to %s: attempt %d %s (%s)%s",
-                message.id, message.job_id, host, message.attempts + 1, decision.outcome,
-                result.error or result.status_code,
-                f", next in {decision.delay:.2f}s" if decision.delay is not None else "",
-                extra={"job_id": message.job_id},
-            )
+            if log.isEnabledFor(level):
+                log.log(
+                    level, "callback %s for job %s to %s: attempt %d %s (%s)%s",
+                    message.id, message.job_id, url_host, message.attempts + 1, decision.outcome,
+                    result.error or result.status_code,
+                    f", next in {decision.delay:.2f}s" if decision.delay is not None else "",
+                    extra={"job_id": message.job_id},
+                )
         except asyncio.CancelledError:
             raise
         except Exception:
             # The message stays pending and leased: it is tried again once the lease runs out.
             log.exception("callback %s for job %s: could not record the attempt", message.id, message.job_id)
         finally:
-            self._release(message.seq, host)
+            self._release(message.seq, url_host, host)
 
-    def _release(self, seq: int, host: str) -> None:
-        if len(self.held) >= MAX_HELD:
+    def _release(self, seq: int, url_host: str, host: _Host) -> None:
+        if len(self.held) >= self.limits.max_held:
             self.freed.set()  # the loop waits for room to claim more (new messages wake it otherwise)
         self.held.pop(seq, None)
-        left = self.held_per_host.get(host, 1) - 1
-        if left <= 0:
-            self.held_per_host.pop(host, None)
-            self.host_slots.pop(host, None)
-        else:
-            self.held_per_host[host] = left
+        host.held -= 1
+        if host.held <= 0 and self.hosts.get(url_host) is host:
+            del self.hosts[url_host]
 
 
 async def _wait_any(events: Sequence[asyncio.Event], *, timeout: float | None) -> None:
@@ -317,12 +269,8 @@ async def _wait_any(events: Sequence[asyncio.Event], *, timeout: float | None) -
 
 async def run_delivery(runtime: Runtime) -> None:
     """The delivery worker: runs until cancelled at shutdown; pending messages stay in the store."""
-    timeout = runtime.settings.callback_timeout_s
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout), follow_redirects=False,
-        limits=httpx.Limits(max_connections=MAX_CONCURRENCY, max_keepalive_connections=16),
-    )
+    session = open_session(runtime.delivery_limits)
     try:
-        await _Deliverer(runtime, client, runtime.store.clock).run()
+        await _Deliverer(runtime, session, runtime.store.clock).run()
     finally:
-        await client.aclose()
+        await session.close()

@@ -27,7 +27,8 @@ import standardwebhooks
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from receiver import backoff
-from receiver.delivery import destination, signed_headers
+from receiver.callback_client import signed_headers
+from receiver.delivery import destination
 from receiver.listen_events import SourceEvent, parse_ahead, parse_event, parse_event_id
 from receiver.listen_state import ListenState, StateError, load_state, save_state
 from receiver.runtime import new_signing_secret

@@ -11,6 +11,7 @@ from typing import Any, Callable, Coroutine
 import httpx
 from pydantic import SecretStr
 
+from receiver.delivery_limits import DeliveryLimits
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
 from receiver.settings import Secrets, Settings
@@ -35,6 +36,7 @@ class Runtime:
     metrics: Metrics
     http: httpx.AsyncClient  # for calls to providers (submit, poll, stream)
     oxen: StreamStatus = field(default_factory=StreamStatus)
+    delivery_limits: DeliveryLimits = field(default_factory=DeliveryLimits)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     cloudflared_metrics_urls: Annotated[tuple[str, ...], NoDecode] = CLOUDFLARED_METRICS_URLS
     log_format: str = "text"
     log_level: str = "INFO"
+    # Not in the contract: uvicorn's access lines (see receiver.logs.AccessLines).
+    access_log: Literal["all", "webhook-errors", "errors", "off"] = "webhook-errors"
 
     oxen_api_key: SecretStr | None = None
     runware_api_key: SecretStr | None = None

@@ -81,12 +81,13 @@ class Served:
     """One ASGI app served by its own `python -m uvicorn` process on a loopback port."""
 
     def __init__(self, name: str, app: str, workdir: Path, *, env: dict[str, str] | None = None,
-                 factory: bool = False) -> None:
+                 factory: bool = False, cli: bool = False) -> None:
         self.name = name
         self.app = app
         self.workdir = workdir
         self.env = env if env is not None else dict(os.environ)
         self.factory = factory
+        self.cli = cli  # `receiver serve` (its own logging set-up) instead of `python -m uvicorn APP`
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -100,6 +101,8 @@ class Served:
                 "--app-dir", str(ROOT / "scripts")]
         if self.factory:
             args.append("--factory")
+        if self.cli:
+            args = [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         log = open(self.workdir / f"{self.name}.log", "wb")
         self.proc = subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         log.close()

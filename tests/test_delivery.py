@@ -22,8 +22,10 @@ import standardwebhooks
 from httpx_sse import aconnect_sse
 
 from receiver.app import create_app
-from receiver.delivery import PER_HOST_CONCURRENCY, PER_HOST_HELD, decide, destination, parse_retry_after
-from tests.fakes.callback import HANG, Reply, callback_server
+from receiver.callback_client import parse_retry_after
+from receiver.delivery import decide, destination
+from receiver.delivery_limits import DeliveryLimits
+from tests.fakes.callback import HANG, Reply, black_hole, callback_server
 from tests.support import (
     API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, free_port, make_settings,
     process_env, serve_app,
@@ -306,11 +308,12 @@ async def test_redirects_are_not_followed(tmp_path: Path) -> None:
 
 
 async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None:
+    limits = DeliveryLimits()
     async with callback_server(default=HANG) as slow, callback_server() as fast, \
             receiver(tmp_path, callback_timeout_s=10) as server, api_client(server.base_url) as client:
         # More than the worker holds for one destination: the rest is postponed, not lost.
-        stuck = [await finished_job(client, slow.url(f"/{i}")) for i in range(PER_HOST_HELD + 4)]
-        await until(lambda: len(slow.requests) >= PER_HOST_CONCURRENCY, what="the slow endpoint's slots to fill")
+        stuck = [await finished_job(client, slow.url(f"/{i}")) for i in range(limits.per_host_held + 4)]
+        await until(lambda: len(slow.requests) >= limits.per_host_concurrency, what="the slow endpoint's slots to fill")
 
         started = time.monotonic()
         job_id = await finished_job(client, fast.url())
@@ -319,15 +322,58 @@ async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None
         await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
 
         # Bounded per destination: the others wait their turn instead of piling on.
-        assert slow.max_in_flight == PER_HOST_CONCURRENCY == len(slow.requests)
+        assert slow.max_in_flight == limits.per_host_concurrency == len(slow.requests)
         assert all([await delivery_status_is(client, j, "pending") for j in stuck])
 
         slow.default = Reply(200)
         slow.release()  # the hanging ones get a 503 and are retried
         for j in stuck:
             await until(lambda: delivery_status_is(client, j, "delivered"), what="every slow callback delivered")
-        assert slow.max_in_flight == PER_HOST_CONCURRENCY
+        assert slow.max_in_flight == limits.per_host_concurrency
         assert {r.path for r in slow.requests} == {f"/{i}" for i in range(len(stuck))}
+
+
+async def test_endpoints_that_never_answer_cannot_crowd_out_a_healthy_one(tmp_path: Path) -> None:
+    limits = DeliveryLimits()
+    async with black_hole() as hole_a, black_hole() as hole_b, callback_server() as healthy, \
+            receiver(tmp_path, callback_timeout_s=120) as server, api_client(server.base_url) as client:
+        # Two destinations that accept and never answer, 150 results each, before the healthy one's.
+        for hole in (hole_a, hole_b):
+            for start in range(0, 150, 15):
+                await asyncio.gather(*(finished_job(client, hole.url(f"/{i}")) for i in range(start, start + 15)))
+        await until(lambda: hole_a.open and hole_b.open, timeout=10, what="both black holes to be called")
+        fine = [await finished_job(client, healthy.url(f"/{i}")) for i in range(20)]
+
+        await until(lambda: len({r.path for r in healthy.requests}) == len(fine), timeout=10,
+                    what="every healthy callback while the black holes hang")
+        for job_id in fine:
+            await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        # The black holes still hang: nothing of theirs was answered, and they never got more than their slots.
+        assert hole_a.open == hole_b.open == limits.per_host_concurrency
+        assert max(hole_a.max_open, hole_b.max_open) == limits.per_host_concurrency
+        stuck = (await client.get("/v1/jobs", params={"limit": "500"})).json()["jobs"]
+        assert sum(j["delivery_status"] == "pending" for j in stuck) == 300
+
+
+async def test_a_backlog_beyond_a_destinations_share_is_delivered_whole_within_its_limits(tmp_path: Path) -> None:
+    small = DeliveryLimits(per_host_concurrency=2, per_host_held=4, max_concurrency=4, max_held=8)
+    async with callback_server() as fake, \
+            serve_app(create_app(make_settings(tmp_path), delivery_limits=small)) as server, \
+            api_client(server.base_url) as client:
+        jobs = await asyncio.gather(*(finished_job(client, fake.url(f"/{i}")) for i in range(40)))
+        await until(lambda: len(fake.requests) >= len(jobs), timeout=20, what="every callback")
+        for job_id in jobs:
+            await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(40))  # each once
+        assert fake.max_in_flight <= small.per_host_concurrency
+
+
+def test_delivery_limits_keep_one_destination_below_half_of_the_worker() -> None:
+    assert DeliveryLimits().per_host_held * 2 <= DeliveryLimits().max_held
+    for bad in ({"per_host_held": 300}, {"per_host_concurrency": 200}, {"per_host_held": 4, "per_host_concurrency": 8},
+                {"max_held": 0}):
+        with pytest.raises(ValueError):
+            DeliveryLimits(**bad)
 
 
 # -- registration, validation -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from receiver.logs import JsonLines, Redacting
+from receiver.logs import AccessLines, JsonLines, Redacting
 from receiver.providers import apiframe
 from tests.fakes.callback import callback_server
 from tests.fakes.pixazo import completed
@@ -70,7 +70,7 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
             tmp_path, RECEIVER_LOG_FORMAT="json", RECEIVER_API_TOKEN=API_TOKEN, RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
             RECEIVER_SIGNING_SECRET=SIGNING_SECRET, RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET,
             RECEIVER_DEFAULT_CALLBACK_URL=sink.url("/ok"), RECEIVER_RETRY_SCHEDULE="0.05,0.05",
-            RECEIVER_RECONCILE_AFTER_S="0.2",
+            RECEIVER_RECONCILE_AFTER_S="0.2", RECEIVER_ACCESS_LOG="all",
             **{f"RECEIVER_{p.upper()}_API_KEY": key for p, key in PROVIDER_KEYS.items()},
             **{f"RECEIVER_{p.upper()}_BASE_URL": dead for p in PROVIDER_KEYS},
         )
@@ -133,3 +133,67 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
     by_logger = {r["logger"] for r in records if r.get("job_id", "").startswith("job_")}
     assert {"receiver.ingest", "receiver.delivery", "receiver.reconciler"} <= by_logger
     assert any(r["logger"] == "uvicorn.error" and "shutdown complete" in r["message"] for r in records)
+
+
+def _access(path: str, status: int) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                             ("127.0.0.1:5000", "POST", path, "1.1", status), None)
+
+
+def test_access_lines_by_policy() -> None:
+    hook_ok, hook_bad = _access("/webhooks/pixazo?token=x", 200), _access("/webhooks/pixazo?token=x", 401)
+    api_ok, api_bad = _access("/v1/jobs", 201), _access("/v1/jobs", 422)
+    other = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "something else", None, None)
+    expected = {
+        "all": [True, True, True, True, True],
+        "webhook-errors": [False, True, True, True, True],
+        "errors": [False, True, False, True, True],
+        "off": [False, False, False, False, False],
+    }
+    for policy, kept in expected.items():
+        assert [AccessLines(policy).filter(r) for r in (hook_ok, hook_bad, api_ok, api_bad, other)] == kept, policy
+
+
+def test_redaction_skips_no_pattern_a_line_could_need() -> None:
+    formatter = Redacting(logging.Formatter("%(message)s"))
+    formatter.protect((API_TOKEN,))
+    cases = {
+        "job job_1 finished (pixazo webhook)": "job job_1 finished (pixazo webhook)",
+        f"GET /x?TOKEN={WEBHOOK_TOKEN}&a=1": "GET /x?TOKEN=***&a=1",
+        "GET /x?%54oken=abc": "GET /x?%54oken=***",
+        "authorization: BEARER abc.def": "authorization: BEARER ***",
+        "whsec_abcdef": "whsec_***",
+        "https://u:pw@host/": "https://u:***@host/",
+        f"{API_TOKEN[:5]}…{API_TOKEN}": f"{API_TOKEN[:5]}…***",
+    }
+    for line, masked in cases.items():
+        assert formatter.format(_record(line)) == masked, line
+
+
+async def test_default_access_log_leaves_out_accepted_webhooks_only(tmp_path: Path) -> None:
+    env = process_env(tmp_path, RECEIVER_API_TOKEN=API_TOKEN, RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+                      RECEIVER_SIGNING_SECRET=SIGNING_SECRET)
+    daemon = ReceiverDaemon(env, tmp_path / "receiver.log")
+    daemon.env.pop("RECEIVER_ACCESS_LOG", None)  # the default, whatever the shell running the tests says
+    await asyncio.to_thread(daemon.start)
+    try:
+        async with httpx.AsyncClient(base_url=daemon.base_url, timeout=10) as client:
+            body = json.dumps(completed("quiet_1")).encode()
+            assert (await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=body)).status_code == 200
+            assert (await client.post("/webhooks/pixazo?token=wrong-token", content=body)).status_code == 401
+            assert (await client.get("/v1/jobs", headers={"Authorization": f"Bearer {API_TOKEN}"})).status_code == 200
+            deadline = asyncio.get_running_loop().time() + 10
+            while '"GET /v1/jobs' not in daemon.log_path.read_text():
+                assert asyncio.get_running_loop().time() < deadline, daemon.log_path.read_text()
+                await asyncio.sleep(0.05)
+    finally:
+        await asyncio.to_thread(daemon.stop)
+    text = daemon.log_path.read_text()
+    access = [line for line in text.splitlines() if "uvicorn.access" in line]
+    assert [line for line in access if "/webhooks/" in line] == [
+        next(line for line in access if '"POST /webhooks/pixazo?token=*** HTTP/1.1" 401' in line)
+    ]
+    assert any('"GET /v1/jobs HTTP/1.1" 200' in line for line in access)
+    assert "receiver.ingest" in text and "finished (pixazo webhook)" in text  # the accepted webhook, as its job
+    for secret in (API_TOKEN, WEBHOOK_TOKEN, "wrong-token", SIGNING_SECRET):
+        assert secret not in text

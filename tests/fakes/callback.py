@@ -90,3 +90,43 @@ async def callback_server(*script: Reply, default: Reply = Reply()) -> AsyncIter
             yield fake
         finally:
             fake.release()
+
+
+class BlackHole:
+    """A TCP endpoint that accepts connections and reads what comes, but never answers a byte."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0  # accepted so far
+        self.open = 0  # still open
+        self.max_open = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.max_open = max(self.max_open, self.open)
+        self._writers.append(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            self.open -= 1
+
+
+@contextlib.asynccontextmanager
+async def black_hole() -> AsyncIterator[BlackHole]:
+    hole = BlackHole()
+    server = await asyncio.start_server(hole._handle, "127.0.0.1", 0)
+    hole.port = server.sockets[0].getsockname()[1]
+    try:
+        yield hole
+    finally:
+        server.close()
+        for writer in hole._writers:
+            writer.close()
