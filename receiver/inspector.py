@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.api import authed
 from receiver.runtime import Runtime
-from receiver.validation import invalid
+from receiver.store import describe_store
+from receiver.validation import known_params
 
 UI_DIR = Path(__file__).with_name("ui")
 
@@ -58,22 +59,15 @@ def ui_mount() -> Mount:
     return Mount("/ui", app=SecurityHeaders(StaticFiles(directory=UI_DIR, html=True)), name="ui")
 
 
-def store_kind(database_url: str) -> str:
-    """The store's kind for display (`sqlite`, `postgresql`): the URL's scheme, never its credentials."""
-    scheme = database_url.split(":", 1)[0].lower()
-    return "postgresql" if scheme in ("postgres", "postgresql") else scheme
-
-
 @authed
 async def stats(request: Request) -> Response:
-    """`GET /v1/stats`: store kind, jobs by status, callback backlog (count and oldest age)."""
+    """`GET /v1/stats`: which store (never its password), jobs by status, callback backlog (count, oldest age)."""
     runtime: Runtime = request.app.state.runtime
-    for name in request.query_params:
-        raise invalid(name, "unknown query parameter")
+    known_params(request.query_params, frozenset())
     count, oldest = await runtime.store.delivery_backlog()
     age = round(max(0.0, runtime.store.clock() - oldest), 3) if oldest is not None else None
     return JSONResponse({
-        "store": store_kind(runtime.settings.database_url),
+        "store": describe_store(runtime.settings.database_url),
         "jobs": await runtime.store.job_counts(),
         "delivery_backlog": {"count": count, "oldest_age_s": age},
     })

@@ -152,7 +152,8 @@ async def test_stats_needs_the_token_and_shows_jobs_and_backlog(tmp_path: Path) 
                 unknown = await api.get("/v1/stats", params={"verbose": "1"})
                 assert unknown.status_code == 422 and "verbose" in unknown.text
                 empty = (await api.get("/v1/stats")).json()
-                assert empty == {"store": "sqlite", "jobs": {}, "delivery_backlog": {"count": 0, "oldest_age_s": None}}
+                assert empty["store"] == f"SQLite file {tmp_path / 'receiver.db'}"
+                assert empty["jobs"] == {} and empty["delivery_backlog"] == {"count": 0, "oldest_age_s": None}
                 await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-s",
                                                  "callback_url": callback.url()})
                 await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-t"})
@@ -187,7 +188,7 @@ async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
     await browser.sign_in(server.base_url)
     await expect(page.locator("#job-list tbody tr")).to_have_count(1)
     await expect(page.locator("#signin-error")).to_be_hidden()
-    await expect(page.locator("#g-store")).to_contain_text("ok")
+    await expect(page.locator("#g-store")).to_contain_text("ok SQLite file")
     await expect(page.locator("#g-oxen")).to_contain_text("disabled")
     await expect(page.locator("#g-backlog")).to_contain_text("0 waiting")
     await expect(page.get_by_role("link", name="Metrics")).to_have_attribute("href", "/metrics")
@@ -275,8 +276,8 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
             job = (await api.post("/v1/jobs", json={
                 "provider": "pixazo", "provider_job_id": "px-fox", "callback_url": callback.url("/hook"),
                 "metadata": {"prompt": "a red fox in fresh snow", "run": 7}})).json()
-            await client.post(hook("pixazo"), json={"request_id": "px-fox", "status": "PROCESSING"})
             await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))
+            await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))  # a repeat
         await until(lambda: len(callback.requests) == 1)
 
         link = page.get_by_role("link", name=job["id"])
@@ -294,7 +295,9 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
 
         touched = page.locator("#job-receipts details")
         await expect(touched).to_have_count(2)
-        done = touched.first  # newest first: the completion
+        await expect(touched.first).to_contain_text("duplicate")
+        done = touched.last  # newest first: the completion that applied is the older one
+        await expect(done).to_contain_text("applied")
         await done.locator("summary").click()
         await expect(done.locator("pre").first).to_contain_text('"request_id": "px-fox",\n  "status": "COMPLETED"')
         await done.get_by_role("button", name="Copy as curl").click()

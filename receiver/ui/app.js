@@ -161,11 +161,7 @@ async function searchJobs(text, filters) {
     if (res.ok) return [await res.json()].filter(keep);
     if (res.status !== 404) throw new Error("/v1/jobs/{id} answered " + res.status);
   }
-  // provider_job_id= narrows on the server; the filter below also covers a server without it.
-  let res = await api("/v1/jobs?" + query({ ...filters, provider_job_id: text, limit: 500 }));
-  if (res.status === 422) res = await api("/v1/jobs?" + query({ ...filters, limit: 500 }));
-  if (!res.ok) throw new Error("/v1/jobs answered " + res.status);
-  return (await res.json()).jobs.filter((j) => j.provider_job_id === text || j.id === text);
+  return (await json("/v1/jobs?" + query({ ...filters, provider_job_id: text, limit: LIST_LIMIT }))).jobs;
 }
 
 function jobRow(job) {
@@ -270,16 +266,6 @@ function deliveryRow(d) {
     el("td", { text: d.url, class: "mono" }));
 }
 
-async function jobReceipts(job) {
-  // job_id= narrows on the server; a server without it answers the newest receipts (or 422), filtered here.
-  let res = await api("/v1/receipts?" + query({ job_id: job.id, limit: 500 }));
-  if (res.status === 422) res = await api("/v1/receipts?" + query({ provider: job.provider, limit: 500 }));
-  if (!res.ok) throw new Error("/v1/receipts answered " + res.status);
-  return (await res.json()).receipts.filter((r) => (r.job_ids
-    ? r.job_ids.includes(job.id)
-    : r.provider === job.provider && (r.provider_job_ids || []).includes(job.provider_job_id)));
-}
-
 async function refreshJob(id, seen) {
   const res = await api("/v1/jobs/" + encodeURIComponent(id));
   const job = res.ok ? await res.json() : null;
@@ -300,13 +286,14 @@ async function refreshJob(id, seen) {
       : [el("p", { class: "muted", text: "No outputs." })]));
   }
   const [deliveries, receipts] = await Promise.all([
-    json("/v1/jobs/" + encodeURIComponent(id) + "/deliveries"), jobReceipts(job)]);
+    json("/v1/jobs/" + encodeURIComponent(id) + "/deliveries"),
+    json("/v1/receipts?" + query({ job_id: id, limit: 500 }))]);
   if (!current(seen)) return;
   const rows = deliveries.deliveries;
   sync($("deliveries").tBodies[0], rows, (d) => JSON.stringify(d), (d) => JSON.stringify(d), deliveryRow);
   $("no-deliveries").hidden = rows.length > 0;
   $("deliveries").hidden = rows.length === 0;
-  sync($("job-receipts"), receipts, (r) => r.id, (r) => String(r.id), receiptItem);
+  sync($("job-receipts"), receipts.receipts, (r) => r.id, (r) => String(r.id), receiptItem);
 }
 
 async function redeliver() {
