@@ -140,7 +140,8 @@ async function refreshGlance(seen) {
     json("/v1/stats"),
   ]);
   if (!current(seen)) return;
-  $("g-store").replaceChildren(badge(ready.store || "?"), " " + (stats.store || ""));
+  $("g-store").replaceChildren(badge(ready.store || "?"), " ",
+    el("span", { class: "clip-text", text: stats.store || "", title: stats.store || "" }));
   $("g-oxen").replaceChildren(badge(ready.oxen_stream || "?"));
   if (ready.oxen_stream_error) $("g-oxen").append(el("small", { text: " " + ready.oxen_stream_error }));
   const backlog = stats.delivery_backlog || {};
