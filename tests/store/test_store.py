@@ -1,17 +1,18 @@
 """The store suite: every test runs unchanged on SQLite and on PostgreSQL (see `store_url`).
 
-"Several connections at once" means several store instances on one database for PostgreSQL (as
-replicas are) and concurrent calls on the one instance for SQLite (one process owns its file).
+"Several connections at once" means several store instances on one database, as replicas are.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from receiver.models import Completion, JobStatus, Outcome, Output, Receipt
 from receiver.store import JobFilter, Store, open_store
+from receiver.store import base as store_base
 
 Opener = Callable[..., Awaitable[Store]]
 
@@ -22,8 +23,8 @@ async def open_stores(store_url: str) -> AsyncIterator[Opener]:
     opened: list[Store] = []
 
     async def opener(**options: object) -> Store:
-        if store_url.startswith("sqlite") and opened and not options:
-            return opened[0]  # one process owns a SQLite file: "another replica" is the same store
+        # Without `exclusive` (which `receiver serve` sets) SQLite too lets several stores share a file:
+        # each a writer of its own, as replicas are on PostgreSQL.
         store = await open_store(store_url, **options)  # type: ignore[arg-type]
         opened.append(store)
         return store
@@ -160,3 +161,164 @@ async def test_pagination_newest_first(store: Store) -> None:
     assert (await store.list_jobs(filters=JobFilter(provider="oxen"), limit=3, cursor=None)).items == []
 
 
+
+
+# -- several replicas at once ------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_same_delivery_on_several_replicas_changes_the_job_once(open_stores: Opener) -> None:
+    stores = [await open_stores(default_callback_url="http://127.0.0.1:9/cb") for _ in range(4)]
+    results = await asyncio.gather(*(s.apply(receipt(), [done("dup1", "https://a/d.jpg")]) for s in stores for _ in range(3)))
+    assert sorted(r.outcome.value for r in results) == ["applied"] + ["duplicate"] * 11
+    assert len({r.job_ids[0] for r in results}) == 1
+    assert len(await stores[0].events_after(0, 10)) == 1
+    claimed = await stores[1].claim_due_messages(limit=10, lease_s=30)
+    assert len(claimed) == 1  # one callback queued, not one per replica
+
+
+async def test_runware_images_at_once_on_several_replicas(open_stores: Opener) -> None:
+    stores = [await open_stores() for _ in range(3)]
+    job, _ = await stores[0].register_job(provider="runware", provider_job_id="par", callback_url=None, metadata={},
+                                          expected_outputs=6)
+    await asyncio.gather(*(stores[i % 3].apply(receipt("runware"), [image("par", f"k{i}")]) for i in range(6)))
+    got = await stores[2].get_job(job.id)
+    assert got is not None and got.status is JobStatus.SUCCEEDED
+    assert sorted(o.key or "" for o in got.outputs) == [f"k{i}" for i in range(6)]
+    assert len(await stores[0].events_after(0, 10)) == 1
+
+
+async def test_message_claims_are_exclusive(open_stores: Opener) -> None:
+    stores = [await open_stores(default_callback_url="http://127.0.0.1:9/cb") for _ in range(3)]
+    await asyncio.gather(*(stores[0].apply(receipt(), [done(f"c{i}", f"https://a/{i}.jpg")]) for i in range(30)))
+    claims = await asyncio.gather(*(s.claim_due_messages(limit=7, lease_s=30) for s in stores for _ in range(3)))
+    seqs = [m.seq for claim in claims for m in claim]
+    assert len(seqs) == len(set(seqs)) == 30  # every message once, none twice
+    assert await stores[1].claim_due_messages(limit=50, lease_s=30) == []
+
+
+async def test_poll_claims_are_exclusive_and_leased(open_stores: Opener) -> None:
+    clock = FakeClock()
+    stores = [await open_stores(reconcile_after_s=10, clock=clock) for _ in range(3)]
+    for i in range(12):
+        await stores[0].register_job(provider="pixazo", provider_job_id=f"poll{i}", callback_url=None, metadata={},
+                                     expected_outputs=None)
+    assert await stores[1].claim_due_polls(providers=["pixazo"], limit=50, lease_s=60) == []  # not due yet
+    clock.now += 11
+    claims = await asyncio.gather(*(s.claim_due_polls(providers=["pixazo"], limit=5, lease_s=60) for s in stores))
+    ids = [j.id for claim in claims for j in claim]
+    assert len(ids) == len(set(ids)) == 12
+    clock.now += 30
+    assert await stores[2].claim_due_polls(providers=["pixazo"], limit=50, lease_s=60) == []  # leased
+    clock.now += 31
+    assert len(await stores[2].claim_due_polls(providers=["pixazo"], limit=50, lease_s=60)) == 12  # lease ran out
+
+
+async def test_lease_hand_over_with_fencing_terms(open_stores: Opener) -> None:
+    clock = FakeClock()
+    a, b = await open_stores(clock=clock), await open_stores(clock=clock)
+    assert await a.acquire_lease("oxen_stream", ttl_s=15) == 1
+    assert await b.acquire_lease("oxen_stream", ttl_s=15) is None
+    clock.now += 10
+    assert await a.acquire_lease("oxen_stream", ttl_s=15) == 1  # renewed, same term
+    clock.now += 14
+    assert await b.acquire_lease("oxen_stream", ttl_s=15) is None  # still a's
+    clock.now += 2
+    assert await b.acquire_lease("oxen_stream", ttl_s=15) == 2  # a stopped renewing: b takes over
+    assert await a.acquire_lease("oxen_stream", ttl_s=15) is None
+    await b.release_lease("oxen_stream")
+    assert await a.acquire_lease("oxen_stream", ttl_s=15) == 3  # released: no wait
+
+
+async def test_secrets_are_the_same_on_replicas_starting_at_once(open_stores: Opener) -> None:
+    stores = await asyncio.gather(*(open_stores() for _ in range(4)))
+    values = await asyncio.gather(*(s.secret("api_token", lambda i=i: f"candidate-{i}") for i, s in enumerate(stores)))
+    assert len(set(values)) == 1
+
+
+async def test_a_resumed_reader_never_skips_an_event(open_stores: Opener) -> None:
+    writers = [await open_stores() for _ in range(8)]
+    reader = await open_stores()
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def follow() -> None:
+        after = 0
+        while True:
+            finished = stop.is_set()
+            for event in await reader.events_after(after, 1000):
+                seen.append(event.seq)
+                after = event.seq
+            if finished:
+                return
+            await asyncio.sleep(0)
+
+    follower = asyncio.create_task(follow())
+    await asyncio.gather(*(writers[i % 8].apply(receipt(), [done(f"ev{i}", f"https://a/{i}.jpg")]) for i in range(400)))
+    stop.set()
+    await follower
+    everything = [e.seq for e in await reader.events_after(0, 1000)]
+    assert len(everything) == 400
+    assert seen == everything  # in order, and nothing the follower passed turned up behind it later
+
+
+async def test_calls_of_a_gone_replica_are_orphans(open_stores: Opener) -> None:
+    clock = FakeClock()
+    a, b = await open_stores(clock=clock), await open_stores(clock=clock)
+    await a.heartbeat()
+    await b.heartbeat()
+    job, _ = await a.register_job(provider="lumenfall", provider_job_id="lf_x", callback_url=None, metadata={},
+                                  expected_outputs=None, owner=a.replica_id)
+    assert await b.orphaned_jobs("lumenfall") == []  # its replica is alive
+    clock.now += store_base.REPLICA_TTL_S + 1
+    await b.heartbeat()  # b lives on, a has stopped
+    assert [j.id for j in await b.orphaned_jobs("lumenfall")] == [job.id]
+
+
+async def test_receipts_know_their_jobs_and_filter_by_job(store: Store) -> None:
+    first = await store.apply(receipt(), [done("rj1", "https://a/1.jpg")])
+    await store.apply(receipt(), [done("rj2", "https://a/2.jpg")])
+    again = await store.apply(receipt(), [done("rj1", "https://a/1.jpg")])
+    page = await store.list_receipts(provider=None, outcome=None, limit=10, cursor=None, job_id=first.job_ids[0])
+    assert [r.id for r in page.items] == [again.receipt_id, first.receipt_id]
+    assert all(r.job_ids == first.job_ids for r in page.items)
+
+
+async def test_job_filters(store: Store) -> None:
+    clock_jobs = []
+    for i in range(3):
+        clock_jobs.append((await store.register_job(provider="runware", provider_job_id=f"f{i}", callback_url=None,
+                                                    metadata={}, expected_outputs=None))[0])
+    await store.apply(receipt("runware"), [image("f1", "x")])
+    assert [j.provider_job_id for j in (await store.list_jobs(filters=JobFilter(provider_job_id="f2"), limit=10,
+                                                              cursor=None)).items] == ["f2"]
+    assert [j.provider_job_id for j in (await store.list_jobs(filters=JobFilter(status="succeeded"), limit=10,
+                                                              cursor=None)).items] == ["f1"]
+    assert [j.provider_job_id for j in (await store.list_jobs(filters=JobFilter(delivery_status="none", status="pending"),
+                                                              limit=10, cursor=None)).items] == ["f2", "f0"]
+    assert (await store.list_jobs(filters=JobFilter(since=4_000_000_000), limit=10, cursor=None)).items == []
+    assert len((await store.list_jobs(filters=JobFilter(until=4_000_000_000), limit=10, cursor=None)).items) == 3
+
+
+async def test_pages_stop_at_the_byte_budget(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = b'{"x": "' + b"a" * 300_000 + b'"}'
+    ids = [await store.record_invalid(receipt(body=big), "too big to list whole") for _ in range(40)]
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list_receipts(provider=None, outcome=None, limit=500, cursor=cursor)
+        assert sum(len(r.body) for r in page.items) <= store_base.PAGE_BUDGET_BYTES + len(big)
+        seen += [r.id for r in page.items]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True) and pages > 1
