@@ -1,4 +1,17 @@
-"""One exception tree for the receiver."""
+"""One exception tree for the receiver.
+
+    ReceiverError                  every error the receiver raises on purpose
+    ├── InvalidPayload             a body that is not JSON or not the provider's shape (→ 400, kept as invalid)
+    ├── StoreError                 the store could not do what was asked
+    │   └── StoreUnavailable       the database is unreachable or busy past its wait (→ 503, retry)
+    ├── ProviderError              a provider refused or failed our request (→ 502 on a submit)
+    └── NotConfigured              a setting this action needs is missing (→ 422 naming it)
+
+Errors that never leave their module are local on purpose and caught there: `http.BodyTooLarge`
+(→ 413), `validation.Invalid` (→ 422), `oxen_stream.StreamFailure` and `bounded_sse.Oversized`
+(→ reconnect), `sse_lines.LineTooLong`, `listen.ListenError` and `listen_state.StateError` (→ the
+`receiver listen` exit message).
+"""
 
 from __future__ import annotations
 

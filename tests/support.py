@@ -101,15 +101,19 @@ class ReceiverProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> "ReceiverProcess":
+        # Its output goes to a file, never a pipe: a pipe nobody reads fills up under load and then
+        # blocks the server on its next log line.
+        import tempfile
+
+        self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
-            env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"receiver exited with {self.proc.returncode}:\n{out}")
+                raise RuntimeError(f"receiver exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=0.5).status_code == 200:
                     return self
@@ -131,9 +135,11 @@ class ReceiverProcess:
         return self.proc.returncode if self.proc else 0
 
     def output(self) -> str:
-        if self.proc and self.proc.stdout and self.proc.poll() is not None:
-            return self.proc.stdout.read().decode()
-        return ""
+        """Everything it printed so far."""
+        if self.proc is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
 
 def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:

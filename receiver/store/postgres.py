@@ -17,10 +17,11 @@ The rules are the same pure `UnitOfWork` as SQLite's; this module owns only SQL 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -45,10 +46,14 @@ EVENTS_LOCK = 7_345_002
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
 NOTIFY_LIMIT = 7000  # bytes of a NOTIFY payload (PostgreSQL's limit is 8000)
 ACQUIRE_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0  # no statement of ours takes long: past this the connection is taken for dead
 RETRIES = 5
 _MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at"
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)
+# A connection in this state is unusable, whatever the query was (asyncpg reports a connection cut mid-
+# operation as an internal client error at times).
+_BROKEN = (*_UNAVAILABLE, asyncpg.exceptions.InternalClientError)
 _RETRY = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
           asyncpg.exceptions.UniqueViolationError)
 _REFRESH_DELIVERY_STATUS = (
@@ -96,7 +101,8 @@ class PostgresStore:
 
     async def open(self) -> "PostgresStore":
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10)
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10,
+                                                   command_timeout=COMMAND_TIMEOUT_S)
             async with self._pool.acquire() as conn:
                 if self._create:
                     await self._migrate(conn)
@@ -191,29 +197,44 @@ class PostgresStore:
 
     async def _tx(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `work` in one transaction, retrying conflicts with other replicas; a lost database is 503."""
-        if self._pool is None:
-            raise StoreError("store is closed")
         for attempt in range(RETRIES):
             try:
-                async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                async with self._connection() as conn:
                     async with conn.transaction():
                         return await work(conn)
             except _RETRY:
                 if attempt == RETRIES - 1:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
         raise AssertionError("unreachable")
 
-    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; one that broke (the server went away, a backend was terminated) is thrown
+        away rather than handed to the next caller, and the failure is `StoreUnavailable`."""
         if self._pool is None:
             raise StoreError("store is closed")
         try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                return list(await conn.fetch(sql, *params))
+            conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+        broken = False
+        try:
+            yield conn
+        except _BROKEN as exc:
+            broken = True
+            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+        finally:
+            try:
+                if broken:
+                    conn.terminate()
+                await self._pool.release(conn)
+            except _BROKEN:  # broke while being reset, or already handed back by the pool: it is replaced
+                pass
+
+    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+        async with self._connection() as conn:
+            return list(await conn.fetch(sql, *params))
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")

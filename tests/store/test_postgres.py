@@ -1,0 +1,92 @@
+"""What only the PostgreSQL store has: its URL, its server's refusals, schema creation by many at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from receiver.store import open_store
+from receiver.store.schema import POSTGRES_MIGRATIONS
+
+
+def serve(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_") and k != "DATABASE_URL"}
+    env.update(RECEIVER_DATABASE_URL=url, RECEIVER_TUNNEL_DISCOVERY="off")
+    return subprocess.run([sys.executable, "-m", "receiver", "serve", "--port", "1"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("suffix, why", [
+    ("@127.0.0.1:1/receiver", "unreachable server"),
+    ("@127.0.0.1:5432/no_such_database_here", "database does not exist"),
+    ("@[not-a-host/receiver", "malformed URL"),
+])
+def test_a_bad_database_url_is_one_clear_line(suffix: str, why: str, tmp_path: Path, postgres_url: str) -> None:
+    result = serve(f"postgresql://postgres:s3cret-pw{suffix}", tmp_path)
+    assert result.returncode != 0, why
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("receiver:"), result.stderr
+    assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr  # never the password
+
+
+def test_wrong_credentials_and_missing_rights(tmp_path: Path, postgres_url: str) -> None:
+    async def make_role() -> None:
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute("DROP ROLE IF EXISTS receiver_no_rights")
+            await admin.execute("CREATE ROLE receiver_no_rights LOGIN")
+            await admin.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        finally:
+            await admin.close()
+
+    asyncio.run(make_role())
+    base, db = postgres_url.rsplit("/", 1)
+    for url in (f"postgresql://no_such_role_here@127.0.0.1:5432/{db}", f"postgresql://receiver_no_rights@127.0.0.1:5432/{db}"):
+        result = serve(url, tmp_path)
+        assert result.returncode != 0
+        assert result.stderr.strip().startswith("receiver: cannot use PostgreSQL"), result.stderr
+        assert "Traceback" not in result.stderr
+
+    async def drop_role() -> None:
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute("DROP ROLE IF EXISTS receiver_no_rights")
+        finally:
+            await admin.close()
+
+    asyncio.run(drop_role())
+
+
+async def test_replicas_starting_at_once_create_the_schema_once(postgres_url: str) -> None:
+    stores = await asyncio.gather(*(open_store(postgres_url) for _ in range(5)))
+    try:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            version = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+        finally:
+            await conn.close()
+        assert int(version) == len(POSTGRES_MIGRATIONS)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_info_reads_without_creating(postgres_url: str) -> None:
+    from receiver.errors import StoreError
+
+    with pytest.raises(StoreError, match="no receiver store"):
+        await open_store(postgres_url, create=False)
+    store = await open_store(postgres_url)
+    await store.secret("api_token", lambda: "made-by-serve")
+    reader = await open_store(postgres_url, create=False)
+    try:
+        assert await reader.secret("api_token", lambda: "never") == "made-by-serve"
+    finally:
+        await reader.close()
+        await store.close()
