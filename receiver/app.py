@@ -17,6 +17,9 @@ from starlette.routing import Route
 import httpx
 
 from receiver import api, events, generations, inspector, logs, ops, webhooks
+from receiver.media import media_target, open_media
+from receiver.media_routes import serve_media
+from receiver.mirror import run_mirror
 from receiver.http import client_gone, internal_error
 from receiver.delivery import run_delivery
 from receiver.delivery_limits import DeliveryLimits
@@ -61,6 +64,7 @@ def workers_for(settings: Settings) -> list[Worker]:
     workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls]
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_leader)
+    workers.append(run_mirror)  # with mirroring off it only settles tasks queued while it was on
     return workers
 
 
@@ -78,6 +82,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     store = await open_store(
         settings.database_url, default_callback_url=settings.default_callback_url,
         reconcile_after_s=settings.reconcile_after_s, clock=clock, exclusive=serving, create=serving,
+        mirroring=media_target(settings).enabled,
     )
     try:
         if serving:
@@ -88,6 +93,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
             standardwebhooks.Webhook(secrets.signing_secret)
         except Exception:
             raise ReceiverError("RECEIVER_SIGNING_SECRET must be a whsec_… base64 secret") from None
+        media = await open_media(settings, store, shared_store=store.backstop_s is not None) if serving else None
     except BaseException:
         await store.close()
         raise
@@ -96,7 +102,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     return Runtime(
         settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics(),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False),
-        delivery_limits=delivery_limits or DeliveryLimits(),
+        delivery_limits=delivery_limits or DeliveryLimits(), media=media,
     )
 
 
@@ -137,6 +143,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         Route("/v1/events", events.stream_events, methods=["GET"]),
         Route("/v1/stats", inspector.stats, methods=["GET"]),
         inspector.ui_mount(),
+        Route("/media/{rest:path}", serve_media, methods=["GET", "HEAD"]),
     ]
     handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Exception: internal_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -20,6 +20,7 @@ import standardwebhooks
 
 from receiver import backoff
 from receiver.callback_client import AttemptResult, open_session, send
+from receiver.errors import StoreUnavailable
 from receiver.notify import OUTBOX
 from receiver.runtime import Runtime
 from receiver.store.base import Message
@@ -136,6 +137,10 @@ class _Deliverer:
                         await asyncio.sleep(0)  # the store answers without yielding: let the sends run
                         continue  # a full batch: more may be due
                     wait = await self._seconds_until_due()
+                except StoreUnavailable as exc:  # expected while the database restarts: no traceback
+                    log.warning("delivery paused: %s; retrying in 1s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
                 except Exception:
                     log.exception("delivery loop failed; retrying in 1s")
                     await asyncio.sleep(1.0)
@@ -243,6 +248,9 @@ class _Deliverer:
                 )
         except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:
+            log.warning("callback %s for job %s: could not record the attempt (%s); it is sent again once its "
+                        "lease runs out", message.id, message.job_id, exc)
         except Exception:
             # The message stays pending and leased: it is tried again once the lease runs out.
             log.exception("callback %s for job %s: could not record the attempt", message.id, message.job_id)

@@ -46,6 +46,8 @@ class Metrics:
         self.submissions = Counter(
             "receiver_submissions", "Generations submitted to providers, by result", ["provider", "result"], registry=r
         )
+        self.mirrors = Counter("receiver_media_mirrors", "Output mirror attempts by outcome (stored, gave_up, retry)",
+                               ["outcome"], registry=r)
         self.jobs = Gauge("receiver_jobs", "Jobs in the store by status", ["status"], registry=r)
         self.queue_depth = Gauge("receiver_delivery_queue_depth", "Callback messages waiting to be delivered", registry=r)
         self.oldest_pending_age = Gauge(
@@ -55,6 +57,8 @@ class Metrics:
         # Series that exist from the start, at 0, so that rate() and alerts see them before the first event.
         for outcome in ("delivered", "retry", "failed"):
             self.deliveries.labels(outcome)
+        for outcome in ("stored", "gave_up", "retry"):
+            self.mirrors.labels(outcome)
         for provider in WEBHOOK_PROVIDERS:
             for outcome in Outcome:
                 self.receipts.labels(provider, "webhook", outcome.value)

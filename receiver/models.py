@@ -50,13 +50,20 @@ class Output:
     # A provider's own id for this output (Runware imageUUID); outputs are deduplicated on it,
     # or on the URL when the provider gives none.
     key: str | None = None
+    # Its mirror (see receiver.mirror): where the copy is served, its digest and size, or why not.
+    stored_url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    mirror_error: str | None = None
+    awaiting: bool = False  # its mirror holds back the job's event and callback
 
     @property
     def identity(self) -> str:
         return self.key or self.url
 
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "media_type": self.media_type}
+        return {"url": self.url, "media_type": self.media_type, "stored_url": self.stored_url,
+                "sha256": self.sha256, "bytes": self.size, "mirror_error": self.mirror_error}
 
 
 @dataclass(frozen=True, slots=True)

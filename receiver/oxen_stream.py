@@ -26,7 +26,7 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from receiver import backoff
 from receiver.bounded_sse import Oversized, aiter_bounded_sse
-from receiver.errors import InvalidPayload, NotConfigured, ProviderError
+from receiver.errors import InvalidPayload, NotConfigured, ProviderError, StoreUnavailable
 from receiver.ingest import ingest
 from receiver.models import ApplyResult, Job, Receipt
 from receiver.provider_calls import send
@@ -238,7 +238,10 @@ class OxenConsumer:
         if isinstance(exc, httpx.HTTPError):
             return StreamFailure(f"connection to Oxen failed: {describe(exc)}")
         # A store error while ingesting, say: reconnecting makes the catch-up poll recover what it missed.
-        log.exception("Oxen consumer error")
+        if isinstance(exc, StoreUnavailable):
+            log.warning("Oxen consumer: %s", exc)
+        else:
+            log.exception("Oxen consumer error")
         return StreamFailure(f"consumer error: {describe(exc)}")
 
     async def _stream_once(self) -> None:

@@ -13,7 +13,7 @@ import random
 from typing import Protocol
 
 from receiver import backoff
-from receiver.errors import InvalidPayload, ProviderError
+from receiver.errors import InvalidPayload, ProviderError, StoreUnavailable
 from receiver.ingest import ingest
 from receiver.models import Completion, Job, JobStatus, Receipt
 from receiver.notify import wait_for
@@ -123,6 +123,8 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
                     # meanwhile. Only as many as there are free slots, so none waits out its lease.
                     claimed = await runtime.store.claim_due_polls(providers=[provider], limit=room,
                                                                   lease_s=POLL_LEASE_S)
+                except StoreUnavailable as exc:
+                    log.warning("reconcile pass for %s skipped: %s", provider, exc)
                 except Exception:  # a store hiccup must not end the worker
                     log.exception("reconcile pass for %s failed", provider)
             for job in claimed:

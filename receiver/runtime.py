@@ -6,7 +6,7 @@ import asyncio
 import base64
 import secrets as random_secrets
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 import httpx
 from pydantic import SecretStr
@@ -16,6 +16,9 @@ from receiver.metrics import Metrics
 from receiver.notify import Notifier
 from receiver.settings import Secrets, Settings
 from receiver.store import Store
+
+if TYPE_CHECKING:
+    from receiver.media import Media
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Runtime:
     delivery_limits: DeliveryLimits = field(default_factory=DeliveryLimits)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
+    media: "Media | None" = None  # the media mirror; None with RECEIVER_MEDIA_URL=off (and for `receiver info`)
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run `work` past the request that started it; close() cancels and awaits whatever is left."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from receiver.media_target import parse_media_url
 from receiver.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.urls import check_callback_url
 
@@ -64,6 +65,12 @@ class Settings(BaseSettings):
 
     lumenfall_webhook_secret: SecretStr | None = None
 
+    # Media mirroring (receiver.mirror): `off`, a directory, file:///dir or s3://bucket/prefix.
+    media_url: str = "./receiver-media"
+    media_retention_days: float = Field(default=30.0, ge=0)  # 0 keeps objects forever; floats allowed
+    media_max_bytes: int = Field(default=52_428_800, gt=0)
+    media_allow_private: bool = False
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
@@ -93,6 +100,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("media_url")
+    @classmethod
+    def _media_url(cls, value: str) -> str:
+        parse_media_url(value)  # raises ValueError naming the problem
+        return value
 
     @field_validator("default_callback_url", "public_url")
     @classmethod

@@ -20,6 +20,12 @@
    median ratio of ingest throughput.
 7. client: CPU per callback POST of httpx and of aiohttp, each in a process of its own, alternated,
    against the same lean local sink.
+8. media: webhook → callback p50/p99 with mirroring on (a local origin serving 200 KB images) next to
+   mirroring off, at a fixed open-loop rate; then mirrored images per second in a burst (bench_media.py).
+9. pg-ingest: webhook ingest on PostgreSQL with 1 replica and with 2 (the load spread over both), on
+   SQLite, and the bare endpoint, alternated, each under the same load (two generators of half the
+   connections each); ratios to the bare endpoint, PostgreSQL's own CPU, commits per webhook, peak RSS.
+10. pg-e2e: webhook → callback latency at a fixed 200 req/s on PostgreSQL (1 replica) and on SQLite, alternated.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_media  # noqa: E402
 import benchclient  # noqa: E402
 import benchlib as bl  # noqa: E402
+import benchpg  # noqa: E402
 
 INSTALL_WRK = ("wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
                "macOS: `brew install wrk`). Using the built-in asyncio load generator meanwhile: it shares the "
@@ -79,6 +87,9 @@ class Plan:
     logging_seconds: float = 5.0
     client_rounds: int = 3
     client_posts: int = 5000
+    media_rate: float = 50.0
+    media_seconds: float = 10.0
+    media_burst: int = 1000
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="receiver-bench-")))
 
     @classmethod
@@ -88,7 +99,8 @@ class Plan:
         return cls(quick, generator, ingest_rounds=2, ingest_seconds=3.0, warmup_seconds=1.0, e2e_seconds=4.0,
                    step_seconds=2.0, step_rates=(300, 400, 600), stream_events=5_000, stream_runs=1,
                    growth_sizes=(0, 100_000), growth_rounds=2, growth_seconds=2.0, drain_rounds=2,
-                   drain_seconds=3.0, logging_rounds=3, logging_seconds=3.0, client_rounds=2, client_posts=2000)
+                   drain_seconds=3.0, logging_rounds=3, logging_seconds=3.0, client_rounds=2, client_posts=2000,
+                   media_seconds=4.0, media_burst=300)
 
 
 def verdict(ok: bool) -> str:
@@ -468,11 +480,165 @@ def bench_client(plan: Plan) -> list[Row]:
     ]
 
 
+# -- 8. media mirroring --------------------------------------------------------------------------------------
+
+
+def bench_media_mirror(plan: Plan) -> list[Row]:
+    off, on = asyncio.run(bench_media.compare(plan.workdir, rate=plan.media_rate, seconds=plan.media_seconds,
+                                              burst=plan.media_burst))
+    rows = []
+    for run in (off, on):
+        rows.append(Row("media", f"webhook → callback at {plan.media_rate:.0f} req/s, mirroring {run.label}, "
+                                 f"p50 / p99 ({run.sent} webhooks, 200 KB images)",
+                        f"{run.p50_ms:.1f} / {run.p99_ms:.1f} ms", "",
+                        check(run.delivered == run.sent)))
+    rows.append(Row("media", f"mirrored images per second (a burst of {on.burst:,}, 200 KB each, to callback)",
+                    f"{on.per_second:,.0f}/s", "", check(on.burst == plan.media_burst)))
+    return rows
+
+
+# -- 9. PostgreSQL: ingest with 1 and 2 replicas, against SQLite and the bare endpoint -------------------------
+
+
+def bench_pg_ingest(plan: Plan) -> list[Row]:
+    if (problem := benchpg.unavailable()) is not None:
+        return [Row("pg-ingest", f"skipped: {problem}", "")]
+    db = plan.workdir / "pg-ingest.db"
+    urls = {"pg-1": benchpg.create_database("one"), "pg-2": benchpg.create_database("two")}
+
+    def replica(name: str, url: str) -> bl.Served:
+        return bl.Served(name, "receiver.app:create_app", plan.workdir, factory=True,
+                         env=bl.receiver_env(db, RECEIVER_DATABASE_URL=url))
+
+    targets = {
+        "bare": [bl.Served("bare", "bare_app:app", plan.workdir, env=bl.receiver_env(db))],
+        "sqlite": [bl.Served("sqlite", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)],
+        "pg-1": [replica("pg-1", urls["pg-1"])],
+        "pg-2": [replica("pg-2a", urls["pg-2"]), replica("pg-2b", urls["pg-2"])],
+    }
+    results: dict[str, list[bl.LoadResult]] = {name: [] for name in targets}
+    pg_cpu: dict[str, list[float]] = {name: [] for name in targets}
+    try:
+        for servers in targets.values():
+            for server in servers:
+                server.start()
+        version = benchpg.server_version(urls["pg-1"])
+        for number in range(plan.ingest_rounds + 1):  # round 0: the warm-up
+            seconds = plan.warmup_seconds if number == 0 else plan.ingest_seconds
+            for name, servers in targets.items():
+                url = urls.get(name)
+                cpu = benchpg.backend_cpu(url) if url else {}
+                result = benchpg.split_load(plan.generator, servers, f"pg-{number}-{name}", seconds,
+                                            plan.connections, plan.workdir)
+                used = benchpg.cpu_used(cpu, benchpg.backend_cpu(url)) if url else 0.0
+                pg_cpu[name].append(used / max(1, result.ok) * 1e6)
+                results[name].append(result)
+            if number:
+                log(f"round {number}: " + ", ".join(f"{n} {r[-1].rps:,.0f}/s" for n, r in results.items()))
+        memory = {s.name: s.peak_memory_mib() for name in ("pg-1", "pg-2") for s in targets[name]}
+        time.sleep(11)  # PostgreSQL flushes an idle backend's statistics within 10 s
+        commits = {name: benchpg.commits(url) for name, url in urls.items()}
+        stored = {"sqlite": bl.count_jobs(db, "pixazo"), **{n: benchpg.count_jobs(u, "pixazo") for n, u in urls.items()}}
+    finally:
+        for servers in targets.values():
+            for server in servers:
+                server.stop()
+        for url in urls.values():
+            benchpg.drop_database(url)
+    runs = {name: r[1:] for name, r in results.items()}
+    ratios = {name: [a.rps / b.rps for a, b in zip(runs[name], runs["bare"])] for name in ("sqlite", "pg-1", "pg-2")}
+    scaling = [a.rps / b.rps for a, b in zip(runs["pg-2"], runs["pg-1"])]
+    label = {"bare": "bare Starlette endpoint", "sqlite": "receiver on SQLite", "pg-1": "receiver on PostgreSQL, 1 replica",
+             "pg-2": "receiver on PostgreSQL, 2 replicas"}
+    rows = [Row("pg-ingest", f"load: 2 × {plan.generator} -c{plan.connections // 2} at once, PostgreSQL {version}; "
+                             f"median of {plan.ingest_rounds} alternated rounds", "")]
+    for name, rs in runs.items():
+        value = (f"{statistics.median(r.rps for r in rs):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rs):.1f} ms, "
+                 f"{statistics.median(r.cpu_us_per_request for r in rs):.0f} µs CPU/req")
+        if name.startswith("pg"):
+            value += f" + its PostgreSQL backends {statistics.median(pg_cpu[name][1:]):.0f} µs"
+        rows.append(Row("pg-ingest", label[name], value))
+    for name, values in ratios.items():
+        rows.append(Row("pg-ingest", f"{label[name]} ÷ bare (rounds: {', '.join(f'{x:.2f}' for x in values)})",
+                        f"{statistics.median(values):.2f}×"))
+    rows.append(Row("pg-ingest", f"2 replicas ÷ 1 replica (rounds: {', '.join(f'{x:.2f}' for x in scaling)})",
+                    f"{statistics.median(scaling):.2f}×"))
+    for name in ("pg-1", "pg-2"):
+        acked = sum(r.ok for r in results[name])
+        busy_ms = sum(r.seconds for r in results[name]) * 1000 * len(targets[name])  # each replica commits serially
+        rows.append(Row("pg-ingest", f"{label[name]}: webhooks per COMMIT (group commit size, whole run; "
+                                     "ms between commits per replica)",
+                        f"{acked / max(1, commits[name]):.1f} ({acked:,} webhooks, {commits[name]:,} commits; "
+                        f"{busy_ms / max(1, commits[name]):.1f} ms)"))
+    rows.append(Row("pg-ingest", "peak RSS (VmHWM) of each PostgreSQL replica",
+                    ", ".join(f"{n} {m:.0f} MiB" for n, m in memory.items())))
+    problems = []
+    for name in ("sqlite", "pg-1", "pg-2"):
+        text, ok = check_count(stored[name], results[name])
+        if not ok:
+            problems.append(f"{name}: {text}")
+    rows.append(Row("pg-ingest", "jobs in store vs 2xx answers, each store", "; ".join(problems) or "equal", "equal",
+                    check(not problems)))
+    return rows
+
+
+# -- 10. PostgreSQL: end-to-end latency -------------------------------------------------------------------------
+
+
+async def _pg_e2e(plan: Plan, url: str) -> tuple[dict[str, list[Step]], int, dict[str, float]]:
+    sink = await bl.CallbackSink().start()
+    servers = [
+        bl.Served("e2e-pg", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
+            plan.workdir / "unused.db", RECEIVER_DATABASE_URL=url, RECEIVER_DEFAULT_CALLBACK_URL=sink.url)),
+        bl.Served("e2e-sqlite", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
+            plan.workdir / "pg-e2e.db", RECEIVER_DEFAULT_CALLBACK_URL=sink.url)),
+    ]
+    steps: dict[str, list[Step]] = {s.name: [] for s in servers}
+    try:
+        for server in servers:
+            await asyncio.to_thread(server.start)
+            await _e2e_step(server, sink, plan.e2e_rate, plan.warmup_seconds, f"{server.name}-warm")
+        for number in range(2):
+            for server in servers:
+                step = await _e2e_step(server, sink, plan.e2e_rate, plan.e2e_seconds / 2, f"{server.name}-{number}")
+                steps[server.name].append(step)
+                log(f"{server.name}: {step.describe()}")
+        memory = {s.name: s.peak_memory_mib() for s in servers}
+        return steps, sink.duplicates, memory
+    finally:
+        for server in servers:
+            await asyncio.to_thread(server.stop)
+        await sink.close()
+
+
+def bench_pg_e2e(plan: Plan) -> list[Row]:
+    if (problem := benchpg.unavailable()) is not None:
+        return [Row("pg-e2e", f"skipped: {problem}", "")]
+    url = benchpg.create_database("e2e")
+    try:
+        steps, duplicates, memory = asyncio.run(_pg_e2e(plan, url))
+    finally:
+        benchpg.drop_database(url)
+    rows = []
+    for name, runs in steps.items():
+        store = "PostgreSQL, 1 replica" if name == "e2e-pg" else "SQLite"
+        rows.append(Row("pg-e2e", f"{store}: webhook → callback at {plan.e2e_rate:.0f} req/s, p50 / p99 "
+                                  f"(2 alternated rounds of {runs[0].sent:,})",
+                        " and ".join(f"{s.p50_ms:.1f} / {s.p99_ms:.1f} ms" for s in runs)
+                        + f"; peak RSS {memory[name]:.0f} MiB",
+                        "p99 ≤ 25 ms", verdict(all(s.p99_ms <= 25 and s.complete for s in runs))))
+    complete = all(s.complete for runs in steps.values() for s in runs)
+    rows.append(Row("pg-e2e", "every webhook 2xx'd and called back exactly once", f"{duplicates} twice",
+                    "0", check(complete and duplicates == 0)))
+    return rows
+
+
 # -- the table --------------------------------------------------------------------------------------------
 
 BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
     "ingest": bench_ingest, "e2e": bench_e2e, "stream": bench_stream, "growth": bench_growth,
-    "drain": bench_drain, "logging": bench_logging, "client": bench_client,
+    "drain": bench_drain, "logging": bench_logging, "client": bench_client, "media": bench_media_mirror,
+    "pg-ingest": bench_pg_ingest, "pg-e2e": bench_pg_e2e,
 }
 
 

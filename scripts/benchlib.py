@@ -72,6 +72,7 @@ def receiver_env(db_path: Path, **extra: str) -> dict[str, str]:
         "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
         "RECEIVER_SIGNING_SECRET": SIGNING_SECRET,
         "RECEIVER_LOG_LEVEL": "WARNING",
+        "RECEIVER_MEDIA_URL": "off",  # the media bench turns it on; elsewhere results are not fetched
     })
     env.update(extra)
     return env

@@ -13,6 +13,11 @@
    completion applied (the catch-up poll recovers what fired during the gaps).
 4. fuzz: hypothesis-generated webhook, /v1 and raw-TCP requests against a real `receiver serve`: no 5xx,
    receipts exactly as answered, JSON logs without ERROR or secrets.
+5. replicas: 3 `receiver serve` processes on one PostgreSQL database (a fresh one, dropped after) under
+   Pixazo/Runware webhooks spread round-robin (some sent to two replicas at once) and Oxen completions on a
+   fake's stream, while replicas are SIGKILLed and PostgreSQL restarts once (needs root and pg_ctlcluster):
+   nothing acknowledged lost, every job called back under one webhook-id, no Oxen completion missed, only
+   503s while the database is away; and the time for another replica to take over the Oxen stream.
 
 Exit status 0 when every scenario held, 1 otherwise. The scenarios live in tests/faults/ (shared with the
 bounded `tests/test_faults.py`); see docs/reliability.md for what each proves and the recorded figures.
@@ -38,18 +43,21 @@ from tests.faults.crash import sigkill_under_load  # noqa: E402
 from tests.faults.fuzz import fuzz  # noqa: E402
 from tests.faults.outage import callback_outage  # noqa: E402
 from tests.faults.oxen_drops import oxen_drops  # noqa: E402
+from tests.faults.replicas import replicas_under_faults  # noqa: E402
 
 FULL: dict[str, dict[str, Any]] = {
     "crash": {"kills": 30, "senders": 16, "uptime_s": (0.3, 1.5), "settle_s": 120},
     "outage": {"jobs": 600, "refused_s": 10.0, "failing_s": 10.0, "settle_s": 120},
     "oxen": {"generations": 2000, "duration_s": 30.0, "drop_every_s": (0.1, 0.8), "settle_s": 60},
     "fuzz": {"examples": 10_000},
+    "replicas": {"senders": 12, "duration_s": 60.0, "kills": 12, "oxen_jobs": 1000, "failovers": 3, "settle_s": 180},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "crash": {"kills": 5, "senders": 8, "uptime_s": (0.3, 0.8), "settle_s": 60},
     "outage": {"jobs": 90, "refused_s": 2.0, "failing_s": 2.0, "settle_s": 60},
     "oxen": {"generations": 200, "duration_s": 4.0, "drop_every_s": (0.1, 0.4), "settle_s": 30},
     "fuzz": {"examples": 1000},
+    "replicas": {"senders": 8, "duration_s": 15.0, "kills": 3, "oxen_jobs": 150, "failovers": 1, "settle_s": 90},
 }
 
 
@@ -59,6 +67,7 @@ def _scenario(name: str, workdir: Path, seed: int, options: dict[str, Any]) -> R
         "outage": lambda: asyncio.run(callback_outage(workdir, seed=seed, **options)),
         "oxen": lambda: asyncio.run(oxen_drops(workdir, seed=seed, **options)),
         "fuzz": lambda: fuzz(workdir, seed=seed, **options),
+        "replicas": lambda: asyncio.run(replicas_under_faults(workdir, seed=seed, **options)),
     }
     return runs[name]()  # type: ignore[no-any-return]
 

@@ -39,6 +39,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "signing_secret": SIGNING_SECRET,
         "retry_schedule": (0.05, 0.1, 0.2),
         "callback_timeout_s": 2,
+        "media_url": "off",  # tests that mirror set a directory (or s3://) of their own
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -151,6 +152,7 @@ def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "RECEIVER_RETRY_SCHEDULE": "0.05,0.1,0.2",
         "RECEIVER_CALLBACK_TIMEOUT_S": "2",
         "RECEIVER_TUNNEL_DISCOVERY": "off",  # a tunnel running on the machine must not change the tests
+        "RECEIVER_MEDIA_URL": "off",  # tests that mirror set a directory (or s3://) of their own
     }
     env.update(extra)
     return env
@@ -196,3 +198,7 @@ async def postgres_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+# An output's mirror fields while it is not mirrored (always so with RECEIVER_MEDIA_URL=off).
+UNMIRRORED = {"stored_url": None, "sha256": None, "bytes": None, "mirror_error": None}

@@ -92,3 +92,24 @@ async def test_a_prefilled_store_is_one_the_receiver_serves(tmp_path: Path) -> N
             reply = await client.post(bl.HOOK_PATH, content=bl.pixazo_webhook("after-prefill"))
         assert reply.status_code == 200 and reply.json()["outcome"] == "applied"
     assert bl.count_rows(tmp_path / "receiver.db", "SELECT COUNT(*) FROM jobs") == 1001
+
+
+def test_a_load_split_over_two_postgres_replicas_stores_exactly_the_acknowledged_webhooks(
+        tmp_path: Path, postgres_url: str) -> None:
+    import benchpg
+
+    env = bl.receiver_env(tmp_path / "unused.db", RECEIVER_DATABASE_URL=postgres_url)
+    replicas = [bl.Served(f"pg-{i}", "receiver.app:create_app", tmp_path, env=env, factory=True) for i in range(2)]
+    try:
+        for replica in replicas:
+            replica.start()
+        before = benchpg.backend_cpu(postgres_url)
+        result = benchpg.split_load("built-in", replicas, "split", 1.0, 8, tmp_path)
+        used = benchpg.cpu_used(before, benchpg.backend_cpu(postgres_url))
+    finally:
+        for replica in replicas:
+            replica.stop()
+    assert result.ok > 8 and result.failed == 0 and result.unanswered == 0
+    assert benchpg.count_jobs(postgres_url, "pixazo") == result.ok  # every 2xx is a job, and nothing else is
+    assert result.cpu_s > 0 and used > 0
+    assert benchpg.commits(postgres_url) > 0

@@ -27,6 +27,7 @@ from receiver.delivery import decide, destination
 from receiver.delivery_limits import DeliveryLimits
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
 from tests.support import (
+    UNMIRRORED,
     API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, free_port, make_settings,
     process_env, serve_app,
 )
@@ -182,7 +183,8 @@ async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: P
         assert payload["type"] == "job.succeeded"
         assert payload["data"]["id"] == job_id
         assert payload["data"]["status"] == "succeeded"
-        assert payload["data"]["outputs"] == [{"url": payload["data"]["outputs"][0]["url"], "media_type": "image/jpeg"}]
+        assert payload["data"]["outputs"] == [
+            {"url": payload["data"]["outputs"][0]["url"], "media_type": "image/jpeg", **UNMIRRORED}]
         assert received.headers["content-type"] == "application/json"
         assert received.webhook_id.startswith("msg_")
         assert abs(int(received.headers["webhook-timestamp"]) - time.time()) < 5

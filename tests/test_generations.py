@@ -26,7 +26,7 @@ from tests.fakes.harness import hook_url, serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.recording import FakeProvider
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, free_port, process_env, serve_app
+from tests.support import UNMIRRORED, API_TOKEN, ReceiverProcess, RunningServer, free_port, process_env, serve_app
 
 CALLBACK = "http://127.0.0.1:9/results"  # stored on the job; nothing listens there
 
@@ -80,7 +80,7 @@ async def test_pixazo_submit_then_webhook(tmp_path: Path) -> None:
         finished = await get_job(server, job["id"])
         assert finished["status"] == "succeeded"
         assert finished["outputs"] == [{"url": f"https://pub-test.r2.dev/v1/{request_id}/output.jpeg",
-                                        "media_type": "image/jpeg"}]
+                                        "media_type": "image/jpeg", **UNMIRRORED}]
 
         edit = await generate(server, {"provider": "pixazo", "prompt": "sharper", "input_image": "https://i.test/a.png"})
         assert edit.status_code == 202, edit.text
@@ -161,7 +161,7 @@ async def test_apiframe_submit_idempotent_then_signed_webhook(tmp_path: Path) ->
         finished = await get_job(server, job["id"])
         assert finished["status"] == "succeeded"
         assert finished["outputs"] == [{"url": f"https://cdn.apiframe.ai/results/{job['provider_job_id']}.png",
-                                        "media_type": "image/png"}]
+                                        "media_type": "image/png", **UNMIRRORED}]
 
 
 async def test_oxen_submit_one_job_per_generation_then_stream(tmp_path: Path) -> None:

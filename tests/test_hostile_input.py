@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from receiver import webhooks
-from tests.support import WEBHOOK_TOKEN, RunningServer
+from tests.support import UNMIRRORED, WEBHOOK_TOKEN, RunningServer
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -49,7 +49,7 @@ async def test_unreadable_output_url_and_mended_error_text_still_apply(server: R
                                 content=b'{"data": [{"taskUUID": "t6", "imageURL": "http://[::1"}]}')
         assert url.status_code == 200 and url.json()["outcome"] == "applied"
         job = (await api.get(f"/v1/jobs/{url.json()['job_ids'][0]}")).json()
-        assert job["outputs"] == [{"url": "http://[::1", "media_type": None}]
+        assert job["outputs"] == [{"url": "http://[::1", "media_type": None, **UNMIRRORED}]
         error = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}",
                                   content=b'{"request_id": "e1", "status": "FAILED", "error": "bad \\udfff byte"}')
         assert error.status_code == 200

@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.fakes import lumenfall as lf
 from tests.fakes.harness import hook_url, serve_receiver
-from tests.support import RunningServer
+from tests.support import UNMIRRORED, RunningServer
 
 OTHER_SECRET = "whsec_b3RoZXItc2VjcmV0LW5vdC1sdW1lbmZhbGxzLTMyYg=="
 
@@ -53,7 +53,8 @@ async def test_signed_deliveries_are_verified(tmp_path: Path) -> None:
         assert reply.json()["outcome"] == "applied"
         (receipt,), (job,) = await stored(server)
         assert (job["provider_job_id"], job["status"]) == ("vid_1", "succeeded")
-        assert job["outputs"] == [{"url": "https://media.lumenfall.ai/videos/vid_1.mp4", "media_type": "video/mp4"}]
+        assert job["outputs"] == [{"url": "https://media.lumenfall.ai/videos/vid_1.mp4", "media_type": "video/mp4",
+                                   **UNMIRRORED}]
         again = await post(server, body, headers)  # Lumenfall retrying the same delivery
         assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
 

@@ -20,7 +20,7 @@ from receiver.models import JobStatus, Outcome
 from receiver.oxen_stream import Reconnects, StreamFailure, StreamTuning, poll_oxen_job
 from receiver.runtime import Runtime
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
-from tests.support import RunningServer, free_port, make_settings, serve_app
+from tests.support import UNMIRRORED, RunningServer, free_port, make_settings, serve_app
 
 pytestmark = pytest.mark.usefixtures("fast_oxen_stream")
 
@@ -130,7 +130,7 @@ async def test_completions_on_the_stream_finish_jobs(receiver: RunningServer, fa
         fake.complete(bad_id, error="Insufficient credits")
 
         succeeded = await job_when(api, ok_job, "succeeded")
-        assert succeeded["outputs"] == [{"url": url, "media_type": "image/png"}]
+        assert succeeded["outputs"] == [{"url": url, "media_type": "image/png", **UNMIRRORED}]
         assert succeeded["error"] is None and succeeded["completed_at"]
         failed = await job_when(api, bad_job, "failed")
         assert failed["error"] == "Insufficient credits" and failed["outputs"] == []
@@ -395,7 +395,8 @@ async def test_poll_oxen_job_answers(runtime: Runtime, fake_oxen: FakeOxen) -> N
     assert result is not None and result.outcome is Outcome.APPLIED and result.terminal_job_ids == [done.id]
     job = await runtime.store.get_job(done.id)
     assert job is not None and job.status is JobStatus.SUCCEEDED
-    assert [o.to_json() for o in job.outputs] == [{"url": "https://cdn.oxen.test/a.webp", "media_type": "image/webp"}]
+    assert [o.to_json() for o in job.outputs] == [{"url": "https://cdn.oxen.test/a.webp", "media_type": "image/webp",
+                                                   **UNMIRRORED}]
     again = await poll_oxen_job(runtime, done)
     assert again is not None and again.outcome is Outcome.DUPLICATE
 

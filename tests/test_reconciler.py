@@ -12,7 +12,7 @@ from tests.fakes import runware as rw
 from tests.fakes.harness import serve_receiver, wait_job, wait_until
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
-from tests.support import RunningServer, serve_app
+from tests.support import UNMIRRORED, RunningServer, serve_app
 
 FAST = {"reconcile_after_s": 0.2}
 
@@ -91,7 +91,7 @@ async def test_apiframe_lost_webhooks_completed_and_failed_by_polling(tmp_path: 
         good, bad = await wait_job(server, good["id"]), await wait_job(server, bad["id"])
         assert good["status"] == "succeeded"
         assert good["outputs"] == [{"url": f"https://cdn.apiframe.ai/results/{good['provider_job_id']}.png",
-                                    "media_type": "image/png"}]
+                                    "media_type": "image/png", **UNMIRRORED}]
         assert (bad["status"], bad["error"]) == ("failed", "Provider returned an error: content moderated")
         polls = fake.requests_to("/v2/jobs/", "GET")
         assert {r.path for r in polls} == {f"/v2/jobs/{good['provider_job_id']}", f"/v2/jobs/{bad['provider_job_id']}"}

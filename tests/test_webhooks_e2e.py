@@ -12,6 +12,7 @@ import pytest
 from receiver.app import create_app
 from receiver.providers import apiframe
 from tests.support import (
+    UNMIRRORED,
     API_TOKEN, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, make_settings, process_env, serve_app,
 )
 
@@ -36,7 +37,8 @@ async def test_webhook_applies_and_get_shows_it(server: RunningServer) -> None:
         (job_id,) = reply.json()["job_ids"]
         job = (await api.get(f"/v1/jobs/{job_id}")).json()
         assert job["status"] == "succeeded"
-        assert job["outputs"] == [{"url": "https://cdn.pixazo.ai/px-1/output.jpeg", "media_type": "image/jpeg"}]
+        assert job["outputs"] == [{"url": "https://cdn.pixazo.ai/px-1/output.jpeg", "media_type": "image/jpeg",
+                                   **UNMIRRORED}]
         assert job["provider"] == "pixazo" and job["provider_job_id"] == "px-1"
         assert job["created_at"].endswith("Z") and job["completed_at"].endswith("Z")
         assert job["delivery_status"] == "none" and job["callback_url"] is None

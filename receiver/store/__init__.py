@@ -44,10 +44,11 @@ def describe_store(url: str) -> str:
 
 async def open_store(
     url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
-    clock: Clock = time.time, exclusive: bool = False, create: bool = True,
+    clock: Clock = time.time, exclusive: bool = False, create: bool = True, mirroring: bool = False,
 ) -> Store:
     """Open the store `url` names. `exclusive`: this process serves it (SQLite: locks the file);
-    `create`: make the store when missing (False for `receiver info`, which only reads)."""
+    `create`: make the store when missing (False for `receiver info`, which only reads);
+    `mirroring`: succeeded jobs' outputs are mirrored before their event and callback (receiver.mirror)."""
     scheme = _scheme(url)
     if scheme == "sqlite":
         path, options = sqlite_path(url)
@@ -56,11 +57,11 @@ async def open_store(
             raise StoreError(f"unknown synchronous mode {synchronous!r}")
         return await SQLiteStore(
             path, default_callback_url=default_callback_url, reconcile_after_s=reconcile_after_s,
-            synchronous=synchronous, clock=clock, exclusive=exclusive, create=create,
+            synchronous=synchronous, clock=clock, exclusive=exclusive, create=create, mirroring=mirroring,
         ).open()
     if scheme in ("postgres", "postgresql"):
         return await PostgresStore(
             url, default_callback_url=default_callback_url, reconcile_after_s=reconcile_after_s, clock=clock,
-            create=create,
+            create=create, mirroring=mirroring,
         ).open()
     raise StoreError(f"unsupported database URL scheme {scheme!r}: use sqlite:///… or postgresql://…")

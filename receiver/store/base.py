@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Protocol, TypeVar
 
 from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt
+from receiver.store.rules import MirrorResult
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -49,6 +50,29 @@ class Message:
     attempts: int
     status: str
     next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorTask:
+    """Copy output `index` of a job to the media store; `attempts` counts claims, this one included."""
+
+    seq: int
+    job_id: str
+    index: int
+    url: str
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MediaObject:
+    """A mirrored object, kept by its SHA-256; `deleted_at` once the retention sweep removed it."""
+
+    sha256: str
+    size: int
+    content_type: str
+    created_at: float
+    deleted_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +179,16 @@ class Store(Protocol):
         """Say this replica is alive (see REPLICA_TTL_S)."""
     async def orphaned_jobs(self, provider: str) -> list[Job]:
         """Pending jobs of `provider` owned by a replica that is gone."""
+
+    # -- media mirroring (receiver.mirror) -------------------------------------------------------
+
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
+        """Due mirror tasks, leased to this replica for `lease_s` (one replica at a time mirrors an output)."""
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
+        """Hand a task back after a transient failure, due again at `next_attempt_at`."""
+    async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
+        """Record how the output's mirror ended (and its media object); when it was the job's last,
+        the job's event and callback go out in the same transaction. A task already finished is a no-op."""
+    async def media_object(self, sha256: str) -> MediaObject | None: ...
+    async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
+        """Mark up to `limit` objects created before `before` deleted, and return them (to remove)."""

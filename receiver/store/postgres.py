@@ -35,6 +35,7 @@ from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
 )
 from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.postgres_mirror import PostgresMirror, insert_mirror_tasks
 from receiver.store.schema import POSTGRES_MIGRATIONS
 
 log = logging.getLogger("receiver.store")
@@ -75,17 +76,18 @@ def _message(r: Any) -> Message:
     return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
 
 
-class PostgresStore:
+class PostgresStore(PostgresMirror):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0
 
     def __init__(
         self, url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
-        clock: Clock = time.time, create: bool = True, pool_size: int = 10,
+        clock: Clock = time.time, create: bool = True, pool_size: int = 10, mirroring: bool = False,
     ) -> None:
         self.url = url
         self.default_callback_url = default_callback_url
+        self.mirroring = mirroring
         self.reconcile_after_s = reconcile_after_s
         self.clock = clock
         self.replica_id = f"pg-{uuid.uuid4().hex[:12]}"
@@ -258,7 +260,7 @@ class PostgresStore:
 
     def _unit(self) -> UnitOfWork:
         return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
-                          default_callback_url=self.default_callback_url)
+                          default_callback_url=self.default_callback_url, mirroring=self.mirroring)
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
         return await self._submit(Write(receipt, completions, None))
@@ -353,6 +355,7 @@ class PostgresStore:
             if links:
                 await conn.executemany("INSERT INTO receipt_jobs (job_id, receipt_id) VALUES ($1, $2) "
                                        "ON CONFLICT DO NOTHING", links)
+        await insert_mirror_tasks(conn, w)
         if w.events:
             # Held to the COMMIT: event ids become visible in the order they were handed out.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)

@@ -16,9 +16,15 @@ JOB_COLUMNS = (
 )
 
 
+def output_from_json(o: Mapping[str, Any]) -> Output:
+    """An output as `rules.outputs_json` stores it (mirror fields only once set)."""
+    return Output(o["url"], o.get("media_type"), o.get("key"), stored_url=o.get("stored_url"), sha256=o.get("sha256"),
+                  size=o.get("bytes"), mirror_error=o.get("mirror_error"), awaiting=bool(o.get("awaiting")))
+
+
 def job_from_row(row: Mapping[str, Any]) -> Job:
     """A job from a row read by name (sqlite3.Row and asyncpg.Record both are mappings)."""
-    outputs = [Output(o["url"], o.get("media_type"), o.get("key")) for o in orjson.loads(row["outputs"])]
+    outputs = [output_from_json(o) for o in orjson.loads(row["outputs"])]
     completed = row["completed_at"]
     return Job(
         seq=row["seq"], id=row["id"], provider=row["provider"], provider_job_id=row["provider_job_id"],

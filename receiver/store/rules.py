@@ -9,7 +9,7 @@ One unit can carry many webhooks (the group commit), so a burst costs a handful 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from receiver.models import (
@@ -17,7 +17,16 @@ from receiver.models import (
 )
 
 def outputs_json(outputs: list[Output]) -> str:
-    return dumps([{"url": o.url, "media_type": o.media_type, "key": o.key} for o in outputs])
+    return dumps([_output_json(o) for o in outputs])
+
+
+def _output_json(o: Output) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": o.url, "media_type": o.media_type, "key": o.key}
+    for name, value in (("stored_url", o.stored_url), ("sha256", o.sha256), ("bytes", o.size),
+                        ("mirror_error", o.mirror_error), ("awaiting", o.awaiting or None)):
+        if value is not None:
+            out[name] = value
+    return out
 
 
 def merge_outputs(existing: list[Output], new: Iterable[Output]) -> list[Output]:
@@ -89,6 +98,27 @@ class NewReceipt:
     received_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class NewMirrorTask:
+    """Copy output `index` of a job to the media store (see receiver.mirror)."""
+
+    job_id: str
+    index: int
+    url: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorResult:
+    """How mirroring one output ended: its stored copy, or `error` (why it gave up)."""
+
+    stored_url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    error: str | None = None
+
+
 @dataclass
 class Writes:
     """Everything one unit leaves to persist, in the order it must be written."""
@@ -98,13 +128,18 @@ class Writes:
     events: list[NewEvent] = field(default_factory=list)
     messages: list[NewMessage] = field(default_factory=list)
     receipts: list[NewReceipt] = field(default_factory=list)
+    mirror_tasks: list[NewMirrorTask] = field(default_factory=list)
 
 
 class UnitOfWork:
-    def __init__(self, *, now: float, reconcile_after_s: float, default_callback_url: str | None) -> None:
+    def __init__(self, *, now: float, reconcile_after_s: float, default_callback_url: str | None,
+                 mirroring: bool = False) -> None:
         self.now = now
         self.reconcile_after_s = reconcile_after_s
         self.default_callback_url = default_callback_url
+        # Mirroring on: a succeeded job's event and callback wait until its outputs are mirrored.
+        self.mirroring = mirroring
+        self._mirror_tasks: list[NewMirrorTask] = []
         self._jobs: dict[tuple[str, str], Tracked] = {}
         self._events: list[NewEvent] = []
         self._messages: list[NewMessage] = []
@@ -162,6 +197,8 @@ class UnitOfWork:
             if completion.partial and job.status is JobStatus.SUCCEEDED:
                 merged = merge_outputs(job.outputs, completion.outputs)
                 if len(merged) > len(job.outputs):
+                    if self.mirroring:  # mirrored too, but its job's event went out already
+                        self._mirror(job, range(len(job.outputs), len(merged)), merged)
                     job.outputs, tracked.dirty = merged, True
                     return Applied(job, True, False)
             return Applied(job, False, False)
@@ -191,7 +228,7 @@ class UnitOfWork:
             return job, False
         job.registered, job.callback_url, job.metadata, job.expected_outputs = True, callback_url, metadata, expected_outputs
         tracked.dirty = True
-        if job.status.terminal:
+        if job.status.terminal and not any(o.awaiting for o in job.outputs):  # else it goes once mirrored
             url = job.callback_url or self.default_callback_url
             # Registering a job whose result already arrived delivers it at once, unless it already went there.
             if url and not (url == self.default_callback_url and job.delivery_status is not DeliveryStatus.NONE):
@@ -202,17 +239,50 @@ class UnitOfWork:
         return job, False
 
     def _finish(self, tracked: Tracked) -> None:
-        """Make the job terminal: its event, and its outbox message if it has a destination."""
+        """Make the job terminal: its event, and its outbox message if it has a destination.
+        With mirroring, a succeeded job's outputs are queued for mirroring first (see `mirrored`)."""
         job = tracked.job
         tracked.completed_ts, tracked.next_poll_at, tracked.dirty = self.now, None, True
         job.completed_at = iso_time(self.now)
         url = job.callback_url or self.default_callback_url
         if url:
             job.delivery_status = DeliveryStatus.PENDING
-        self._events.append(NewEvent(job.id, event_type(job.status), dumps(job.to_json()), self.now))
         self.terminal_job_ids.append(job.id)
+        if self.mirroring and job.status is JobStatus.SUCCEEDED:
+            waiting = [i for i, o in enumerate(job.outputs) if o.sha256 is None and o.mirror_error is None]
+            if waiting:
+                job.outputs = [replace(o, awaiting=True) if i in waiting else o for i, o in enumerate(job.outputs)]
+                self._mirror(job, waiting, job.outputs)
+                return
+        self._announce(job)
+
+    def _announce(self, job: Job) -> None:
+        """A terminal job's event, and its outbox message if it has a destination."""
+        url = job.callback_url or self.default_callback_url
+        self._events.append(NewEvent(job.id, event_type(job.status), dumps(job.to_json()), self.now))
         if url:
             self.enqueue(job, url)
+
+    def _mirror(self, job: Job, indexes: Iterable[int], outputs: list[Output]) -> None:
+        for i in indexes:
+            self._mirror_tasks.append(NewMirrorTask(job.id, i, outputs[i].url, self.now))
+
+    def mirrored(self, job: Job, index: int, result: "MirrorResult") -> bool:
+        """Record the mirror of output `index` (its stored copy, or why not); once the last output the
+        job's event waits for is done, the event and callback go out (True)."""
+        if index >= len(job.outputs):
+            return False
+        was_awaiting = job.outputs[index].awaiting
+        outputs = list(job.outputs)
+        outputs[index] = replace(outputs[index], stored_url=result.stored_url, sha256=result.sha256,
+                                 size=result.size, mirror_error=result.error, awaiting=False)
+        job.outputs = outputs
+        self.track(job).dirty = True
+        if was_awaiting and not any(o.awaiting for o in outputs) and job.status.terminal:
+            self.terminal_job_ids.append(job.id)
+            self._announce(job)
+            return True
+        return False
 
     def enqueue(self, job: Job, url: str) -> str:
         """Queue a new callback message (a new `webhook-id`) for a terminal job."""
@@ -264,6 +334,7 @@ class UnitOfWork:
             new_jobs=[t for t in self._jobs.values() if t.new],
             changed_jobs=[t for t in self._jobs.values() if t.dirty and not t.new],
             events=list(self._events), messages=list(self._messages), receipts=list(self._receipts),
+            mirror_tasks=list(self._mirror_tasks),
         )
 
 

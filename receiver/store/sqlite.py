@@ -40,6 +40,7 @@ from receiver.store.rows import (
 )
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.schema import MIGRATIONS
+from receiver.store.sqlite_mirror import SQLiteMirror, insert_mirror_tasks
 
 log = logging.getLogger("receiver.store")
 
@@ -83,7 +84,7 @@ class FileLock:
             self._fd = None
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteMirror):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
@@ -91,9 +92,11 @@ class SQLiteStore:
     def __init__(
         self, path: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
         synchronous: str = "NORMAL", clock: Clock = time.time, exclusive: bool = False, create: bool = True,
+        mirroring: bool = False,
     ) -> None:
         self.path = path
         self.default_callback_url = default_callback_url
+        self.mirroring = mirroring
         self.reconcile_after_s = reconcile_after_s
         self.synchronous = synchronous
         self.clock = clock
@@ -321,7 +324,7 @@ class SQLiteStore:
 
     def _unit(self) -> UnitOfWork:
         return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
-                          default_callback_url=self.default_callback_url)
+                          default_callback_url=self.default_callback_url, mirroring=self.mirroring)
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
         return await self._submit(Write(receipt, completions, None))
@@ -390,6 +393,7 @@ class SQLiteStore:
                   int(j.registered), j.expected_outputs, j.delivery_status.value, t.completed_ts, j.status.value, j.id)
                  for t in w.changed_jobs for j in (t.job,)],
             )
+        insert_mirror_tasks(db, w)
         if w.events:
             db.executemany("INSERT INTO events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)",
                            [(e.job_id, e.type, e.data, e.created_at) for e in w.events])
@@ -501,7 +505,11 @@ class SQLiteStore:
 
     async def release_leases(self) -> None:
         """Forget claims made by a previous run: the file lock says no other process is using them."""
-        await self._batch(lambda db: db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'"))
+        def release(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'")
+            db.execute("UPDATE mirror_tasks SET lease_until = NULL")  # a fetch cut short resumes at once
+
+        await self._batch(release)
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         now = self.clock()

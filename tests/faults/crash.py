@@ -85,7 +85,7 @@ class WebhookLoad:
             await asyncio.sleep(0.02)
 
 
-def _callbacks_by_job(sink: CallbackServer, report: Report) -> dict[str, list[str]]:
+def callbacks_by_job(sink: CallbackServer, report: Report) -> dict[str, list[str]]:
     """provider job id → the webhook-ids of every callback that arrived for it; bad signatures are problems."""
     verifier = standardwebhooks.Webhook(SIGNING_SECRET)
     by_job: dict[str, list[str]] = collections.defaultdict(list)
@@ -174,7 +174,7 @@ async def _verify(report: Report, daemon: ReceiverDaemon, load: WebhookLoad, sin
 
         recorded = await eventually(store_says_delivered, settle_s, interval=0.5)
         duplicates = len(await all_pages(api, "/v1/receipts", "receipts", provider="pixazo", outcome="duplicate"))
-    by_job = _callbacks_by_job(sink, report)
+    by_job = callbacks_by_job(sink, report)
     undelivered = acked - set(by_job)
     report.check(all_arrived and not undelivered, f"{len(undelivered)} acknowledged job(s) never called back")
     report.check(recorded, "the store does not show every job delivered")

@@ -63,7 +63,7 @@ async def oxen_drops(
                         jobs[generation_id] = reply.json()["id"]
                     await fake.wait_connections(1, timeout=10)
 
-                    firing = asyncio.create_task(_fire(fake, list(jobs), duration_s, expected, rand))
+                    firing = asyncio.create_task(fire_completions(fake, list(jobs), duration_s, expected, rand))
                     while not firing.done():
                         await asyncio.sleep(rand.uniform(*drop_every_s))
                         await _fault(fake, rand, faults)
@@ -108,7 +108,7 @@ async def oxen_drops(
     return report
 
 
-async def _fire(fake: FakeOxen, generation_ids: list[str], over_s: float, expected: dict[str, str],
+async def fire_completions(fake: FakeOxen, generation_ids: list[str], over_s: float, expected: dict[str, str],
                 rand: random.Random) -> None:
     """Complete every generation, in random order, spread over `over_s` seconds; one in five fails."""
     rand.shuffle(generation_ids)

@@ -322,3 +322,92 @@ async def test_pages_stop_at_the_byte_budget(store: Store, monkeypatch: pytest.M
         if cursor is None:
             break
     assert seen == sorted(ids, reverse=True) and pages > 1
+# -- media mirroring: mirror tasks hold a succeeded job's event and callback back -------------------
+
+async def test_mirroring_defers_event_and_callback_until_outputs_are_done(open_stores: Opener) -> None:
+    from receiver.store.rules import MirrorResult
+
+    store = await open_stores(mirroring=True, default_callback_url="http://127.0.0.1:9/cb")
+    result = await store.apply(receipt(), [done("m1", "https://a/1.jpg", "https://a/2.jpg")])
+    job = await store.get_job(result.job_ids[0])
+    assert job is not None and job.status is JobStatus.SUCCEEDED  # at once: long-poll and status unaffected
+    assert [o.stored_url for o in job.outputs] == [None, None]
+    assert await store.events_after(0, 10) == []
+    assert await store.claim_due_messages(limit=10, lease_s=30) == []
+
+    tasks = await store.claim_mirror_tasks(limit=10, lease_s=60)
+    assert sorted((t.job_id, t.index, t.url, t.attempts) for t in tasks) == [
+        (job.id, 0, "https://a/1.jpg", 1), (job.id, 1, "https://a/2.jpg", 1)]
+    assert await store.claim_mirror_tasks(limit=10, lease_s=60) == []  # leased: nobody else takes them
+    first, second = sorted(tasks, key=lambda t: t.index)
+    await store.finish_mirror_task(first, MirrorResult("http://r/media/x", "ab" * 32, 5, "image/jpeg"))
+    assert await store.events_after(0, 10) == []  # one output still waits
+    await store.finish_mirror_task(second, MirrorResult(error="the origin answered 404"))
+    await store.finish_mirror_task(second, MirrorResult(error="again"))  # finished already: no-op
+    events = await store.events_after(0, 10)
+    assert len(events) == 1 and '"stored_url":"http://r/media/x"' in events[0].data
+    messages = await store.claim_due_messages(limit=10, lease_s=30)
+    assert len(messages) == 1 and b'"mirror_error":"the origin answered 404"' in messages[0].body
+    job = await store.get_job(job.id)
+    assert job is not None and job.outputs[0].sha256 == "ab" * 32 and job.outputs[0].size == 5
+    assert job.outputs[1].mirror_error == "the origin answered 404" and job.outputs[1].stored_url is None
+    media = await store.media_object("ab" * 32)
+    assert media is not None and media.size == 5 and media.content_type == "image/jpeg" and media.deleted_at is None
+
+
+async def test_mirror_task_retry_lease_and_expiry(open_stores: Opener) -> None:
+    from receiver.store.rules import MirrorResult
+
+    store = await open_stores(mirroring=True)
+    await store.apply(receipt(), [done("m2", "https://a/3.jpg")])
+    (task,) = await store.claim_mirror_tasks(limit=10, lease_s=0.01)
+    import asyncio
+
+    await asyncio.sleep(0.05)
+    (again,) = await store.claim_mirror_tasks(limit=10, lease_s=60)  # the lease ran out: claimed anew
+    assert again.seq == task.seq and again.attempts == 2
+    await store.retry_mirror_task(again, next_attempt_at=store.clock() + 3600, error="timeout")
+    assert await store.claim_mirror_tasks(limit=10, lease_s=60) == []  # not due yet
+    await store.finish_mirror_task(again, MirrorResult("u", "cd" * 32, 1, "image/png"))
+    assert len(await store.events_after(0, 10)) == 1
+    expired = await store.expire_media(before=store.clock() + 1, limit=10)
+    assert [m.sha256 for m in expired] == ["cd" * 32]
+    gone = await store.media_object("cd" * 32)
+    assert gone is not None and gone.deleted_at is not None
+    assert await store.expire_media(before=store.clock() + 1, limit=10) == []
+
+
+async def test_mirroring_off_and_failed_jobs_are_announced_at_once(open_stores: Opener) -> None:
+    plain = await open_stores()
+    await plain.apply(receipt(), [done("m3", "https://a/4.jpg")])
+    assert len(await plain.events_after(0, 10)) == 1 and await plain.claim_mirror_tasks(limit=10, lease_s=5) == []
+    mirroring = await open_stores(mirroring=True)
+    await mirroring.apply(receipt(), [Completion("pixazo", "m4", JobStatus.FAILED, error="no")])
+    assert len(await mirroring.events_after(0, 10)) == 2 and await mirroring.claim_mirror_tasks(limit=10, lease_s=5) == []
+
+
+async def test_registration_of_a_job_awaiting_its_mirror_calls_back_once(open_stores: Opener) -> None:
+    from receiver.store.rules import MirrorResult
+
+    store = await open_stores(mirroring=True)
+    result = await store.apply(receipt(), [done("m5", "https://a/5.jpg")])
+    await store.register_job(provider="pixazo", provider_job_id="m5", callback_url="http://127.0.0.1:9/mine",
+                             metadata={}, expected_outputs=None)
+    assert await store.claim_due_messages(limit=10, lease_s=30) == []  # not before its mirror
+    (task,) = await store.claim_mirror_tasks(limit=10, lease_s=60)
+    await store.finish_mirror_task(task, MirrorResult(error="refused"))
+    messages = await store.claim_due_messages(limit=10, lease_s=30)
+    assert [m.url for m in messages] == ["http://127.0.0.1:9/mine"] and messages[0].job_id == result.job_ids[0]
+
+
+async def test_replicas_claim_disjoint_mirror_tasks(open_stores: Opener) -> None:
+    import asyncio
+
+    first = await open_stores(mirroring=True)
+    second = await open_stores(mirroring=True)
+    await first.apply(receipt(), [done("m6", *[f"https://a/6-{i}.jpg" for i in range(12)])])
+    a, b = await asyncio.gather(first.claim_mirror_tasks(limit=8, lease_s=60),
+                                second.claim_mirror_tasks(limit=8, lease_s=60))
+    claimed = [t.index for t in a] + [t.index for t in b]
+    assert sorted(claimed) == list(range(12))  # each output once, by one replica
+    assert await second.claim_mirror_tasks(limit=8, lease_s=60) == []

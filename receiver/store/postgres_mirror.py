@@ -1,0 +1,94 @@
+"""PostgreSQL's share of media mirroring: mirror tasks and media objects (mixed into `PostgresStore`).
+
+Tasks are claimed with `FOR UPDATE SKIP LOCKED` and an expiring lease, so with several replicas one
+at a time mirrors an output, and the tasks of a replica that died are taken over once its lease ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from receiver.store.base import Changes, MediaObject, MirrorTask
+from receiver.store.rules import MirrorResult, UnitOfWork, Writes
+
+_TASK_COLUMNS = "seq, job_id, output_index, url, attempts, created_at"
+_MEDIA_COLUMNS = "sha256, size, content_type, created_at, deleted_at"
+
+
+def _media(r: Any) -> MediaObject:
+    return MediaObject(r[0], int(r[1]), r[2], float(r[3]), float(r[4]) if r[4] is not None else None)
+
+
+async def insert_mirror_tasks(conn: asyncpg.Connection, w: Writes) -> None:
+    """Part of `_flush`: the mirror tasks a unit queued."""
+    if w.mirror_tasks:
+        await conn.executemany(
+            "INSERT INTO mirror_tasks (job_id, output_index, url, next_attempt_at, created_at) "
+            "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (job_id, output_index) DO NOTHING",
+            [(t.job_id, t.index, t.url, t.created_at) for t in w.mirror_tasks])
+
+
+class PostgresMirror:
+    """Methods of `PostgresStore` (see `receiver.store.base.Store`)."""
+
+    _tx: Any
+    _fetch: Any
+    _load: Any
+    _flush: Any
+    _unit: Any
+    _notify: Any
+    clock: Any
+    replica_id: str
+
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
+        now = self.clock()
+        rows = await self._tx(lambda conn: conn.fetch(
+            "UPDATE mirror_tasks SET lease_until = $2, lease_owner = $3, attempts = attempts + 1 WHERE seq IN ("
+            "SELECT seq FROM mirror_tasks WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) "
+            f"ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {_TASK_COLUMNS}",
+            now, now + lease_s, self.replica_id, limit))
+        return [MirrorTask(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE mirror_tasks SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE seq = $3",
+            next_attempt_at, error[:1000], task.seq))
+
+    async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
+        holder: list[UnitOfWork] = []
+        now = self.clock()
+
+        async def finish(conn: asyncpg.Connection) -> None:
+            unit = self._unit()
+            holder[:] = [unit]
+            key = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", task.job_id)
+            if key is not None:
+                await self._load(conn, unit, {(key[0], key[1])})  # the job's key lock first, as every writer
+            if await conn.fetchval("DELETE FROM mirror_tasks WHERE seq = $1 RETURNING seq", task.seq) is None:
+                return  # finished already (a replica whose lease had run out)
+            if result.sha256 is not None:
+                await conn.execute(
+                    "INSERT INTO media (sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (sha256) DO UPDATE SET created_at = excluded.created_at, deleted_at = NULL",
+                    result.sha256, result.size or 0, result.content_type or "application/octet-stream", now)
+            job = unit.job(key[0], key[1]) if key is not None else None
+            if job is not None:
+                unit.mirrored(job, task.index, result)
+                await self._flush(conn, unit)
+
+        await self._tx(finish)
+        if holder:
+            self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
+
+    async def media_object(self, sha256: str) -> MediaObject | None:
+        rows = await self._fetch(f"SELECT {_MEDIA_COLUMNS} FROM media WHERE sha256 = $1", sha256)
+        return _media(rows[0]) if rows else None
+
+    async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
+        rows = await self._tx(lambda conn: conn.fetch(
+            "UPDATE media SET deleted_at = $2 WHERE sha256 IN (SELECT sha256 FROM media WHERE deleted_at IS NULL "
+            "AND created_at < $1 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {_MEDIA_COLUMNS}", before, self.clock(), limit))
+        return [_media(r) for r in rows]

@@ -1,0 +1,106 @@
+"""SQLite's share of media mirroring: mirror tasks and media objects (mixed into `SQLiteStore`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from receiver.store.base import Changes, MediaObject, MirrorTask
+from receiver.store.rules import MirrorResult, UnitOfWork, Writes
+
+_TASK_COLUMNS = "seq, job_id, output_index, url, attempts, created_at"
+_MEDIA_COLUMNS = "sha256, size, content_type, created_at, deleted_at"
+
+
+def _task(r: Any) -> MirrorTask:
+    return MirrorTask(r[0], r[1], r[2], r[3], r[4], r[5])
+
+
+def _media(r: Any) -> MediaObject:
+    return MediaObject(r[0], int(r[1]), r[2], float(r[3]), float(r[4]) if r[4] is not None else None)
+
+
+def insert_mirror_tasks(db: sqlite3.Connection, w: Writes) -> None:
+    """Part of `_flush`: the mirror tasks a unit queued."""
+    if w.mirror_tasks:
+        db.executemany(
+            "INSERT INTO mirror_tasks (job_id, output_index, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, output_index) DO NOTHING",
+            [(t.job_id, t.index, t.url, t.created_at, t.created_at) for t in w.mirror_tasks])
+
+
+class SQLiteMirror:
+    """Methods of `SQLiteStore` (see `receiver.store.base.Store`)."""
+
+    _batch: Any
+    _fetch: Any
+    _load: Any
+    _flush: Any
+    _unit: Any
+    _notify: Any
+    clock: Any
+    replica_id: str
+
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
+        now = self.clock()
+
+        def claim(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
+                f"SELECT {_TASK_COLUMNS} FROM mirror_tasks WHERE next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?", (now, now, limit),
+            ).fetchall()
+            if rows:
+                db.execute(
+                    f"UPDATE mirror_tasks SET lease_until = ?, lease_owner = ?, attempts = attempts + 1 "
+                    f"WHERE seq IN ({','.join('?' * len(rows))})", (now + lease_s, self.replica_id, *[r[0] for r in rows]))
+            return rows
+
+        return [MirrorTask(r[0], r[1], r[2], r[3], r[4] + 1, r[5]) for r in await self._batch(claim)]
+
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
+        await self._batch(lambda db: db.execute(
+            "UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
+            (next_attempt_at, error[:1000], task.seq)))
+
+    async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
+        unit: UnitOfWork = self._unit()
+        now = self.clock()
+
+        def finish(db: sqlite3.Connection) -> None:
+            pending = db.execute("SELECT 1 FROM mirror_tasks WHERE seq = ?", (task.seq,)).fetchone()
+            key = db.execute("SELECT provider, provider_job_id FROM jobs WHERE id = ?", (task.job_id,)).fetchone()
+            if pending is None:
+                return  # finished already (a replica whose lease had run out)
+            db.execute("DELETE FROM mirror_tasks WHERE seq = ?", (task.seq,))
+            if result.sha256 is not None:
+                db.execute(
+                    "INSERT INTO media (sha256, size, content_type, created_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (sha256) DO UPDATE SET created_at = excluded.created_at, deleted_at = NULL",
+                    (result.sha256, result.size or 0, result.content_type or "application/octet-stream", now))
+            if key is None:
+                return
+            self._load(db, unit, {(key[0], key[1])})
+            job = unit.job(key[0], key[1])
+            if job is not None:
+                unit.mirrored(job, task.index, result)
+            self._flush(db, unit)
+
+        await self._batch(finish)
+        self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
+
+    async def media_object(self, sha256: str) -> MediaObject | None:
+        rows = await self._fetch(f"SELECT {_MEDIA_COLUMNS} FROM media WHERE sha256 = ?", (sha256,))
+        return _media(rows[0]) if rows else None
+
+    async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
+        now = self.clock()
+
+        def expire(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(f"SELECT {_MEDIA_COLUMNS} FROM media WHERE deleted_at IS NULL AND created_at < ? "
+                              "ORDER BY created_at LIMIT ?", (before, limit)).fetchall()
+            if rows:
+                db.execute(f"UPDATE media SET deleted_at = ? WHERE sha256 IN ({','.join('?' * len(rows))})",
+                           (now, *[r[0] for r in rows]))
+            return rows
+
+        return [_media(r) for r in await self._batch(expire)]

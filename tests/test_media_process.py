@@ -1,0 +1,89 @@
+"""Media mirroring in a real `receiver serve` process: a SIGKILL mid-fetch loses nothing, and a 50 MB
+output is streamed (the process's peak memory barely moves)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.callback import callback_server
+from tests.fakes.origin import image_bytes, media_origin
+from tests.media_support import callback_for, get
+from tests.support import WEBHOOK_TOKEN, ReceiverProcess, free_port, process_env
+
+BIG = 50 * 1024 * 1024
+
+
+def mirroring_process(tmp_path: Path, callback_url: str) -> ReceiverProcess:
+    port = free_port()
+    env = process_env(tmp_path, RECEIVER_MEDIA_URL=str(tmp_path / "media"), RECEIVER_MEDIA_ALLOW_PRIVATE="true",
+                      RECEIVER_DEFAULT_CALLBACK_URL=callback_url, RECEIVER_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    return ReceiverProcess(env, port=port)
+
+
+async def post_result(proc: ReceiverProcess, request_id: str, url: str) -> str:
+    body = {"request_id": request_id, "status": "COMPLETED", "output": {"media_url": [url], "media_type": "image/png"}}
+    async with httpx.AsyncClient(base_url=proc.base_url, timeout=10) as client:
+        reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=json.dumps(body))
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["job_ids"][0])
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0])
+    return values
+
+
+async def test_sigkill_mid_fetch_resumes_after_restart(tmp_path: Path) -> None:
+    async with media_origin() as origin, callback_server() as callback:
+        proc = mirroring_process(tmp_path, callback.url("/d"))
+        await asyncio.to_thread(proc.start)
+        try:
+            job_id = await post_result(proc, "px-kill", origin.url("/hang-once"))
+            await asyncio.wait_for(origin.hanging.wait(), 20)  # the fetch is under way, 1000 bytes in
+            proc.kill()
+            assert callback.requests == []
+            await asyncio.to_thread(proc.start)
+            output: dict[str, Any] = (await callback_for(callback, job_id, timeout=30))["data"]["outputs"][0]
+            data = image_bytes(200_000, "hang")
+            assert output["sha256"] == hashlib.sha256(data).hexdigest() and output["mirror_error"] is None
+            assert origin.hits["/hang-once"] == 2 and len(callback.requests) == 1
+            assert (await get(output["stored_url"])).content == data
+        finally:
+            proc.stop()
+
+
+async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path) -> None:
+    async with media_origin() as origin, callback_server() as callback:
+        proc = mirroring_process(tmp_path, callback.url("/d"))
+        await asyncio.to_thread(proc.start)
+        try:
+            assert proc.proc is not None
+            warm = await post_result(proc, "px-warm", origin.url("/img/200000-w"))  # every code path loaded
+            await callback_for(callback, warm, timeout=30)
+            await asyncio.sleep(0.5)
+            before = memory_kib(proc.proc.pid)["VmRSS"]
+            job_id = await post_result(proc, "px-big", origin.url(f"/big/{BIG}"))
+            output = (await callback_for(callback, job_id, timeout=120))["data"]["outputs"][0]
+            peak = memory_kib(proc.proc.pid)["VmHWM"]
+            assert output["bytes"] == BIG and output["mirror_error"] is None, output
+            growth_mib = (peak - before) / 1024
+            print(f"50 MB mirror: RSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
+                  f"growth {growth_mib:.1f} MiB")
+            assert growth_mib < 25, f"peak RSS grew by {growth_mib:.1f} MiB while mirroring 50 MB"
+            async with httpx.AsyncClient(timeout=30) as client:
+                head = await client.head(output["stored_url"])
+                assert head.status_code == 200 and head.headers["content-length"] == str(BIG)
+        finally:
+            proc.stop()
