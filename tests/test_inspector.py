@@ -21,7 +21,8 @@ import pytest
 
 from receiver.app import create_app
 from tests.fakes.callback import HANG, callback_server
-from tests.fakes.media import fake_cdn
+from tests.fakes.images import fake_cdn
+from tests.media_support import mirroring_receiver
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
 
 CHROMIUM = os.environ.get("RECEIVER_CHROMIUM", "/usr/bin/chromium")
@@ -269,8 +270,7 @@ async def test_new_messages_show_without_reload_and_filters_narrow(
 
 async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path, browser: Browser) -> None:
     page = browser.page
-    async with callback_server() as callback, fake_cdn() as cdn, \
-            serve_app(create_app(make_settings(tmp_path))) as server:
+    async with callback_server() as callback, fake_cdn() as cdn, mirroring_receiver(tmp_path, callback) as server:
         await browser.sign_in(server.base_url)
         async with server.client() as client, server.api() as api:
             job = (await api.post("/v1/jobs", json={
@@ -288,6 +288,8 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         await expect(page.locator("#job-metadata")).to_contain_text('"prompt": "a red fox in fresh snow"')
         await page.wait_for_function("() => { const i = document.querySelector('#job-outputs img');"
                                      " return i && i.complete && i.naturalWidth > 0; }")
+        # The mirrored copy is shown, from the receiver itself; the origin was fetched once, by the mirror.
+        assert (await page.locator("#job-outputs img").get_attribute("src")).startswith(f"{server.base_url}/media/")
         assert cdn.fetched == ["/px-fox/output.png"]
         attempts = page.locator("#deliveries tbody tr")
         await expect(attempts).to_have_count(1)

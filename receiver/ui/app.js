@@ -248,6 +248,7 @@ function outputFigure(output, i) {
   const src = output.stored_url || output.url;
   const type = output.media_type || "";
   const caption = [type || "unknown type", output.bytes ? output.bytes + " bytes" : "",
+    output.stored_url ? "mirrored" : "",
     output.mirror_error ? "not mirrored: " + output.mirror_error : ""].filter(Boolean).join(" · ");
   const media = type.startsWith("video/")
     ? el("video", { src, controls: true, preload: "metadata" })

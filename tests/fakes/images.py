@@ -1,4 +1,4 @@
-"""A provider CDN on loopback: serves real PNG images, and records what was fetched."""
+"""A provider CDN on loopback serving real, decodable PNG images (for a browser to render); records each fetch."""
 
 from __future__ import annotations
 
