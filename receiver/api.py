@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-from typing import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver.http import BodyTooLarge, bearer_token, error, read_body, secret_equals
+from receiver.http import error, read_body
 from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome
 from receiver.notify import job_key, wait_for
 from receiver.runtime import Runtime
 from receiver.store import JobFilter
 from receiver.validation import (
-    Invalid, RegisterJob, known_params, parse_body, query_choice, query_cursor, query_float, query_int, query_text,
+    RegisterJob, known_params, parse_body, query_choice, query_cursor, query_float, query_int, query_text,
     query_time,
 )
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 MAX_WAIT_S = 60.0
 _STATUSES = tuple(s.value for s in JobStatus)
@@ -29,27 +25,8 @@ _JOB_PARAMS = frozenset({"provider", "status", "delivery_status", "provider_job_
 _RECEIPT_PARAMS = frozenset({"provider", "outcome", "job_id", "limit", "cursor"})
 
 
-def authed(handler: Handler) -> Handler:
-    """Bearer-token check and 422 translation around a /v1 handler."""
-
-    @functools.wraps(handler)
-    async def wrapper(request: Request) -> Response:
-        runtime: Runtime = request.app.state.runtime
-        if not secret_equals(bearer_token(request), runtime.secrets.api_token):
-            return error(401, "unauthorized", "missing or wrong Authorization: Bearer token")
-        try:
-            return await handler(request)
-        except Invalid as exc:
-            return exc.response
-        except BodyTooLarge:
-            return error(413, "body_too_large", f"body exceeds {runtime.settings.max_body_bytes} bytes")
-
-    return wrapper
-
-
-@authed
 async def register_job(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     spec = parse_body(RegisterJob, await read_body(request, runtime.settings.max_body_bytes))
     job, created = await runtime.store.register_job(
         provider=spec.provider, provider_job_id=spec.provider_job_id, callback_url=spec.callback_url,
@@ -58,9 +35,8 @@ async def register_job(request: Request) -> Response:
     return JSONResponse(job.to_json(), status_code=201 if created else 200)
 
 
-@authed
 async def get_job(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     job_id = request.path_params["job_id"]
     wait = query_float(request.query_params, "wait", low=0, high=MAX_WAIT_S)
     job = await runtime.store.get_job(job_id)
@@ -79,11 +55,12 @@ async def _wait_until_terminal(runtime: Runtime, job: Job, wait: float) -> Job:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     step = runtime.store.backstop_s or wait
-    while not job.status.terminal and not runtime.stopping.is_set():
+    while not job.status.terminal:
         left = deadline - loop.time()
-        if left <= 0:
-            break
         woken = runtime.notifier.event(job_key(job.id))
+        # After taking the wake-up: shutdown sets `stopping` before it wakes every waiter.
+        if left <= 0 or runtime.stopping.is_set():
+            break
         job = await runtime.store.get_job(job.id) or job
         if job.status.terminal:
             break
@@ -92,9 +69,8 @@ async def _wait_until_terminal(runtime: Runtime, job: Job, wait: float) -> Job:
     return job
 
 
-@authed
 async def list_jobs(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     q = request.query_params
     known_params(q, _JOB_PARAMS)
     filters = JobFilter(
@@ -108,9 +84,8 @@ async def list_jobs(request: Request) -> Response:
     return JSONResponse({"jobs": [j.to_json() for j in page.items], "next_cursor": page.next_cursor})
 
 
-@authed
 async def list_deliveries(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     job_id = request.path_params["job_id"]
     if await runtime.store.get_job(job_id) is None:
         return error(404, "not_found", f"no job {job_id!r}")
@@ -118,26 +93,8 @@ async def list_deliveries(request: Request) -> Response:
     return JSONResponse({"deliveries": [a.to_json() for a in attempts]})
 
 
-@authed
-async def redeliver(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    job_id = request.path_params["job_id"]
-    job = await runtime.store.get_job(job_id)
-    if job is None:
-        return error(404, "not_found", f"no job {job_id!r}")
-    if not job.status.terminal:
-        return error(409, "not_terminal", "the job has no result to send yet")
-    if not (job.callback_url or runtime.settings.default_callback_url):
-        return error(409, "no_callback_url", "the job has no callback_url and RECEIVER_DEFAULT_CALLBACK_URL is not set")
-    message = await runtime.store.redeliver(job_id)
-    if message is None:
-        return error(409, "not_redeliverable", "the job cannot be redelivered")
-    return JSONResponse({"message_id": message.id, "url": message.url, "job_id": job_id}, status_code=202)
-
-
-@authed
 async def list_receipts(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     q = request.query_params
     known_params(q, _RECEIPT_PARAMS)
     outcome = query_choice(q, "outcome", _OUTCOMES)

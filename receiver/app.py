@@ -12,24 +12,29 @@ import standardwebhooks
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
 import httpx
 
-from receiver import api, events, generations, inspector, logs, ops, webhooks
+from receiver import api, events, generations, inspector, job_actions, logs, openapi, ops, webhooks
+from receiver.auth import BearerAuth, body_too_large, invalid_request
+from receiver.http import BodyTooLarge, client_gone, http_error, internal_error
 from receiver.media import media_target, open_media
 from receiver.media_routes import serve_media
 from receiver.mirror import run_mirror
-from receiver.http import client_gone, internal_error
+from receiver.validation import Invalid
 from receiver.delivery import run_delivery
 from receiver.delivery_limits import DeliveryLimits
 from receiver.generations import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
+from receiver.timeouts import run_job_timeouts
 from receiver.errors import ReceiverError, StoreError, StoreUnavailable
 from receiver.leader import lead
 from receiver.metrics import Metrics
-from receiver.notify import EVENTS, Notifier, wait_for
+from receiver.notify import Notifier, wait_for
 from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
 from receiver.store import Clock, describe_store, open_store
@@ -61,7 +66,8 @@ async def run_heartbeat(runtime: Runtime) -> None:
 
 def workers_for(settings: Settings) -> list[Worker]:
     """The background loops this configuration needs."""
-    workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls]
+    workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls,
+                             run_job_timeouts]
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_leader)
     workers.append(run_mirror)  # with mirroring off it only settles tasks queued while it was on
@@ -106,23 +112,44 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     )
 
 
+def api_routes() -> list[Route]:
+    """The `/v1` routes (mounted behind `BearerAuth`)."""
+    return [
+        Route("/jobs", api.register_job, methods=["POST"]),
+        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/generations", generations.create_generation, methods=["POST"]),
+        Route("/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/jobs/{job_id}/deliveries", api.list_deliveries, methods=["GET"]),
+        Route("/jobs/{job_id}", job_actions.patch_job, methods=["PATCH"]),
+        Route("/jobs/{job_id}/cancel", job_actions.cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id}/redeliver", job_actions.redeliver, methods=["POST"]),
+        Route("/redeliveries", job_actions.redeliver_many, methods=["POST"]),
+        Route("/receipts", api.list_receipts, methods=["GET"]),
+        Route("/events", events.stream_events, methods=["GET"]),
+        Route("/stats", inspector.stats, methods=["GET"]),
+    ]
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
                delivery_limits: DeliveryLimits | None = None) -> Starlette:
     """The app; `delivery_limits` bound the callback worker (defaults: `DeliveryLimits()`)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
         runtime = await open_runtime(settings, clock=clock, delivery_limits=delivery_limits)
-        app.state.runtime = runtime
+        app.state.runtime = runtime  # for `serve`'s signal handler and the tests; routes use request.state
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
         log.info("receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url))
+        if settings.public_url_unreachable:
+            log.warning("RECEIVER_PUBLIC_URL is not set and no tunnel was found: providers cannot reach %s, so "
+                        "POST /v1/generations is refused until it is set", settings.base_public_url)
         try:
-            yield
+            yield {"runtime": runtime}
         finally:
             runtime.stopping.set()
-            runtime.notifier.publish(EVENTS)
+            runtime.notifier.wake_all()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -132,18 +159,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         Route("/healthz", ops.healthz),
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),
+        Route("/openapi.json", openapi.openapi_json),
         Route("/webhooks/{provider}", webhooks.receive_webhook, methods=["POST"]),
-        Route("/v1/jobs", api.register_job, methods=["POST"]),
-        Route("/v1/jobs", api.list_jobs, methods=["GET"]),
-        Route("/v1/generations", generations.create_generation, methods=["POST"]),
-        Route("/v1/jobs/{job_id}", api.get_job, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/deliveries", api.list_deliveries, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/redeliver", api.redeliver, methods=["POST"]),
-        Route("/v1/receipts", api.list_receipts, methods=["GET"]),
-        Route("/v1/events", events.stream_events, methods=["GET"]),
-        Route("/v1/stats", inspector.stats, methods=["GET"]),
+        Mount("/v1", routes=api_routes(), middleware=[Middleware(BearerAuth)]),
         inspector.ui_mount(),
         Route("/media/{rest:path}", serve_media, methods=["GET", "HEAD"]),
     ]
-    handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Exception: internal_error}
+    handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Invalid: invalid_request,
+                BodyTooLarge: body_too_large, HTTPException: http_error, Exception: internal_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -16,7 +16,6 @@ from receiver import listen, logs, tunnels
 from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.models import WEBHOOK_PROVIDERS
-from receiver.notify import EVENTS
 from receiver.server import server_config
 from receiver.settings import Settings, webhook_url
 from receiver.store import describe_store, open_store
@@ -42,7 +41,7 @@ class _Server(uvicorn.Server):
         runtime = getattr(self._app.state, "runtime", None)
         if runtime is not None:
             runtime.stopping.set()
-            runtime.notifier.publish(EVENTS)
+            runtime.notifier.wake_all()  # held long-polls answer now, while the server still can
         super().handle_exit(sig, frame)
 
 

@@ -8,7 +8,6 @@ from typing import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from receiver.api import authed
 from receiver.http import error
 from receiver.notify import EVENTS, wait_for
 from receiver.runtime import Runtime
@@ -57,9 +56,8 @@ async def _stream(runtime: Runtime, after: int) -> AsyncIterator[str]:
             quiet_since = loop.time()
 
 
-@authed
 async def stream_events(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     after = _last_event_id(request)
     newest = await runtime.store.last_event_seq()
     if after is None:

@@ -1,7 +1,8 @@
 """`POST /v1/generations`: submit to a provider with the receiver's own webhook URL, then track the job(s).
 
 Building the provider's request and reading its answer are pure (the adapters); this module does the I/O.
-A job is registered only once the provider accepted, so a refusal leaves nothing pending behind.
+A job whose id the provider chooses is registered once it accepted; one whose id we choose (Runware's
+taskUUID, Lumenfall) before the submit, and removed again on a refusal: a refusal leaves no job behind.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver.api import authed
 from receiver.errors import InvalidPayload, ProviderError, StoreError
 from receiver.http import error, read_body
 from receiver import logs
+from receiver.idempotency import fingerprint, idempotency_key, settle
 from receiver.ingest import ingest, storable_text
 from receiver.models import Completion, Job, Outcome, ProviderName, Receipt, dumps
 from receiver.notify import wait_for
@@ -29,7 +30,7 @@ from receiver.providers._request import BadGeneration, GenerationSpec, ProviderR
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
 from receiver.urls import check_callback_url
-from receiver.validation import invalid, parse_body
+from receiver.validation import URL_SCHEMA, invalid, parse_body
 
 log = logging.getLogger("receiver.generations")
 
@@ -59,7 +60,7 @@ class Generate(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     input_image: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("prompt")
@@ -85,64 +86,108 @@ class Generate(BaseModel):
         return check_callback_url(value)
 
 
-@authed
 async def create_generation(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     settings = runtime.settings
     spec = parse_body(Generate, await read_body(request, settings.max_body_bytes))
-    provider = spec.provider
-    api_key = settings.api_key(provider)
+    if settings.public_url_unreachable:
+        return error(422, "public_url_unset",
+                     f"RECEIVER_PUBLIC_URL is not set and the receiver listens on {settings.host}: providers could not "
+                     "reach its webhook URL. Set RECEIVER_PUBLIC_URL to the URL they can reach.",
+                     setting="RECEIVER_PUBLIC_URL")
+    api_key = settings.api_key(spec.provider)
     if api_key is None:
-        setting = f"RECEIVER_{provider.upper()}_API_KEY"
-        return error(422, "provider_not_configured", f"{setting} is not set, so the receiver cannot submit to {provider}",
-                     setting=setting)
+        setting = f"RECEIVER_{spec.provider.upper()}_API_KEY"
+        return error(422, "provider_not_configured",
+                     f"{setting} is not set, so the receiver cannot submit to {spec.provider}", setting=setting)
+    key = idempotency_key(request)
+    if key is None:
+        return _answer(await _generate(runtime, spec, api_key.get_secret_value(), None))
+    print_ = fingerprint(spec.model_dump(mode="json"))
+    settled = await settle(runtime, key, print_)
+    if settled.claim.fingerprint != print_:
+        raise invalid("Idempotency-Key", "was used within 24 h for a different request")
+    if not settled.ours:
+        if settled.claim.state != "done":
+            return error(409, "idempotency_key_in_use", "a request with this Idempotency-Key is still being submitted")
+        found = [await runtime.store.get_job(job_id) for job_id in settled.claim.job_ids]
+        return _answer([job for job in found if job is not None])
+    try:
+        outcome = await _generate(runtime, spec, api_key.get_secret_value(), key)
+    except BaseException:
+        await asyncio.shield(runtime.store.release_idempotency_key(key))
+        raise
+    if isinstance(outcome, Response):
+        await runtime.store.release_idempotency_key(key)  # refused: a retry with this key may submit
+    else:
+        await runtime.store.finish_idempotency_key(key, [job.id for job in outcome])
+    return _answer(outcome)
+
+
+def _answer(outcome: list[Job] | Response) -> Response:
+    if isinstance(outcome, Response):
+        return outcome
+    return JSONResponse({"jobs": [j.to_json() for j in outcome]}, status_code=202)
+
+
+async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency: str | None) -> list[Job] | Response:
+    """Submit; the jobs, or the 502 answer of a refusal."""
+    settings = runtime.settings
+    provider = spec.provider
     # Apiframe de-duplicates on Idempotency-Key: a caller retrying with its own key is charged once.
     # Everywhere else (Runware's taskUUID, Lumenfall's job id) the id must be fresh.
-    request_id = str(uuid.uuid4())
-    idempotency_key = _idempotency_key(request)
-    if provider == "apiframe" and idempotency_key:
-        request_id = idempotency_key
+    request_id = idempotency if provider == "apiframe" and idempotency else str(uuid.uuid4())
     if provider == "lumenfall":
         request_id = lumenfall.new_job_id(request_id)
     adapter: Submitter = _ASYNC.get(provider) or lumenfall
     try:
         provider_request = adapter.build_submit(
             GenerationSpec(spec.prompt, spec.model, spec.input_image, spec.params),
-            api_key=api_key.get_secret_value(), webhook_url=webhook_url(settings, runtime.secrets, provider),
-            request_id=request_id,
+            api_key=api_key, webhook_url=webhook_url(settings, runtime.secrets, provider), request_id=request_id,
         )
     except BadGeneration as exc:
         raise invalid(exc.field, exc.message) from None
     if provider == "lumenfall":
         jobs = [await _start_lumenfall(runtime, spec, provider_request, request_id)]
     else:
+        # Ids we chose ourselves (Runware's taskUUID) are registered before the submit: a result that
+        # arrives before the provider's answer then counts for the job as submitted (its image count).
+        early = getattr(_ASYNC[provider], "submitted_before", None)
+        jobs = [await _register(runtime, spec, item) for item in (early(provider_request) if early else [])]
         try:
             submitted = await _submit(runtime, _ASYNC[provider], provider, provider_request)
         except ProviderError as exc:
+            await _discard(runtime, jobs)
             runtime.metrics.submissions.labels(provider, "refused").inc()
             log.warning("%s refused a generation (status %s): %s", provider, exc.status, exc.message)
             # The provider's own words, which may echo a key or a token back: masked like a log line.
             message = logs.masker_for(settings, runtime.secrets).redact(exc.message)
             return error(502, "provider_refused", message, provider_status=exc.status)
-        jobs = [
-            (await runtime.store.register_job(
-                provider=provider, provider_job_id=item.provider_job_id, callback_url=spec.callback_url,
-                metadata=spec.metadata, expected_outputs=item.expected_outputs,
-            ))[0]
-            for item in submitted
-        ]
+        except BaseException:
+            await asyncio.shield(_discard(runtime, jobs))
+            raise
+        if not jobs:
+            jobs = [await _register(runtime, spec, item) for item in submitted]
         runtime.metrics.submissions.labels(provider, "accepted").inc()
     log.info("submitted to %s: %s", provider, ", ".join(j.id for j in jobs),
              extra={"job_id": jobs[0].id} if len(jobs) == 1 else {"job_ids": [j.id for j in jobs]})
-    return JSONResponse({"jobs": [j.to_json() for j in jobs]}, status_code=202)
+    return jobs
 
 
-def _idempotency_key(request: Request) -> str | None:
-    """The caller's Idempotency-Key, if any: printable ASCII, as the provider must be sent it."""
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (key.isascii() and key.isprintable()):
-        raise invalid("Idempotency-Key", "must be printable ASCII")
-    return key
+async def _register(runtime: Runtime, spec: Generate, item: Submitted) -> Job:
+    job, _ = await runtime.store.register_job(
+        provider=spec.provider, provider_job_id=item.provider_job_id, callback_url=spec.callback_url,
+        metadata=spec.metadata, expected_outputs=item.expected_outputs,
+    )
+    return job
+
+
+async def _discard(runtime: Runtime, jobs: list[Job]) -> None:
+    """A refused submit leaves no job behind: those registered before it go, unless a result already came."""
+    for job in jobs:
+        if not await runtime.store.discard_job(job.id):
+            log.warning("job %s was refused by %s but already has a result: kept", job.id, job.provider,
+                        extra={"job_id": job.id})
 
 
 def _usable(submitted: list[Submitted]) -> list[Submitted]:

@@ -68,3 +68,12 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     traceback is still logged as an ERROR (by the server, once this answer is sent)."""
     return JSONResponse({"error": "internal_error", "message": "the receiver failed to answer this request"},
                         status_code=500, headers={"Connection": "close"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 as JSON, like every other answer."""
+    status = getattr(exc, "status_code", 404)
+    headers = getattr(exc, "headers", None)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    return JSONResponse({"error": code, "message": str(getattr(exc, "detail", code))}, status_code=status,
+                        headers=headers)

@@ -11,7 +11,6 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from receiver.api import authed
 from receiver.runtime import Runtime
 from receiver.store import describe_store
 from receiver.validation import known_params
@@ -59,10 +58,9 @@ def ui_mount() -> Mount:
     return Mount("/ui", app=SecurityHeaders(StaticFiles(directory=UI_DIR, html=True)), name="ui")
 
 
-@authed
 async def stats(request: Request) -> Response:
     """`GET /v1/stats`: which store (never its password), jobs by status, callback backlog (count, oldest age)."""
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     known_params(request.query_params, frozenset())
     count, oldest = await runtime.store.delivery_backlog()
     age = round(max(0.0, runtime.store.clock() - oldest), 3) if oldest is not None else None

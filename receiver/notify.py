@@ -34,11 +34,15 @@ class Notifier:
         if ev is not None:
             ev.set()
 
+    def wake_all(self) -> None:
+        """Wake every waiter (shutdown: held long-polls and streams answer at once with what they have)."""
+        for key in list(self._events):
+            self.publish(key)
+
     def on_changes(self, changes: Changes) -> None:
         """Store listener: called after each commit that finished jobs or queued messages."""
         if changes.everything:  # unknown what changed (a missed notification, many ids): wake every waiter
-            for key in list(self._events):
-                self.publish(key)
+            self.wake_all()
             return
         for job_id in changes.terminal_job_ids:
             self.publish(job_key(job_id))

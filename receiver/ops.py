@@ -19,7 +19,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     body: dict[str, object] = {"oxen_stream": runtime.oxen.state}
     if runtime.oxen.last_error:
         body["oxen_stream_error"] = runtime.oxen.last_error
@@ -35,6 +35,6 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     body = await runtime.metrics.render(runtime.store, stream_state=runtime.oxen.state)
     return Response(body, media_type=CONTENT_TYPE)

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(default=15.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     reconcile_after_s: float = Field(default=300.0, ge=0)
+    job_timeout_s: float = Field(default=86400.0, gt=0)
     # Not in the contract: how long a submit or status poll may take, and Lumenfall's synchronous generation.
     provider_timeout_s: float = Field(default=30.0, gt=0)
     lumenfall_timeout_s: float = Field(default=180.0, gt=0)
@@ -111,6 +112,11 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return check_callback_url(value)
+
+    @property
+    def public_url_unreachable(self) -> bool:
+        """No public URL set and bound to every interface: `http://0.0.0.0:…` reaches no provider."""
+        return self.public_url is None and self.host.strip("[]") in ("0.0.0.0", "::")
 
     @property
     def base_public_url(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
 
@@ -14,6 +14,9 @@ from receiver.models import ProviderName
 from receiver.urls import check_callback_url
 
 Model = TypeVar("Model", bound=BaseModel)
+# What the OpenAPI document says of URLs and times; the validators below check more than a schema can.
+URL_SCHEMA: dict[str, Any] = {"pattern": r"^https?://[^\s/?#]+", "format": "uri"}
+TIME_SCHEMA: dict[str, Any] = {"format": "date-time"}
 
 
 class RegisterJob(BaseModel):
@@ -21,7 +24,7 @@ class RegisterJob(BaseModel):
 
     provider: ProviderName
     provider_job_id: str = Field(min_length=1, max_length=512)
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
     metadata: dict[str, Any] = Field(default_factory=dict)
     expected_outputs: int | None = Field(default=None, ge=1, le=100)
 
@@ -39,6 +42,51 @@ class RegisterJob(BaseModel):
     @classmethod
     def _callback_url(cls, value: str | None) -> str | None:
         return check_callback_url(value)
+
+
+class PatchJob(BaseModel):
+    """`PATCH /v1/jobs/{id}`: only the fields given change; `callback_url: null` falls back to the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return check_callback_url(value)
+
+
+class RedeliverTo(BaseModel):
+    """`POST /v1/jobs/{id}/redeliver`'s optional body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return check_callback_url(value)
+
+
+class Redeliveries(BaseModel):
+    """`POST /v1/redeliveries`: terminal jobs that finished in [since, until) (ISO 8601, on completed_at)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: str = Field(max_length=64, json_schema_extra=TIME_SCHEMA)
+    until: str | None = Field(default=None, max_length=64, json_schema_extra=TIME_SCHEMA)
+    provider: ProviderName | None = None
+    delivery_status: Literal["none", "pending", "delivered", "failed"] | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_time(value)
+        return value
 
 
 class Invalid(Exception):
@@ -167,15 +215,22 @@ def query_text(params: Any, name: str, *, max_length: int = 512) -> str | None:
     return str(raw)
 
 
+def parse_time(raw: str) -> float:
+    """An ISO 8601 time (`2026-11-21T10:00:00Z`; no zone means UTC) as epoch seconds; ValueError if not one."""
+    try:
+        when = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time, e.g. 2026-11-21T10:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
 def query_time(params: Any, name: str) -> float | None:
-    """An ISO 8601 time (`2026-11-21T10:00:00Z`; no zone means UTC) as epoch seconds."""
     raw = params.get(name)
     if raw is None or raw == "":
         return None
     try:
-        when = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise invalid(name, "must be an ISO 8601 time, e.g. 2026-11-21T10:00:00Z") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
+        return parse_time(raw)
+    except ValueError as exc:
+        raise invalid(name, str(exc)) from None

@@ -28,7 +28,7 @@ def _lumenfall_signature_valid(secret: str, body: bytes, headers: dict[str, str]
 
 
 async def receive_webhook(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.state.runtime
     settings = runtime.settings
     provider = request.path_params["provider"]
     parse = WEBHOOK_PARSERS.get(provider)

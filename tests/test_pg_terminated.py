@@ -15,7 +15,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 
 from receiver.app import create_app
 from tests.support import make_settings, serve_app

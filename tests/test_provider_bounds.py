@@ -73,10 +73,14 @@ async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path,
         await register(server, "oxen", stuck)
         job = await register(server, "oxen", other)
         await fake_oxen.wait_connections(1)
+        # The stream may have connected (and caught up) before the jobs were registered: reconnect once,
+        # so a catch-up round surely sees both.
+        fake_oxen.drop()
+        await fake_oxen.wait_connections(2)
         await wait_until(lambda: fake_oxen.requests_to(f"/api/ai/queue/{stuck}"), 10, "the stuck poll")
         fake_oxen.complete(other, emit=False)  # lost by Oxen: only a later catch-up round can see it
         fake_oxen.drop()
-        await fake_oxen.wait_connections(2)
+        await fake_oxen.wait_connections(3)
         assert (await wait_job(server, job["id"], timeout=15))["status"] == "succeeded"
 
 

@@ -98,6 +98,11 @@ def parse_submit(request: ProviderRequest, body: bytes) -> list[Submitted]:
     errors = obj.get("errors")
     if errors:
         raise InvalidPayload(error_text(errors) or "Runware answered with errors")
+    return submitted_before(request)
+
+
+def submitted_before(request: ProviderRequest) -> list[Submitted]:
+    """The task as submitted, known before Runware answers: its taskUUID is ours."""
     task = request.json[0]
     return [Submitted(task["taskUUID"], expected_outputs=task["numberResults"])]
 

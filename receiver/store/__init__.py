@@ -7,11 +7,13 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 from receiver.errors import StoreError
-from receiver.store.base import Attempt, Changes, Clock, Event, JobFilter, Message, Page, Store
+from receiver.store.base import (
+    Attempt, Changes, Clock, Event, FinishedFilter, JobFilter, KeyClaim, Message, Page, Store,
+)
 from receiver.store.postgres import PostgresStore, describe
 from receiver.store.sqlite import SQLiteStore
 
-__all__ = ["Attempt", "Changes", "Clock", "Event", "JobFilter", "Message", "Page", "PostgresStore", "SQLiteStore",
+__all__ = ["Attempt", "Changes", "Clock", "Event", "FinishedFilter", "JobFilter", "KeyClaim", "Message", "Page", "PostgresStore", "SQLiteStore",
            "Store", "describe_store", "open_store", "sqlite_path"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Protocol, TypeVar
 
-from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt
+from receiver.models import ApplyResult, Completion, Job, JobStatus, Outcome, Receipt
 from receiver.store.rules import MirrorResult
 
 Clock = Callable[[], float]
@@ -107,6 +107,26 @@ class JobFilter:
     until: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """What `claim_idempotency_key` found: `new` (ours now: submit), `pending` (another request is
+    submitting under it) or `done` (its `job_ids` answer); `fingerprint` is of the request that took it."""
+
+    state: str
+    fingerprint: str
+    job_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedFilter:
+    """Which terminal jobs `POST /v1/redeliveries` sends again; times are epoch seconds on `completed_at`."""
+
+    since: float
+    until: float | None = None
+    provider: str | None = None
+    delivery_status: str | None = None
+
+
 class Store(Protocol):
     clock: Clock
     replica_id: str
@@ -162,6 +182,29 @@ class Store(Protocol):
 
     async def redeliver(self, job_id: str) -> Message | None: ...
     async def list_deliveries(self, job_id: str) -> list[Attempt]: ...
+
+    # -- the jobs API (v0.2): each change under the job's key lock, through the rules ----------------
+    async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
+        """Set `callback_url` and/or `metadata`; messages not yet delivered to the job's old destination
+        go to the new one. None for an unknown job."""
+    async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
+        """End a pending job (cancel); (job, False) when it was terminal already, (None, False) unknown."""
+    async def expire_jobs(self, *, created_before: float, error: str, limit: int) -> list[str]:
+        """Fail up to `limit` jobs still pending that were created before `created_before`; their ids."""
+    async def redeliver_to(self, job_id: str, url: str) -> Message | None:
+        """A new message of a terminal job's result to `url` (not its callback URL)."""
+    async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
+        """A new message for each terminal job with a destination matching `filters`, up to `limit` jobs
+        after `after_seq`: (messages queued, the seq to go on after, or None when no more)."""
+    async def discard_job(self, job_id: str) -> bool:
+        """Delete a pending job nothing has touched yet (no output, no receipt); False if it was touched."""
+    async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:
+        """Take `key` for a submission unless a live one holds it (within `ttl_s`; an unfinished claim only
+        within `stale_s`). Concurrent claims of one key: exactly one gets `new`."""
+    async def finish_idempotency_key(self, key: str, job_ids: list[str]) -> None: ...
+    async def release_idempotency_key(self, key: str) -> None:
+        """Forget an unfinished claim (the submission was refused: a retry may submit)."""
+    async def prune_idempotency_keys(self, *, older_than: float) -> None: ...
     async def delivery_backlog(self) -> tuple[int, float | None]:
         """(pending message count, created_at of the oldest pending)."""
 

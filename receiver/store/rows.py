@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import orjson
 
 from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, iso_time
-from receiver.store.base import PAGE_BUDGET_BYTES, Event, JobFilter
+from receiver.store.base import PAGE_BUDGET_BYTES, Event, FinishedFilter, JobFilter, Message
 
 # The job columns every backend reads, by name (see `job_from_row`).
 JOB_COLUMNS = (
@@ -82,3 +82,24 @@ def job_filter_sql(f: JobFilter, mark: str) -> tuple[list[str], list[Any]]:
     return where, params
 
 
+
+
+def finished_filter_sql(f: FinishedFilter, mark: str, *, has_default: bool) -> tuple[list[str], list[Any]]:
+    """WHERE clauses for terminal jobs with a destination matching a FinishedFilter (see `job_filter_sql`)."""
+    where = ["status <> 'pending'", "completed_at IS NOT NULL"]
+    if not has_default:
+        where.append("callback_url IS NOT NULL")
+    params: list[Any] = []
+    for column, op, value in (("completed_at", ">=", f.since), ("completed_at", "<", f.until),
+                              ("provider", "=", f.provider), ("delivery_status", "=", f.delivery_status)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
+    return where, params
+
+
+MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at"
+
+
+def message_from_row(r: Any) -> Message:
+    return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])

@@ -238,6 +238,26 @@ class UnitOfWork:
             self._finish(tracked)
         return job, False
 
+    def end(self, job: Job, status: JobStatus, error: str | None) -> bool:
+        """End a pending job as `status` (cancelled by its user, failed by the timeout): its event and
+        callback like any terminal change; a terminal job never changes (False)."""
+        if job.status.terminal:
+            return False
+        job.status, job.error = status, error
+        self._finish(self.track(job))
+        return True
+
+    def patch(self, job: Job, changes: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """Change `callback_url` and/or `metadata` (the keys present in `changes`); returns the job's
+        destination before and after, so the backend can re-point its messages not yet delivered."""
+        before = job.callback_url or self.default_callback_url
+        if "callback_url" in changes:
+            job.callback_url = changes["callback_url"]
+        if "metadata" in changes:
+            job.metadata = changes["metadata"]
+        self.track(job).dirty = True
+        return before, job.callback_url or self.default_callback_url
+
     def _finish(self, tracked: Tracked) -> None:
         """Make the job terminal: its event, and its outbox message if it has a destination.
         With mirroring, a succeeded job's outputs are queued for mirroring first (see `mirrored`)."""

@@ -18,7 +18,6 @@ off the same file; `receiver info` reads without it.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
@@ -29,10 +28,9 @@ from typing import Any, Callable, TypeVar
 
 import aiosqlite
 from receiver.errors import StoreError, StoreUnavailable
-from receiver.aio import wait_for
-from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, dumps, iso_time
+from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, dumps
 from receiver.store.base import (
-    REPLICA_TTL_S, Attempt, ChangeListener, Changes, Clock, Event, JobFilter, Message, Page,
+    ChangeListener, Changes, Clock, Event, JobFilter, Page,
 )
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
@@ -41,50 +39,18 @@ from receiver.store.rows import (
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.schema import MIGRATIONS
 from receiver.store.sqlite_mirror import SQLiteMirror, insert_mirror_tasks
+from receiver.store.sqlite_file import WAL_TRUNCATE_BYTES, FileLock, keep_wal_bounded
+from receiver.store.sqlite_work import SQLiteWork
+from receiver.store.sqlite_jobs import SQLiteJobActions
 
 log = logging.getLogger("receiver.store")
 
 T = TypeVar("T")
 BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
-CHECKPOINT_EVERY_S = 0.5
-WAL_TRUNCATE_BYTES = 16 * 1024 * 1024  # past this the checkpointer truncates the WAL (waiting for readers)
 _CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
-_MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at"
-# A job's delivery_status is that of its latest message.
-_REFRESH_DELIVERY_STATUS = (
-    "UPDATE jobs SET delivery_status = COALESCE("
-    "(SELECT status FROM messages WHERE job_id = ? ORDER BY seq DESC LIMIT 1), 'none') WHERE id = ?"
-)
 
 
-def _message(r: Any) -> Message:
-    return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
-
-
-class FileLock:
-    """An exclusive, non-blocking lock on `<path>.lock`; the OS drops it when the process dies."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path + ".lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"another receiver is already serving {self.path[:-5]!r} "
-                             "(a SQLite file belongs to one process; use PostgreSQL for replicas)") from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class SQLiteStore(SQLiteMirror):
+class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
@@ -171,31 +137,8 @@ class SQLiteStore(SQLiteMirror):
                 time.sleep(0.05)  # only at open, before the service answers anything
 
     async def _checkpoints(self) -> None:
-        """Keep the WAL bounded, off the event loop: PASSIVE after writes (never blocks a writer),
-        TRUNCATE once it passes WAL_TRUNCATE_BYTES or the store has been idle for a moment."""
-        while True:
-            try:
-                idle = not await wait_for(self._written, CHECKPOINT_EVERY_S * 4)
-                if idle:
-                    await self._written.wait()
-                    continue
-                await asyncio.sleep(CHECKPOINT_EVERY_S)
-                self._written.clear()
-                mode = "TRUNCATE" if self._wal_size() > WAL_TRUNCATE_BYTES else "PASSIVE"
-                if self._checkpointer is not None:
-                    await self._checkpointer.execute_fetchall(f"PRAGMA wal_checkpoint({mode})")
-                if not await wait_for(self._written, CHECKPOINT_EVERY_S * 2) and self._checkpointer is not None:
-                    await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")  # idle now
-            except asyncio.CancelledError:
-                raise
-            except (sqlite3.Error, ValueError) as exc:  # busy or closing: the next round tries again
-                log.warning("WAL checkpoint failed: %s", exc)
-
-    def _wal_size(self) -> int:
-        try:
-            return os.stat(self.path + "-wal").st_size
-        except OSError:
-            return 0
+        if self._checkpointer is not None:
+            await keep_wal_bounded(self.path, self._checkpointer, self._written)
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -500,168 +443,3 @@ class SQLiteStore(SQLiteMirror):
     async def last_event_seq(self) -> int:
         rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(rows[0][0])
-
-    # -- outbox ----------------------------------------------------------------------------------
-
-    async def release_leases(self) -> None:
-        """Forget claims made by a previous run: the file lock says no other process is using them."""
-        def release(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'")
-            db.execute("UPDATE mirror_tasks SET lease_until = NULL")  # a fetch cut short resumes at once
-
-        await self._batch(release)
-
-    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
-        now = self.clock()
-
-        def claim(db: sqlite3.Connection) -> list[Any]:
-            rows = db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = 'pending' AND next_attempt_at <= ? "
-                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
-                (now, now, limit),
-            ).fetchall()
-            if rows:
-                db.execute(f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
-                           (now + lease_s, self.replica_id, *[r[0] for r in rows]))
-            return rows
-
-        return [_message(r) for r in await self._batch(claim)]
-
-    async def next_message_due_at(self) -> float | None:
-        rows = await self._fetch(
-            "SELECT MIN(COALESCE(CASE WHEN lease_until > next_attempt_at THEN lease_until END, next_attempt_at)) "
-            "FROM messages WHERE status = 'pending'")
-        return float(rows[0][0]) if rows and rows[0][0] is not None else None
-
-    async def record_attempt(
-        self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: str, next_attempt_at: float | None,
-    ) -> None:
-        now = self.clock()
-        status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
-        # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
-        await self._submit(AttemptRecord(message, status_code, error, status,
-                                         next_attempt_at if next_attempt_at is not None else now, now))
-
-    @staticmethod
-    def _record_attempt_now(db: sqlite3.Connection, item: AttemptRecord) -> None:
-        message = item.message
-        row = db.execute("SELECT attempts, status FROM messages WHERE seq = ?", (message.seq,)).fetchone()
-        if row is None or row[1] != "pending":
-            return
-        attempt = int(row[0]) + 1
-        db.execute(
-            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at),
-        )
-        db.execute(
-            "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
-            (attempt, item.status, item.next_attempt_at, message.seq),
-        )
-        db.execute(_REFRESH_DELIVERY_STATUS, (message.job_id, message.job_id))
-
-    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
-        if not seqs:
-            return
-        await self._batch(lambda db: db.execute(
-            f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
-            f"AND seq IN ({','.join('?' * len(seqs))})", (until, *seqs)))
-
-    async def redeliver(self, job_id: str) -> Message | None:
-        unit = self._unit()
-
-        def enqueue_again(db: sqlite3.Connection) -> Any:
-            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchall()
-            job = unit.track(job_from_row(rows[0])).job if rows else None
-            url = job and (job.callback_url or self.default_callback_url)
-            if job is None or not job.status.terminal or not url:
-                return None
-            message_id = unit.enqueue(job, url)
-            self._flush(db, unit)
-            return db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
-
-        row = await self._batch(enqueue_again)
-        if row is None:
-            return None
-        self._notify(Changes((), True))
-        return _message(row)
-
-    async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await self._fetch(
-            "SELECT message_id, url, attempt, status_code, error, at FROM attempts WHERE job_id = ? ORDER BY id",
-            (job_id,))
-        return [Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5])) for r in rows]
-
-    async def delivery_backlog(self) -> tuple[int, float | None]:
-        rows = await self._fetch("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
-        return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
-
-    # -- reconciling -----------------------------------------------------------------------------
-
-    async def pending_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? ORDER BY seq", (provider,))
-        return [job_from_row(r) for r in rows]
-
-    async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
-        if not providers:
-            return []
-        now = self.clock()
-
-        def claim(db: sqlite3.Connection) -> list[Any]:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND next_poll_at <= ? "
-                f"AND provider IN ({','.join('?' * len(providers))}) ORDER BY next_poll_at LIMIT ?",
-                (now, *providers, limit),
-            ).fetchall()
-            if rows:
-                db.execute(f"UPDATE jobs SET next_poll_at = ? WHERE seq IN ({','.join('?' * len(rows))})",
-                           (now + lease_s, *[r["seq"] for r in rows]))
-            return rows
-
-        return [job_from_row(r) for r in await self._batch(claim)]
-
-    async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE jobs SET next_poll_at = ?, poll_count = poll_count + 1 WHERE id = ? AND status = 'pending'",
-            (next_poll_at, job_id),
-        ))
-
-    # -- replicas (one, here: the same interface as PostgreSQL's) --------------------------------
-
-    async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
-        now = self.clock()
-
-        def take(db: sqlite3.Connection) -> int | None:
-            row = db.execute("SELECT owner, term, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO leases (name, owner, term, expires_at) VALUES (?, ?, 1, ?)",
-                           (name, self.replica_id, now + ttl_s))
-                return 1
-            if row["owner"] != self.replica_id and row["expires_at"] > now:
-                return None
-            term = int(row["term"]) + (0 if row["owner"] == self.replica_id else 1)
-            db.execute("UPDATE leases SET owner = ?, term = ?, expires_at = ? WHERE name = ?",
-                       (self.replica_id, term, now + ttl_s, name))
-            return term
-
-        return await self._batch(take)
-
-    async def release_lease(self, name: str) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ?", (name, self.replica_id)))
-
-    async def heartbeat(self) -> None:
-        now = self.clock()
-        await self._batch(lambda db: db.execute(
-            "INSERT INTO replicas (id, heartbeat_at) VALUES (?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (self.replica_id, now)))
-
-    async def orphaned_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? AND (owner IS NULL OR owner "
-            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ?)) ORDER BY seq",
-            (provider, self.clock() - REPLICA_TTL_S))
-        return [job_from_row(r) for r in rows]
-
-

@@ -122,7 +122,7 @@ async def test_a_read_sees_every_write_acknowledged_before_it(tmp_path: Path) ->
 
 
 async def test_the_wal_stays_bounded_under_load_and_shrinks_when_idle(tmp_path: Path) -> None:
-    from receiver.store import sqlite as sqlite_store
+    from receiver.store import sqlite_file
 
     wal = tmp_path / "receiver.db-wal"
     peak = 0
@@ -148,7 +148,7 @@ async def test_the_wal_stays_bounded_under_load_and_shrinks_when_idle(tmp_path: 
             await asyncio.sleep(0.2)
         idle_size = wal.stat().st_size if wal.exists() else 0
     print(f"WAL peak {peak / 2**20:.1f} MiB, idle {idle_size / 2**20:.2f} MiB")
-    assert peak < 2 * sqlite_store.WAL_TRUNCATE_BYTES + 8 * 1024 * 1024, peak
+    assert peak < 2 * sqlite_file.WAL_TRUNCATE_BYTES + 8 * 1024 * 1024, peak
     assert idle_size <= 1024 * 1024, idle_size  # truncated once the load stopped
 
 

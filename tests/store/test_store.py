@@ -11,7 +11,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import pytest
 
 from receiver.models import Completion, JobStatus, Outcome, Output, Receipt
-from receiver.store import JobFilter, Store, open_store
+from receiver.store import FinishedFilter, JobFilter, Store, open_store
 from receiver.store import base as store_base
 
 Opener = Callable[..., Awaitable[Store]]
@@ -411,3 +411,128 @@ async def test_replicas_claim_disjoint_mirror_tasks(open_stores: Opener) -> None
     claimed = [t.index for t in a] + [t.index for t in b]
     assert sorted(claimed) == list(range(12))  # each output once, by one replica
     assert await second.claim_mirror_tasks(limit=8, lease_s=60) == []
+# -- the jobs API (v0.2) ---------------------------------------------------------------------------
+
+async def register(store: Store, pid: str, *, provider: str = "pixazo", callback_url: str | None = None,
+                   expected_outputs: int | None = None) -> str:
+    job, _ = await store.register_job(provider=provider, provider_job_id=pid, callback_url=callback_url,
+                                      metadata={"m": 1}, expected_outputs=expected_outputs)
+    return job.id
+
+
+async def pending_message_urls(store: Store) -> list[str]:
+    return sorted(m.url for m in await store.claim_due_messages(limit=100, lease_s=0.0))
+
+
+async def test_update_job_changes_destination_metadata_and_pending_messages(store: Store) -> None:
+    job_id = await register(store, "u1", callback_url="http://127.0.0.1:1/old")
+    await store.apply(receipt(), [done("u1", "https://a/u1.jpg")])
+    other = await store.redeliver_to(job_id, "http://127.0.0.1:1/elsewhere")
+    assert other is not None
+    job = await store.update_job(job_id, {"callback_url": "http://127.0.0.1:1/new", "metadata": {"x": 2}})
+    assert job is not None and job.callback_url == "http://127.0.0.1:1/new" and job.metadata == {"x": 2}
+    got = await store.get_job(job_id)
+    assert got is not None and got.callback_url == "http://127.0.0.1:1/new" and got.metadata == {"x": 2}
+    # The message to the old callback URL follows the job; one sent elsewhere on purpose stays.
+    assert await pending_message_urls(store) == ["http://127.0.0.1:1/elsewhere", "http://127.0.0.1:1/new"]
+    only_metadata = await store.update_job(job_id, {"metadata": {}})
+    assert only_metadata is not None and only_metadata.callback_url == "http://127.0.0.1:1/new"
+    assert await store.update_job("job_nope", {"metadata": {}}) is None
+
+
+async def test_patched_metadata_is_what_the_result_carries(store: Store) -> None:
+    job_id = await register(store, "u2", callback_url="http://127.0.0.1:1/cb")
+    await store.update_job(job_id, {"metadata": {"v": 2}})
+    await store.apply(receipt(), [done("u2", "https://a/u2.jpg")])
+    (message,) = await store.claim_due_messages(limit=10, lease_s=30)
+    assert b'"metadata":{"v":2}' in message.body
+    (event,) = await store.events_after(0, 10)
+    assert '"metadata":{"v":2}' in event.data
+
+
+async def test_cancel_pending_job_then_result_changes_nothing(store: Store) -> None:
+    job_id = await register(store, "c1", callback_url="http://127.0.0.1:1/cb")
+    job, changed = await store.end_job(job_id, status=JobStatus.CANCELLED, error=None)
+    assert changed and job is not None and job.status is JobStatus.CANCELLED and job.completed_at
+    (event,) = await store.events_after(0, 10)
+    assert event.type == "job.cancelled"
+    assert await pending_message_urls(store) == ["http://127.0.0.1:1/cb"]
+    late = await store.apply(receipt(), [done("c1", "https://a/late.jpg")])
+    assert late.outcome is Outcome.DUPLICATE
+    got = await store.get_job(job_id)
+    assert got is not None and got.status is JobStatus.CANCELLED and got.outputs == []
+    again, changed_again = await store.end_job(job_id, status=JobStatus.CANCELLED, error=None)
+    assert not changed_again and again is not None and again.status is JobStatus.CANCELLED
+    assert await store.end_job("job_nope", status=JobStatus.CANCELLED, error=None) == (None, False)
+    assert len(await store.events_after(0, 10)) == 1
+
+
+async def test_expire_fails_only_old_pending_jobs(store: Store) -> None:
+    old = await register(store, "e1")
+    finished = (await store.apply(receipt(), [done("e2", "https://a/e2.jpg")])).job_ids[0]
+    cutoff = store.clock() + 1
+    ids = await store.expire_jobs(created_before=cutoff, error="timed out", limit=10)
+    assert ids == [old]
+    got = await store.get_job(old)
+    assert got is not None and got.status is JobStatus.FAILED and got.error == "timed out"
+    assert (await store.get_job(finished)).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
+    young = await register(store, "e3")
+    assert await store.expire_jobs(created_before=cutoff - 3600, error="timed out", limit=10) == []
+    assert (await store.get_job(young)).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+async def test_expire_from_two_replicas_fails_each_job_once(open_stores: Opener) -> None:
+    first, second = await open_stores(), await open_stores()
+    ids = [await register(first, f"x{i}") for i in range(20)]
+    cutoff = first.clock() + 1
+    import asyncio
+    a, b = await asyncio.gather(*(s.expire_jobs(created_before=cutoff, error="late", limit=50) for s in (first, second)))
+    assert sorted(a + b) == sorted(ids)
+    assert len(await first.events_after(0, 100)) == 20
+
+
+async def test_redeliver_finished_in_batches(store: Store) -> None:
+    since = store.clock() - 1
+    for i in range(7):
+        await register(store, f"f{i}", callback_url="http://127.0.0.1:1/cb")
+        await store.apply(receipt(), [done(f"f{i}", f"https://a/{i}.jpg")])
+    await store.apply(receipt(), [done("nocb", "https://a/n.jpg")])  # no destination: not sent
+    await register(store, "still")  # pending: not sent
+    await store.claim_due_messages(limit=100, lease_s=3600)  # the first messages, out of the way
+    total, after = 0, 0
+    batches = 0
+    while after is not None:
+        queued, after = await store.redeliver_finished(FinishedFilter(since=since), after_seq=after, limit=3)
+        total += queued
+        batches += 1
+    assert total == 7 and batches == 3
+    assert len(await store.claim_due_messages(limit=100, lease_s=30)) == 7
+    none, _ = await store.redeliver_finished(FinishedFilter(since=store.clock() + 10), after_seq=0, limit=10)
+    other, _ = await store.redeliver_finished(FinishedFilter(since=since, provider="runware"), after_seq=0, limit=10)
+    assert (none, other) == (0, 0)
+
+
+async def test_discard_only_untouched_jobs(store: Store) -> None:
+    untouched = await register(store, "d1", provider="runware", expected_outputs=2)
+    touched = await register(store, "d2", provider="runware", expected_outputs=2)
+    await store.apply(receipt("runware"), [image("d2", "a")])
+    assert await store.discard_job(untouched) and await store.get_job(untouched) is None
+    assert not await store.discard_job(touched) and await store.get_job(touched) is not None
+    assert not await store.discard_job("job_nope")
+
+
+async def test_idempotency_key_claims(open_stores: Opener) -> None:
+    import asyncio
+    first, second = await open_stores(), await open_stores()
+    claims = await asyncio.gather(*(s.claim_idempotency_key("k1", fingerprint="f", ttl_s=60, stale_s=30)
+                                    for s in (first, second, first, second)))
+    assert sorted(c.state for c in claims) == ["new", "pending", "pending", "pending"]
+    await first.finish_idempotency_key("k1", ["job_a", "job_b"])
+    done_claim = await second.claim_idempotency_key("k1", fingerprint="g", ttl_s=60, stale_s=30)
+    assert (done_claim.state, done_claim.fingerprint, done_claim.job_ids) == ("done", "f", ("job_a", "job_b"))
+    # Past its time the key is free again; a refused submission's claim is released at once.
+    assert (await first.claim_idempotency_key("k1", fingerprint="h", ttl_s=0, stale_s=0)).state == "new"
+    await first.release_idempotency_key("k1")
+    assert (await second.claim_idempotency_key("k1", fingerprint="i", ttl_s=60, stale_s=30)).state == "new"
+    await first.prune_idempotency_keys(older_than=first.clock() + 1)
+    assert (await second.claim_idempotency_key("k1", fingerprint="j", ttl_s=60, stale_s=30)).state == "new"

@@ -1,0 +1,168 @@
+"""The PostgreSQL store's part of the v0.2 jobs API (patch, cancel, timeouts, redeliveries, Idempotency-Key
+claims): a mixin of `PostgresStore`, kept apart so each file stays one concern. Every change that touches a
+job locks its (provider, provider_job_id) key first and re-reads it (`_load`), as every other write does."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+
+import asyncpg
+import orjson
+
+from receiver.models import Job, JobStatus, dumps
+from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
+from receiver.store.rows import finished_filter_sql
+from receiver.store.rules import UnitOfWork
+
+from receiver.store.rows import MESSAGE_COLUMNS, message_from_row
+
+if TYPE_CHECKING:
+    from receiver.store.postgres import PostgresStore as _Base
+else:
+    _Base = object
+
+T = TypeVar("T")
+
+
+class PostgresJobActions(_Base):
+    """See `receiver.store.base.Store` (the jobs API block) for the contract of each method."""
+
+    async def _load_id(self, conn: asyncpg.Connection, unit: UnitOfWork, job_id: str) -> Job | None:
+        """The job with this id, its key locked first and then read as committed."""
+        row = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", job_id)
+        if row is None:
+            return None
+        await self._load(conn, unit, {(row[0], row[1])})
+        return unit.job(row[0], row[1])
+
+    async def _in_unit(self, work: Callable[[asyncpg.Connection, UnitOfWork], Awaitable[T]]) -> T:
+        """`work` in one transaction with a fresh unit (anew on each retry), then the wake-ups it caused."""
+        holder: list[UnitOfWork] = []
+
+        async def run(conn: asyncpg.Connection) -> T:
+            unit = self._unit()
+            holder[:] = [unit]
+            return await work(conn, unit)
+
+        result = await self._tx(run)
+        self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
+        return result
+
+    async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
+        async def patch(conn: asyncpg.Connection, unit: UnitOfWork) -> Job | None:
+            job = await self._load_id(conn, unit, job_id)
+            if job is None:
+                return None
+            before, after = unit.patch(job, changes)
+            await self._flush(conn, unit)
+            if before and after and before != after:
+                await conn.execute("UPDATE messages SET url = $1 WHERE job_id = $2 AND status = 'pending' "
+                                   "AND url = $3", after, job_id, before)
+            return job
+
+        return await self._in_unit(patch)
+
+    async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
+        async def end(conn: asyncpg.Connection, unit: UnitOfWork) -> tuple[Job | None, bool]:
+            job = await self._load_id(conn, unit, job_id)
+            if job is None or not unit.end(job, status, error):
+                return job, False
+            await self._flush(conn, unit)
+            return job, True
+
+        return await self._in_unit(end)
+
+    async def expire_jobs(self, *, created_before: float, error: str, limit: int) -> list[str]:
+        async def expire(conn: asyncpg.Connection, unit: UnitOfWork) -> list[str]:
+            # SKIP LOCKED for keys: a job whose key another transaction holds (a webhook, another replica's
+            # sweep) is left to the next sweep; those taken are re-read by `_load` once locked.
+            # The LIMIT inside: only the batch's candidates are try-locked, never every old job.
+            rows = await conn.fetch(
+                "SELECT provider, provider_job_id FROM (SELECT provider, provider_job_id FROM jobs "
+                "WHERE status = 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2) AS due "
+                "WHERE pg_try_advisory_xact_lock(hashtextextended(provider || ':' || provider_job_id, 0))",
+                created_before, limit)
+            await self._load(conn, unit, {(r[0], r[1]) for r in rows})
+            for r in rows:
+                job = unit.job(r[0], r[1])
+                if job is not None:
+                    unit.end(job, JobStatus.FAILED, error)
+            await self._flush(conn, unit)
+            return list(unit.terminal_job_ids)
+
+        return await self._in_unit(expire)
+
+    async def redeliver_to(self, job_id: str, url: str) -> Message | None:
+        async def enqueue_there(conn: asyncpg.Connection, unit: UnitOfWork) -> Any:
+            job = await self._load_id(conn, unit, job_id)
+            if job is None or not job.status.terminal:
+                return None
+            message_id = unit.enqueue(job, url)
+            await self._flush(conn, unit)
+            return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+
+        row = await self._in_unit(enqueue_there)
+        return message_from_row(row) if row is not None else None
+
+    async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
+        where, params = finished_filter_sql(filters, "$", has_default=self.default_callback_url is not None)
+        n = len(params)
+
+        async def enqueue_all(conn: asyncpg.Connection, unit: UnitOfWork) -> tuple[int, int | None]:
+            rows = await conn.fetch(
+                f"SELECT seq, provider, provider_job_id FROM jobs WHERE {' AND '.join(where)} AND seq > ${n + 1} "
+                f"ORDER BY seq LIMIT ${n + 2}", *params, after_seq, limit)
+            await self._load(conn, unit, {(r[1], r[2]) for r in rows})
+            queued = 0
+            for r in rows:
+                job = unit.job(r[1], r[2])
+                url = job and (job.callback_url or self.default_callback_url)
+                if job is not None and job.status.terminal and url:
+                    unit.enqueue(job, url)
+                    queued += 1
+            await self._flush(conn, unit)
+            return queued, (int(rows[-1][0]) if len(rows) == limit else None)
+
+        return await self._in_unit(enqueue_all)
+
+    async def discard_job(self, job_id: str) -> bool:
+        async def discard(conn: asyncpg.Connection, unit: UnitOfWork) -> bool:
+            if await self._load_id(conn, unit, job_id) is None:
+                return False
+            status = await conn.execute(
+                "DELETE FROM jobs WHERE id = $1 AND status = 'pending' AND outputs = '[]' "
+                "AND NOT EXISTS (SELECT 1 FROM receipt_jobs WHERE job_id = $1)", job_id)
+            return status != "DELETE 0"
+
+        return await self._in_unit(discard)
+
+    async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:
+        now = self.clock()
+
+        async def claim(conn: asyncpg.Connection) -> KeyClaim:
+            # Two replicas inserting one key: the second waits on the first's row, then finds it.
+            taken = await conn.fetchval(
+                "INSERT INTO idempotency_keys AS k (key, fingerprint, job_ids, created_at) VALUES ($1, $2, NULL, $3) "
+                "ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, job_ids = NULL, "
+                "created_at = excluded.created_at WHERE k.created_at <= $3::float8 - "
+                "CASE WHEN k.job_ids IS NULL THEN $4::float8 ELSE $5::float8 END RETURNING true",
+                key, fingerprint, now, stale_s, ttl_s)
+            if taken:
+                return KeyClaim("new", fingerprint)
+            row = await conn.fetchrow("SELECT fingerprint, job_ids FROM idempotency_keys WHERE key = $1", key)
+            if row["job_ids"] is None:
+                return KeyClaim("pending", row["fingerprint"])
+            return KeyClaim("done", row["fingerprint"], tuple(orjson.loads(row["job_ids"])))
+
+        return await self._tx(claim)
+
+    async def finish_idempotency_key(self, key: str, job_ids: list[str]) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE idempotency_keys SET job_ids = $1 WHERE key = $2", dumps(job_ids), key))
+
+    async def release_idempotency_key(self, key: str) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "DELETE FROM idempotency_keys WHERE key = $1 AND job_ids IS NULL", key))
+
+    async def prune_idempotency_keys(self, *, older_than: float) -> None:
+        await self._tx(lambda conn: conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1", older_than))

@@ -1,0 +1,189 @@
+"""The PostgreSQL store's claimed work: callback messages (outbox, SKIP LOCKED, leases renewed while held),
+due polls, the lease rows of single-consumer work, and replica heartbeats. A mixin of `PostgresStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from receiver.errors import StoreError
+from receiver.models import Job, iso_time
+from receiver.store.base import REPLICA_TTL_S, Attempt, Changes, Message
+from receiver.store.batching import AttemptRecord
+from receiver.store.rows import (
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
+    job_from_row,
+    message_from_row,
+)
+
+MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
+_REFRESH_DELIVERY_STATUS = (
+    "UPDATE jobs SET delivery_status = COALESCE("
+    "(SELECT status FROM messages WHERE job_id = $1 ORDER BY seq DESC LIMIT 1), 'none') WHERE id = $1"
+)
+log = logging.getLogger("receiver.store")
+
+if TYPE_CHECKING:
+    from receiver.store.postgres import PostgresStore as _Base
+else:
+    _Base = object
+
+
+class PostgresWork(_Base):
+    """See `receiver.store.base.Store` for the contract of each method."""
+
+    # -- outbox ----------------------------------------------------------------------------------
+
+    async def release_leases(self) -> None:
+        """Nothing to forget: each run is a new replica, and other replicas' leases expire by themselves."""
+
+    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
+        now = self.clock()
+        rows = await self._tx(lambda conn: conn.fetch(
+            f"UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
+            "SELECT seq FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 "
+            "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
+            f"FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}",
+            now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit))
+        for r in rows:
+            self._held[r[0]] = now + lease_s
+        return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_at)
+
+    async def _renew_claims(self) -> None:
+        """Keep this replica's held messages leased (up to each claim's own end); a dead replica stops."""
+        while True:
+            await asyncio.sleep(MESSAGE_LEASE_S / 3)
+            now = self.clock()
+            for seq in [s for s, end in self._held.items() if end <= now]:
+                del self._held[seq]
+            if not self._held:
+                continue
+            try:
+                await self._tx(lambda conn: conn.execute(
+                    "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
+                    "AND status = 'pending'", now + MESSAGE_LEASE_S, list(self._held), self.replica_id))
+            except StoreError as exc:
+                log.warning("could not renew message leases: %s", exc)
+
+    async def next_message_due_at(self) -> float | None:
+        rows = await self._fetch(
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages WHERE status = 'pending'")
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def record_attempt(
+        self, message: Message, *, status_code: int | None, error: str | None,
+        outcome: str, next_attempt_at: float | None,
+    ) -> None:
+        now = self.clock()
+        status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
+        self._held.pop(message.seq, None)
+        await self._submit(AttemptRecord(message, status_code, error, status,
+                                         next_attempt_at if next_attempt_at is not None else now, now))
+
+    @staticmethod
+    async def _record_attempt_now(conn: asyncpg.Connection, item: AttemptRecord) -> None:
+        message = item.message
+        attempt = await conn.fetchval(
+            "UPDATE messages SET attempts = attempts + 1, status = $1, next_attempt_at = $2, lease_until = NULL "
+            "WHERE seq = $3 AND status = 'pending' RETURNING attempts", item.status, item.next_attempt_at, message.seq)
+        if attempt is None:
+            return
+        await conn.execute(
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at)
+        await conn.execute(_REFRESH_DELIVERY_STATUS, message.job_id)
+
+    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
+        for seq in seqs:
+            self._held.pop(seq, None)
+        if seqs:
+            await self._tx(lambda conn: conn.execute(
+                "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
+                "AND seq = ANY($2)", until, seqs))
+
+    async def redeliver(self, job_id: str) -> Message | None:
+        job = await self.get_job(job_id)
+        if job is None:
+            return None
+        unit = self._unit()
+
+        async def enqueue_again(conn: asyncpg.Connection) -> Any:
+            await self._load(conn, unit, {(job.provider, job.provider_job_id)})  # locked, then read as committed
+            current = unit.job(job.provider, job.provider_job_id)
+            if current is None:
+                return None
+            url = current.callback_url or self.default_callback_url
+            if not current.status.terminal or not url:
+                return None
+            message_id = unit.enqueue(current, url)
+            await self._flush(conn, unit)
+            return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+
+        row = await self._tx(enqueue_again)
+        if row is None:
+            return None
+        self._notify(Changes((), True))
+        return message_from_row(row)
+
+    async def list_deliveries(self, job_id: str) -> list[Attempt]:
+        rows = await self._fetch(
+            "SELECT message_id, url, attempt, status_code, error, at FROM attempts WHERE job_id = $1 ORDER BY id", job_id)
+        return [Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5])) for r in rows]
+
+    async def delivery_backlog(self) -> tuple[int, float | None]:
+        rows = await self._fetch("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
+        return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
+
+    # -- reconciling -----------------------------------------------------------------------------
+
+    async def pending_jobs(self, provider: str) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 ORDER BY seq", provider)
+        return [job_from_row(r) for r in rows]
+
+    async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
+        if not providers:
+            return []
+        now = self.clock()
+        rows = await self._tx(lambda conn: conn.fetch(
+            f"UPDATE jobs SET next_poll_at = $2 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
+            "AND next_poll_at <= $1 AND provider = ANY($3) ORDER BY next_poll_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {JOB_COLUMNS}", now, now + lease_s, providers, limit))
+        return [job_from_row(r) for r in rows]
+
+    async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE jobs SET next_poll_at = $1, poll_count = poll_count + 1 WHERE id = $2 AND status = 'pending'",
+            next_poll_at, job_id))
+
+    # -- replicas --------------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
+        now = self.clock()
+        term = await self._tx(lambda conn: conn.fetchval(
+            "INSERT INTO leases AS l (name, owner, term, expires_at) VALUES ($1, $2, 1, $3) "
+            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
+            "term = l.term + CASE WHEN l.owner = excluded.owner THEN 0 ELSE 1 END "
+            "WHERE l.owner = excluded.owner OR l.expires_at <= $4 RETURNING term",
+            name, self.replica_id, now + ttl_s, now))
+        return int(term) if term is not None else None
+
+    async def release_lease(self, name: str) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND owner = $2", name, self.replica_id))
+
+    async def heartbeat(self) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "INSERT INTO replicas (id, heartbeat_at) VALUES ($1, $2) "
+            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", self.replica_id, self.clock()))
+
+    async def orphaned_jobs(self, provider: str) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 AND (owner IS NULL OR owner "
+            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > $2)) ORDER BY seq", provider, self.clock() - REPLICA_TTL_S)
+        return [job_from_row(r) for r in rows]

@@ -1,0 +1,148 @@
+"""The SQLite store's part of the v0.2 jobs API (patch, cancel, timeouts, redeliveries, Idempotency-Key
+claims): a mixin of `SQLiteStore`, kept apart so each file stays one concern. Every change runs in one
+write transaction (the store's `_batch`, one writer) through the rules (`UnitOfWork`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from receiver.models import Job, JobStatus, dumps
+from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
+from receiver.store.rows import JOB_COLUMNS, finished_filter_sql, job_from_row
+from receiver.store.rules import UnitOfWork
+
+from receiver.store.rows import MESSAGE_COLUMNS, message_from_row
+
+if TYPE_CHECKING:
+    from receiver.store.sqlite import SQLiteStore as _Base
+else:
+    _Base = object
+
+
+
+class SQLiteJobActions(_Base):
+    """See `receiver.store.base.Store` (the jobs API block) for the contract of each method."""
+
+    @staticmethod
+    def _load_id(db: sqlite3.Connection, unit: UnitOfWork, job_id: str) -> Job | None:
+        row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return unit.track(job_from_row(row)).job if row is not None else None
+
+    async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
+        unit = self._unit()
+
+        def patch(db: sqlite3.Connection) -> Job | None:
+            job = self._load_id(db, unit, job_id)
+            if job is None:
+                return None
+            before, after = unit.patch(job, changes)
+            self._flush(db, unit)
+            if before and after and before != after:
+                db.execute("UPDATE messages SET url = ? WHERE job_id = ? AND status = 'pending' AND url = ?",
+                           (after, job_id, before))
+            return job
+
+        return await self._batch(patch)
+
+    async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
+        unit = self._unit()
+
+        def end(db: sqlite3.Connection) -> tuple[Job | None, bool]:
+            job = self._load_id(db, unit, job_id)
+            if job is None or not unit.end(job, status, error):
+                return job, False
+            self._flush(db, unit)
+            return job, True
+
+        result = await self._batch(end)
+        self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
+        return result
+
+    async def expire_jobs(self, *, created_before: float, error: str, limit: int) -> list[str]:
+        unit = self._unit()
+
+        def expire(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND created_at < ? "
+                              "ORDER BY created_at LIMIT ?", (created_before, limit)).fetchall()
+            for row in rows:
+                unit.end(unit.track(job_from_row(row)).job, JobStatus.FAILED, error)
+            self._flush(db, unit)
+            return list(unit.terminal_job_ids)
+
+        ids = await self._batch(expire)
+        self._notify(Changes(tuple(ids), unit.queued_messages))
+        return ids
+
+    async def redeliver_to(self, job_id: str, url: str) -> Message | None:
+        unit = self._unit()
+
+        def enqueue_there(db: sqlite3.Connection) -> Any:
+            job = self._load_id(db, unit, job_id)
+            if job is None or not job.status.terminal:
+                return None
+            message_id = unit.enqueue(job, url)
+            self._flush(db, unit)
+            return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+
+        row = await self._batch(enqueue_there)
+        if row is None:
+            return None
+        self._notify(Changes((), True))
+        return message_from_row(row)
+
+    async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
+        unit = self._unit()
+        where, params = finished_filter_sql(filters, "?", has_default=self.default_callback_url is not None)
+
+        def enqueue_all(db: sqlite3.Connection) -> tuple[int, int | None]:
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} AND seq > ? "
+                              "ORDER BY seq LIMIT ?", (*params, after_seq, limit)).fetchall()
+            for row in rows:
+                job = unit.track(job_from_row(row)).job
+                unit.enqueue(job, job.callback_url or str(self.default_callback_url))
+            self._flush(db, unit)
+            return len(rows), (int(rows[-1]["seq"]) if len(rows) == limit else None)
+
+        result = await self._batch(enqueue_all)
+        self._notify(Changes((), unit.queued_messages))
+        return result
+
+    async def discard_job(self, job_id: str) -> bool:
+        def discard(db: sqlite3.Connection) -> bool:
+            return db.execute(
+                "DELETE FROM jobs WHERE id = ? AND status = 'pending' AND outputs = '[]' "
+                "AND NOT EXISTS (SELECT 1 FROM receipt_jobs WHERE job_id = ?)", (job_id, job_id)).rowcount > 0
+
+        return await self._batch(discard)
+
+    async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:
+        now = self.clock()
+
+        def claim(db: sqlite3.Connection) -> KeyClaim:
+            row = db.execute("SELECT fingerprint, job_ids, created_at FROM idempotency_keys WHERE key = ?",
+                             (key,)).fetchone()
+            if row is not None:
+                done = row["job_ids"] is not None
+                if row["created_at"] > now - (ttl_s if done else stale_s):
+                    ids = tuple(orjson.loads(row["job_ids"])) if done else ()
+                    return KeyClaim("done" if done else "pending", row["fingerprint"], ids)
+            db.execute("INSERT INTO idempotency_keys (key, fingerprint, job_ids, created_at) VALUES (?, ?, NULL, ?) "
+                       "ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, job_ids = NULL, "
+                       "created_at = excluded.created_at", (key, fingerprint, now))
+            return KeyClaim("new", fingerprint)
+
+        return await self._batch(claim)
+
+    async def finish_idempotency_key(self, key: str, job_ids: list[str]) -> None:
+        await self._batch(lambda db: db.execute(
+            "UPDATE idempotency_keys SET job_ids = ? WHERE key = ?", (dumps(job_ids), key)))
+
+    async def release_idempotency_key(self, key: str) -> None:
+        await self._batch(lambda db: db.execute(
+            "DELETE FROM idempotency_keys WHERE key = ? AND job_ids IS NULL", (key,)))
+
+    async def prune_idempotency_keys(self, *, older_than: float) -> None:
+        await self._batch(lambda db: db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)))

@@ -1,0 +1,200 @@
+"""The SQLite store's claimed work: callback messages (outbox), due polls, leases and heartbeats.
+A mixin of `SQLiteStore`, kept apart so each file stays one concern."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from receiver.models import Job, iso_time
+from receiver.store.base import (
+    REPLICA_TTL_S,
+    Attempt,
+    Changes,
+    Message,
+)
+from receiver.store.batching import AttemptRecord
+from receiver.store.rows import (
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
+    job_from_row,
+    message_from_row,
+)
+
+# A job's delivery_status is that of its latest message.
+_REFRESH_DELIVERY_STATUS = (
+    "UPDATE jobs SET delivery_status = COALESCE("
+    "(SELECT status FROM messages WHERE job_id = ? ORDER BY seq DESC LIMIT 1), 'none') WHERE id = ?"
+)
+
+if TYPE_CHECKING:
+    from receiver.store.sqlite import SQLiteStore as _Base
+else:
+    _Base = object
+
+
+class SQLiteWork(_Base):
+    """See `receiver.store.base.Store` for the contract of each method."""
+
+    # -- outbox ----------------------------------------------------------------------------------
+
+    async def release_leases(self) -> None:
+        """Forget claims made by a previous run: the file lock says no other process is using them."""
+        def release(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'")
+            db.execute("UPDATE mirror_tasks SET lease_until = NULL")  # a fetch cut short resumes at once
+
+        await self._batch(release)
+
+    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
+        now = self.clock()
+
+        def claim(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'pending' AND next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            if rows:
+                db.execute(f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
+                           (now + lease_s, self.replica_id, *[r[0] for r in rows]))
+            return rows
+
+        return [message_from_row(r) for r in await self._batch(claim)]
+
+    async def next_message_due_at(self) -> float | None:
+        rows = await self._fetch(
+            "SELECT MIN(COALESCE(CASE WHEN lease_until > next_attempt_at THEN lease_until END, next_attempt_at)) "
+            "FROM messages WHERE status = 'pending'")
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def record_attempt(
+        self, message: Message, *, status_code: int | None, error: str | None,
+        outcome: str, next_attempt_at: float | None,
+    ) -> None:
+        now = self.clock()
+        status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
+        # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
+        await self._submit(AttemptRecord(message, status_code, error, status,
+                                         next_attempt_at if next_attempt_at is not None else now, now))
+
+    @staticmethod
+    def _record_attempt_now(db: sqlite3.Connection, item: AttemptRecord) -> None:
+        message = item.message
+        row = db.execute("SELECT attempts, status FROM messages WHERE seq = ?", (message.seq,)).fetchone()
+        if row is None or row[1] != "pending":
+            return
+        attempt = int(row[0]) + 1
+        db.execute(
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at),
+        )
+        db.execute(
+            "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
+            (attempt, item.status, item.next_attempt_at, message.seq),
+        )
+        db.execute(_REFRESH_DELIVERY_STATUS, (message.job_id, message.job_id))
+
+    async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
+        if not seqs:
+            return
+        await self._batch(lambda db: db.execute(
+            f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
+            f"AND seq IN ({','.join('?' * len(seqs))})", (until, *seqs)))
+
+    async def redeliver(self, job_id: str) -> Message | None:
+        unit = self._unit()
+
+        def enqueue_again(db: sqlite3.Connection) -> Any:
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchall()
+            job = unit.track(job_from_row(rows[0])).job if rows else None
+            url = job and (job.callback_url or self.default_callback_url)
+            if job is None or not job.status.terminal or not url:
+                return None
+            message_id = unit.enqueue(job, url)
+            self._flush(db, unit)
+            return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+
+        row = await self._batch(enqueue_again)
+        if row is None:
+            return None
+        self._notify(Changes((), True))
+        return message_from_row(row)
+
+    async def list_deliveries(self, job_id: str) -> list[Attempt]:
+        rows = await self._fetch(
+            "SELECT message_id, url, attempt, status_code, error, at FROM attempts WHERE job_id = ? ORDER BY id",
+            (job_id,))
+        return [Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5])) for r in rows]
+
+    async def delivery_backlog(self) -> tuple[int, float | None]:
+        rows = await self._fetch("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
+        return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
+
+    # -- reconciling -----------------------------------------------------------------------------
+
+    async def pending_jobs(self, provider: str) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? ORDER BY seq", (provider,))
+        return [job_from_row(r) for r in rows]
+
+    async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
+        if not providers:
+            return []
+        now = self.clock()
+
+        def claim(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND next_poll_at <= ? "
+                f"AND provider IN ({','.join('?' * len(providers))}) ORDER BY next_poll_at LIMIT ?",
+                (now, *providers, limit),
+            ).fetchall()
+            if rows:
+                db.execute(f"UPDATE jobs SET next_poll_at = ? WHERE seq IN ({','.join('?' * len(rows))})",
+                           (now + lease_s, *[r["seq"] for r in rows]))
+            return rows
+
+        return [job_from_row(r) for r in await self._batch(claim)]
+
+    async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
+        await self._batch(lambda db: db.execute(
+            "UPDATE jobs SET next_poll_at = ?, poll_count = poll_count + 1 WHERE id = ? AND status = 'pending'",
+            (next_poll_at, job_id),
+        ))
+
+    # -- replicas (one, here: the same interface as PostgreSQL's) --------------------------------
+
+    async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
+        now = self.clock()
+
+        def take(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT owner, term, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO leases (name, owner, term, expires_at) VALUES (?, ?, 1, ?)",
+                           (name, self.replica_id, now + ttl_s))
+                return 1
+            if row["owner"] != self.replica_id and row["expires_at"] > now:
+                return None
+            term = int(row["term"]) + (0 if row["owner"] == self.replica_id else 1)
+            db.execute("UPDATE leases SET owner = ?, term = ?, expires_at = ? WHERE name = ?",
+                       (self.replica_id, term, now + ttl_s, name))
+            return term
+
+        return await self._batch(take)
+
+    async def release_lease(self, name: str) -> None:
+        await self._batch(lambda db: db.execute(
+            "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ?", (name, self.replica_id)))
+
+    async def heartbeat(self) -> None:
+        now = self.clock()
+        await self._batch(lambda db: db.execute(
+            "INSERT INTO replicas (id, heartbeat_at) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (self.replica_id, now)))
+
+    async def orphaned_jobs(self, provider: str) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? AND (owner IS NULL OR owner "
+            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ?)) ORDER BY seq",
+            (provider, self.clock() - REPLICA_TTL_S))
+        return [job_from_row(r) for r in rows]
