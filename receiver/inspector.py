@@ -6,11 +6,12 @@ from pathlib import Path
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from receiver.http import http_error
 from receiver.runtime import Runtime
 from receiver.store import describe_store
 from receiver.validation import known_params
@@ -49,8 +50,8 @@ class SecurityHeaders:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except HTTPException as exc:  # StaticFiles' 404/405: answered here, so they carry the headers too
-            await PlainTextResponse(exc.detail, status_code=exc.status_code)(scope, receive, send_with_headers)
+        except HTTPException as exc:  # StaticFiles' 404/405: answered here (JSON, as elsewhere) with the headers
+            await (await http_error(Request(scope), exc))(scope, receive, send_with_headers)
 
 
 def ui_mount() -> Mount:

@@ -141,7 +141,7 @@ async def test_ui_is_served_with_a_strict_content_security_policy(server: Runnin
         csp = reply.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
         assert "unsafe-inline" not in csp and reply.headers["referrer-policy"] == "no-referrer"
-    assert missing.status_code == 404
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert "http://" not in page.text and "https://" not in page.text  # nothing from another host
 
 
