@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 
 import httpx
 
-from receiver import api, events, generations, job_actions, logs, openapi, ops, webhooks
+from receiver import api, events, generations, inspector, job_actions, logs, openapi, ops, webhooks
 from receiver.auth import BearerAuth, body_too_large, invalid_request
 from receiver.http import BodyTooLarge, client_gone, http_error, internal_error
 from receiver.media import media_target, open_media
@@ -126,6 +126,7 @@ def api_routes() -> list[Route]:
         Route("/redeliveries", job_actions.redeliver_many, methods=["POST"]),
         Route("/receipts", api.list_receipts, methods=["GET"]),
         Route("/events", events.stream_events, methods=["GET"]),
+        Route("/stats", inspector.stats, methods=["GET"]),
     ]
 
 
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         Route("/openapi.json", openapi.openapi_json),
         Route("/webhooks/{provider}", webhooks.receive_webhook, methods=["POST"]),
         Mount("/v1", routes=api_routes(), middleware=[Middleware(BearerAuth)]),
+        inspector.ui_mount(),
         Route("/media/{rest:path}", serve_media, methods=["GET", "HEAD"]),
     ]
     handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Invalid: invalid_request,

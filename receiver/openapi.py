@@ -91,6 +91,19 @@ class ReceiptPage(BaseModel):
     next_cursor: str | None
 
 
+class Backlog(BaseModel):
+    count: int
+    oldest_age_s: float | None
+
+
+class StatsOut(BaseModel):
+    model_config = ConfigDict(title="Stats")
+
+    store: str
+    jobs: dict[str, int]
+    delivery_backlog: Backlog
+
+
 class ErrorOut(BaseModel):
     model_config = ConfigDict(title="Error", extra="allow")  # e.g. `fields`, `setting`, `provider_status`
 
@@ -101,7 +114,8 @@ class ErrorOut(BaseModel):
 # -- the document ----------------------------------------------------------------------------------
 
 _REQUESTS: list[type[BaseModel]] = [RegisterJob, Generate, PatchJob, RedeliverTo, Redeliveries]
-_ANSWERS: list[type[BaseModel]] = [JobOut, JobPage, Generated, Deliveries, Redelivered, Count, ReceiptPage, ErrorOut]
+_ANSWERS: list[type[BaseModel]] = [JobOut, JobPage, Generated, Deliveries, Redelivered, Count, ReceiptPage, StatsOut,
+                                   ErrorOut]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -186,6 +200,10 @@ def _paths() -> dict[str, Any]:
                 _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
                 _query("outcome", {"type": "string", "enum": [o.value for o in Outcome]}),
                 _query("job_id", {"type": "string", "maxLength": 512}), *_PAGE]),
+        },
+        "/v1/stats": {
+            "get": _op("The store, jobs by status, the callback backlog (the Inspector's summary)",
+                       {"200": _json(StatsOut, "the figures")}),
         },
         "/v1/events": {
             "get": _op("Terminal jobs as Server-Sent Events", {

@@ -1,0 +1,325 @@
+"""The Inspector at /ui/, driven in a real Chromium through Playwright, against real loopback servers.
+
+Browser tests skip (with the reason) when Playwright or Chromium is missing, unless
+RECEIVER_REQUIRE_BROWSER=1 (CI), which turns that into a failure. RECEIVER_SCREENSHOT=docs/inspector.png
+writes screenshots of the page with the tests' data (…png for the lists, …-job.png for a job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+from urllib.parse import urlsplit
+
+import pytest
+
+from receiver.app import create_app
+from tests.fakes.callback import HANG, callback_server
+from tests.fakes.images import fake_cdn
+from tests.media_support import mirroring_receiver
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
+
+CHROMIUM = os.environ.get("RECEIVER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SOON_MS = 10_000  # generous: the page polls every second, a busy machine may be slow
+
+
+def hook(provider: str) -> str:
+    return f"/webhooks/{provider}?token={WEBHOOK_TOKEN}"
+
+
+def pixazo_done(request_id: str, *urls: str) -> dict[str, Any]:
+    return {"request_id": request_id, "status": "COMPLETED", "model_id": "grok-imagine-image",
+            # By default a loopback URL nothing listens on: a page showing it never leaves the machine.
+            "output": {"media_url": list(urls) or [f"http://127.0.0.1:9/{request_id}/output.jpeg"],
+                       "media_type": "image/png" if urls else "image/jpeg"}}
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+# ---- the browser ----------------------------------------------------------------------------
+
+@dataclass
+class Browser:
+    page: Any
+    requests: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught script errors and CSP violations
+
+    async def sign_in(self, base_url: str, token: str = API_TOKEN) -> None:
+        if not self.page.url.startswith(base_url):
+            await self.page.goto(f"{base_url}/ui/")
+        await self.page.get_by_label("API token").fill(token)
+        await self.page.get_by_label("API token").press("Enter")  # keyboard, the form's submit
+
+    async def assert_clean(self, token: str = API_TOKEN) -> None:
+        """No script error; nothing went to another host, no URL carries a secret, every /v1 call has the header."""
+        assert self.errors == []
+        assert self.requests
+        for request in self.requests:
+            url = urlsplit(request.url)
+            if url.scheme == "data":
+                continue
+            assert (url.scheme, url.hostname) == ("http", "127.0.0.1"), request.url
+            assert token not in request.url and API_TOKEN not in request.url and WEBHOOK_TOKEN not in request.url
+            if url.path.startswith("/v1/"):
+                headers = await request.all_headers()
+                assert headers.get("authorization") == f"Bearer {token}", request.url
+                assert "cookie" not in headers
+
+    async def screenshot(self, suffix: str = "") -> None:
+        target = os.environ.get("RECEIVER_SCREENSHOT")
+        if target:
+            path = Path(target)
+            await self.page.screenshot(path=str(path.with_stem(path.stem + suffix)), full_page=True)
+
+
+def _browser_missing() -> str | None:
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "Playwright for Python is not installed (pip install -e '.[test]')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    missing = _browser_missing()
+    if missing:
+        if os.environ.get("RECEIVER_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{missing}, and RECEIVER_REQUIRE_BROWSER=1")
+        pytest.skip(missing)
+    from playwright.async_api import async_playwright
+    from playwright.async_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=SOON_MS)
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = await chromium.new_context(viewport={"width": 1360, "height": 900})
+            context.set_default_timeout(SOON_MS)
+            page = await context.new_page()
+            found = Browser(page)
+            page.on("request", lambda request: found.requests.append(request))
+            page.on("pageerror", lambda exc: found.errors.append(str(exc)))
+            page.on("console", lambda msg: found.errors.append(msg.text)
+                    if msg.type == "error" and "Content Security Policy" in msg.text else None)
+            yield found
+        finally:
+            await chromium.close()
+
+
+def expect(locator: Any) -> Any:
+    from playwright.async_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+# ---- without a browser ----------------------------------------------------------------------
+
+async def test_ui_is_served_with_a_strict_content_security_policy(server: RunningServer) -> None:
+    async with server.client() as client:
+        page = await client.get("/ui/")
+        script = await client.get("/ui/app.js")
+        missing = await client.get("/ui/nothing-here.js")
+    assert page.status_code == 200 and 'for="token"' in page.text and "API token" in page.text
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    for reply in (page, script, missing):
+        csp = reply.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+        assert "unsafe-inline" not in csp and reply.headers["referrer-policy"] == "no-referrer"
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from another host
+
+
+async def test_stats_needs_the_token_and_shows_jobs_and_backlog(tmp_path: Path) -> None:
+    async with callback_server(HANG) as callback:
+        async with serve_app(create_app(make_settings(tmp_path))) as server:
+            async with server.client() as client, server.api() as api:
+                assert (await client.get("/v1/stats")).status_code == 401
+                unknown = await api.get("/v1/stats", params={"verbose": "1"})
+                assert unknown.status_code == 422 and "verbose" in unknown.text
+                empty = (await api.get("/v1/stats")).json()
+                assert empty["store"] == f"SQLite file {tmp_path / 'receiver.db'}"
+                assert empty["jobs"] == {} and empty["delivery_backlog"] == {"count": 0, "oldest_age_s": None}
+                await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-s",
+                                                 "callback_url": callback.url()})
+                await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-t"})
+                await client.post(hook("pixazo"), json=pixazo_done("px-s"))
+                await until(lambda: len(callback.requests) == 1)  # held open: the message stays pending
+                stats = (await api.get("/v1/stats")).json()
+            assert stats["jobs"] == {"pending": 1, "succeeded": 1}
+            assert stats["delivery_backlog"]["count"] == 1 and stats["delivery_backlog"]["oldest_age_s"] >= 0
+            callback.release()
+
+
+# ---- in the browser -------------------------------------------------------------------------
+
+async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
+    server: RunningServer, browser: Browser
+) -> None:
+    page = browser.page
+    async with server.client() as client:
+        await client.post(hook("pixazo"), json=pixazo_done("px-secret"))
+    response = await page.goto(f"{server.base_url}/ui/")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+
+    await browser.sign_in(server.base_url, "not-the-token")
+    await expect(page.locator("#signin-error")).to_contain_text("refused")
+    await expect(page.locator("#app")).to_be_hidden()
+    assert await page.locator("#job-list tbody tr").count() == 0
+    assert await page.evaluate("sessionStorage.length") == 0
+    assert "px-secret" not in await page.content()
+    await browser.assert_clean(token="not-the-token")
+    browser.requests.clear()
+
+    await browser.sign_in(server.base_url)
+    await expect(page.locator("#job-list tbody tr")).to_have_count(1)
+    await expect(page.locator("#signin-error")).to_be_hidden()
+    await expect(page.locator("#g-store")).to_contain_text("ok SQLite file")
+    await expect(page.locator("#g-oxen")).to_contain_text("disabled")
+    await expect(page.locator("#g-backlog")).to_contain_text("0 waiting")
+    await expect(page.get_by_role("link", name="Metrics")).to_have_attribute("href", "/metrics")
+    assert await page.evaluate("sessionStorage.getItem('receiver.apiToken')") == API_TOKEN
+    assert await page.evaluate("document.cookie") == ""
+    assert API_TOKEN not in page.url
+
+    await page.reload()  # the token lives as long as the tab
+    await expect(page.locator("#job-list tbody tr")).to_have_count(1)
+
+    await page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await page.locator("#job-list a").first.click()
+    await expect(page.locator("#job-fields")).to_contain_text("px-secret")
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await page.go_back()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_label("API token")).to_be_visible()
+    assert await page.locator("#job-list tbody tr").count() == 0
+    assert await page.evaluate("sessionStorage.length") == 0
+    await browser.assert_clean()
+
+
+async def test_new_messages_show_without_reload_and_filters_narrow(
+    server: RunningServer, browser: Browser
+) -> None:
+    page = browser.page
+    jobs = page.locator("#job-list tbody tr")
+    receipts = page.locator("#receipt-list details")
+    await browser.sign_in(server.base_url)
+    await expect(page.locator("#jobs-note")).to_have_text("No jobs yet.")
+
+    async with server.client() as client, server.api() as api:
+        pending = (await api.post("/v1/jobs", json={"provider": "apiframe", "provider_job_id": "af-wait",
+                                                    "metadata": {"prompt": "a lighthouse at dusk"}})).json()
+        first = (await client.post(hook("pixazo"), json=pixazo_done("px-one"))).json()
+        await client.post(hook("pixazo"), json=pixazo_done("px-two"))
+        await client.post(hook("apiframe"), json={"event": "progress", "jobId": "af-wait",
+                                                  "status": "PROCESSING", "progress": 45})
+        await client.post(hook("runware"), json={"data": [{
+            "taskType": "imageInference", "taskUUID": "7d1c5a0e-2f7b-4a8e-9c1d-3b6f0e2a9c44",
+            "imageUUID": "img-1", "imageURL": "https://im.runware.ai/image/img-1.jpg", "cost": 0.0013}]})
+        await client.post(hook("pixazo"), content=b'{"request_id": "px-bad", "status": 5}')
+    await expect(jobs).to_have_count(4)
+    await expect(receipts).to_have_count(5)
+    await expect(page.locator("#job-list")).to_contain_text("px-two")
+    runware = receipts.filter(has_text="runware")
+    await runware.locator("summary").click()
+    await expect(runware.locator("pre").first).to_contain_text('"imageUUID": "img-1",')
+    await browser.screenshot()
+
+    search = page.get_by_label("Search by job id or provider job id")
+    await search.fill("px-two")
+    await expect(jobs).to_have_count(1)
+    await expect(jobs.first).to_contain_text("px-two")
+    await search.fill(first["job_ids"][0])
+    await expect(jobs).to_have_count(1)
+    await expect(jobs.first).to_contain_text("px-one")
+    await search.fill("no-such-job")
+    await expect(jobs).to_have_count(0)
+    await expect(page.locator("#jobs-note")).to_contain_text("No job")
+    await search.fill("")
+    await expect(jobs).to_have_count(4)
+
+    await page.get_by_label("Job status").select_option("pending")
+    await expect(jobs).to_have_count(1)
+    await expect(jobs.first).to_contain_text(pending["id"])
+    await page.get_by_label("Job status").select_option("")
+    await page.locator("#job-provider").select_option("pixazo")
+    await expect(jobs).to_have_count(2)
+    await page.get_by_label("Receipt outcome").select_option("invalid")
+    await expect(receipts).to_have_count(1)
+    await expect(receipts.first).to_contain_text("invalid")
+    await page.locator("#receipt-provider").select_option("runware")
+    await expect(receipts).to_have_count(0)
+    await browser.assert_clean()
+
+
+async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path, browser: Browser) -> None:
+    page = browser.page
+    async with callback_server() as callback, fake_cdn() as cdn, mirroring_receiver(tmp_path, callback) as server:
+        await browser.sign_in(server.base_url)
+        async with server.client() as client, server.api() as api:
+            job = (await api.post("/v1/jobs", json={
+                "provider": "pixazo", "provider_job_id": "px-fox", "callback_url": callback.url("/hook"),
+                "metadata": {"prompt": "a red fox in fresh snow", "run": 7}})).json()
+            await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))
+            await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))  # a repeat
+        await until(lambda: len(callback.requests) == 1)
+
+        link = page.get_by_role("link", name=job["id"])
+        await link.focus()
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name=f"Job {job['id']}")).to_be_visible()
+        await expect(page.locator("#job-fields")).to_contain_text("succeeded")
+        await expect(page.locator("#job-metadata")).to_contain_text('"prompt": "a red fox in fresh snow"')
+        await page.wait_for_function("() => { const i = document.querySelector('#job-outputs img');"
+                                     " return i && i.complete && i.naturalWidth > 0; }")
+        # The mirrored copy is shown, from the receiver itself; the origin was fetched once, by the mirror.
+        assert (await page.locator("#job-outputs img").get_attribute("src")).startswith(f"{server.base_url}/media/")
+        assert cdn.fetched == ["/px-fox/output.png"]
+        attempts = page.locator("#deliveries tbody tr")
+        await expect(attempts).to_have_count(1)
+        await expect(attempts.first.locator("td").nth(3)).to_have_text("200")
+
+        touched = page.locator("#job-receipts details")
+        await expect(touched).to_have_count(2)
+        await expect(touched.first).to_contain_text("duplicate")
+        done = touched.last  # newest first: the completion that applied is the older one
+        await expect(done).to_contain_text("applied")
+        await done.locator("summary").click()
+        await expect(done.locator("pre").first).to_contain_text('"request_id": "px-fox",\n  "status": "COMPLETED"')
+        await done.get_by_role("button", name="Copy as curl").click()
+        curl = await done.locator("pre.curl").text_content()
+        assert "$RECEIVER_WEBHOOK_TOKEN" in curl and WEBHOOK_TOKEN not in curl
+        assert curl.startswith("curl -X POST 'http://127.0.0.1:8000/webhooks/pixazo?token=")
+        await browser.screenshot("-job")
+
+        # The command replays the receipt: against this receiver it is a duplicate.
+        local = curl.replace("http://127.0.0.1:8000", server.base_url)
+        replay = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", local], capture_output=True, text=True, timeout=30,
+            env={**os.environ, "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN})
+        assert json.loads(replay.stdout)["outcome"] == "duplicate", replay.stdout + replay.stderr
+
+        await page.get_by_role("button", name="Redeliver").click()
+        await expect(page.locator("#redeliver-status")).to_contain_text("Queued a new message")
+        await until(lambda: len(callback.requests) == 2)
+        first, second = callback.requests
+        assert first.webhook_id and second.webhook_id and first.webhook_id != second.webhook_id
+        assert json.loads(second.body)["data"]["id"] == job["id"]
+        await expect(attempts).to_have_count(2)
+    await browser.assert_clean()
