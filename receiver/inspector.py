@@ -11,6 +11,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from receiver.errors import StoreError
 from receiver.http import http_error
 from receiver.runtime import Runtime
 from receiver.store import describe_store
@@ -60,13 +61,21 @@ def ui_mount() -> Mount:
 
 
 async def stats(request: Request) -> Response:
-    """`GET /v1/stats`: which store (never its password), jobs by status, callback backlog (count, oldest age)."""
+    """`GET /v1/stats`: which store (never its password) and whether it answers, the Oxen stream's state,
+    jobs by status, callback backlog (count, oldest age): all the inspector's glance, behind the token."""
     runtime: Runtime = request.state.runtime
     known_params(request.query_params, frozenset())
+    try:
+        await runtime.store.ping()
+    except StoreError:
+        return JSONResponse({"store": describe_store(runtime.settings.database_url), "store_state": "unreachable",
+                             "oxen_stream": runtime.oxen.state, "oxen_stream_error": runtime.oxen.last_error,
+                             "jobs": {}, "delivery_backlog": {"count": 0, "oldest_age_s": None}})
     count, oldest = await runtime.store.delivery_backlog()
     age = round(max(0.0, runtime.store.clock() - oldest), 3) if oldest is not None else None
     return JSONResponse({
-        "store": describe_store(runtime.settings.database_url),
+        "store": describe_store(runtime.settings.database_url), "store_state": "ok",
+        "oxen_stream": runtime.oxen.state, "oxen_stream_error": runtime.oxen.last_error,
         "jobs": await runtime.store.job_counts(),
         "delivery_backlog": {"count": count, "oldest_age_s": age},
     })

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 import receiver
 from receiver.generations import Generate
 from receiver.idempotency import MAX_KEY_LENGTH
-from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome
+from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName
 from receiver.validation import PatchJob, RedeliverTo, Redeliveries, RegisterJob
 
 # -- answers ---------------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ class JobOut(BaseModel):
     model_config = ConfigDict(title="Job", extra="allow")  # the media fields of a mirrored output may follow
 
     id: str
-    provider: Literal["oxen", "runware", "pixazo", "apiframe", "lumenfall"]
+    provider: ProviderName
     provider_job_id: str
     status: JobStatus
     outputs: list[OutputOut]
@@ -100,6 +100,9 @@ class StatsOut(BaseModel):
     model_config = ConfigDict(title="Stats")
 
     store: str
+    store_state: Literal["ok", "unreachable"]
+    oxen_stream: str
+    oxen_stream_error: str | None
     jobs: dict[str, int]
     delivery_backlog: Backlog
 

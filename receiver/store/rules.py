@@ -335,7 +335,10 @@ class UnitOfWork:
         applied = duplicate = False
         for completion in completions:
             result = self.apply(completion)
-            if result is None:
+            if result is None:  # progress: it changes nothing, but it is about its job, when that exists
+                known = self.job(completion.provider, completion.provider_job_id)
+                if known is not None and known.id not in job_ids:
+                    job_ids.append(known.id)
                 continue
             if result.job.id not in job_ids:
                 job_ids.append(result.job.id)

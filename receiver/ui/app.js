@@ -135,15 +135,12 @@ async function signIn(candidate) {
 // ---- at a glance -----------------------------------------------------------------------------
 
 async function refreshGlance(seen) {
-  const [ready, stats] = await Promise.all([
-    fetch("/readyz", { cache: "no-store" }).then((r) => r.json()).catch(() => ({ store: "unreachable" })),
-    json("/v1/stats"),
-  ]);
+  const stats = await json("/v1/stats");
   if (!current(seen)) return;
-  $("g-store").replaceChildren(badge(ready.store || "?"), " ",
+  $("g-store").replaceChildren(badge(stats.store_state || "?"), " ",
     el("span", { class: "clip-text", text: stats.store || "", title: stats.store || "" }));
-  $("g-oxen").replaceChildren(badge(ready.oxen_stream || "?"));
-  if (ready.oxen_stream_error) $("g-oxen").append(el("small", { text: " " + ready.oxen_stream_error }));
+  $("g-oxen").replaceChildren(badge(stats.oxen_stream || "?"));
+  if (stats.oxen_stream_error) $("g-oxen").append(el("small", { text: " " + stats.oxen_stream_error }));
   const backlog = stats.delivery_backlog || {};
   $("g-backlog").textContent = backlog.count
     ? backlog.count + " waiting, oldest " + age(backlog.oldest_age_s) : "0 waiting";

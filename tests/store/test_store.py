@@ -536,3 +536,14 @@ async def test_idempotency_key_claims(open_stores: Opener) -> None:
     assert (await second.claim_idempotency_key("k1", fingerprint="i", ttl_s=60, stale_s=30)).state == "new"
     await first.prune_idempotency_keys(older_than=first.clock() + 1)
     assert (await second.claim_idempotency_key("k1", fingerprint="j", ttl_s=60, stale_s=30)).state == "new"
+
+
+async def test_progress_names_its_job_without_changing_it(store: Store) -> None:
+    job, _ = await store.register_job(provider="apiframe", provider_job_id="prog1", callback_url=None, metadata={},
+                                      expected_outputs=None)
+    result = await store.apply(receipt("apiframe"), [Completion("apiframe", "prog1", JobStatus.PENDING)])
+    assert result.outcome is Outcome.IGNORED and result.job_ids == [job.id] and result.terminal_job_ids == []
+    (stored,) = (await store.list_receipts(provider=None, outcome=None, limit=5, cursor=None, job_id=job.id)).items
+    assert stored.id == result.receipt_id and stored.job_ids == [job.id]
+    still = await store.get_job(job.id)
+    assert still is not None and still.status is JobStatus.PENDING and still.outputs == []
