@@ -14,8 +14,8 @@ import pytest
 from receiver import mirror
 from receiver.app import create_app
 from tests.fakes.callback import CallbackServer
-from tests.fakes.harness import wait_until
-from tests.support import WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
+
+from tests.support import WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
 
 # Short enough that every give-up happens within a few seconds.
 FAST = mirror.MirrorTuning(attempt_timeout_s=1.5, read_timeout_s=1.0, retry_for_s=2.0, first_retry_s=0.1,
@@ -56,7 +56,7 @@ async def callback_for(callback: CallbackServer, job_id: str, timeout: float = 2
     def bodies() -> list[dict[str, Any]]:
         return [b for b in (json.loads(r.body) for r in callback.requests) if b["data"]["id"] == job_id]
 
-    await wait_until(lambda: bodies(), timeout, f"the callback of {job_id}")
+    await eventually(lambda: bodies(), timeout, f"the callback of {job_id}")
     return bodies()[0]
 
 

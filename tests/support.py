@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import httpx
 import uvicorn
@@ -22,6 +23,21 @@ from receiver.settings import Settings
 API_TOKEN = "test-api-token"
 WEBHOOK_TOKEN = "test-webhook-token"
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Re-run `check` (sync or async) until it returns something truthy, and return that; fail after `timeout`
+    with its last value. The one poll-until of the tests: generous by default, since a busy machine is slow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached in {timeout} s (last: {value!r})")
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

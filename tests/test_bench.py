@@ -11,11 +11,10 @@ import asyncio
 import json
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
 from receiver.app import create_app
-from tests.support import serve_app, make_settings
+from tests.support import serve_app, make_settings, eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
@@ -24,15 +23,6 @@ import benchlib as bl  # noqa: E402
 
 def settings(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
     return make_settings(tmp_path, webhook_token=bl.WEBHOOK_TOKEN, **overrides)
-
-
-async def until(check, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout} s")
-        await asyncio.sleep(0.02)
-    return value
 
 
 async def test_closed_loop_load_stores_exactly_the_acknowledged_webhooks(tmp_path: Path) -> None:
@@ -53,7 +43,7 @@ async def test_open_loop_webhooks_each_reach_the_callback_sink_once(tmp_path: Pa
             keys = [f"e2e-{i}" for i in range(40)]
             records = await bl.open_loop(port, bl.HOOK_PATH, bl.pixazo_webhook, keys, rate=200)
             assert [r.status for r in records] == [200] * len(keys)
-            await until(lambda: len(sink.arrivals) == len(keys), what="every callback")
+            await eventually(lambda: len(sink.arrivals) == len(keys), what="every callback")
             assert set(sink.arrivals) == set(keys) and sink.duplicates == 0
             assert all(sink.arrivals[r.key] > r.sent_at for r in records)
     finally:
@@ -69,7 +59,7 @@ async def test_a_fast_stream_burst_is_applied_whole_and_in_order(tmp_path: Path)
             await asyncio.wait_for(oxen.connected.wait(), 10)
             oxen.send(b"event: other_event\ndata: {}\n\n" + b"".join(bl.oxen_event(i) for i in ids))
             db = tmp_path / "receiver.db"
-            await until(lambda: bl.count_jobs(db, "oxen") == len(ids), what="every completion applied")
+            await eventually(lambda: bl.count_jobs(db, "oxen") == len(ids), what="every completion applied")
     finally:
         await oxen.close()
     conn = sqlite3.connect(db)

@@ -27,26 +27,13 @@ from receiver.delivery import decide, destination
 from receiver.delivery_limits import DeliveryLimits
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
 from tests.support import (
+    eventually,
     UNMIRRORED,
     API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, free_port, make_settings,
     process_env, serve_app,
 )
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-async def until(check: Callable[[], Any], *, timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll `check` (sync or async) until it returns something truthy, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -176,7 +163,7 @@ async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: P
     caplog.set_level(logging.INFO)
     async with callback_server(Reply(500)) as fake, receiver(tmp_path) as server, api_client(server.base_url) as client:
         job_id = await finished_job(client, fake.url("/hook/path-secret?token=downstream-secret"))
-        await until(lambda: len(fake.requests) == 2, what="the callback and its retry")
+        await eventually(lambda: len(fake.requests) == 2, what="the callback and its retry")
         received = fake.requests[-1]
 
         payload = verify(received)
@@ -194,7 +181,7 @@ async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: P
         with pytest.raises(standardwebhooks.WebhookVerificationError):
             standardwebhooks.Webhook(SIGNING_SECRET).verify(tampered, received.headers)
 
-        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
         retried, attempt = await deliveries(client, job_id)
         assert (retried["attempt"], retried["status_code"]) == (1, 500)
         assert attempt["attempt"] == 2 and attempt["status_code"] == 200 and attempt["error"] is None
@@ -213,7 +200,7 @@ async def test_retries_keep_the_webhook_id_and_follow_the_schedule(tmp_path: Pat
     async with callback_server(Reply(500, body=b"boom"), Reply(503)) as fake, receiver(tmp_path) as server, \
             api_client(server.base_url) as client:
         job_id = await finished_job(client, fake.url(), failed=True)
-        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
 
         assert len(fake.requests) == 3
         assert len({r.webhook_id for r in fake.requests}) == 1
@@ -233,7 +220,7 @@ async def test_retry_after_is_honoured_up_to_the_largest_step(tmp_path: Path) ->
     async with callback_server(Reply(429, headers={"Retry-After": "30"})) as fake, \
             receiver(tmp_path, retry_schedule=(0.05, 0.6)) as server, api_client(server.base_url) as client:
         job_id = await finished_job(client, fake.url())
-        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
         first, second = fake.requests
         assert first.webhook_id == second.webhook_id
         assert 0.6 <= second.at - first.at < 1.5
@@ -242,7 +229,7 @@ async def test_retry_after_is_honoured_up_to_the_largest_step(tmp_path: Path) ->
 async def test_410_stops_retrying(tmp_path: Path) -> None:
     async with callback_server(Reply(410)) as fake, receiver(tmp_path) as server, api_client(server.base_url) as client:
         job_id = await finished_job(client, fake.url())
-        await until(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
+        await eventually(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
         await asyncio.sleep(0.4)  # more than the whole schedule (0.35 s)
         assert len(fake.requests) == 1
         assert [(a["attempt"], a["status_code"]) for a in await deliveries(client, job_id)] == [(1, 410)]
@@ -252,7 +239,7 @@ async def test_exhausted_delivery_fails_then_redeliver_sends_a_new_message(tmp_p
     async with callback_server(default=Reply(500)) as fake, receiver(tmp_path) as server, \
             api_client(server.base_url) as client:
         job_id = await finished_job(client, fake.url())
-        await until(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
+        await eventually(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
         assert len(fake.requests) == 4  # 3 schedule values: 4 attempts
         [old_id] = {r.webhook_id for r in fake.requests}
         assert [a["attempt"] for a in await deliveries(client, job_id)] == [1, 2, 3, 4]
@@ -264,7 +251,7 @@ async def test_exhausted_delivery_fails_then_redeliver_sends_a_new_message(tmp_p
         assert response.status_code == 202, response.text
         new_id = response.json()["message_id"]
         assert new_id != old_id
-        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="redelivered")
+        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="redelivered")
         assert [r.webhook_id for r in fake.requests[4:]] == [new_id]
         assert verify(fake.requests[4])["data"]["id"] == job_id
         attempts = await deliveries(client, job_id)
@@ -284,8 +271,8 @@ async def test_timeouts_and_refused_connections_are_retried(tmp_path: Path) -> N
             api_client(server.base_url) as client:
         dead = await finished_job(client, refused)
         slow = await finished_job(client, fake.url())
-        await until(lambda: delivery_status_is(client, dead, "failed"), what="refused → failed")
-        await until(lambda: delivery_status_is(client, slow, "delivered"), what="timeout → retried → delivered")
+        await eventually(lambda: delivery_status_is(client, dead, "failed"), what="refused → failed")
+        await eventually(lambda: delivery_status_is(client, slow, "delivered"), what="timeout → retried → delivered")
 
         attempts = await deliveries(client, dead)
         assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, None), (2, None)]
@@ -301,7 +288,7 @@ async def test_redirects_are_not_followed(tmp_path: Path) -> None:
             receiver(tmp_path, retry_schedule=(0.05,)) as server, api_client(server.base_url) as client:
         redirector.default = Reply(307, headers={"Location": target.url()})
         job_id = await finished_job(client, redirector.url())
-        await until(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
+        await eventually(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
         assert len(redirector.requests) == 2 and target.requests == []
         assert [a["status_code"] for a in await deliveries(client, job_id)] == [307, 307]
 
@@ -315,13 +302,13 @@ async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None
             receiver(tmp_path, callback_timeout_s=10) as server, api_client(server.base_url) as client:
         # More than the worker holds for one destination: the rest is postponed, not lost.
         stuck = [await finished_job(client, slow.url(f"/{i}")) for i in range(limits.per_host_held + 4)]
-        await until(lambda: len(slow.requests) >= limits.per_host_concurrency, what="the slow endpoint's slots to fill")
+        await eventually(lambda: len(slow.requests) >= limits.per_host_concurrency, what="the slow endpoint's slots to fill")
 
         started = time.monotonic()
         job_id = await finished_job(client, fast.url())
-        [received] = await until(lambda: fast.requests, timeout=2, what="the fast callback")
+        [received] = await eventually(lambda: fast.requests, timeout=2, what="the fast callback")
         assert received.at - started < 0.5
-        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
 
         # Bounded per destination: the others wait their turn instead of piling on.
         assert slow.max_in_flight == limits.per_host_concurrency == len(slow.requests)
@@ -330,7 +317,7 @@ async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None
         slow.default = Reply(200)
         slow.release()  # the hanging ones get a 503 and are retried
         for j in stuck:
-            await until(lambda: delivery_status_is(client, j, "delivered"), what="every slow callback delivered")
+            await eventually(lambda: delivery_status_is(client, j, "delivered"), what="every slow callback delivered")
         assert slow.max_in_flight == limits.per_host_concurrency
         assert {r.path for r in slow.requests} == {f"/{i}" for i in range(len(stuck))}
 
@@ -343,13 +330,13 @@ async def test_endpoints_that_never_answer_cannot_crowd_out_a_healthy_one(tmp_pa
         for hole in (hole_a, hole_b):
             for start in range(0, 150, 15):
                 await asyncio.gather(*(finished_job(client, hole.url(f"/{i}")) for i in range(start, start + 15)))
-        await until(lambda: hole_a.open and hole_b.open, timeout=10, what="both black holes to be called")
+        await eventually(lambda: hole_a.open and hole_b.open, timeout=10, what="both black holes to be called")
         fine = [await finished_job(client, healthy.url(f"/{i}")) for i in range(20)]
 
-        await until(lambda: len({r.path for r in healthy.requests}) == len(fine), timeout=10,
+        await eventually(lambda: len({r.path for r in healthy.requests}) == len(fine), timeout=10,
                     what="every healthy callback while the black holes hang")
         for job_id in fine:
-            await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+            await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
         # The black holes still hang: nothing of theirs was answered, and they never got more than their slots.
         assert hole_a.open == hole_b.open == limits.per_host_concurrency
         assert max(hole_a.max_open, hole_b.max_open) == limits.per_host_concurrency
@@ -363,9 +350,9 @@ async def test_a_backlog_beyond_a_destinations_share_is_delivered_whole_within_i
             serve_app(create_app(make_settings(tmp_path), delivery_limits=small)) as server, \
             api_client(server.base_url) as client:
         jobs = await asyncio.gather(*(finished_job(client, fake.url(f"/{i}")) for i in range(40)))
-        await until(lambda: len(fake.requests) >= len(jobs), timeout=20, what="every callback")
+        await eventually(lambda: len(fake.requests) >= len(jobs), timeout=20, what="every callback")
         for job_id in jobs:
-            await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+            await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
         assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(40))  # each once
         assert fake.max_in_flight <= small.per_host_concurrency
 
@@ -389,11 +376,11 @@ async def test_registering_a_job_whose_result_already_arrived_delivers_at_once(t
         started = time.monotonic()
         registered = await register(client, "early-bird", fake.url(), metadata={"user": 7})
         assert registered["id"] == job_id and registered["status"] == "succeeded"
-        [received] = await until(lambda: fake.requests, timeout=2, what="the callback")
+        [received] = await eventually(lambda: fake.requests, timeout=2, what="the callback")
         assert received.at - started < 1.0
         payload = verify(received)
         assert payload["data"]["id"] == job_id and payload["data"]["metadata"] == {"user": 7}
-        await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
 
 
 async def test_default_callback_url_gets_unregistered_results(tmp_path: Path) -> None:
@@ -401,7 +388,7 @@ async def test_default_callback_url_gets_unregistered_results(tmp_path: Path) ->
         async with receiver(tmp_path, default_callback_url=fake.url("/default")) as server, \
                 api_client(server.base_url) as client:
             [job_id] = await complete(client, "nobody-registered-me")
-            [received] = await until(lambda: fake.requests, what="the callback")
+            [received] = await eventually(lambda: fake.requests, what="the callback")
             assert received.path == "/default" and verify(received)["data"]["id"] == job_id
 
 
@@ -553,12 +540,12 @@ async def test_delivery_resumes_after_sigkill_and_a_delivered_message_is_not_res
             await asyncio.to_thread(proc.start)
             async with api_client(proc.base_url) as client:
                 job_id = await finished_job(client, fake.url())
-                await until(lambda: len(fake.requests) == 2 and fake.in_flight == 1, what="the hanging retry")
+                await eventually(lambda: len(fake.requests) == 2 and fake.in_flight == 1, what="the hanging retry")
             await asyncio.to_thread(proc.kill)
 
             await asyncio.to_thread(proc.start)  # same SQLite file; the in-flight attempt is retried
             async with api_client(proc.base_url) as client:
-                await until(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered after restart")
+                await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered after restart")
                 assert len(fake.requests) == 3
                 [message_id] = {r.webhook_id for r in fake.requests}
                 assert all(verify(r)["data"]["id"] == job_id for r in fake.requests)
@@ -568,10 +555,10 @@ async def test_delivery_resumes_after_sigkill_and_a_delivered_message_is_not_res
             await asyncio.to_thread(proc.start)  # the 2xx-acknowledged message must not go out again
             async with api_client(proc.base_url) as client:
                 other = await finished_job(client, fake.url("/other"))
-                await until(lambda: any(r.path == "/other" for r in fake.requests), what="a new callback")
+                await eventually(lambda: any(r.path == "/other" for r in fake.requests), what="a new callback")
                 await asyncio.sleep(0.2)
                 assert len(fake.for_id(message_id)) == 3
                 assert [r.path for r in fake.requests[3:]] == ["/other"]
-                await until(lambda: delivery_status_is(client, other, "delivered"), what="delivered")
+                await eventually(lambda: delivery_status_is(client, other, "delivered"), what="delivered")
         finally:
             await asyncio.to_thread(proc.kill)

@@ -13,9 +13,9 @@ import pytest
 from tests.fakes import apiframe as af
 from tests.fakes import pixazo as px
 from tests.fakes.callback import Reply, callback_server
-from tests.fakes.harness import serve_receiver, wait_until
+from tests.fakes.harness import serve_receiver
 from tests.fakes.hostile import HostileProvider, raw
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
 
@@ -166,8 +166,8 @@ async def test_a_callback_answer_is_kept_short_in_the_delivery_record(tmp_path: 
             async def attempts() -> list[dict[str, Any]]:
                 return list((await api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["deliveries"])
 
-            await wait_until(lambda: len(endpoint.requests) >= 2, 10, "two attempts")
-            await wait_until(attempts, 10, "a recorded attempt")
+            await eventually(lambda: len(endpoint.requests) >= 2, 10, "two attempts")
+            await eventually(attempts, 10, "a recorded attempt")
             for attempt in await attempts():
                 assert attempt["error"] is not None and len(attempt["error"]) <= len("HTTP 500: ") + 200
 

@@ -11,10 +11,9 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,7 +22,7 @@ from receiver.app import create_app
 from tests.fakes.callback import HANG, callback_server
 from tests.fakes.images import fake_cdn
 from tests.media_support import mirroring_receiver
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
 
 CHROMIUM = os.environ.get("RECEIVER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,13 +39,6 @@ def pixazo_done(request_id: str, *urls: str) -> dict[str, Any]:
             # By default a loopback URL nothing listens on: a page showing it never leaves the machine.
             "output": {"media_url": list(urls) or [f"http://127.0.0.1:9/{request_id}/output.jpeg"],
                        "media_type": "image/png" if urls else "image/jpeg"}}
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 # ---- the browser ----------------------------------------------------------------------------
@@ -159,7 +151,7 @@ async def test_stats_needs_the_token_and_shows_jobs_and_backlog(tmp_path: Path) 
                                                  "callback_url": callback.url()})
                 await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-t"})
                 await client.post(hook("pixazo"), json=pixazo_done("px-s"))
-                await until(lambda: len(callback.requests) == 1)  # held open: the message stays pending
+                await eventually(lambda: len(callback.requests) == 1)  # held open: the message stays pending
                 stats = (await api.get("/v1/stats")).json()
             assert stats["jobs"] == {"pending": 1, "succeeded": 1}
             assert stats["delivery_backlog"]["count"] == 1 and stats["delivery_backlog"]["oldest_age_s"] >= 0
@@ -278,7 +270,7 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
                 "metadata": {"prompt": "a red fox in fresh snow", "run": 7}})).json()
             await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))
             await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))  # a repeat
-        await until(lambda: len(callback.requests) == 1)
+        await eventually(lambda: len(callback.requests) == 1)
 
         link = page.get_by_role("link", name=job["id"])
         await link.focus()
@@ -317,7 +309,7 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
 
         await page.get_by_role("button", name="Redeliver").click()
         await expect(page.locator("#redeliver-status")).to_contain_text("Queued a new message")
-        await until(lambda: len(callback.requests) == 2)
+        await eventually(lambda: len(callback.requests) == 2)
         first, second = callback.requests
         assert first.webhook_id and second.webhook_id and first.webhook_id != second.webhook_id
         assert json.loads(second.body)["data"]["id"] == job["id"]

@@ -17,8 +17,8 @@ import pytest
 from receiver.app import create_app
 from tests.fakes import runware as rw
 from tests.fakes.callback import callback_server
-from tests.fakes.harness import hook_url, serve_receiver, wait_job, wait_until
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, make_settings, process_env, serve_app
+from tests.fakes.harness import hook_url, serve_receiver, wait_job
+from tests.support import API_TOKEN, ReceiverProcess, RunningServer, make_settings, process_env, serve_app, eventually
 
 DEAD = "http://127.0.0.1:9/results"  # nothing listens there
 
@@ -53,10 +53,10 @@ async def test_patch_changes_where_messages_go_and_what_they_carry(tmp_path: Pat
         assert patched.json()["callback_url"] == DEAD
         await complete(server, "p1")
         # Its first attempt fails (nothing listens); the retry, seconds later, goes where the job now points.
-        await wait_until(lambda: _attempts(api, job["id"]), timeout=10, what="a first attempt")
+        await eventually(lambda: _attempts(api, job["id"]), timeout=10, what="a first attempt")
         moved = await api.patch(f"/v1/jobs/{job['id']}", json={"callback_url": downstream.url("/new")})
         assert moved.status_code == 200 and moved.json()["callback_url"] == downstream.url("/new")
-        await wait_until(lambda: downstream.requests, timeout=10, what="the re-pointed message")
+        await eventually(lambda: downstream.requests, timeout=10, what="the re-pointed message")
         (received,) = downstream.requests
         assert received.path == "/new" and b'"metadata":{"v":2}' in received.body
         deliveries = (await api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["deliveries"]
@@ -81,7 +81,7 @@ async def test_cancel_calls_back_and_a_late_result_changes_nothing(tmp_path: Pat
         job = await register(api, "c1", callback_url=downstream.url())
         cancelled = await api.post(f"/v1/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-        await wait_until(lambda: downstream.requests, what="the cancellation callback")
+        await eventually(lambda: downstream.requests, what="the cancellation callback")
         assert b'"type":"job.cancelled"' in downstream.requests[0].body
         events = await _replay(server)
         assert [e for e in events if e.startswith("event:")] == ["event: job.cancelled"]
@@ -115,7 +115,7 @@ async def test_pending_job_fails_after_the_timeout_and_is_called_back(tmp_path: 
         job = await register(api, "t1", callback_url=downstream.url())
         ended = await wait_job(server, job["id"], timeout=10)
         assert ended["status"] == "failed" and "RECEIVER_JOB_TIMEOUT_S" in ended["error"]
-        await wait_until(lambda: downstream.requests, what="the failure callback")
+        await eventually(lambda: downstream.requests, what="the failure callback")
         assert b'"type":"job.failed"' in downstream.requests[0].body
 
 
@@ -130,19 +130,19 @@ async def test_redeliver_to_another_url_and_redeliveries_by_time(tmp_path: Path)
         await register(api, "r-pending", callback_url=downstream.url("/own"))
         for i in range(3):
             await complete(server, f"r{i}")
-        await wait_until(lambda: len(downstream.requests) == 3, what="the first callbacks")
+        await eventually(lambda: len(downstream.requests) == 3, what="the first callbacks")
 
         there = await api.post(f"/v1/jobs/{jobs[0]['id']}/redeliver", json={"url": downstream.url("/elsewhere")})
         assert there.status_code == 202 and there.json()["url"] == downstream.url("/elsewhere")
-        await wait_until(lambda: [r for r in downstream.requests if r.path == "/elsewhere"], what="the redelivery")
+        await eventually(lambda: [r for r in downstream.requests if r.path == "/elsewhere"], what="the redelivery")
         field_named(await api.post(f"/v1/jobs/{jobs[0]['id']}/redeliver", json={"url": "file:///etc"}), "url")
         plain = await api.post(f"/v1/jobs/{jobs[1]['id']}/redeliver")
         assert plain.status_code == 202 and plain.json()["url"] == downstream.url("/own")
-        await wait_until(lambda: len(downstream.requests) == 5, what="the plain redelivery")
+        await eventually(lambda: len(downstream.requests) == 5, what="the plain redelivery")
 
         many = await api.post("/v1/redeliveries", json={"since": since, "provider": "pixazo"})
         assert many.status_code == 202 and many.json() == {"count": 3}
-        await wait_until(lambda: len(downstream.requests) == 8, what="the redeliveries")
+        await eventually(lambda: len(downstream.requests) == 8, what="the redeliveries")
         ids = [r.webhook_id for r in downstream.requests]
         assert len(set(ids)) == 8  # each a new message
         future = await api.post("/v1/redeliveries", json={"since": "2999-01-01T00:00:00Z"})
@@ -270,8 +270,8 @@ async def test_job_filters_unknown_parameters_and_receipts_by_job(tmp_path: Path
         called = await register(api, "q1", callback_url=downstream.url())
         quiet = await register(api, "q2")
         await complete(server, "q1")
-        await wait_until(lambda: downstream.requests, what="the callback")
-        await wait_until(lambda: _status_is(api, called["id"], "delivered"), what="delivered")
+        await eventually(lambda: downstream.requests, what="the callback")
+        await eventually(lambda: _status_is(api, called["id"], "delivered"), what="delivered")
 
         async def ids(**params: str) -> list[str]:
             reply = await api.get("/v1/jobs", params=params)

@@ -11,10 +11,9 @@ import os
 import signal
 import stat
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 import pytest
 import standardwebhooks
@@ -27,22 +26,9 @@ from receiver.app import create_app
 from receiver.listen import ListenConfig, Listener, ListenTuning
 from receiver.listen_events import SourceEvent, parse_ahead
 from receiver.sse_lines import line_run
-from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
+from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
 
 FAST = ["--silence-timeout", "5", "--max-backoff", "0.2"]
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 20, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class LocalEndpoint:
@@ -98,7 +84,7 @@ class Listen:
         return self
 
     async def connected(self) -> "Listen":
-        await until(lambda: self.said("connected") or self.exited, what="the listener to connect")
+        await eventually(lambda: self.said("connected") or self.exited, what="the listener to connect")
         assert not self.exited, self.stderr
         return self
 
@@ -192,7 +178,7 @@ async def test_forwards_live_events_signed_and_in_order(source: RunningServer, t
             local.webhook = standardwebhooks.Webhook(secret)
 
             jobs = await complete_jobs(source, 5)
-            await until(lambda: len(local.received) >= 5 and len(listener.out) >= 5, what="five events forwarded")
+            await eventually(lambda: len(local.received) >= 5 and len(listener.out) >= 5, what="five events forwarded")
             assert local.job_ids == jobs and local.bad_signatures == 0
             ids = [event_id(webhook_id) for webhook_id, _ in local.received]
             assert ids == sorted(set(ids)) and all(w.startswith("evt_") for w, _ in local.received)
@@ -202,7 +188,7 @@ async def test_forwards_live_events_signed_and_in_order(source: RunningServer, t
                     assert payload["data"] == (await api.get(f"/v1/jobs/{job_id}")).json()
             for line, job_id in zip(listener.out, jobs):
                 assert "job.succeeded" in line and job_id in line and " 200 " in line and line.endswith("ms")
-            await until(lambda: saved(state)["last_event_id"] == ids[-1], what="the state file to follow")
+            await eventually(lambda: saved(state)["last_event_id"] == ids[-1], what="the state file to follow")
             assert await listener.stop() == 0
     assert saved(state)["last_event_id"] == ids[-1] and saved(state)["signing_secret"] == secret
     assert API_TOKEN not in listener.stderr
@@ -214,7 +200,7 @@ async def test_catches_up_in_order_after_being_stopped(source: RunningServer, tm
         async with listening(source.base_url, url, state, *FAST) as first:
             await first.connected()
             jobs = await complete_jobs(source, 2)
-            await until(lambda: len(local.received) == 2, what="two events forwarded")
+            await eventually(lambda: len(local.received) == 2, what="two events forwarded")
             assert await first.stop() == 0
         assert first.said("stopped")
 
@@ -223,11 +209,11 @@ async def test_catches_up_in_order_after_being_stopped(source: RunningServer, tm
         assert len(local.received) == 2
 
         async with listening(source.base_url, url, state, *FAST) as second:
-            await until(lambda: len(set(local.job_ids)) == 5, what="the missed events")
+            await eventually(lambda: len(set(local.job_ids)) == 5, what="the missed events")
             await asyncio.sleep(0.3)  # nothing more may come
             assert second.said("resuming after event")
             jobs += await complete_jobs(source, 1)  # and then live again
-            await until(lambda: len(set(local.job_ids)) == 6, what="a live event after the catch-up")
+            await eventually(lambda: len(set(local.job_ids)) == 6, what="a live event after the catch-up")
             assert await second.stop(signal.SIGINT) == 0  # Ctrl-C
     # In order, none twice, except at most the one in flight when the first listener stopped.
     seen = local.job_ids
@@ -241,11 +227,11 @@ async def test_keeps_order_while_the_local_endpoint_fails(source: RunningServer,
         async with listening(source.base_url, url, tmp_path / "listen.json", *FAST) as listener:
             await listener.connected()
             jobs = await complete_jobs(source, 4)
-            await until(lambda: local.attempts >= 4, what="retries of the first event")
+            await eventually(lambda: local.attempts >= 4, what="retries of the first event")
             assert local.received == [] and listener.out == []
             assert listener.said("HTTP 503")
             local.status = 200
-            await until(lambda: len(local.received) >= 4, what="the events once the endpoint recovers")
+            await eventually(lambda: len(local.received) >= 4, what="the events once the endpoint recovers")
             await asyncio.sleep(0.2)
             assert local.job_ids == jobs and len(listener.out) == 4
             assert await listener.stop() == 0
@@ -306,7 +292,7 @@ async def test_reconnects_a_silent_stream(tmp_path: Path) -> None:
     async with serve_app(fake.app) as running, local_endpoint() as (local, url):
         async with listening(running.base_url, url, tmp_path / "listen.json",
                              "--silence-timeout", "0.5", "--max-backoff", "0.2") as listener:
-            await until(lambda: len(local.received) == 1, what="the event sent after the reconnect")
+            await eventually(lambda: len(local.received) == 1, what="the event sent after the reconnect")
             assert fake.streams >= 2 and fake.last_event_ids[:2] == ["0", "0"]
             assert listener.said("nothing received for 0.5 s")
             webhook_id, payload = local.received[0]
@@ -352,7 +338,7 @@ async def test_a_line_over_the_bound_ends_the_connection(tmp_path: Path) -> None
         tuning = ListenTuning(silence_s=5, backoff_base_s=0.05, backoff_cap_s=0.1, max_line_bytes=65536)
         task = asyncio.create_task(Listener(config, tuning, out=io.StringIO(), err=err).run())
         try:
-            await until(lambda: len(local.received) == 1, what="the event after the endless line")
+            await eventually(lambda: len(local.received) == 1, what="the event after the endless line")
             assert fake.streams >= 2
         finally:
             task.cancel()

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from tests.fakes.callback import callback_server
-from tests.fakes.harness import wait_until
+
 from tests.fakes.origin import image_bytes, media_origin
 from tests.media_support import callback_for, deliver, fast_mirror, get, mirroring_receiver
-from tests.support import API_TOKEN
+from tests.support import API_TOKEN, eventually
 
 __all__ = ["fast_mirror"]
 
@@ -138,9 +138,9 @@ async def test_retention_sweep_deletes_objects_and_their_urls_answer_410(tmp_pat
         async def gone() -> bool:
             return (await get(url)).status_code == 410
 
-        await wait_until(gone, 20, "the object to expire")
+        await eventually(gone, 20, "the object to expire")
         # Marked gone first, then removed: the file follows shortly.
-        await wait_until(lambda: not list((tmp_path / "media" / "objects").iterdir()), 10, "the file to be removed")
+        await eventually(lambda: not list((tmp_path / "media" / "objects").iterdir()), 10, "the file to be removed")
 
 
 async def test_mirroring_off_serves_no_media_and_calls_back_at_once(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from tests.fakes.callback import callback_server
-from tests.fakes.harness import wait_until
+
 from tests.fakes.origin import image_bytes, media_origin
 from tests.media_support import callback_for, deliver, fast_mirror, get, mirroring_receiver
-from tests.support import free_port
+from tests.support import free_port, eventually
 
 __all__ = ["fast_mirror"]
 S3_REQUIRED = os.environ.get("RECEIVER_REQUIRE_S3") == "1"
@@ -95,5 +95,5 @@ async def test_s3_retention_deletes_the_object(tmp_path: Path, fast_mirror: None
         async def gone() -> bool:
             return (await get(url)).status_code == 410
 
-        await wait_until(gone, 20, "the object to expire")
-        await wait_until(lambda: s3.keys() == [], 10, f"the object to leave the bucket: {s3.keys()}")
+        await eventually(gone, 20, "the object to expire")
+        await eventually(lambda: s3.keys() == [], 10, f"the object to leave the bucket: {s3.keys()}")

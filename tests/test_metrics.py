@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.app import create_app
 from tests.fakes.callback import Reply, callback_server
-from tests.fakes.harness import wait_until
+
 from tests.fakes.oxen import API_KEY as OXEN_KEY, FakeOxen
 from tests.fakes.pixazo import API_KEY as PIXAZO_KEY, FakePixazo, completed
-from tests.support import WEBHOOK_TOKEN, RunningServer, free_port, make_settings, serve_app
+from tests.support import WEBHOOK_TOKEN, RunningServer, free_port, make_settings, serve_app, eventually
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -77,7 +77,7 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
             generation = fake_oxen.submit()
             oxen_job = (await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation})).json()
             fake_oxen.complete(generation)
-            await wait_until(lambda: job_status(api, oxen_job["id"], "succeeded"), what="the Oxen job finished")
+            await eventually(lambda: job_status(api, oxen_job["id"], "succeeded"), what="the Oxen job finished")
 
             async def settled() -> bool:
                 s = await scrape(server)
@@ -85,7 +85,7 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
                         and value(s, "receiver_deliveries_total", outcome="retry") >= 3
                         and value(s, "receiver_reconcile_polls_total", provider="pixazo", result="pending") >= 1)
 
-            await wait_until(settled, timeout=10, what="deliveries and a reconcile poll")
+            await eventually(settled, timeout=10, what="deliveries and a reconcile poll")
             s = await scrape(server)
 
             def receipts(outcome: str, provider: str = "pixazo", source: str = "webhook") -> float:
@@ -125,7 +125,7 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
                 return (value(s, "receiver_oxen_stream_state", state="connecting") == 1
                         and value(s, "receiver_oxen_stream_reconnects_total") >= 3)
 
-            await wait_until(reconnecting, what="the stream reported down and retried")
+            await eventually(reconnecting, what="the stream reported down and retried")
             s = await scrape(server)
             assert value(s, "receiver_oxen_stream_connected") == 0
             assert value(s, "receiver_oxen_stream_state", state="connected") == 0

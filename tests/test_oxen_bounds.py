@@ -11,9 +11,9 @@ import pytest
 
 from receiver.bounded_sse import BoundedSSE, Oversized
 from receiver.oxen_stream import DEFAULT_TUNING
-from tests.fakes.harness import serve_receiver, wait_job, wait_until
+from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY, COMPLETED, FakeOxen
-from tests.support import RunningServer
+from tests.support import RunningServer, eventually
 
 pytestmark = pytest.mark.usefixtures("fast_oxen_stream")
 CHUNK = "x" * 65536
@@ -34,7 +34,7 @@ async def still_works(server: RunningServer, fake: FakeOxen) -> None:
     generation_id = fake.submit()
     async with server.api() as api:
         job = (await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation_id})).json()
-    await wait_until(lambda: fake.live_streams, 10, "a live stream")
+    await eventually(lambda: fake.live_streams, 10, "a live stream")
     fake.complete(generation_id)
     assert (await wait_job(server, job["id"], timeout=10))["status"] == "succeeded"
 
@@ -48,7 +48,7 @@ async def test_an_oversized_line_or_event_is_cut_kept_short_and_the_stream_renew
         fake_oxen.send_raw(f"event: {COMPLETED}\ndata: ")
         for _ in range(48):  # 3 MiB, three times the cap
             fake_oxen.send_raw(CHUNK if shape == "endless line" else CHUNK + "\ndata: ")
-        await wait_until(lambda: invalid_receipts(server), 15, "the oversized message kept")
+        await eventually(lambda: invalid_receipts(server), 15, "the oversized message kept")
         (receipt,) = await invalid_receipts(server)
         assert receipt["source"] == "stream" and "exceeds" in receipt["error"]
         kept = body_of(receipt)

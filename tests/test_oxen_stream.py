@@ -20,7 +20,7 @@ from receiver.models import JobStatus, Outcome
 from receiver.oxen_stream import Reconnects, StreamFailure, StreamTuning, poll_oxen_job
 from receiver.runtime import Runtime
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
-from tests.support import UNMIRRORED, RunningServer, free_port, make_settings, serve_app
+from tests.support import UNMIRRORED, RunningServer, free_port, make_settings, serve_app, eventually
 
 pytestmark = pytest.mark.usefixtures("fast_oxen_stream")
 
@@ -37,18 +37,6 @@ async def running_receiver(tmp_path: Path, base_url: str, **overrides: Any) -> A
 async def receiver(tmp_path: Path, fake_oxen: FakeOxen) -> AsyncIterator[RunningServer]:
     async with running_receiver(tmp_path, fake_oxen.base_url) as server:
         yield server
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Re-run `check` until it returns something truthy; fail with its last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout} s (last: {value!r})")
-        await asyncio.sleep(0.02)
 
 
 async def readyz(server: RunningServer) -> dict[str, Any]:

@@ -14,11 +14,11 @@ import pytest
 from receiver.provider_calls import MAX_ANSWER_BYTES
 from tests.fakes import pixazo as px
 from tests.fakes import runware as rw
-from tests.fakes.harness import serve_receiver, wait_job, wait_until
+from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.hostile import MiB, HostileProvider, huge, trickle
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, process_env
+from tests.support import API_TOKEN, ReceiverProcess, RunningServer, process_env, eventually
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
 
@@ -57,7 +57,7 @@ async def test_a_trickling_poll_holds_up_no_other_job_or_provider(tmp_path: Path
     ) as server:
         for n in range(6):  # more stuck polls than the reconciler runs at once
             await register(server, "pixazo", f"grok_{n}")
-        await wait_until(lambda: len(hostile.requests_to("/v2/requests/status/")) >= 1, 10, "a Pixazo poll")
+        await eventually(lambda: len(hostile.requests_to("/v2/requests/status/")) >= 1, 10, "a Pixazo poll")
         task = "0f7fb6a4-2a7c-4b8e-9d59-8f1d7c1f1c2e"
         runware.tasks[task] = {"taskUUID": task}
         runware.responses[task] = [rw.image(task)]
@@ -77,7 +77,7 @@ async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path,
         # so a catch-up round surely sees both.
         fake_oxen.drop()
         await fake_oxen.wait_connections(2)
-        await wait_until(lambda: fake_oxen.requests_to(f"/api/ai/queue/{stuck}"), 10, "the stuck poll")
+        await eventually(lambda: fake_oxen.requests_to(f"/api/ai/queue/{stuck}"), 10, "the stuck poll")
         fake_oxen.complete(other, emit=False)  # lost by Oxen: only a later catch-up round can see it
         fake_oxen.drop()
         await fake_oxen.wait_connections(3)
@@ -105,7 +105,7 @@ async def test_an_oversized_poll_answer_is_a_failed_poll_and_nothing_is_stored(
         tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url, reconcile_after_s=0.2
     ) as server:
         await register(server, "pixazo", "grok_1")
-        await wait_until(lambda: "exceeds" in caplog.text, 10, "the refused poll logged")
+        await eventually(lambda: "exceeds" in caplog.text, 10, "the refused poll logged")
         assert await receipts(server, "pixazo") == []
         assert f"more than {MAX_ANSWER_BYTES} bytes" in caplog.text
 

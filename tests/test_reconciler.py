@@ -9,10 +9,10 @@ from typing import Any
 from tests.fakes import apiframe as af
 from tests.fakes import pixazo as px
 from tests.fakes import runware as rw
-from tests.fakes.harness import serve_receiver, wait_job, wait_until
+from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
-from tests.support import UNMIRRORED, RunningServer, serve_app
+from tests.support import UNMIRRORED, RunningServer, serve_app, eventually
 
 FAST = {"reconcile_after_s": 0.2}
 
@@ -72,7 +72,7 @@ async def test_runware_lost_webhooks_completed_by_get_response(tmp_path: Path) -
     ) as server:
         job = await submit(server, "runware", params={"numberResults": 2})
         task_uuid = job["provider_job_id"]
-        await wait_until(lambda: fake.polls(), what="a getResponse poll")  # answered "processing"
+        await eventually(lambda: fake.polls(), what="a getResponse poll")  # answered "processing"
         fake.responses[task_uuid] = [rw.image(task_uuid, 1), rw.image(task_uuid, 2)]
         finished = await wait_job(server, job["id"])
         assert finished["status"] == "succeeded" and len(finished["outputs"]) == 2
@@ -135,12 +135,12 @@ async def test_polling_never_overrides_a_job_finished_by_webhook_meanwhile(tmp_p
         (sent,) = fake.requests_to("/grok-imagine-pro")
         webhook_url = sent.headers["x-webhook-url"]
         finished = await wait_job(server, job["id"])
-        await wait_until(lambda: len(fake.requests_to("/v2/requests/status/", "GET")) == 1, what="the poll")
+        await eventually(lambda: len(fake.requests_to("/v2/requests/status/", "GET")) == 1, what="the poll")
 
         async def poll_recorded() -> bool:
             return any(r["source"] == "poll" for r in await receipts(server, "pixazo"))
 
-        await wait_until(poll_recorded, what="the poll's receipt")
+        await eventually(poll_recorded, what="the poll's receipt")
         async with server.api() as api:
             after = (await api.get(f"/v1/jobs/{job['id']}")).json()
         assert after == finished

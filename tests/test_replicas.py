@@ -17,7 +17,7 @@ import pytest
 
 from tests.fakes.callback import HANG, callback_server
 from tests.fakes.oxen import API_KEY as OXEN_KEY, FakeOxen
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, ReceiverProcess, process_env, serve_app
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, ReceiverProcess, process_env, serve_app, eventually
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 Start = Callable[..., Awaitable[ReceiverProcess]]
@@ -30,17 +30,6 @@ def pixazo_done(request_id: str) -> bytes:
 
 def hook(base_url: str) -> str:
     return f"{base_url}/webhooks/pixazo?token={WEBHOOK_TOKEN}"
-
-
-async def until(check: Callable[[], Awaitable[object]], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -90,7 +79,7 @@ async def test_replicas_behave_as_one_receiver(start_replica: Start) -> None:
         async def everyone_called_back() -> bool:
             return set(delivered()) == set(job_ids)
 
-        await until(everyone_called_back, 30, "every job called back")
+        await eventually(everyone_called_back, 30, "every job called back")
         await asyncio.sleep(1)  # a second callback, if one were queued twice, would be on its way by now
         assert all(len(ids) == 1 for ids in delivered().values())  # one message per job, whichever replica sent it
 
@@ -134,7 +123,7 @@ async def test_a_killed_replicas_callback_is_taken_over(start_replica: Start) ->
             async def first_attempt_arrived() -> bool:
                 return len(sink.requests) >= 1
 
-            await until(first_attempt_arrived, 20, "a's first attempt")
+            await eventually(first_attempt_arrived, 20, "a's first attempt")
             b = await start_replica(**env)
             a.kill()  # mid-request, its message leased
             killed_at = time.monotonic()
@@ -143,7 +132,7 @@ async def test_a_killed_replicas_callback_is_taken_over(start_replica: Start) ->
                 job = (await client.get(f"{b.base_url}/v1/jobs/{job_id}", headers=AUTH)).json()
                 return job["delivery_status"] == "delivered"
 
-            await until(delivered, 75, "b delivering a's message")
+            await eventually(delivered, 75, "b delivering a's message")
         assert time.monotonic() - killed_at < 75
         assert len({r.webhook_id for r in sink.requests}) == 1  # the same message, taken over, not a new one
 
@@ -162,7 +151,7 @@ async def test_oxen_stream_has_one_consumer_and_fails_over(start_replica: Start)
             async def one_leader() -> bool:
                 return sorted(await states()) == ["connected", "standby"]
 
-            await until(one_leader, 30, "one consumer, one standby")
+            await eventually(one_leader, 30, "one consumer, one standby")
             leader, other = (replicas[0], replicas[1]) if (await states())[0] == "connected" else (replicas[1], replicas[0])
             generation = fake.submit()
             registered = await client.post(f"{other.base_url}/v1/jobs", headers=AUTH,
@@ -175,14 +164,14 @@ async def test_oxen_stream_has_one_consumer_and_fails_over(start_replica: Start)
             async def took_over() -> bool:
                 return (await client.get(f"{other.base_url}/readyz")).json()["oxen_stream"] == "connected"
 
-            await until(took_over, 30, "the standby taking the stream over")
+            await eventually(took_over, 30, "the standby taking the stream over")
             assert time.monotonic() - killed_at < 30
 
             async def caught_up() -> bool:
                 job = (await client.get(f"{other.base_url}/v1/jobs/{job_id}", headers=AUTH)).json()
                 return job["status"] == "succeeded"
 
-            await until(caught_up, 20, "the new consumer's catch-up poll finding the lost completion")
+            await eventually(caught_up, 20, "the new consumer's catch-up poll finding the lost completion")
         fake.close()
 
 

@@ -43,14 +43,14 @@ class Provider:
         return bool(self.adapter.verify_webhook(secret, body, headers))
 
 
-REGISTRY: dict[str, Provider] = {p.name: p for p in (
-    Provider("oxen", oxen),
-    Provider("runware", runware),
+REGISTRY: dict[str, Provider] = {p.name: p for p in (  # in the order people see them listed
     Provider("pixazo", pixazo),
+    Provider("runware", runware),
     Provider("apiframe", apiframe, webhook_secret="apiframe_api_key", forwards_idempotency_key=True),
     Provider("lumenfall", lumenfall, webhook_secret="lumenfall_webhook_secret", delivers_later=False, polls=False),
+    Provider("oxen", oxen),
 )}
-assert tuple(REGISTRY) == PROVIDERS, "the registry and models.ProviderName must list the same providers"
+assert set(REGISTRY) == set(PROVIDERS), "the registry and models.ProviderName must name the same providers"
 
 WEBHOOK_PROVIDERS: tuple[str, ...] = tuple(p.name for p in REGISTRY.values() if p.webhooks)
 

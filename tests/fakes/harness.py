@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -35,17 +33,3 @@ async def wait_job(server: RunningServer, job_id: str, timeout: float = 5.0) -> 
     job: dict[str, Any] = reply.json()
     assert job["status"] != "pending", f"job {job_id} still pending after {timeout} s"
     return job
-
-
-async def wait_until(check: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll an (async) predicate until it holds, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
