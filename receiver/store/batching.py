@@ -13,7 +13,9 @@ from typing import Any, Awaitable, Callable
 
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import Completion, Receipt
-from receiver.store.base import Message
+from receiver.models import ApplyResult
+from receiver.store.base import ChangeListener, Changes, Clock, Message
+from receiver.store.rules import UnitOfWork
 
 log = logging.getLogger("receiver.store")
 
@@ -112,3 +114,38 @@ class GroupCommit:
         for item, result in zip(batch, results):
             if not item.done.done():
                 item.done.set_result(result)
+
+
+class BatchedStore:
+    """What both stores share around the group commit: the unit of work each write starts from, the
+    inbound entry points, and the listeners woken after a commit. Each backend supplies `_commits`."""
+
+    clock: Clock
+    reconcile_after_s: float
+    default_callback_url: str | None
+    mirroring: bool
+    _listeners: list[ChangeListener]
+    _commits: GroupCommit | None
+
+    def _unit(self) -> UnitOfWork:
+        return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
+                          default_callback_url=self.default_callback_url, mirroring=self.mirroring)
+
+    async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
+        return await self._submit(Write(receipt, completions, None))
+
+    async def record_invalid(self, receipt: Receipt, error: str) -> int:
+        return (await self._submit(Write(receipt, None, error))).receipt_id  # type: ignore[no-any-return]
+
+    async def _submit(self, item: Item) -> Any:
+        if self._commits is None:
+            raise StoreError("store is closed")
+        return await self._commits.submit(item)
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, changes: Changes) -> None:
+        if changes.terminal_job_ids or changes.new_messages or changes.everything:
+            for listener in self._listeners:
+                listener(changes)

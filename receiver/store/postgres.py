@@ -28,9 +28,9 @@ import asyncpg
 import orjson
 
 from receiver.errors import StoreError, StoreUnavailable
-from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, dumps
+from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
 from receiver.store.base import ChangeListener, Changes, Clock, Event, JobFilter, Page
-from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
+from receiver.store.batching import AttemptRecord, BatchedStore, GroupCommit, Item, Write
 from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
 )
@@ -68,7 +68,7 @@ def describe(url: str) -> str:
         return "(unreadable URL)"
 
 
-class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
+class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedStore):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0
@@ -145,14 +145,6 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             except (asyncio.TimeoutError, *_UNAVAILABLE):
                 self._pool.terminate()
             self._pool = None
-
-    def add_listener(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
-
-    def _notify(self, changes: Changes) -> None:
-        if changes.terminal_job_ids or changes.new_messages or changes.everything:
-            for listener in self._listeners:
-                listener(changes)
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own, reconnecting forever; after a gap, wake every waiter."""
@@ -249,21 +241,6 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         return await self._tx(insert_then_read)
 
     # -- inbound (group commit) ------------------------------------------------------------------
-
-    def _unit(self) -> UnitOfWork:
-        return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
-                          default_callback_url=self.default_callback_url, mirroring=self.mirroring)
-
-    async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
-        return await self._submit(Write(receipt, completions, None))
-
-    async def record_invalid(self, receipt: Receipt, error: str) -> int:
-        return (await self._submit(Write(receipt, None, error))).receipt_id
-
-    async def _submit(self, item: Item) -> Any:
-        if self._commits is None:
-            raise StoreError("store is closed")
-        return await self._commits.submit(item)
 
     async def _commit_batch(self, batch: list[Item]) -> list[Any]:
         holder: list[UnitOfWork] = []

@@ -28,11 +28,11 @@ from typing import Any, Callable, TypeVar
 
 import aiosqlite
 from receiver.errors import StoreError, StoreUnavailable
-from receiver.models import ApplyResult, Completion, Job, Outcome, Receipt, StoredReceipt, dumps
+from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
 from receiver.store.base import (
     ChangeListener, Changes, Clock, Event, JobFilter, Page,
 )
-from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
+from receiver.store.batching import AttemptRecord, BatchedStore, GroupCommit, Item, Write
 from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
 )
@@ -50,7 +50,7 @@ BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it
 _CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
 
 
-class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
+class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, BatchedStore):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
@@ -178,14 +178,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         if self._lock is not None:
             self._lock.release()
 
-    def add_listener(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
-
-    def _notify(self, changes: Changes) -> None:
-        if changes.terminal_job_ids or changes.new_messages:
-            for listener in self._listeners:
-                listener(changes)
-
     # -- transactions ----------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -264,21 +256,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         return await self._batch(read_or_keep)
 
     # -- inbound (group commit) ------------------------------------------------------------------
-
-    def _unit(self) -> UnitOfWork:
-        return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
-                          default_callback_url=self.default_callback_url, mirroring=self.mirroring)
-
-    async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
-        return await self._submit(Write(receipt, completions, None))
-
-    async def record_invalid(self, receipt: Receipt, error: str) -> int:
-        return (await self._submit(Write(receipt, None, error))).receipt_id
-
-    async def _submit(self, item: Item) -> Any:
-        if self._commits is None:
-            raise StoreError("store is closed")
-        return await self._commits.submit(item)
 
     async def _commit_batch(self, batch: list[Item]) -> list[Any]:
         unit = self._unit()
