@@ -156,11 +156,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
             await runtime.close()
 
     routes = [
+        Route("/webhooks/{provider}", webhooks.WebhookEndpoint(), methods=["POST"]),  # first: the busiest
         Route("/healthz", ops.healthz),
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),
         Route("/openapi.json", openapi.openapi_json),
-        Route("/webhooks/{provider}", webhooks.receive_webhook, methods=["POST"]),
         Mount("/v1", routes=api_routes(), middleware=[Middleware(BearerAuth)]),
         inspector.ui_mount(),
         Route("/media/{rest:path}", serve_media, methods=["GET", "HEAD"]),

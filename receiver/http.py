@@ -6,8 +6,9 @@ import hmac
 import logging
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
 from receiver.models import dumps
 
@@ -17,13 +18,6 @@ log = logging.getLogger("receiver.http")
 
 class BodyTooLarge(Exception):
     pass
-
-
-class FastJSONResponse(JSONResponse):
-    """The same compact JSON as JSONResponse, rendered by orjson: for the webhook answer, on the hot path."""
-
-    def render(self, content: Any) -> bytes:
-        return dumps(content).encode("utf-8")
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -45,15 +39,27 @@ def bearer_token(request: Request) -> str | None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (BodyTooLarge) as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    """`read_body` for a plain ASGI endpoint: a declared length over `limit` is refused before any byte is
+    read, a streamed one as soon as it passes it; a client that hangs up raises ClientDisconnect."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise BodyTooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise BodyTooLarge
-    return bytes(body)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:

@@ -8,7 +8,7 @@ One unit can carry many webhooks (the group commit), so a burst costs a handful 
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
@@ -46,6 +46,12 @@ _SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "ocp-apim-s
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """A receipt's headers without credentials."""
     return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+
+
+def sortable_id(prefix: str, now: float) -> str:
+    """`prefix_` + 32 hex digits: milliseconds, then 80 random bits (as UUIDv7). Ids made in turn sort
+    together, so their unique index grows at its end instead of writing a random page per insert."""
+    return f"{prefix}_{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(10)}"
 
 
 @dataclass
@@ -173,7 +179,7 @@ class UnitOfWork:
         metadata: dict[str, Any] | None = None, expected_outputs: int | None = None, owner: str | None = None,
     ) -> Tracked:
         job = Job(
-            id=f"job_{uuid.uuid4().hex}", provider=provider, provider_job_id=provider_job_id,
+            id=sortable_id("job", self.now), provider=provider, provider_job_id=provider_job_id,
             status=JobStatus.PENDING, outputs=[], error=None, metadata=metadata or {}, callback_url=callback_url,
             delivery_status=DeliveryStatus.NONE, created_at=iso_time(self.now), completed_at=None,
             registered=registered, expected_outputs=expected_outputs,
@@ -308,7 +314,7 @@ class UnitOfWork:
         """Queue a new callback message (a new `webhook-id`) for a terminal job."""
         job.delivery_status = DeliveryStatus.PENDING
         self.track(job).dirty = True
-        message_id = f"msg_{uuid.uuid4().hex}"
+        message_id = sortable_id("msg", self.now)
         self._messages.append(NewMessage(message_id, job.id, url, callback_body(job, self.now), self.now))
         return message_id
 
