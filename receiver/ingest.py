@@ -32,8 +32,8 @@ async def ingest(runtime: Runtime, receipt: Receipt, parse: Callable[[], list[Co
         return ApplyResult(receipt_id, Outcome.INVALID, [], [], error=reason)
     result = await runtime.store.apply(receipt, completions)
     runtime.metrics.receipts.labels(receipt.provider, receipt.source, result.outcome.value).inc()
-    for job_id in result.terminal_job_ids:
-        log.info("job %s finished (%s %s)", job_id, receipt.provider, receipt.source, extra={"job_id": job_id})
+    if result.terminal_job_ids and log.isEnabledFor(logging.INFO):
+        runtime.finished_lines.add(result.terminal_job_ids, f"{receipt.provider} {receipt.source}")
     return result
 
 

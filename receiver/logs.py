@@ -7,6 +7,7 @@ every secret in force (`protect`), and whatever follows `token=` (however percen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -140,6 +141,30 @@ class JsonLines(JsonFormatter):
             fields = dict(log_data)
             log_data.clear()
             log_data.update(time=time, **fields)
+
+
+class FinishedLines:
+    """The `job … finished` lines, one per burst: messages committed together resume together (in one
+    turn of the event loop), so their jobs share one line, written at the end of that turn. A busy
+    receiver thus writes a line per group commit rather than per webhook; a quiet one, a line per job."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self._pending: list[tuple[str, str]] = []  # (job id, "pixazo webhook")
+
+    def add(self, job_ids: list[str], how: str) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.write)
+        self._pending.extend((job_id, how) for job_id in job_ids)
+
+    def write(self) -> None:
+        done, self._pending = self._pending, []
+        if len(done) == 1:
+            (job_id, how), = done
+            self.log.info("job %s finished (%s)", job_id, how, extra={"job_id": job_id})
+        elif done:
+            self.log.info("%d jobs finished: %s", len(done), ", ".join(f"{job_id} ({how})" for job_id, how in done),
+                          extra={"job_ids": [job_id for job_id, _ in done]})
 
 
 def configure(*, fmt: str = "text", level: str = "INFO", access_log: str = "all") -> dict[str, Any]:

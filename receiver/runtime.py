@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import secrets as random_secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
@@ -12,6 +13,7 @@ import httpx
 from pydantic import SecretStr
 
 from receiver.delivery_limits import DeliveryLimits
+from receiver.logs import FinishedLines
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
 from receiver.settings import Secrets, Settings
@@ -43,6 +45,8 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
     media: "Media | None" = None  # the media mirror; None with RECEIVER_MEDIA_URL=off (and for `receiver info`)
+    # `job … finished` at INFO, a line per burst (see FinishedLines)
+    finished_lines: FinishedLines = field(default_factory=lambda: FinishedLines(logging.getLogger("receiver.ingest")))
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run `work` past the request that started it; close() cancels and awaits whatever is left."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from receiver.logs import AccessLines, JsonLines, Redacting
+from receiver.logs import AccessLines, FinishedLines, JsonLines, Redacting
 from receiver.providers import apiframe
 from tests.fakes.callback import callback_server
 from tests.fakes.pixazo import completed
@@ -197,3 +197,19 @@ async def test_default_access_log_leaves_out_accepted_webhooks_only(tmp_path: Pa
     assert "receiver.ingest" in text and "finished (pixazo webhook)" in text  # the accepted webhook, as its job
     for secret in (API_TOKEN, WEBHOOK_TOKEN, "wrong-token", SIGNING_SECRET):
         assert secret not in text
+
+
+async def test_jobs_finished_in_one_turn_of_the_loop_share_one_line(caplog: Any) -> None:
+    lines = FinishedLines(logging.getLogger("receiver.ingest"))
+    with caplog.at_level(logging.INFO, logger="receiver.ingest"):
+        lines.add(["job_a"], "pixazo webhook")
+        lines.add(["job_b", "job_c"], "oxen stream")
+        assert caplog.records == []  # written at the end of the turn, once
+        await asyncio.sleep(0)
+        lines.add(["job_d"], "runware webhook")
+        await asyncio.sleep(0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "3 jobs finished: job_a (pixazo webhook), job_b (oxen stream), job_c (oxen stream)",
+        "job job_d finished (runware webhook)",
+    ]
+    assert caplog.records[0].job_ids == ["job_a", "job_b", "job_c"] and caplog.records[1].job_id == "job_d"
