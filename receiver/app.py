@@ -27,7 +27,7 @@ from receiver.mirror import run_mirror
 from receiver.validation import Invalid
 from receiver.delivery import run_delivery
 from receiver.delivery_limits import DeliveryLimits
-from receiver.generations import fail_orphaned_lumenfall_calls
+from receiver.lumenfall_calls import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
 from receiver.timeouts import run_job_timeouts

@@ -35,6 +35,10 @@ class Outcome(str, enum.Enum):
     INVALID = "invalid"
 
 
+# What came of one status poll at a provider (`receiver_reconcile_polls_total{result}`).
+PollResult = Literal["terminal", "pending", "invalid", "error"]
+
+
 class DeliveryStatus(str, enum.Enum):
     NONE = "none"
     PENDING = "pending"
