@@ -30,8 +30,7 @@ from receiver.providers import REGISTRY, Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
-from receiver.urls import check_callback_url
-from receiver.validation import URL_SCHEMA, invalid, parse_body
+from receiver.validation import CallbackUrl, invalid, parse_body
 
 log = logging.getLogger("receiver.generations")
 
@@ -44,7 +43,7 @@ class Generate(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     input_image: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
+    callback_url: CallbackUrl = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("prompt")
@@ -63,11 +62,6 @@ class Generate(BaseModel):
         if not (parts.scheme in ("http", "https") and parts.hostname) and parts.scheme != "data":
             raise ValueError("must be an http(s):// URL or a data: URI")
         return value
-
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_url(cls, value: str | None) -> str | None:
-        return check_callback_url(value)
 
 
 async def create_generation(request: Request) -> Response:

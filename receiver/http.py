@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from receiver.aio import read_capped
 from receiver.models import dumps
 
 
@@ -48,12 +49,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge
-    return bytes(body)
+    body = await read_capped(request.stream(), limit)
+    if body is None:
+        raise BodyTooLarge
+    return body
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:

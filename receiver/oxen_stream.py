@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
@@ -101,14 +102,6 @@ def describe(exc: BaseException) -> str:
     """A short, secret-free account of a transport error for logs and /readyz."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: not worth parsing for a stream reconnect
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -210,7 +203,8 @@ class OxenConsumer:
             if response.status_code in (401, 403):
                 raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", unauthorized=True)
             if response.status_code != 200:
-                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", retry_after=_retry_after(response))
+                retry_after = backoff.parse_retry_after(response.headers.get("retry-after"), now=time.time())
+                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", retry_after=retry_after)
             content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if content_type != "text/event-stream":
                 raise StreamFailure(f"GET /api/events answered {content_type or 'no content type'!r}, not an event stream")
