@@ -21,6 +21,7 @@ import standardwebhooks
 from receiver import backoff
 from receiver.callback_client import AttemptResult, open_session, send
 from receiver.errors import StoreUnavailable
+from receiver.models import AttemptOutcome
 from receiver.notify import OUTBOX
 from receiver.runtime import Runtime
 from receiver.store.base import Message
@@ -44,7 +45,7 @@ MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
 class Decision:
     """What to do after an attempt: `delivered`, `retry` (after `delay` seconds) or `failed`."""
 
-    outcome: str
+    outcome: AttemptOutcome
     delay: float | None = None
 
 

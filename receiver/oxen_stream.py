@@ -170,7 +170,6 @@ class OxenConsumer:
                 self.reconnects.connected_for(loop.time() - self.opened_at)
             delay = self.reconnects.next_delay(failure)
             status.last_error = failure.message
-            status.reconnects += 1
             if failure.unauthorized:
                 status.state = "unauthorized"
                 log.error("Oxen refused RECEIVER_OXEN_API_KEY (%s): no Oxen results arrive until the key is fixed; "

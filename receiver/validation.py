@@ -154,26 +154,25 @@ def parse_body(model: type[Model], body: bytes) -> Model:
 
 
 def query_int(params: Any, name: str, default: int, *, low: int, high: int) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, "must be an integer") from None
-    if not low <= value <= high:
-        raise invalid(name, f"must be between {low} and {high}")
-    return value
+    value = _query_number(params, name, int, "an integer", low=low, high=high)
+    return default if value is None else value
 
 
 def query_float(params: Any, name: str, *, low: float, high: float) -> float | None:
+    return _query_number(params, name, float, "a number", low=low, high=high)
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _query_number(params: Any, name: str, kind: type[Number], what: str, *, low: Number, high: Number) -> Number | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise invalid(name, "must be a number") from None
+        raise invalid(name, f"must be {what}") from None
     if not low <= value <= high:
         raise invalid(name, f"must be between {low:g} and {high:g}")
     return value

@@ -4,27 +4,19 @@ job locks its (provider, provider_job_id) key first and re-reads it (`_load`), a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import Any
 
 import asyncpg
 import orjson
 
 from receiver.models import Job, JobStatus, dumps
-from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
-from receiver.store.rows import finished_filter_sql
+from receiver.store.base import FinishedFilter, KeyClaim, Message
+from receiver.store.parts import PostgresPart
+from receiver.store.rows import MESSAGE_COLUMNS, finished_filter_sql, message_from_row
 from receiver.store.rules import UnitOfWork
 
-from receiver.store.rows import MESSAGE_COLUMNS, message_from_row
 
-if TYPE_CHECKING:
-    from receiver.store.postgres import PostgresStore as _Base
-else:
-    _Base = object
-
-T = TypeVar("T")
-
-
-class PostgresJobActions(_Base):
+class PostgresJobActions(PostgresPart):
     """See `receiver.store.base.Store` (the jobs API block) for the contract of each method."""
 
     async def _load_id(self, conn: asyncpg.Connection, unit: UnitOfWork, job_id: str) -> Job | None:
@@ -34,19 +26,6 @@ class PostgresJobActions(_Base):
             return None
         await self._load(conn, unit, {(row[0], row[1])})
         return unit.job(row[0], row[1])
-
-    async def _in_unit(self, work: Callable[[asyncpg.Connection, UnitOfWork], Awaitable[T]]) -> T:
-        """`work` in one transaction with a fresh unit (anew on each retry), then the wake-ups it caused."""
-        holder: list[UnitOfWork] = []
-
-        async def run(conn: asyncpg.Connection) -> T:
-            unit = self._unit()
-            holder[:] = [unit]
-            return await work(conn, unit)
-
-        result = await self._tx(run)
-        self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
-        return result
 
     async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
         async def patch(conn: asyncpg.Connection, unit: UnitOfWork) -> Job | None:
@@ -92,16 +71,19 @@ class PostgresJobActions(_Base):
 
         return await self._in_unit(expire)
 
-    async def redeliver_to(self, job_id: str, url: str) -> Message | None:
-        async def enqueue_there(conn: asyncpg.Connection, unit: UnitOfWork) -> Any:
+    async def redeliver(self, job_id: str) -> Message | None:
+        return await self.redeliver_to(job_id, None)
+
+    async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
+        async def enqueue_again(conn: asyncpg.Connection, unit: UnitOfWork) -> Any:
             job = await self._load_id(conn, unit, job_id)
-            if job is None or not job.status.terminal:
+            message_id = unit.redeliver(job, url) if job is not None else None
+            if message_id is None:
                 return None
-            message_id = unit.enqueue(job, url)
             await self._flush(conn, unit)
             return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
 
-        row = await self._in_unit(enqueue_there)
+        row = await self._in_unit(enqueue_again)
         return message_from_row(row) if row is not None else None
 
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
@@ -116,9 +98,7 @@ class PostgresJobActions(_Base):
             queued = 0
             for r in rows:
                 job = unit.job(r[1], r[2])
-                url = job and (job.callback_url or self.default_callback_url)
-                if job is not None and job.status.terminal and url:
-                    unit.enqueue(job, url)
+                if job is not None and unit.redeliver(job) is not None:
                     queued += 1
             await self._flush(conn, unit)
             return queued, (int(rows[-1][0]) if len(rows) == limit else None)
