@@ -142,7 +142,7 @@ class _Deliverer:
                     log.warning("delivery paused: %s; retrying in 1s", exc)
                     await asyncio.sleep(1.0)
                     continue
-                except Exception:
+                except Exception:  # deliberate: the delivery loop must outlive any bug or store error
                     log.exception("delivery loop failed; retrying in 1s")
                     await asyncio.sleep(1.0)
                     continue
@@ -252,7 +252,7 @@ class _Deliverer:
         except StoreUnavailable as exc:
             log.warning("callback %s for job %s: could not record the attempt (%s); it is sent again once its "
                         "lease runs out", message.id, message.job_id, exc)
-        except Exception:
+        except Exception:  # deliberate: a bug in one attempt must not take the loop down
             # The message stays pending and leased: it is tried again once the lease runs out.
             log.exception("callback %s for job %s: could not record the attempt", message.id, message.job_id)
         finally:

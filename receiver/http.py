@@ -10,14 +10,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.aio import read_capped
+from receiver.errors import ReceiverError
 from receiver.models import dumps
 
 
 log = logging.getLogger("receiver.http")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(ReceiverError):
+    """A body over its limit (→ 413)."""
 
 
 class FastJSONResponse(JSONResponse):

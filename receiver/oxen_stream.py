@@ -27,7 +27,7 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from receiver import backoff
 from receiver.bounded_sse import Oversized, aiter_bounded_sse
-from receiver.errors import InvalidPayload, NotConfigured, StoreUnavailable
+from receiver.errors import InvalidPayload, NotConfigured, ReceiverError, StoreUnavailable
 from receiver.ingest import ingest
 from receiver.models import ApplyResult, Job, Receipt
 from receiver.polling import poll_job
@@ -66,7 +66,7 @@ class StreamTuning:
 DEFAULT_TUNING = StreamTuning()
 
 
-class StreamFailure(Exception):
+class StreamFailure(ReceiverError):
     """Why a connection ended; `unauthorized` means Oxen refused the API key."""
 
     def __init__(self, message: str, *, unauthorized: bool = False, retry_after: float | None = None) -> None:
@@ -162,7 +162,7 @@ class OxenConsumer:
             try:
                 await self._stream_once()
                 failure = StreamFailure("Oxen closed the stream")
-            except Exception as exc:
+            except Exception as exc:  # deliberate: whatever ended the connection, the loop reconnects
                 failure = self._failure(exc)
             finally:
                 metrics.stream_connected.set(0)

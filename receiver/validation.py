@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
 
+from receiver.errors import ReceiverError
 from receiver.http import error
 from receiver.models import ProviderName
 from receiver.urls import check_callback_url
@@ -88,7 +89,9 @@ class Redeliveries(BaseModel):
         return value
 
 
-class Invalid(Exception):
+class Invalid(ReceiverError):
+    """A request the API refuses; `response` is its 422 answer, naming the field."""
+
     def __init__(self, response: JSONResponse) -> None:
         self.response = response
 

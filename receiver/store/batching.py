@@ -94,7 +94,7 @@ class GroupCommit:
                 for item in batch:
                     if not item.done.done():
                         item.done.set_exception(exc)
-            except Exception:
+            except Exception:  # deliberate: one bad write (or a bug) must not fail the writes batched with it
                 await self._one_by_one(batch)
 
     async def _one_by_one(self, batch: list[Item]) -> None:
@@ -105,7 +105,7 @@ class GroupCommit:
             except StoreUnavailable as exc:
                 if not item.done.done():
                     item.done.set_exception(exc)
-            except Exception as exc:
+            except Exception as exc:  # deliberate: this write alone failed, its caller gets a StoreError
                 log.exception("store write failed")
                 if not item.done.done():
                     item.done.set_exception(StoreError(f"store write failed: {type(exc).__name__}"))
