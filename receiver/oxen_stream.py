@@ -273,7 +273,7 @@ class OxenConsumer:
             self.catch_up_wanted.clear()
             try:
                 polled, finished = await poll_pending_oxen_jobs(self.runtime, self.tuning)
-            except Exception:  # deliberate: the store away, or a bug, must not end the consumer; the next connect retries
+            except Exception:  # deliberate: the store away, or a bug, must not end the consumer (next connect retries)
                 log.exception("catch-up poll of pending Oxen jobs failed")
                 continue
             if polled:

@@ -72,7 +72,7 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
                                                                   lease_s=POLL_LEASE_S)
                 except StoreUnavailable as exc:
                     log.warning("reconcile pass for %s skipped: %s", provider, exc)
-                except Exception:  # deliberate: whatever the store raises (asyncpg's own errors too) must not end the worker
+                except Exception:  # deliberate: whatever the store raises (asyncpg's too) must not end the worker
                     log.exception("reconcile pass for %s failed", provider)
             for job in claimed:
                 task = asyncio.create_task(_reconcile(runtime, job), name=f"poll-{job.id}")

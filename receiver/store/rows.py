@@ -7,7 +7,9 @@ from typing import Any, Mapping
 import orjson
 
 from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, dumps, iso_time
-from receiver.store.base import PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask
+from receiver.store.base import (
+    PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask,
+)
 from receiver.store.rules import NewReceipt
 
 # The job columns every backend reads, by name (see `job_from_row`).
