@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Mapping
+from typing import Mapping
 
 from receiver.models import PROVIDERS, Completion
 from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
 from receiver.providers._request import GenerationSpec, ProviderRequest, Submitted
-
-WebhookParser = Callable[[Mapping[str, str], bytes], list[Completion]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,4 +78,4 @@ assert not any(p.polls and p.answers_synchronously for p in REGISTRY.values()), 
 WEBHOOK_PROVIDERS: tuple[str, ...] = tuple(p.name for p in REGISTRY.values() if p.webhooks)
 POLLING_PROVIDERS: tuple[str, ...] = tuple(p.name for p in REGISTRY.values() if p.polls)
 
-__all__ = ["POLLING_PROVIDERS", "REGISTRY", "WEBHOOK_PROVIDERS", "Provider", "WebhookParser"]
+__all__ = ["POLLING_PROVIDERS", "REGISTRY", "WEBHOOK_PROVIDERS", "Provider"]
