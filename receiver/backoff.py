@@ -14,7 +14,7 @@ Random = Callable[[], float]
 
 def exponential(attempt: int, *, base: float, cap: float, jitter: float = 0.5, rand: Random = random.random) -> float:
     """Delay before retry number `attempt` (0-based): base·2^attempt capped at `cap`, minus up to `jitter`·delay."""
-    delay = min(cap, base * (2 ** min(attempt, 62)))
+    delay: float = min(cap, base * (2.0 ** min(attempt, 62)))
     return delay * (1 - jitter * rand())
 
 

@@ -9,6 +9,7 @@ already terminal, so a poll racing a webhook is harmless.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 
@@ -55,7 +56,7 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
     in_flight: dict[str, asyncio.Task[None]] = {}
     freed = asyncio.Event()
 
-    def finished(job_id: str) -> None:
+    def finished_task(job_id: str, _: asyncio.Task[None]) -> None:
         in_flight.pop(job_id, None)
         freed.set()
 
@@ -77,7 +78,7 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
             for job in claimed:
                 task = asyncio.create_task(_reconcile(runtime, job), name=f"poll-{job.id}")
                 in_flight[job.id] = task
-                task.add_done_callback(lambda _, job_id=job.id: finished(job_id))
+                task.add_done_callback(functools.partial(finished_task, job.id))
             if room > 0 and len(claimed) == room:
                 continue  # maybe more are due
             await wait_for(freed, interval) if room <= 0 else await wait_for(runtime.stopping, interval)

@@ -5,16 +5,19 @@ against the others (mypy) without importing the store it is mixed into."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Awaitable, Callable, TypeVar
-
-import asyncpg
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeAlias, TypeVar
 
 from receiver.store.base import Changes
 from receiver.store.batching import BatchedStore
 from receiver.store.rules import UnitOfWork
 
+if TYPE_CHECKING:
+    from asyncpg import Record
+    from asyncpg.pool import PoolConnectionProxy
+
 T = TypeVar("T")
 Keys = set[tuple[str, str]]
+Conn: TypeAlias = "PoolConnectionProxy[Record]"  # a pooled PostgreSQL connection, what every transaction runs on
 
 
 class SQLitePart(BatchedStore):
@@ -42,7 +45,7 @@ class SQLitePart(BatchedStore):
 class PostgresPart(BatchedStore):
     """A part of `PostgresStore`."""
 
-    async def _tx(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def _tx(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `work` in one transaction, retrying conflicts with other replicas."""
         raise NotImplementedError
 
@@ -50,19 +53,19 @@ class PostgresPart(BatchedStore):
         raise NotImplementedError
 
     @staticmethod
-    async def _load(conn: asyncpg.Connection, unit: UnitOfWork, keys: Keys) -> None:
+    async def _load(conn: Conn, unit: UnitOfWork, keys: Keys) -> None:
         """Lock the keys, then read their jobs into `unit` as committed."""
         raise NotImplementedError
 
-    async def _flush(self, conn: asyncpg.Connection, unit: UnitOfWork) -> list[int]:
+    async def _flush(self, conn: Conn, unit: UnitOfWork) -> list[int]:
         """Write everything `unit` changed; the new receipts' ids."""
         raise NotImplementedError
 
-    async def _in_unit(self, work: Callable[[asyncpg.Connection, UnitOfWork], Awaitable[T]]) -> T:
+    async def _in_unit(self, work: Callable[[Conn, UnitOfWork], Awaitable[T]]) -> T:
         """`work` in one transaction with a fresh unit (anew on each retry), then the wake-ups it caused."""
         holder: list[UnitOfWork] = []
 
-        async def run(conn: asyncpg.Connection) -> T:
+        async def run(conn: Conn) -> T:
             unit = self._unit()
             holder[:] = [unit]
             return await work(conn, unit)

@@ -36,6 +36,7 @@ from receiver.store.rows import (
     receipt_from_row, receipt_rows,
 )
 from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.parts import Conn
 from receiver.store.postgres_mirror import PostgresMirror, insert_mirror_tasks
 from receiver.store.schema import POSTGRES_MIGRATIONS
 from receiver.store.postgres_work import PostgresWork
@@ -111,7 +112,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         return self
 
     @staticmethod
-    async def _migrate(conn: asyncpg.Connection) -> None:
+    async def _migrate(conn: Conn) -> None:
         """Create or upgrade the schema once, whichever replica comes first (the others wait on the lock)."""
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:
@@ -162,9 +163,9 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             finally:
                 await _quietly(conn.close())
 
-    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         try:
-            data = orjson.loads(payload)
+            data = orjson.loads(payload)  # type: ignore[arg-type]  # a NOTIFY payload is text
         except orjson.JSONDecodeError:
             return
         if data.get("r") == self.replica_id:
@@ -176,7 +177,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
 
     # -- transactions ----------------------------------------------------------------------------
 
-    async def _tx(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def _tx(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `work` in one transaction, retrying conflicts with other replicas; a lost database is 503."""
         for attempt in range(RETRIES):
             try:
@@ -190,7 +191,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; one that broke (the server went away, a backend was terminated) is thrown
         away rather than handed to the next caller, and the failure is `StoreUnavailable`."""
         if self._pool is None:
@@ -228,7 +229,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
                 raise StoreError(f"the store has no {name} yet: start `receiver serve` once")
             return str(rows[0][0])
 
-        async def insert_then_read(conn: asyncpg.Connection) -> str:
+        async def insert_then_read(conn: Conn) -> str:
             # Replicas starting at once all insert; one wins and every one reads the winner back.
             await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
             return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", key))
@@ -240,7 +241,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
     async def _commit_batch(self, batch: list[Item]) -> list[Any]:
         holder: list[UnitOfWork] = []
 
-        async def commit(conn: asyncpg.Connection) -> list[Any]:
+        async def commit(conn: Conn) -> list[Any]:
             unit = self._unit()  # anew on each try: a retried transaction starts from what is committed
             holder[:] = [unit]
             writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
@@ -261,7 +262,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         return results
 
     @staticmethod
-    async def _load(conn: asyncpg.Connection, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
+    async def _load(conn: Conn, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
         """Lock the keys (sorted: no deadlock between replicas), then read their jobs as committed."""
         missing = unit.missing(keys)
         providers = [p for p, ids in missing.items() for _ in ids]
@@ -278,7 +279,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         for row in rows:
             unit.track(job_from_row(row))
 
-    async def _flush(self, conn: asyncpg.Connection, unit: UnitOfWork) -> list[int]:
+    async def _flush(self, conn: Conn, unit: UnitOfWork) -> list[int]:
         w = unit.writes()
         if w.new_jobs:
             await conn.executemany(
@@ -337,7 +338,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         self, *, provider: str, provider_job_id: str, callback_url: str | None,
         metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
     ) -> tuple[Job, bool]:
-        async def register(conn: asyncpg.Connection, unit: UnitOfWork) -> tuple[Job, bool]:
+        async def register(conn: Conn, unit: UnitOfWork) -> tuple[Job, bool]:
             await self._load(conn, unit, {(provider, provider_job_id)})
             registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
                                        expected_outputs=expected_outputs, owner=owner)

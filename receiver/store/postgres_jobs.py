@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import orjson
 
 from receiver.models import Job, JobStatus, dumps
 from receiver.store.base import FinishedFilter, KeyClaim, Message
-from receiver.store.parts import PostgresPart
+from receiver.store.parts import Conn, PostgresPart
 from receiver.store.rows import MESSAGE_COLUMNS, finished_filter_sql, message_from_row
 from receiver.store.rules import UnitOfWork
 
@@ -19,7 +18,7 @@ from receiver.store.rules import UnitOfWork
 class PostgresJobActions(PostgresPart):
     """See `receiver.store.base.Store` (the jobs API block) for the contract of each method."""
 
-    async def _load_id(self, conn: asyncpg.Connection, unit: UnitOfWork, job_id: str) -> Job | None:
+    async def _load_id(self, conn: Conn, unit: UnitOfWork, job_id: str) -> Job | None:
         """The job with this id, its key locked first and then read as committed."""
         row = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", job_id)
         if row is None:
@@ -28,7 +27,7 @@ class PostgresJobActions(PostgresPart):
         return unit.job(row[0], row[1])
 
     async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
-        async def patch(conn: asyncpg.Connection, unit: UnitOfWork) -> Job | None:
+        async def patch(conn: Conn, unit: UnitOfWork) -> Job | None:
             job = await self._load_id(conn, unit, job_id)
             if job is None:
                 return None
@@ -42,7 +41,7 @@ class PostgresJobActions(PostgresPart):
         return await self._in_unit(patch)
 
     async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
-        async def end(conn: asyncpg.Connection, unit: UnitOfWork) -> tuple[Job | None, bool]:
+        async def end(conn: Conn, unit: UnitOfWork) -> tuple[Job | None, bool]:
             job = await self._load_id(conn, unit, job_id)
             if job is None or not unit.end(job, status, error):
                 return job, False
@@ -52,7 +51,7 @@ class PostgresJobActions(PostgresPart):
         return await self._in_unit(end)
 
     async def expire_jobs(self, *, created_before: float, error: str, limit: int) -> list[str]:
-        async def expire(conn: asyncpg.Connection, unit: UnitOfWork) -> list[str]:
+        async def expire(conn: Conn, unit: UnitOfWork) -> list[str]:
             # SKIP LOCKED for keys: a job whose key another transaction holds (a webhook, another replica's
             # sweep) is left to the next sweep; those taken are re-read by `_load` once locked.
             # The LIMIT inside: only the batch's candidates are try-locked, never every old job.
@@ -75,7 +74,7 @@ class PostgresJobActions(PostgresPart):
         return await self.redeliver_to(job_id, None)
 
     async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
-        async def enqueue_again(conn: asyncpg.Connection, unit: UnitOfWork) -> Any:
+        async def enqueue_again(conn: Conn, unit: UnitOfWork) -> Any:
             job = await self._load_id(conn, unit, job_id)
             message_id = unit.redeliver(job, url) if job is not None else None
             if message_id is None:
@@ -90,7 +89,7 @@ class PostgresJobActions(PostgresPart):
         where, params = finished_filter_sql(filters, "$", has_default=self.default_callback_url is not None)
         n = len(params)
 
-        async def enqueue_all(conn: asyncpg.Connection, unit: UnitOfWork) -> tuple[int, int | None]:
+        async def enqueue_all(conn: Conn, unit: UnitOfWork) -> tuple[int, int | None]:
             rows = await conn.fetch(
                 f"SELECT seq, provider, provider_job_id FROM jobs WHERE {' AND '.join(where)} AND seq > ${n + 1} "
                 f"ORDER BY seq LIMIT ${n + 2}", *params, after_seq, limit)
@@ -106,7 +105,7 @@ class PostgresJobActions(PostgresPart):
         return await self._in_unit(enqueue_all)
 
     async def discard_job(self, job_id: str) -> bool:
-        async def discard(conn: asyncpg.Connection, unit: UnitOfWork) -> bool:
+        async def discard(conn: Conn, unit: UnitOfWork) -> bool:
             if await self._load_id(conn, unit, job_id) is None:
                 return False
             status = await conn.execute(
@@ -119,7 +118,7 @@ class PostgresJobActions(PostgresPart):
     async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:
         now = self.clock()
 
-        async def claim(conn: asyncpg.Connection) -> KeyClaim:
+        async def claim(conn: Conn) -> KeyClaim:
             # Two replicas inserting one key: the second waits on the first's row, then finds it.
             taken = await conn.fetchval(
                 "INSERT INTO idempotency_keys AS k (key, fingerprint, job_ids, created_at) VALUES ($1, $2, NULL, $3) "
@@ -130,6 +129,7 @@ class PostgresJobActions(PostgresPart):
             if taken:
                 return KeyClaim("new", fingerprint)
             row = await conn.fetchrow("SELECT fingerprint, job_ids FROM idempotency_keys WHERE key = $1", key)
+            assert row is not None  # the INSERT found it taken, and this transaction holds its row
             if row["job_ids"] is None:
                 return KeyClaim("pending", row["fingerprint"])
             return KeyClaim("done", row["fingerprint"], tuple(orjson.loads(row["job_ids"])))

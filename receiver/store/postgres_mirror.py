@@ -6,15 +6,14 @@ at a time mirrors an output, and the tasks of a replica that died are taken over
 
 from __future__ import annotations
 
-import asyncpg
 
 from receiver.store.base import MediaObject, MirrorTask
-from receiver.store.parts import PostgresPart
+from receiver.store.parts import Conn, PostgresPart
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult, UnitOfWork, Writes
 
 
-async def insert_mirror_tasks(conn: asyncpg.Connection, w: Writes) -> None:
+async def insert_mirror_tasks(conn: Conn, w: Writes) -> None:
     """Part of `_flush`: the mirror tasks a unit queued."""
     if w.mirror_tasks:
         await conn.executemany(
@@ -43,7 +42,7 @@ class PostgresMirror(PostgresPart):
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
         now = self.clock()
 
-        async def finish(conn: asyncpg.Connection, unit: UnitOfWork) -> None:
+        async def finish(conn: Conn, unit: UnitOfWork) -> None:
             key = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", task.job_id)
             if key is not None:
                 await self._load(conn, unit, {(key[0], key[1])})  # the job's key lock first, as every writer

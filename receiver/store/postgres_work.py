@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
 
 from receiver.errors import StoreError
 from receiver.models import Job
 from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.batching import AttemptRecord
-from receiver.store.parts import PostgresPart
+from receiver.store.parts import Conn, PostgresPart
 from receiver.store.rows import (
     ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row,
     message_from_row,
@@ -73,7 +72,7 @@ class PostgresWork(PostgresPart):
         self._held.pop(seq, None)
 
     @staticmethod
-    async def _record_attempt_now(conn: asyncpg.Connection, item: AttemptRecord) -> None:
+    async def _record_attempt_now(conn: Conn, item: AttemptRecord) -> None:
         message = item.message
         attempt = await conn.fetchval(
             "UPDATE messages SET attempts = attempts + 1, status = $1, next_attempt_at = $2, lease_until = NULL "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import orjson
 
@@ -25,8 +25,14 @@ def output_from_json(o: Mapping[str, Any]) -> Output:
                   size=o.get("bytes"), mirror_error=o.get("mirror_error"), awaiting=bool(o.get("awaiting")))
 
 
-def job_from_row(row: Mapping[str, Any]) -> Job:
-    """A job from a row read by name (sqlite3.Row and asyncpg.Record both are mappings)."""
+class Row(Protocol):
+    """A row read by column name: sqlite3.Row and asyncpg.Record both."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def job_from_row(row: Row) -> Job:
+    """A job from a row read by name."""
     outputs = [output_from_json(o) for o in orjson.loads(row["outputs"])]
     completed = row["completed_at"]
     return Job(
