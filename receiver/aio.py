@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import AsyncIterable
 
 
 async def wait_for(event: asyncio.Event, timeout: float) -> bool:
@@ -16,3 +17,13 @@ async def wait_for(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def read_capped(chunks: AsyncIterable[bytes], limit: int) -> bytes | None:
+    """All of `chunks` (a body being read), or None as soon as they pass `limit` bytes."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)

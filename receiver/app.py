@@ -9,6 +9,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Coroutine
 
 import standardwebhooks
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -27,7 +28,7 @@ from receiver.mirror import run_mirror
 from receiver.validation import Invalid
 from receiver.delivery import run_delivery
 from receiver.delivery_limits import DeliveryLimits
-from receiver.generations import fail_orphaned_lumenfall_calls
+from receiver.lumenfall_calls import fail_orphaned_lumenfall_calls
 from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
 from receiver.timeouts import run_job_timeouts
@@ -97,7 +98,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
         logs.protect_secrets(settings, secrets)  # from here on no log line can show one
         try:
             standardwebhooks.Webhook(secrets.signing_secret)
-        except Exception:
+        except (ValueError, EmptyWebhookSecretError):  # not base64 (or not ASCII), or nothing after `whsec_`
             raise ReceiverError("RECEIVER_SIGNING_SECRET must be a whsec_… base64 secret") from None
         media = await open_media(settings, store, shared_store=store.backstop_s is not None) if serving else None
     except BaseException:

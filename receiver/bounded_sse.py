@@ -11,8 +11,10 @@ import httpx
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
+from receiver.errors import ReceiverError
 
-class Oversized(Exception):
+
+class Oversized(ReceiverError):
     """A line or an event over its cap; `kept` is its start, `event` the event's type if known."""
 
     def __init__(self, message: str, kept: bytes, event: str) -> None:

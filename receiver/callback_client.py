@@ -9,37 +9,17 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 import standardwebhooks
 
+from receiver.backoff import parse_retry_after
 from receiver.delivery_limits import DeliveryLimits
 from receiver.store.base import Message
 
 ERROR_TEXT_CHARS = 200
 DRAIN_BYTES = 65536  # a 2xx body up to this long is read, to keep its connection
 USER_AGENT = "receiver-callbacks/1"
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """`Retry-After` as seconds from `now`: delta-seconds or an HTTP-date; None if absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - now
-    if math.isnan(seconds):
-        return None
-    return min(max(0.0, seconds), 1e9)
 
 
 def signed_headers(webhook: standardwebhooks.Webhook, message_id: str, body: bytes, at: datetime) -> dict[str, str]:

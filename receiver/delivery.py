@@ -21,6 +21,7 @@ import standardwebhooks
 from receiver import backoff
 from receiver.callback_client import AttemptResult, open_session, send
 from receiver.errors import StoreUnavailable
+from receiver.models import AttemptOutcome
 from receiver.notify import OUTBOX
 from receiver.runtime import Runtime
 from receiver.store.base import Message
@@ -44,7 +45,7 @@ MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
 class Decision:
     """What to do after an attempt: `delivered`, `retry` (after `delay` seconds) or `failed`."""
 
-    outcome: str
+    outcome: AttemptOutcome
     delay: float | None = None
 
 
@@ -141,7 +142,7 @@ class _Deliverer:
                     log.warning("delivery paused: %s; retrying in 1s", exc)
                     await asyncio.sleep(1.0)
                     continue
-                except Exception:
+                except Exception:  # deliberate: the delivery loop must outlive any bug or store error
                     log.exception("delivery loop failed; retrying in 1s")
                     await asyncio.sleep(1.0)
                     continue
@@ -251,7 +252,7 @@ class _Deliverer:
         except StoreUnavailable as exc:
             log.warning("callback %s for job %s: could not record the attempt (%s); it is sent again once its "
                         "lease runs out", message.id, message.job_id, exc)
-        except Exception:
+        except Exception:  # deliberate: a bug in one attempt must not take the loop down
             # The message stays pending and leased: it is tried again once the lease runs out.
             log.exception("callback %s for job %s: could not record the attempt", message.id, message.job_id)
         finally:

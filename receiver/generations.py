@@ -2,7 +2,9 @@
 
 Building the provider's request and reading its answer are pure (the adapters); this module does the I/O.
 A job whose id the provider chooses is registered once it accepted; one whose id we choose (Runware's
-taskUUID, Lumenfall) before the submit, and removed again on a refusal: a refusal leaves no job behind.
+taskUUID) before the submit, and removed again on a refusal: a refusal leaves no job behind. A provider
+that answers synchronously (the registry says which: Lumenfall) is called in the background instead
+(`lumenfall_calls`), its job registered first.
 """
 
 from __future__ import annotations
@@ -10,46 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver.errors import InvalidPayload, ProviderError, StoreError
+from receiver import logs, lumenfall_calls
+from receiver.errors import InvalidPayload, ProviderError
 from receiver.http import error, read_body
-from receiver import logs
 from receiver.idempotency import fingerprint, idempotency_key, settle
-from receiver.ingest import ingest, storable_text
-from receiver.models import Completion, Job, Outcome, ProviderName, Receipt, dumps
-from receiver.notify import wait_for
-from receiver.provider_calls import MAX_IMAGE_ANSWER_BYTES, call, send
-from receiver.providers import REGISTRY, lumenfall
-from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, refusal_message
+from receiver.ingest import storable_text
+from receiver.models import Job, ProviderName
+from receiver.provider_calls import call
+from receiver.providers import REGISTRY, Provider
+from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
-from receiver.urls import check_callback_url
-from receiver.validation import URL_SCHEMA, invalid, parse_body
+from receiver.validation import CallbackUrl, invalid, parse_body
 
 log = logging.getLogger("receiver.generations")
-
-INTERRUPTED = "the receiver stopped before Lumenfall answered"
-CRASHED = "the receiver restarted before Lumenfall answered"
-
-
-class Submitter(Protocol):
-    def build_submit(
-        self, spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str
-    ) -> ProviderRequest: ...
-
-
-class AsyncSubmitter(Submitter, Protocol):
-    def parse_submit(self, request: ProviderRequest, body: bytes) -> list[Submitted]: ...
-
-
-# Providers that acknowledge a submit and deliver later; the others answer with the result itself.
-_ASYNC: dict[str, AsyncSubmitter] = {name: p.adapter for name, p in REGISTRY.items() if p.delivers_later}
 
 
 class Generate(BaseModel):
@@ -60,7 +43,7 @@ class Generate(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     input_image: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
+    callback_url: CallbackUrl = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("prompt")
@@ -79,11 +62,6 @@ class Generate(BaseModel):
         if not (parts.scheme in ("http", "https") and parts.hostname) and parts.scheme != "data":
             raise ValueError("must be an http(s):// URL or a data: URI")
         return value
-
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_url(cls, value: str | None) -> str | None:
-        return check_callback_url(value)
 
 
 async def create_generation(request: Request) -> Response:
@@ -133,33 +111,30 @@ def _answer(outcome: list[Job] | Response) -> Response:
 async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency: str | None) -> list[Job] | Response:
     """Submit; the jobs, or the 502 answer of a refusal."""
     settings = runtime.settings
-    provider = spec.provider
+    provider = REGISTRY[spec.provider]
     # Apiframe de-duplicates on Idempotency-Key: a caller retrying with its own key is charged once.
     # Everywhere else (Runware's taskUUID, Lumenfall's job id) the id must be fresh.
-    request_id = idempotency if REGISTRY[provider].forwards_idempotency_key and idempotency else str(uuid.uuid4())
-    if provider == "lumenfall":
-        request_id = lumenfall.new_job_id(request_id)
-    adapter: Submitter = _ASYNC.get(provider) or lumenfall
+    request_id = idempotency if provider.forwards_idempotency_key and idempotency else str(uuid.uuid4())
     try:
-        provider_request = adapter.build_submit(
+        provider_request = provider.build_submit(
             GenerationSpec(spec.prompt, spec.model, spec.input_image, spec.params),
-            api_key=api_key, webhook_url=webhook_url(settings, runtime.secrets, provider), request_id=request_id,
+            api_key=api_key, webhook_url=webhook_url(settings, runtime.secrets, provider.name), request_id=request_id,
         )
     except BadGeneration as exc:
         raise invalid(exc.field, exc.message) from None
-    if provider == "lumenfall":
-        jobs = [await _start_lumenfall(runtime, spec, provider_request, request_id)]
+    if provider.answers_synchronously:
+        jobs = [await lumenfall_calls.start_call(runtime, provider_request, unique=request_id,
+                                                 callback_url=spec.callback_url, metadata=spec.metadata)]
     else:
         # Ids we chose ourselves (Runware's taskUUID) are registered before the submit: a result that
         # arrives before the provider's answer then counts for the job as submitted (its image count).
-        early = getattr(_ASYNC[provider], "submitted_before", None)
-        jobs = [await _register(runtime, spec, item) for item in (early(provider_request) if early else [])]
+        jobs = [await _register(runtime, spec, item) for item in provider.submitted_before(provider_request)]
         try:
-            submitted = await _submit(runtime, _ASYNC[provider], provider, provider_request)
+            submitted = await _submit(runtime, provider, provider_request)
         except ProviderError as exc:
             await _discard(runtime, jobs)
-            runtime.metrics.submissions.labels(provider, "refused").inc()
-            log.warning("%s refused a generation (status %s): %s", provider, exc.status, exc.message)
+            runtime.metrics.submissions.labels(provider.name, "refused").inc()
+            log.warning("%s refused a generation (status %s): %s", provider.name, exc.status, exc.message)
             # The provider's own words, which may echo a key or a token back: masked like a log line.
             message = logs.masker_for(settings, runtime.secrets).redact(exc.message)
             return error(502, "provider_refused", message, provider_status=exc.status)
@@ -168,8 +143,8 @@ async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency:
             raise
         if not jobs:
             jobs = [await _register(runtime, spec, item) for item in submitted]
-        runtime.metrics.submissions.labels(provider, "accepted").inc()
-    log.info("submitted to %s: %s", provider, ", ".join(j.id for j in jobs),
+        runtime.metrics.submissions.labels(provider.name, "accepted").inc()
+    log.info("submitted to %s: %s", provider.name, ", ".join(j.id for j in jobs),
              extra={"job_id": jobs[0].id} if len(jobs) == 1 else {"job_ids": [j.id for j in jobs]})
     return jobs
 
@@ -197,81 +172,12 @@ def _usable(submitted: list[Submitted]) -> list[Submitted]:
     return submitted
 
 
-async def _submit(runtime: Runtime, adapter: AsyncSubmitter, provider: str, request: ProviderRequest) -> list[Submitted]:
-    response = await call(runtime, provider, request, timeout=runtime.settings.provider_timeout_s)
+async def _submit(runtime: Runtime, provider: Provider, request: ProviderRequest) -> list[Submitted]:
+    response = await call(runtime, provider.name, request, timeout=runtime.settings.provider_timeout_s)
     try:
-        return _usable(adapter.parse_submit(request, response.content))
+        return _usable(provider.parse_submit(request, response.content))
     except InvalidPayload as exc:
         # It may have accepted (and charged) all the same: keep what it said where an operator can find it.
-        log.error("%s answered a submit with %s but unusably (%s): %.500r", provider, response.status_code, exc,
+        log.error("%s answered a submit with %s but unusably (%s): %.500r", provider.name, response.status_code, exc,
                   response.content)
-        raise ProviderError(f"unexpected answer from {provider}: {exc}", status=response.status_code) from None
-
-
-# -- Lumenfall: synchronous, so the call runs in the background and its answer completes the job ---------
-
-
-async def _start_lumenfall(runtime: Runtime, spec: Generate, request: ProviderRequest, job_id: str) -> Job:
-    job, _ = await runtime.store.register_job(
-        provider="lumenfall", provider_job_id=job_id, callback_url=spec.callback_url,
-        metadata=spec.metadata, expected_outputs=None, owner=runtime.store.replica_id,
-    )
-    runtime.spawn(_generate_lumenfall(runtime, request, job_id), name=f"lumenfall-{job_id}")
-    runtime.metrics.submissions.labels("lumenfall", "started").inc()
-    return job
-
-
-async def _generate_lumenfall(runtime: Runtime, request: ProviderRequest, job_id: str) -> None:
-    try:
-        try:
-            response = await send(runtime, "lumenfall", request, timeout=runtime.settings.lumenfall_timeout_s,
-                                  max_bytes=MAX_IMAGE_ANSWER_BYTES)
-        except ProviderError as exc:
-            await _fail_lumenfall(runtime, job_id, exc.message)
-            return
-        body = response.content
-        receipt = Receipt("lumenfall", "response", body, {"content-type": response.headers.get("content-type", "")})
-        if response.is_success:
-            result = await ingest(runtime, receipt, lambda: [lumenfall.parse_image_response(job_id, body)])
-            if result.outcome is Outcome.INVALID:
-                # Kept as an invalid receipt; the job must still end, as nothing else will ever answer for it.
-                await _fail_lumenfall(runtime, job_id, f"unusable answer from Lumenfall: {result.error}")
-        else:
-            message = logs.masker_for(runtime.settings, runtime.secrets).redact(
-                refusal_message(response.status_code, body))
-            await ingest(runtime, receipt, lambda: [lumenfall.failed_response(job_id, message)])
-    except asyncio.CancelledError:
-        await asyncio.shield(_fail_lumenfall(runtime, job_id, INTERRUPTED))
-        raise
-    except Exception:
-        log.exception("Lumenfall generation %s broke", job_id, extra={"job_id": job_id})
-        await _fail_lumenfall(runtime, job_id, "the receiver could not complete the Lumenfall call")
-
-
-async def _fail_lumenfall(runtime: Runtime, job_id: str, message: str) -> None:
-    """Fail the job with `message`, keeping a receipt that says why (a no-op if it already ended)."""
-    completion: Completion = lumenfall.failed_response(job_id, message)
-    note = dumps({"error": message, "noted_by": "receiver"}).encode()
-    try:
-        await ingest(runtime, Receipt("lumenfall", "response", note, {"content-type": "application/json"}),
-                     lambda: [completion])
-    except Exception:
-        log.exception("could not record the failure of Lumenfall job %s", job_id)
-
-
-ORPHAN_CHECK_S = 10.0
-
-
-async def fail_orphaned_lumenfall_calls(runtime: Runtime) -> None:
-    """A receiver-run Lumenfall call still pending whose replica is gone (a crash: a clean shutdown fails
-    its own) will never be answered, and Lumenfall has no status endpoint to ask: end it as failed.
-    Checked at start and then periodically, so a dead replica's calls end on a live one."""
-    while not runtime.stopping.is_set():
-        try:
-            for job in await runtime.store.orphaned_jobs("lumenfall"):
-                if job.provider_job_id.startswith(lumenfall.RECEIVER_ID_PREFIX):
-                    log.warning("Lumenfall job %s was cut off by a crash: failing it", job.id, extra={"job_id": job.id})
-                    await _fail_lumenfall(runtime, job.provider_job_id, CRASHED)
-        except StoreError as exc:
-            log.warning("could not look for orphaned Lumenfall calls: %s", exc)
-        await wait_for(runtime.stopping, ORPHAN_CHECK_S)
+        raise ProviderError(f"unexpected answer from {provider.name}: {exc}", status=response.status_code) from None

@@ -10,14 +10,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
+from receiver.errors import ReceiverError
 from receiver.models import dumps
 
 
 log = logging.getLogger("receiver.http")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(ReceiverError):
+    """A body over its limit (→ 413)."""
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:

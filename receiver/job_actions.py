@@ -71,8 +71,11 @@ async def redeliver_many(request: Request) -> Response:
         provider=spec.provider, delivery_status=spec.delivery_status,
     )
     count, after = 0, 0
-    while after is not None:
-        queued, after = await runtime.store.redeliver_finished(filters, after_seq=after, limit=REDELIVERY_BATCH)
+    while True:
+        queued, next_after = await runtime.store.redeliver_finished(filters, after_seq=after, limit=REDELIVERY_BATCH)
         count += queued
+        if next_after is None:
+            break
+        after = next_after
         await asyncio.sleep(0)  # let other requests in between batches
     return JSONResponse({"count": count}, status_code=202)

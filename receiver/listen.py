@@ -24,11 +24,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import standardwebhooks
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from receiver import backoff
 from receiver.callback_client import signed_headers
 from receiver.delivery import destination
+from receiver.errors import ReceiverError
 from receiver.listen_events import SourceEvent, parse_ahead, parse_event, parse_event_id
 from receiver.listen_state import ListenState, StateError, load_state, save_state
 from receiver.runtime import new_signing_secret
@@ -67,7 +69,7 @@ class ListenConfig:
     reset: bool = False
 
 
-class ListenError(Exception):
+class ListenError(ReceiverError):
     """Ends the listener with `message` on stderr and exit status `code`."""
 
     def __init__(self, message: str, code: int = 1) -> None:
@@ -76,7 +78,7 @@ class ListenError(Exception):
         self.code = code
 
 
-class _Retry(Exception):
+class _Retry(ReceiverError):
     """A connection attempt failed in a way worth retrying."""
 
 
@@ -154,7 +156,7 @@ class Listener:
         assert secret is not None
         try:
             self._webhook = standardwebhooks.Webhook(secret)
-        except Exception:  # the library's own error for a secret that is not base64
+        except (ValueError, EmptyWebhookSecretError):  # not base64 (or not ASCII), or nothing after `whsec_`
             raise ListenError("RECEIVER_SIGNING_SECRET is not a valid signing secret (whsec_ + base64)", 2) from None
         if config.signing_secret is not None:
             self._say("signing with RECEIVER_SIGNING_SECRET")

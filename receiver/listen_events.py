@@ -11,6 +11,7 @@ import orjson
 from httpx_sse import ServerSentEvent
 
 from receiver.models import envelope, iso_time
+from receiver.validation import parse_seq
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -38,10 +39,7 @@ class SourceEvent:
 
 
 def parse_event_id(sse: ServerSentEvent) -> int | None:
-    raw = (sse.id or "").strip()
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
-        return None
-    return int(raw) or None
+    return parse_seq((sse.id or "").strip()) or None  # 0 is no id: the stream's ids start at 1
 
 
 def parse_event(event_id: int, sse: ServerSentEvent) -> SourceEvent:

@@ -10,10 +10,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from receiver.errors import ReceiverError
+
 MAX_STATE_BYTES = 65536
 
 
-class StateError(Exception):
+class StateError(ReceiverError):
     """The state file cannot be read or used; the message says which file and why."""
 
 

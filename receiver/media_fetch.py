@@ -21,14 +21,16 @@ from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
+from receiver.errors import ReceiverError
+
 from receiver.media_guard import MirrorFailure, address_allowed, check_content_type, refused
 
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 
 
-class RefusedAddress(OSError):
-    """A name that resolves only to refused addresses."""
+class RefusedAddress(ReceiverError, OSError):
+    """A name that resolves only to refused addresses (an OSError too: what aiohttp's resolver may raise)."""
 
 
 class GuardedResolver(ThreadedResolver):

@@ -8,11 +8,13 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from receiver.errors import ReceiverError
+
 ALLOWED_TYPES = ("image/", "video/")
 OCTET_STREAM = "application/octet-stream"
 
 
-class MirrorFailure(Exception):
+class MirrorFailure(ReceiverError):
     """Why an output could not be mirrored; `transient` ones are retried (for a while)."""
 
     def __init__(self, reason: str, *, transient: bool) -> None:

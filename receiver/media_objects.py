@@ -15,9 +15,12 @@ from datetime import timedelta
 from typing import Any, AsyncIterator
 
 import obstore
-from obstore.exceptions import NotFoundError
+from obstore.exceptions import BaseError, NotFoundError
 
-__all__ = ["MediaObjects", "NotFoundError", "Stored"]
+__all__ = ["STORE_ERRORS", "MediaObjects", "NotFoundError", "Stored"]
+
+# What a media store operation raises when the store fails: obstore's own errors, and I/O errors.
+STORE_ERRORS = (BaseError, OSError)
 from obstore.store import LocalStore, S3Store
 
 from receiver.media_target import MediaTarget
@@ -84,7 +87,7 @@ class MediaObjects:
     async def _forget(self, path: str) -> None:
         try:
             await obstore.delete_async(self._store, path)
-        except Exception:  # nothing was written, or the store is away: the next sweep is not needed for it
+        except STORE_ERRORS:  # nothing was written, or the store is away: the next sweep is not needed for it
             pass
 
     async def read(self, sha256: str, *, start: int, end: int) -> AsyncIterator[bytes]:

@@ -8,6 +8,8 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from receiver.errors import ReceiverError
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -37,7 +39,7 @@ class ByteRange:
     end: int  # exclusive
 
 
-class Unsatisfiable(Exception):
+class Unsatisfiable(ReceiverError):
     """A syntactically valid range that no byte of the object satisfies (416)."""
 
 

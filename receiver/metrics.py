@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from typing import Callable, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from receiver.models import Outcome
+from receiver.models import AttemptOutcome, JobStatus, MirrorOutcome, Outcome, StreamState
 from receiver.providers import WEBHOOK_PROVIDERS
 from receiver.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-STREAM_STATES = ("disabled", "connecting", "connected", "unauthorized", "standby")
 JOB_COUNTS_TTL_S = 5.0  # /metrics is unauthenticated: scrapers may not cost a GROUP BY each
 
 
@@ -56,22 +55,22 @@ class Metrics:
         )
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, …
         # Series that exist from the start, at 0, so that rate() and alerts see them before the first event.
-        for outcome in ("delivered", "retry", "failed"):
+        for outcome in get_args(AttemptOutcome):
             self.deliveries.labels(outcome)
-        for outcome in ("stored", "gave_up", "retry"):
+        for outcome in get_args(MirrorOutcome):
             self.mirrors.labels(outcome)
         for provider in WEBHOOK_PROVIDERS:
             for outcome in Outcome:
                 self.receipts.labels(provider, "webhook", outcome.value)
 
-    async def render(self, store: Store, *, stream_state: str | None = None) -> bytes:
+    async def render(self, store: Store, *, stream_state: StreamState | None = None) -> bytes:
         """Refresh the store-derived gauges (and the stream state, if given), then render the text format."""
         if stream_state is not None:
-            for state in STREAM_STATES:
+            for state in get_args(StreamState):
                 self.stream_state.labels(state).set(1 if state == stream_state else 0)
         counts = await self._counts(store)
-        for status in ("pending", "succeeded", "failed", "cancelled"):
-            self.jobs.labels(status).set(counts.get(status, 0))
+        for status in JobStatus:
+            self.jobs.labels(status.value).set(counts.get(status.value, 0))
         depth, oldest = await store.delivery_backlog()
         self.queue_depth.set(depth)
         self.oldest_pending_age.set(max(0.0, store.clock() - oldest) if oldest is not None else 0)

@@ -20,6 +20,7 @@ from typing import AsyncIterator
 from receiver import backoff
 from receiver.errors import StoreError
 from receiver.media import Media
+from receiver.media_objects import STORE_ERRORS
 from receiver.media_fetch import FetchLimits, Fetcher
 from receiver.media_guard import MirrorFailure, check_content_type, parse_data_uri
 from receiver.notify import EVENTS, wait_for
@@ -83,7 +84,7 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
         with contextlib.suppress(StoreError):
             await runtime.store.retry_mirror_task(task, next_attempt_at=runtime.store.clock(), error="interrupted")
         raise
-    except Exception as exc:  # the media store failed (disk full, S3 away): worth another try
+    except Exception as exc:  # deliberate: the media store failed (disk full, S3 away), or a bug: retried, not lost
         log.warning("mirror of %s output %d: media store error: %s", task.job_id, task.index, type(exc).__name__)
         result = await _failed(runtime, task, tuning, MirrorFailure(
             f"the media store failed ({type(exc).__name__})", transient=True))
@@ -187,7 +188,7 @@ async def run_sweeps(runtime: Runtime, media: Media, tuning: MirrorTuning) -> No
             await media.objects.forget_incoming(older_than=now - INCOMING_TTL_S)
         except StoreError as exc:
             log.warning("media sweep failed: %s", exc)
-        except Exception as exc:  # the media store is away: the next sweep tries again
+        except Exception as exc:  # deliberate: the media store away (or a bug) must not end the sweeps
             log.warning("media sweep failed: %s", type(exc).__name__)
         await wait_for(runtime.stopping, every)
 
@@ -200,7 +201,7 @@ async def sweep(runtime: Runtime, media: Media, *, before: float) -> int:
         for obj in expired:
             try:
                 await media.objects.delete(obj.sha256)
-            except Exception as exc:  # marked gone already; the bytes stay behind, which is only space
+            except STORE_ERRORS as exc:  # marked gone already; the bytes stay behind, which is only space
                 log.warning("could not delete media object %s: %s", obj.sha256, type(exc).__name__)
         removed += len(expired)
         if len(expired) < 200:

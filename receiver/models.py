@@ -35,6 +35,21 @@ class Outcome(str, enum.Enum):
     INVALID = "invalid"
 
 
+# Where an inbound message came from: a provider's webhook, Oxen's stream, a status poll, or the answer
+# to a call the receiver made (Lumenfall's synchronous generation).
+ReceiptSource = Literal["webhook", "stream", "poll", "response"]
+# What came of one status poll at a provider (`receiver_reconcile_polls_total{result}`).
+PollResult = Literal["terminal", "pending", "invalid", "error"]
+# A callback message's state: waiting for (another) attempt, or done one way or the other.
+MessageStatus = Literal["pending", "delivered", "failed"]
+# What came of one callback attempt (`receiver_deliveries_total{outcome}`).
+AttemptOutcome = Literal["delivered", "retry", "failed"]
+# The Oxen consumer as /readyz says (`receiver_oxen_stream_state{state}`); `standby`: another replica has it.
+StreamState = Literal["disabled", "connecting", "connected", "unauthorized", "standby"]
+# How one attempt to mirror an output ended (`receiver_media_mirrors_total{outcome}`).
+MirrorOutcome = Literal["stored", "gave_up", "retry"]
+
+
 class DeliveryStatus(str, enum.Enum):
     NONE = "none"
     PENDING = "pending"
@@ -87,7 +102,7 @@ class Receipt:
     """An inbound message exactly as it arrived, before anything is made of it."""
 
     provider: str
-    source: str  # webhook | stream | poll | response
+    source: ReceiptSource
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -130,7 +145,7 @@ class Job:
 class StoredReceipt:
     id: int
     provider: str
-    source: str
+    source: ReceiptSource
     outcome: Outcome
     provider_job_ids: list[str]
     error: str | None

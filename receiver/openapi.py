@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 import receiver
 from receiver.generations import Generate
 from receiver.idempotency import MAX_KEY_LENGTH
-from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName
+from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName, ReceiptSource, StreamState
 from receiver.validation import PatchJob, RedeliverTo, Redeliveries, RegisterJob
 
 # -- answers ---------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class ReceiptOut(BaseModel):
 
     id: int
     provider: str
-    source: str
+    source: ReceiptSource
     outcome: Outcome
     provider_job_ids: list[str]
     job_ids: list[str]
@@ -101,7 +101,7 @@ class StatsOut(BaseModel):
 
     store: str
     store_state: Literal["ok", "unreachable"]
-    oxen_stream: str
+    oxen_stream: StreamState
     oxen_stream_error: str | None
     jobs: dict[str, int]
     delivery_backlog: Backlog

@@ -2,9 +2,9 @@
 
 Oxen keeps no history and sends no `id:` lines: whatever fires while we are disconnected is lost.
 So once a stream is open (never before: a completion is then either on the stream or already visible
-to a poll), every pending Oxen job is polled at `GET /api/ai/queue/{generation_id}`. Cancelled
-generations never appear on the stream at all; polling pending jobs older than
-`RECEIVER_RECONCILE_AFTER_S` is the reconciler's job, which calls `poll_oxen_job` too.
+to a poll), every pending Oxen job is polled at `GET /api/ai/queue/{generation_id}`, through the
+reconciler's own `polling.poll_job`. Cancelled generations never appear on the stream at all; polling
+pending jobs older than `RECEIVER_RECONCILE_AFTER_S` is the reconciler's job.
 
 Events are ingested without waiting for each one's COMMIT before reading the next (`_consume`): a
 burst is then group-committed in a few transactions instead of one per event. Each event is still
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
@@ -26,10 +27,10 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from receiver import backoff
 from receiver.bounded_sse import Oversized, aiter_bounded_sse
-from receiver.errors import InvalidPayload, NotConfigured, ProviderError, StoreUnavailable
+from receiver.errors import InvalidPayload, NotConfigured, ReceiverError, StoreUnavailable
 from receiver.ingest import ingest
 from receiver.models import ApplyResult, Job, Receipt
-from receiver.provider_calls import send
+from receiver.polling import poll_job
 from receiver.providers import oxen
 from receiver.runtime import Runtime
 
@@ -65,7 +66,7 @@ class StreamTuning:
 DEFAULT_TUNING = StreamTuning()
 
 
-class StreamFailure(Exception):
+class StreamFailure(ReceiverError):
     """Why a connection ended; `unauthorized` means Oxen refused the API key."""
 
     def __init__(self, message: str, *, unauthorized: bool = False, retry_after: float | None = None) -> None:
@@ -103,14 +104,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: not worth parsing for a stream reconnect
-
-
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first exception of a (nested) group, to be handled like the same error raised alone."""
     first = group.exceptions[0]
@@ -124,62 +117,19 @@ def _auth_headers(runtime: Runtime) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.get_secret_value()}"}
 
 
-async def poll_oxen_job(runtime: Runtime, job: Job, *, timeout: float | None = None) -> ApplyResult | None:
-    """Ask Oxen about one job; a terminal answer is ingested as a `poll` receipt and its result returned.
-
-    None when the generation is still running or Oxen does not know it (404; the job is left as it is).
-    Raises ProviderError when the poll itself failed (transport, non-2xx, an answer of the wrong shape).
-    Counts nothing: callers count `reconcile_polls`.
-    """
-    generation_id = job.provider_job_id
-    key = runtime.settings.oxen_api_key
-    if key is None:
-        raise NotConfigured("RECEIVER_OXEN_API_KEY")
-    request = oxen.build_poll(generation_id, api_key=key.get_secret_value())
-    response = await send(runtime, "oxen", request, timeout=timeout or DEFAULT_TUNING.poll_timeout_s)
-    if response.status_code == 404:
-        log.warning("Oxen does not know generation %s (404): job %s left as it is", generation_id, job.id,
-                    extra={"job_id": job.id})
-        return None
-    if not response.is_success:
-        raise ProviderError(f"Oxen answered HTTP {response.status_code} to a poll of {generation_id}",
-                            status=response.status_code)
-    body = response.content
-    try:
-        (completion,) = oxen.parse_poll(body)
-    except InvalidPayload as exc:
-        log.warning("unexpected Oxen poll answer for %s: %s; body: %r", generation_id, exc, body[:500])
-        raise ProviderError(f"unexpected Oxen poll answer for {generation_id}: {exc}") from None
-    if completion.provider_job_id != generation_id:
-        raise ProviderError(f"Oxen answered a poll of {generation_id} about {completion.provider_job_id}")
-    if not completion.status.terminal:
-        return None
-    return await ingest(runtime, Receipt(provider="oxen", source="poll", body=body), lambda: [completion])
-
-
 async def poll_pending_oxen_jobs(runtime: Runtime, tuning: StreamTuning | None = None) -> tuple[int, int]:
-    """Poll every pending Oxen job (bounded concurrency); returns (polled, finished)."""
+    """Poll every pending Oxen job (bounded concurrency; each poll is the reconciler's `poll_job`);
+    returns (polled, finished)."""
     tuning = tuning or DEFAULT_TUNING
     jobs = await runtime.store.pending_jobs("oxen")
     limit = asyncio.Semaphore(max(1, tuning.poll_concurrency))
-    finished = 0
 
-    async def one(job: Job) -> None:
-        nonlocal finished
+    async def one(job: Job) -> bool:
         async with limit:
-            try:
-                result = await poll_oxen_job(runtime, job, timeout=tuning.poll_timeout_s)
-            except Exception as exc:  # one bad poll must not stop the others
-                runtime.metrics.reconcile_polls.labels("oxen", "error").inc()
-                log.warning("catch-up poll of Oxen generation %s failed: %s", job.provider_job_id, exc,
-                            extra={"job_id": job.id})
-                return
-            runtime.metrics.reconcile_polls.labels("oxen", "terminal" if result else "pending").inc()
-            if result is not None and result.terminal_job_ids:
-                finished += 1
+            return (await poll_job(runtime, job, timeout=tuning.poll_timeout_s)).finished
 
-    await asyncio.gather(*(one(job) for job in jobs))
-    return len(jobs), finished
+    finished = await asyncio.gather(*(one(job) for job in jobs))
+    return len(jobs), sum(finished)
 
 
 class OxenConsumer:
@@ -212,7 +162,7 @@ class OxenConsumer:
             try:
                 await self._stream_once()
                 failure = StreamFailure("Oxen closed the stream")
-            except Exception as exc:
+            except Exception as exc:  # deliberate: whatever ended the connection, the loop reconnects
                 failure = self._failure(exc)
             finally:
                 metrics.stream_connected.set(0)
@@ -220,7 +170,6 @@ class OxenConsumer:
                 self.reconnects.connected_for(loop.time() - self.opened_at)
             delay = self.reconnects.next_delay(failure)
             status.last_error = failure.message
-            status.reconnects += 1
             if failure.unauthorized:
                 status.state = "unauthorized"
                 log.error("Oxen refused RECEIVER_OXEN_API_KEY (%s): no Oxen results arrive until the key is fixed; "
@@ -253,7 +202,8 @@ class OxenConsumer:
             if response.status_code in (401, 403):
                 raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", unauthorized=True)
             if response.status_code != 200:
-                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", retry_after=_retry_after(response))
+                retry_after = backoff.parse_retry_after(response.headers.get("retry-after"), now=time.time())
+                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", retry_after=retry_after)
             content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if content_type != "text/event-stream":
                 raise StreamFailure(f"GET /api/events answered {content_type or 'no content type'!r}, not an event stream")
@@ -323,7 +273,7 @@ class OxenConsumer:
             self.catch_up_wanted.clear()
             try:
                 polled, finished = await poll_pending_oxen_jobs(self.runtime, self.tuning)
-            except Exception:
+            except Exception:  # deliberate: the store away, or a bug, must not end the consumer (next connect retries)
                 log.exception("catch-up poll of pending Oxen jobs failed")
                 continue
             if polled:

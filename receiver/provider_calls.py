@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from receiver.aio import read_capped
 from receiver.errors import ProviderError
 from receiver.providers._request import ProviderRequest, refusal_message
 from receiver.runtime import Runtime
@@ -45,14 +46,12 @@ async def send(runtime: Runtime, provider: str, request: ProviderRequest, *, tim
         async with asyncio.timeout(timeout):
             async with runtime.http.stream(request.method, url, headers=request.headers, json=request.json,
                                            timeout=timeout) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        log.warning("%s answered %s %s with more than %d bytes: call abandoned", provider,
-                                    request.method, request.path, max_bytes)
-                        raise ProviderError(f"{provider}'s answer exceeds {max_bytes} bytes")
-                return Answer(response.status_code, response.headers, bytes(body))
+                body = await read_capped(response.aiter_bytes(), max_bytes)
+                if body is None:
+                    log.warning("%s answered %s %s with more than %d bytes: call abandoned", provider,
+                                request.method, request.path, max_bytes)
+                    raise ProviderError(f"{provider}'s answer exceeds {max_bytes} bytes")
+                return Answer(response.status_code, response.headers, body)
     except (TimeoutError, httpx.TimeoutException):
         raise ProviderError(f"{provider} did not answer within {timeout:g} s") from None
     except httpx.HTTPError as exc:

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from receiver.delivery_limits import DeliveryLimits
 from receiver.logs import FinishedLines
 from receiver.metrics import Metrics
+from receiver.models import StreamState
 from receiver.notify import Notifier
 from receiver.settings import Secrets, Settings
 from receiver.store import Store
@@ -27,9 +28,8 @@ if TYPE_CHECKING:
 class StreamStatus:
     """What /readyz says of the Oxen consumer."""
 
-    state: str = "disabled"  # disabled | connecting | connected | unauthorized | standby (another replica has it)
+    state: StreamState = "disabled"
     last_error: str | None = None
-    reconnects: int = 0
 
 
 @dataclass

@@ -123,7 +123,8 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def api_key(self, provider: str) -> SecretStr | None:
-        return getattr(self, f"{provider}_api_key")
+        key: SecretStr | None = getattr(self, f"{provider}_api_key")
+        return key
 
     def base_url(self, provider: str) -> str:
         return str(getattr(self, f"{provider}_base_url")).rstrip("/")

@@ -11,9 +11,11 @@ from typing import AsyncIterator
 
 import httpx
 
+from receiver.errors import ReceiverError
 
-class LineTooLong(Exception):
-    pass
+
+class LineTooLong(ReceiverError):
+    """A line of the stream over its cap."""
 
 
 class _BoundedLines(httpx.AsyncByteStream):

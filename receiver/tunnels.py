@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from receiver.aio import read_capped
+
 NGROK_API_URL = "http://127.0.0.1:4040"
 CLOUDFLARED_METRICS_URLS: tuple[str, ...] = tuple(f"http://127.0.0.1:{port}" for port in range(20241, 20246))
 MAX_ANSWER_BYTES = 262144
@@ -128,12 +130,7 @@ async def _get(client: httpx.AsyncClient, url: str) -> bytes | None:
         async with client.stream("GET", url) as response:
             if response.status_code != 200:
                 return None
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_ANSWER_BYTES:
-                    return None
-            return bytes(body)
+            return await read_capped(response.aiter_bytes(), MAX_ANSWER_BYTES)
     except httpx.HTTPError:
         return None
 

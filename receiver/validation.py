@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any, Literal, TypeVar
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
 
+from receiver.errors import ReceiverError
 from receiver.http import error
 from receiver.models import ProviderName
 from receiver.urls import check_callback_url
@@ -17,6 +19,19 @@ Model = TypeVar("Model", bound=BaseModel)
 # What the OpenAPI document says of URLs and times; the validators below check more than a schema can.
 URL_SCHEMA: dict[str, Any] = {"pattern": r"^https?://[^\s/?#]+", "format": "uri"}
 TIME_SCHEMA: dict[str, Any] = {"format": "date-time"}
+# A callback URL in a request body (null: none, or the default): the one check, `urls.check_callback_url`.
+CallbackUrl = Annotated[str | None, Field(max_length=2048, json_schema_extra=URL_SCHEMA),
+                        AfterValidator(check_callback_url)]
+MAX_SEQ = 2**63 - 1  # event ids and page cursors are 64-bit integers in both stores
+
+
+def parse_seq(raw: str, *, max_digits: int = 19) -> int | None:
+    """An event id or a page cursor as this API hands them out (ASCII digits within MAX_SEQ), else None."""
+    # isascii: str.isdigit() also accepts digits int() refuses ("²").
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > max_digits:
+        return None
+    value = int(raw)
+    return value if value <= MAX_SEQ else None
 
 
 class RegisterJob(BaseModel):
@@ -24,7 +39,7 @@ class RegisterJob(BaseModel):
 
     provider: ProviderName
     provider_job_id: str = Field(min_length=1, max_length=512)
-    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
+    callback_url: CallbackUrl = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     expected_outputs: int | None = Field(default=None, ge=1, le=100)
 
@@ -38,24 +53,14 @@ class RegisterJob(BaseModel):
             raise ValueError("must not contain control characters (tabs, newlines)")
         return value
 
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_url(cls, value: str | None) -> str | None:
-        return check_callback_url(value)
-
 
 class PatchJob(BaseModel):
     """`PATCH /v1/jobs/{id}`: only the fields given change; `callback_url: null` falls back to the default."""
 
     model_config = ConfigDict(extra="forbid")
 
-    callback_url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
+    callback_url: CallbackUrl = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_url(cls, value: str | None) -> str | None:
-        return check_callback_url(value)
 
 
 class RedeliverTo(BaseModel):
@@ -63,12 +68,7 @@ class RedeliverTo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, max_length=2048, json_schema_extra=URL_SCHEMA)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return check_callback_url(value)
+    url: CallbackUrl = None
 
 
 class Redeliveries(BaseModel):
@@ -89,7 +89,9 @@ class Redeliveries(BaseModel):
         return value
 
 
-class Invalid(Exception):
+class Invalid(ReceiverError):
+    """A request the API refuses; `response` is its 422 answer, naming the field."""
+
     def __init__(self, response: JSONResponse) -> None:
         self.response = response
 
@@ -155,26 +157,25 @@ def parse_body(model: type[Model], body: bytes) -> Model:
 
 
 def query_int(params: Any, name: str, default: int, *, low: int, high: int) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, "must be an integer") from None
-    if not low <= value <= high:
-        raise invalid(name, f"must be between {low} and {high}")
-    return value
+    value = _query_number(params, name, int, "an integer", low=low, high=high)
+    return default if value is None else value
 
 
 def query_float(params: Any, name: str, *, low: float, high: float) -> float | None:
+    return _query_number(params, name, float, "a number", low=low, high=high)
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _query_number(params: Any, name: str, kind: type[Number], what: str, *, low: Number, high: Number) -> Number | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise invalid(name, "must be a number") from None
+        raise invalid(name, f"must be {what}") from None
     if not low <= value <= high:
         raise invalid(name, f"must be between {low:g} and {high:g}")
     return value
@@ -193,8 +194,7 @@ def query_cursor(params: Any) -> str | None:
     raw = params.get("cursor")
     if raw is None or raw == "":
         return None
-    # isascii: "²".isdigit() is true too; 18 digits keep it a SQLite integer.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if parse_seq(raw, max_digits=18) is None:  # as the OpenAPI document says: 1 to 18 digits
         raise invalid("cursor", "not a cursor this API returned")
     return str(raw)
 

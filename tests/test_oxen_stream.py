@@ -15,9 +15,10 @@ import pytest
 
 from receiver import oxen_stream
 from receiver.app import create_app, open_runtime
-from receiver.errors import ProviderError, StoreError
+from receiver.errors import StoreError
 from receiver.models import JobStatus, Outcome
-from receiver.oxen_stream import Reconnects, StreamFailure, StreamTuning, poll_oxen_job
+from receiver.oxen_stream import Reconnects, StreamFailure, StreamTuning
+from receiver.polling import Polled, poll_job
 from receiver.runtime import Runtime
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
 from tests.support import UNMIRRORED, RunningServer, free_port, make_settings, serve_app, eventually
@@ -370,7 +371,7 @@ async def oxen_job(rt: Runtime, generation_id: str) -> Any:
 
 
 async def test_poll_oxen_job_answers(runtime: Runtime, fake_oxen: FakeOxen) -> None:
-    """`poll_oxen_job` is also the reconciler's way to ask Oxen: every kind of answer."""
+    """`poll_job`, the reconciler's and the catch-up's one way to ask Oxen: every kind of answer."""
     fake = fake_oxen
     jobs = [await oxen_job(runtime, fake.submit()) for _ in range(4)]
     done, failed, cancelled, queued = jobs
@@ -379,20 +380,23 @@ async def test_poll_oxen_job_answers(runtime: Runtime, fake_oxen: FakeOxen) -> N
     fake.cancel(cancelled.provider_job_id)
     fake.generations[queued.provider_job_id]["status"] = "processing"
 
-    result = await poll_oxen_job(runtime, done)
+    polled = await poll_job(runtime, done, timeout=5)
+    result = polled.applied
+    assert polled.result == "terminal" and polled.finished
     assert result is not None and result.outcome is Outcome.APPLIED and result.terminal_job_ids == [done.id]
     job = await runtime.store.get_job(done.id)
     assert job is not None and job.status is JobStatus.SUCCEEDED
     assert [o.to_json() for o in job.outputs] == [{"url": "https://cdn.oxen.test/a.webp", "media_type": "image/webp",
                                                    **UNMIRRORED}]
-    again = await poll_oxen_job(runtime, done)
-    assert again is not None and again.outcome is Outcome.DUPLICATE
+    again = await poll_job(runtime, done, timeout=5)
+    assert again.result == "terminal" and not again.finished
+    assert again.applied is not None and again.applied.outcome is Outcome.DUPLICATE
 
-    assert (await poll_oxen_job(runtime, failed)) is not None
+    assert (await poll_job(runtime, failed, timeout=5)).result == "terminal"
     assert (await runtime.store.get_job(failed.id)).error == "NSFW content detected"  # type: ignore[union-attr]
-    assert (await poll_oxen_job(runtime, cancelled)) is not None
+    assert (await poll_job(runtime, cancelled, timeout=5)).result == "terminal"
     assert (await runtime.store.get_job(cancelled.id)).status is JobStatus.CANCELLED  # type: ignore[union-attr]
-    assert await poll_oxen_job(runtime, queued) is None
+    assert await poll_job(runtime, queued, timeout=5) == Polled("pending")
     assert (await runtime.store.get_job(queued.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
 
     stored = await runtime.store.list_receipts(provider="oxen", outcome=None, limit=50, cursor=None)
@@ -404,34 +408,32 @@ async def test_poll_oxen_job_answers(runtime: Runtime, fake_oxen: FakeOxen) -> N
 async def test_poll_oxen_job_failures(runtime: Runtime, fake_oxen: FakeOxen) -> None:
     fake = fake_oxen
     unknown = await oxen_job(runtime, "not-at-oxen")
-    assert await poll_oxen_job(runtime, unknown) is None  # 404: left pending
+    assert await poll_job(runtime, unknown, timeout=5) == Polled("error")  # 404, as for every provider: left pending
     assert (await runtime.store.get_job(unknown.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
 
     job = await oxen_job(runtime, fake.submit())
     fake.queue_status = 500
-    with pytest.raises(ProviderError) as server_error:
-        await poll_oxen_job(runtime, job)
-    assert server_error.value.status == 500
+    assert await poll_job(runtime, job, timeout=5) == Polled("error")
     fake.queue_status = None
 
     fake.refuse_auth = 401
-    with pytest.raises(ProviderError) as refused:
-        await poll_oxen_job(runtime, job)
-    assert refused.value.status == 401
+    assert await poll_job(runtime, job, timeout=5) == Polled("error")
     fake.refuse_auth = None
-
-    fake.generations[job.provider_job_id]["status"] = "exploded"
-    with pytest.raises(ProviderError, match="unexpected Oxen poll answer"):
-        await poll_oxen_job(runtime, job)
-    fake.generations[job.provider_job_id].update(status="succeeded", result_url="https://x.test/1.png",
-                                                 generation_id="someone-else")
-    with pytest.raises(ProviderError, match="someone-else"):
-        await poll_oxen_job(runtime, job)
     assert (await runtime.store.list_receipts(provider="oxen", outcome=None, limit=5, cursor=None)).items == []
 
+    # Answers that cannot be used are kept as invalid receipts, as the reconciler keeps them for every provider.
+    fake.generations[job.provider_job_id]["status"] = "exploded"
+    assert (await poll_job(runtime, job, timeout=5)).result == "invalid"
+    fake.generations[job.provider_job_id].update(status="succeeded", result_url="https://x.test/1.png",
+                                                 generation_id="someone-else")
+    assert (await poll_job(runtime, job, timeout=5)).result == "invalid"
+    kept = (await runtime.store.list_receipts(provider="oxen", outcome=None, limit=5, cursor=None)).items
+    assert [(r.source, r.outcome) for r in kept] == [("poll", Outcome.INVALID)] * 2
+    assert "someone-else" in (kept[0].error or "") and "exploded" in (kept[1].error or "")
+    assert (await runtime.store.get_job(job.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
+
     fake.queue_delay_s = 5.0
-    with pytest.raises(ProviderError, match="did not answer within"):
-        await poll_oxen_job(runtime, job, timeout=0.1)
+    assert await poll_job(runtime, job, timeout=0.1) == Polled("error")  # past its deadline
 
 
 # -- shutdown ------------------------------------------------------------------------------------

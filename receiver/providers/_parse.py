@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from typing import Any
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from receiver.errors import InvalidPayload
+from receiver.models import JobStatus
 
 _EXTRA_TYPES = {".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
@@ -42,13 +43,22 @@ def require_id(obj: dict[str, Any], field: str) -> str:
     return value.strip()
 
 
-def optional_str(obj: dict[str, Any], field: str) -> str | None:
-    value = obj.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidPayload(f"'{field}' must be a string")
-    return value
+def status_of(obj: dict[str, Any], words: Mapping[str, JobStatus], *, fold: Callable[[str], str]) -> JobStatus:
+    """`obj["status"]`, one of the provider's `words` once `fold`ed to their case (str.upper or str.lower)."""
+    raw = obj.get("status")
+    if not isinstance(raw, str) or fold(raw) not in words:
+        raise InvalidPayload(f"'status' must be one of {sorted(words)}, got {raw!r}")
+    return words[fold(raw)]
+
+
+def object_list(obj: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    """`obj[field]`: a non-empty list of objects."""
+    items = obj.get(field)
+    if not isinstance(items, list) or not items:
+        raise InvalidPayload(f"'{field}' must be a non-empty list")
+    if not all(isinstance(item, dict) for item in items):
+        raise InvalidPayload(f"'{field}' items must be objects")
+    return items
 
 
 def url_list(value: Any, field: str) -> list[str]:

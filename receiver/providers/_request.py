@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from receiver.errors import InvalidPayload
+from receiver.errors import InvalidPayload, ReceiverError
 from receiver.providers._parse import error_text, load_object
 
 
@@ -38,7 +38,7 @@ class Submitted:
     expected_outputs: int | None = None
 
 
-class BadGeneration(ValueError):
+class BadGeneration(ReceiverError):
     """A request this provider cannot take; `field` names the part of the request at fault."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -8,7 +8,7 @@ from typing import Mapping
 
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
-from receiver.providers._parse import error_text, guess_media_type, load_object, require_id
+from receiver.providers._parse import error_text, guess_media_type, load_object, object_list, require_id
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, merge
 
 _EVENTS = {
@@ -23,7 +23,9 @@ def verify_webhook(secret: str, body: bytes, headers: Mapping[str, str]) -> bool
     """Lumenfall signs its webhooks the Standard Webhooks way (`webhook-id`, `-timestamp`, `-signature`)."""
     try:
         standardwebhooks.Webhook(secret).verify(body, dict(headers), json_parse=False)
-    except Exception:  # malformed headers, bad base64, non-UTF-8 body, stale: all simply "not verified"
+    # Deliberately broad: malformed headers, bad base64, a non-UTF-8 body, a stale timestamp, or whatever else
+    # a hostile request makes the library raise, is simply "not verified" (401), never a 5xx.
+    except Exception:
         return False
     return True
 
@@ -51,14 +53,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
 
 def parse_image_response(job_id: str, body: bytes) -> Completion:
     """The synchronous `/images/generations` answer: `{"created", "data": [{"url"|"b64_json"}]}`."""
-    obj = load_object(body)
-    data = obj.get("data")
-    if not isinstance(data, list) or not data:
-        raise InvalidPayload("'data' must be a non-empty list")
     outputs: list[Output] = []
-    for item in data:
-        if not isinstance(item, dict):
-            raise InvalidPayload("'data' items must be objects")
+    for item in object_list(load_object(body), "data"):
         url = item.get("url")
         if isinstance(url, str) and url:
             outputs.append(Output(url, guess_media_type(url, "image")))

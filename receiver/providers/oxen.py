@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
-from receiver.providers._parse import error_text, guess_media_type, load_object, require_id
+from receiver.providers._parse import error_text, guess_media_type, load_object, object_list, require_id, status_of
 from receiver.providers._request import GenerationSpec, ProviderRequest, Submitted, merge
 
 COMPLETED_EVENT = "media_generation_completed"
@@ -29,10 +29,7 @@ _STATUS = {
 def _parse(body: bytes, url_field: str) -> Completion:
     obj = load_object(body)
     generation_id = require_id(obj, "generation_id")
-    raw = obj.get("status")
-    if not isinstance(raw, str) or raw.lower() not in _STATUS:
-        raise InvalidPayload(f"'status' must be one of {sorted(_STATUS)}, got {raw!r}")
-    status = _STATUS[raw.lower()]
+    status = status_of(obj, _STATUS, fold=str.lower)
     if status is JobStatus.SUCCEEDED:
         url = obj.get(url_field) or obj.get("url") or obj.get("result_url")
         if not isinstance(url, str) or not url:
@@ -80,15 +77,7 @@ def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, reques
 
 def parse_submit(request: ProviderRequest, body: bytes) -> list[Submitted]:
     """`{"generations": [{"generation_id", "status": "queued"}, …]}`: one job per generation."""
-    generations = load_object(body).get("generations")
-    if not isinstance(generations, list) or not generations:
-        raise InvalidPayload("'generations' must be a non-empty list")
-    submitted: list[Submitted] = []
-    for item in generations:
-        if not isinstance(item, dict):
-            raise InvalidPayload("'generations' items must be objects")
-        submitted.append(Submitted(require_id(item, "generation_id")))
-    return submitted
+    return [Submitted(require_id(item, "generation_id")) for item in object_list(load_object(body), "generations")]
 
 
 def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
-from receiver.providers._parse import error_text, guess_media_type, load_object, require_id, url_list
+from receiver.providers._parse import error_text, guess_media_type, load_object, require_id, status_of, url_list
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
 _STATUS = {
@@ -29,10 +29,7 @@ def parse_status(body: bytes) -> Completion:
     """Parse a webhook body or a `GET /v2/requests/status/{id}` answer (same shape)."""
     obj = load_object(body)
     request_id = require_id(obj, "request_id")
-    raw_status = obj.get("status")
-    if not isinstance(raw_status, str) or raw_status.upper() not in _STATUS:
-        raise InvalidPayload(f"'status' must be one of {sorted(_STATUS)}, got {raw_status!r}")
-    status = _STATUS[raw_status.upper()]
+    status = status_of(obj, _STATUS, fold=str.upper)
     if status is JobStatus.SUCCEEDED:
         output = obj.get("output")
         if not isinstance(output, dict):
@@ -44,15 +41,13 @@ def parse_status(body: bytes) -> Completion:
         outputs = tuple(Output(url=u, media_type=declared or guess_media_type(u)) for u in urls)
         return Completion("pixazo", request_id, status, outputs=outputs)
     if status is JobStatus.FAILED:
-        message = error_text(obj.get("error")) or error_text(obj.get("message")) or f"Pixazo status {raw_status}"
+        message = error_text(obj.get("error")) or error_text(obj.get("message")) or f"Pixazo status {obj['status']}"
         return Completion("pixazo", request_id, status, error=message)
     return Completion("pixazo", request_id, status)
 
 
 def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
     return [parse_status(body)]
-
-
 
 
 # -- submitting and polling ------------------------------------------------------------------------
@@ -71,7 +66,7 @@ def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, reques
     model = spec.model or (EDIT_MODEL if spec.input_image else TEXT_MODEL)
     if not _SEGMENT.fullmatch(model):
         raise BadGeneration("model", "a Pixazo model id is letters, digits, '.', '_' or '-'")
-    body = merge({"prompt": spec.prompt}, spec.params)
+    body = merge({}, spec.params)
     body["prompt"] = spec.prompt
     if spec.input_image:
         body["image_urls"] = [spec.input_image]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Literal, Protocol, TypeVar
 
-from receiver.models import ApplyResult, Completion, Job, JobStatus, Outcome, Receipt
+from receiver.models import ApplyResult, AttemptOutcome, Completion, Job, JobStatus, MessageStatus, Outcome, Receipt
 from receiver.store.rules import MirrorResult
 
 Clock = Callable[[], float]
@@ -48,7 +48,7 @@ class Message:
     url: str
     body: bytes
     attempts: int
-    status: str
+    status: MessageStatus
     next_attempt_at: float
 
 
@@ -112,7 +112,7 @@ class KeyClaim:
     """What `claim_idempotency_key` found: `new` (ours now: submit), `pending` (another request is
     submitting under it) or `done` (its `job_ids` answer); `fingerprint` is of the request that took it."""
 
-    state: str
+    state: Literal["new", "pending", "done"]
     fingerprint: str
     job_ids: tuple[str, ...] = ()
 
@@ -174,9 +174,9 @@ class Store(Protocol):
     async def next_message_due_at(self) -> float | None: ...
     async def record_attempt(
         self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: str, next_attempt_at: float | None,
+        outcome: AttemptOutcome, next_attempt_at: float | None,
     ) -> None:
-        """outcome: delivered | retry | failed."""
+        """Record one attempt at a claimed message; a retry leaves it pending, due at `next_attempt_at`."""
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         """Hand claimed messages back without an attempt, due again at `until`."""
 

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from receiver.errors import StoreError, StoreUnavailable
-from receiver.models import Completion, Receipt
-from receiver.models import ApplyResult
+from receiver.models import ApplyResult, AttemptOutcome, Completion, MessageStatus, Receipt
 from receiver.store.base import ChangeListener, Changes, Clock, Message
 from receiver.store.rules import UnitOfWork
 
 log = logging.getLogger("receiver.store")
 
 MAX_BATCH = 256
+# A message's status after an attempt with this outcome: a retry leaves it pending.
+STATUS_AFTER: dict[AttemptOutcome, MessageStatus] = {"delivered": "delivered", "failed": "failed", "retry": "pending"}
 
 
 def _future() -> asyncio.Future[Any]:
@@ -43,7 +44,7 @@ class AttemptRecord:
     message: Message
     status_code: int | None
     error: str | None
-    status: str  # the message's status after it: pending | delivered | failed
+    status: MessageStatus  # the message's status after it
     next_attempt_at: float
     at: float
     done: asyncio.Future[Any] = field(default_factory=_future)
@@ -93,7 +94,7 @@ class GroupCommit:
                 for item in batch:
                     if not item.done.done():
                         item.done.set_exception(exc)
-            except Exception:
+            except Exception:  # deliberate: one bad write (or a bug) must not fail the writes batched with it
                 await self._one_by_one(batch)
 
     async def _one_by_one(self, batch: list[Item]) -> None:
@@ -104,7 +105,7 @@ class GroupCommit:
             except StoreUnavailable as exc:
                 if not item.done.done():
                     item.done.set_exception(exc)
-            except Exception as exc:
+            except Exception as exc:  # deliberate: this write alone failed, its caller gets a StoreError
                 log.exception("store write failed")
                 if not item.done.done():
                     item.done.set_exception(StoreError(f"store write failed: {type(exc).__name__}"))
@@ -117,25 +118,43 @@ class GroupCommit:
 
 
 class BatchedStore:
-    """What both stores share around the group commit: the unit of work each write starts from, the
-    inbound entry points, and the listeners woken after a commit. Each backend supplies `_commits`."""
+    """What both stores share around the group commit: their settings, the unit of work each write starts
+    from, the inbound entry points, delivery attempts, and the listeners woken after a commit. Each
+    backend supplies `_commits` (and its SQL)."""
 
-    clock: Clock
-    reconcile_after_s: float
-    default_callback_url: str | None
-    mirroring: bool
-    _listeners: list[ChangeListener]
-    _commits: GroupCommit | None
+    def __init__(self, *, replica_id: str, default_callback_url: str | None, reconcile_after_s: float,
+                 clock: Clock, create: bool, mirroring: bool) -> None:
+        self.replica_id = replica_id
+        self.default_callback_url = default_callback_url
+        self.reconcile_after_s = reconcile_after_s
+        self.clock = clock
+        self.mirroring = mirroring
+        self._create = create
+        self._listeners: list[ChangeListener] = []
+        self._commits: GroupCommit | None = None
 
     def _unit(self) -> UnitOfWork:
         return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
                           default_callback_url=self.default_callback_url, mirroring=self.mirroring)
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
-        return await self._submit(Write(receipt, completions, None))
+        return await self._submit(Write(receipt, completions, None))  # type: ignore[no-any-return]
 
     async def record_invalid(self, receipt: Receipt, error: str) -> int:
         return (await self._submit(Write(receipt, None, error))).receipt_id  # type: ignore[no-any-return]
+
+    async def record_attempt(
+        self, message: Message, *, status_code: int | None, error: str | None,
+        outcome: AttemptOutcome, next_attempt_at: float | None,
+    ) -> None:
+        now = self.clock()
+        self._let_go(message.seq)
+        # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
+        await self._submit(AttemptRecord(message, status_code, error, STATUS_AFTER[outcome],
+                                         next_attempt_at if next_attempt_at is not None else now, now))
+
+    def _let_go(self, seq: int) -> None:
+        """A claimed message is no longer held by this replica (PostgreSQL stops renewing its lease)."""
 
     async def _submit(self, item: Item) -> Any:
         if self._commits is None:

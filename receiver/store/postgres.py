@@ -29,12 +29,14 @@ import orjson
 
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
-from receiver.store.base import ChangeListener, Changes, Clock, Event, JobFilter, Page
-from receiver.store.batching import AttemptRecord, BatchedStore, GroupCommit, Item, Write
+from receiver.store.base import Changes, Clock, Event, JobFilter, Page
+from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
-    JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
+    JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row,
+    receipt_from_row, receipt_rows,
 )
 from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.parts import Conn
 from receiver.store.postgres_mirror import PostgresMirror, insert_mirror_tasks
 from receiver.store.schema import POSTGRES_MIGRATIONS
 from receiver.store.postgres_work import PostgresWork
@@ -68,7 +70,7 @@ def describe(url: str) -> str:
         return "(unreadable URL)"
 
 
-class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedStore):
+class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0
@@ -77,19 +79,13 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
         self, url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
         clock: Clock = time.time, create: bool = True, pool_size: int = 10, mirroring: bool = False,
     ) -> None:
+        super().__init__(replica_id=f"pg-{uuid.uuid4().hex[:12]}", default_callback_url=default_callback_url,
+                         reconcile_after_s=reconcile_after_s, clock=clock, create=create, mirroring=mirroring)
         self.url = url
-        self.default_callback_url = default_callback_url
-        self.mirroring = mirroring
-        self.reconcile_after_s = reconcile_after_s
-        self.clock = clock
-        self.replica_id = f"pg-{uuid.uuid4().hex[:12]}"
-        self._create = create
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._listeners: list[ChangeListener] = []
-        self._commits: GroupCommit | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._held: dict[int, float] = {}  # claimed message seq → when its claim ends (claim + lease_s)
+        self._held = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -116,7 +112,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
         return self
 
     @staticmethod
-    async def _migrate(conn: asyncpg.Connection) -> None:
+    async def _migrate(conn: Conn) -> None:
         """Create or upgrade the schema once, whichever replica comes first (the others wait on the lock)."""
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:
@@ -167,9 +163,9 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
             finally:
                 await _quietly(conn.close())
 
-    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         try:
-            data = orjson.loads(payload)
+            data = orjson.loads(payload)  # type: ignore[arg-type]  # a NOTIFY payload is text
         except orjson.JSONDecodeError:
             return
         if data.get("r") == self.replica_id:
@@ -181,7 +177,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
 
     # -- transactions ----------------------------------------------------------------------------
 
-    async def _tx(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def _tx(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `work` in one transaction, retrying conflicts with other replicas; a lost database is 503."""
         for attempt in range(RETRIES):
             try:
@@ -195,7 +191,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
         raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; one that broke (the server went away, a backend was terminated) is thrown
         away rather than handed to the next caller, and the failure is `StoreUnavailable`."""
         if self._pool is None:
@@ -233,7 +229,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
                 raise StoreError(f"the store has no {name} yet: start `receiver serve` once")
             return str(rows[0][0])
 
-        async def insert_then_read(conn: asyncpg.Connection) -> str:
+        async def insert_then_read(conn: Conn) -> str:
             # Replicas starting at once all insert; one wins and every one reads the winner back.
             await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
             return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", key))
@@ -245,7 +241,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
     async def _commit_batch(self, batch: list[Item]) -> list[Any]:
         holder: list[UnitOfWork] = []
 
-        async def commit(conn: asyncpg.Connection) -> list[Any]:
+        async def commit(conn: Conn) -> list[Any]:
             unit = self._unit()  # anew on each try: a retried transaction starts from what is committed
             holder[:] = [unit]
             writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
@@ -266,7 +262,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
         return results
 
     @staticmethod
-    async def _load(conn: asyncpg.Connection, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
+    async def _load(conn: Conn, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
         """Lock the keys (sorted: no deadlock between replicas), then read their jobs as committed."""
         missing = unit.missing(keys)
         providers = [p for p, ids in missing.items() for _ in ids]
@@ -283,7 +279,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
         for row in rows:
             unit.track(job_from_row(row))
 
-    async def _flush(self, conn: asyncpg.Connection, unit: UnitOfWork) -> list[int]:
+    async def _flush(self, conn: Conn, unit: UnitOfWork) -> list[int]:
         w = unit.writes()
         if w.new_jobs:
             await conn.executemany(
@@ -314,13 +310,9 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
         if w.receipts:
             ids = [r[0] for r in await conn.fetch(
                 "SELECT nextval(pg_get_serial_sequence('receipts', 'id')) FROM generate_series(1, $1)", len(w.receipts))]
-            await conn.executemany(
-                "INSERT INTO receipts (id, provider, source, outcome, provider_job_ids, job_ids, error, headers, body, "
-                "received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                [(rid, r.provider, r.source, r.outcome.value, dumps(r.provider_job_ids), dumps(r.job_ids), r.error,
-                  dumps(r.headers), r.body, r.received_at) for rid, r in zip(ids, w.receipts)],
-            )
-            links = [(job_id, rid) for rid, r in zip(ids, w.receipts) for job_id in r.job_ids]
+            rows, links = receipt_rows(ids, w.receipts)
+            await conn.executemany(f"INSERT INTO receipts ({RECEIPT_INSERT_COLUMNS}) "
+                                   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", rows)
             if links:
                 await conn.executemany("INSERT INTO receipt_jobs (job_id, receipt_id) VALUES ($1, $2) "
                                        "ON CONFLICT DO NOTHING", links)
@@ -346,20 +338,14 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, BatchedSto
         self, *, provider: str, provider_job_id: str, callback_url: str | None,
         metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
     ) -> tuple[Job, bool]:
-        holder: list[UnitOfWork] = []
-
-        async def register(conn: asyncpg.Connection) -> tuple[Job, bool]:
-            unit = self._unit()
-            holder[:] = [unit]
+        async def register(conn: Conn, unit: UnitOfWork) -> tuple[Job, bool]:
             await self._load(conn, unit, {(provider, provider_job_id)})
             registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
                                        expected_outputs=expected_outputs, owner=owner)
             await self._flush(conn, unit)
             return registered
 
-        job, created = await self._tx(register)
-        self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
-        return job, created
+        return await self._in_unit(register)
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)

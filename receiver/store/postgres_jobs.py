@@ -4,30 +4,21 @@ job locks its (provider, provider_job_id) key first and re-reads it (`_load`), a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import Any
 
-import asyncpg
 import orjson
 
 from receiver.models import Job, JobStatus, dumps
-from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
-from receiver.store.rows import finished_filter_sql
+from receiver.store.base import FinishedFilter, KeyClaim, Message
+from receiver.store.parts import Conn, PostgresPart
+from receiver.store.rows import MESSAGE_COLUMNS, finished_filter_sql, message_from_row
 from receiver.store.rules import UnitOfWork
 
-from receiver.store.rows import MESSAGE_COLUMNS, message_from_row
 
-if TYPE_CHECKING:
-    from receiver.store.postgres import PostgresStore as _Base
-else:
-    _Base = object
-
-T = TypeVar("T")
-
-
-class PostgresJobActions(_Base):
+class PostgresJobActions(PostgresPart):
     """See `receiver.store.base.Store` (the jobs API block) for the contract of each method."""
 
-    async def _load_id(self, conn: asyncpg.Connection, unit: UnitOfWork, job_id: str) -> Job | None:
+    async def _load_id(self, conn: Conn, unit: UnitOfWork, job_id: str) -> Job | None:
         """The job with this id, its key locked first and then read as committed."""
         row = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", job_id)
         if row is None:
@@ -35,21 +26,8 @@ class PostgresJobActions(_Base):
         await self._load(conn, unit, {(row[0], row[1])})
         return unit.job(row[0], row[1])
 
-    async def _in_unit(self, work: Callable[[asyncpg.Connection, UnitOfWork], Awaitable[T]]) -> T:
-        """`work` in one transaction with a fresh unit (anew on each retry), then the wake-ups it caused."""
-        holder: list[UnitOfWork] = []
-
-        async def run(conn: asyncpg.Connection) -> T:
-            unit = self._unit()
-            holder[:] = [unit]
-            return await work(conn, unit)
-
-        result = await self._tx(run)
-        self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
-        return result
-
     async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
-        async def patch(conn: asyncpg.Connection, unit: UnitOfWork) -> Job | None:
+        async def patch(conn: Conn, unit: UnitOfWork) -> Job | None:
             job = await self._load_id(conn, unit, job_id)
             if job is None:
                 return None
@@ -63,7 +41,7 @@ class PostgresJobActions(_Base):
         return await self._in_unit(patch)
 
     async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
-        async def end(conn: asyncpg.Connection, unit: UnitOfWork) -> tuple[Job | None, bool]:
+        async def end(conn: Conn, unit: UnitOfWork) -> tuple[Job | None, bool]:
             job = await self._load_id(conn, unit, job_id)
             if job is None or not unit.end(job, status, error):
                 return job, False
@@ -73,7 +51,7 @@ class PostgresJobActions(_Base):
         return await self._in_unit(end)
 
     async def expire_jobs(self, *, created_before: float, error: str, limit: int) -> list[str]:
-        async def expire(conn: asyncpg.Connection, unit: UnitOfWork) -> list[str]:
+        async def expire(conn: Conn, unit: UnitOfWork) -> list[str]:
             # SKIP LOCKED for keys: a job whose key another transaction holds (a webhook, another replica's
             # sweep) is left to the next sweep; those taken are re-read by `_load` once locked.
             # The LIMIT inside: only the batch's candidates are try-locked, never every old job.
@@ -92,23 +70,26 @@ class PostgresJobActions(_Base):
 
         return await self._in_unit(expire)
 
-    async def redeliver_to(self, job_id: str, url: str) -> Message | None:
-        async def enqueue_there(conn: asyncpg.Connection, unit: UnitOfWork) -> Any:
+    async def redeliver(self, job_id: str) -> Message | None:
+        return await self.redeliver_to(job_id, None)
+
+    async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
+        async def enqueue_again(conn: Conn, unit: UnitOfWork) -> Any:
             job = await self._load_id(conn, unit, job_id)
-            if job is None or not job.status.terminal:
+            message_id = unit.redeliver(job, url) if job is not None else None
+            if message_id is None:
                 return None
-            message_id = unit.enqueue(job, url)
             await self._flush(conn, unit)
             return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
 
-        row = await self._in_unit(enqueue_there)
+        row = await self._in_unit(enqueue_again)
         return message_from_row(row) if row is not None else None
 
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
         where, params = finished_filter_sql(filters, "$", has_default=self.default_callback_url is not None)
         n = len(params)
 
-        async def enqueue_all(conn: asyncpg.Connection, unit: UnitOfWork) -> tuple[int, int | None]:
+        async def enqueue_all(conn: Conn, unit: UnitOfWork) -> tuple[int, int | None]:
             rows = await conn.fetch(
                 f"SELECT seq, provider, provider_job_id FROM jobs WHERE {' AND '.join(where)} AND seq > ${n + 1} "
                 f"ORDER BY seq LIMIT ${n + 2}", *params, after_seq, limit)
@@ -116,9 +97,7 @@ class PostgresJobActions(_Base):
             queued = 0
             for r in rows:
                 job = unit.job(r[1], r[2])
-                url = job and (job.callback_url or self.default_callback_url)
-                if job is not None and job.status.terminal and url:
-                    unit.enqueue(job, url)
+                if job is not None and unit.redeliver(job) is not None:
                     queued += 1
             await self._flush(conn, unit)
             return queued, (int(rows[-1][0]) if len(rows) == limit else None)
@@ -126,7 +105,7 @@ class PostgresJobActions(_Base):
         return await self._in_unit(enqueue_all)
 
     async def discard_job(self, job_id: str) -> bool:
-        async def discard(conn: asyncpg.Connection, unit: UnitOfWork) -> bool:
+        async def discard(conn: Conn, unit: UnitOfWork) -> bool:
             if await self._load_id(conn, unit, job_id) is None:
                 return False
             status = await conn.execute(
@@ -139,7 +118,7 @@ class PostgresJobActions(_Base):
     async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:
         now = self.clock()
 
-        async def claim(conn: asyncpg.Connection) -> KeyClaim:
+        async def claim(conn: Conn) -> KeyClaim:
             # Two replicas inserting one key: the second waits on the first's row, then finds it.
             taken = await conn.fetchval(
                 "INSERT INTO idempotency_keys AS k (key, fingerprint, job_ids, created_at) VALUES ($1, $2, NULL, $3) "
@@ -150,6 +129,7 @@ class PostgresJobActions(_Base):
             if taken:
                 return KeyClaim("new", fingerprint)
             row = await conn.fetchrow("SELECT fingerprint, job_ids FROM idempotency_keys WHERE key = $1", key)
+            assert row is not None  # the INSERT found it taken, and this transaction holds its row
             if row["job_ids"] is None:
                 return KeyClaim("pending", row["fingerprint"])
             return KeyClaim("done", row["fingerprint"], tuple(orjson.loads(row["job_ids"])))

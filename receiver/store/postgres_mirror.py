@@ -6,22 +6,14 @@ at a time mirrors an output, and the tasks of a replica that died are taken over
 
 from __future__ import annotations
 
-from typing import Any
 
-import asyncpg
-
-from receiver.store.base import Changes, MediaObject, MirrorTask
+from receiver.store.base import MediaObject, MirrorTask
+from receiver.store.parts import Conn, PostgresPart
+from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult, UnitOfWork, Writes
 
-_TASK_COLUMNS = "seq, job_id, output_index, url, attempts, created_at"
-_MEDIA_COLUMNS = "sha256, size, content_type, created_at, deleted_at"
 
-
-def _media(r: Any) -> MediaObject:
-    return MediaObject(r[0], int(r[1]), r[2], float(r[3]), float(r[4]) if r[4] is not None else None)
-
-
-async def insert_mirror_tasks(conn: asyncpg.Connection, w: Writes) -> None:
+async def insert_mirror_tasks(conn: Conn, w: Writes) -> None:
     """Part of `_flush`: the mirror tasks a unit queued."""
     if w.mirror_tasks:
         await conn.executemany(
@@ -30,26 +22,17 @@ async def insert_mirror_tasks(conn: asyncpg.Connection, w: Writes) -> None:
             [(t.job_id, t.index, t.url, t.created_at) for t in w.mirror_tasks])
 
 
-class PostgresMirror:
+class PostgresMirror(PostgresPart):
     """Methods of `PostgresStore` (see `receiver.store.base.Store`)."""
-
-    _tx: Any
-    _fetch: Any
-    _load: Any
-    _flush: Any
-    _unit: Any
-    _notify: Any
-    clock: Any
-    replica_id: str
 
     async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
         now = self.clock()
         rows = await self._tx(lambda conn: conn.fetch(
             "UPDATE mirror_tasks SET lease_until = $2, lease_owner = $3, attempts = attempts + 1 WHERE seq IN ("
             "SELECT seq FROM mirror_tasks WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) "
-            f"ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {_TASK_COLUMNS}",
+            f"ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {TASK_COLUMNS}",
             now, now + lease_s, self.replica_id, limit))
-        return [MirrorTask(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
         await self._tx(lambda conn: conn.execute(
@@ -57,12 +40,9 @@ class PostgresMirror:
             next_attempt_at, error[:1000], task.seq))
 
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
-        holder: list[UnitOfWork] = []
         now = self.clock()
 
-        async def finish(conn: asyncpg.Connection) -> None:
-            unit = self._unit()
-            holder[:] = [unit]
+        async def finish(conn: Conn, unit: UnitOfWork) -> None:
             key = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", task.job_id)
             if key is not None:
                 await self._load(conn, unit, {(key[0], key[1])})  # the job's key lock first, as every writer
@@ -78,17 +58,15 @@ class PostgresMirror:
                 unit.mirrored(job, task.index, result)
                 await self._flush(conn, unit)
 
-        await self._tx(finish)
-        if holder:
-            self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
+        await self._in_unit(finish)
 
     async def media_object(self, sha256: str) -> MediaObject | None:
-        rows = await self._fetch(f"SELECT {_MEDIA_COLUMNS} FROM media WHERE sha256 = $1", sha256)
-        return _media(rows[0]) if rows else None
+        rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = $1", sha256)
+        return media_from_row(rows[0]) if rows else None
 
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
         rows = await self._tx(lambda conn: conn.fetch(
             "UPDATE media SET deleted_at = $2 WHERE sha256 IN (SELECT sha256 FROM media WHERE deleted_at IS NULL "
             "AND created_at < $1 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_MEDIA_COLUMNS}", before, self.clock(), limit))
-        return [_media(r) for r in rows]
+            f"RETURNING {MEDIA_COLUMNS}", before, self.clock(), limit))
+        return [media_from_row(r) for r in rows]

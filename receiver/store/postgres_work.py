@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
 
-import asyncpg
 
 from receiver.errors import StoreError
-from receiver.models import Job, iso_time
-from receiver.store.base import REPLICA_TTL_S, Attempt, Changes, Message
+from receiver.models import Job
+from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.batching import AttemptRecord
+from receiver.store.parts import Conn, PostgresPart
 from receiver.store.rows import (
-    JOB_COLUMNS,
-    MESSAGE_COLUMNS,
-    job_from_row,
+    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row,
     message_from_row,
 )
 
@@ -27,14 +24,11 @@ _REFRESH_DELIVERY_STATUS = (
 )
 log = logging.getLogger("receiver.store")
 
-if TYPE_CHECKING:
-    from receiver.store.postgres import PostgresStore as _Base
-else:
-    _Base = object
 
-
-class PostgresWork(_Base):
+class PostgresWork(PostgresPart):
     """See `receiver.store.base.Store` for the contract of each method."""
+
+    _held: dict[int, float]  # claimed message seq → when its claim ends (claim + lease_s)
 
     # -- outbox ----------------------------------------------------------------------------------
 
@@ -74,18 +68,11 @@ class PostgresWork(_Base):
             "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages WHERE status = 'pending'")
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    async def record_attempt(
-        self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: str, next_attempt_at: float | None,
-    ) -> None:
-        now = self.clock()
-        status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
-        self._held.pop(message.seq, None)
-        await self._submit(AttemptRecord(message, status_code, error, status,
-                                         next_attempt_at if next_attempt_at is not None else now, now))
+    def _let_go(self, seq: int) -> None:
+        self._held.pop(seq, None)
 
     @staticmethod
-    async def _record_attempt_now(conn: asyncpg.Connection, item: AttemptRecord) -> None:
+    async def _record_attempt_now(conn: Conn, item: AttemptRecord) -> None:
         message = item.message
         attempt = await conn.fetchval(
             "UPDATE messages SET attempts = attempts + 1, status = $1, next_attempt_at = $2, lease_until = NULL "
@@ -100,44 +87,18 @@ class PostgresWork(_Base):
 
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         for seq in seqs:
-            self._held.pop(seq, None)
+            self._let_go(seq)
         if seqs:
             await self._tx(lambda conn: conn.execute(
                 "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
                 "AND seq = ANY($2)", until, seqs))
 
-    async def redeliver(self, job_id: str) -> Message | None:
-        job = await self.get_job(job_id)
-        if job is None:
-            return None
-        unit = self._unit()
-
-        async def enqueue_again(conn: asyncpg.Connection) -> Any:
-            await self._load(conn, unit, {(job.provider, job.provider_job_id)})  # locked, then read as committed
-            current = unit.job(job.provider, job.provider_job_id)
-            if current is None:
-                return None
-            url = current.callback_url or self.default_callback_url
-            if not current.status.terminal or not url:
-                return None
-            message_id = unit.enqueue(current, url)
-            await self._flush(conn, unit)
-            return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
-
-        row = await self._tx(enqueue_again)
-        if row is None:
-            return None
-        self._notify(Changes((), True))
-        return message_from_row(row)
-
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await self._fetch(
-            "SELECT message_id, url, attempt, status_code, error, at FROM attempts WHERE job_id = $1 ORDER BY id", job_id)
-        return [Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5])) for r in rows]
+        rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY id", job_id)
+        return [attempt_from_row(r) for r in rows]
 
     async def delivery_backlog(self) -> tuple[int, float | None]:
-        rows = await self._fetch("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
-        return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
+        return backlog_from_rows(await self._fetch(BACKLOG_SQL))
 
     # -- reconciling -----------------------------------------------------------------------------
 

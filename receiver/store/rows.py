@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import orjson
 
-from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, iso_time
-from receiver.store.base import PAGE_BUDGET_BYTES, Event, FinishedFilter, JobFilter, Message
+from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, dumps, iso_time
+from receiver.store.base import (
+    PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask,
+)
+from receiver.store.rules import NewReceipt
 
 # The job columns every backend reads, by name (see `job_from_row`).
 JOB_COLUMNS = (
@@ -22,8 +25,14 @@ def output_from_json(o: Mapping[str, Any]) -> Output:
                   size=o.get("bytes"), mirror_error=o.get("mirror_error"), awaiting=bool(o.get("awaiting")))
 
 
-def job_from_row(row: Mapping[str, Any]) -> Job:
-    """A job from a row read by name (sqlite3.Row and asyncpg.Record both are mappings)."""
+class Row(Protocol):
+    """A row read by column name: sqlite3.Row and asyncpg.Record both."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def job_from_row(row: Row) -> Job:
+    """A job from a row read by name."""
     outputs = [output_from_json(o) for o in orjson.loads(row["outputs"])]
     completed = row["completed_at"]
     return Job(
@@ -36,6 +45,17 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
 
 
 RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, error, body, received_at"
+
+
+def receipt_rows(ids: list[int], receipts: list[NewReceipt]) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
+    """The rows to insert for new receipts given their ids (RECEIPT_INSERT_COLUMNS), and their links to jobs."""
+    rows = [(rid, r.provider, r.source, r.outcome.value, dumps(r.provider_job_ids), dumps(r.job_ids), r.error,
+             dumps(r.headers), r.body, r.received_at) for rid, r in zip(ids, receipts)]
+    links = [(job_id, rid) for rid, r in zip(ids, receipts) for job_id in r.job_ids]
+    return rows, links
+
+
+RECEIPT_INSERT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, error, headers, body, received_at"
 
 
 def receipt_from_row(r: Any) -> StoredReceipt:
@@ -82,8 +102,6 @@ def job_filter_sql(f: JobFilter, mark: str) -> tuple[list[str], list[Any]]:
     return where, params
 
 
-
-
 def finished_filter_sql(f: FinishedFilter, mark: str, *, has_default: bool) -> tuple[list[str], list[Any]]:
     """WHERE clauses for terminal jobs with a destination matching a FinishedFilter (see `job_filter_sql`)."""
     where = ["status <> 'pending'", "completed_at IS NOT NULL"]
@@ -103,3 +121,31 @@ MESSAGE_COLUMNS = "seq, id, job_id, url, body, attempts, status, next_attempt_at
 
 def message_from_row(r: Any) -> Message:
     return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
+
+
+ATTEMPT_COLUMNS = "message_id, url, attempt, status_code, error, at"
+
+
+def attempt_from_row(r: Any) -> Attempt:
+    return Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5]))
+
+
+BACKLOG_SQL = "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'"  # the same in both
+
+
+def backlog_from_rows(rows: list[Any]) -> tuple[int, float | None]:
+    """(pending messages, created_at of the oldest) from the rows of BACKLOG_SQL."""
+    return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
+
+
+TASK_COLUMNS = "seq, job_id, output_index, url, attempts, created_at"
+MEDIA_COLUMNS = "sha256, size, content_type, created_at, deleted_at"
+
+
+def task_from_row(r: Any, *, claimed: int = 0) -> MirrorTask:
+    """A mirror task; `claimed` adds the claim being made when the row was read before its UPDATE."""
+    return MirrorTask(r[0], r[1], r[2], r[3], r[4] + claimed, r[5])
+
+
+def media_from_row(r: Any) -> MediaObject:
+    return MediaObject(r[0], int(r[1]), r[2], float(r[3]), float(r[4]) if r[4] is not None else None)

@@ -318,6 +318,14 @@ class UnitOfWork:
         self._messages.append(NewMessage(message_id, job.id, url, callback_body(job, self.now), self.now))
         return message_id
 
+    def redeliver(self, job: Job, url: str | None = None) -> str | None:
+        """Queue a terminal job's result again, to `url` or else to its own destination: the message's id,
+        or None when the job has not ended or has nowhere to go."""
+        destination = url or job.callback_url or self.default_callback_url
+        if not job.status.terminal or not destination:
+            return None
+        return self.enqueue(job, destination)
+
     @property
     def queued_messages(self) -> bool:
         return bool(self._messages)

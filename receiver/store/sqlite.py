@@ -29,12 +29,11 @@ from typing import Any, Callable, TypeVar
 import aiosqlite
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
-from receiver.store.base import (
-    ChangeListener, Changes, Clock, Event, JobFilter, Page,
-)
-from receiver.store.batching import AttemptRecord, BatchedStore, GroupCommit, Item, Write
+from receiver.store.base import Changes, Clock, Event, JobFilter, Page
+from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
-    JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
+    JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row,
+    receipt_from_row, receipt_rows,
 )
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.schema import MIGRATIONS
@@ -50,7 +49,7 @@ BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it
 _CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
 
 
-class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, BatchedStore):
+class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
@@ -60,22 +59,16 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, BatchedStore):
         synchronous: str = "NORMAL", clock: Clock = time.time, exclusive: bool = False, create: bool = True,
         mirroring: bool = False,
     ) -> None:
+        super().__init__(replica_id=f"sqlite-{uuid.uuid4().hex[:12]}", default_callback_url=default_callback_url,
+                         reconcile_after_s=reconcile_after_s, clock=clock, create=create, mirroring=mirroring)
         self.path = path
-        self.default_callback_url = default_callback_url
-        self.mirroring = mirroring
-        self.reconcile_after_s = reconcile_after_s
         self.synchronous = synchronous
-        self.clock = clock
-        self.replica_id = f"sqlite-{uuid.uuid4().hex[:12]}"
         self._exclusive = exclusive
-        self._create = create
         self._lock = FileLock(path) if exclusive else None
-        self._listeners: list[ChangeListener] = []
         self._reader: aiosqlite.Connection | None = None
         self._checkpointer: aiosqlite.Connection | None = None
         self._db: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._commits: GroupCommit | None = None
         self._written = asyncio.Event()
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._inode: int | None = None
@@ -328,13 +321,8 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, BatchedStore):
         # This store has one writer, so receipt ids can be handed out here, known before the COMMIT.
         first = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM receipts").fetchone()[0]) + 1
         ids = list(range(first, first + len(w.receipts)))
-        db.executemany(
-            "INSERT INTO receipts (id, provider, source, outcome, provider_job_ids, job_ids, error, headers, body, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(rid, r.provider, r.source, r.outcome.value, dumps(r.provider_job_ids), dumps(r.job_ids), r.error,
-              dumps(r.headers), r.body, r.received_at) for rid, r in zip(ids, w.receipts)],
-        )
-        links = [(job_id, rid) for rid, r in zip(ids, w.receipts) for job_id in r.job_ids]
+        rows, links = receipt_rows(ids, w.receipts)
+        db.executemany(f"INSERT INTO receipts ({RECEIPT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         if links:
             db.executemany("INSERT OR IGNORE INTO receipt_jobs (job_id, receipt_id) VALUES (?, ?)", links)
         return ids

@@ -5,25 +5,18 @@ write transaction (the store's `_batch`, one writer) through the rules (`UnitOfW
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from receiver.models import Job, JobStatus, dumps
 from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
-from receiver.store.rows import JOB_COLUMNS, finished_filter_sql, job_from_row
+from receiver.store.parts import SQLitePart
+from receiver.store.rows import JOB_COLUMNS, MESSAGE_COLUMNS, finished_filter_sql, job_from_row, message_from_row
 from receiver.store.rules import UnitOfWork
 
-from receiver.store.rows import MESSAGE_COLUMNS, message_from_row
 
-if TYPE_CHECKING:
-    from receiver.store.sqlite import SQLiteStore as _Base
-else:
-    _Base = object
-
-
-
-class SQLiteJobActions(_Base):
+class SQLiteJobActions(SQLitePart):
     """See `receiver.store.base.Store` (the jobs API block) for the contract of each method."""
 
     @staticmethod
@@ -76,18 +69,21 @@ class SQLiteJobActions(_Base):
         self._notify(Changes(tuple(ids), unit.queued_messages))
         return ids
 
-    async def redeliver_to(self, job_id: str, url: str) -> Message | None:
+    async def redeliver(self, job_id: str) -> Message | None:
+        return await self.redeliver_to(job_id, None)
+
+    async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
         unit = self._unit()
 
-        def enqueue_there(db: sqlite3.Connection) -> Any:
+        def enqueue_again(db: sqlite3.Connection) -> Any:
             job = self._load_id(db, unit, job_id)
-            if job is None or not job.status.terminal:
+            message_id = unit.redeliver(job, url) if job is not None else None
+            if message_id is None:
                 return None
-            message_id = unit.enqueue(job, url)
             self._flush(db, unit)
             return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
 
-        row = await self._batch(enqueue_there)
+        row = await self._batch(enqueue_again)
         if row is None:
             return None
         self._notify(Changes((), True))
@@ -101,8 +97,7 @@ class SQLiteJobActions(_Base):
             rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} AND seq > ? "
                               "ORDER BY seq LIMIT ?", (*params, after_seq, limit)).fetchall()
             for row in rows:
-                job = unit.track(job_from_row(row)).job
-                unit.enqueue(job, job.callback_url or str(self.default_callback_url))
+                unit.redeliver(unit.track(job_from_row(row)).job)
             self._flush(db, unit)
             return len(rows), (int(rows[-1]["seq"]) if len(rows) == limit else None)
 

@@ -6,18 +6,9 @@ import sqlite3
 from typing import Any
 
 from receiver.store.base import Changes, MediaObject, MirrorTask
-from receiver.store.rules import MirrorResult, UnitOfWork, Writes
-
-_TASK_COLUMNS = "seq, job_id, output_index, url, attempts, created_at"
-_MEDIA_COLUMNS = "sha256, size, content_type, created_at, deleted_at"
-
-
-def _task(r: Any) -> MirrorTask:
-    return MirrorTask(r[0], r[1], r[2], r[3], r[4], r[5])
-
-
-def _media(r: Any) -> MediaObject:
-    return MediaObject(r[0], int(r[1]), r[2], float(r[3]), float(r[4]) if r[4] is not None else None)
+from receiver.store.parts import SQLitePart
+from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
+from receiver.store.rules import MirrorResult, Writes
 
 
 def insert_mirror_tasks(db: sqlite3.Connection, w: Writes) -> None:
@@ -29,24 +20,15 @@ def insert_mirror_tasks(db: sqlite3.Connection, w: Writes) -> None:
             [(t.job_id, t.index, t.url, t.created_at, t.created_at) for t in w.mirror_tasks])
 
 
-class SQLiteMirror:
+class SQLiteMirror(SQLitePart):
     """Methods of `SQLiteStore` (see `receiver.store.base.Store`)."""
-
-    _batch: Any
-    _fetch: Any
-    _load: Any
-    _flush: Any
-    _unit: Any
-    _notify: Any
-    clock: Any
-    replica_id: str
 
     async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
         now = self.clock()
 
         def claim(db: sqlite3.Connection) -> list[Any]:
             rows = db.execute(
-                f"SELECT {_TASK_COLUMNS} FROM mirror_tasks WHERE next_attempt_at <= ? "
+                f"SELECT {TASK_COLUMNS} FROM mirror_tasks WHERE next_attempt_at <= ? "
                 "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?", (now, now, limit),
             ).fetchall()
             if rows:
@@ -55,7 +37,7 @@ class SQLiteMirror:
                     f"WHERE seq IN ({','.join('?' * len(rows))})", (now + lease_s, self.replica_id, *[r[0] for r in rows]))
             return rows
 
-        return [MirrorTask(r[0], r[1], r[2], r[3], r[4] + 1, r[5]) for r in await self._batch(claim)]
+        return [task_from_row(r, claimed=1) for r in await self._batch(claim)]
 
     async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
         await self._batch(lambda db: db.execute(
@@ -63,7 +45,7 @@ class SQLiteMirror:
             (next_attempt_at, error[:1000], task.seq)))
 
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
-        unit: UnitOfWork = self._unit()
+        unit = self._unit()
         now = self.clock()
 
         def finish(db: sqlite3.Connection) -> None:
@@ -89,18 +71,18 @@ class SQLiteMirror:
         self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
 
     async def media_object(self, sha256: str) -> MediaObject | None:
-        rows = await self._fetch(f"SELECT {_MEDIA_COLUMNS} FROM media WHERE sha256 = ?", (sha256,))
-        return _media(rows[0]) if rows else None
+        rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = ?", (sha256,))
+        return media_from_row(rows[0]) if rows else None
 
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
         now = self.clock()
 
         def expire(db: sqlite3.Connection) -> list[Any]:
-            rows = db.execute(f"SELECT {_MEDIA_COLUMNS} FROM media WHERE deleted_at IS NULL AND created_at < ? "
+            rows = db.execute(f"SELECT {MEDIA_COLUMNS} FROM media WHERE deleted_at IS NULL AND created_at < ? "
                               "ORDER BY created_at LIMIT ?", (before, limit)).fetchall()
             if rows:
                 db.execute(f"UPDATE media SET deleted_at = ? WHERE sha256 IN ({','.join('?' * len(rows))})",
                            (now, *[r[0] for r in rows]))
             return rows
 
-        return [_media(r) for r in await self._batch(expire)]
+        return [media_from_row(r) for r in await self._batch(expire)]

@@ -4,20 +4,14 @@ A mixin of `SQLiteStore`, kept apart so each file stays one concern."""
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from receiver.models import Job, iso_time
-from receiver.store.base import (
-    REPLICA_TTL_S,
-    Attempt,
-    Changes,
-    Message,
-)
+from receiver.models import Job
+from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.batching import AttemptRecord
+from receiver.store.parts import SQLitePart
 from receiver.store.rows import (
-    JOB_COLUMNS,
-    MESSAGE_COLUMNS,
-    job_from_row,
+    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row,
     message_from_row,
 )
 
@@ -27,13 +21,8 @@ _REFRESH_DELIVERY_STATUS = (
     "(SELECT status FROM messages WHERE job_id = ? ORDER BY seq DESC LIMIT 1), 'none') WHERE id = ?"
 )
 
-if TYPE_CHECKING:
-    from receiver.store.sqlite import SQLiteStore as _Base
-else:
-    _Base = object
 
-
-class SQLiteWork(_Base):
+class SQLiteWork(SQLitePart):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     # -- outbox ----------------------------------------------------------------------------------
@@ -68,16 +57,6 @@ class SQLiteWork(_Base):
             "FROM messages WHERE status = 'pending'")
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    async def record_attempt(
-        self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: str, next_attempt_at: float | None,
-    ) -> None:
-        now = self.clock()
-        status = {"delivered": "delivered", "failed": "failed", "retry": "pending"}[outcome]
-        # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
-        await self._submit(AttemptRecord(message, status_code, error, status,
-                                         next_attempt_at if next_attempt_at is not None else now, now))
-
     @staticmethod
     def _record_attempt_now(db: sqlite3.Connection, item: AttemptRecord) -> None:
         message = item.message
@@ -102,34 +81,12 @@ class SQLiteWork(_Base):
             f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
             f"AND seq IN ({','.join('?' * len(seqs))})", (until, *seqs)))
 
-    async def redeliver(self, job_id: str) -> Message | None:
-        unit = self._unit()
-
-        def enqueue_again(db: sqlite3.Connection) -> Any:
-            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchall()
-            job = unit.track(job_from_row(rows[0])).job if rows else None
-            url = job and (job.callback_url or self.default_callback_url)
-            if job is None or not job.status.terminal or not url:
-                return None
-            message_id = unit.enqueue(job, url)
-            self._flush(db, unit)
-            return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
-
-        row = await self._batch(enqueue_again)
-        if row is None:
-            return None
-        self._notify(Changes((), True))
-        return message_from_row(row)
-
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await self._fetch(
-            "SELECT message_id, url, attempt, status_code, error, at FROM attempts WHERE job_id = ? ORDER BY id",
-            (job_id,))
-        return [Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5])) for r in rows]
+        rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY id", (job_id,))
+        return [attempt_from_row(r) for r in rows]
 
     async def delivery_backlog(self) -> tuple[int, float | None]:
-        rows = await self._fetch("SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'")
-        return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
+        return backlog_from_rows(await self._fetch(BACKLOG_SQL))
 
     # -- reconciling -----------------------------------------------------------------------------
 
