@@ -17,7 +17,7 @@ from tests.fakes import runware as rw
 from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.hostile import MiB, HostileProvider, huge, trickle
 from tests.fakes.oxen import API_KEY as OXEN_KEY
-from tests.fakes.oxen import FakeOxen
+from tests.fakes.oxen import FAST_TUNING, FakeOxen
 from tests.support import API_TOKEN, ReceiverProcess, RunningServer, process_env, eventually
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
@@ -65,11 +65,11 @@ async def test_a_trickling_poll_holds_up_no_other_job_or_provider(tmp_path: Path
         assert (await wait_job(server, job["id"], timeout=10))["status"] == "succeeded"
 
 
-async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path, fake_oxen: FakeOxen,
-                                                                  fast_oxen_stream: None) -> None:
+async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path, fake_oxen: FakeOxen) -> None:
     stuck, other = fake_oxen.submit(), fake_oxen.submit()
     fake_oxen.trickle_polls.add(stuck)
-    async with serve_receiver(tmp_path, oxen_api_key=OXEN_KEY, oxen_base_url=fake_oxen.base_url) as server:
+    async with serve_receiver(tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=OXEN_KEY,
+                              oxen_base_url=fake_oxen.base_url) as server:
         await register(server, "oxen", stuck)
         job = await register(server, "oxen", other)
         await fake_oxen.wait_connections(1)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from receiver.oxen_stream import StreamTuning
+from receiver.tuning import StreamTuning
 
 API_KEY = "oxen-test-key-5f3a"
 MODEL = "xai-grok-imagine-image"
