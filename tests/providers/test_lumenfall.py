@@ -1,4 +1,6 @@
-"""`POST /webhooks/lumenfall`: Standard Webhooks verification when RECEIVER_LUMENFALL_WEBHOOK_SECRET is set."""
+"""Lumenfall: the adapter (video webhooks, the synchronous image answer), the generation request, and
+`POST /webhooks/lumenfall` end to end with its Standard Webhooks verification (when
+RECEIVER_LUMENFALL_WEBHOOK_SECRET is set)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,71 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from receiver.errors import InvalidPayload
+from receiver.models import JobStatus
+from receiver.providers import lumenfall
+from receiver.providers._request import BadGeneration, GenerationSpec
 from tests.fakes import lumenfall as lf
 from tests.fakes.harness import hook_url, serve_receiver
+from tests.providers.common import IMAGE, body, build
 from tests.support import UNMIRRORED, RunningServer
 
 OTHER_SECRET = "whsec_b3RoZXItc2VjcmV0LW5vdC1sdW1lbmZhbGxzLTMyYg=="
+
+
+# -- the adapter ----------------------------------------------------------------------------------
+
+
+def test_video_completed() -> None:
+    raw = {"type": "video.completed", "data": {"id": "vid_1", "status": "completed",
+                                                 "output": {"url": "https://media.lumenfall.ai/v.mp4"}}}
+    (c,) = lumenfall.parse_webhook({}, body(raw))
+    assert (c.provider_job_id, c.status, c.outputs[0].media_type) == ("vid_1", JobStatus.SUCCEEDED, "video/mp4")
+
+
+@pytest.mark.parametrize("event, status", [("video.failed", JobStatus.FAILED), ("video.cancelled", JobStatus.CANCELLED)])
+def test_video_failed_or_cancelled(event: str, status: JobStatus) -> None:
+    (c,) = lumenfall.parse_webhook({}, body({"type": event, "data": {"id": "v", "status": "x", "error": {"message": "m"}}}))
+    assert c.status is status
+
+
+def test_other_event_is_not_terminal() -> None:
+    (c,) = lumenfall.parse_webhook({}, body({"type": "video.started", "data": {"id": "v"}}))
+    assert c.status is JobStatus.PENDING
+
+
+def test_image_response() -> None:
+    raw = {"created": 1702345678, "data": [{"url": "https://media.lumenfall.ai/a.png", "revised_prompt": "p"}]}
+    c = lumenfall.parse_image_response("lf_1", body(raw))
+    assert (c.provider_job_id, c.status, c.outputs[0].media_type) == ("lf_1", JobStatus.SUCCEEDED, "image/png")
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param(body({"type": "video.completed", "data": {"id": "v"}}), id="completed-without-output"),
+    pytest.param(body({"data": {}}), id="no-type"),
+    pytest.param(body({"type": "x"}), id="no-data"),
+])
+def test_bad_shapes(raw: bytes) -> None:
+    with pytest.raises(InvalidPayload):
+        lumenfall.parse_webhook({}, raw)
+
+
+def test_request() -> None:
+    request = build(lumenfall, GenerationSpec("a fox", params={"n": 2, "size": "1024x1024"}))
+    assert (request.method, request.path) == ("POST", "/images/generations")
+    assert request.headers == {"Authorization": "Bearer K"}
+    assert request.json == {"model": "grok-imagine-image", "prompt": "a fox", "n": 2, "size": "1024x1024"}
+    with pytest.raises(BadGeneration) as bad:
+        build(lumenfall, GenerationSpec("x", input_image=IMAGE))
+    assert bad.value.field == "input_image"
+    failed = lumenfall.failed_response("j1", "content policy")
+    assert (failed.provider, failed.provider_job_id, failed.status, failed.error) == (
+        "lumenfall", "j1", JobStatus.FAILED, "content policy")
+
+
+# -- POST /webhooks/lumenfall ---------------------------------------------------------------------
 
 
 async def post(server: RunningServer, body: bytes, headers: dict[str, str], token: bool = True) -> Any:

@@ -1,4 +1,5 @@
-"""The pure Oxen adapter: stream events (`model`/`url`) and poll answers (`model_name`/`result_url`)."""
+"""Oxen: the pure adapter, stream events (`model`/`url`) and poll answers (`model_name`/`result_url`), and the
+queue request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers import oxen
+from receiver.providers._request import GenerationSpec
+from tests.providers.common import IMAGE, build
 
 GEN = "bb8f3e2a9c1d4e5f"
 
@@ -19,7 +22,7 @@ def body(**fields: Any) -> bytes:
 
 
 def poll_answer(**overrides: Any) -> bytes:
-    """`GET /api/ai/queue/{id}` as PROVIDERS.md shows it."""
+    """`GET /api/ai/queue/{id}` as Oxen documents it."""
     answer = {
         "generation_id": GEN, "model_name": "xai-grok-imagine-image", "prompt": "a fox", "media_type": "image",
         "status": "succeeded", "result_url": "https://cdn.oxen.test/r/out.webp?X-Amz-Signature=f00",
@@ -149,3 +152,21 @@ def test_poll_404_shape_is_not_a_status() -> None:
 def test_poll_succeeded_without_result_url_is_invalid() -> None:
     with pytest.raises(InvalidPayload, match="result_url"):
         oxen.parse_status(poll_answer(result_url=None))
+
+
+# -- submitting ----------------------------------------------------------------------------------
+
+
+def test_request() -> None:
+    text = build(oxen, GenerationSpec("a fox", params={"output_format": "png"}))
+    assert (text.method, text.path, text.headers) == ("POST", "/api/ai/queue", {"Authorization": "Bearer K"})
+    assert text.json == {"model": "xai-grok-imagine-image", "prompt": "a fox", "output_format": "png"}
+    edit = build(oxen, GenerationSpec("sharper", input_image=IMAGE))
+    assert edit.json == {"model": "xai-grok-imagine-image-edit", "prompt": "sharper", "input_image": IMAGE}
+    assert build(oxen, GenerationSpec("x", model="m-2")).json["model"] == "m-2"
+    answer = {"generations": [{"generation_id": "g1", "status": "queued"}, {"generation_id": "g2", "status": "queued"}]}
+    assert [s.provider_job_id for s in oxen.parse_submit(text, json.dumps(answer).encode())] == ["g1", "g2"]
+    for bad in (b'{"generations": []}', b'{"generations": [{"status": "queued"}]}', b"[]"):
+        with pytest.raises(InvalidPayload):
+            oxen.parse_submit(text, bad)
+    assert oxen.build_poll("g1", api_key="K").path == "/api/ai/queue/g1"
