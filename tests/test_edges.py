@@ -108,7 +108,8 @@ async def test_an_unhandled_error_answers_json_and_closes(server: RunningServer,
 # -- ids and URLs that cannot work ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_job_id", [" spaced", "tail ", "a\tb", "a\nb", "\t", "a\x00b"])
+@pytest.mark.parametrize("provider_job_id", [" spaced", "tail ", "a\tb", "a\nb", "\t", "a\x00b"],
+                         ids=["leading-space", "trailing-space", "tab", "newline", "only-a-tab", "nul"])
 async def test_provider_job_ids_adapters_would_never_match_are_422(server: RunningServer,
                                                                    provider_job_id: str) -> None:
     async with server.api() as api:
@@ -119,7 +120,8 @@ async def test_provider_job_ids_adapters_would_never_match_are_422(server: Runni
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "file:///etc/passwd", "ftp://x/y.png",
-                                 "https://cdn.test/" + "a" * 9000 + ".png"])
+                                 "https://cdn.test/" + "a" * 9000 + ".png"],
+                         ids=["javascript", "file", "ftp", "over-8192-characters"])
 async def test_output_urls_that_cannot_work_make_the_message_invalid(server: RunningServer, url: str) -> None:
     body = {"request_id": "grok_1", "status": "COMPLETED", "output": {"media_url": [url]}}
     async with server.client() as client, server.api() as api:
