@@ -26,9 +26,9 @@ import standardwebhooks
 from hypothesis import HealthCheck, Phase, Verbosity, example, given, seed as hypothesis_seed, settings
 
 from receiver.providers import apiframe
-from tests.faults.common import ReceiverDaemon, Report, log_records
+from tests.faults.common import Report, log_records
 from tests.faults.fuzz_cases import WEBHOOK_PROVIDERS, ApiCase, Case, RawCase, WebhookCase, cases
-from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, process_env
+from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, process_env
 
 APIFRAME_KEY = "fuzz-apiframe-key-3c9e71"
 LUMENFALL_SECRET = "whsec_" + base64.b64encode(b"fuzz-lumenfall-secret-0123456789").decode()
@@ -46,7 +46,7 @@ class Stop(Exception):
 
 
 class Fuzzer:
-    def __init__(self, daemon: ReceiverDaemon, report: Report) -> None:
+    def __init__(self, daemon: ReceiverProcess, report: Report) -> None:
         self.daemon = daemon
         self.report = report
         self.client = httpx.Client(base_url=daemon.base_url, timeout=15)
@@ -291,7 +291,7 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
         RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET, RECEIVER_RETRY_SCHEDULE="1,1",
         **{f"RECEIVER_{p.upper()}_BASE_URL": dead_url for p in ("oxen", "runware", "pixazo", "apiframe", "lumenfall")},
     )
-    daemon = ReceiverDaemon(env, workdir / "receiver.log")
+    daemon = ReceiverProcess(env, log_path=workdir / "receiver.log")
     daemon.start()
     fuzzer = Fuzzer(daemon, report)
     try:

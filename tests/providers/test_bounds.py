@@ -110,11 +110,6 @@ async def test_an_oversized_poll_answer_is_a_failed_poll_and_nothing_is_stored(
         assert f"more than {MAX_ANSWER_BYTES} bytes" in caplog.text
 
 
-def peak_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-
-
 async def test_a_300_mib_answer_is_refused_without_taking_the_memory(tmp_path: Path) -> None:
     hostile = HostileProvider(default=huge(300 * MiB))
     async with hostile.serve():
@@ -122,13 +117,12 @@ async def test_a_300_mib_answer_is_refused_without_taking_the_memory(tmp_path: P
                           RECEIVER_PROVIDER_TIMEOUT_S="60")
         proc = ReceiverProcess(env).start()
         try:
-            assert proc.proc is not None
-            before = peak_rss_kib(proc.proc.pid)
+            before = proc.memory_kib()["VmHWM"]
             async with httpx.AsyncClient(base_url=proc.base_url, timeout=60,
                                          headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
                 reply = await api.post("/v1/generations", json=GENERATE)
             assert reply.status_code == 502 and "exceeds" in reply.json()["message"], reply.text
-            grown_mib = (peak_rss_kib(proc.proc.pid) - before) / 1024
+            grown_mib = (proc.memory_kib()["VmHWM"] - before) / 1024
             assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"
         finally:
             proc.kill()
