@@ -1,4 +1,4 @@
-"""Downstream delivery end to end: signed, retried, durable, replayable callbacks (issue 4).
+"""Downstream delivery end to end: signed, retried, durable, replayable callbacks.
 
 The receiver runs for real (uvicorn on loopback, a real SQLite file, or `receiver serve` in a
 subprocess); only the downstream endpoints are fakes (`tests/fakes/callback.py`).

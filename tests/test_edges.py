@@ -1,4 +1,4 @@
-"""Edges an outside probe found: each bad input gets a clear 4xx (or the contract's 502), never a 5xx;
+"""Edges an outside probe found: each bad input gets a clear 4xx (or the documented 502), never a 5xx;
 ids and URLs that cannot work are refused; provider text never leaks a secret; /metrics stays cheap."""
 
 from __future__ import annotations

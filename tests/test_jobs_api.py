@@ -1,4 +1,4 @@
-"""The v0.2 jobs API end to end on a real server: patch, cancel, job timeout, redeliver (one job, to a URL,
+"""The jobs API end to end on a real server: patch, cancel, job timeout, redeliver (one job, to a URL,
 many), Idempotency-Key, results before the submit's answer, the unreachable public URL, shutdown of a
 held long-poll."""
 

@@ -91,7 +91,7 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
                 signed = b'{"jobId": "lg_af", "event": "failed", "error": "nsfw"}'
                 assert await hook("apiframe", signed, **{"x-webhook-signature": apiframe.sign(PROVIDER_KEYS["apiframe"], signed)}) == 200
                 assert (await client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"})).status_code == 401
-                # An unknown query parameter is a 422 (contract v0.2); the token in it must still be masked.
+                # An unknown query parameter is a 422; the token in it must still be masked.
                 assert (await client.get(f"/v1/jobs?token={API_TOKEN}", headers=api_headers)).status_code == 422
                 # A job whose callback URL refuses: attempt, retry, fails.
                 failing = (await client.post("/v1/jobs", headers=api_headers, json={

@@ -1,8 +1,8 @@
 """Fuzz the real `receiver serve` over HTTP and raw TCP with hypothesis-generated requests.
 
 What must hold for every request: no 5xx (but a 502 `provider_refused` from `POST /v1/generations`, which
-the contract asks for when the provider cannot be reached), no `/v1` success without the API token, the
-answer the contract requires for a webhook whose token, size and signature we know, JSON where JSON is
+the README promises when the provider cannot be reached), no `/v1` success without the API token, the
+answer the README promises for a webhook whose token, size and signature we know, JSON where JSON is
 promised. What must hold at the end: the process is alive and healthy; the stored webhook receipts are
 exactly those answered 2xx or 400, with the outcome the answer gave and the bytes that were sent (so every
 authenticated webhook that got a 400 is an `invalid` receipt); the log is JSON lines with no ERROR and
@@ -98,7 +98,7 @@ class Fuzzer:
         if status >= 500:
             self.problem(f"{where} → {status}: {response.text[:200]}")
         if expected is not None and not _matches(status, expected):
-            self.problem(f"{where} → {status}, the contract says {expected}")
+            self.problem(f"{where} → {status}, the README says {expected}")
         if not (200 <= status < 300 or status in (400, 401, 413)):
             return  # a path no route matches (`/webhooks/..`) gets Starlette's plain 404
         try:
