@@ -40,6 +40,7 @@ from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
 from receiver.store import Clock, describe_store, open_store
 from receiver.store.base import HEARTBEAT_S
+from receiver.tuning import MirrorTuning, StreamTuning
 
 log = logging.getLogger("receiver.app")
 
@@ -83,9 +84,12 @@ async def unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving: bool = True,
-                       delivery_limits: DeliveryLimits | None = None) -> Runtime:
+                       delivery_limits: DeliveryLimits | None = None, stream_tuning: StreamTuning | None = None,
+                       mirror_tuning: MirrorTuning | None = None,
+                       metrics_clock: Callable[[], float] = time.monotonic) -> Runtime:
     """The store, secrets and clients. `serving`: this process serves (takes the SQLite file's lock,
-    creates the store); else it only reads an existing store (`receiver info`)."""
+    creates the store); else it only reads an existing store (`receiver info`). `metrics_clock` times
+    the cache of /metrics' job counts."""
     store = await open_store(
         settings.database_url, default_callback_url=settings.default_callback_url,
         reconcile_after_s=settings.reconcile_after_s, clock=clock, exclusive=serving, create=serving,
@@ -107,9 +111,10 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     notifier = Notifier()
     store.add_listener(notifier.on_changes)
     return Runtime(
-        settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics(),
+        settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics(clock=metrics_clock),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False),
-        delivery_limits=delivery_limits or DeliveryLimits(), media=media,
+        delivery_limits=delivery_limits or DeliveryLimits(), stream_tuning=stream_tuning or StreamTuning(),
+        mirror_tuning=mirror_tuning or MirrorTuning(), media=media,
     )
 
 
@@ -132,13 +137,19 @@ def api_routes() -> list[Route]:
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
-               delivery_limits: DeliveryLimits | None = None) -> Starlette:
-    """The app; `delivery_limits` bound the callback worker (defaults: `DeliveryLimits()`)."""
+               delivery_limits: DeliveryLimits | None = None, stream_tuning: StreamTuning | None = None,
+               mirror_tuning: MirrorTuning | None = None,
+               metrics_clock: Callable[[], float] = time.monotonic) -> Starlette:
+    """The app; `delivery_limits` bound the callback worker, `stream_tuning` and `mirror_tuning` time the
+    Oxen consumer and the media mirror (defaults: `DeliveryLimits()`, `StreamTuning()`, `MirrorTuning()`);
+    `metrics_clock` times the cache of /metrics' job counts."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
-        runtime = await open_runtime(settings, clock=clock, delivery_limits=delivery_limits)
+        runtime = await open_runtime(settings, clock=clock, delivery_limits=delivery_limits,
+                                     stream_tuning=stream_tuning, mirror_tuning=mirror_tuning,
+                                     metrics_clock=metrics_clock)
         app.state.runtime = runtime  # for `serve`'s signal handler and the tests; routes use request.state
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
 from typing import AsyncIterator
 
 from receiver import backoff
@@ -27,23 +26,10 @@ from receiver.notify import EVENTS, wait_for
 from receiver.runtime import Runtime
 from receiver.store.base import MirrorTask
 from receiver.store.rules import MirrorResult
+from receiver.tuning import MirrorTuning
 
 log = logging.getLogger("receiver.mirror")
 
-
-@dataclass(frozen=True, slots=True)
-class MirrorTuning:
-    attempt_timeout_s: float = 60.0  # one fetch and upload, start to end (a trickling origin stops here)
-    read_timeout_s: float = 15.0  # silence between two reads
-    retry_for_s: float = 120.0  # transient failures are retried this long after the task was queued
-    first_retry_s: float = 1.0
-    max_retry_s: float = 30.0
-    concurrency: int = 4  # outputs mirrored at once by this replica
-    poll_s: float = 1.0  # look for tasks at least this often (others' tasks, retries coming due)
-    sweep_every_s: float = 600.0
-
-
-DEFAULT_TUNING = MirrorTuning()
 DATA_CHUNK = 64 * 1024
 INCOMING_TTL_S = 3600.0  # an upload unfinished for this long was cut short by a crash
 
@@ -118,7 +104,7 @@ async def run_mirror(runtime: Runtime) -> None:
     if media is None:
         await settle_when_off(runtime)
         return
-    tuning = DEFAULT_TUNING
+    tuning = runtime.mirror_tuning
     fetcher = await Fetcher(FetchLimits(max_bytes=runtime.settings.media_max_bytes,
                                         allow_private=runtime.settings.media_allow_private,
                                         read_timeout_s=tuning.read_timeout_s)).open()

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
 import httpx
@@ -33,37 +32,9 @@ from receiver.models import ApplyResult, Job, Receipt
 from receiver.polling import poll_job
 from receiver.providers import oxen
 from receiver.runtime import Runtime
+from receiver.tuning import StreamTuning
 
 log = logging.getLogger("receiver.oxen")
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTuning:
-    """Timings of the consumer. Tests pass (or patch in) a fast one; production uses DEFAULT_TUNING."""
-
-    keep_alive_s: float = 15.0  # Oxen sends `: keep-alive` this often when idle
-    stall_factor: float = 2.5  # no byte for stall_factor·keep_alive_s means the connection is dead
-    connect_timeout_s: float = 10.0
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 30.0
-    unauthorized_base_s: float = 15.0  # a refused key is a configuration error: retry slowly
-    unauthorized_cap_s: float = 60.0
-    healthy_after_s: float = 30.0  # a connection that stayed up this long resets the backoff
-    poll_timeout_s: float = 15.0
-    poll_concurrency: int = 4
-    in_flight: int = 256  # stream events being ingested at once (the store commits them together)
-    # Oxen's events are a few hundred bytes: a line or an event over these ends the connection, and
-    # its first `kept_chars` are kept as an invalid receipt.
-    max_line_chars: int = 1024 * 1024
-    max_event_chars: int = 1024 * 1024
-    kept_chars: int = 64 * 1024
-
-    @property
-    def stall_timeout_s(self) -> float:
-        return self.keep_alive_s * self.stall_factor
-
-
-DEFAULT_TUNING = StreamTuning()
 
 
 class StreamFailure(ReceiverError):
@@ -120,7 +91,7 @@ def _auth_headers(runtime: Runtime) -> dict[str, str]:
 async def poll_pending_oxen_jobs(runtime: Runtime, tuning: StreamTuning | None = None) -> tuple[int, int]:
     """Poll every pending Oxen job (bounded concurrency; each poll is the reconciler's `poll_job`);
     returns (polled, finished)."""
-    tuning = tuning or DEFAULT_TUNING
+    tuning = tuning or runtime.stream_tuning
     jobs = await runtime.store.pending_jobs("oxen")
     limit = asyncio.Semaphore(max(1, tuning.poll_concurrency))
 
@@ -285,4 +256,4 @@ async def run_oxen_consumer(runtime: Runtime, *, tuning: StreamTuning | None = N
     """The background worker: runs until cancelled (the app's lifespan does that at shutdown)."""
     if runtime.settings.oxen_api_key is None:
         return
-    await OxenConsumer(runtime, tuning or DEFAULT_TUNING, rand).run()
+    await OxenConsumer(runtime, tuning or runtime.stream_tuning, rand).run()

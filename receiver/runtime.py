@@ -19,6 +19,7 @@ from receiver.models import StreamState
 from receiver.notify import Notifier
 from receiver.settings import Secrets, Settings
 from receiver.store import Store
+from receiver.tuning import MirrorTuning, StreamTuning
 
 if TYPE_CHECKING:
     from receiver.media import Media
@@ -42,6 +43,8 @@ class Runtime:
     http: httpx.AsyncClient  # for calls to providers (submit, poll, stream)
     oxen: StreamStatus = field(default_factory=StreamStatus)
     delivery_limits: DeliveryLimits = field(default_factory=DeliveryLimits)
+    stream_tuning: StreamTuning = field(default_factory=StreamTuning)  # the Oxen consumer's timings
+    mirror_tuning: MirrorTuning = field(default_factory=MirrorTuning)  # the media mirror's timings
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
     media: "Media | None" = None  # the media mirror; None with RECEIVER_MEDIA_URL=off (and for `receiver info`)

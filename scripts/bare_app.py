@@ -1,6 +1,6 @@
 """The physical limit the receiver is measured against: Starlette on uvicorn that only reads the body.
 
-Served by `scripts/bench.py` exactly like the receiver (same `uvicorn` command and options), on the
+Served by `python -m scripts.bench` exactly like the receiver (same `uvicorn` command and options), on the
 same path, so the ratio between the two is the cost of everything the receiver does on top.
 """
 

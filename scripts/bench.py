@@ -1,8 +1,10 @@
 """Benchmarks of the receiver on this machine; prints a table (and writes it as markdown with --markdown).
 
-    .venv/bin/python scripts/bench.py            # the full run, a few minutes
-    .venv/bin/python scripts/bench.py --quick    # a short run, under two minutes
-    .venv/bin/python scripts/bench.py --only ingest,e2e --markdown /tmp/bench.md
+    .venv/bin/python -m scripts.bench            # the full run, a few minutes
+    .venv/bin/python -m scripts.bench --quick    # a short run, under two minutes
+    .venv/bin/python -m scripts.bench --only ingest,e2e --markdown /tmp/bench.md
+
+(from the repository root: the benchmarks share the tests' plumbing, `tests.support`).
 
 1. ingest: `POST /webhooks/pixazo` (unique ids, each durable before its 2xx) against a bare Starlette
    endpoint that only reads the body, both `python -m uvicorn` processes with the same options, measured
@@ -41,12 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_media  # noqa: E402
-import benchclient  # noqa: E402
-import benchlib as bl  # noqa: E402
-import benchpg  # noqa: E402
+from scripts import bench_media, benchclient, benchpg
+from scripts import benchlib as bl
 
 INSTALL_WRK = ("wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
                "macOS: `brew install wrk`). Using the built-in asyncio load generator meanwhile: it shares the "
@@ -167,7 +165,7 @@ def alternate(plan: Plan, servers: list[bl.Served], rounds: int, seconds: float,
 def bench_ingest(plan: Plan) -> list[Row]:
     db = plan.workdir / "ingest.db"
     receiver = bl.Served("receiver", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)
-    bare = bl.Served("bare", "bare_app:app", plan.workdir, env=bl.receiver_env(db))
+    bare = bl.Served("bare", "scripts.bare_app:app", plan.workdir, env=bl.receiver_env(db))
     results: dict[str, list[bl.LoadResult]] = {"receiver": [], "bare": []}
     try:
         receiver.start()
@@ -511,7 +509,7 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
                          env=bl.receiver_env(db, RECEIVER_DATABASE_URL=url))
 
     targets = {
-        "bare": [bl.Served("bare", "bare_app:app", plan.workdir, env=bl.receiver_env(db))],
+        "bare": [bl.Served("bare", "scripts.bare_app:app", plan.workdir, env=bl.receiver_env(db))],
         "sqlite": [bl.Served("sqlite", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)],
         "pg-1": [replica("pg-1", urls["pg-1"])],
         "pg-2": [replica("pg-2a", urls["pg-2"]), replica("pg-2b", urls["pg-2"])],
@@ -656,7 +654,7 @@ def render(rows: list[Row], info: dict[str, str], command: str, seconds: float) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, under two minutes")
     parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown to this file")
@@ -677,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(INSTALL_WRK)
     plan = Plan.make(args.quick, generator)
     info = bl.machine()
-    command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m scripts.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"receiver benchmarks on {info['cores']} cores ({info['cpu']}), Python {info['python']}, "
           f"load average {info['load']}; work directory {plan.workdir}", flush=True)
     started = time.perf_counter()

@@ -4,7 +4,7 @@ Each round is one group commit as the store makes it: BEGIN; a SELECT by unique 
 job row; an INSERT … RETURNING of a receipt row; COMMIT. Reported: transactions per second on one
 connection (sequential) and with 8 concurrent connections, for each driver, alternated.
 
-    python scripts/bench_drivers.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--rounds 3]
+    python -m scripts.bench_drivers [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ async def run(driver: str, dsn: str, n: int, concurrency: int) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench_drivers")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=2000)

@@ -1,5 +1,5 @@
-"""Media mirroring benchmark (bench.py `media`): webhook → callback latency with mirroring on (a local
-origin serving 200 KB images) next to mirroring off, and mirrored images per second in a burst."""
+"""Media mirroring benchmark (`python -m scripts.bench --only media`): webhook → callback latency with mirroring
+on (a local origin serving 200 KB images) next to mirroring off, and mirrored images per second in a burst."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import benchlib as bl
+from scripts import benchlib as bl
 
 IMAGE_BYTES = 200 * 1024
 

@@ -1,5 +1,6 @@
-"""Callback HTTP clients for `scripts/bench.py`, each measured alone in a process of its own: this file is
-that process's program (`python benchclient.py client httpx|aiohttp URL COUNT CONCURRENCY`).
+"""Callback HTTP clients for `python -m scripts.bench`, each measured alone in a process of its own: this module
+is that process's program (`python -m scripts.benchclient client httpx|aiohttp URL COUNT CONCURRENCY`, from the
+repository root).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Sequence
 
 
 CALLBACK_CLIENTS = ("httpx", "aiohttp")
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m scripts.benchclient` finds this module
 
 
 def callback_body(key: str) -> bytes:
@@ -100,8 +102,8 @@ async def callback_client_cpu(kind: str, url: str, *, count: int, concurrency: i
     """CPU µs per callback POST of `kind` against `url`, measured in a process of its own (so the sink's and
     the caller's CPU are not counted)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).resolve()), "client", kind, url, str(count), str(concurrency),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable, "-m", "scripts.benchclient", "client", kind, url, str(count), str(concurrency),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     line = next((ln for ln in out.decode().splitlines() if ln.startswith("CLIENTJSON ")), None)
     if proc.returncode != 0 or line is None:
@@ -113,4 +115,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "client":
         _client_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
-        raise SystemExit("usage: benchclient.py client httpx|aiohttp URL COUNT CONCURRENCY")
+        raise SystemExit("usage: python -m scripts.benchclient client httpx|aiohttp URL COUNT CONCURRENCY")

@@ -1,5 +1,8 @@
-"""Building blocks of `scripts/bench.py`: served apps as processes, load generators, local fake endpoints
-(callback sink, Oxen event stream), store prefill and counts. Everything stays on 127.0.0.1.
+"""Building blocks of `python -m scripts.bench`: served apps as processes, load generators, lean local
+endpoints (callback sink, Oxen event stream), store prefill and counts. Everything stays on 127.0.0.1.
+
+The process runner, ports, tokens and secrets are the tests' (`tests.support`); the endpoints here are
+raw asyncio protocols instead of the tests' Starlette fakes, so that they cost the measured server little.
 """
 
 from __future__ import annotations
@@ -9,23 +12,21 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
+
+from receiver.store.sqlite import SQLiteStore
+from tests.fakes.oxen import API_KEY as OXEN_KEY
+from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-WEBHOOK_TOKEN = "bench-webhook-token"
-API_TOKEN = "bench-api-token"
-SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-OXEN_KEY = "bench-oxen-key"
 HOOK_PATH = f"/webhooks/pixazo?token={WEBHOOK_TOKEN}"
 
 # One command line for every served app (receiver and bare endpoint alike): only the app differs.
@@ -36,7 +37,7 @@ _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:[ \t]*(\d+)")
 
 
 def pixazo_webhook(request_id: str) -> bytes:
-    """A Pixazo completion webhook, as PROVIDERS.md shows it."""
+    """A Pixazo completion webhook, as Pixazo documents it (compact: the same bytes on every run)."""
     return json.dumps({
         "request_id": request_id, "status": "COMPLETED", "model_id": "grok-imagine-pro-text-to-image-quality",
         "error": None,
@@ -52,12 +53,6 @@ def oxen_event(generation_id: str) -> bytes:
         "url": f"https://cdn.oxen.ai/generations/{generation_id}.png?X-Amz-Signature=abc",
     }, separators=(",", ":"))
     return f"event: media_generation_completed\ndata: {data}\n\n".encode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- served apps -------------------------------------------------------------------------------------
@@ -78,77 +73,31 @@ def receiver_env(db_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-class Served:
-    """One ASGI app served by its own `python -m uvicorn` process on a loopback port."""
+class Served(ServerProcess):
+    """One ASGI app served by its own `python -m uvicorn` process on a loopback port, from the repository root
+    (`app` such as `receiver.app:create_app` or `scripts.bare_app:app`); `cli`: `receiver serve` instead (its
+    own logging set-up). Its output goes to `workdir/<name>.log`."""
 
-    def __init__(self, name: str, app: str, workdir: Path, *, env: dict[str, str] | None = None,
+    def __init__(self, name: str, app: str, workdir: Path, *, env: Mapping[str, str] | None = None,
                  factory: bool = False, cli: bool = False) -> None:
-        self.name = name
-        self.app = app
-        self.workdir = workdir
-        self.env = env if env is not None else dict(os.environ)
-        self.factory = factory
-        self.cli = cli  # `receiver serve` (its own logging set-up) instead of `python -m uvicorn APP`
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        if cli:
+            args = [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+        else:
+            args = [sys.executable, "-m", "uvicorn", app, "--port", "{port}", *UVICORN_OPTIONS]
+            if factory:
+                args.append("--factory")
+        super().__init__(args, env if env is not None else os.environ, cwd=ROOT, log_path=workdir / f"{name}.log",
+                         name=name)
 
     def start(self, timeout: float = 60.0) -> "Served":
-        self.port = free_port()
-        args = [sys.executable, "-m", "uvicorn", self.app, "--port", str(self.port), *UVICORN_OPTIONS,
-                "--app-dir", str(ROOT / "scripts")]
-        if self.factory:
-            args.append("--factory")
-        if self.cli:
-            args = [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        log = open(self.workdir / f"{self.name}.log", "wb")
-        self.proc = subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"{self.name} did not answer /healthz within {timeout:g}s")
+        return super().start(timeout)
 
     def log_text(self) -> str:
-        return (self.workdir / f"{self.name}.log").read_text(errors="replace")[-4000:]
-
-    def _proc_field(self, name: str) -> int:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-        raise KeyError(name)
+        return self.output()[-4000:]
 
     def peak_memory_mib(self) -> float:
         """VmHWM: the process's peak resident set size so far."""
-        return self._proc_field("VmHWM") / 1024
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far, all threads."""
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        return self.memory_kib()["VmHWM"] / 1024
 
 
 def get_json(url: str, *, token: str | None = None, timeout: float = 10.0) -> object:
@@ -535,18 +484,12 @@ def prefill_store(path: Path, jobs: int) -> None:
 
     Plain SQL in bulk (no journal while filling), then WAL as the receiver keeps it.
     """
-    from receiver.store.schema import MIGRATIONS
-
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-1000000"):
             conn.execute(f"PRAGMA {pragma}")
         conn.execute("BEGIN")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        for script in MIGRATIONS:
-            for statement in filter(str.strip, script.split(";")):
-                conn.execute(statement)
-        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(len(MIGRATIONS)),))
+        SQLiteStore._migrate(conn)  # the schema exactly as the receiver makes it, version included
         if jobs:
             conn.execute(_PREFILL_JOBS, {"count": jobs, "t0": time.time() - 86400 * 30})
             conn.execute(_PREFILL_RECEIPTS)

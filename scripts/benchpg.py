@@ -1,22 +1,22 @@
-"""PostgreSQL building blocks of `scripts/bench.py`: a fresh database per run, counts, the server's CPU time
-and commit count, and one closed-loop load split over several servers (replicas) at once.
+"""PostgreSQL building blocks of `python -m scripts.bench`: a fresh database per run, counts, the server's CPU
+time and commit count, and one closed-loop load split over several servers (replicas) at once.
 
-The server is the test one (`RECEIVER_TEST_POSTGRES_URL`, default postgresql://postgres@127.0.0.1:5432/postgres).
+The server is the tests' one (`tests.support.POSTGRES_ADMIN_URL`: `RECEIVER_TEST_POSTGRES_URL`, default
+postgresql://postgres@127.0.0.1:5432/postgres).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-import benchlib as bl
-
-ADMIN_URL = os.environ.get("RECEIVER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from scripts import benchlib as bl
+from tests.support import POSTGRES_ADMIN_URL as ADMIN_URL
+from tests.support import cpu_seconds
 
 
 async def _admin(sql: str) -> None:
@@ -91,10 +91,9 @@ def backend_cpu(url: str) -> dict[int, float]:
     cpu: dict[int, float] = {}
     for pid in asyncio.run(pids()):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            cpu[pid] = cpu_seconds(pid)
         except OSError:
             continue  # gone meanwhile, or on another machine
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return cpu
 
 

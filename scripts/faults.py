@@ -1,8 +1,10 @@
 """Fault injection against the real receiver; prints what each scenario measured and whether it held.
 
-    .venv/bin/python scripts/faults.py              # the full run, a few minutes
-    .venv/bin/python scripts/faults.py --quick      # a short run, under a minute
-    .venv/bin/python scripts/faults.py --only crash,fuzz --seed 42 --examples 20000
+    .venv/bin/python -m scripts.faults              # the full run, a few minutes
+    .venv/bin/python -m scripts.faults --quick      # a short run, under a minute
+    .venv/bin/python -m scripts.faults --only crash,fuzz --seed 42 --examples 20000
+
+(from the repository root: the scenarios are `tests.faults`).
 
 1. crash: SIGKILL `receiver serve` at random moments under concurrent webhook load, many times, restarting
    it on the same SQLite file: every webhook that got a 2xx is in the store and its callback arrives;
@@ -36,14 +38,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: `tests.faults`, `tests.fakes`
-
-from tests.faults.common import Report  # noqa: E402
-from tests.faults.crash import sigkill_under_load  # noqa: E402
-from tests.faults.fuzz import fuzz  # noqa: E402
-from tests.faults.outage import callback_outage  # noqa: E402
-from tests.faults.oxen_drops import oxen_drops  # noqa: E402
-from tests.faults.replicas import replicas_under_faults  # noqa: E402
+from tests.faults.common import Report
+from tests.faults.crash import sigkill_under_load
+from tests.faults.fuzz import fuzz
+from tests.faults.outage import callback_outage
+from tests.faults.oxen_drops import oxen_drops
+from tests.faults.replicas import replicas_under_faults
 
 FULL: dict[str, dict[str, Any]] = {
     "crash": {"kills": 30, "senders": 16, "uptime_s": (0.3, 1.5), "settle_s": 120},
@@ -73,7 +73,7 @@ def _scenario(name: str, workdir: Path, seed: int, options: dict[str, Any]) -> R
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute in all")
     parser.add_argument("--only", default=",".join(FULL), help=f"comma-separated, of: {', '.join(FULL)}")
     parser.add_argument("--seed", type=int, default=None, help="fix the randomness (default: a fresh seed, printed)")

@@ -5,9 +5,8 @@ from typing import AsyncIterator
 
 import pytest
 
-from receiver import oxen_stream
 from receiver.app import create_app
-from tests.fakes.oxen import FAST_TUNING, FakeOxen
+from tests.fakes.oxen import FakeOxen
 from tests.support import (
     POSTGRES_REQUIRED, RunningServer, make_settings, postgres_database, postgres_reachable, serve_app,
 )
@@ -18,12 +17,6 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     """The receiver on a real uvicorn server with a fresh SQLite file and default settings."""
     async with serve_app(create_app(make_settings(tmp_path))) as running:
         yield running
-
-
-@pytest.fixture
-def fast_oxen_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Oxen consumer with test timings (see FAST_TUNING)."""
-    monkeypatch.setattr(oxen_stream, "DEFAULT_TUNING", FAST_TUNING)
 
 
 @pytest.fixture

@@ -9,33 +9,30 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
-import pytest
 
-from receiver import mirror
 from receiver.app import create_app
+from receiver.tuning import MirrorTuning
 from tests.fakes.callback import CallbackServer
-
 from tests.support import WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
 
 # Short enough that every give-up happens within a few seconds.
-FAST = mirror.MirrorTuning(attempt_timeout_s=1.5, read_timeout_s=1.0, retry_for_s=2.0, first_retry_s=0.1,
-                           max_retry_s=0.3, poll_s=0.2, sweep_every_s=0.2)
-
-
-@pytest.fixture
-def fast_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mirror, "DEFAULT_TUNING", FAST)
+FAST = MirrorTuning(attempt_timeout_s=1.5, read_timeout_s=1.0, retry_for_s=2.0, first_retry_s=0.1,
+                    max_retry_s=0.3, poll_s=0.2, sweep_every_s=0.2)
 
 
 @contextlib.asynccontextmanager
-async def mirroring_receiver(tmp_path: Path, callback: CallbackServer, **overrides: Any) -> AsyncIterator[RunningServer]:
+async def mirroring_receiver(tmp_path: Path, callback: CallbackServer, *, mirror_tuning: MirrorTuning = FAST,
+                             **overrides: Any) -> AsyncIterator[RunningServer]:
+    """A receiver mirroring to `tmp_path/media` (loopback origins allowed), with the FAST timings, results
+    called back to `callback`; `overrides` are settings."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     values: dict[str, Any] = {"media_url": str(tmp_path / "media"), "media_allow_private": True,
                               "default_callback_url": callback.url("/default"),
                               "public_url": f"http://127.0.0.1:{sock.getsockname()[1]}"}
     values.update(overrides)
-    async with serve_app(create_app(make_settings(tmp_path, **values)), sock=sock) as server:
+    app = create_app(make_settings(tmp_path, **values), mirror_tuning=mirror_tuning)
+    async with serve_app(app, sock=sock) as server:
         yield server
 
 

@@ -1,4 +1,4 @@
-"""Test plumbing: real uvicorn servers on loopback, in-process or as a separate receiver process."""
+"""Test plumbing: real uvicorn servers on loopback, in-process or as a separate process (shared with `scripts`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import IO, Any, AsyncIterator, Callable, Mapping, Self, Sequence
 
 import httpx
 import uvicorn
@@ -107,56 +108,104 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
         sock.close()
 
 
-class ReceiverProcess:
-    """`receiver serve` in its own process, for restarts and SIGKILL."""
+class ServerProcess:
+    """A server in a process of its own, started with `args` (`{port}` in them becomes its port) and healthy
+    once `GET /healthz` answers 200. Shared by the tests, the fault scenarios and the benchmarks.
 
-    def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path | None = None) -> None:
+    Its output goes to `log_path` (appended), else to a temporary file: never to a pipe, which nobody reads
+    and which, once full under load, blocks the server on its next log line. `env` is its whole environment.
+    """
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], *, port: int | None = None,
+                 cwd: Path | None = None, log_path: Path | None = None, name: str = "server") -> None:
+        self.args = list(args)
+        self.env = dict(env)
         self.port = port or free_port()
-        self.env = {**os.environ, **env}
         self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = log_path
+        self.name = name
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_in_s = 0.0  # how long the last start took, until /healthz answered
+        self._log: IO[bytes] = open(log_path, "ab") if log_path is not None else tempfile.TemporaryFile()
 
-    def start(self, timeout: float = 20) -> "ReceiverProcess":
-        # Its output goes to a file, never a pipe: a pipe nobody reads fills up under load and then
-        # blocks the server on its next log line.
-        import tempfile
-
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
-            env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def start(self, timeout: float = 30) -> Self:
+        """Start it (again, on the same port) and wait until /healthz answers."""
+        started = time.monotonic()
+        self.proc = subprocess.Popen([arg.replace("{port}", str(self.port)) for arg in self.args], env=self.env,
+                                     cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"receiver exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=0.5).status_code == 200:
+                    self.started_in_s = time.monotonic() - started
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.02)
         self.kill()
-        raise TimeoutError("receiver process did not become healthy")
+        raise TimeoutError(f"{self.name} did not answer /healthz within {timeout:g} s:\n{self.output()[-4000:]}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        if self.alive:
+            assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self) -> int:
-        if self.proc and self.proc.poll() is None:
+        """SIGTERM, then its exit status; SIGKILL (-9) when it has not exited within 15 s."""
+        if self.alive:
+            assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(15)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                return -9
         return self.proc.returncode if self.proc else 0
 
     def output(self) -> str:
         """Everything it printed so far."""
-        if self.proc is None:
-            return ""
+        self._log.flush()
+        if self.log_path is not None:
+            return self.log_path.read_text(errors="replace")
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
+
+    def memory_kib(self) -> dict[str, int]:
+        """Its resident set size now (VmRSS) and at its peak so far (VmHWM), in KiB (Linux)."""
+        assert self.proc is not None
+        values: dict[str, int] = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0])
+        return values
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time it has used so far, all threads (Linux)."""
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far, all threads (Linux; OSError once it is gone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ReceiverProcess(ServerProcess):
+    """`receiver serve` in its own process, for restarts and SIGKILL; `env` on top of this one's."""
+
+    def __init__(self, env: Mapping[str, str], port: int | None = None, cwd: Path | None = None,
+                 log_path: Path | None = None) -> None:
+        super().__init__([sys.executable, "-m", "receiver", "serve", "--port", "{port}"], {**os.environ, **env},
+                         port=port, cwd=cwd, log_path=log_path, name="receiver")
 
 
 def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:

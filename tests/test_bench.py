@@ -10,23 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 from pathlib import Path
 
 from receiver.app import create_app
-from tests.support import serve_app, make_settings, eventually
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import benchlib as bl  # noqa: E402
-
-
-def settings(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    return make_settings(tmp_path, webhook_token=bl.WEBHOOK_TOKEN, **overrides)
+from scripts import benchlib as bl
+from scripts import benchpg
+from tests.support import eventually, make_settings, serve_app
 
 
 async def test_closed_loop_load_stores_exactly_the_acknowledged_webhooks(tmp_path: Path) -> None:
-    async with serve_app(create_app(settings(tmp_path))) as server:
+    async with serve_app(create_app(make_settings(tmp_path))) as server:
         port = int(server.base_url.rsplit(":", 1)[1])
         result = await bl.closed_loop(port, bl.HOOK_PATH, bl.pixazo_webhook, prefix="t", seconds=0.5, connections=8)
     assert result.ok > 8 and result.failed == 0 and result.unanswered == 0
@@ -38,7 +31,7 @@ async def test_closed_loop_load_stores_exactly_the_acknowledged_webhooks(tmp_pat
 async def test_open_loop_webhooks_each_reach_the_callback_sink_once(tmp_path: Path) -> None:
     sink = await bl.CallbackSink().start()
     try:
-        async with serve_app(create_app(settings(tmp_path, default_callback_url=sink.url))) as server:
+        async with serve_app(create_app(make_settings(tmp_path, default_callback_url=sink.url))) as server:
             port = int(server.base_url.rsplit(":", 1)[1])
             keys = [f"e2e-{i}" for i in range(40)]
             records = await bl.open_loop(port, bl.HOOK_PATH, bl.pixazo_webhook, keys, rate=200)
@@ -54,7 +47,7 @@ async def test_a_fast_stream_burst_is_applied_whole_and_in_order(tmp_path: Path)
     oxen = await bl.OxenStream().start()
     ids = [f"burst-{i}" for i in range(600)]
     try:
-        app = create_app(settings(tmp_path, oxen_api_key=bl.OXEN_KEY, oxen_base_url=oxen.base_url))
+        app = create_app(make_settings(tmp_path, oxen_api_key=bl.OXEN_KEY, oxen_base_url=oxen.base_url))
         async with serve_app(app):
             await asyncio.wait_for(oxen.connected.wait(), 10)
             oxen.send(b"event: other_event\ndata: {}\n\n" + b"".join(bl.oxen_event(i) for i in ids))
@@ -71,7 +64,7 @@ async def test_a_fast_stream_burst_is_applied_whole_and_in_order(tmp_path: Path)
 
 async def test_a_prefilled_store_is_one_the_receiver_serves(tmp_path: Path) -> None:
     bl.prefill_store(tmp_path / "receiver.db", 1000)
-    async with serve_app(create_app(settings(tmp_path))) as server, server.api() as api:
+    async with serve_app(create_app(make_settings(tmp_path))) as server, server.api() as api:
         page = (await api.get("/v1/jobs", params={"limit": 2})).json()
         assert len(page["jobs"]) == 2 and page["next_cursor"]
         job = (await api.get(f"/v1/jobs/{page['jobs'][0]['id']}")).json()
@@ -86,8 +79,6 @@ async def test_a_prefilled_store_is_one_the_receiver_serves(tmp_path: Path) -> N
 
 def test_a_load_split_over_two_postgres_replicas_stores_exactly_the_acknowledged_webhooks(
         tmp_path: Path, postgres_url: str) -> None:
-    import benchpg
-
     env = bl.receiver_env(tmp_path / "unused.db", RECEIVER_DATABASE_URL=postgres_url)
     replicas = [bl.Served(f"pg-{i}", "receiver.app:create_app", tmp_path, env=env, factory=True) for i in range(2)]
     try:

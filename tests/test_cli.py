@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -57,9 +56,12 @@ def test_second_serve_on_the_same_sqlite_file_refuses_to_start(tmp_path: Path) -
 
 def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     result = run(["info"], {"RECEIVER_RETRY_SCHEDULE": "5,soon"}, tmp_path)
-    assert result.returncode != 0 and "RECEIVER_RETRY_SCHEDULE" in result.stderr
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "bad setting: RECEIVER_RETRY_SCHEDULE" in result.stderr and "'soon'" in result.stderr
     result = run(["info"], {"RECEIVER_DATABASE_URL": "mysql://x"}, tmp_path)
-    assert result.returncode == 2 and "scheme" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    # Says which scheme is wrong and which ones work.
+    assert "unsupported database URL scheme 'mysql': use sqlite:///… or postgresql://…" in result.stderr
 
 
 def test_flags_win_over_environment(tmp_path: Path) -> None:
@@ -75,10 +77,9 @@ def test_sigterm_ends_open_event_streams_promptly(tmp_path: Path) -> None:
     with httpx.stream("GET", f"{proc.base_url}/v1/events", headers={"Authorization": f"Bearer {API_TOKEN}"},
                       timeout=10) as stream:
         assert stream.status_code == 200
-        started = time.monotonic()
         code = proc.stop()
-        elapsed = time.monotonic() - started
     # uvicorn re-raises the captured SIGTERM after a graceful shutdown, so the status is -15.
     assert code in (0, -15)
     assert "Application shutdown complete" in proc.output()
-    assert elapsed < 3, f"shutdown took {elapsed:.1f}s with an event stream open"
+    # The stream ended itself at once: uvicorn did not have to wait out its graceful timeout and cancel it.
+    assert "timeout graceful shutdown exceeded" not in proc.output()

@@ -1,4 +1,4 @@
-"""Edges an outside probe found: each bad input gets a clear 4xx (or the contract's 502), never a 5xx;
+"""Edges an outside probe found: each bad input gets a clear 4xx (or the documented 502), never a 5xx;
 ids and URLs that cannot work are refused; provider text never leaks a secret; /metrics stays cheap."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from tests.fakes import pixazo as px
 from tests.fakes.callback import Reply, callback_server
 from tests.fakes.harness import serve_receiver
 from tests.fakes.hostile import HostileProvider, raw
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually
+from receiver.app import create_app
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
 
@@ -107,7 +108,8 @@ async def test_an_unhandled_error_answers_json_and_closes(server: RunningServer,
 # -- ids and URLs that cannot work ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_job_id", [" spaced", "tail ", "a\tb", "a\nb", "\t", "a\x00b"])
+@pytest.mark.parametrize("provider_job_id", [" spaced", "tail ", "a\tb", "a\nb", "\t", "a\x00b"],
+                         ids=["leading-space", "trailing-space", "tab", "newline", "only-a-tab", "nul"])
 async def test_provider_job_ids_adapters_would_never_match_are_422(server: RunningServer,
                                                                    provider_job_id: str) -> None:
     async with server.api() as api:
@@ -118,7 +120,8 @@ async def test_provider_job_ids_adapters_would_never_match_are_422(server: Runni
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "file:///etc/passwd", "ftp://x/y.png",
-                                 "https://cdn.test/" + "a" * 9000 + ".png"])
+                                 "https://cdn.test/" + "a" * 9000 + ".png"],
+                         ids=["javascript", "file", "ftp", "over-8192-characters"])
 async def test_output_urls_that_cannot_work_make_the_message_invalid(server: RunningServer, url: str) -> None:
     body = {"request_id": "grok_1", "status": "COMPLETED", "output": {"media_url": [url]}}
     async with server.client() as client, server.api() as api:
@@ -172,21 +175,21 @@ async def test_a_callback_answer_is_kept_short_in_the_delivery_record(tmp_path: 
                 assert attempt["error"] is not None and len(attempt["error"]) <= len("HTTP 500: ") + 200
 
 
-async def test_concurrent_scrapes_share_one_job_count(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    store, metrics = server.runtime.store, server.runtime.metrics
-    counted = 0
-    real = store.job_counts
-
-    async def counting() -> dict[str, int]:
-        nonlocal counted
-        counted += 1
-        await asyncio.sleep(0.05)  # a slow GROUP BY, so that the scrapes overlap
-        return dict(await real())
-
+async def test_concurrent_scrapes_share_one_job_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(store, "job_counts", counting)
-    monkeypatch.setattr(metrics, "clock", lambda: now[0])
-    async with server.client() as client, server.api() as api:
+    app = create_app(make_settings(tmp_path), metrics_clock=lambda: now[0])
+    async with serve_app(app) as server, server.client() as client, server.api() as api:
+        store = server.runtime.store
+        counted = 0
+        real = store.job_counts
+
+        async def counting() -> dict[str, int]:
+            nonlocal counted
+            counted += 1
+            await asyncio.sleep(0.05)  # a slow GROUP BY, so that the scrapes overlap
+            return dict(await real())
+
+        monkeypatch.setattr(store, "job_counts", counting)  # counts the store's queries (and slows them)
         scrapes = await asyncio.gather(*(client.get("/metrics") for _ in range(8)))
         assert all(s.status_code == 200 for s in scrapes) and counted == 1
         await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "grok_4"})

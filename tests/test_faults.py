@@ -1,4 +1,4 @@
-"""Bounded runs of the fault-injection scenarios (`scripts/faults.py` runs them bigger): ~80 s in all.
+"""Bounded runs of the fault-injection scenarios (`python -m scripts.faults` runs them bigger): ~80 s in all.
 
 Each scenario checks its own invariants and lists what did not hold in `report.problems`; the figures
 are printed with any failure. Counts that depend on timing are only asserted as lower bounds.

@@ -8,9 +8,10 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -263,64 +264,6 @@ async def test_lumenfall_call_in_flight_at_shutdown_is_cancelled_and_recorded(tm
 # -- refusals ---------------------------------------------------------------------------------------
 
 
-async def refusals(server: RunningServer, fake: FakeProvider, provider: str, cases: list[tuple[int, Any, str]]) -> None:
-    """Each scripted refusal → 502 with the provider's status and message; then a timeout; nothing pending left."""
-    for status, body, message in cases:
-        fake.refusal = (status, body)
-        reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
-        assert reply.status_code == 502, reply.text
-        assert reply.json() == {"error": "provider_refused", "provider_status": status, "message": message}
-    fake.refusal, fake.delay_s = None, 3
-    started = time.monotonic()
-    reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
-    assert time.monotonic() - started < 2
-    assert reply.status_code == 502
-    assert reply.json() == {"error": "provider_refused", "provider_status": None,
-                            "message": f"{provider} did not answer within 0.3 s"}
-    assert await jobs_of(server, provider) == []
-    async with server.client() as client:
-        metrics = (await client.get("/metrics")).text
-    assert f'receiver_submissions_total{{provider="{provider}",result="refused"}} {len(cases) + 1}.0' in metrics
-
-
-async def test_pixazo_refusals(tmp_path: Path) -> None:
-    fake = px.FakePixazo()
-    async with fake.serve(), serve_receiver(
-        tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url, provider_timeout_s=0.3
-    ) as server:
-        await refusals(server, fake, "pixazo", [
-            (*px.INSUFFICIENT, "Your wallet does not have enough balance."),
-            (429, {"error": "Too Many Requests", "message": "Rate limit exceeded. Retry in 10 s."},
-             "Rate limit exceeded. Retry in 10 s."),
-            (500, {"error": "Internal Server Error"}, "Internal Server Error"),
-        ])
-
-
-async def test_runware_refusals(tmp_path: Path) -> None:
-    fake = rw.FakeRunware()
-    async with fake.serve("/v1"), serve_receiver(
-        tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url, provider_timeout_s=0.3
-    ) as server:
-        await refusals(server, fake, "runware", [
-            (402, rw.error(str(uuid.uuid4()), "Insufficient credits to perform this task."),
-             "Insufficient credits to perform this task."),
-            (429, {"errors": [{"code": "rateLimitExceeded", "message": "Too many requests."}]}, "Too many requests."),
-            (500, {"errors": [{"code": "internalError"}]}, "internalError"),
-        ])
-
-
-async def test_apiframe_refusals(tmp_path: Path) -> None:
-    fake = af.FakeApiframe()
-    async with fake.serve(), serve_receiver(
-        tmp_path, apiframe_api_key=af.API_KEY, apiframe_base_url=fake.base_url, provider_timeout_s=0.3
-    ) as server:
-        await refusals(server, fake, "apiframe", [
-            (402, {"error": "Payment Required", "message": "Not enough credits"}, "Not enough credits"),
-            (429, {"error": "Too Many Requests"}, "Too Many Requests"),
-            (500, {"error": "Internal Server Error", "message": "Something went wrong"}, "Something went wrong"),
-        ])
-
-
 class RefusingOxen(FakeProvider):
     """Just Oxen's `POST /api/ai/queue`, refusing as scripted (the stream is tests/fakes/oxen.py's business)."""
 
@@ -334,18 +277,57 @@ class RefusingOxen(FakeProvider):
         return refused or JSONResponse({"generations": [{"generation_id": uuid.uuid4().hex, "status": "queued"}]})
 
 
-async def test_oxen_refusals(tmp_path: Path) -> None:
-    fake = RefusingOxen()
-    async with fake.serve(), serve_receiver(
-        tmp_path, oxen_api_key=OXEN_KEY, oxen_base_url=fake.base_url, provider_timeout_s=0.3
-    ) as server:
-        await refusals(server, fake, "oxen", [
-            (402, {"error": {"type": "insufficient_funds", "message": "Insufficient credits"}, "status": "error"},
-             "Insufficient credits"),
-            (429, {"status": "error", "status_message": "rate limited", "error": {"type": "rate_limited"}},
-             "rate_limited"),
-            (500, "upstream exploded", "upstream exploded"),
-        ])
+# Per provider: its fake (and where it serves), and scripted refusals with the message the 502 must carry.
+REFUSALS: dict[str, tuple[Callable[[], FakeProvider], str, list[tuple[int, Any, str]]]] = {
+    "pixazo": (px.FakePixazo, "", [
+        (*px.INSUFFICIENT, "Your wallet does not have enough balance."),
+        (429, {"error": "Too Many Requests", "message": "Rate limit exceeded. Retry in 10 s."},
+         "Rate limit exceeded. Retry in 10 s."),
+        (500, {"error": "Internal Server Error"}, "Internal Server Error"),
+    ]),
+    "runware": (rw.FakeRunware, "/v1", [
+        (402, rw.error(str(uuid.uuid4()), "Insufficient credits to perform this task."),
+         "Insufficient credits to perform this task."),
+        (429, {"errors": [{"code": "rateLimitExceeded", "message": "Too many requests."}]}, "Too many requests."),
+        (500, {"errors": [{"code": "internalError"}]}, "internalError"),
+    ]),
+    "apiframe": (af.FakeApiframe, "", [
+        (402, {"error": "Payment Required", "message": "Not enough credits"}, "Not enough credits"),
+        (429, {"error": "Too Many Requests"}, "Too Many Requests"),
+        (500, {"error": "Internal Server Error", "message": "Something went wrong"}, "Something went wrong"),
+    ]),
+    "oxen": (RefusingOxen, "", [
+        (402, {"error": {"type": "insufficient_funds", "message": "Insufficient credits"}, "status": "error"},
+         "Insufficient credits"),
+        (429, {"status": "error", "status_message": "rate limited", "error": {"type": "rate_limited"}},
+         "rate_limited"),
+        (500, "upstream exploded", "upstream exploded"),
+    ]),
+}
+
+
+@pytest.mark.parametrize("provider", list(REFUSALS))
+async def test_refusals_and_timeouts_are_502s_leaving_no_job(tmp_path: Path, provider: str) -> None:
+    """Each scripted refusal → 502 with the provider's status and message; then a timeout; nothing pending left."""
+    make_fake, path, cases = REFUSALS[provider]
+    fake = make_fake()
+    async with fake.serve(path), serve_receiver(tmp_path, provider_timeout_s=0.3, **{
+        f"{provider}_api_key": fake.api_key, f"{provider}_base_url": fake.base_url,
+    }) as server:
+        for status, body, message in cases:
+            fake.refusal = (status, body)
+            reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
+            assert reply.status_code == 502, reply.text
+            assert reply.json() == {"error": "provider_refused", "provider_status": status, "message": message}
+        fake.refusal, fake.delay_s = None, 60  # held until the fake stops: only the deadline ends the submit
+        reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
+        assert reply.status_code == 502
+        assert reply.json() == {"error": "provider_refused", "provider_status": None,
+                                "message": f"{provider} did not answer within 0.3 s"}
+        assert await jobs_of(server, provider) == []
+        async with server.client() as client:
+            metrics = (await client.get("/metrics")).text
+        assert f'receiver_submissions_total{{provider="{provider}",result="refused"}} {len(cases) + 1}.0' in metrics
 
 
 async def test_unusable_answer_and_unreachable_provider_are_refusals(tmp_path: Path) -> None:
@@ -369,41 +351,49 @@ async def test_unusable_answer_and_unreachable_provider_are_refusals(tmp_path: P
 # -- requests refused by the receiver itself -------------------------------------------------------
 
 
-async def test_missing_api_key_names_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("provider", ["oxen", "runware", "pixazo", "apiframe", "lumenfall"])
+async def test_missing_api_key_names_the_setting(tmp_path: Path, provider: str) -> None:
     async with serve_receiver(tmp_path) as server:
-        for provider in ("oxen", "runware", "pixazo", "apiframe", "lumenfall"):
-            reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
-            assert reply.status_code == 422
-            setting = f"RECEIVER_{provider.upper()}_API_KEY"
-            assert reply.json()["setting"] == setting and setting in reply.json()["message"]
+        reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
+        assert reply.status_code == 422
+        setting = f"RECEIVER_{provider.upper()}_API_KEY"
+        assert reply.json()["setting"] == setting and setting in reply.json()["message"]
         async with server.api() as api:
             assert (await api.get("/v1/jobs")).json()["jobs"] == []
 
 
-async def test_bad_requests_are_422_naming_the_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("body", "field"), [
+    pytest.param({"prompt": "x"}, "provider", id="no-provider"),
+    pytest.param({"provider": "midjourney", "prompt": "x"}, "provider", id="unknown-provider"),
+    pytest.param({"provider": "runware"}, "prompt", id="no-prompt"),
+    pytest.param({"provider": "runware", "prompt": "   "}, "prompt", id="blank-prompt"),
+    pytest.param({"provider": "runware", "prompt": "x", "input_image": "file:///etc/passwd"}, "input_image",
+                 id="input-image-a-file"),
+    pytest.param({"provider": "runware", "prompt": "x", "params": [1]}, "params", id="params-not-an-object"),
+    pytest.param({"provider": "runware", "prompt": "x", "callback_url": "ftp://x"}, "callback_url",
+                 id="callback-url-not-http"),
+    pytest.param({"provider": "runware", "prompt": "x", "colour": "red"}, "colour", id="unknown-field"),
+    pytest.param({"provider": "runware", "prompt": "x", "params": {"numberResults": 99}}, "params.numberResults",
+                 id="too-many-results"),
+    pytest.param({"provider": "lumenfall", "prompt": "x", "input_image": "https://i.test/a.png"}, "input_image",
+                 id="lumenfall-edit"),
+])
+async def test_bad_requests_are_422_naming_the_field(tmp_path: Path, body: dict[str, Any], field: str) -> None:
     async with serve_receiver(tmp_path, lumenfall_api_key=lf.API_KEY, runware_api_key=rw.API_KEY,
                               lumenfall_base_url=f"http://127.0.0.1:{free_port()}") as server:
-        cases: list[tuple[dict[str, Any], str]] = [
-            ({"prompt": "x"}, "provider"),
-            ({"provider": "midjourney", "prompt": "x"}, "provider"),
-            ({"provider": "runware"}, "prompt"),
-            ({"provider": "runware", "prompt": "   "}, "prompt"),
-            ({"provider": "runware", "prompt": "x", "input_image": "file:///etc/passwd"}, "input_image"),
-            ({"provider": "runware", "prompt": "x", "params": [1]}, "params"),
-            ({"provider": "runware", "prompt": "x", "callback_url": "ftp://x"}, "callback_url"),
-            ({"provider": "runware", "prompt": "x", "colour": "red"}, "colour"),
-            ({"provider": "runware", "prompt": "x", "params": {"numberResults": 99}}, "params.numberResults"),
-            ({"provider": "lumenfall", "prompt": "x", "input_image": "https://i.test/a.png"}, "input_image"),
-        ]
-        for body, field in cases:
-            reply = await generate(server, body)
-            assert reply.status_code == 422, (body, reply.text)
-            assert field in [f["field"] for f in reply.json()["fields"]], (body, reply.json())
+        reply = await generate(server, body)
+        assert reply.status_code == 422, reply.text
+        assert field in [f["field"] for f in reply.json()["fields"]], reply.json()
+        assert await jobs_of(server, "lumenfall") == []
+
+
+async def test_unauthenticated_or_unreadable_requests_are_refused(tmp_path: Path) -> None:
+    async with serve_receiver(tmp_path, runware_api_key=rw.API_KEY) as server:
         async with server.client() as client:
             assert (await client.post("/v1/generations", json={"provider": "runware", "prompt": "x"})).status_code == 401
             not_json = await client.post("/v1/generations", content=b"{", headers={"Authorization": "Bearer test-api-token"})
             assert not_json.status_code == 422
-        assert await jobs_of(server, "lumenfall") == []
+        assert await jobs_of(server, "runware") == []
 
 
 async def test_runtime_tracks_background_tasks(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from receiver.logs import AccessLines, FinishedLines, JsonLines, Redacting
 from receiver.providers import apiframe
 from tests.fakes.callback import callback_server
 from tests.fakes.pixazo import completed
-from tests.faults.common import ReceiverDaemon, log_records
-from tests.support import free_port, process_env
+from tests.faults.common import log_records
+from tests.support import ReceiverProcess, free_port, process_env
 
 API_TOKEN = "api-Tok3n-6d1f0a9b27c84e55"
 WEBHOOK_TOKEN = "hook-Tok3n-90b1c7e4aa2f"
@@ -74,7 +74,7 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
             **{f"RECEIVER_{p.upper()}_API_KEY": key for p, key in PROVIDER_KEYS.items()},
             **{f"RECEIVER_{p.upper()}_BASE_URL": dead for p in PROVIDER_KEYS},
         )
-        daemon = ReceiverDaemon(env, tmp_path / "receiver.log")
+        daemon = ReceiverProcess(env, log_path=tmp_path / "receiver.log")
         await asyncio.to_thread(daemon.start)
         try:
             api_headers = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -91,7 +91,7 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
                 signed = b'{"jobId": "lg_af", "event": "failed", "error": "nsfw"}'
                 assert await hook("apiframe", signed, **{"x-webhook-signature": apiframe.sign(PROVIDER_KEYS["apiframe"], signed)}) == 200
                 assert (await client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"})).status_code == 401
-                # An unknown query parameter is a 422 (contract v0.2); the token in it must still be masked.
+                # An unknown query parameter is a 422; the token in it must still be masked.
                 assert (await client.get(f"/v1/jobs?token={API_TOKEN}", headers=api_headers)).status_code == 422
                 # A job whose callback URL refuses: attempt, retry, fails.
                 failing = (await client.post("/v1/jobs", headers=api_headers, json={
@@ -173,7 +173,7 @@ def test_redaction_skips_no_pattern_a_line_could_need() -> None:
 async def test_default_access_log_leaves_out_accepted_webhooks_only(tmp_path: Path) -> None:
     env = process_env(tmp_path, RECEIVER_API_TOKEN=API_TOKEN, RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
                       RECEIVER_SIGNING_SECRET=SIGNING_SECRET)
-    daemon = ReceiverDaemon(env, tmp_path / "receiver.log")
+    daemon = ReceiverProcess(env, log_path=tmp_path / "receiver.log")
     daemon.env.pop("RECEIVER_ACCESS_LOG", None)  # the default, whatever the shell running the tests says
     await asyncio.to_thread(daemon.start)
     try:

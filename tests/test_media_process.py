@@ -34,17 +34,6 @@ async def post_result(proc: ReceiverProcess, request_id: str, url: str) -> str:
     return str(reply.json()["job_ids"][0])
 
 
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
-    values: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0])
-    return values
-
-
 async def test_sigkill_mid_fetch_resumes_after_restart(tmp_path: Path) -> None:
     async with media_origin() as origin, callback_server() as callback:
         proc = mirroring_process(tmp_path, callback.url("/d"))
@@ -69,14 +58,13 @@ async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path) -> None:
         proc = mirroring_process(tmp_path, callback.url("/d"))
         await asyncio.to_thread(proc.start)
         try:
-            assert proc.proc is not None
             warm = await post_result(proc, "px-warm", origin.url("/img/200000-w"))  # every code path loaded
             await callback_for(callback, warm, timeout=30)
             await asyncio.sleep(0.5)
-            before = memory_kib(proc.proc.pid)["VmRSS"]
+            before = proc.memory_kib()["VmRSS"]
             job_id = await post_result(proc, "px-big", origin.url(f"/big/{BIG}"))
             output = (await callback_for(callback, job_id, timeout=120))["data"]["outputs"][0]
-            peak = memory_kib(proc.proc.pid)["VmHWM"]
+            peak = proc.memory_kib()["VmHWM"]
             assert output["bytes"] == BIG and output["mirror_error"] is None, output
             growth_mib = (peak - before) / 1024
             print(f"50 MB mirror: RSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "

@@ -14,12 +14,10 @@ import httpx
 import pytest
 
 from tests.fakes.callback import callback_server
-
 from tests.fakes.origin import image_bytes, media_origin
-from tests.media_support import callback_for, deliver, fast_mirror, get, mirroring_receiver
+from tests.media_support import callback_for, deliver, get, mirroring_receiver
 from tests.support import free_port, eventually
 
-__all__ = ["fast_mirror"]
 S3_REQUIRED = os.environ.get("RECEIVER_REQUIRE_S3") == "1"
 
 
@@ -62,7 +60,7 @@ class S3:
         return sorted(o["Key"] for o in self.client.list_objects_v2(Bucket=self.bucket).get("Contents", []))
 
 
-async def test_s3_mirror_redirects_to_a_presigned_url(tmp_path: Path, fast_mirror: None, s3: S3) -> None:
+async def test_s3_mirror_redirects_to_a_presigned_url(tmp_path: Path, s3: S3) -> None:
     async with media_origin() as origin, callback_server() as callback, \
             mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}/mirror") as server:
         job_id = await deliver(server, "px-s3", origin.url("/img/6000-s"), media_type="image/png")
@@ -86,7 +84,7 @@ async def test_s3_mirror_redirects_to_a_presigned_url(tmp_path: Path, fast_mirro
         assert (await get(url.replace(sig, sig[::-1]))).status_code == 404
 
 
-async def test_s3_retention_deletes_the_object(tmp_path: Path, fast_mirror: None, s3: S3) -> None:
+async def test_s3_retention_deletes_the_object(tmp_path: Path, s3: S3) -> None:
     async with media_origin() as origin, callback_server() as callback, \
             mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}", media_retention_days=1.5 / 86400) as server:
         job_id = await deliver(server, "px-s3-old", origin.url("/img/800"))

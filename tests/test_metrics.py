@@ -7,19 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.app import create_app
 from tests.fakes.callback import Reply, callback_server
-
-from tests.fakes.oxen import API_KEY as OXEN_KEY, FakeOxen
+from tests.fakes.oxen import API_KEY as OXEN_KEY, FAST_TUNING, FakeOxen
 from tests.fakes.pixazo import API_KEY as PIXAZO_KEY, FakePixazo, completed
 from tests.support import WEBHOOK_TOKEN, RunningServer, free_port, make_settings, serve_app, eventually
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-pytestmark = pytest.mark.usefixtures("fast_oxen_stream")
 
 
 async def scrape(server: RunningServer) -> Samples:
@@ -49,7 +45,8 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
             oxen_api_key=OXEN_KEY, oxen_base_url=fake_oxen.base_url,
             pixazo_api_key=PIXAZO_KEY, pixazo_base_url=pixazo.base_url,
         )
-        async with serve_app(create_app(settings)) as server, server.client() as client, server.api() as api:
+        async with serve_app(create_app(settings, stream_tuning=FAST_TUNING)) as server, server.client() as client, \
+                server.api() as api:
             server.runtime.metrics.job_counts_ttl_s = 0  # every scrape counts afresh (the cache: test_edges.py)
             await fake_oxen.wait_connections(1)
             before = await scrape(server)

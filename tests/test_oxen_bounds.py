@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 
 from receiver.bounded_sse import BoundedSSE, Oversized
-from receiver.oxen_stream import DEFAULT_TUNING
+from receiver.tuning import StreamTuning
 from tests.fakes.harness import serve_receiver, wait_job
-from tests.fakes.oxen import API_KEY, COMPLETED, FakeOxen
+from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
 from tests.support import RunningServer, eventually
 
-pytestmark = pytest.mark.usefixtures("fast_oxen_stream")
 CHUNK = "x" * 65536
-KEPT = DEFAULT_TUNING.kept_chars
+KEPT = StreamTuning().kept_chars  # FAST_TUNING keeps the production caps
 
 
 async def invalid_receipts(server: RunningServer) -> list[dict[str, Any]]:
@@ -43,7 +42,8 @@ async def still_works(server: RunningServer, fake: FakeOxen) -> None:
 async def test_an_oversized_line_or_event_is_cut_kept_short_and_the_stream_renewed(
     tmp_path: Path, fake_oxen: FakeOxen, shape: str
 ) -> None:
-    async with serve_receiver(tmp_path, oxen_api_key=API_KEY, oxen_base_url=fake_oxen.base_url) as server:
+    async with serve_receiver(tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=API_KEY,
+                              oxen_base_url=fake_oxen.base_url) as server:
         await fake_oxen.wait_connections(1)
         fake_oxen.send_raw(f"event: {COMPLETED}\ndata: ")
         for _ in range(48):  # 3 MiB, three times the cap

@@ -6,13 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from receiver.reconciler import next_poll_delay, poll_interval
 from tests.fakes import apiframe as af
 from tests.fakes import pixazo as px
 from tests.fakes import runware as rw
 from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
-from tests.support import UNMIRRORED, RunningServer, serve_app, eventually
+from tests.support import UNMIRRORED, RunningServer, eventually, make_settings, serve_app
 
 FAST = {"reconcile_after_s": 0.2}
 
@@ -162,3 +165,14 @@ async def test_providers_without_key_are_not_polled(tmp_path: Path) -> None:
         await submit(server, "apiframe")  # due after the pixazo job
         await apiframe.wait_requests("/v2/jobs/", 2, "GET")  # polled twice: the pixazo job was long due
         assert pixazo.requests == []
+
+
+def test_poll_timing(tmp_path: Path) -> None:
+    prod = make_settings(tmp_path)
+    assert poll_interval(prod) == 1.0
+    assert poll_interval(make_settings(tmp_path, reconcile_after_s=0.2)) == pytest.approx(0.05)
+    no_jitter = lambda: 0.0  # noqa: E731
+    delays = [next_poll_delay(prod, n, rand=no_jitter) for n in range(10)]
+    assert delays[:3] == [60.0, 120.0, 240.0] and delays[-1] == 3600.0
+    assert next_poll_delay(make_settings(tmp_path, reconcile_after_s=0.2), 0, rand=no_jitter) == pytest.approx(0.2)
+    assert 30.0 <= next_poll_delay(prod, 0, rand=lambda: 1.0) < 60.0  # jitter only shortens

@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from receiver.oxen_stream import StreamTuning
+from receiver.tuning import StreamTuning
+from tests.fakes.recording import Recorded
 
 API_KEY = "oxen-test-key-5f3a"
 MODEL = "xai-grok-imagine-image"
@@ -43,14 +44,6 @@ _ABORT = object()  # cut the connection mid-stream
 
 class FakeDrop(Exception):
     """Raised inside a stream to make the server cut the connection."""
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
 
 
 @dataclass
@@ -171,7 +164,7 @@ class FakeOxen:
 
     async def _record(self, request: Request) -> Response | None:
         """Record the request; answer it here when it must be refused."""
-        self.requests.append(Recorded(request.method, request.url.path, dict(request.headers), await request.body()))
+        self.requests.append(await Recorded.read(request))
         if self.refuse_auth is not None or not hmac.compare_digest(
             request.headers.get("authorization", "").encode(), f"Bearer {self.api_key}".encode()
         ):

@@ -18,10 +18,16 @@ from tests.support import serve_app
 
 @dataclass
 class Recorded:
+    """One request a fake server received (every fake keeps them, in order)."""
+
     method: str
     path: str
     headers: dict[str, str]  # lower-case names
     body: bytes
+
+    @classmethod
+    async def read(cls, request: Request) -> "Recorded":
+        return cls(request.method, request.url.path, dict(request.headers), await request.body())
 
     @property
     def json(self) -> Any:
@@ -52,7 +58,7 @@ class FakeProvider:
                 self._released.set()  # let held requests finish, so the server stops at once
 
     async def record(self, request: Request) -> Recorded:
-        recorded = Recorded(request.method, request.url.path, dict(request.headers), await request.body())
+        recorded = await Recorded.read(request)
         self.requests.append(recorded)
         return recorded
 

@@ -1,13 +1,10 @@
-"""What the scenarios share: the report, the receiver as a killable process, and reading the store back."""
+"""What the scenarios share: the report, reading logs and the store back, and the load's timing. The receiver
+as a killable process is `tests.support.ReceiverProcess` (with a `log_path`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, free_port
+from tests.support import API_TOKEN, WEBHOOK_TOKEN
 
 
 @dataclass
@@ -45,58 +42,6 @@ class Report:
 
 def _show(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-class ReceiverDaemon:
-    """`receiver serve` in its own process, output appended to a file (a pipe nobody reads would block it)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.env = {**os.environ, **env}
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base_url = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30) -> float:
-        """Start it and wait until /healthz answers; returns the seconds that took."""
-        started = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"receiver exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=0.5).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        self.kill()
-        raise TimeoutError(f"receiver did not become healthy in {timeout} s; see {self.log_path}")
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                return -9
-        return self.proc.returncode if self.proc else 0
 
 
 def log_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -21,9 +21,9 @@ import standardwebhooks
 from tests.fakes.callback import CallbackServer, callback_server
 from tests.fakes.pixazo import completed
 from tests.faults.common import (
-    ReceiverDaemon, Report, all_pages, api_client, eventually, hook_path, log_records, retry_schedule,
+    Report, all_pages, api_client, eventually, hook_path, log_records, retry_schedule,
 )
-from tests.support import SIGNING_SECRET, process_env
+from tests.support import SIGNING_SECRET, ReceiverProcess, process_env
 
 GIVE_UP_S = 60.0  # a sender retrying one webhook this long means the receiver never came back
 
@@ -114,8 +114,8 @@ async def sigkill_under_load(
             RECEIVER_LOG_LEVEL="WARNING", RECEIVER_CALLBACK_TIMEOUT_S="5",
             RECEIVER_RETRY_SCHEDULE=",".join(map(str, retry_schedule(30))),
         )
-        daemon = ReceiverDaemon(env, workdir / "receiver.log")
-        restarts: list[float] = [await asyncio.to_thread(daemon.start)]
+        daemon = ReceiverProcess(env, log_path=workdir / "receiver.log")
+        restarts: list[float] = [(await asyncio.to_thread(daemon.start)).started_in_s]
         load = WebhookLoad(daemon.base_url, senders, f"crash{rand.randrange(10**6)}")
         load.start()
         in_flight_at_kill: list[int] = []
@@ -124,7 +124,7 @@ async def sigkill_under_load(
                 await asyncio.sleep(rand.uniform(*uptime_s))
                 in_flight_at_kill.append(load.in_flight)
                 await asyncio.to_thread(daemon.kill)
-                restarts.append(await asyncio.to_thread(daemon.start))
+                restarts.append((await asyncio.to_thread(daemon.start)).started_in_s)
             await asyncio.sleep(rand.uniform(*uptime_s))
             await load.stop()
             await _verify(report, daemon, load, sink, settle_s)
@@ -152,7 +152,7 @@ async def sigkill_under_load(
     return report
 
 
-async def _verify(report: Report, daemon: ReceiverDaemon, load: WebhookLoad, sink: CallbackServer,
+async def _verify(report: Report, daemon: ReceiverProcess, load: WebhookLoad, sink: CallbackServer,
                   settle_s: float) -> None:
     report.check(not load.given_up, f"{len(load.given_up)} webhook(s) never got a 2xx")
     acked = set(load.acked)

@@ -1,8 +1,8 @@
 """Fuzz the real `receiver serve` over HTTP and raw TCP with hypothesis-generated requests.
 
 What must hold for every request: no 5xx (but a 502 `provider_refused` from `POST /v1/generations`, which
-the contract asks for when the provider cannot be reached), no `/v1` success without the API token, the
-answer the contract requires for a webhook whose token, size and signature we know, JSON where JSON is
+the README promises when the provider cannot be reached), no `/v1` success without the API token, the
+answer the README promises for a webhook whose token, size and signature we know, JSON where JSON is
 promised. What must hold at the end: the process is alive and healthy; the stored webhook receipts are
 exactly those answered 2xx or 400, with the outcome the answer gave and the bytes that were sent (so every
 authenticated webhook that got a 400 is an `invalid` receipt); the log is JSON lines with no ERROR and
@@ -26,9 +26,9 @@ import standardwebhooks
 from hypothesis import HealthCheck, Phase, Verbosity, example, given, seed as hypothesis_seed, settings
 
 from receiver.providers import apiframe
-from tests.faults.common import ReceiverDaemon, Report, log_records
+from tests.faults.common import Report, log_records
 from tests.faults.fuzz_cases import WEBHOOK_PROVIDERS, ApiCase, Case, RawCase, WebhookCase, cases
-from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, process_env
+from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, process_env
 
 APIFRAME_KEY = "fuzz-apiframe-key-3c9e71"
 LUMENFALL_SECRET = "whsec_" + base64.b64encode(b"fuzz-lumenfall-secret-0123456789").decode()
@@ -46,7 +46,7 @@ class Stop(Exception):
 
 
 class Fuzzer:
-    def __init__(self, daemon: ReceiverDaemon, report: Report) -> None:
+    def __init__(self, daemon: ReceiverProcess, report: Report) -> None:
         self.daemon = daemon
         self.report = report
         self.client = httpx.Client(base_url=daemon.base_url, timeout=15)
@@ -98,7 +98,7 @@ class Fuzzer:
         if status >= 500:
             self.problem(f"{where} → {status}: {response.text[:200]}")
         if expected is not None and not _matches(status, expected):
-            self.problem(f"{where} → {status}, the contract says {expected}")
+            self.problem(f"{where} → {status}, the README says {expected}")
         if not (200 <= status < 300 or status in (400, 401, 413)):
             return  # a path no route matches (`/webhooks/..`) gets Starlette's plain 404
         try:
@@ -291,7 +291,7 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
         RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET, RECEIVER_RETRY_SCHEDULE="1,1",
         **{f"RECEIVER_{p.upper()}_BASE_URL": dead_url for p in ("oxen", "runware", "pixazo", "apiframe", "lumenfall")},
     )
-    daemon = ReceiverDaemon(env, workdir / "receiver.log")
+    daemon = ReceiverProcess(env, log_path=workdir / "receiver.log")
     daemon.start()
     fuzzer = Fuzzer(daemon, report)
     try:

@@ -1,7 +1,7 @@
 """Hypothesis strategies for the fuzzer: webhook calls, /v1 and ops calls, and raw bytes on a socket.
 
 A case says what to send and how it is meant (right token or not, a correct signature or not), so the
-runner can tell which answer the contract requires. Secrets and signatures are filled in when sending.
+runner can tell which answer the README promises. Secrets and signatures are filled in when sending.
 """
 
 from __future__ import annotations

@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
-from receiver import oxen_stream
 from receiver.app import create_app
-from receiver.oxen_stream import StreamTuning
-from tests.fakes.oxen import API_KEY, FakeOxen
+from tests.fakes.oxen import API_KEY, FAST_TUNING, FakeOxen
 from tests.faults.common import Report, all_pages, api_client, eventually
 from tests.support import make_settings, serve_app
 
-# Stall timeout 0.5 s; reconnects after 20-100 ms. The fake sends keep-alives every 50 ms.
-FAST = StreamTuning(
-    keep_alive_s=0.2, stall_factor=2.5, connect_timeout_s=2, backoff_base_s=0.02, backoff_cap_s=0.1,
-    unauthorized_base_s=0.1, unauthorized_cap_s=0.2, healthy_after_s=0.3, poll_timeout_s=5,
-)
-
-
-@contextlib.contextmanager
-def fast_stream() -> Iterator[None]:
-    saved = oxen_stream.DEFAULT_TUNING
-    oxen_stream.DEFAULT_TUNING = FAST
-    try:
-        yield
-    finally:
-        oxen_stream.DEFAULT_TUNING = saved
+# The tests' timings (stall timeout 0.5 s, reconnects after 20-100 ms), with more patience for polls: under
+# this load a catch-up round polls hundreds of jobs at once.
+FAST = replace(FAST_TUNING, poll_timeout_s=5)
 
 
 async def oxen_drops(
@@ -48,39 +33,39 @@ async def oxen_drops(
     started = time.monotonic()
     fake = FakeOxen()
     faults: collections.Counter[str] = collections.Counter()
-    with fast_stream():
-        async with serve_app(fake.app) as oxen_server:
-            fake.base_url = oxen_server.base_url
-            settings = make_settings(workdir, oxen_api_key=API_KEY, oxen_base_url=fake.base_url, reconcile_after_s=3600)
-            try:
-                async with serve_app(create_app(settings)) as receiver, api_client(receiver.base_url) as api:
-                    expected: dict[str, str] = {}  # generation id → succeeded | failed
-                    jobs: dict[str, str] = {}  # generation id → job id
-                    for _ in range(generations):
-                        generation_id = fake.submit()
-                        reply = await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation_id})
-                        reply.raise_for_status()
-                        jobs[generation_id] = reply.json()["id"]
-                    await fake.wait_connections(1, timeout=10)
+    async with serve_app(fake.app) as oxen_server:
+        fake.base_url = oxen_server.base_url
+        settings = make_settings(workdir, oxen_api_key=API_KEY, oxen_base_url=fake.base_url, reconcile_after_s=3600)
+        try:
+            async with serve_app(create_app(settings, stream_tuning=FAST)) as receiver, \
+                    api_client(receiver.base_url) as api:
+                expected: dict[str, str] = {}  # generation id → succeeded | failed
+                jobs: dict[str, str] = {}  # generation id → job id
+                for _ in range(generations):
+                    generation_id = fake.submit()
+                    reply = await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation_id})
+                    reply.raise_for_status()
+                    jobs[generation_id] = reply.json()["id"]
+                await fake.wait_connections(1, timeout=10)
 
-                    firing = asyncio.create_task(fire_completions(fake, list(jobs), duration_s, expected, rand))
-                    while not firing.done():
-                        await asyncio.sleep(rand.uniform(*drop_every_s))
-                        await _fault(fake, rand, faults)
-                    await firing
-                    fake.refuse_streams = None
+                firing = asyncio.create_task(fire_completions(fake, list(jobs), duration_s, expected, rand))
+                while not firing.done():
+                    await asyncio.sleep(rand.uniform(*drop_every_s))
+                    await _fault(fake, rand, faults)
+                await firing
+                fake.refuse_streams = None
 
-                    async def none_pending() -> bool:
-                        return not await all_pages(api, "/v1/jobs", "jobs", provider="oxen", status="pending")
+                async def none_pending() -> bool:
+                    return not await all_pages(api, "/v1/jobs", "jobs", provider="oxen", status="pending")
 
-                    t0 = time.monotonic()
-                    settled = await eventually(none_pending, settle_s, interval=0.1)
-                    caught_up_s = time.monotonic() - t0
-                    listing = {j["provider_job_id"]: j for j in await all_pages(api, "/v1/jobs", "jobs", provider="oxen")}
-                    receipts = await all_pages(api, "/v1/receipts", "receipts", provider="oxen")
-                    metrics = (await api.get("/metrics")).text
-            finally:
-                fake.close()
+                t0 = time.monotonic()
+                settled = await eventually(none_pending, settle_s, interval=0.1)
+                caught_up_s = time.monotonic() - t0
+                listing = {j["provider_job_id"]: j for j in await all_pages(api, "/v1/jobs", "jobs", provider="oxen")}
+                receipts = await all_pages(api, "/v1/receipts", "receipts", provider="oxen")
+                metrics = (await api.get("/metrics")).text
+        finally:
+            fake.close()
     report.check(settled, "jobs still pending after the stream came back for good")
     wrong = [g for g, status in expected.items() if listing[g]["status"] != status]
     report.check(not wrong, f"{len(wrong)} job(s) not in the state their completion says, e.g. {wrong[:3]}")

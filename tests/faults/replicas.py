@@ -24,11 +24,11 @@ from typing import Any
 from tests.fakes.callback import CallbackServer, callback_server
 from tests.fakes.oxen import API_KEY, FakeOxen
 from tests.faults import pgctl
-from tests.faults.common import ReceiverDaemon, Report, all_pages, api_client, eventually, log_records, retry_schedule
+from tests.faults.common import Report, all_pages, api_client, eventually, log_records, retry_schedule
 from tests.faults.crash import callbacks_by_job
 from tests.faults.oxen_drops import fire_completions
 from tests.faults.spread import SpreadLoad, all_ready, post_anywhere, stream_states, wait_leader
-from tests.support import process_env, postgres_database, serve_app
+from tests.support import ReceiverProcess, process_env, postgres_database, serve_app
 
 LEADER_TIMEOUT_S = 90.0  # lease ttl 15 s + renew 5 s + the stream's (re)connect, with a wide margin
 
@@ -52,7 +52,7 @@ async def replicas_under_faults(
             RECEIVER_LOG_FORMAT="json", RECEIVER_LOG_LEVEL="WARNING", RECEIVER_CALLBACK_TIMEOUT_S="5",
             RECEIVER_RETRY_SCHEDULE=",".join(map(str, retry_schedule(120))),
         )
-        daemons = [ReceiverDaemon(env, workdir / f"replica{i}.log") for i in range(replicas)]
+        daemons = [ReceiverProcess(env, log_path=workdir / f"replica{i}.log") for i in range(replicas)]
         try:
             for daemon in daemons:
                 await asyncio.to_thread(daemon.start)
@@ -71,7 +71,7 @@ async def replicas_under_faults(
     return report
 
 
-async def _run(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxen, sink: CallbackServer,
+async def _run(report: Report, daemons: list[ReceiverProcess], fake: FakeOxen, sink: CallbackServer,
                rand: random.Random, *, duration_s: float, kills: int, down_s: tuple[float, float], senders: int,
                duplicate_share: float, oxen_jobs: int, failovers: int, restart_postgres: bool,
                settle_s: float) -> None:
@@ -155,7 +155,7 @@ async def _run(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxen, si
     }
 
 
-async def _chaos(daemons: list[ReceiverDaemon], load: SpreadLoad, rand: random.Random, chaos: dict[str, Any], *,
+async def _chaos(daemons: list[ReceiverProcess], load: SpreadLoad, rand: random.Random, chaos: dict[str, Any], *,
                  duration_s: float, kills: int, down_s: tuple[float, float], restart_postgres: bool) -> None:
     """`kills` SIGKILLs of random replicas (each restarted after a moment) and one PostgreSQL restart in the
     middle, one at a time, spread over `duration_s`."""
@@ -184,11 +184,11 @@ async def _chaos(daemons: list[ReceiverDaemon], load: SpreadLoad, rand: random.R
         chaos["leader kills"] += was == "connected"
         await asyncio.to_thread(daemons[index].kill)
         await asyncio.sleep(rand.uniform(*down_s))
-        chaos["restart to healthy, s"].append(await asyncio.to_thread(daemons[index].start))
+        chaos["restart to healthy, s"].append((await asyncio.to_thread(daemons[index].start)).started_in_s)
     await asyncio.sleep(max(0.0, began + duration_s - time.monotonic()))
 
 
-async def _failover(report: Report, daemons: list[ReceiverDaemon], fake: FakeOxen, batch: list[str],
+async def _failover(report: Report, daemons: list[ReceiverProcess], fake: FakeOxen, batch: list[str],
                     expected: dict[str, str], rand: random.Random) -> float:
     """Kill the stream's holder; complete `batch` while no replica holds it; the seconds until another does."""
     leader = await wait_leader(daemons, LEADER_TIMEOUT_S)

@@ -16,8 +16,8 @@ import httpx
 
 from tests.fakes.pixazo import completed
 from tests.fakes.runware import image
-from tests.faults.common import ReceiverDaemon, hook_path
-from tests.support import API_TOKEN
+from tests.faults.common import hook_path
+from tests.support import API_TOKEN, ReceiverProcess
 
 GIVE_UP_S = 90.0  # a sender retrying one webhook this long means no replica ever took it
 
@@ -27,7 +27,7 @@ class SpreadLoad:
     replica in turn; a share of the webhooks goes to two replicas at once (a provider's retry racing its first
     try). A webhook without a 2xx is sent again until one comes, like a provider does."""
 
-    def __init__(self, daemons: list[ReceiverDaemon], senders: int, prefix: str, rand: random.Random,
+    def __init__(self, daemons: list[ReceiverProcess], senders: int, prefix: str, rand: random.Random,
                  duplicate_share: float) -> None:
         self.urls = [d.base_url for d in daemons]
         self.senders = senders
@@ -113,7 +113,7 @@ class SpreadLoad:
             await asyncio.sleep(0.02)
 
 
-async def post_anywhere(daemons: list[ReceiverDaemon], path: str, body: dict[str, Any], timeout: float = 60) -> Any:
+async def post_anywhere(daemons: list[ReceiverProcess], path: str, body: dict[str, Any], timeout: float = 60) -> Any:
     """POST an API request to one replica after another until one answers 2xx; its JSON."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10) as client:
@@ -131,10 +131,10 @@ async def post_anywhere(daemons: list[ReceiverDaemon], path: str, body: dict[str
             await asyncio.sleep(0.05)
 
 
-async def stream_states(daemons: list[ReceiverDaemon]) -> dict[int, str]:
+async def stream_states(daemons: list[ReceiverProcess]) -> dict[int, str]:
     """Replica index → what its /readyz says of the Oxen stream (`down` when it does not answer)."""
 
-    async def one(client: httpx.AsyncClient, daemon: ReceiverDaemon) -> str:
+    async def one(client: httpx.AsyncClient, daemon: ReceiverProcess) -> str:
         if not daemon.alive:
             return "down"
         try:
@@ -147,7 +147,7 @@ async def stream_states(daemons: list[ReceiverDaemon]) -> dict[int, str]:
     return dict(enumerate(states))
 
 
-async def wait_leader(daemons: list[ReceiverDaemon], timeout: float, *, not_index: int | None = None) -> int | None:
+async def wait_leader(daemons: list[ReceiverProcess], timeout: float, *, not_index: int | None = None) -> int | None:
     """The index of the replica whose /readyz says `connected` (other than `not_index`), once one does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -159,7 +159,7 @@ async def wait_leader(daemons: list[ReceiverDaemon], timeout: float, *, not_inde
     return None
 
 
-async def all_ready(daemons: list[ReceiverDaemon], timeout: float,
+async def all_ready(daemons: list[ReceiverProcess], timeout: float,
                     seen: collections.Counter[int] | None = None) -> bool:
     """Until every replica's /readyz answers 200 (its store reachable); `seen` counts the answers."""
     deadline = time.monotonic() + timeout

@@ -59,9 +59,16 @@ async def test_schema_upgrades_an_older_database(tmp_path: Path) -> None:
     s = await open_store(f"sqlite:///{path}")
     try:
         assert await s.secret("api_token", lambda: "new") == "kept"
-        await s.apply(receipt(), [done("r7", "https://a/7.jpg")])
+        result = await s.apply(receipt(), [done("r7", "https://a/7.jpg")])  # the upgraded tables take writes
+        assert result.outcome is Outcome.APPLIED
+        job = await s.get_job(result.job_ids[0])
+        assert job is not None and job.status is JobStatus.SUCCEEDED
+        assert [o.url for o in job.outputs] == ["https://a/7.jpg"]
     finally:
         await s.close()
+    with sqlite3.connect(path) as raw:
+        version = raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert int(version) == len(MIGRATIONS)
 
 
 async def test_synchronous_full_commits_off_the_event_loop(tmp_path: Path) -> None:

@@ -411,7 +411,7 @@ async def test_replicas_claim_disjoint_mirror_tasks(open_stores: Opener) -> None
     claimed = [t.index for t in a] + [t.index for t in b]
     assert sorted(claimed) == list(range(12))  # each output once, by one replica
     assert await second.claim_mirror_tasks(limit=8, lease_s=60) == []
-# -- the jobs API (v0.2) ---------------------------------------------------------------------------
+# -- what the jobs API asks of the store: patch, cancel, timeouts, redelivery, idempotency ----------
 
 async def register(store: Store, pid: str, *, provider: str = "pixazo", callback_url: str | None = None,
                    expected_outputs: int | None = None) -> str:

@@ -17,7 +17,7 @@ from tests.fakes import runware as rw
 from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.hostile import MiB, HostileProvider, huge, trickle
 from tests.fakes.oxen import API_KEY as OXEN_KEY
-from tests.fakes.oxen import FakeOxen
+from tests.fakes.oxen import FAST_TUNING, FakeOxen
 from tests.support import API_TOKEN, ReceiverProcess, RunningServer, process_env, eventually
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
@@ -65,11 +65,11 @@ async def test_a_trickling_poll_holds_up_no_other_job_or_provider(tmp_path: Path
         assert (await wait_job(server, job["id"], timeout=10))["status"] == "succeeded"
 
 
-async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path, fake_oxen: FakeOxen,
-                                                                  fast_oxen_stream: None) -> None:
+async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path, fake_oxen: FakeOxen) -> None:
     stuck, other = fake_oxen.submit(), fake_oxen.submit()
     fake_oxen.trickle_polls.add(stuck)
-    async with serve_receiver(tmp_path, oxen_api_key=OXEN_KEY, oxen_base_url=fake_oxen.base_url) as server:
+    async with serve_receiver(tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=OXEN_KEY,
+                              oxen_base_url=fake_oxen.base_url) as server:
         await register(server, "oxen", stuck)
         job = await register(server, "oxen", other)
         await fake_oxen.wait_connections(1)
@@ -110,11 +110,6 @@ async def test_an_oversized_poll_answer_is_a_failed_poll_and_nothing_is_stored(
         assert f"more than {MAX_ANSWER_BYTES} bytes" in caplog.text
 
 
-def peak_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-
-
 async def test_a_300_mib_answer_is_refused_without_taking_the_memory(tmp_path: Path) -> None:
     hostile = HostileProvider(default=huge(300 * MiB))
     async with hostile.serve():
@@ -122,13 +117,12 @@ async def test_a_300_mib_answer_is_refused_without_taking_the_memory(tmp_path: P
                           RECEIVER_PROVIDER_TIMEOUT_S="60")
         proc = ReceiverProcess(env).start()
         try:
-            assert proc.proc is not None
-            before = peak_rss_kib(proc.proc.pid)
+            before = proc.memory_kib()["VmHWM"]
             async with httpx.AsyncClient(base_url=proc.base_url, timeout=60,
                                          headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
                 reply = await api.post("/v1/generations", json=GENERATE)
             assert reply.status_code == 502 and "exceeds" in reply.json()["message"], reply.text
-            grown_mib = (peak_rss_kib(proc.proc.pid) - before) / 1024
+            grown_mib = (proc.memory_kib()["VmHWM"] - before) / 1024
             assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"
         finally:
             proc.kill()

@@ -1,4 +1,5 @@
-"""The pure Oxen adapter: stream events (`model`/`url`) and poll answers (`model_name`/`result_url`)."""
+"""Oxen: the pure adapter, stream events (`model`/`url`) and poll answers (`model_name`/`result_url`), and the
+queue request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers import oxen
+from receiver.providers._request import GenerationSpec
+from tests.providers.common import IMAGE, build
 
 GEN = "bb8f3e2a9c1d4e5f"
 
@@ -19,7 +22,7 @@ def body(**fields: Any) -> bytes:
 
 
 def poll_answer(**overrides: Any) -> bytes:
-    """`GET /api/ai/queue/{id}` as PROVIDERS.md shows it."""
+    """`GET /api/ai/queue/{id}` as Oxen documents it."""
     answer = {
         "generation_id": GEN, "model_name": "xai-grok-imagine-image", "prompt": "a fox", "media_type": "image",
         "status": "succeeded", "result_url": "https://cdn.oxen.test/r/out.webp?X-Amz-Signature=f00",
@@ -117,35 +120,57 @@ def test_extra_fields_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(("raw", "reason"), [
-    (b"", "empty"),
-    (b"   \n", "empty"),
-    (b"not json", "not JSON"),
-    (b"\xff\xfe{}", "UTF-8"),
-    (b"[1, 2]", "JSON object"),
-    (b'"succeeded"', "JSON object"),
-    (body(status="succeeded", url="https://x.test/a.png"), "generation_id"),
-    (body(generation_id="", status="succeeded", url="https://x.test/a.png"), "generation_id"),
-    (body(generation_id=True, status="succeeded", url="https://x.test/a.png"), "generation_id"),
-    (body(generation_id=GEN), "status"),
-    (body(generation_id=GEN, status=None), "status"),
-    (body(generation_id=GEN, status="exploded"), "status"),
-    (body(generation_id=GEN, status=3), "status"),
-    (body(generation_id=GEN, status="succeeded"), "url"),
-    (body(generation_id=GEN, status="succeeded", url=""), "url"),
-    (body(generation_id=GEN, status="succeeded", url=["https://x.test/a.png"]), "url"),
+    pytest.param(b"", "empty", id="empty"),
+    pytest.param(b"   \n", "empty", id="blank"),
+    pytest.param(b"not json", "not JSON", id="not-json"),
+    pytest.param(b"\xff\xfe{}", "UTF-8", id="not-utf8"),
+    pytest.param(b"[1, 2]", "JSON object", id="array"),
+    pytest.param(b'"succeeded"', "JSON object", id="string"),
+    pytest.param(body(status="succeeded", url="https://x.test/a.png"), "generation_id", id="no-generation-id"),
+    pytest.param(body(generation_id="", status="succeeded", url="https://x.test/a.png"), "generation_id",
+                 id="empty-generation-id"),
+    pytest.param(body(generation_id=True, status="succeeded", url="https://x.test/a.png"), "generation_id",
+                 id="boolean-generation-id"),
+    pytest.param(body(generation_id=GEN), "status", id="no-status"),
+    pytest.param(body(generation_id=GEN, status=None), "status", id="null-status"),
+    pytest.param(body(generation_id=GEN, status="exploded"), "status", id="unknown-status"),
+    pytest.param(body(generation_id=GEN, status=3), "status", id="numeric-status"),
+    pytest.param(body(generation_id=GEN, status="succeeded"), "url", id="succeeded-without-url"),
+    pytest.param(body(generation_id=GEN, status="succeeded", url=""), "url", id="empty-url"),
+    pytest.param(body(generation_id=GEN, status="succeeded", url=["https://x.test/a.png"]), "url", id="url-list"),
 ])
 def test_malformed_stream_events_say_why(raw: bytes, reason: str) -> None:
     with pytest.raises(InvalidPayload, match=reason):
         oxen.parse_stream_event(raw)
 
 
-def test_poll_404_shape_is_not_a_status() -> None:
-    not_found = body(error={"type": "resource_not_found", "title": "Generation not found"}, status="error",
-                     status_message="resource_not_found")
+@pytest.mark.parametrize(("raw", "reason"), [
+    pytest.param(body(error={"type": "resource_not_found", "title": "Generation not found"}, status="error",
+                      status_message="resource_not_found"), None, id="404-shape-is-not-a-status"),
+    pytest.param(poll_answer(result_url=None), "result_url", id="succeeded-without-result-url"),
+])
+def test_malformed_poll_answers_are_invalid(raw: bytes, reason: str | None) -> None:
+    with pytest.raises(InvalidPayload, match=reason):
+        oxen.parse_status(raw)
+
+
+# -- submitting ----------------------------------------------------------------------------------
+
+
+def test_request() -> None:
+    text = build(oxen, GenerationSpec("a fox", params={"output_format": "png"}))
+    assert (text.method, text.path, text.headers) == ("POST", "/api/ai/queue", {"Authorization": "Bearer K"})
+    assert text.json == {"model": "xai-grok-imagine-image", "prompt": "a fox", "output_format": "png"}
+    edit = build(oxen, GenerationSpec("sharper", input_image=IMAGE))
+    assert edit.json == {"model": "xai-grok-imagine-image-edit", "prompt": "sharper", "input_image": IMAGE}
+    assert build(oxen, GenerationSpec("x", model="m-2")).json["model"] == "m-2"
+    answer = {"generations": [{"generation_id": "g1", "status": "queued"}, {"generation_id": "g2", "status": "queued"}]}
+    assert [s.provider_job_id for s in oxen.parse_submit(text, json.dumps(answer).encode())] == ["g1", "g2"]
+    assert oxen.build_poll("g1", api_key="K").path == "/api/ai/queue/g1"
+
+
+@pytest.mark.parametrize("answer", [b'{"generations": []}', b'{"generations": [{"status": "queued"}]}', b"[]"],
+                         ids=["no-generations", "no-generation-id", "not-an-object"])
+def test_submit_answers_without_generation_ids_are_invalid(answer: bytes) -> None:
     with pytest.raises(InvalidPayload):
-        oxen.parse_status(not_found)
-
-
-def test_poll_succeeded_without_result_url_is_invalid() -> None:
-    with pytest.raises(InvalidPayload, match="result_url"):
-        oxen.parse_status(poll_answer(result_url=None))
+        oxen.parse_submit(build(oxen, GenerationSpec("a fox")), answer)

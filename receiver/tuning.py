@@ -1,0 +1,46 @@
+"""Timings of the Oxen consumer and the media mirror: one value each per app, carried in the Runtime
+(like `DeliveryLimits`), so tests pass fast ones to `create_app` instead of patching a module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamTuning:
+    """Timings of the Oxen consumer (receiver.oxen_stream)."""
+
+    keep_alive_s: float = 15.0  # Oxen sends `: keep-alive` this often when idle
+    stall_factor: float = 2.5  # no byte for stall_factor·keep_alive_s means the connection is dead
+    connect_timeout_s: float = 10.0
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    unauthorized_base_s: float = 15.0  # a refused key is a configuration error: retry slowly
+    unauthorized_cap_s: float = 60.0
+    healthy_after_s: float = 30.0  # a connection that stayed up this long resets the backoff
+    poll_timeout_s: float = 15.0
+    poll_concurrency: int = 4
+    in_flight: int = 256  # stream events being ingested at once (the store commits them together)
+    # Oxen's events are a few hundred bytes: a line or an event over these ends the connection, and
+    # its first `kept_chars` are kept as an invalid receipt.
+    max_line_chars: int = 1024 * 1024
+    max_event_chars: int = 1024 * 1024
+    kept_chars: int = 64 * 1024
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return self.keep_alive_s * self.stall_factor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MirrorTuning:
+    """Timings of the media mirror (receiver.mirror)."""
+
+    attempt_timeout_s: float = 60.0  # one fetch and upload, start to end (a trickling origin stops here)
+    read_timeout_s: float = 15.0  # silence between two reads
+    retry_for_s: float = 120.0  # transient failures are retried this long after the task was queued
+    first_retry_s: float = 1.0
+    max_retry_s: float = 30.0
+    concurrency: int = 4  # outputs mirrored at once by this replica
+    poll_s: float = 1.0  # look for tasks at least this often (others' tasks, retries coming due)
+    sweep_every_s: float = 600.0
