@@ -372,12 +372,15 @@ def bench_growth(plan: Plan) -> list[Row]:
 # -- 5. callbacks drained vs webhooks ingested -------------------------------------------------------------
 
 
-async def _drain(plan: Plan) -> list[tuple[float, float, int, int]]:
-    """(ingested per s, drained per s, 2xx, callbacks) per round, after a warm-up round."""
+async def _drain(plan: Plan, database_url: str | None = None) -> list[tuple[float, float, int, int]]:
+    """(ingested per s, drained per s, 2xx, callbacks) per round, after a warm-up round; on SQLite, or on
+    the PostgreSQL database at `database_url`."""
     sink = await bl.CallbackSink().start()
     db = plan.workdir / "drain.db"
-    server = bl.Served("receiver-drain", "receiver.app:create_app", plan.workdir, factory=True,
-                       env=bl.receiver_env(db, RECEIVER_DEFAULT_CALLBACK_URL=sink.url))
+    env = bl.receiver_env(db, RECEIVER_DEFAULT_CALLBACK_URL=sink.url)
+    if database_url is not None:
+        env["RECEIVER_DATABASE_URL"] = database_url
+    server = bl.Served("receiver-drain", "receiver.app:create_app", plan.workdir, factory=True, env=env)
     await asyncio.to_thread(server.start)
     rounds: list[tuple[float, float, int, int]] = []
     try:
@@ -386,7 +389,8 @@ async def _drain(plan: Plan) -> list[tuple[float, float, int, int]]:
             before = len(sink.arrivals)
             started = time.perf_counter()
             result = await asyncio.to_thread(load, plan, server, f"drain-{number}", seconds)
-            jobs = await asyncio.to_thread(bl.count_jobs, db, "pixazo")
+            jobs = await asyncio.to_thread(benchpg.count_jobs, database_url, "pixazo") if database_url else \
+                await asyncio.to_thread(bl.count_jobs, db, "pixazo")
             deadline = time.perf_counter() + 120
             while len(sink.arrivals) < jobs:
                 if time.perf_counter() > deadline:
@@ -407,14 +411,27 @@ async def _drain(plan: Plan) -> list[tuple[float, float, int, int]]:
 
 
 def bench_drain(plan: Plan) -> list[Row]:
-    rounds = asyncio.run(_drain(plan))
+    return _drain_rows("drain", plan, asyncio.run(_drain(plan)))
+
+
+def bench_pg_drain(plan: Plan) -> list[Row]:
+    if (problem := benchpg.unavailable()) is not None:
+        return [Row("pg-drain", f"skipped: {problem}", "")]
+    url = benchpg.create_database("drain")
+    try:
+        return _drain_rows("pg-drain", plan, asyncio.run(_drain(plan, url)))
+    finally:
+        benchpg.drop_database(url)
+
+
+def _drain_rows(name: str, plan: Plan, rounds: list[tuple[float, float, int, int]]) -> list[Row]:
     ratios = [drained / ingested for ingested, drained, _, _ in rounds]
     ratio = statistics.median(ratios)
     return [
-        Row("drain", f"burst ({plan.generator} -c{plan.connections}, {plan.drain_seconds:g} s), lean sink: "
-                     "ingested / drained per s (median)",
+        Row(name, f"burst ({plan.generator} -c{plan.connections}, {plan.drain_seconds:g} s), lean sink: "
+                  "ingested / drained per s (median)",
             f"{statistics.median(r[0] for r in rounds):,.0f} / {statistics.median(r[1] for r in rounds):,.0f}"),
-        Row("drain", "callbacks drained ÷ webhooks ingested per s (rounds: " + ", ".join(f"{x:.2f}" for x in ratios)
+        Row(name, "callbacks drained ÷ webhooks ingested per s (rounds: " + ", ".join(f"{x:.2f}" for x in ratios)
             + ")", f"{ratio:.2f}×", "≥ 0.70×", verdict(ratio >= 0.7)),
     ]
 
@@ -423,15 +440,35 @@ def bench_drain(plan: Plan) -> list[Row]:
 
 
 def bench_logging(plan: Plan) -> list[Row]:
-    default_env = bl.receiver_env(plan.workdir / "log-default.db")
+    return _logging(plan, "logging", {})
+
+
+def bench_pg_logging(plan: Plan) -> list[Row]:
+    if (problem := benchpg.unavailable()) is not None:
+        return [Row("pg-logging", f"skipped: {problem}", "")]
+    urls = [benchpg.create_database("log_default"), benchpg.create_database("log_warning")]
+    try:
+        return _logging(plan, "pg-logging", {"default": urls[0], "warning": urls[1]})
+    finally:
+        for url in urls:
+            benchpg.drop_database(url)
+
+
+def _logging(plan: Plan, name: str, database_urls: dict[str, str]) -> list[Row]:
+    """Default logging against WARNING, each `receiver serve` on SQLite or on its PostgreSQL database."""
+    default_env = bl.receiver_env(plan.workdir / f"{name}-default.db")
+    quiet_env = bl.receiver_env(plan.workdir / f"{name}-warning.db")
     del default_env["RECEIVER_LOG_LEVEL"]
-    default = bl.Served("serve-default-logging", "", plan.workdir, env=default_env, cli=True)
-    quiet = bl.Served("serve-warning", "", plan.workdir, env=bl.receiver_env(plan.workdir / "log-warning.db"), cli=True)
+    for env, key in ((default_env, "default"), (quiet_env, "warning")):
+        if key in database_urls:
+            env["RECEIVER_DATABASE_URL"] = database_urls[key]
+    default = bl.Served(f"{name}-serve-default", "", plan.workdir, env=default_env, cli=True)
+    quiet = bl.Served(f"{name}-serve-warning", "", plan.workdir, env=quiet_env, cli=True)
     results: dict[str, list[bl.LoadResult]] = {default.name: [], quiet.name: []}
     try:
         default.start()
         quiet.start()
-        alternate(plan, [default, quiet], plan.logging_rounds, plan.logging_seconds, "logging", results)
+        alternate(plan, [default, quiet], plan.logging_rounds, plan.logging_seconds, name, results)
         log_bytes = (plan.workdir / f"{default.name}.log").stat().st_size
     finally:
         default.stop()
@@ -441,12 +478,12 @@ def bench_logging(plan: Plan) -> list[Row]:
     ratio = statistics.median(ratios)
     webhooks = sum(r.ok for r in results[default.name])
     return [
-        Row("logging", "`receiver serve` ingest, default logging / RECEIVER_LOG_LEVEL=WARNING (median)",
+        Row(name, "`receiver serve` ingest, default logging / RECEIVER_LOG_LEVEL=WARNING (median)",
             f"{statistics.median(r.rps for r in d):,.0f} / {statistics.median(r.rps for r in q):,.0f} req/s, "
             f"{statistics.median(r.cpu_us_per_request for r in d):.0f} / "
             f"{statistics.median(r.cpu_us_per_request for r in q):.0f} µs CPU each"),
-        Row("logging", "default logging: bytes logged per webhook", f"{log_bytes / max(1, webhooks):.0f}"),
-        Row("logging", "ingest default ÷ WARNING (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+        Row(name, "default logging: bytes logged per webhook", f"{log_bytes / max(1, webhooks):.0f}"),
+        Row(name, "ingest default ÷ WARNING (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
             f"{ratio:.2f}×", "≥ 0.90×", verdict(ratio >= 0.9)),
     ]
 
@@ -636,7 +673,7 @@ def bench_pg_e2e(plan: Plan) -> list[Row]:
 BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
     "ingest": bench_ingest, "e2e": bench_e2e, "stream": bench_stream, "growth": bench_growth,
     "drain": bench_drain, "logging": bench_logging, "client": bench_client, "media": bench_media_mirror,
-    "pg-ingest": bench_pg_ingest, "pg-e2e": bench_pg_e2e,
+    "pg-ingest": bench_pg_ingest, "pg-e2e": bench_pg_e2e, "pg-drain": bench_pg_drain, "pg-logging": bench_pg_logging,
 }
 
 
