@@ -38,7 +38,7 @@ from receiver.store.rows import (
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.schema import MIGRATIONS
 from receiver.store.sqlite_mirror import SQLiteMirror, insert_mirror_tasks
-from receiver.store.sqlite_file import WAL_TRUNCATE_BYTES, FileLock, keep_wal_bounded
+from receiver.store.sqlite_file import CHECKPOINT_BUSY_MS, WAL_TRUNCATE_BYTES, FileLock, keep_wal_bounded
 from receiver.store.sqlite_work import SQLiteWork
 from receiver.store.sqlite_jobs import SQLiteJobActions
 
@@ -92,6 +92,8 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
                 await self._batch(lambda db: db.execute("DELETE FROM replicas"))
             self._reader = await self._connect()
             self._checkpointer = await self._connect()
+            # It may hold the writes while it waits for readers (keep_wal_bounded): briefly, then it gives up.
+            await self._checkpointer.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
         except BaseException as exc:
             await self.close()
             if isinstance(exc, StoreError):
@@ -131,7 +133,7 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
 
     async def _checkpoints(self) -> None:
         if self._checkpointer is not None:
-            await keep_wal_bounded(self.path, self._checkpointer, self._written)
+            await keep_wal_bounded(self.path, self._checkpointer, self._written, self._write_lock)
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
