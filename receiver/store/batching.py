@@ -81,6 +81,12 @@ class GroupCommit:
             if first is None:
                 return
             batch = [first]
+            # Turns of the loop first, while they bring more: requests already read but not yet parsed
+            # reach the queue and share this commit (a commit blocks the loop, so the fewer the better).
+            waiting = -1
+            while waiting < self._queue.qsize() < MAX_BATCH:
+                waiting = self._queue.qsize()
+                await asyncio.sleep(0)
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
