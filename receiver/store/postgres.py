@@ -249,8 +249,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
             receipt_ids = await self._flush(conn, unit)
             # After the job locks, so a batch never holds a job row while it waits for a key lock.
-            for item in sorted((b for b in batch if isinstance(b, AttemptRecord)), key=lambda a: a.message.job_id):
-                await self._record_attempt_now(conn, item)
+            await self._record_attempts_now(conn, [b for b in batch if isinstance(b, AttemptRecord)])
             results: list[Any] = [None] * len(batch)
             for i, done in ingested:
                 results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,

@@ -20,7 +20,8 @@ from receiver.store.rows import (
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
 _REFRESH_DELIVERY_STATUS = (
     "UPDATE jobs SET delivery_status = COALESCE("
-    "(SELECT status FROM messages WHERE job_id = $1 ORDER BY seq DESC LIMIT 1), 'none') WHERE id = $1"
+    "(SELECT status FROM messages WHERE messages.job_id = jobs.id ORDER BY seq DESC LIMIT 1), 'none') "
+    "WHERE id = ANY($1::text[])"
 )
 log = logging.getLogger("receiver.store")
 
@@ -72,18 +73,27 @@ class PostgresWork(PostgresPart):
         self._held.pop(seq, None)
 
     @staticmethod
-    async def _record_attempt_now(conn: Conn, item: AttemptRecord) -> None:
-        message = item.message
-        attempt = await conn.fetchval(
-            "UPDATE messages SET attempts = attempts + 1, status = $1, next_attempt_at = $2, lease_until = NULL "
-            "WHERE seq = $3 AND status = 'pending' RETURNING attempts", item.status, item.next_attempt_at, message.seq)
-        if attempt is None:
+    async def _record_attempts_now(conn: Conn, items: list[AttemptRecord]) -> None:
+        """A batch's delivery attempts in two statements, whatever their number: each pending message
+        counts its attempt and takes its new status, the attempt is logged, then each job's
+        delivery_status follows its latest message (a second statement: a data-modifying CTE's changes
+        are not visible to its own statement)."""
+        if not items:
             return
-        await conn.execute(
+        items = sorted(items, key=lambda i: i.message.seq)
+        job_ids = await conn.fetch(
+            "WITH given AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::integer[], "
+            "$5::text[], $6::float8[]) AS g(seq, status, next_attempt_at, status_code, error, at)), "
+            "counted AS (UPDATE messages m SET attempts = m.attempts + 1, status = g.status, "
+            "next_attempt_at = g.next_attempt_at, lease_until = NULL FROM given g "
+            "WHERE m.seq = g.seq AND m.status = 'pending' "
+            "RETURNING m.id, m.job_id, m.url, m.attempts, g.status_code, g.error, g.at) "
             "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at)
-        await conn.execute(_REFRESH_DELIVERY_STATUS, message.job_id)
+            "SELECT * FROM counted RETURNING job_id",
+            [i.message.seq for i in items], [i.status for i in items], [i.next_attempt_at for i in items],
+            [i.status_code for i in items], [i.error for i in items], [i.at for i in items])
+        if job_ids:
+            await conn.execute(_REFRESH_DELIVERY_STATUS, sorted({r["job_id"] for r in job_ids}))
 
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         for seq in seqs:
