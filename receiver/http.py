@@ -11,7 +11,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
 from receiver.errors import ReceiverError
-from receiver.models import dumps
 
 
 log = logging.getLogger("receiver.http")

@@ -13,19 +13,33 @@ from receiver.runtime import Runtime
 log = logging.getLogger("receiver.ingest")
 
 
-async def ingest(runtime: Runtime, receipt: Receipt, parse: Callable[[], list[Completion]]) -> ApplyResult:
-    """Store `receipt` and apply what `parse()` makes of it, in one transaction.
+Parsed = list[Completion] | InvalidPayload  # what an adapter made of a message: its completions, or why not
 
-    A body the adapter rejects is still kept, as an `invalid` receipt; the result then carries the reason.
+
+def parse(receipt: Receipt, adapter: Callable[[], list[Completion]]) -> Parsed:
+    """Run a pure adapter over a message, once: its completions, or why the message is invalid. An
+    adapter bug (any other exception) is logged loudly and makes the message invalid too, so its bytes
+    are still kept and the sender gets a 400, not a 500."""
+    try:
+        return adapter()
+    except InvalidPayload as exc:
+        return exc
+    except Exception as exc:  # deliberate: a bug in an adapter must not lose the message
+        log.exception("%s adapter failed on a %s message", receipt.provider, receipt.source)
+        return InvalidPayload(f"unreadable {receipt.provider} message ({type(exc).__name__})")
+
+
+async def ingest(runtime: Runtime, receipt: Receipt, parsed: Parsed) -> ApplyResult:
+    """Store `receipt` and apply what its adapter made of it (`parse`), in one transaction.
+
+    A message the adapter refused is still kept, as an `invalid` receipt; the result then carries the reason.
     """
     try:
-        completions = _storable(parse())
-    except Exception as exc:
-        if isinstance(exc, InvalidPayload):
-            reason = str(exc)
-        else:  # an adapter bug: still keep the bytes, answer 400, and say so loudly
-            log.exception("%s adapter failed on a %s message", receipt.provider, receipt.source)
-            reason = f"unreadable {receipt.provider} message ({type(exc).__name__})"
+        completions = parsed if isinstance(parsed, InvalidPayload) else _storable(parsed)
+    except InvalidPayload as exc:
+        completions = exc
+    if isinstance(completions, InvalidPayload):
+        reason = str(completions)
         receipt_id = await runtime.store.record_invalid(receipt, reason)
         runtime.metrics.receipts.labels(receipt.provider, receipt.source, "invalid").inc()
         log.warning("invalid %s %s kept as receipt %s: %s", receipt.provider, receipt.source, receipt_id, reason)

@@ -14,7 +14,7 @@ from typing import Any
 
 from receiver import logs
 from receiver.errors import ProviderError, StoreError
-from receiver.ingest import ingest
+from receiver.ingest import ingest, parse
 from receiver.models import Completion, Job, Outcome, Receipt, dumps
 from receiver.notify import wait_for
 from receiver.provider_calls import MAX_IMAGE_ANSWER_BYTES, send
@@ -53,14 +53,14 @@ async def _run_call(runtime: Runtime, request: ProviderRequest, job_id: str) -> 
         body = response.content
         receipt = Receipt("lumenfall", "response", body, {"content-type": response.headers.get("content-type", "")})
         if response.is_success:
-            result = await ingest(runtime, receipt, lambda: [lumenfall.parse_image_response(job_id, body)])
+            result = await ingest(runtime, receipt, parse(receipt, lambda: [lumenfall.parse_image_response(job_id, body)]))
             if result.outcome is Outcome.INVALID:
                 # Kept as an invalid receipt; the job must still end, as nothing else will ever answer for it.
                 await _fail(runtime, job_id, f"unusable answer from Lumenfall: {result.error}")
         else:
             message = logs.masker_for(runtime.settings, runtime.secrets).redact(
                 refusal_message(response.status_code, body))
-            await ingest(runtime, receipt, lambda: [lumenfall.failed_response(job_id, message)])
+            await ingest(runtime, receipt, [lumenfall.failed_response(job_id, message)])
     except asyncio.CancelledError:
         await asyncio.shield(_fail(runtime, job_id, INTERRUPTED))
         raise
@@ -75,7 +75,7 @@ async def _fail(runtime: Runtime, job_id: str, message: str) -> None:
     note = dumps({"error": message, "noted_by": "receiver"}).encode()
     try:
         await ingest(runtime, Receipt("lumenfall", "response", note, {"content-type": "application/json"}),
-                     lambda: [completion])
+                     [completion])
     except StoreError as exc:  # the store is away: the job timeout (RECEIVER_JOB_TIMEOUT_S) ends it then
         log.error("could not record the failure of Lumenfall job %s: %s", job_id, exc)
 

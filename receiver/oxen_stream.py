@@ -27,7 +27,7 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 from receiver import backoff
 from receiver.bounded_sse import Oversized, aiter_bounded_sse
 from receiver.errors import InvalidPayload, NotConfigured, ReceiverError, StoreUnavailable
-from receiver.ingest import ingest
+from receiver.ingest import ingest, parse
 from receiver.models import ApplyResult, Job, Receipt
 from receiver.polling import poll_job
 from receiver.providers import oxen
@@ -192,10 +192,7 @@ class OxenConsumer:
         receipt = Receipt(provider="oxen", source="stream", body=exc.kept,
                           headers={"sse-event": exc.event, "truncated": "true"})
 
-        def refuse() -> list[Any]:
-            raise InvalidPayload(f"{exc.message} (only the first {len(exc.kept)} bytes kept)")
-
-        await ingest(self.runtime, receipt, refuse)
+        await ingest(self.runtime, receipt, InvalidPayload(f"{exc.message} (only the first {len(exc.kept)} bytes kept)"))
 
     async def _consume(self, source: EventSource) -> None:
         """Ingest each completion without waiting for the previous ones' COMMIT, at most `in_flight` at once.
@@ -235,7 +232,7 @@ class OxenConsumer:
         # The stream is decoded as UTF-8 text (invalid bytes become U+FFFD); the receipt keeps that text.
         data = sse.data.encode("utf-8")
         receipt = Receipt(provider="oxen", source="stream", body=data, headers={"sse-event": sse.event})
-        return ingest(self.runtime, receipt, lambda: [oxen.parse_stream_event(data)])
+        return ingest(self.runtime, receipt, parse(receipt, lambda: [oxen.parse_stream_event(data)]))
 
     async def _catch_up_loop(self) -> None:
         """After each (re)connect, poll every pending job; connects during a round ask for another round."""

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from receiver.errors import InvalidPayload, ProviderError
-from receiver.ingest import ingest
+from receiver.ingest import ingest, parse
 from receiver.models import ApplyResult, Completion, Job, JobStatus, PollResult, Receipt
 from receiver.provider_calls import call
 from receiver.providers import REGISTRY
@@ -65,16 +65,12 @@ async def _poll(runtime: Runtime, job: Job, *, timeout: float) -> Polled:
     body = response.content
     receipt = Receipt(job.provider, "poll", body, {"content-type": response.headers.get("content-type", "")})
 
-    def parse() -> list[Completion]:
-        return _about(job, provider.parse_poll(body))
-
-    try:
-        completions = parse()
-    except InvalidPayload:
-        return Polled("invalid", await ingest(runtime, receipt, parse))  # read again, kept as an invalid receipt
-    if all(c.status is JobStatus.PENDING for c in completions):
+    parsed = parse(receipt, lambda: _about(job, provider.parse_poll(body)))
+    if isinstance(parsed, InvalidPayload):
+        return Polled("invalid", await ingest(runtime, receipt, parsed))  # kept as an invalid receipt
+    if all(c.status is JobStatus.PENDING for c in parsed):
         return Polled("pending")
-    return Polled("terminal", await ingest(runtime, receipt, lambda: completions))
+    return Polled("terminal", await ingest(runtime, receipt, parsed))
 
 
 def _about(job: Job, completions: list[Completion]) -> list[Completion]:

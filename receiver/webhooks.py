@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from receiver.http import error, receive_body, secret_equals
-from receiver.ingest import ingest
+from receiver.ingest import ingest, parse
 from receiver.models import Outcome, Receipt, dumps
 from receiver.providers import REGISTRY, WEBHOOK_PROVIDERS
 from receiver.runtime import Runtime
@@ -58,7 +58,7 @@ async def receive_webhook(scope: Scope, receive: Receive, send: Send) -> None:
 
     kept = {k: v for k, v in headers.items() if k in _KEPT_HEADERS}
     receipt = Receipt(provider=provider, source="webhook", body=body, headers=kept)
-    result = await ingest(runtime, receipt, lambda: known.parse_webhook(headers, body))
+    result = await ingest(runtime, receipt, parse(receipt, lambda: known.parse_webhook(headers, body)))
     if result.outcome is Outcome.INVALID:
         answer = error(400, "invalid_payload", result.error or "invalid body", receipt_id=result.receipt_id)
         return await answer(scope, receive, send)
