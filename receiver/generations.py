@@ -81,9 +81,9 @@ async def create_generation(request: Request) -> Response:
     key = idempotency_key(request)
     if key is None:
         return _answer(await _generate(runtime, spec, api_key.get_secret_value(), None))
-    print_ = fingerprint(spec.model_dump(mode="json"))
-    settled = await settle(runtime, key, print_)
-    if settled.claim.fingerprint != print_:
+    digest = fingerprint(spec.model_dump(mode="json"))
+    settled = await settle(runtime, key, digest)
+    if settled.claim.fingerprint != digest:
         raise invalid("Idempotency-Key", "was used within 24 h for a different request")
     if not settled.ours:
         if settled.claim.state != "done":

@@ -45,13 +45,13 @@ class Settled:
     ours: bool  # True: this request holds the claim and must submit, then finish or release it
 
 
-async def settle(runtime: Runtime, key: str, print_: str) -> Settled:
+async def settle(runtime: Runtime, key: str, digest: str) -> Settled:
     """Claim `key`; while another request holds an unfinished claim, wait for it (up to its staleness)."""
     stale_s = runtime.settings.provider_timeout_s * 2 + 30
     loop = asyncio.get_running_loop()
     deadline = loop.time() + stale_s
     while True:
-        claim = await runtime.store.claim_idempotency_key(key, fingerprint=print_, ttl_s=TTL_S, stale_s=stale_s)
+        claim = await runtime.store.claim_idempotency_key(key, fingerprint=digest, ttl_s=TTL_S, stale_s=stale_s)
         if claim.state != "pending" or loop.time() > deadline or runtime.stopping.is_set():
             return Settled(claim, claim.state == "new")
         await asyncio.sleep(WAIT_STEP_S)

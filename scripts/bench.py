@@ -381,6 +381,9 @@ async def _drain(plan: Plan, database_url: str | None = None) -> list[tuple[floa
     if database_url is not None:
         env["RECEIVER_DATABASE_URL"] = database_url
     server = bl.Served("receiver-drain", "receiver.app:create_app", plan.workdir, factory=True, env=env)
+
+    def count_jobs() -> int:
+        return benchpg.count_jobs(database_url, "pixazo") if database_url else bl.count_jobs(db, "pixazo")
     await asyncio.to_thread(server.start)
     rounds: list[tuple[float, float, int, int]] = []
     try:
@@ -389,8 +392,7 @@ async def _drain(plan: Plan, database_url: str | None = None) -> list[tuple[floa
             before = len(sink.arrivals)
             started = time.perf_counter()
             result = await asyncio.to_thread(load, plan, server, f"drain-{number}", seconds)
-            jobs = await asyncio.to_thread(benchpg.count_jobs, database_url, "pixazo") if database_url else \
-                await asyncio.to_thread(bl.count_jobs, db, "pixazo")
+            jobs = await asyncio.to_thread(count_jobs)
             deadline = time.perf_counter() + 120
             while len(sink.arrivals) < jobs:
                 if time.perf_counter() > deadline:

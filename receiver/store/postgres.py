@@ -32,8 +32,8 @@ from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
 from receiver.store.base import Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
-    JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row,
-    receipt_from_row, receipt_rows,
+    JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, columns, job_filter_sql,
+    job_from_row, receipt_from_row, receipt_rows,
 )
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.parts import Conn
@@ -305,11 +305,11 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
                  for t in w.changed_jobs for j in (t.job,)],
             )
         if w.messages:
-            await conn.executemany(
+            await conn.execute(
                 "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
-                "VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
-                [(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages],
-            )
+                "SELECT i, j, u, b, 'pending', t, t FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
+                "$5::float8[]) AS m(i, j, u, b, t)",
+                *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5))
         ids: list[int] = []
         if w.receipts:
             ids = [r[0] for r in await conn.fetch(
@@ -410,11 +410,6 @@ async def _keep_session(conn: Any) -> None:
     is transaction-scoped (the migration lock is released by hand), and none ever SETs, LISTENs (the
     listener has its own connection) or keeps a cursor; asyncpg's default reset (unlock all, close all,
     unlisten, reset all) is one more round trip on every release, inside each group commit's turn."""
-
-
-def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as `width` column lists, for `INSERT … SELECT * FROM unnest($1::type[], …)`."""
-    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 async def _quietly(work: Awaitable[Any]) -> None:

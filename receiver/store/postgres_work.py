@@ -13,8 +13,8 @@ from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.batching import AttemptRecord
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.rows import (
-    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row,
-    message_from_row,
+    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, columns,
+    job_from_row, message_from_row,
 )
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
@@ -90,8 +90,7 @@ class PostgresWork(PostgresPart):
             "RETURNING m.id, m.job_id, m.url, m.attempts, g.status_code, g.error, g.at) "
             "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) "
             "SELECT * FROM counted RETURNING job_id",
-            [i.message.seq for i in items], [i.status for i in items], [i.next_attempt_at for i in items],
-            [i.status_code for i in items], [i.error for i in items], [i.at for i in items])
+            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at) for i in items], 6))
         if job_ids:
             await conn.execute(_REFRESH_DELIVERY_STATUS, sorted({r["job_id"] for r in job_ids}))
 

@@ -149,3 +149,8 @@ def task_from_row(r: Any, *, claimed: int = 0) -> MirrorTask:
 
 def media_from_row(r: Any) -> MediaObject:
     return MediaObject(r[0], int(r[1]), r[2], float(r[3]), float(r[4]) if r[4] is not None else None)
+
+
+def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as `width` column lists, for `INSERT … SELECT * FROM unnest($1::type[], …)`."""
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
