@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from receiver.errors import StoreError, StoreUnavailable
@@ -23,10 +23,6 @@ MAX_BATCH = 256
 STATUS_AFTER: dict[AttemptOutcome, MessageStatus] = {"delivered": "delivered", "failed": "failed", "retry": "pending"}
 
 
-def _future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
-
-
 @dataclass
 class Write:
     """One inbound message waiting for the group commit."""
@@ -34,7 +30,6 @@ class Write:
     receipt: Receipt
     completions: list[Completion] | None  # None: an invalid receipt, kept with `error`
     error: str | None
-    done: asyncio.Future[Any] = field(default_factory=_future)
 
 
 @dataclass
@@ -47,26 +42,28 @@ class AttemptRecord:
     status: MessageStatus  # the message's status after it
     next_attempt_at: float
     at: float
-    done: asyncio.Future[Any] = field(default_factory=_future)
 
 
 Item = Write | AttemptRecord
 Commit = Callable[[list[Item]], Awaitable[list[Any]]]
+Queued = tuple[Item, "asyncio.Future[Any]"]  # a write and the future its caller awaits
 
 
 class GroupCommit:
     def __init__(self, commit: Commit, *, name: str) -> None:
         self._commit = commit
-        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()  # futures made from it directly: get_running_loop() is a syscall
+        self._queue: asyncio.Queue[Queued | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = asyncio.create_task(self._run(), name=name)
 
     async def submit(self, item: Item) -> Any:
         if self._task is None:
             raise StoreError("store is closed")
-        self._queue.put_nowait(item)
+        done = self._loop.create_future()
+        self._queue.put_nowait((item, done))
         # A caller that goes away (its task cancelled, and `done` with it) does not undo the write: the
         # writer commits what is queued and only skips answering a future already done.
-        return await item.done
+        return await done
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -88,39 +85,39 @@ class GroupCommit:
                 waiting = self._queue.qsize()
                 await asyncio.sleep(0)
             while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
+                queued = self._queue.get_nowait()
+                if queued is None:
                     self._queue.put_nowait(None)  # finish this batch, then stop
                     break
-                batch.append(item)
+                batch.append(queued)
             try:
-                self._answer(batch, await self._commit(batch))
+                self._answer(batch, await self._commit([item for item, _ in batch]))
             except StoreUnavailable as exc:
                 # The database is away: every write of the batch fails alike (the caller answers 503).
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
             except Exception:  # deliberate: one bad write (or a bug) must not fail the writes batched with it
                 await self._one_by_one(batch)
 
-    async def _one_by_one(self, batch: list[Item]) -> None:
+    async def _one_by_one(self, batch: list[Queued]) -> None:
         """Find the culprit: each write alone, so one bad write cannot fail the others."""
-        for item in batch:
+        for item, done in batch:
             try:
-                self._answer([item], await self._commit([item]))
+                self._answer([(item, done)], await self._commit([item]))
             except StoreUnavailable as exc:
-                if not item.done.done():
-                    item.done.set_exception(exc)
+                if not done.done():
+                    done.set_exception(exc)
             except Exception as exc:  # deliberate: this write alone failed, its caller gets a StoreError
                 log.exception("store write failed")
-                if not item.done.done():
-                    item.done.set_exception(StoreError(f"store write failed: {type(exc).__name__}"))
+                if not done.done():
+                    done.set_exception(StoreError(f"store write failed: {type(exc).__name__}"))
 
     @staticmethod
-    def _answer(batch: list[Item], results: list[Any]) -> None:
-        for item, result in zip(batch, results):
-            if not item.done.done():
-                item.done.set_result(result)
+    def _answer(batch: list[Queued], results: list[Any]) -> None:
+        for (_, done), result in zip(batch, results):
+            if not done.done():
+                done.set_result(result)
 
 
 class BatchedStore:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from receiver.models import Completion, DeliveryStatus, JobStatus, Outcome, Output, Receipt
-from receiver.store.rules import UnitOfWork, sortable_id
+from receiver.store.rules import Entropy, UnitOfWork, sortable_id
 
 NOW = 1_800_000_000.0
 HOOK = "https://hooks.test/done"
@@ -107,3 +107,17 @@ def test_ids_have_one_shape_and_sort_by_the_time_they_were_made(prefix: str) -> 
     assert all(re.fullmatch(rf"{prefix}_[0-9a-f]{{32}}", i) for i in made)
     assert sorted(made) == made and len(set(made)) == len(made)
     assert len({sortable_id(prefix, NOW) for _ in range(1000)}) == 1000  # the same millisecond: random part
+
+
+def test_a_units_ids_draw_fresh_randomness_from_one_pool() -> None:
+    unit = UnitOfWork(now=NOW, reconcile_after_s=300, default_callback_url=None)
+    made = [unit.new_id("job") for _ in range(3 * Entropy.BLOCK // 10 + 7)]  # past several refills
+    assert len(set(made)) == len(made)
+    assert all(re.fullmatch(r"job_[0-9a-f]{32}", i) and i[4:16] == made[0][4:16] for i in made)
+
+
+def test_entropy_never_hands_out_the_same_bytes_twice() -> None:
+    pool = Entropy()
+    taken = [pool.take(10) for _ in range(200)] + [pool.take(Entropy.BLOCK + 5)]
+    assert [len(t) for t in taken] == [10] * 200 + [Entropy.BLOCK + 5]
+    assert len(set(taken)) == len(taken)
