@@ -8,7 +8,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeAlias, TypeVar
 
 from receiver.store.base import Changes
-from receiver.store.batching import BatchedStore
+from receiver.store.batching import AttemptRecord, BatchedStore
 from receiver.store.rules import UnitOfWork
 
 if TYPE_CHECKING:
@@ -57,8 +57,8 @@ class PostgresPart(BatchedStore):
         """Lock the keys, then read their jobs into `unit` as committed."""
         raise NotImplementedError
 
-    async def _flush(self, conn: Conn, unit: UnitOfWork) -> list[int]:
-        """Write everything `unit` changed; the new receipts' ids."""
+    async def _flush(self, conn: Conn, unit: UnitOfWork, attempts: list[AttemptRecord] | None = None) -> list[int]:
+        """Write everything `unit` changed (and `attempts`); the new receipts' ids."""
         raise NotImplementedError
 
     async def _in_unit(self, work: Callable[[Conn, UnitOfWork], Awaitable[T]]) -> T:

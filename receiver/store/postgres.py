@@ -247,9 +247,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
             await self._load(conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
             ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
-            receipt_ids = await self._flush(conn, unit)
-            # After the job locks, so a batch never holds a job row while it waits for a key lock.
-            await self._record_attempts_now(conn, [b for b in batch if isinstance(b, AttemptRecord)])
+            receipt_ids = await self._flush(conn, unit, [b for b in batch if isinstance(b, AttemptRecord)])
             results: list[Any] = [None] * len(batch)
             for i, done in ingested:
                 results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,
@@ -278,7 +276,11 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         for row in rows:
             unit.track(job_from_row(row))
 
-    async def _flush(self, conn: Conn, unit: UnitOfWork) -> list[int]:
+    async def _flush(self, conn: Conn, unit: UnitOfWork, attempts: list[AttemptRecord] | None = None) -> list[int]:
+        """Write everything the unit changed, and `attempts`; returns the new receipts' ids. The event-id lock
+        comes after every row the transaction writes: one that held it while waiting for a row another
+        replica holds, which waits for the event-id lock in turn, would deadlock (PostgreSQL breaks it after
+        a second, and the event ids of every replica wait that long)."""
         w = unit.writes()
         if w.new_jobs:
             # One statement over arrays (unnest) instead of a statement per row: a batch costs the backend
@@ -322,6 +324,8 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
                 "SELECT * FROM unnest($11::text[], $12::bigint[]) ON CONFLICT DO NOTHING",
                 *columns(rows, 10), *columns(links, 2))
         await insert_mirror_tasks(conn, w)
+        if attempts:  # after the key locks, so a batch never holds a job row while it waits for a key lock
+            await self._record_attempts_now(conn, attempts)
         if w.events:
             # Held to the COMMIT: event ids become visible in the order they were handed out.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
