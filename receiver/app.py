@@ -34,6 +34,7 @@ from receiver.oxen_stream import run_oxen_consumer
 from receiver.reconciler import run_reconciler
 from receiver.timeouts import run_job_timeouts
 from receiver.errors import ReceiverError, StoreError, StoreUnavailable
+from receiver.front import Receiver
 from receiver.leader import lead
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, wait_for
@@ -190,4 +191,4 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
     ]
     handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Invalid: invalid_request,
                 BodyTooLarge: body_too_large, HTTPException: http_error, Exception: internal_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    return Receiver(routes=routes, lifespan=lifespan, exception_handlers=handlers)
