@@ -41,11 +41,11 @@ async def ingest(runtime: Runtime, receipt: Receipt, parsed: Parsed) -> ApplyRes
     if isinstance(completions, InvalidPayload):
         reason = str(completions)
         receipt_id = await runtime.store.record_invalid(receipt, reason)
-        runtime.metrics.receipts.labels(receipt.provider, receipt.source, "invalid").inc()
+        runtime.metrics.count_receipt(receipt.provider, receipt.source, "invalid")
         log.warning("invalid %s %s kept as receipt %s: %s", receipt.provider, receipt.source, receipt_id, reason)
         return ApplyResult(receipt_id, Outcome.INVALID, [], [], error=reason)
     result = await runtime.store.apply(receipt, completions)
-    runtime.metrics.receipts.labels(receipt.provider, receipt.source, result.outcome.value).inc()
+    runtime.metrics.count_receipt(receipt.provider, receipt.source, result.outcome.value)
     if result.terminal_job_ids and log.isEnabledFor(logging.INFO):
         runtime.finished_lines.add(result.terminal_job_ids, f"{receipt.provider} {receipt.source}")
     return result

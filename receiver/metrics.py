@@ -30,6 +30,7 @@ class Metrics:
             "receiver_receipts", "Inbound webhooks and stream messages stored, by outcome",
             ["provider", "source", "outcome"], registry=r,
         )
+        self._receipt_series: dict[tuple[str, str, str], Counter] = {}
         self.webhooks_rejected = Counter(
             "receiver_webhooks_rejected", "Webhooks refused before anything was stored (provider 'unknown' for 404)",
             ["provider", "reason"], registry=r,
@@ -62,6 +63,15 @@ class Metrics:
         for provider in WEBHOOK_PROVIDERS:
             for outcome in Outcome:
                 self.receipts.labels(provider, "webhook", outcome.value)
+
+    def count_receipt(self, provider: str, source: str, outcome: str) -> None:
+        """One more stored receipt; each series looked up once (`labels()` takes a lock and checks its
+        arguments on every call, on the path of every webhook)."""
+        key = (provider, source, outcome)
+        series = self._receipt_series.get(key)
+        if series is None:
+            series = self._receipt_series[key] = self.receipts.labels(provider, source, outcome)
+        series.inc()
 
     async def render(self, store: Store, *, stream_state: StreamState | None = None) -> bytes:
         """Refresh the store-derived gauges (and the stream state, if given), then render the text format."""
