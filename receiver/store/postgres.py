@@ -52,6 +52,14 @@ NOTIFY_LIMIT = 7000  # bytes of a NOTIFY payload (PostgreSQL's limit is 8000)
 ACQUIRE_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 30.0  # no statement of ours takes long: past this the connection is taken for dead
 RETRIES = 5
+# Every statement planned for its tables as they are now. asyncpg prepares each statement once per
+# connection, and after five runs PostgreSQL may keep one generic plan: made while a fresh database's
+# jobs table held a few rows, that plan scans the table whole, and kept scanning it as it grew (the
+# group commit's job lookup took 29 ms at 200k jobs; ingest fell from ~2,600 to ~900 webhooks/s within
+# a minute, until autovacuum's ANALYZE threw the plan away). Planning each run costs tens of µs.
+SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+LOAD_JOBS_SQL = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
+                 "(SELECT * FROM unnest($1::text[], $2::text[]))")
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)
 # A connection in this state is unusable, whatever the query was (asyncpg reports a connection cut mid-
@@ -92,7 +100,8 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
     async def open(self) -> "PostgresStore":
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10,
-                                                   command_timeout=COMMAND_TIMEOUT_S, reset=_keep_session)
+                                                   command_timeout=COMMAND_TIMEOUT_S, reset=_keep_session,
+                                                   server_settings=SESSION_SETTINGS)
             async with self._pool.acquire() as conn:
                 if self._create:
                     await self._migrate(conn)
@@ -270,9 +279,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM "
             "(SELECT p || ':' || i AS k FROM unnest($1::text[], $2::text[]) AS t(p, i) ORDER BY 1) AS keys",
             providers, ids)
-        rows = await conn.fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
-            "(SELECT * FROM unnest($1::text[], $2::text[]))", providers, ids)
+        rows = await conn.fetch(LOAD_JOBS_SQL, providers, ids)
         for row in rows:
             unit.track(job_from_row(row))
 

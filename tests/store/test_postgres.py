@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from receiver.store import open_store
+from receiver.store.postgres import LOAD_JOBS_SQL
 from receiver.store.schema import POSTGRES_MIGRATIONS
 
 
@@ -90,3 +91,25 @@ async def test_info_reads_without_creating(postgres_url: str) -> None:
     finally:
         await reader.close()
         await store.close()
+
+
+async def test_the_job_lookup_is_planned_for_the_table_as_it_grows(postgres_url: str) -> None:
+    """A plan cached while the jobs table was tiny (a seq scan) must not outlive its growth: the store's
+    connections plan each run, so the lookup of a few keys uses the unique index at any size."""
+    store = await open_store(postgres_url)
+    try:
+        async with store._connection() as conn:
+            await conn.execute(f"PREPARE lookup(text[], text[]) AS {LOAD_JOBS_SQL}")
+            keys = "('{pixazo,pixazo}', '{p_1,p_2}')"
+            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                               "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(1, 50) g")
+            for _ in range(6):  # past the runs after which PostgreSQL may settle on one generic plan
+                assert len(await conn.fetch(f"EXECUTE lookup{keys}")) == 2
+            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                               "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 "
+                               "FROM generate_series(51, 30000) g")
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE lookup{keys}"))
+            await conn.execute("DEALLOCATE lookup")
+    finally:
+        await store.close()
+    assert "Index Scan" in plan and "Seq Scan on jobs" not in plan, plan
