@@ -200,9 +200,9 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def callback_body(job: Job, at: float) -> bytes:
-    """The downstream callback body: `{"type", "timestamp", "data": job}`."""
-    return envelope(event_type(job.status), iso_time(at), job.to_json())
+def callback_body(job: Job, timestamp: str) -> bytes:
+    """The downstream callback body: `{"type", "timestamp" (ISO, `iso_time`), "data": job}`."""
+    return envelope(event_type(job.status), timestamp, job.to_json())
 
 
 def envelope(type_: str, timestamp: str, data: dict[str, Any]) -> bytes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from receiver.models import (
-    Completion, DeliveryStatus, Job, JobStatus, Outcome, Output, Receipt, dumps, envelope, event_type, iso_time,
+    Completion, DeliveryStatus, Job, JobStatus, Outcome, Output, Receipt, callback_body, dumps, event_type, iso_time,
 )
 
 def outputs_json(outputs: list[Output]) -> str:
@@ -345,8 +345,7 @@ class UnitOfWork:
         job.delivery_status = DeliveryStatus.PENDING
         self.track(job).dirty = True
         message_id = self.new_id("msg")
-        body = envelope(event_type(job.status), self.now_iso, job.to_json())  # = callback_body(job, self.now)
-        self._messages.append(NewMessage(message_id, job.id, url, body, self.now))
+        self._messages.append(NewMessage(message_id, job.id, url, callback_body(job, self.now_iso), self.now))
         return message_id
 
     def redeliver(self, job: Job, url: str | None = None) -> str | None:
