@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -13,13 +14,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, Callable, Mapping, Self, Sequence
+from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Self, Sequence
 
 import httpx
 import uvicorn
 
 from receiver.server import server_config
 from receiver.settings import Settings
+
+if TYPE_CHECKING:
+    import pytest
 
 API_TOKEN = "test-api-token"
 WEBHOOK_TOKEN = "test-webhook-token"
@@ -267,3 +271,8 @@ async def postgres_database() -> AsyncIterator[str]:
 
 # An output's mirror fields while it is not mirrored (always so with RECEIVER_MEDIA_URL=off).
 UNMIRRORED = {"stored_url": None, "sha256": None, "bytes": None, "mirror_error": None}
+
+
+def errors(caplog: "pytest.LogCaptureFixture") -> list[str]:
+    """The messages logged at ERROR or above (with the `errors_logged` fixture: uvicorn's too)."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -16,24 +16,9 @@ from tests.fakes.callback import Reply, callback_server
 from tests.fakes.harness import serve_receiver
 from tests.fakes.hostile import HostileProvider, raw
 from receiver.app import create_app
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, errors, eventually, make_settings, serve_app
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
-
-
-@pytest.fixture
-async def errors_logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[pytest.LogCaptureFixture]:
-    """caplog, also fed by uvicorn's error logger (which does not propagate to the root logger)."""
-    uvicorn_error = logging.getLogger("uvicorn.error")
-    uvicorn_error.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        uvicorn_error.removeHandler(caplog.handler)
-
-
-def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- no 5xx on bad input ----------------------------------------------------------------------------

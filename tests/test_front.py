@@ -4,33 +4,17 @@ would, errors included, and everything else must still take Starlette's way."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
 from receiver.app import create_app
 from receiver.errors import StoreUnavailable
-from tests.support import WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
+from tests.support import WEBHOOK_TOKEN, RunningServer, errors, make_settings, serve_app
 
 BODY = json.dumps({"request_id": "req_front", "status": "COMPLETED",
                    "output": {"media_url": ["https://cdn.pixazo.ai/req_front/output.jpeg"]}})
-
-
-@pytest.fixture
-async def errors_logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[pytest.LogCaptureFixture]:
-    """caplog, also fed by uvicorn's error logger (which does not propagate to the root logger)."""
-    uvicorn_error = logging.getLogger("uvicorn.error")
-    uvicorn_error.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        uvicorn_error.removeHandler(caplog.handler)
-
-
-def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def post_webhook(server: RunningServer, path: str = "/webhooks/pixazo") -> Any:
