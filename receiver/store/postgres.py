@@ -56,8 +56,9 @@ RETRIES = 5
 # connection, and after five runs PostgreSQL may keep one generic plan: made while a fresh database's
 # jobs table held a few rows, that plan scans the table whole, and kept scanning it as it grew (the
 # group commit's job lookup took 29 ms at 200k jobs; ingest fell from ~2,600 to ~900 webhooks/s within
-# a minute, until autovacuum's ANALYZE threw the plan away). Planning each run costs tens of µs.
-SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+# a minute, until autovacuum's ANALYZE threw the plan away). Planning each run costs tens of µs. A SET
+# once per new connection, not a startup parameter, which a PgBouncer in front would refuse.
+SESSION_SETUP = "SET plan_cache_mode = force_custom_plan"
 LOAD_JOBS_SQL = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
                  "(SELECT * FROM unnest($1::text[], $2::text[]))")
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -101,7 +102,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10,
                                                    command_timeout=COMMAND_TIMEOUT_S, reset=_keep_session,
-                                                   server_settings=SESSION_SETTINGS)
+                                                   init=_set_up_session)
             async with self._pool.acquire() as conn:
                 if self._create:
                     await self._migrate(conn)
@@ -207,7 +208,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             raise StoreError("store is closed")
         try:
             conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-        except _UNAVAILABLE as exc:
+        except _BROKEN as exc:  # a new connection can also break during its set-up (SESSION_SETUP)
             raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
         broken = False
         try:
@@ -416,11 +417,17 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
 
 
 
+async def _set_up_session(conn: Any) -> None:
+    """Each new pooled connection, once: see SESSION_SETUP."""
+    await conn.execute(SESSION_SETUP)
+
+
 async def _keep_session(conn: Any) -> None:
     """The pool's reset of a released connection: nothing to undo. Every lock taken on a pooled connection
-    is transaction-scoped (the migration lock is released by hand), and none ever SETs, LISTENs (the
-    listener has its own connection) or keeps a cursor; asyncpg's default reset (unlock all, close all,
-    unlisten, reset all) is one more round trip on every release, inside each group commit's turn."""
+    is transaction-scoped (the migration lock is released by hand), and none SETs anything but
+    SESSION_SETUP (which must stay: the default reset's RESET ALL would undo it), LISTENs (the listener has
+    its own connection) or keeps a cursor; asyncpg's default reset (unlock all, close all, unlisten, reset
+    all) is one more round trip on every release, inside each group commit's turn."""
 
 
 async def _quietly(work: Awaitable[Any]) -> None:
