@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
             await runtime.close()
 
     routes = [
-        Route("/webhooks/{provider}", webhooks.WebhookEndpoint(), methods=["POST"]),  # first: the busiest
+        Route(webhooks.PATH, webhooks.WebhookEndpoint(), methods=["POST"]),  # first: the busiest
         Route("/healthz", ops.healthz),
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),

@@ -48,12 +48,11 @@ def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
 
 
-def sortable_id(prefix: str, now: float, entropy: bytes | None = None) -> str:
-    """`prefix_` + 32 hex digits: milliseconds, then 80 random bits (as UUIDv7; `entropy`: 10 bytes from
-    os.urandom, else drawn here). Ids made in turn sort together, so their unique index grows at its end
+def sortable_id(prefix: str, now: float, entropy: bytes) -> str:
+    """`prefix_` + 32 hex digits: milliseconds, then 80 random bits (as UUIDv7; `entropy`: 10 bytes of
+    os.urandom, from `Entropy`). Ids made in turn sort together, so their unique index grows at its end
     instead of writing a random page per insert."""
-    random = entropy if entropy is not None else os.urandom(10)
-    return f"{prefix}_{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{random.hex()}"
+    return f"{prefix}_{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{entropy.hex()}"
 
 
 class Entropy:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -103,10 +104,10 @@ def test_with_mirroring_a_succeeded_job_waits_for_its_mirror_before_its_event() 
 
 @pytest.mark.parametrize("prefix", ["job", "msg"])
 def test_ids_have_one_shape_and_sort_by_the_time_they_were_made(prefix: str) -> None:
-    made = [sortable_id(prefix, NOW + step) for step in (0.0, 0.001, 0.5, 60.0, 86_400.0)]
+    made = [sortable_id(prefix, NOW + step, os.urandom(10)) for step in (0.0, 0.001, 0.5, 60.0, 86_400.0)]
     assert all(re.fullmatch(rf"{prefix}_[0-9a-f]{{32}}", i) for i in made)
     assert sorted(made) == made and len(set(made)) == len(made)
-    assert len({sortable_id(prefix, NOW) for _ in range(1000)}) == 1000  # the same millisecond: random part
+    assert len({sortable_id(prefix, NOW, os.urandom(10)) for _ in range(1000)}) == 1000  # the same millisecond: random part
 
 
 def test_a_units_ids_draw_fresh_randomness_from_one_pool() -> None:
