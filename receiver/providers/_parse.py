@@ -4,19 +4,42 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+import orjson
 from receiver.errors import InvalidPayload
 from receiver.models import JobStatus
 
 _EXTRA_TYPES = {".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
+# orjson reads an integer past 64 bits (from 19 digits, negative) as a float; the standard library keeps it exact.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def load_object(body: bytes) -> dict[str, Any]:
-    """Decode a JSON object, or say precisely why the body is not one."""
+    """Decode a JSON object, or say precisely why the body is not one.
+
+    orjson first (a webhook's JSON in a fifth of the time); a body it refuses, or one with a number
+    it would read differently, goes the standard library's way, which accepts what JSON allows
+    beyond orjson (lone surrogate escapes, NaN, huge numbers) and words the errors."""
     if not body.strip():
         raise InvalidPayload("empty body")
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if not isinstance(value, dict):
+                raise InvalidPayload(f"expected a JSON object, got {type(value).__name__}")
+            return value
+    return _load_exactly(body)
+
+
+def _load_exactly(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -28,25 +28,22 @@ from typing import Any, Callable, TypeVar
 
 import aiosqlite
 from receiver.errors import StoreError, StoreUnavailable
-from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
+from receiver.models import ApplyResult, Job, Outcome, StoredReceipt
 from receiver.store.base import Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
-from receiver.store.rows import (
-    JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row,
-    receipt_from_row, receipt_rows,
-)
-from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.rows import JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row
+from receiver.store.rules import UnitOfWork
 from receiver.store.schema import MIGRATIONS
-from receiver.store.sqlite_mirror import SQLiteMirror, insert_mirror_tasks
+from receiver.store.sqlite_mirror import SQLiteMirror
 from receiver.store.sqlite_file import CHECKPOINT_BUSY_MS, WAL_TRUNCATE_BYTES, FileLock, keep_wal_bounded
 from receiver.store.sqlite_work import SQLiteWork
+from receiver.store.sqlite_writes import STATEMENT_CACHE, flush, load_jobs
 from receiver.store.sqlite_jobs import SQLiteJobActions
 
 log = logging.getLogger("receiver.store")
 
 T = TypeVar("T")
 BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
-_CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
 
 
 class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
@@ -113,7 +110,8 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
     def _connect_now(self) -> sqlite3.Connection:
         """The write connection: never waits on a lock (see `_transact`), never checkpoints."""
         # check_same_thread off: with synchronous=FULL it is used from `_fsync_thread` (always under the write lock).
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               cached_statements=STATEMENT_CACHE)
         conn.row_factory = sqlite3.Row
         for pragma in ("busy_timeout=0", "journal_mode=WAL", f"synchronous={self.synchronous}",
                        "wal_autocheckpoint=0", f"journal_size_limit={WAL_TRUNCATE_BYTES}"):
@@ -274,60 +272,8 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
                                      error=done.error)
         return results
 
-    @staticmethod
-    def _load(db: sqlite3.Connection, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
-        # One `provider = ? AND provider_job_id IN (…)` per provider: it searches the unique index,
-        # where a row-value IN over (provider, provider_job_id) would scan the whole table.
-        for provider, ids in unit.missing(keys).items():
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                sql = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? "
-                       f"AND provider_job_id IN ({','.join('?' * len(chunk))})")
-                for row in db.execute(sql, (provider, *chunk)).fetchall():
-                    unit.track(job_from_row(row))
-
-    @staticmethod
-    def _flush(db: sqlite3.Connection, unit: UnitOfWork) -> list[int]:
-        """Write everything the unit changed, in bulk; returns the new receipts' ids."""
-        w = unit.writes()
-        if w.new_jobs:
-            db.executemany(
-                "INSERT INTO jobs (id, provider, provider_job_id, status, outputs, error, metadata, callback_url, "
-                "registered, expected_outputs, delivery_status, created_at, completed_at, next_poll_at, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(j.id, j.provider, j.provider_job_id, j.status.value, outputs_json(j.outputs), j.error,
-                  dumps(j.metadata), j.callback_url, int(j.registered), j.expected_outputs, j.delivery_status.value,
-                  t.created_ts, t.completed_ts, t.next_poll_at, t.owner) for t in w.new_jobs for j in (t.job,)],
-            )
-        if w.changed_jobs:
-            db.executemany(
-                "UPDATE jobs SET status = ?, outputs = ?, error = ?, metadata = ?, callback_url = ?, registered = ?, "
-                "expected_outputs = ?, delivery_status = ?, completed_at = COALESCE(?, completed_at), "
-                "next_poll_at = CASE WHEN ? = 'pending' THEN next_poll_at END WHERE id = ?",
-                [(j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata), j.callback_url,
-                  int(j.registered), j.expected_outputs, j.delivery_status.value, t.completed_ts, j.status.value, j.id)
-                 for t in w.changed_jobs for j in (t.job,)],
-            )
-        insert_mirror_tasks(db, w)
-        if w.events:
-            db.executemany("INSERT INTO events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)",
-                           [(e.job_id, e.type, e.data, e.created_at) for e in w.events])
-        if w.messages:
-            db.executemany(
-                "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
-                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                [(m.id, m.job_id, m.url, m.body, m.created_at, m.created_at) for m in w.messages],
-            )
-        if not w.receipts:
-            return []
-        # This store has one writer, so receipt ids can be handed out here, known before the COMMIT.
-        first = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM receipts").fetchone()[0]) + 1
-        ids = list(range(first, first + len(w.receipts)))
-        rows, links = receipt_rows(ids, w.receipts)
-        db.executemany(f"INSERT INTO receipts ({RECEIPT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        if links:
-            db.executemany("INSERT OR IGNORE INTO receipt_jobs (job_id, receipt_id) VALUES (?, ?)", links)
-        return ids
+    _load = staticmethod(load_jobs)
+    _flush = staticmethod(flush)
 
     # -- jobs ------------------------------------------------------------------------------------
 

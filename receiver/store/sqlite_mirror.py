@@ -8,16 +8,7 @@ from typing import Any
 from receiver.store.base import Changes, MediaObject, MirrorTask
 from receiver.store.parts import SQLitePart
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
-from receiver.store.rules import MirrorResult, Writes
-
-
-def insert_mirror_tasks(db: sqlite3.Connection, w: Writes) -> None:
-    """Part of `_flush`: the mirror tasks a unit queued."""
-    if w.mirror_tasks:
-        db.executemany(
-            "INSERT INTO mirror_tasks (job_id, output_index, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (job_id, output_index) DO NOTHING",
-            [(t.job_id, t.index, t.url, t.created_at, t.created_at) for t in w.mirror_tasks])
+from receiver.store.rules import MirrorResult
 
 
 class SQLiteMirror(SQLitePart):
