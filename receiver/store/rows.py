@@ -6,7 +6,7 @@ from typing import Any, Mapping, Protocol
 
 import orjson
 
-from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, dumps, iso_time
+from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, PROVIDERS, StoredReceipt, dumps, iso_time
 from receiver.store.base import (
     PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask,
 )
@@ -99,7 +99,12 @@ def job_filter_sql(f: JobFilter, mark: str) -> tuple[list[str], list[Any]]:
         if value is not None:
             params.append(value)
             where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
+    if f.provider_job_id is not None and f.provider is None:
+        where.append(_ANY_PROVIDER)  # so the unique (provider, provider_job_id) index finds it
     return where, params
+
+
+_ANY_PROVIDER = f"provider IN ({', '.join(repr(p) for p in PROVIDERS)})"
 
 
 def finished_filter_sql(f: FinishedFilter, mark: str, *, has_default: bool) -> tuple[list[str], list[Any]]:

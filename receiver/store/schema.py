@@ -290,3 +290,9 @@ POSTGRES_MIGRATIONS.append(
     CREATE INDEX IF NOT EXISTS jobs_pending_by_created ON jobs (created_at) WHERE status = 'pending'
     """
 )
+
+# v0.2 throughput: a lookup by provider_job_id alone searches the unique (provider, provider_job_id)
+# index with `provider IN (every provider)` (rows.job_filter_sql), so its own index goes: one index
+# entry fewer per job, and with providers' random ids a random page fewer written per insert.
+MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
+POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from receiver.store import open_store
+from receiver.store import JobFilter, open_store
 from receiver.store.postgres import LOAD_JOBS_SQL
 from receiver.store.schema import POSTGRES_MIGRATIONS
 
@@ -113,3 +113,32 @@ async def test_the_job_lookup_is_planned_for_the_table_as_it_grows(postgres_url:
     finally:
         await store.close()
     assert "Index Scan" in plan and "Seq Scan on jobs" not in plan, plan
+
+
+async def test_a_provider_job_id_alone_is_searched_not_scanned(postgres_url: str) -> None:
+    """`GET /v1/jobs?provider_job_id=` without a provider uses the unique (provider, provider_job_id)
+    index, every provider listed, on a table grown past where a scan could be cheaper."""
+    store = await open_store(postgres_url)
+    reads: list[tuple[str, tuple[object, ...]]] = []
+    try:
+        async with store._connection() as conn:  # type: ignore[attr-defined]
+            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                               "SELECT 'job_' || g, 'pixazo', 'p' || g, 'succeeded', 0 FROM generate_series(1, 30000) g")
+            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                               "VALUES ('job_oxen_7', 'oxen', 'p7', 'succeeded', 0)")
+            await conn.execute("ANALYZE jobs")
+        fetch = store._fetch  # type: ignore[attr-defined]
+
+        async def recording(sql: str, *params: object) -> list[object]:
+            reads.append((sql, params))
+            return await fetch(sql, *params)  # type: ignore[no-any-return]
+
+        store._fetch = recording  # type: ignore[attr-defined]
+        page = await store.list_jobs(filters=JobFilter(provider_job_id="p7"), limit=10, cursor=None)
+        sql, params = next((sql, params) for sql, params in reads if "provider_job_id" in sql)
+        async with store._connection() as conn:  # type: ignore[attr-defined]
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *params))
+    finally:
+        await store.close()
+    assert sorted(j.provider for j in page.items) == ["oxen", "pixazo"]
+    assert "jobs_provider_provider_job_id_key" in plan and "Seq Scan on jobs" not in plan, plan

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from receiver.app import create_app
 from receiver.models import DeliveryStatus, JobStatus, Outcome
-from receiver.store import open_store
+from receiver.store import JobFilter, open_store
 from receiver.store.schema import MIGRATIONS
 from tests.store.test_store import done, receipt
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, make_settings, serve_app
@@ -226,3 +226,29 @@ def test_receiver_info_does_not_wait_for_a_serving_lock(tmp_path: Path) -> None:
             await store.close()
 
     assert asyncio.run(serve_and_read()) == "kept-by-the-server"
+
+
+async def test_a_provider_job_id_alone_is_searched_not_scanned(tmp_path: Path) -> None:
+    """`GET /v1/jobs?provider_job_id=` without a provider finds its job through the unique
+    (provider, provider_job_id) index, every provider listed, not by reading every job."""
+    path = tmp_path / "find.db"
+    s = await open_store(f"sqlite:///{path}")
+    reads: list[tuple[str, tuple[object, ...]]] = []
+    try:
+        await s.apply(receipt(), [done(f"p{n}", f"https://a/{n}.jpg") for n in range(200)])
+        await s.apply(receipt("oxen"), [done("p7", "https://o/7.png", provider="oxen")])
+        fetch = s._fetch  # type: ignore[attr-defined]
+
+        async def recording(sql: str, params: tuple[object, ...] = ()) -> list[object]:
+            reads.append((sql, params))
+            return await fetch(sql, params)  # type: ignore[no-any-return]
+
+        s._fetch = recording  # type: ignore[attr-defined]
+        page = await s.list_jobs(filters=JobFilter(provider_job_id="p7"), limit=10, cursor=None)
+    finally:
+        await s.close()
+    assert sorted(j.provider for j in page.items) == ["oxen", "pixazo"]
+    sql, params = next((sql, params) for sql, params in reads if "provider_job_id" in sql)
+    with sqlite3.connect(path) as raw:
+        plan = " / ".join(row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "SEARCH jobs USING INDEX sqlite_autoindex_jobs_2" in plan and "SCAN jobs" not in plan, plan
