@@ -113,8 +113,9 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                cached_statements=STATEMENT_CACHE)
         conn.row_factory = sqlite3.Row
+        # temp_store=MEMORY: a statement journal (an UPDATE of many rows) never becomes a temporary file.
         for pragma in ("busy_timeout=0", "journal_mode=WAL", f"synchronous={self.synchronous}",
-                       "wal_autocheckpoint=0", f"journal_size_limit={WAL_TRUNCATE_BYTES}"):
+                       "wal_autocheckpoint=0", f"journal_size_limit={WAL_TRUNCATE_BYTES}", "temp_store=MEMORY"):
             self._retry_busy_now(lambda: conn.execute(f"PRAGMA {pragma}"))
         return conn
 

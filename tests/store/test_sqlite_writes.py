@@ -43,3 +43,15 @@ def test_a_failing_row_fails_its_statement() -> None:
     db = _table()
     with pytest.raises(sqlite3.IntegrityError):
         insert_rows(db, "INSERT INTO t (n, word, blob)", [(1, "a", None), (2, None, None)])
+
+
+def test_or_rollback_takes_the_whole_transaction_back() -> None:
+    """What the store's INSERTs rely on: no statement journal, the transaction goes instead."""
+    db = _table()
+    db.isolation_level = None
+    db.execute("BEGIN IMMEDIATE")
+    insert_rows(db, "INSERT INTO t (n, word, blob)", [(1, "before", None)])
+    with pytest.raises(sqlite3.IntegrityError):
+        insert_rows(db, "INSERT OR ROLLBACK INTO t (n, word, blob)", [(2, "a", None), (3, None, None)])
+    assert not db.in_transaction
+    assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
