@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -29,6 +30,19 @@ def secret_equals(given: str | None, expected: str) -> bool:
     if given is None:
         return False
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+def query_value(query_string: bytes, name: str) -> str | None:
+    """The last `name` in a raw query string, decoded as Starlette's `request.query_params` decodes it."""
+    text = query_string.decode("latin-1")
+    if "%" in text or "+" in text:  # something to unquote: the standard library's way
+        return dict(parse_qsl(text, keep_blank_values=True)).get(name)
+    found = None
+    for pair in text.split("&"):  # what parse_qsl does when nothing needs unquoting, at a fraction of its cost
+        key, _, value = pair.partition("=")
+        if key == name and pair:
+            found = value
+    return found
 
 
 def bearer_token(request: Request) -> str | None:

@@ -8,22 +8,21 @@ unavailable, client gone, body too large), like every other route's.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
+import orjson
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from receiver.http import error, receive_body, secret_equals
+from receiver.http import error, query_value, receive_body, secret_equals
 from receiver.ingest import ingest, parse
-from receiver.models import Outcome, Receipt, dumps
+from receiver.models import Outcome, Receipt
 from receiver.providers import REGISTRY, WEBHOOK_PROVIDERS
 from receiver.runtime import Runtime
 
-# Headers worth keeping with a receipt for later diagnosis (never credentials).
-_KEPT_HEADERS = (
-    "content-type", "user-agent", "x-webhook-event", "x-webhook-signature",
-    "webhook-id", "webhook-timestamp", "webhook-signature",
-)
+# Headers worth keeping with a receipt for later diagnosis (never credentials), as ASGI names them.
+_KEPT_HEADERS = frozenset({
+    b"content-type", b"user-agent", b"x-webhook-event", b"x-webhook-signature",
+    b"webhook-id", b"webhook-timestamp", b"webhook-signature",
+})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 PREFIX = "/webhooks/"
 PATH = PREFIX + "{provider}"  # the route: what `front.py` takes at the door, and Starlette's way to the same endpoint
@@ -45,9 +44,7 @@ async def receive_webhook(scope: Scope, receive: Receive, send: Send) -> None:
         runtime.metrics.webhooks_rejected.labels("unknown", "unknown_provider").inc()  # no label per made-up name
         answer = error(404, "unknown_provider", f"no webhook for provider {provider!r}; one of {sorted(WEBHOOK_PROVIDERS)}")
         return await answer(scope, receive, send)
-    # The query decoded exactly as Starlette's `request.query_params` would; the last `token` counts.
-    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-    if not secret_equals(query.get("token"), runtime.secrets.webhook_token):
+    if not secret_equals(query_value(scope["query_string"], "token"), runtime.secrets.webhook_token):
         runtime.metrics.webhooks_rejected.labels(provider, "unauthorized").inc()
         return await error(401, "unauthorized", "missing or wrong ?token=")(scope, receive, send)
     headers = Headers(scope=scope)
@@ -58,14 +55,13 @@ async def receive_webhook(scope: Scope, receive: Receive, send: Send) -> None:
         runtime.metrics.webhooks_rejected.labels(provider, "bad_signature").inc()
         return await error(401, "bad_signature", "the webhook's signature is missing, stale or wrong")(scope, receive, send)
 
-    kept = {k: v for k, v in headers.items() if k in _KEPT_HEADERS}
+    kept = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _KEPT_HEADERS}
     receipt = Receipt(provider=provider, source="webhook", body=body, headers=kept)
     result = await ingest(runtime, receipt, parse(receipt, lambda: known.parse_webhook(headers, body)))
     if result.outcome is Outcome.INVALID:
         answer = error(400, "invalid_payload", result.error or "invalid body", receipt_id=result.receipt_id)
         return await answer(scope, receive, send)
-    content = dumps({"receipt_id": result.receipt_id, "outcome": result.outcome.value, "job_ids": result.job_ids})
-    payload = content.encode()
+    payload = orjson.dumps({"receipt_id": result.receipt_id, "outcome": result.outcome.value, "job_ids": result.job_ids})
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(payload)).encode()), *_JSON_HEADERS]})
     await send({"type": "http.response.body", "body": payload})
