@@ -53,43 +53,46 @@ class GroupCommit:
     def __init__(self, commit: Commit, *, name: str) -> None:
         self._commit = commit
         self._loop = asyncio.get_running_loop()  # futures made from it directly: get_running_loop() is a syscall
-        self._queue: asyncio.Queue[Queued | None] = asyncio.Queue()
+        # A list and an event rather than an asyncio.Queue: the writer takes everything queued at once,
+        # so a queue's per-item bookkeeping (~1.5 µs a write) buys nothing.
+        self._queued: list[Queued] = []
+        self._arrived = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = asyncio.create_task(self._run(), name=name)
 
     async def submit(self, item: Item) -> Any:
-        if self._task is None:
+        if self._task is None or self._closing:
             raise StoreError("store is closed")
         done = self._loop.create_future()
-        self._queue.put_nowait((item, done))
+        self._queued.append((item, done))
+        self._arrived.set()
         # A caller that goes away (its task cancelled, and `done` with it) does not undo the write: the
         # writer commits what is queued and only skips answering a future already done.
         return await done
 
     async def close(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop (refusing new writes meanwhile)."""
         if self._task is not None:
-            self._queue.put_nowait(None)
+            self._closing = True
+            self._arrived.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
+            if not self._queued:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
             # Turns of the loop first, while they bring more: requests already read but not yet parsed
             # reach the queue and share this commit (a commit blocks the loop, so the fewer the better).
             waiting = -1
-            while waiting < self._queue.qsize() < MAX_BATCH:
-                waiting = self._queue.qsize()
+            while waiting < len(self._queued) < MAX_BATCH:
+                waiting = len(self._queued)
                 await asyncio.sleep(0)
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                queued = self._queue.get_nowait()
-                if queued is None:
-                    self._queue.put_nowait(None)  # finish this batch, then stop
-                    break
-                batch.append(queued)
+            batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
             try:
                 self._answer(batch, await self._commit([item for item, _ in batch]))
             except StoreUnavailable as exc:

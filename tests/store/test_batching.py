@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from receiver.errors import StoreError
 from receiver.models import Receipt
-from receiver.store.batching import GroupCommit, Item, Write
+from receiver.store.batching import MAX_BATCH, GroupCommit, Item, Write
 
 
 def _write(n: int) -> Write:
@@ -51,3 +54,21 @@ async def test_a_write_arriving_after_the_commit_started_waits_for_the_next_one(
     assert await first == 1 and await asyncio.gather(*later) == [2, 2, 2]
     await group.close()
     assert batches == [1, 3]
+
+
+async def test_closing_commits_everything_queued_then_refuses_more() -> None:
+    batches: list[int] = []
+
+    async def commit(batch: list[Item]) -> list[Any]:
+        batches.append(len(batch))
+        await asyncio.sleep(0)
+        return [len(batches)] * len(batch)
+
+    group = GroupCommit(commit, name="test-group-commit")
+    writes = [asyncio.create_task(group.submit(_write(n))) for n in range(MAX_BATCH + 44)]
+    await asyncio.sleep(0)  # all of them queued
+    await group.close()
+    assert all(w.done() for w in writes) and len(await asyncio.gather(*writes)) == MAX_BATCH + 44
+    assert batches == [MAX_BATCH, 44]
+    with pytest.raises(StoreError, match="closed"):
+        await asyncio.wait_for(group.submit(_write(0)), 1)
