@@ -91,6 +91,8 @@ def url_problem(url: str) -> str | None:
 
 def storable_text(text: str) -> bool:
     """False for text holding a lone surrogate, which no UTF-8 column (or JSON answer) takes."""
+    if text.isascii():  # a flag of the string, no scan: most ids and URLs
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
