@@ -154,6 +154,35 @@ def test_access_lines_by_policy() -> None:
         assert [AccessLines(policy).filter(r) for r in (hook_ok, hook_bad, api_ok, api_bad, other)] == kept, policy
 
 
+def test_a_dropped_access_line_is_never_made_into_a_record() -> None:
+    """The policy is asked before `info` makes a record (uvicorn calls it once per request)."""
+    logger = logging.Logger("uvicorn.access.test", logging.INFO)
+    made: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = made.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    AccessLines("webhook-errors").install(logger)
+    fmt = '%s - "%s %s HTTP/%s" %d'
+    factory = logging.getLogRecordFactory()
+    records: list[logging.LogRecord] = []
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        records.append(record)
+        return record
+
+    logging.setLogRecordFactory(counting)
+    try:
+        logger.info(fmt, "127.0.0.1:5000", "POST", "/webhooks/pixazo?token=x", "1.1", 200)
+        assert records == [] and made == []
+        logger.info(fmt, "127.0.0.1:5000", "POST", "/webhooks/pixazo?token=x", "1.1", 401)
+        logger.info(fmt, "127.0.0.1:5000", "GET", "/v1/jobs", "1.1", 200)
+        logger.log(logging.INFO, fmt, "127.0.0.1:5000", "POST", "/webhooks/pixazo", "1.1", 200)  # the filter's
+    finally:
+        logging.setLogRecordFactory(factory)
+    assert [r.args[2:] for r in made] == [("/webhooks/pixazo?token=x", "1.1", 401), ("/v1/jobs", "1.1", 200)]  # type: ignore[index]
+
+
 def test_redaction_skips_no_pattern_a_line_could_need() -> None:
     formatter = Redacting(logging.Formatter("%(message)s"))
     formatter.protect((API_TOKEN,))
