@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import orjson
+
 from receiver.errors import InvalidPayload
 from receiver.models import JobStatus
 

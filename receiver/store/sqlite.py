@@ -31,7 +31,9 @@ from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, Job, Outcome, StoredReceipt
 from receiver.store.base import Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
-from receiver.store.rows import JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row
+from receiver.store.rows import (
+    JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
+)
 from receiver.store.rules import UnitOfWork
 from receiver.store.schema import MIGRATIONS
 from receiver.store.sqlite_mirror import SQLiteMirror
