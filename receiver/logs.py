@@ -112,10 +112,13 @@ class AccessLines(logging.Filter):
         `info` once per request, and a record made only to be dropped (every accepted webhook, by default)
         cost ~5 µs, a tenth of ingest's throughput once the rest got faster (docs/benchmarks.md)."""
         logger.filters[:] = [self]  # lines that reach the logger another way
+        if self.policy == "all":
+            return
         plain_info = logging.Logger.info.__get__(logger)
 
         def info(msg: object, *args: object, **kwargs: Any) -> None:
-            if self.keeps(args):
+            # The level first (cached): at WARNING no line is written, whatever the policy says of it.
+            if logger.isEnabledFor(logging.INFO) and self.keeps(args):
                 plain_info(msg, *args, **kwargs)
 
         logger.info = info  # type: ignore[method-assign]
