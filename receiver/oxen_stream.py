@@ -85,7 +85,7 @@ def _auth_headers(runtime: Runtime) -> dict[str, str]:
     key = runtime.settings.oxen_api_key
     if key is None:
         raise NotConfigured("RECEIVER_OXEN_API_KEY")
-    return {"Authorization": f"Bearer {key.get_secret_value()}"}
+    return oxen.stream_headers(key.get_secret_value())
 
 
 async def poll_pending_oxen_jobs(runtime: Runtime, tuning: StreamTuning | None = None) -> tuple[int, int]:
@@ -111,7 +111,7 @@ class OxenConsumer:
         self.tuning = tuning
         self.reconnects = Reconnects(tuning, rand)
         self.catch_up_wanted = asyncio.Event()
-        self.url = f"{runtime.settings.base_url('oxen')}/api/events"
+        self.url = runtime.settings.base_url("oxen") + oxen.STREAM_PATH
         self.opened_at: float | None = None  # loop time the current connection opened
 
     async def run(self) -> None:
@@ -171,13 +171,13 @@ class OxenConsumer:
                                 timeout=timeout) as source:
             response = source.response
             if response.status_code in (401, 403):
-                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", unauthorized=True)
+                raise StreamFailure(f"HTTP {response.status_code} from GET {oxen.STREAM_PATH}", unauthorized=True)
             if response.status_code != 200:
                 retry_after = backoff.parse_retry_after(response.headers.get("retry-after"), now=time.time())
-                raise StreamFailure(f"HTTP {response.status_code} from GET /api/events", retry_after=retry_after)
+                raise StreamFailure(f"HTTP {response.status_code} from GET {oxen.STREAM_PATH}", retry_after=retry_after)
             content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if content_type != "text/event-stream":
-                raise StreamFailure(f"GET /api/events answered {content_type or 'no content type'!r}, not an event stream")
+                raise StreamFailure(f"GET {oxen.STREAM_PATH} answered {content_type or 'no content type'!r}, not an event stream")
             self._opened()
             # The read timeout is the stall detector: keep-alive comments are bytes too, so it only
             # fires when nothing at all arrived for stall_timeout_s.

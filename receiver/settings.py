@@ -8,16 +8,11 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from receiver.media_target import parse_media_url
+from receiver.providers import REGISTRY
 from receiver.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.urls import check_callback_url
 
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "oxen": "https://hub.oxen.ai",
-    "runware": "https://api.runware.ai/v1",
-    "pixazo": "https://gateway.pixazo.ai",
-    "apiframe": "https://api.apiframe.ai",
-    "lumenfall": "https://api.lumenfall.ai/openai/v1",
-}
+DEFAULT_BASE_URLS: dict[str, str] = {name: provider.base_url for name, provider in REGISTRY.items()}
 
 
 class Settings(BaseSettings):

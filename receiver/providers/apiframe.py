@@ -83,6 +83,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
 
 # -- submitting and polling ------------------------------------------------------------------------
 
+BASE_URL = "https://api.apiframe.ai"  # every path below is joined to it; RECEIVER_APIFRAME_BASE_URL overrides it
+
 MODEL = "grok-imagine-image"
 WEBHOOK_EVENTS = ("completed", "failed")
 MAX_IDEMPOTENCY_KEY = 255

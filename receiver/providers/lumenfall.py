@@ -18,6 +18,8 @@ _EVENTS = {
     "video.canceled": JobStatus.CANCELLED,
 }
 
+BASE_URL = "https://api.lumenfall.ai/openai/v1"  # every path below is joined to it; RECEIVER_LUMENFALL_BASE_URL overrides it
+
 
 def verify_webhook(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
     """Lumenfall signs its webhooks the Standard Webhooks way (`webhook-id`, `-timestamp`, `-signature`)."""

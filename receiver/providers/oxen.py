@@ -13,6 +13,7 @@ from receiver.providers._parse import error_text, guess_media_type, load_object,
 from receiver.providers._request import GenerationSpec, ProviderRequest, Submitted, merge
 
 COMPLETED_EVENT = "media_generation_completed"
+STREAM_PATH = "/api/events"  # the account's Server-Sent Events, `COMPLETED_EVENT` among them
 
 _STATUS = {
     "queued": JobStatus.PENDING,
@@ -56,8 +57,15 @@ def parse_status(body: bytes) -> Completion:
 
 # -- submitting and polling ------------------------------------------------------------------------
 
+BASE_URL = "https://hub.oxen.ai"  # every path below is joined to it; RECEIVER_OXEN_BASE_URL overrides it
+
 TEXT_MODEL = "xai-grok-imagine-image"
 EDIT_MODEL = "xai-grok-imagine-image-edit"
+
+
+def stream_headers(api_key: str) -> dict[str, str]:
+    """How the stream (`STREAM_PATH`) is authenticated."""
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 def _headers(api_key: str) -> dict[str, str]:

@@ -52,6 +52,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
 
 # -- submitting and polling ------------------------------------------------------------------------
 
+BASE_URL = "https://gateway.pixazo.ai"  # every path below is joined to it; RECEIVER_PIXAZO_BASE_URL overrides it
+
 TEXT_MODEL = "grok-imagine-pro-text-to-image-quality"
 EDIT_MODEL = "grok-imagine-pro-edit-quality"
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -69,6 +69,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> list[Completion]:
 
 # -- submitting and polling ------------------------------------------------------------------------
 
+BASE_URL = "https://api.runware.ai/v1"  # every path below is joined to it; RECEIVER_RUNWARE_BASE_URL overrides it
+
 MODEL = "xai:grok-imagine@image"
 
 
