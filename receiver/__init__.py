@@ -1,7 +1,7 @@
-"""receiver: one endpoint for Grok Imagine results from Oxen, Runware, Pixazo, Apiframe and Lumenfall."""
+"""receiver: one endpoint for Grok Imagine results from Oxen, Runware, Pixazo, Apiframe and Lumenfall.
 
-from receiver.app import create_app
-from receiver.settings import Settings
+The package's face is the `receiver` command (`receiver.cli`) and `receiver.app.create_app`; importing
+`receiver` itself loads nothing else, so a pure adapter can be imported alone.
+"""
 
-__all__ = ["Settings", "create_app"]
-__version__ = "0.1.0"
+__version__ = "0.3.0"

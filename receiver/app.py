@@ -20,19 +20,35 @@ from starlette.routing import Mount, Route
 
 import httpx
 
-from receiver import api, events, generations, inspector, job_actions, logs, openapi, ops, webhooks
-from receiver.auth import BearerAuth, body_too_large, invalid_request
-from receiver.http import BodyTooLarge, client_gone, http_error, internal_error
-from receiver.media import media_target, open_media
-from receiver.media_routes import serve_media
-from receiver.mirror import run_mirror
-from receiver.validation import Invalid
-from receiver.delivery import run_delivery
-from receiver.delivery_limits import DeliveryLimits
-from receiver.lumenfall_calls import fail_orphaned_lumenfall_calls
-from receiver.oxen_stream import run_oxen_consumer
-from receiver.reconciler import run_reconciler
-from receiver.timeouts import run_job_timeouts
+from receiver import logs
+
+from receiver.api import jobs as api
+
+from receiver.api import events
+
+from receiver.api import generations
+
+from receiver.api import inspector
+
+from receiver.api import actions as job_actions
+
+from receiver.api import openapi
+
+from receiver.api import ops
+
+from receiver.ingest import webhooks
+from receiver.web.auth import BearerAuth, body_too_large, invalid_request
+from receiver.web.http import BodyTooLarge, client_gone, http_error, internal_error
+from receiver.media.service import media_target, open_media
+from receiver.media.routes import serve_media
+from receiver.media.mirror import run_mirror
+from receiver.web.validation import Invalid
+from receiver.delivery.worker import run_delivery
+from receiver.delivery.limits import DeliveryLimits
+from receiver.ingest.lumenfall_calls import fail_orphaned_lumenfall_calls
+from receiver.ingest.oxen_stream import run_oxen_consumer
+from receiver.ingest.reconciler import run_reconciler
+from receiver.ingest.timeouts import run_job_timeouts
 from receiver.errors import ReceiverError, StoreError, StoreUnavailable
 from receiver.front import Receiver
 from receiver.leader import lead

@@ -12,11 +12,15 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from receiver import listen, logs, tunnels
+from receiver import logs
+
+from receiver.relay import listen
+
+from receiver.relay import tunnels
 from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.providers import WEBHOOK_PROVIDERS
-from receiver.server import server_config
+from receiver.web.server import server_config
 from receiver.settings import Settings, webhook_url
 from receiver.store import describe_store, open_store
 

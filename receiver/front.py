@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from receiver.webhooks import PREFIX, receive_webhook
+from receiver.ingest.webhooks import PREFIX, receive_webhook
 
 
 class Receiver(Starlette):

@@ -64,7 +64,7 @@ class Output:
     # A provider's own id for this output (Runware imageUUID); outputs are deduplicated on it,
     # or on the URL when the provider gives none.
     key: str | None = None
-    # Its mirror (see receiver.mirror): where the copy is served, its digest and size, or why not.
+    # Its mirror (see receiver.media.mirror): where the copy is served, its digest and size, or why not.
     stored_url: str | None = None
     sha256: str | None = None
     size: int | None = None

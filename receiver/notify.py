@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from receiver.aio import wait_for
+from receiver.util.aio import wait_for
 from receiver.store.base import Changes
 
 __all__ = ["EVENTS", "OUTBOX", "Notifier", "job_key", "wait_for"]

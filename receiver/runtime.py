@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine
 import httpx
 from pydantic import SecretStr
 
-from receiver.delivery_limits import DeliveryLimits
+from receiver.delivery.limits import DeliveryLimits
 from receiver.logs import FinishedLines
 from receiver.metrics import Metrics
 from receiver.models import StreamState
@@ -22,7 +22,7 @@ from receiver.store import Store
 from receiver.tuning import MirrorTuning, StreamTuning
 
 if TYPE_CHECKING:
-    from receiver.media import Media
+    from receiver.media.service import Media
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Runtime:
     background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
     media: "Media | None" = None  # the media mirror; None with RECEIVER_MEDIA_URL=off (and for `receiver info`)
     # `job … finished` at INFO, a line per burst (see FinishedLines)
-    finished_lines: FinishedLines = field(default_factory=lambda: FinishedLines(logging.getLogger("receiver.ingest")))
+    finished_lines: FinishedLines = field(default_factory=lambda: FinishedLines(logging.getLogger("receiver.ingest.inbound")))
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run `work` past the request that started it; close() cancels and awaits whatever is left."""

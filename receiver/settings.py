@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from receiver.media_target import parse_media_url
+from receiver.media.target import parse_media_url
 from receiver.providers import REGISTRY
-from receiver.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
-from receiver.urls import check_callback_url
+from receiver.relay.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
+from receiver.util.urls import check_callback_url
 
 DEFAULT_BASE_URLS: dict[str, str] = {name: provider.base_url for name, provider in REGISTRY.items()}
 
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
 
     lumenfall_webhook_secret: SecretStr | None = None
 
-    # Media mirroring (receiver.mirror): `off`, a directory, file:///dir or s3://bucket/prefix.
+    # Media mirroring (receiver.media.mirror): `off`, a directory, file:///dir or s3://bucket/prefix.
     media_url: str = "./receiver-media"
     media_retention_days: float = Field(default=30.0, ge=0)  # 0 keeps objects forever; floats allowed
     media_max_bytes: int = Field(default=52_428_800, gt=0)

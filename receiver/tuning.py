@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamTuning:
-    """Timings of the Oxen consumer (receiver.oxen_stream)."""
+    """Timings of the Oxen consumer (receiver.ingest.oxen_stream)."""
 
     keep_alive_s: float = 15.0  # Oxen sends `: keep-alive` this often when idle
     stall_factor: float = 2.5  # no byte for stall_factor·keep_alive_s means the connection is dead
@@ -34,7 +34,7 @@ class StreamTuning:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MirrorTuning:
-    """Timings of the media mirror (receiver.mirror)."""
+    """Timings of the media mirror (receiver.media.mirror)."""
 
     attempt_timeout_s: float = 60.0  # one fetch and upload, start to end (a trickling origin stops here)
     read_timeout_s: float = 15.0  # silence between two reads

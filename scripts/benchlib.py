@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from receiver.store.sqlite import SQLiteStore
+from receiver.store.sqlite.store import SQLiteStore
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ServerProcess
 

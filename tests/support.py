@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sel
 import httpx
 import uvicorn
 
-from receiver.server import server_config
+from receiver.web.server import server_config
 from receiver.settings import Settings
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class RunningServer:
 @contextlib.asynccontextmanager
 async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: Any) -> AsyncIterator[RunningServer]:
     """Run an ASGI app on a real uvicorn server on 127.0.0.1 in this event loop, configured as `receiver
-    serve` configures it (`bounds`: see receiver.server.server_config)."""
+    serve` configures it (`bounds`: see receiver.web.server.server_config)."""
     if sock is None:
         # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it every
         # keep-alive request waits ~40 ms for a delayed ACK.

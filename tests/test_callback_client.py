@@ -1,4 +1,4 @@
-"""One callback attempt (`receiver.callback_client.send`) against small raw servers on loopback: every
+"""One callback attempt (`receiver.delivery.client.send`) against small raw servers on loopback: every
 way an answer can go wrong is an `AttemptResult` with a short text, never an exception."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import standardwebhooks
 
-from receiver.callback_client import ERROR_TEXT_CHARS, AttemptResult, open_session, send
-from receiver.delivery_limits import DeliveryLimits
+from receiver.delivery.client import ERROR_TEXT_CHARS, AttemptResult, open_session, send
+from receiver.delivery.limits import DeliveryLimits
 from receiver.store.base import Message
 from tests.support import SIGNING_SECRET, free_port
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver.lumenfall_calls import INTERRUPTED
+from receiver.ingest.lumenfall_calls import INTERRUPTED
 from receiver.settings import webhook_url
 from tests.fakes import apiframe as af
 from tests.fakes import lumenfall as lf

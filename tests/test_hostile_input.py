@@ -65,7 +65,7 @@ async def test_an_adapter_bug_is_a_400_and_the_bytes_are_kept(
         raise KeyError("surprise")
 
     monkeypatch.setattr(pixazo, "parse_webhook", broken)
-    with caplog.at_level(logging.ERROR, logger="receiver.ingest"):
+    with caplog.at_level(logging.ERROR, logger="receiver.ingest.inbound"):
         async with server.client() as client:
             reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=b'{"request_id": "x"}')
     assert reply.status_code == 400 and "KeyError" in reply.json()["message"]

@@ -1,4 +1,4 @@
-"""Small HTTP helpers (`receiver.http`)."""
+"""Small HTTP helpers (`receiver.web.http`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receiver.http import query_value
+from receiver.web.http import query_value
 
 _query_text = st.lists(st.sampled_from(list("token=abc&;+%20xyZ_-.~é\x00") + ["%2B", "%3D", "%26", "%zz"]),
                        max_size=20).map("".join)

@@ -23,9 +23,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from receiver.app import create_app
-from receiver.listen import ListenConfig, Listener, ListenTuning
-from receiver.listen_events import SourceEvent, parse_ahead
-from receiver.sse_lines import line_run
+from receiver.relay.listen import ListenConfig, Listener, ListenTuning
+from receiver.relay.events import SourceEvent, parse_ahead
+from receiver.util.sse_lines import line_run
 from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
 
 FAST = ["--silence-timeout", "5", "--max-backoff", "0.2"]

@@ -111,8 +111,8 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
                 deadline = asyncio.get_running_loop().time() + 10
                 wanted = {
                     "the failed delivery": lambda r: r.get("job_id") == failing["id"] and re.search(r"attempt \d+ failed", r["message"]),
-                    "the reconcile poll": lambda r: r["logger"] == "receiver.reconciler" and r.get("job_id") == pending["id"],
-                    "a delivery": lambda r: r["logger"] == "receiver.delivery" and "delivered" in r["message"],
+                    "the reconcile poll": lambda r: r["logger"] == "receiver.ingest.reconciler" and r.get("job_id") == pending["id"],
+                    "a delivery": lambda r: r["logger"] == "receiver.delivery.worker" and "delivered" in r["message"],
                 }
                 while not all(logged(p) for p in wanted.values()):
                     assert asyncio.get_running_loop().time() < deadline, [w for w, p in wanted.items() if not logged(p)]
@@ -131,7 +131,7 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
     webhook_paths = [r["path"] for r in access if r["path"].startswith("/webhooks/")]
     assert "/webhooks/pixazo?token=***" in webhook_paths and "/webhooks/pixazo?%74oken=***" in webhook_paths
     by_logger = {r["logger"] for r in records if r.get("job_id", "").startswith("job_")}
-    assert {"receiver.ingest", "receiver.delivery", "receiver.reconciler"} <= by_logger
+    assert {"receiver.ingest.inbound", "receiver.delivery.worker", "receiver.ingest.reconciler"} <= by_logger
     assert any(r["logger"] == "uvicorn.error" and "shutdown complete" in r["message"] for r in records)
 
 
@@ -223,14 +223,14 @@ async def test_default_access_log_leaves_out_accepted_webhooks_only(tmp_path: Pa
         next(line for line in access if '"POST /webhooks/pixazo?token=*** HTTP/1.1" 401' in line)
     ]
     assert any('"GET /v1/jobs HTTP/1.1" 200' in line for line in access)
-    assert "receiver.ingest" in text and "finished (pixazo webhook)" in text  # the accepted webhook, as its job
+    assert "receiver.ingest.inbound" in text and "finished (pixazo webhook)" in text  # the accepted webhook, as its job
     for secret in (API_TOKEN, WEBHOOK_TOKEN, "wrong-token", SIGNING_SECRET):
         assert secret not in text
 
 
 async def test_jobs_finished_in_one_turn_of_the_loop_share_one_line(caplog: Any) -> None:
-    lines = FinishedLines(logging.getLogger("receiver.ingest"))
-    with caplog.at_level(logging.INFO, logger="receiver.ingest"):
+    lines = FinishedLines(logging.getLogger("receiver.ingest.inbound"))
+    with caplog.at_level(logging.INFO, logger="receiver.ingest.inbound"):
         lines.add(["job_a"], "pixazo webhook")
         lines.add(["job_b", "job_c"], "oxen stream")
         assert caplog.records == []  # written at the end of the turn, once

@@ -169,7 +169,7 @@ async def test_a_local_directory_with_postgresql_warns_at_start(
     from tests.support import make_settings
 
     settings = make_settings(tmp_path, database_url=postgres_url, media_url=str(tmp_path / "media"))
-    with caplog.at_level("WARNING", logger="receiver.media"):
+    with caplog.at_level("WARNING", logger="receiver.media.service"):
         runtime = await open_runtime(settings)
         await runtime.close()
     assert any("other replicas cannot serve these files" in r.getMessage() for r in caplog.records)
@@ -193,8 +193,8 @@ async def test_uploads_cut_short_are_cleaned_up(tmp_path: Path) -> None:
     import os
     import time
 
-    from receiver.media_objects import MediaObjects
-    from receiver.media_target import parse_media_url
+    from receiver.media.objects import MediaObjects
+    from receiver.media.target import parse_media_url
 
     objects = MediaObjects(parse_media_url(str(tmp_path / "m")))
     (tmp_path / "m" / "incoming").mkdir()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.media_guard import MirrorFailure, address_allowed, check_content_type, parse_data_uri
-from receiver.media_sign import ByteRange, Unsatisfiable, media_path, parse_range, signature, verified_sha256
-from receiver.media_target import MediaTarget, parse_media_url
+from receiver.media.guard import MirrorFailure, address_allowed, check_content_type, parse_data_uri
+from receiver.media.sign import ByteRange, Unsatisfiable, media_path, parse_range, signature, verified_sha256
+from receiver.media.target import MediaTarget, parse_media_url
 
 SHA = "ab" * 32
 

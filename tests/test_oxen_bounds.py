@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from receiver.bounded_sse import BoundedSSE, Oversized
+from receiver.util.bounded_sse import BoundedSSE, Oversized
 from receiver.tuning import StreamTuning
 from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from receiver.reconciler import next_poll_delay, poll_interval
+from receiver.ingest.reconciler import next_poll_delay, poll_interval
 from tests.fakes import apiframe as af
 from tests.fakes import pixazo as px
 from tests.fakes import runware as rw

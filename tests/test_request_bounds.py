@@ -1,4 +1,4 @@
-"""What a client sends is bounded by the server (receiver.server): a request head over the cap is refused
+"""What a client sends is bounded by the server (receiver.web.server): a request head over the cap is refused
 without stalling anyone, and a client sending its head or body too slowly is dropped. Raw sockets."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from receiver.app import create_app
-from receiver.server import MAX_HEAD_BYTES
+from receiver.web.server import MAX_HEAD_BYTES
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app
 
 DROPPED_WITHIN_S = 15.0  # generous: the deadlines below are 1 s

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver.tunnels import Tunnel, TunnelProbe, addr_port, cloudflared_tunnel, discover, ngrok_tunnel
+from receiver.relay.tunnels import Tunnel, TunnelProbe, addr_port, cloudflared_tunnel, discover, ngrok_tunnel
 from receiver.store import open_store
 from tests.support import free_port, process_env, serve_app
 

@@ -10,8 +10,8 @@ from receiver.errors import StoreError
 from receiver.store.base import (
     Attempt, Changes, Clock, Event, FinishedFilter, JobFilter, KeyClaim, Message, Page, Store,
 )
-from receiver.store.postgres import PostgresStore, describe
-from receiver.store.sqlite import SQLiteStore
+from receiver.store.postgres.store import PostgresStore, describe
+from receiver.store.sqlite.store import SQLiteStore
 
 __all__ = ["Attempt", "Changes", "Clock", "Event", "FinishedFilter", "JobFilter", "KeyClaim", "Message", "Page", "PostgresStore", "SQLiteStore",
            "Store", "describe_store", "open_store", "sqlite_path"]
@@ -50,7 +50,7 @@ async def open_store(
 ) -> Store:
     """Open the store `url` names. `exclusive`: this process serves it (SQLite: locks the file);
     `create`: make the store when missing (False for `receiver info`, which only reads);
-    `mirroring`: succeeded jobs' outputs are mirrored before their event and callback (receiver.mirror)."""
+    `mirroring`: succeeded jobs' outputs are mirrored before their event and callback (receiver.media.mirror)."""
     scheme = _scheme(url)
     if scheme == "sqlite":
         path, options = sqlite_path(url)

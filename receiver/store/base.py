@@ -223,7 +223,7 @@ class Store(Protocol):
     async def orphaned_jobs(self, provider: str) -> list[Job]:
         """Pending jobs of `provider` owned by a replica that is gone."""
 
-    # -- media mirroring (receiver.mirror) -------------------------------------------------------
+    # -- media mirroring (receiver.media.mirror) -------------------------------------------------------
 
     async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
         """Due mirror tasks, leased to this replica for `lease_s` (one replica at a time mirrors an output)."""

@@ -126,7 +126,7 @@ class NewReceipt:
 
 @dataclass(slots=True)
 class NewMirrorTask:
-    """Copy output `index` of a job to the media store (see receiver.mirror)."""
+    """Copy output `index` of a job to the media store (see receiver.media.mirror)."""
 
     job_id: str
     index: int

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from receiver.provider_calls import MAX_ANSWER_BYTES
+from receiver.ingest.provider_calls import MAX_ANSWER_BYTES
 from tests.fakes import pixazo as px
 from tests.fakes import runware as rw
 from tests.fakes.harness import serve_receiver, wait_job

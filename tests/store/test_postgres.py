@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from receiver.store import JobFilter, open_store
-from receiver.store.postgres import LOAD_JOBS_SQL
+from receiver.store.postgres.store import LOAD_JOBS_SQL
 from receiver.store.schema import POSTGRES_MIGRATIONS
 
 

@@ -129,7 +129,7 @@ async def test_a_read_sees_every_write_acknowledged_before_it(tmp_path: Path) ->
 
 
 async def test_the_wal_stays_bounded_under_load_and_shrinks_when_idle(tmp_path: Path) -> None:
-    from receiver.store import sqlite_file
+    from receiver.store.sqlite import file as sqlite_file
 
     wal = tmp_path / "receiver.db-wal"
     peak = 0

@@ -1,4 +1,4 @@
-"""Multi-row INSERTs in fixed-size chunks (`receiver.store.sqlite_writes.insert_rows`)."""
+"""Multi-row INSERTs in fixed-size chunks (`receiver.store.sqlite.writes.insert_rows`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from receiver.store.sqlite_writes import CHUNKS, insert_rows
+from receiver.store.sqlite.writes import CHUNKS, insert_rows
 
 
 def _table() -> sqlite3.Connection:

@@ -1,0 +1,285 @@
+"""Outbound callbacks: claim due outbox messages, sign them (Standard Webhooks), send, record, retry.
+
+The outbox row is written in the transaction that makes a job terminal; this worker only moves it
+along. Delivery is at least once: a crash between a 2xx and its record sends the message again
+after restart, with the same `webhook-id`, so receivers can deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+from urllib.parse import urlsplit
+
+import aiohttp
+import standardwebhooks
+
+from receiver.util import backoff
+from receiver.delivery.client import AttemptResult, open_session, send
+from receiver.errors import StoreUnavailable
+from receiver.models import AttemptOutcome
+from receiver.notify import OUTBOX
+from receiver.runtime import Runtime
+from receiver.store.base import Message
+
+log = logging.getLogger("receiver.delivery.worker")
+
+# Messages beyond a destination's share are postponed in shares, each one step after the one before;
+# a step is between these bounds (see `_Deliverer._step`), and no share is put off more than MAX_POSTPONE_S.
+MIN_POSTPONE_S = 0.002
+POSTPONE_S = 1.0
+MAX_POSTPONE_S = 30.0
+MAX_BACKLOGS = 4096  # destinations whose postponed shares are tracked; those all due are dropped beyond
+LEASE_MARGIN_S = 10.0
+MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after an attempt: `delivered`, `retry` (after `delay` seconds) or `failed`."""
+
+    outcome: AttemptOutcome
+    delay: float | None = None
+
+
+def decide(
+    *, status_code: int | None, attempts_made: int, schedule: Sequence[float],
+    retry_after: float | None = None, permanent: bool = False, rand: backoff.Random = random.random,
+) -> Decision:
+    """The retry policy. `status_code` None means no answer (timeout, refused connection, …).
+
+    2xx is delivered; 410 (or a `permanent` error such as an unusable URL) fails at once; anything
+    else is retried on the schedule until it is spent. `Retry-After` can only lengthen the wait,
+    and never beyond the schedule's largest step.
+    """
+    if status_code is not None and 200 <= status_code < 300:
+        return Decision("delivered")
+    if status_code == 410 or permanent:
+        return Decision("failed")
+    delay = backoff.scheduled(schedule, attempts_made, rand=rand)
+    if delay is None:
+        return Decision("failed")
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, max(schedule)))
+    return Decision("retry", delay)
+
+
+def destination(url: str) -> str:
+    """`scheme://host:port`: the unit of per-destination concurrency, and all that is logged of a URL
+    (paths and queries of callback URLs often carry tokens)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+        return f"{parts.scheme}://{host}:{port}"
+    except ValueError:
+        return "invalid-url"
+
+
+# -- the worker -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Host:
+    """What the worker holds for one destination."""
+
+    slots: asyncio.Semaphore
+    held: int = 0
+    started: dict[int, float] = field(default_factory=dict)  # seq → time.monotonic() its attempt began
+
+
+@dataclass
+class _Backlog:
+    """A destination's postponed messages: the last share queued, due at `due`, holds `size` of them."""
+
+    due: float
+    size: int = 0
+
+
+class _Deliverer:
+    """Holds the claimed messages of one worker; each is sent by its own task under two bounds.
+
+    A destination holds at most its share (`per_host_held`); what a claim brings beyond it is postponed,
+    spread out at the pace the destination answers, so a destination that is slow or never answers
+    neither fills the worker nor pushes its backlog ahead of others' messages in the next claims.
+    """
+
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, clock: Callable[[], float]) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.clock = clock
+        self.limits = runtime.delivery_limits
+        self.webhook = standardwebhooks.Webhook(runtime.secrets.signing_secret)
+        self.timeout = runtime.settings.callback_timeout_s
+        # Held messages may queue behind their destination's slots: keep them leased meanwhile.
+        self.lease_s = self.timeout * (self.limits.per_host_held // self.limits.per_host_concurrency + 1) + LEASE_MARGIN_S
+        self.held: dict[int, asyncio.Task[None]] = {}
+        self.hosts: dict[str, _Host] = {}
+        self.backlogs: dict[str, _Backlog] = {}
+        self.slots = asyncio.Semaphore(self.limits.max_concurrency)
+        self.freed = asyncio.Event()
+
+    async def run(self) -> None:
+        store = self.runtime.store
+        await store.release_leases()  # claims of a previous (crashed) run
+        try:
+            while True:
+                woken = self.runtime.notifier.event(OUTBOX)  # taken before reading: no wake-up slips by
+                self.freed.clear()
+                try:
+                    if await self._claim_and_dispatch():
+                        await asyncio.sleep(0)  # the store answers without yielding: let the sends run
+                        continue  # a full batch: more may be due
+                    wait = await self._seconds_until_due()
+                except StoreUnavailable as exc:  # expected while the database restarts: no traceback
+                    log.warning("delivery paused: %s; retrying in 1s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                except Exception:  # deliberate: the delivery loop must outlive any bug or store error
+                    log.exception("delivery loop failed; retrying in 1s")
+                    await asyncio.sleep(1.0)
+                    continue
+                await _wait_any((woken, self.freed), timeout=wait)
+        finally:
+            tasks = list(self.held.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _claim_and_dispatch(self) -> bool:
+        """Claim what is due and start it; True if the claim came back full."""
+        room = self.limits.max_held - len(self.held)
+        if room <= 0:
+            return False
+        messages = await self.runtime.store.claim_due_messages(limit=room, lease_s=self.lease_s)
+        beyond: dict[str, list[int]] = {}
+        for message in messages:
+            if message.seq in self.held:
+                continue  # still ours (its lease ran out while it queued); the claim renewed it
+            url_host = destination(message.url)
+            host = self.hosts.get(url_host)
+            if host is None:
+                host = self.hosts[url_host] = _Host(asyncio.Semaphore(self.limits.per_host_concurrency))
+            if host.held >= self.limits.per_host_held:
+                beyond.setdefault(url_host, []).append(message.seq)
+                continue
+            host.held += 1
+            self.held[message.seq] = asyncio.create_task(self._deliver(message, url_host, host),
+                                                         name=f"deliver {message.id}")
+        if beyond:
+            await self._postpone(beyond)
+        return len(messages) >= room
+
+    async def _postpone(self, beyond: dict[str, list[int]]) -> None:
+        """Hand back what exceeds a destination's share, queued behind what it already has postponed: in
+        shares of `per_host_held`, each due one step (see `_step`) after the one before."""
+        now = self.clock()
+        if len(self.backlogs) > MAX_BACKLOGS:
+            self.backlogs = {host: b for host, b in self.backlogs.items() if b.due >= now}
+        due: dict[float, list[int]] = {}
+        for url_host, seqs in beyond.items():
+            step = self._step(url_host)
+            backlog = self.backlogs.get(url_host)
+            if backlog is None or backlog.due < now:  # all it had postponed is due: start a new queue
+                backlog = self.backlogs[url_host] = _Backlog(now + step)
+            for seq in seqs:
+                if backlog.size >= self.limits.per_host_held and backlog.due < now + MAX_POSTPONE_S:
+                    backlog.due, backlog.size = backlog.due + step, 0
+                backlog.size += 1
+                due.setdefault(backlog.due, []).append(seq)
+        for until, group in due.items():
+            await self.runtime.store.postpone_messages(group, until=until)
+
+    def _step(self, url_host: str) -> float:
+        """How far apart a destination's postponed shares are due: as long as its oldest attempt under way
+        has taken so far, within bounds. A destination that answers gets its next share almost at once
+        (one that comes due before there is room is queued again, at the back); one that stopped answering
+        is looked at about once a second."""
+        host = self.hosts.get(url_host)
+        running = time.monotonic() - min(host.started.values()) if host is not None and host.started else 0.0
+        return min(POSTPONE_S, max(MIN_POSTPONE_S, running))
+
+    async def _seconds_until_due(self) -> float | None:
+        if len(self.held) >= self.limits.max_held:
+            return MAX_IDLE_S  # full: a finished message (`freed`) is what lets us go on
+        due = await self.runtime.store.next_message_due_at()
+        if due is None:
+            return MAX_IDLE_S
+        return min(MAX_IDLE_S, max(0.0, due - self.clock()))
+
+    async def _attempt(self, message: Message, host: _Host) -> AttemptResult:
+        async with host.slots, self.slots:
+            host.started[message.seq] = time.monotonic()
+            try:
+                return await send(self.session, self.webhook, message, timeout=self.timeout)
+            finally:
+                del host.started[message.seq]
+
+    async def _deliver(self, message: Message, url_host: str, host: _Host) -> None:
+        try:
+            result = await self._attempt(message, host)
+            decision = decide(
+                status_code=result.status_code, attempts_made=message.attempts + 1,
+                schedule=self.runtime.settings.retry_schedule, retry_after=result.retry_after,
+                permanent=result.permanent,
+            )
+            next_at = self.clock() + decision.delay if decision.delay is not None else None
+            await self.runtime.store.record_attempt(
+                message, status_code=result.status_code, error=result.error,
+                outcome=decision.outcome, next_attempt_at=next_at,
+            )
+            self.runtime.metrics.deliveries.labels(decision.outcome).inc()
+            if decision.delay is not None:
+                self.freed.set()  # a retry is due at a time the loop's wait does not know of yet
+            level = logging.INFO if decision.outcome == "delivered" else logging.WARNING
+            if log.isEnabledFor(level):
+                log.log(
+                    level, "callback %s for job %s to %s: attempt %d %s (%s)%s",
+                    message.id, message.job_id, url_host, message.attempts + 1, decision.outcome,
+                    result.error or result.status_code,
+                    f", next in {decision.delay:.2f}s" if decision.delay is not None else "",
+                    extra={"job_id": message.job_id},
+                )
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable as exc:
+            log.warning("callback %s for job %s: could not record the attempt (%s); it is sent again once its "
+                        "lease runs out", message.id, message.job_id, exc)
+        except Exception:  # deliberate: a bug in one attempt must not take the loop down
+            # The message stays pending and leased: it is tried again once the lease runs out.
+            log.exception("callback %s for job %s: could not record the attempt", message.id, message.job_id)
+        finally:
+            self._release(message.seq, url_host, host)
+
+    def _release(self, seq: int, url_host: str, host: _Host) -> None:
+        if len(self.held) >= self.limits.max_held:
+            self.freed.set()  # the loop waits for room to claim more (new messages wake it otherwise)
+        self.held.pop(seq, None)
+        host.held -= 1
+        if host.held <= 0 and self.hosts.get(url_host) is host:
+            del self.hosts[url_host]
+
+
+async def _wait_any(events: Sequence[asyncio.Event], *, timeout: float | None) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def run_delivery(runtime: Runtime) -> None:
+    """The delivery worker: runs until cancelled at shutdown; pending messages stay in the store."""
+    session = open_session(runtime.delivery_limits)
+    try:
+        await _Deliverer(runtime, session, runtime.store.clock).run()
+    finally:
+        await session.close()

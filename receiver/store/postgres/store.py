@@ -1,0 +1,437 @@
+"""The shared store: PostgreSQL through asyncpg, for any number of replicas on one database.
+
+The rules are the same pure `UnitOfWork` as SQLite's; this module owns only SQL and connections:
+- Writes are group-committed per replica. A transaction first takes transaction-scoped advisory locks
+  on the (provider, provider_job_id) keys it touches, in sorted order, so two replicas applying the
+  same delivery serialize and the second sees the first's result (it changes the job once).
+- Event ids: sequence values are not handed out in commit order, so the transactions that add events
+  take one advisory lock just before they do, held to their COMMIT. Event ids then become visible in
+  increasing order and a resumed stream can never skip one.
+- Claims (callback messages, due polls) use `FOR UPDATE SKIP LOCKED` with leases that expire; claimed
+  messages are renewed while this replica holds them, so a dead replica's are taken over in < 60 s.
+- Wake-ups across replicas: at most one NOTIFY per group commit (ids only), on a LISTEN connection of
+  its own; waiters also re-read every `backstop_s`, in case a notification was missed.
+- Serialization failures and deadlocks are retried; a lost database is `StoreUnavailable` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from receiver.errors import StoreError, StoreUnavailable
+from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
+from receiver.store.base import Changes, Clock, Event, JobFilter, Page
+from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
+from receiver.store.rows import (
+    JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, columns, job_filter_sql,
+    job_from_row, receipt_from_row, receipt_rows,
+)
+from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.parts import Conn
+from receiver.store.postgres.mirror import PostgresMirror, insert_mirror_tasks
+from receiver.store.schema import POSTGRES_MIGRATIONS
+from receiver.store.postgres.work import PostgresWork
+from receiver.store.postgres.jobs import PostgresJobActions
+
+log = logging.getLogger("receiver.store")
+T = TypeVar("T")
+
+CHANNEL = "receiver_changes"
+MIGRATION_LOCK = 7_345_001  # advisory lock keys: one for migrations, one for event ids
+EVENTS_LOCK = 7_345_002
+NOTIFY_LIMIT = 7000  # bytes of a NOTIFY payload (PostgreSQL's limit is 8000)
+ACQUIRE_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0  # no statement of ours takes long: past this the connection is taken for dead
+RETRIES = 5
+# Every statement planned for its tables as they are now. asyncpg prepares each statement once per
+# connection, and after five runs PostgreSQL may keep one generic plan: made while a fresh database's
+# jobs table held a few rows, that plan scans the table whole, and kept scanning it as it grew (the
+# group commit's job lookup took 29 ms at 200k jobs; ingest fell from ~2,600 to ~900 webhooks/s within
+# a minute, until autovacuum's ANALYZE threw the plan away). Planning each run costs tens of µs. A SET
+# once per new connection, not a startup parameter, which a PgBouncer in front would refuse.
+SESSION_SETUP = "SET plan_cache_mode = force_custom_plan"
+LOAD_JOBS_SQL = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
+                 "(SELECT * FROM unnest($1::text[], $2::text[]))")
+_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)
+# A connection in this state is unusable, whatever the query was (asyncpg reports a connection cut mid-
+# operation as an internal client error at times).
+_BROKEN = (*_UNAVAILABLE, asyncpg.exceptions.InternalClientError)
+_RETRY = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
+          asyncpg.exceptions.UniqueViolationError)
+
+
+def describe(url: str) -> str:
+    """`host:port/db` of a database URL, for messages: never the password."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    except ValueError:
+        return "(unreadable URL)"
+
+
+class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
+    """See `receiver.store.base.Store` for the contract of each method."""
+
+    backstop_s: float | None = 1.0
+
+    def __init__(
+        self, url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
+        clock: Clock = time.time, create: bool = True, pool_size: int = 10, mirroring: bool = False,
+    ) -> None:
+        super().__init__(replica_id=f"pg-{uuid.uuid4().hex[:12]}", default_callback_url=default_callback_url,
+                         reconcile_after_s=reconcile_after_s, clock=clock, create=create, mirroring=mirroring)
+        self.url = url
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._held = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> "PostgresStore":
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10,
+                                                   command_timeout=COMMAND_TIMEOUT_S, reset=_keep_session,
+                                                   init=_set_up_session)
+            async with self._pool.acquire() as conn:
+                if self._create:
+                    await self._migrate(conn)
+                elif await conn.fetchval("SELECT to_regclass('meta')") is None:
+                    raise StoreError(f"no receiver store in the database at {describe(self.url)}")
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE, ValueError)):
+                raise StoreError(f"cannot use PostgreSQL at {describe(self.url)}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}") from None
+            raise
+        self._commits = GroupCommit(self._commit_batch, name="postgres-group-commit")
+        self._tasks = [asyncio.create_task(self._listen(), name="postgres-listen"),
+                       asyncio.create_task(self._renew_claims(), name="postgres-renew-claims")]
+        return self
+
+    @staticmethod
+    async def _migrate(conn: Conn) -> None:
+        """Create or upgrade the schema once, whichever replica comes first (the others wait on the lock)."""
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            version = int(await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") or 0)
+            for number, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
+                async with conn.transaction():
+                    await conn.execute(script)
+                    await conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(number))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def close(self) -> None:
+        if self._commits is not None:
+            await self._commits.close()
+            self._commits = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 5)
+            except (asyncio.TimeoutError, *_UNAVAILABLE):
+                self._pool.terminate()
+            self._pool = None
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own, reconnecting forever; after a gap, wake every waiter."""
+        delay = 0.5
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.url, timeout=10)
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN connection failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notification)
+                delay = 0.5
+                self._notify(Changes(everything=True))  # what committed while we were not listening
+                await lost.wait()
+            finally:
+                await _quietly(conn.close())
+
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            data = orjson.loads(payload)  # type: ignore[arg-type]  # a NOTIFY payload is text
+        except orjson.JSONDecodeError:
+            return
+        if data.get("r") == self.replica_id:
+            return  # our own commit: its waiters were woken already
+        if data.get("a"):
+            self._notify(Changes(everything=True))
+        else:
+            self._notify(Changes(tuple(data.get("j") or ()), bool(data.get("m"))))
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    async def _tx(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `work` in one transaction, retrying conflicts with other replicas; a lost database is 503."""
+        for attempt in range(RETRIES):
+            try:
+                async with self._connection() as conn:
+                    async with conn.transaction():
+                        return await work(conn)
+            except _RETRY:
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        """A pooled connection; one that broke (the server went away, a backend was terminated) is thrown
+        away rather than handed to the next caller, and the failure is `StoreUnavailable`."""
+        if self._pool is None:
+            raise StoreError("store is closed")
+        try:
+            conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+        except _BROKEN as exc:  # a new connection can also break during its set-up (SESSION_SETUP)
+            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+        broken = False
+        try:
+            yield conn
+        except _BROKEN as exc:
+            broken = True
+            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+        finally:
+            try:
+                if broken:
+                    conn.terminate()
+                await self._pool.release(conn)
+            except _BROKEN:  # broke while being reset, or already handed back by the pool: it is replaced
+                pass
+
+    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+        async with self._connection() as conn:
+            return list(await conn.fetch(sql, *params))
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def secret(self, name: str, generate: Callable[[], str]) -> str:
+        key, value = f"secret:{name}", generate()
+        if not self._create:
+            rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+            if not rows:
+                raise StoreError(f"the store has no {name} yet: start `receiver serve` once")
+            return str(rows[0][0])
+
+        async def insert_then_read(conn: Conn) -> str:
+            # Replicas starting at once all insert; one wins and every one reads the winner back.
+            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
+            return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", key))
+
+        return await self._tx(insert_then_read)
+
+    # -- inbound (group commit) ------------------------------------------------------------------
+
+    async def _commit_batch(self, batch: list[Item]) -> list[Any]:
+        holder: list[UnitOfWork] = []
+
+        async def commit(conn: Conn) -> list[Any]:
+            unit = self._unit()  # anew on each try: a retried transaction starts from what is committed
+            holder[:] = [unit]
+            writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
+            await self._load(conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+            ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
+            receipt_ids = await self._flush(conn, unit, [b for b in batch if isinstance(b, AttemptRecord)])
+            results: list[Any] = [None] * len(batch)
+            for i, done in ingested:
+                results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,
+                                         error=done.error)
+            return results
+
+        results = await self._tx(commit)
+        self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
+        return results
+
+    @staticmethod
+    async def _load(conn: Conn, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
+        """Lock the keys (sorted: no deadlock between replicas), then read their jobs as committed."""
+        missing = unit.missing(keys)
+        providers = [p for p, ids in missing.items() for _ in ids]
+        ids = [i for _, pids in missing.items() for i in pids]
+        if not ids:
+            return
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM "
+            "(SELECT p || ':' || i AS k FROM unnest($1::text[], $2::text[]) AS t(p, i) ORDER BY 1) AS keys",
+            providers, ids)
+        rows = await conn.fetch(LOAD_JOBS_SQL, providers, ids)
+        for row in rows:
+            unit.track(job_from_row(row))
+
+    async def _flush(self, conn: Conn, unit: UnitOfWork, attempts: list[AttemptRecord] | None = None) -> list[int]:
+        """Write everything the unit changed, and `attempts`; returns the new receipts' ids. The event-id lock
+        comes after every row the transaction writes: one that held it while waiting for a row another
+        replica holds, which waits for the event-id lock in turn, would deadlock (PostgreSQL breaks it after
+        a second, and the event ids of every replica wait that long)."""
+        w = unit.writes()
+        if w.new_jobs:
+            # One statement over arrays (unnest) instead of a statement per row: a batch costs the backend
+            # one plan and one executor run per table.
+            await conn.execute(
+                "INSERT INTO jobs (id, provider, provider_job_id, status, outputs, error, metadata, callback_url, "
+                "registered, expected_outputs, delivery_status, created_at, completed_at, next_poll_at, owner) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+                "$7::text[], $8::text[], $9::boolean[], $10::integer[], $11::text[], $12::float8[], $13::float8[], "
+                "$14::float8[], $15::text[])",
+                *columns([(j.id, j.provider, j.provider_job_id, j.status.value, outputs_json(j.outputs), j.error,
+                           dumps(j.metadata), j.callback_url, j.registered, j.expected_outputs, j.delivery_status.value,
+                           t.created_ts, t.completed_ts, t.next_poll_at, t.owner) for t in w.new_jobs for j in (t.job,)],
+                         15),
+            )
+        if w.changed_jobs:
+            await conn.executemany(
+                "UPDATE jobs SET status = $1, outputs = $2, error = $3, metadata = $4, callback_url = $5, "
+                "registered = $6, expected_outputs = $7, delivery_status = $8, "
+                "completed_at = COALESCE($9, completed_at), "
+                "next_poll_at = CASE WHEN $1 = 'pending' THEN next_poll_at END WHERE id = $10",
+                [(j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata), j.callback_url, j.registered,
+                  j.expected_outputs, j.delivery_status.value, t.completed_ts, j.id)
+                 for t in w.changed_jobs for j in (t.job,)],
+            )
+        if w.messages:
+            await conn.execute(
+                "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
+                "SELECT i, j, u, b, 'pending', t, t FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
+                "$5::float8[]) AS m(i, j, u, b, t)",
+                *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5))
+        ids: list[int] = []
+        if w.receipts:
+            ids = [r[0] for r in await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('receipts', 'id')) FROM generate_series(1, $1)", len(w.receipts))]
+            rows, links = receipt_rows(ids, w.receipts)
+            await conn.execute(
+                f"WITH kept AS (INSERT INTO receipts ({RECEIPT_INSERT_COLUMNS}) SELECT * FROM unnest($1::bigint[], "
+                "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], "
+                "$10::float8[])) INSERT INTO receipt_jobs (job_id, receipt_id) "
+                "SELECT * FROM unnest($11::text[], $12::bigint[]) ON CONFLICT DO NOTHING",
+                *columns(rows, 10), *columns(links, 2))
+        await insert_mirror_tasks(conn, w)
+        if attempts:  # after the key locks, so a batch never holds a job row while it waits for a key lock
+            await self._record_attempts_now(conn, attempts)
+        if w.events:
+            # Held to the COMMIT: event ids become visible in the order they were handed out.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
+            await conn.execute(
+                "INSERT INTO events (job_id, type, data, created_at) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])",
+                *columns([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4))
+        if w.events or w.messages:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._payload(unit))
+        return ids
+
+    def _payload(self, unit: UnitOfWork) -> str:
+        payload = dumps({"r": self.replica_id, "j": unit.terminal_job_ids, "m": unit.queued_messages})
+        if len(payload) > NOTIFY_LIMIT:
+            payload = dumps({"r": self.replica_id, "a": True})
+        return payload
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    async def register_job(
+        self, *, provider: str, provider_job_id: str, callback_url: str | None,
+        metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
+    ) -> tuple[Job, bool]:
+        async def register(conn: Conn, unit: UnitOfWork) -> tuple[Job, bool]:
+            await self._load(conn, unit, {(provider, provider_job_id)})
+            registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
+                                       expected_outputs=expected_outputs, owner=owner)
+            await self._flush(conn, unit)
+            return registered
+
+        return await self._in_unit(register)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        return job_from_row(rows[0]) if rows else None
+
+    async def _page(
+        self, table: str, key: str, size: str, where: list[str], params: list[Any], limit: int, cursor: str | None,
+    ) -> tuple[list[int], bool]:
+        if cursor:
+            params = [*params, int(cursor)]
+            where = [*where, f"{key} < ${len(params)}"]
+        rows = await self._fetch(
+            f"SELECT {key}, {size} FROM {table} WHERE {' AND '.join(where) or 'TRUE'} "
+            f"ORDER BY {key} DESC LIMIT ${len(params) + 1}", *params, limit + 1)
+        return budget_page([(int(r[0]), int(r[1] or 0)) for r in rows], limit)
+
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]:
+        where, params = job_filter_sql(filters, "$")
+        keys, more = await self._page("jobs", "seq", "length(outputs) + length(metadata)", where, params, limit, cursor)
+        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) ORDER BY seq DESC", keys)
+        return Page([job_from_row(r) for r in rows], str(keys[-1]) if more else None)
+
+    async def list_receipts(
+        self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
+        job_id: str | None = None,
+    ) -> Page[StoredReceipt]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("provider", provider), ("outcome", outcome.value if outcome else None)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} = ${len(params)}")
+        if job_id is not None:
+            params.append(job_id)
+            where.append(f"id IN (SELECT receipt_id FROM receipt_jobs WHERE job_id = ${len(params)})")
+        keys, more = await self._page("receipts", "id", "octet_length(body)", where, params, limit, cursor)
+        rows = await self._fetch(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id = ANY($1) ORDER BY id DESC", keys)
+        return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None)
+
+    async def job_counts(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+
+    async def events_after(self, seq: int, limit: int) -> list[Event]:
+        rows = await self._fetch(
+            "SELECT seq, job_id, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+        return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
+
+    async def last_event_seq(self) -> int:
+        return int((await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events"))[0][0])
+
+
+
+async def _set_up_session(conn: Any) -> None:
+    """Each new pooled connection, once: see SESSION_SETUP."""
+    await conn.execute(SESSION_SETUP)
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset of a released connection: nothing to undo. Every lock taken on a pooled connection
+    is transaction-scoped (the migration lock is released by hand), and none SETs anything but
+    SESSION_SETUP (which must stay: the default reset's RESET ALL would undo it), LISTENs (the listener has
+    its own connection) or keeps a cursor; asyncpg's default reset (unlock all, close all, unlisten, reset
+    all) is one more round trip on every release, inside each group commit's turn."""
+
+
+async def _quietly(work: Awaitable[Any]) -> None:
+    try:
+        await work
+    except (*_UNAVAILABLE, asyncpg.PostgresError):
+        pass
