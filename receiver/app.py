@@ -44,7 +44,7 @@ from receiver.media.routes import serve_media
 from receiver.media.mirror import run_mirror
 from receiver.web.validation import Invalid
 from receiver.delivery.worker import run_delivery
-from receiver.delivery.limits import DeliveryLimits
+from receiver.tuning import DeliveryLimits
 from receiver.ingest.lumenfall_calls import fail_orphaned_lumenfall_calls
 from receiver.ingest.oxen_stream import run_oxen_consumer
 from receiver.ingest.reconciler import run_reconciler

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine
 import httpx
 from pydantic import SecretStr
 
-from receiver.delivery.limits import DeliveryLimits
+from receiver.tuning import DeliveryLimits
 from receiver.logs import FinishedLines
 from receiver.metrics import Metrics
 from receiver.models import StreamState

@@ -10,7 +10,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import standardwebhooks
 
 from receiver.delivery.client import ERROR_TEXT_CHARS, AttemptResult, open_session, send
-from receiver.delivery.limits import DeliveryLimits
+from receiver.tuning import DeliveryLimits
 from receiver.store.base import Message
 from tests.support import SIGNING_SECRET, free_port
 

@@ -24,7 +24,7 @@ from httpx_sse import aconnect_sse
 from receiver.app import create_app
 from receiver.util.backoff import parse_retry_after
 from receiver.delivery.worker import decide, destination
-from receiver.delivery.limits import DeliveryLimits
+from receiver.tuning import DeliveryLimits
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
 from tests.support import (
     eventually,

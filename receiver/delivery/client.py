@@ -14,7 +14,7 @@ import aiohttp
 import standardwebhooks
 
 from receiver.util.backoff import parse_retry_after
-from receiver.delivery.limits import DeliveryLimits
+from receiver.tuning import DeliveryLimits
 from receiver.store.base import Message
 
 ERROR_TEXT_CHARS = 200
