@@ -22,7 +22,7 @@
    503s while the database is away; and the time for another replica to take over the Oxen stream.
 
 Exit status 0 when every scenario held, 1 otherwise. The scenarios live in tests/faults/ (shared with the
-bounded `tests/test_faults.py`); see docs/reliability.md for what each proves and the recorded figures.
+bounded `tests/faults/test_faults.py`); see docs/reliability.md for what each proves and the recorded figures.
 """
 
 from __future__ import annotations

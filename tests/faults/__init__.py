@@ -1,4 +1,4 @@
-"""Fault-injection scenarios, shared by `python -m scripts.faults` (full runs) and `tests/test_faults.py`
+"""Fault-injection scenarios, shared by `python -m scripts.faults` (full runs) and `tests/faults/test_faults.py`
 (bounded runs).
 
 Each scenario drives the real receiver against fakes on loopback, injects one kind of fault, checks what

@@ -13,7 +13,7 @@ import httpx
 
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import image_bytes, media_origin
-from tests.media_support import callback_for, get
+from tests.integration.media.support import callback_for, get
 from tests.support import WEBHOOK_TOKEN, ReceiverProcess, free_port, process_env
 
 BIG = 50 * 1024 * 1024

@@ -11,7 +11,7 @@ from receiver.errors import InvalidPayload
 from receiver.models import JobStatus
 from receiver.providers import pixazo
 from receiver.providers._request import BadGeneration, GenerationSpec
-from tests.providers.common import HOOK, IMAGE, body, build
+from tests.unit.providers.common import HOOK, IMAGE, body, build
 
 DONE = {
     "request_id": "grok-imagine-pro-text-to-image-quality_019d",

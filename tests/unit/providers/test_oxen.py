@@ -12,7 +12,7 @@ from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers import oxen
 from receiver.providers._request import GenerationSpec
-from tests.providers.common import IMAGE, build
+from tests.unit.providers.common import IMAGE, build
 
 GEN = "bb8f3e2a9c1d4e5f"
 

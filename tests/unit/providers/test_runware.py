@@ -11,7 +11,7 @@ from receiver.errors import InvalidPayload
 from receiver.models import JobStatus
 from receiver.providers import runware
 from receiver.providers._request import BadGeneration, GenerationSpec
-from tests.providers.common import HOOK, IMAGE, body, build
+from tests.unit.providers.common import HOOK, IMAGE, body, build
 
 IMAGE_DONE = {
     "taskType": "imageInference", "taskUUID": "a770f077-f413-47de-9dac-be0b26a35da6",

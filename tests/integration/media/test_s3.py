@@ -15,7 +15,7 @@ import pytest
 
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import image_bytes, media_origin
-from tests.media_support import callback_for, deliver, get, mirroring_receiver
+from tests.integration.media.support import callback_for, deliver, get, mirroring_receiver
 from tests.support import free_port, eventually
 
 S3_REQUIRED = os.environ.get("RECEIVER_REQUIRE_S3") == "1"

@@ -15,7 +15,7 @@ from receiver.app import create_app
 from receiver.models import DeliveryStatus, JobStatus, Outcome
 from receiver.store import JobFilter, open_store
 from receiver.store.schema import MIGRATIONS
-from tests.store.test_store import done, receipt
+from tests.integration.store.test_conformance import done, receipt
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, make_settings, serve_app
 
 

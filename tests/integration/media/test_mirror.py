@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import image_bytes, media_origin
-from tests.media_support import callback_for, deliver, get, mirroring_receiver
+from tests.integration.media.support import callback_for, deliver, get, mirroring_receiver
 from tests.support import API_TOKEN, eventually
 
 

@@ -21,7 +21,7 @@ import pytest
 from receiver.app import create_app
 from tests.fakes.callback import HANG, callback_server
 from tests.fakes.images import fake_cdn
-from tests.media_support import mirroring_receiver
+from tests.integration.media.support import mirroring_receiver
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
 
 CHROMIUM = os.environ.get("RECEIVER_CHROMIUM", "/usr/bin/chromium")

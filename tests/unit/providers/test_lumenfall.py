@@ -17,7 +17,7 @@ from receiver.providers import lumenfall
 from receiver.providers._request import BadGeneration, GenerationSpec
 from tests.fakes import lumenfall as lf
 from tests.fakes.harness import hook_url, serve_receiver
-from tests.providers.common import IMAGE, body, build
+from tests.unit.providers.common import IMAGE, body, build
 from tests.support import UNMIRRORED, RunningServer
 
 OTHER_SECRET = "whsec_b3RoZXItc2VjcmV0LW5vdC1sdW1lbmZhbGxzLTMyYg=="

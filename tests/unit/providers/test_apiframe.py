@@ -9,7 +9,7 @@ from receiver.errors import InvalidPayload
 from receiver.models import JobStatus
 from receiver.providers import apiframe
 from receiver.providers._request import BadGeneration, GenerationSpec
-from tests.providers.common import HOOK, IMAGE, body, build
+from tests.unit.providers.common import HOOK, IMAGE, body, build
 
 DONE = {"event": "completed", "jobId": "b2c3", "status": "COMPLETED", "progress": 100,
         "result": "https://cdn.apiframe.ai/results/b2c3.png", "model": "grok-imagine-image",
