@@ -38,7 +38,7 @@ from receiver.store.rows import (
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.parts import Conn
 from receiver.store.postgres.mirror import PostgresMirror, insert_mirror_tasks
-from receiver.store.schema import POSTGRES_MIGRATIONS
+from receiver.store.schema import POSTGRES
 from receiver.store.postgres.work import PostgresWork
 from receiver.store.postgres.jobs import PostgresJobActions
 
@@ -128,12 +128,19 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         try:
             await conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             version = int(await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") or 0)
-            for number, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
+            if version and await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_numbering'") is None:
+                # Before the numbers were shared with SQLite, PostgreSQL counted its first two steps as one.
+                version += 1
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', $1), ('schema_numbering', 'shared') "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(version))
+            for migration in POSTGRES[version:]:
                 async with conn.transaction():
-                    await conn.execute(script)
+                    await conn.execute(migration.sql)
                     await conn.execute(
                         "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(number))
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(migration.number))
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 

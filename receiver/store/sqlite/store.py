@@ -35,7 +35,7 @@ from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
 )
 from receiver.store.rules import UnitOfWork
-from receiver.store.schema import MIGRATIONS
+from receiver.store.schema import SQLITE
 from receiver.store.sqlite.mirror import SQLiteMirror
 from receiver.store.sqlite.file import CHECKPOINT_BUSY_MS, WAL_TRUNCATE_BYTES, FileLock, keep_wal_bounded
 from receiver.store.sqlite.work import SQLiteWork
@@ -141,13 +141,13 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
+        for migration in SQLITE[version:]:
+            for statement in migration.statements():
                 db.execute(statement)
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(number),),
+                (str(migration.number),),
             )
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from receiver.store import JobFilter, open_store
 from receiver.store.postgres.store import LOAD_JOBS_SQL
-from receiver.store.schema import POSTGRES_MIGRATIONS
+from receiver.store.schema import POSTGRES
 
 
 def serve(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -72,7 +72,7 @@ async def test_replicas_starting_at_once_create_the_schema_once(postgres_url: st
             version = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
         finally:
             await conn.close()
-        assert int(version) == len(POSTGRES_MIGRATIONS)
+        assert int(version) == len(POSTGRES)
     finally:
         for store in stores:
             await store.close()

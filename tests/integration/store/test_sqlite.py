@@ -14,7 +14,7 @@ from pathlib import Path
 from receiver.app import create_app
 from receiver.models import DeliveryStatus, JobStatus, Outcome
 from receiver.store import JobFilter, open_store
-from receiver.store.schema import MIGRATIONS
+from receiver.store.schema import SQLITE
 from tests.integration.store.test_conformance import done, receipt
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, make_settings, serve_app
 
@@ -48,7 +48,7 @@ async def test_everything_survives_reopening(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "p.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-    assert int(version) == len(MIGRATIONS)
+    assert int(version) == len(SQLITE)
 
 
 async def test_schema_upgrades_an_older_database(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ async def test_schema_upgrades_an_older_database(tmp_path: Path) -> None:
         await s.close()
     with sqlite3.connect(path) as raw:
         version = raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-    assert int(version) == len(MIGRATIONS)
+    assert int(version) == len(SQLITE)
 
 
 async def test_synchronous_full_commits_off_the_event_loop(tmp_path: Path) -> None:
