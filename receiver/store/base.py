@@ -183,7 +183,7 @@ class Store(Protocol):
     async def redeliver(self, job_id: str) -> Message | None: ...
     async def list_deliveries(self, job_id: str) -> list[Attempt]: ...
 
-    # -- the jobs API (v0.2): each change under the job's key lock, through the rules ----------------
+    # -- the jobs API: each change under the job's key lock, through the rules ----------------
     async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
         """Set `callback_url` and/or `metadata`; messages not yet delivered to the job's old destination
         go to the new one. None for an unknown job."""

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's part of the v0.2 jobs API (patch, cancel, timeouts, redeliveries, Idempotency-Key
+"""The PostgreSQL store's part of the jobs API (patch, cancel, timeouts, redeliveries, Idempotency-Key
 claims): a mixin of `PostgresStore`, kept apart so each file stays one concern. Every change that touches a
 job locks its (provider, provider_job_id) key first and re-reads it (`_load`), as every other write does."""
 

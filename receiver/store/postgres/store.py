@@ -54,10 +54,10 @@ COMMAND_TIMEOUT_S = 30.0  # no statement of ours takes long: past this the conne
 RETRIES = 5
 # Every statement planned for its tables as they are now. asyncpg prepares each statement once per
 # connection, and after five runs PostgreSQL may keep one generic plan: made while a fresh database's
-# jobs table held a few rows, that plan scans the table whole, and kept scanning it as it grew (the
-# group commit's job lookup took 29 ms at 200k jobs; ingest fell from ~2,600 to ~900 webhooks/s within
-# a minute, until autovacuum's ANALYZE threw the plan away). Planning each run costs tens of µs. A SET
-# once per new connection, not a startup parameter, which a PgBouncer in front would refuse.
+# jobs table held a few rows, that plan scans the table whole and keeps scanning it as it grows, until
+# autovacuum's ANALYZE throws the plan away (docs/benchmarks.md has the figures). Planning each run costs
+# far less than one such scan. A SET once per new connection, not a startup parameter, which a PgBouncer
+# in front would refuse.
 SESSION_SETUP = "SET plan_cache_mode = force_custom_plan"
 LOAD_JOBS_SQL = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
                  "(SELECT * FROM unnest($1::text[], $2::text[]))")

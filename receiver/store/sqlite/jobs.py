@@ -1,4 +1,4 @@
-"""The SQLite store's part of the v0.2 jobs API (patch, cancel, timeouts, redeliveries, Idempotency-Key
+"""The SQLite store's part of the jobs API (patch, cancel, timeouts, redeliveries, Idempotency-Key
 claims): a mixin of `SQLiteStore`, kept apart so each file stays one concern. Every change runs in one
 write transaction (the store's `_batch`, one writer) through the rules (`UnitOfWork`)."""
 
