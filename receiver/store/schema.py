@@ -296,3 +296,8 @@ POSTGRES_MIGRATIONS.append(
 # entry fewer per job, and with providers' random ids a random page fewer written per insert.
 MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
+
+# /v1/events?since=: where a replay by completion time starts (Store.first_event_seq) without a scan of
+# every event.
+MIGRATIONS.append("CREATE INDEX IF NOT EXISTS events_by_created ON events (created_at)")
+POSTGRES_MIGRATIONS.append("CREATE INDEX IF NOT EXISTS events_by_created ON events (created_at)")
