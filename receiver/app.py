@@ -38,6 +38,7 @@ from receiver.front import Receiver
 from receiver.leader import lead
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, wait_for
+from receiver.outage import Outage
 from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
 from receiver.store import Clock, describe_store, open_store
@@ -60,12 +61,14 @@ async def run_oxen_leader(runtime: Runtime) -> None:
 
 async def run_heartbeat(runtime: Runtime) -> None:
     """Say this replica is alive, so that the calls it owns are not taken for orphans."""
+    outage = Outage(log, "heartbeat")
     while not runtime.stopping.is_set():
         await wait_for(runtime.stopping, HEARTBEAT_S)
         try:
             await runtime.store.heartbeat()
+            outage.ok()
         except StoreError as exc:
-            log.warning("heartbeat failed: %s", exc)
+            outage.failed(exc)
 
 
 def workers_for(settings: Settings) -> list[Worker]:
