@@ -13,7 +13,7 @@ import standardwebhooks
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
@@ -132,6 +132,19 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     )
 
 
+async def home(request: Request) -> Response:
+    """`GET /`: the inspector (behind a proxy's prefix too)."""
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/ui/", status_code=307)
+
+
+def inspector_url(settings: Settings) -> str:
+    """Where a browser on this machine (or the public URL, when set) opens the inspector."""
+    if settings.public_url is not None:
+        return f"{settings.base_public_url}/ui/"
+    host = "127.0.0.1" if settings.host.strip("[]") in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}/ui/"
+
+
 def api_routes() -> list[Route]:
     """The `/v1` routes (mounted behind `BearerAuth`)."""
     return [
@@ -168,6 +181,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
         log.info("receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url))
+        log.info("inspector: %s (sign in with the API token; `receiver info` prints the tokens and webhook URLs)",
+                 inspector_url(settings))
         if settings.public_url_unreachable:
             log.warning("RECEIVER_PUBLIC_URL is not set and no tunnel was found: providers cannot reach %s, so "
                         "POST /v1/generations is refused until it is set", settings.base_public_url)
@@ -184,6 +199,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
 
     routes = [
         Route(webhooks.PATH, webhooks.WebhookEndpoint(), methods=["POST"]),  # first: the busiest
+        Route("/", home, methods=["GET", "HEAD"]),
         Route("/healthz", ops.healthz),
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),
