@@ -37,7 +37,7 @@ from receiver.store.rows import (
 from receiver.store.rules import UnitOfWork
 from receiver.store.schema import MIGRATIONS
 from receiver.store.sqlite_mirror import SQLiteMirror
-from receiver.store.sqlite_file import CHECKPOINT_BUSY_MS, WAL_TRUNCATE_BYTES, FileLock, keep_wal_bounded
+from receiver.store.sqlite_file import CHECKPOINT_BUSY_MS, FileLock, keep_wal_bounded, wal_restart_bytes
 from receiver.store.sqlite_work import SQLiteWork
 from receiver.store.sqlite_writes import STATEMENT_CACHE, flush, load_jobs
 from receiver.store.sqlite_jobs import SQLiteJobActions
@@ -117,7 +117,7 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         conn.row_factory = sqlite3.Row
         # temp_store=MEMORY: a statement journal (an UPDATE of many rows) never becomes a temporary file.
         for pragma in ("busy_timeout=0", "journal_mode=WAL", f"synchronous={self.synchronous}",
-                       "wal_autocheckpoint=0", f"journal_size_limit={WAL_TRUNCATE_BYTES}", "temp_store=MEMORY"):
+                       "wal_autocheckpoint=0", f"journal_size_limit={wal_restart_bytes()}", "temp_store=MEMORY"):
             self._retry_busy_now(lambda: conn.execute(f"PRAGMA {pragma}"))
         return conn
 
