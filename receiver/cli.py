@@ -107,9 +107,9 @@ async def _info(settings: Settings, tunnel_note: str | None = None) -> str:
         lines += [
             "  oxen       (no webhook: the receiver subscribes to Oxen's event stream"
             + (")" if settings.oxen_api_key else "; set RECEIVER_OXEN_API_KEY)"),
-            "  lumenfall  (no webhook: Lumenfall answers image generations synchronously, and POST /v1/generations",
-            "             waits for that answer; this URL only receives its asynchronous video API's callbacks,",
-            "             signed with RECEIVER_LUMENFALL_WEBHOOK_SECRET)",
+            "  lumenfall  (no webhook: Lumenfall answers image generations synchronously, in the call the receiver",
+            "             makes for POST /v1/generations; this URL only receives the callbacks of its asynchronous",
+            "             video API, signed with RECEIVER_LUMENFALL_WEBHOOK_SECRET)",
             f"             {webhook_url(settings, runtime.secrets, 'lumenfall')}",
             "",
             f"API token:      {runtime.secrets.api_token}",

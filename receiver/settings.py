@@ -188,9 +188,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         if (not upper.startswith(ENV_PREFIX) or upper in known or upper in TEST_ONLY_NAMES
                 or upper.startswith(TEST_ONLY_PREFIXES)):
             continue
-        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "see the README's Settings for the known ones"
-        problems.append(f"{name} is not a setting and is ignored: {hint}")
+        closest = difflib.get_close_matches(upper, known, n=1, cutoff=0.0)[0]
+        problems.append(f"{name} is not a setting and is ignored: did you mean {closest}?")
     return problems
 
 
