@@ -13,7 +13,7 @@ import standardwebhooks
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
@@ -54,6 +54,7 @@ from receiver.front import Receiver
 from receiver.leader import lead
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, wait_for
+from receiver.outage import Outage
 from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
 from receiver.store import Clock, describe_store, open_store
@@ -76,12 +77,14 @@ async def run_oxen_leader(runtime: Runtime) -> None:
 
 async def run_heartbeat(runtime: Runtime) -> None:
     """Say this replica is alive, so that the calls it owns are not taken for orphans."""
+    outage = Outage(log, "heartbeat")
     while not runtime.stopping.is_set():
         await wait_for(runtime.stopping, HEARTBEAT_S)
         try:
             await runtime.store.heartbeat()
+            outage.ok()
         except StoreError as exc:
-            log.warning("heartbeat failed: %s", exc)
+            outage.failed(exc)
 
 
 def workers_for(settings: Settings) -> list[Worker]:
@@ -145,6 +148,19 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     )
 
 
+async def home(request: Request) -> Response:
+    """`GET /`: the inspector (behind a proxy's prefix too)."""
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/ui/", status_code=307)
+
+
+def inspector_url(settings: Settings) -> str:
+    """Where a browser on this machine (or the public URL, when set) opens the inspector."""
+    if settings.public_url is not None:
+        return f"{settings.base_public_url}/ui/"
+    host = "127.0.0.1" if settings.host.strip("[]") in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}/ui/"
+
+
 def api_routes() -> list[Route]:
     """The `/v1` routes (mounted behind `BearerAuth`)."""
     return [
@@ -181,6 +197,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
                  for worker in workers_for(settings)]
         log.info("receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url))
+        log.info("inspector: %s (sign in with the API token; `receiver info` prints the tokens and webhook URLs)",
+                 inspector_url(settings))
         if settings.public_url_unreachable:
             log.warning("RECEIVER_PUBLIC_URL is not set and no tunnel was found: providers cannot reach %s, so "
                         "POST /v1/generations is refused until it is set", settings.base_public_url)
@@ -197,6 +215,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
 
     routes = [
         Route(webhooks.PATH, webhooks.WebhookEndpoint(), methods=["POST"]),  # first: the busiest
+        Route("/", home, methods=["GET", "HEAD"]),
         Route("/healthz", ops.healthz),
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),

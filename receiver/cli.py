@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
@@ -12,7 +13,7 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from receiver import logs
+from receiver import __version__, logs
 
 from receiver.relay import listen
 
@@ -21,7 +22,7 @@ from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.providers import WEBHOOK_PROVIDERS
 from receiver.web.server import server_config
-from receiver.settings import Settings, webhook_url
+from receiver.settings import ENV_PREFIX, Settings, unknown_variables, warn_unknown_variables, webhook_url
 from receiver.store import describe_store, open_store
 
 
@@ -30,8 +31,15 @@ def load_settings(overrides: dict[str, Any]) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"RECEIVER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        raise SystemExit(f"receiver: bad setting: {problems}") from None
+        problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors())
+        print(f"receiver: bad setting: {problems}", file=sys.stderr)  # the message only, never the value
+        raise SystemExit(2) from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error is about (a field name, or the alias it was read from)."""
+    name = "_".join(map(str, loc[:1])).upper()
+    return name if name.startswith(ENV_PREFIX) or name == "DATABASE_URL" else f"{ENV_PREFIX}{name}"
 
 
 class _Server(uvicorn.Server):
@@ -70,6 +78,7 @@ def discover_tunnel(settings: Settings, overrides: dict[str, Any]) -> tuple[Sett
 
 def serve(settings: Settings, tunnel_note: str | None = None) -> None:
     log_config = logs.configure(fmt=settings.log_format, level=settings.log_level, access_log=settings.access_log)
+    warn_unknown_variables(os.environ, logging.getLogger("receiver.settings"))
     asyncio.run(_preflight(settings))
     if tunnel_note:
         logging.getLogger("receiver").info("public URL from a local tunnel: %s", tunnel_note)
@@ -81,15 +90,31 @@ def serve(settings: Settings, tunnel_note: str | None = None) -> None:
     _Server(config, app).run()
 
 
+def info_warnings(settings: Settings) -> list[str]:
+    """What `receiver info` says on stderr: unknown RECEIVER_ variables, and URLs that only work locally."""
+    warnings = unknown_variables(os.environ)
+    if settings.public_url is None:
+        warnings.append(
+            f"RECEIVER_PUBLIC_URL is not set and no tunnel was found: these URLs use {settings.base_public_url}, "
+            "reachable only from this machine, and assume `receiver serve` runs on that host and port "
+            "(pass --host/--port as to serve); providers need RECEIVER_PUBLIC_URL set to the receiver's public address")
+    return warnings
+
+
 async def _info(settings: Settings, tunnel_note: str | None = None) -> str:
     runtime = await open_runtime(settings, serving=False)
     try:
         lines = [f"Public URL from a local tunnel: {tunnel_note}", ""] if tunnel_note else []
         lines += ["Webhook URLs (give each provider its own):"]
-        lines += [f"  {p:<10} {webhook_url(settings, runtime.secrets, p)}" for p in WEBHOOK_PROVIDERS]
+        lines += [f"  {p:<10} {webhook_url(settings, runtime.secrets, p)}" for p in WEBHOOK_PROVIDERS
+                  if p != "lumenfall"]
         lines += [
             "  oxen       (no webhook: the receiver subscribes to Oxen's event stream"
             + (")" if settings.oxen_api_key else "; set RECEIVER_OXEN_API_KEY)"),
+            "  lumenfall  (no webhook: Lumenfall answers image generations synchronously, in the call the receiver",
+            "             makes for POST /v1/generations; this URL only receives the callbacks of its asynchronous",
+            "             video API, signed with RECEIVER_LUMENFALL_WEBHOOK_SECRET)",
+            f"             {webhook_url(settings, runtime.secrets, 'lumenfall')}",
             "",
             f"API token:      {runtime.secrets.api_token}",
             f"Webhook token:  {runtime.secrets.webhook_token}",
@@ -103,6 +128,7 @@ async def _info(settings: Settings, tunnel_note: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="receiver", description="Grok Imagine webhook and event-stream receiver")
+    parser.add_argument("--version", action="version", version=f"receiver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the service")
     serve_cmd.add_argument("--host", help="bind address (default 127.0.0.1, or RECEIVER_HOST)")
@@ -120,10 +146,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "serve":
             serve(settings, tunnel_note)
         else:
-            print(asyncio.run(_info(settings, tunnel_note)))
+            text = asyncio.run(_info(settings, tunnel_note))
+            for warning in info_warnings(settings):
+                print(f"receiver: warning: {warning}", file=sys.stderr)
+            _print(text)
     except ReceiverError as exc:
         print(f"receiver: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _print(text: str) -> None:
+    """Print to stdout; a reader that stops early (`receiver info | head -2`) ends it quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the pipe again while flushing stdout at exit: point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any, Callable, Coroutine
 
 from receiver.errors import StoreError
 from receiver.notify import wait_for
+from receiver.outage import Outage
 from receiver.runtime import Runtime
 
 log = logging.getLogger("receiver.leader")
@@ -34,8 +35,9 @@ async def lead(
 ) -> None:
     """Run `work` whenever this replica holds the lease `name`; call `on_standby` while another does."""
     store = runtime.store
+    outage = Outage(log, f"{name} lease")
     while not runtime.stopping.is_set():
-        term = await _acquire(runtime, name, timing)
+        term = await _acquire(runtime, name, timing, outage)
         if term is None:
             on_standby()
             await wait_for(runtime.stopping, timing.renew_s)
@@ -48,7 +50,7 @@ async def lead(
                 await asyncio.wait([task], timeout=timing.renew_s)
                 if task.done():
                     break
-                again = await _acquire(runtime, name, timing)
+                again = await _acquire(runtime, name, timing, outage)
                 if again == term:
                     renewed_at = time.monotonic()
                 elif again is not None or time.monotonic() - renewed_at > timing.ttl_s - timing.renew_s:
@@ -67,9 +69,11 @@ async def lead(
             await wait_for(runtime.stopping, timing.renew_s)
 
 
-async def _acquire(runtime: Runtime, name: str, timing: LeaseTiming) -> int | None:
+async def _acquire(runtime: Runtime, name: str, timing: LeaseTiming, outage: Outage) -> int | None:
     try:
-        return await runtime.store.acquire_lease(name, ttl_s=timing.ttl_s)
+        term = await runtime.store.acquire_lease(name, ttl_s=timing.ttl_s)
     except StoreError as exc:
-        log.warning("could not take or renew the %s lease: %s", name, exc)
+        outage.failed(exc)
         return None
+    outage.ok()
+    return term

@@ -200,6 +200,9 @@ def configure(*, fmt: str = "text", level: str = "INFO", access_log: str = "all"
         logger.propagate = True
     AccessLines(access_log).install(logging.getLogger("uvicorn.access"))
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # asyncpg's pool warns at each retry of its connection floor while the database is away; the workers'
+    # outage lines (receiver.outage) say it once.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
     # No format here shows threads, processes or source lines: not looking them up for every record (the
     # logging HOWTO's "Optimization") saves a third of what a record costs.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

@@ -27,7 +27,7 @@ class JobStatus(str, enum.Enum):
 
 
 class Outcome(str, enum.Enum):
-    """What a stored receipt did: see CONTRACT.md, receipts."""
+    """What a stored receipt did (README.md, `GET /v1/receipts`)."""
 
     APPLIED = "applied"
     DUPLICATE = "duplicate"

@@ -1,8 +1,12 @@
-"""All settings, read from the environment in one place (see CONTRACT.md, Settings)."""
+"""All settings, read from the environment in one place (README.md, Settings)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import base64
+import binascii
+import difflib
+import logging
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -11,6 +15,24 @@ from receiver.media.target import parse_media_url
 from receiver.providers import REGISTRY
 from receiver.relay.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.util.urls import check_callback_url
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENV_PREFIX = "RECEIVER_"
+# Variables of the test suite and CI, not of the receiver: known, so never reported as misspelt settings.
+TEST_ONLY_PREFIXES = ("RECEIVER_TEST_", "RECEIVER_REQUIRE_")
+TEST_ONLY_NAMES = frozenset({"RECEIVER_CHROMIUM", "RECEIVER_SCREENSHOT"})
+
+
+def check_signing_secret(secret: str) -> None:
+    """ValueError unless `secret` is `whsec_` followed by non-empty base64 (what Standard Webhooks signs with)."""
+    body = secret.removeprefix("whsec_")
+    if body == secret or not body:
+        raise ValueError("must be whsec_ followed by base64")
+    try:
+        base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be whsec_ followed by base64 (the part after whsec_ is not base64)") from None
+
 
 DEFAULT_BASE_URLS: dict[str, str] = {name: provider.base_url for name, provider in REGISTRY.items()}
 
@@ -42,7 +64,7 @@ class Settings(BaseSettings):
     tunnel_discovery: bool = True
     ngrok_api_url: str = NGROK_API_URL
     cloudflared_metrics_urls: Annotated[tuple[str, ...], NoDecode] = CLOUDFLARED_METRICS_URLS
-    log_format: str = "text"
+    log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     # Not in the contract: uvicorn's access lines (see receiver.logs.AccessLines).
     access_log: Literal["all", "webhook-errors", "errors", "off"] = "webhook-errors"
@@ -97,6 +119,21 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_signing_secret(value.get_secret_value())
+        return value
+
     @field_validator("media_url")
     @classmethod
     def _media_url(cls, value: str) -> str:
@@ -123,6 +160,37 @@ class Settings(BaseSettings):
 
     def base_url(self, provider: str) -> str:
         return str(getattr(self, f"{provider}_base_url")).rstrip("/")
+
+
+def setting_names() -> list[str]:
+    """Every environment variable that is a setting, from the model itself (fields and their aliases)."""
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        names.add(f"{ENV_PREFIX}{name.upper()}")
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {str(choice).upper() for choice in alias.choices if str(choice).isupper()}
+    return sorted(names)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each RECEIVER_ variable that is not a setting (a typo, or one this version lacks),
+    naming the closest setting; the test suite's own variables are left alone."""
+    known = setting_names()
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if (not upper.startswith(ENV_PREFIX) or upper in known or upper in TEST_ONLY_NAMES
+                or upper.startswith(TEST_ONLY_PREFIXES)):
+            continue
+        closest = difflib.get_close_matches(upper, known, n=1, cutoff=0.0)[0]
+        problems.append(f"{name} is not a setting and is ignored: did you mean {closest}?")
+    return problems
+
+
+def warn_unknown_variables(environ: Mapping[str, str], log: logging.Logger) -> None:
+    for problem in unknown_variables(environ):
+        log.warning("%s", problem)
 
 
 class Secrets:

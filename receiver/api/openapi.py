@@ -212,7 +212,9 @@ def _paths() -> dict[str, Any]:
             "get": _op("Terminal jobs as Server-Sent Events", {
                 "200": {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                 "409": _json(ErrorOut, "Last-Event-ID ahead of the store"),
+                "422": _json(ErrorOut, "since is not an ISO 8601 time"),
             }, params=[_query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,19}$"}),
+                       _query("since", _TIME, "replay the events of jobs completed at or after it (completed_at)"),
                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}]),
         },
     }

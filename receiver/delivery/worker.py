@@ -23,6 +23,7 @@ from receiver.delivery.client import AttemptResult, open_session, send
 from receiver.errors import StoreUnavailable
 from receiver.models import AttemptOutcome
 from receiver.notify import OUTBOX
+from receiver.outage import Outage
 from receiver.runtime import Runtime
 from receiver.store.base import Message
 
@@ -129,6 +130,7 @@ class _Deliverer:
     async def run(self) -> None:
         store = self.runtime.store
         await store.release_leases()  # claims of a previous (crashed) run
+        outage = Outage(log, "delivery")
         try:
             while True:
                 woken = self.runtime.notifier.event(OUTBOX)  # taken before reading: no wake-up slips by
@@ -138,12 +140,9 @@ class _Deliverer:
                         await asyncio.sleep(0)  # the store answers without yielding: let the sends run
                         continue  # a full batch: more may be due
                     wait = await self._seconds_until_due()
-                except StoreUnavailable as exc:  # expected while the database restarts: no traceback
-                    log.warning("delivery paused: %s; retrying in 1s", exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                except Exception:  # deliberate: the delivery loop must outlive any bug or store error
-                    log.exception("delivery loop failed; retrying in 1s")
+                    outage.ok()
+                except Exception as exc:  # deliberate: the delivery loop must outlive any bug or store error
+                    outage.failed(exc)  # logged once per outage (a traceback only if not a store error)
                     await asyncio.sleep(1.0)
                     continue
                 await _wait_any((woken, self.freed), timeout=wait)

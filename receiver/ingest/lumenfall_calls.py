@@ -17,6 +17,7 @@ from receiver.errors import ProviderError, StoreError
 from receiver.ingest.inbound import ingest, parse
 from receiver.models import Completion, Job, Outcome, Receipt, dumps
 from receiver.notify import wait_for
+from receiver.outage import Outage
 from receiver.ingest.provider_calls import MAX_IMAGE_ANSWER_BYTES, send
 from receiver.providers import lumenfall
 from receiver.providers._request import ProviderRequest, refusal_message
@@ -84,12 +85,14 @@ async def fail_orphaned_lumenfall_calls(runtime: Runtime) -> None:
     """A receiver-run Lumenfall call still pending whose replica is gone (a crash: a clean shutdown fails
     its own) will never be answered, and Lumenfall has no status endpoint to ask: end it as failed.
     Checked at start and then periodically, so a dead replica's calls end on a live one."""
+    outage = Outage(log, "orphaned Lumenfall calls check")
     while not runtime.stopping.is_set():
         try:
             for job in await runtime.store.orphaned_jobs("lumenfall"):
                 if job.provider_job_id.startswith(lumenfall.RECEIVER_ID_PREFIX):
                     log.warning("Lumenfall job %s was cut off by a crash: failing it", job.id, extra={"job_id": job.id})
                     await _fail(runtime, job.provider_job_id, CRASHED)
+            outage.ok()
         except StoreError as exc:
-            log.warning("could not look for orphaned Lumenfall calls: %s", exc)
+            outage.failed(exc)
         await wait_for(runtime.stopping, ORPHAN_CHECK_S)

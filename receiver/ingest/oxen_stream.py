@@ -26,9 +26,10 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from receiver.util import backoff
 from receiver.util.bounded_sse import Oversized, aiter_bounded_sse
-from receiver.errors import InvalidPayload, NotConfigured, ReceiverError, StoreUnavailable
+from receiver.errors import InvalidPayload, NotConfigured, ReceiverError, StoreError
 from receiver.ingest.inbound import ingest, parse
 from receiver.models import ApplyResult, Job, Receipt
+from receiver.outage import Outage
 from receiver.ingest.polling import poll_job
 from receiver.providers import oxen
 from receiver.runtime import Runtime
@@ -45,6 +46,7 @@ class StreamFailure(ReceiverError):
         self.message = message
         self.unauthorized = unauthorized
         self.retry_after = retry_after
+        self.store = False  # the store failed, not the connection to Oxen
 
 
 class Reconnects:
@@ -113,6 +115,7 @@ class OxenConsumer:
         self.catch_up_wanted = asyncio.Event()
         self.url = runtime.settings.base_url("oxen") + oxen.STREAM_PATH
         self.opened_at: float | None = None  # loop time the current connection opened
+        self.store_outage = Outage(log, "Oxen consumer")  # its use of the store: ingests and catch-up polls
 
     async def run(self) -> None:
         try:
@@ -147,7 +150,9 @@ class OxenConsumer:
                           "retrying in %.1f s", failure.message, delay)
             else:
                 status.state = "connecting"
-                log.warning("Oxen stream down (%s); reconnecting in %.1f s", failure.message, delay)
+                # While the store is away each reconnect ends the same way: its Outage said so once.
+                level = logging.DEBUG if failure.store and self.store_outage.down else logging.WARNING
+                log.log(level, "Oxen stream down (%s); reconnecting in %.1f s", failure.message, delay)
             await asyncio.sleep(delay)
 
     def _failure(self, exc: Exception) -> StreamFailure:
@@ -158,10 +163,12 @@ class OxenConsumer:
         if isinstance(exc, httpx.HTTPError):
             return StreamFailure(f"connection to Oxen failed: {describe(exc)}")
         # A store error while ingesting, say: reconnecting makes the catch-up poll recover what it missed.
-        if isinstance(exc, StoreUnavailable):
-            log.warning("Oxen consumer: %s", exc)
-        else:
-            log.exception("Oxen consumer error")
+        if isinstance(exc, StoreError):
+            self.store_outage.failed(exc)
+            failure = StreamFailure(f"consumer error: {describe(exc)}")
+            failure.store = True
+            return failure
+        log.exception("Oxen consumer error")
         return StreamFailure(f"consumer error: {describe(exc)}")
 
     async def _stream_once(self) -> None:
@@ -241,9 +248,10 @@ class OxenConsumer:
             self.catch_up_wanted.clear()
             try:
                 polled, finished = await poll_pending_oxen_jobs(self.runtime, self.tuning)
-            except Exception:  # deliberate: the store away, or a bug, must not end the consumer (next connect retries)
-                log.exception("catch-up poll of pending Oxen jobs failed")
+            except Exception as exc:  # deliberate: the store away, or a bug, must not end the consumer (next connect retries)
+                self.store_outage.failed(exc)
                 continue
+            self.store_outage.ok()
             if polled:
                 log.info("caught up after connecting: polled %d pending Oxen job(s), %d finished", polled, finished)
 

@@ -14,9 +14,9 @@ import logging
 import random
 
 from receiver.util import backoff
-from receiver.errors import StoreUnavailable
 from receiver.models import Job
 from receiver.notify import wait_for
+from receiver.outage import Outage
 from receiver.ingest.polling import poll_job
 from receiver.providers import POLLING_PROVIDERS
 from receiver.runtime import Runtime
@@ -55,6 +55,7 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
     deadline: a slow one holds its slot, never the others nor the next look for due jobs."""
     in_flight: dict[str, asyncio.Task[None]] = {}
     freed = asyncio.Event()
+    outage = Outage(log, f"reconcile of {provider}")
 
     def finished_task(job_id: str, _: asyncio.Task[None]) -> None:
         in_flight.pop(job_id, None)
@@ -71,10 +72,9 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
                     # meanwhile. Only as many as there are free slots, so none waits out its lease.
                     claimed = await runtime.store.claim_due_polls(providers=[provider], limit=room,
                                                                   lease_s=POLL_LEASE_S)
-                except StoreUnavailable as exc:
-                    log.warning("reconcile pass for %s skipped: %s", provider, exc)
-                except Exception:  # deliberate: whatever the store raises (asyncpg's too) must not end the worker
-                    log.exception("reconcile pass for %s failed", provider)
+                    outage.ok()
+                except Exception as exc:  # deliberate: whatever the store raises (asyncpg's too) must not end the worker
+                    outage.failed(exc)
             for job in claimed:
                 task = asyncio.create_task(_reconcile(runtime, job), name=f"poll-{job.id}")
                 in_flight[job.id] = task

@@ -11,6 +11,7 @@ import logging
 
 from receiver.errors import StoreError
 from receiver.notify import wait_for
+from receiver.outage import Outage
 from receiver.runtime import Runtime
 
 log = logging.getLogger("receiver.ingest.timeouts")
@@ -45,10 +46,12 @@ async def sweep_once(runtime: Runtime) -> int:
 
 async def run_job_timeouts(runtime: Runtime) -> None:
     every = sweep_every(runtime.settings.job_timeout_s)
+    outage = Outage(log, "job timeout sweep")
     while not runtime.stopping.is_set():
         try:
             await sweep_once(runtime)
             await runtime.store.prune_idempotency_keys(older_than=runtime.store.clock() - IDEMPOTENCY_TTL_S)
+            outage.ok()
         except StoreError as exc:
-            log.warning("job timeout sweep failed: %s", exc)
+            outage.failed(exc)
         await wait_for(runtime.stopping, every)

@@ -23,6 +23,7 @@ from receiver.media.objects import STORE_ERRORS
 from receiver.media.fetch import FetchLimits, Fetcher
 from receiver.media.guard import MirrorFailure, check_content_type, parse_data_uri
 from receiver.notify import EVENTS, wait_for
+from receiver.outage import Outage
 from receiver.runtime import Runtime
 from receiver.store.base import MirrorTask
 from receiver.store.rules import MirrorResult
@@ -110,6 +111,7 @@ async def run_mirror(runtime: Runtime) -> None:
                                         read_timeout_s=tuning.read_timeout_s)).open()
     running: set[asyncio.Task[None]] = set()
     sweeper = asyncio.create_task(run_sweeps(runtime, media, tuning), name="media-sweeps")
+    outage = Outage(log, "mirror task claims")
     try:
         while not runtime.stopping.is_set():
             wake = runtime.notifier.event(EVENTS)  # taken before the claim: no wake-up is missed
@@ -118,8 +120,9 @@ async def run_mirror(runtime: Runtime) -> None:
             if free > 0:
                 try:
                     tasks = await runtime.store.claim_mirror_tasks(limit=free, lease_s=tuning.attempt_timeout_s + 60)
+                    outage.ok()
                 except StoreError as exc:
-                    log.warning("could not claim mirror tasks: %s", exc)
+                    outage.failed(exc)
             for task in tasks:
                 job = asyncio.create_task(_guarded(runtime, media, fetcher, task, tuning), name="mirror-one")
                 running.add(job)

@@ -163,9 +163,13 @@ class Store(Protocol):
         job_id: str | None = None,
     ) -> Page[Any]: ...
 
-    async def events_after(self, seq: int, limit: int) -> list[Event]:
-        """Committed events after `seq`, in order; never one whose transaction may still commit below it."""
+    async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
+        """Committed events after `seq`, in order; never one whose transaction may still commit below it.
+        With `completed_from`, only the events of jobs completed at or after it (epoch seconds)."""
     async def last_event_seq(self) -> int: ...
+    async def first_event_seq(self, created_from: float) -> int | None:
+        """The lowest id of an event written at or after `created_from` (None if none): where a replay by
+        completion time starts, since a job's event is written when or after it completes."""
 
     async def release_leases(self) -> None:
         """Forget this process's earlier claims (SQLite: one process owns the file); a no-op with replicas."""

@@ -29,6 +29,7 @@ import orjson
 
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
+from receiver.outage import Outage
 from receiver.store.base import Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
@@ -162,12 +163,13 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
     async def _listen(self) -> None:
         """LISTEN on a connection of its own, reconnecting forever; after a gap, wake every waiter."""
         delay = 0.5
+        outage = Outage(log, "LISTEN connection")
         while True:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self.url, timeout=10)
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-                log.warning("LISTEN connection failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                outage.failed(StoreUnavailable(f"{type(exc).__name__}; retrying every {delay:.1f} s or more"))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -175,6 +177,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
                 conn.add_termination_listener(lambda _: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notification)
                 delay = 0.5
+                outage.ok()
                 self._notify(Changes(everything=True))  # what committed while we were not listening
                 await lost.wait()
             finally:
@@ -414,10 +417,19 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
     async def job_counts(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
 
-    async def events_after(self, seq: int, limit: int) -> list[Event]:
-        rows = await self._fetch(
-            "SELECT seq, job_id, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+    async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
+        if completed_from is None:
+            rows = await self._fetch(
+                "SELECT seq, job_id, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+        else:
+            rows = await self._fetch(
+                "SELECT e.seq, e.job_id, e.type, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
+                "WHERE e.seq > $1 AND j.completed_at >= $2 ORDER BY e.seq LIMIT $3", seq, completed_from, limit)
         return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
+
+    async def first_event_seq(self, created_from: float) -> int | None:
+        value = (await self._fetch("SELECT MIN(seq) FROM events WHERE created_at >= $1", created_from))[0][0]
+        return None if value is None else int(value)
 
     async def last_event_seq(self) -> int:
         return int((await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events"))[0][0])

@@ -37,7 +37,7 @@ from receiver.store.rows import (
 from receiver.store.rules import UnitOfWork
 from receiver.store.schema import SQLITE
 from receiver.store.sqlite.mirror import SQLiteMirror
-from receiver.store.sqlite.file import CHECKPOINT_BUSY_MS, WAL_TRUNCATE_BYTES, FileLock, keep_wal_bounded
+from receiver.store.sqlite.file import CHECKPOINT_BUSY_MS, FileLock, keep_wal_bounded, wal_restart_bytes
 from receiver.store.sqlite.work import SQLiteWork
 from receiver.store.sqlite.writes import STATEMENT_CACHE, flush, load_jobs
 from receiver.store.sqlite.jobs import SQLiteJobActions
@@ -117,7 +117,7 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         conn.row_factory = sqlite3.Row
         # temp_store=MEMORY: a statement journal (an UPDATE of many rows) never becomes a temporary file.
         for pragma in ("busy_timeout=0", "journal_mode=WAL", f"synchronous={self.synchronous}",
-                       "wal_autocheckpoint=0", f"journal_size_limit={WAL_TRUNCATE_BYTES}", "temp_store=MEMORY"):
+                       "wal_autocheckpoint=0", f"journal_size_limit={wal_restart_bytes()}", "temp_store=MEMORY"):
             self._retry_busy_now(lambda: conn.execute(f"PRAGMA {pragma}"))
         return conn
 
@@ -351,10 +351,19 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def events_after(self, seq: int, limit: int) -> list[Event]:
-        rows = await self._fetch(
-            "SELECT seq, job_id, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+    async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
+        if completed_from is None:
+            rows = await self._fetch(
+                "SELECT seq, job_id, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        else:
+            rows = await self._fetch(
+                "SELECT e.seq, e.job_id, e.type, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
+                "WHERE e.seq > ? AND j.completed_at >= ? ORDER BY e.seq LIMIT ?", (seq, completed_from, limit))
         return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
+
+    async def first_event_seq(self, created_from: float) -> int | None:
+        rows = await self._fetch("SELECT MIN(seq) FROM events WHERE created_at >= ?", (created_from,))
+        return None if rows[0][0] is None else int(rows[0][0])
 
     async def last_event_seq(self) -> int:
         rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")
