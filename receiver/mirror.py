@@ -78,6 +78,8 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
         runtime.metrics.mirrors.labels("retry").inc()
         return
     await store.finish_mirror_task(task, result)
+    if result.error is None and task.last_error is not None:
+        log.info("mirror of %s output %d stored after %d attempts", task.job_id, task.index, task.attempts)
     runtime.metrics.mirrors.labels("stored" if result.error is None else "gave_up").inc()
 
 
@@ -89,7 +91,12 @@ async def _failed(runtime: Runtime, task: MirrorTask, tuning: MirrorTuning, fail
         delay = backoff.exponential(task.attempts - 1, base=tuning.first_retry_s, cap=tuning.max_retry_s,
                                     rand=random.random)
         if elapsed + delay < tuning.retry_for_s or task.attempts < 2:
-            await runtime.store.retry_mirror_task(task, next_attempt_at=now + delay, error=failure.reason)
+            if failure.reason != task.last_error:  # once per change, not once per retry
+                log.info("mirror of %s output %d failed, retrying for up to %g s: %s", task.job_id, task.index,
+                         tuning.retry_for_s, failure.reason)
+            await runtime.store.retry_mirror_task(
+                task, next_attempt_at=now + delay, error=failure.reason,
+                shown=f"{failure.reason} (attempt {task.attempts} failed; being retried)")
             return None
         reason = f"gave up after {task.attempts} attempts in {elapsed:.0f} s: {failure.reason}"
     else:

@@ -62,6 +62,7 @@ class MirrorTask:
     url: str
     attempts: int
     created_at: float
+    last_error: str | None = None  # why the previous attempt failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +228,10 @@ class Store(Protocol):
 
     async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
         """Due mirror tasks, leased to this replica for `lease_s` (one replica at a time mirrors an output)."""
-    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
-        """Hand a task back after a transient failure, due again at `next_attempt_at`."""
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
+                                shown: str | None = None) -> None:
+        """Hand a task back after a transient failure, due again at `next_attempt_at`; `shown`, when
+        given, is the output's mirror_error meanwhile (the job says it is being retried)."""
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
         """Record how the output's mirror ended (and its media object); when it was the job's last,
         the job's event and callback go out in the same transaction. A task already finished is a no-op."""

@@ -34,10 +34,27 @@ class PostgresMirror(PostgresPart):
             now, now + lease_s, self.replica_id, limit))
         return [task_from_row(r) for r in rows]
 
-    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE mirror_tasks SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE seq = $3",
-            next_attempt_at, error[:1000], task.seq))
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
+                                shown: str | None = None) -> None:
+        if shown is None:
+            await self._tx(lambda conn: conn.execute(
+                "UPDATE mirror_tasks SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE seq = $3",
+                next_attempt_at, error[:1000], task.seq))
+            return
+
+        async def retry(conn: Conn, unit: UnitOfWork) -> None:
+            key = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", task.job_id)
+            if key is not None:
+                await self._load(conn, unit, {(key[0], key[1])})  # the job's key lock first, as every writer
+            await conn.execute(
+                "UPDATE mirror_tasks SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE seq = $3",
+                next_attempt_at, error[:1000], task.seq)
+            job = unit.job(key[0], key[1]) if key is not None else None
+            if job is not None:
+                unit.mirror_retrying(job, task.index, shown[:1000])
+                await self._flush(conn, unit)
+
+        await self._in_unit(retry)
 
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
         now = self.clock()

@@ -30,10 +30,25 @@ class SQLiteMirror(SQLitePart):
 
         return [task_from_row(r, claimed=1) for r in await self._batch(claim)]
 
-    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
-            (next_attempt_at, error[:1000], task.seq)))
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
+                                shown: str | None = None) -> None:
+        unit = self._unit()
+
+        def retry(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
+                       (next_attempt_at, error[:1000], task.seq))
+            if shown is None:
+                return
+            key = db.execute("SELECT provider, provider_job_id FROM jobs WHERE id = ?", (task.job_id,)).fetchone()
+            if key is None:
+                return
+            self._load(db, unit, {(key[0], key[1])})
+            job = unit.job(key[0], key[1])
+            if job is not None:
+                unit.mirror_retrying(job, task.index, shown[:1000])
+            self._flush(db, unit)
+
+        await self._batch(retry)
 
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
         unit = self._unit()

@@ -1,0 +1,44 @@
+"""An output whose mirror keeps failing shows it while it is retried (and says so once in the log)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.callback import callback_server
+from tests.fakes.origin import media_origin
+from tests.media_support import FAST, callback_for, deliver, mirroring_receiver
+from tests.support import eventually
+
+# Retries a few tenths of a second apart, for long enough that the job is seen while they go on.
+PATIENT = dataclasses.replace(FAST, retry_for_s=60.0, first_retry_s=0.3, max_retry_s=0.3)
+
+
+async def test_a_retried_output_shows_its_last_failure_and_is_logged_once(
+    tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with media_origin() as origin, callback_server() as callback, \
+            mirroring_receiver(tmp_path, callback, mirror_tuning=PATIENT, database_url=store_url,
+                               media_url=str(tmp_path / "media")) as server:
+        caplog.set_level(logging.INFO, logger="receiver.mirror")
+        job_id = await deliver(server, "px-retry", origin.url("/flaky/6"), origin.url("/img/1000"))
+
+        async with server.api() as api:
+            async def retrying() -> dict[str, Any] | None:
+                job: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
+                error = job["outputs"][0]["mirror_error"] or ""
+                return job if "answered 503" in error and "being retried" in error else None
+
+            job = await eventually(retrying, 20, "the job to show the retry")
+        assert job["status"] == "succeeded" and job["outputs"][0]["stored_url"] is None
+        flaky = (await callback_for(callback, job_id))["data"]["outputs"][0]
+        assert flaky["mirror_error"] is None and flaky["bytes"] == 2000  # cleared once stored
+        assert origin.hits["/flaky/6"] == 7
+    lines = [r.getMessage() for r in caplog.records if r.name == "receiver.mirror" and job_id in r.getMessage()]
+    retried = [line for line in lines if "retrying" in line]
+    assert len(retried) == 1 and "answered 503" in retried[0], lines  # six failures, one line
+    assert any("stored after 7 attempts" in line for line in lines), lines
