@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import AsyncIterator
+from collections import Counter
+from typing import AsyncIterator, Callable
 
 from receiver import backoff
 from receiver.errors import StoreError
@@ -25,6 +26,7 @@ from receiver.media_guard import MirrorFailure, check_content_type, parse_data_u
 from receiver.notify import EVENTS, wait_for
 from receiver.runtime import Runtime
 from receiver.store.base import MirrorTask
+from receiver.store.mirror_fair import origin_of
 from receiver.store.rules import MirrorResult
 from receiver.tuning import MirrorTuning
 
@@ -106,7 +108,8 @@ async def _failed(runtime: Runtime, task: MirrorTask, tuning: MirrorTuning, fail
 
 
 async def run_mirror(runtime: Runtime) -> None:
-    """Claim and run mirror tasks, `concurrency` at a time, until the app stops."""
+    """Claim and run mirror tasks, `concurrency` at a time and `per_origin_concurrency` of one origin (so
+    a slow origin delays only its own outputs), until the app stops."""
     media = runtime.media
     if media is None:
         await settle_when_off(runtime)
@@ -116,6 +119,16 @@ async def run_mirror(runtime: Runtime) -> None:
                                         allow_private=runtime.settings.media_allow_private,
                                         read_timeout_s=tuning.read_timeout_s)).open()
     running: set[asyncio.Task[None]] = set()
+    per_origin: Counter[str] = Counter()  # fetches under way by origin: a slow origin holds only its share
+
+    def done(origin: str) -> Callable[[asyncio.Task[None]], None]:
+        def release(job: asyncio.Task[None]) -> None:
+            running.discard(job)
+            per_origin[origin] -= 1
+            if per_origin[origin] <= 0:
+                del per_origin[origin]
+        return release
+
     sweeper = asyncio.create_task(run_sweeps(runtime, media, tuning), name="media-sweeps")
     try:
         while not runtime.stopping.is_set():
@@ -124,13 +137,17 @@ async def run_mirror(runtime: Runtime) -> None:
             tasks: list[MirrorTask] = []
             if free > 0:
                 try:
-                    tasks = await runtime.store.claim_mirror_tasks(limit=free, lease_s=tuning.attempt_timeout_s + 60)
+                    room = {origin: tuning.per_origin_concurrency - n for origin, n in per_origin.items()}
+                    tasks = await runtime.store.claim_mirror_tasks(limit=free, lease_s=tuning.attempt_timeout_s + 60,
+                                                                   room=room, per_origin=tuning.per_origin_concurrency)
                 except StoreError as exc:
                     log.warning("could not claim mirror tasks: %s", exc)
             for task in tasks:
+                origin = origin_of(task.url)
                 job = asyncio.create_task(_guarded(runtime, media, fetcher, task, tuning), name="mirror-one")
                 running.add(job)
-                job.add_done_callback(running.discard)
+                per_origin[origin] += 1
+                job.add_done_callback(done(origin))
             if tasks and len(tasks) == free:
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)  # full: go on when a slot frees
                 continue

@@ -42,3 +42,32 @@ async def test_a_retried_output_shows_its_last_failure_and_is_logged_once(
     retried = [line for line in lines if "retrying" in line]
     assert len(retried) == 1 and "answered 503" in retried[0], lines  # six failures, one line
     assert any("stored after 7 attempts" in line for line in lines), lines
+
+
+# A trickling origin would hold each fetch for its full minute.
+SLOW = dataclasses.replace(FAST, attempt_timeout_s=60.0, read_timeout_s=10.0, retry_for_s=120.0)
+
+
+async def test_a_trickling_origin_delays_only_its_own_jobs(tmp_path: Path, store_url: str) -> None:
+    async with media_origin() as slow, media_origin() as fast, callback_server() as callback, \
+            mirroring_receiver(tmp_path, callback, mirror_tuning=SLOW, database_url=store_url,
+                               media_url=str(tmp_path / "media")) as server:
+        # More trickling outputs than the replica fetches at once: before, they took every slot.
+        trickling = await deliver(server, "px-cdn", *(slow.url(f"/trickle?{i}") for i in range(SLOW.concurrency + 4)))
+        await eventually(lambda: sum(slow.hits.values()) >= SLOW.per_origin_concurrency, 20, "the trickles to start")
+        other = await deliver(server, "px-other", fast.url("/img/1000-x"), fast.url("/img/2000-y"))
+        outputs = (await callback_for(callback, other))["data"]["outputs"]
+        assert [o["bytes"] for o in outputs] == [1000, 2000] and all(o["stored_url"] for o in outputs)
+        # Called back while the trickling job's outputs are still being fetched, a share at a time.
+        assert sum(slow.hits.values()) == SLOW.per_origin_concurrency
+        async with server.api() as api:
+            job = (await api.get(f"/v1/jobs/{trickling}")).json()
+        assert all(o["stored_url"] is None for o in job["outputs"])
+        assert all(json_body(r)["data"]["id"] != trickling for r in callback.requests)
+
+
+def json_body(request: Any) -> dict[str, Any]:
+    import json
+
+    body: dict[str, Any] = json.loads(request.body)
+    return body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Literal, Protocol, TypeVar
 
@@ -226,8 +227,10 @@ class Store(Protocol):
 
     # -- media mirroring (receiver.mirror) -------------------------------------------------------
 
-    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
-        """Due mirror tasks, leased to this replica for `lease_s` (one replica at a time mirrors an output)."""
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None,
+                                 per_origin: int | None = None) -> list[MirrorTask]:
+        """Due mirror tasks, leased to this replica for `lease_s` (one replica at a time mirrors an output);
+        at most `room[origin]` (else `per_origin`) of one origin (see receiver.store.mirror_fair)."""
     async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
                                 shown: str | None = None) -> None:
         """Hand a task back after a transient failure, due again at `next_attempt_at`; `shown`, when

@@ -7,7 +7,10 @@ at a time mirrors an output, and the tasks of a replica that died are taken over
 from __future__ import annotations
 
 
+from typing import Any, Mapping
+
 from receiver.store.base import MediaObject, MirrorTask
+from receiver.store.mirror_fair import POSTGRES_ORIGIN, SCAN, full_origins, pick
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult, UnitOfWork, Writes
@@ -25,13 +28,39 @@ async def insert_mirror_tasks(conn: Conn, w: Writes) -> None:
 class PostgresMirror(PostgresPart):
     """Methods of `PostgresStore` (see `receiver.store.base.Store`)."""
 
-    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None,
+                                 per_origin: int | None = None) -> list[MirrorTask]:
         now = self.clock()
+        if per_origin is not None or room:
+            return await self._claim_fairly(now, limit, lease_s, room, per_origin)
         rows = await self._tx(lambda conn: conn.fetch(
             "UPDATE mirror_tasks SET lease_until = $2, lease_owner = $3, attempts = attempts + 1 WHERE seq IN ("
             "SELECT seq FROM mirror_tasks WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) "
             f"ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {TASK_COLUMNS}",
             now, now + lease_s, self.replica_id, limit))
+        return [task_from_row(r) for r in rows]
+
+    async def _claim_fairly(self, now: float, limit: int, lease_s: float, room: Mapping[str, int] | None,
+                            per_origin: int | None) -> list[MirrorTask]:
+        """Due tasks read first (origins with no room left out), chosen within each origin's room, then
+        leased unless another replica took them meanwhile."""
+
+        async def claim(conn: Conn) -> list[Any]:
+            due = await conn.fetch(
+                "SELECT seq, url FROM mirror_tasks WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR "
+                f"lease_until <= $1) AND NOT ({POSTGRES_ORIGIN} = ANY($2::text[])) ORDER BY next_attempt_at LIMIT $3",
+                now, full_origins(room), max(limit, SCAN))
+            chosen = [r[0] for r in pick(due, limit=limit, room=room, per_origin=per_origin, url_at=1)]
+            if not chosen:
+                return []
+            return await conn.fetch(
+                "UPDATE mirror_tasks SET lease_until = $2, lease_owner = $3, attempts = attempts + 1 WHERE seq IN ("
+                "SELECT seq FROM mirror_tasks WHERE seq = ANY($4::bigint[]) AND next_attempt_at <= $1 AND "
+                f"(lease_until IS NULL OR lease_until <= $1) FOR UPDATE SKIP LOCKED) RETURNING {TASK_COLUMNS}",
+                now, now + lease_s, self.replica_id, chosen)
+
+        rows = await self._tx(claim)
+        rows.sort(key=lambda r: r[0])
         return [task_from_row(r) for r in rows]
 
     async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Mapping
 
 from receiver.store.base import Changes, MediaObject, MirrorTask
+from receiver.store.mirror_fair import SCAN, SQLITE_ORIGIN, full_origins, pick
 from receiver.store.parts import SQLitePart
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult
@@ -14,14 +15,21 @@ from receiver.store.rules import MirrorResult
 class SQLiteMirror(SQLitePart):
     """Methods of `SQLiteStore` (see `receiver.store.base.Store`)."""
 
-    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None,
+                                 per_origin: int | None = None) -> list[MirrorTask]:
         now = self.clock()
+        fair = per_origin is not None or bool(room)
+        full = full_origins(room)
+        leave_out = f" AND {SQLITE_ORIGIN} NOT IN ({','.join('?' * len(full))})" if full else ""
 
         def claim(db: sqlite3.Connection) -> list[Any]:
             rows = db.execute(
                 f"SELECT {TASK_COLUMNS} FROM mirror_tasks WHERE next_attempt_at <= ? "
-                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?", (now, now, limit),
+                f"AND (lease_until IS NULL OR lease_until <= ?){leave_out} ORDER BY next_attempt_at LIMIT ?",
+                (now, now, *full, max(limit, SCAN) if fair else limit),
             ).fetchall()
+            if fair:
+                rows = pick(rows, limit=limit, room=room, per_origin=per_origin, url_at=3)
             if rows:
                 db.execute(
                     f"UPDATE mirror_tasks SET lease_until = ?, lease_owner = ?, attempts = attempts + 1 "
