@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from receiver.media_guard import mirrorable
-from receiver.media_objects import NotFoundError
+from receiver.media_objects import ObjectMissing
 from receiver.media_sign import Unsatisfiable, parse_range, verified_sha256
 from receiver.runtime import Runtime
 
@@ -56,7 +56,12 @@ async def _answer(request: Request) -> Response:
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes", "Content-Type": obj.content_type,
                "Content-Disposition": disposition(obj.content_type, sha256)}
-    if etag in request.headers.get("if-none-match", ""):
+    cached = etag in request.headers.get("if-none-match", "")
+    # The media table says the object exists; the bytes may not be there (another replica's disk, a new
+    # deploy): answers that send no bytes ask the media store first, so HEAD and GET agree (404).
+    if (cached or request.method == "HEAD" or media.objects.redirects) and not await media.objects.exists(sha256):
+        return _not_found()
+    if cached:
         return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
     if media.objects.redirects and request.method == "GET":
         url = await media.objects.presigned(sha256)
@@ -74,6 +79,6 @@ async def _answer(request: Request) -> Response:
         return Response(status_code=status, headers=headers)
     try:
         body = await media.objects.read(sha256, start=start, end=end)
-    except NotFoundError:  # removed behind the store's back
-        return _gone()
+    except ObjectMissing:
+        return _not_found()
     return StreamingResponse(body, status_code=status, headers=headers)

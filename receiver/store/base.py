@@ -241,3 +241,14 @@ class Store(Protocol):
     async def media_object(self, sha256: str) -> MediaObject | None: ...
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
         """Mark up to `limit` objects created before `before` deleted, and return them (to remove)."""
+
+    # -- media objects kept in the database (receiver.media_db) ----------------------------------
+
+    async def put_media_chunk(self, key: str, seq: int, data: bytes) -> None: ...
+    async def media_chunk(self, key: str, seq: int) -> bytes | None:
+        """Chunk `seq` of object `key`; None when there is none."""
+    async def rename_media_chunks(self, incoming: str, key: str) -> None:
+        """Give an upload its address; when `key` exists already (the same bytes), drop the upload."""
+    async def delete_media_chunks(self, key: str) -> None: ...
+    async def forget_media_chunks(self, *, prefix: str, older_than: float) -> int:
+        """Delete objects under `prefix` written before `older_than`; how many chunks went."""

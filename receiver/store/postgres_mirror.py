@@ -110,6 +110,32 @@ class PostgresMirror(PostgresPart):
         rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = $1", sha256)
         return media_from_row(rows[0]) if rows else None
 
+    async def put_media_chunk(self, key: str, seq: int, data: bytes) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "INSERT INTO media_chunks (key, seq, data, created_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (key, seq) DO UPDATE SET data = excluded.data", key, seq, data, self.clock()))
+
+    async def media_chunk(self, key: str, seq: int) -> bytes | None:
+        rows = await self._fetch("SELECT data FROM media_chunks WHERE key = $1 AND seq = $2", key, seq)
+        return bytes(rows[0][0]) if rows else None
+
+    async def rename_media_chunks(self, incoming: str, key: str) -> None:
+        async def rename(conn: Conn) -> None:
+            if await conn.fetchval("SELECT 1 FROM media_chunks WHERE key = $1 AND seq = 0", key):
+                await conn.execute("DELETE FROM media_chunks WHERE key = $1", incoming)
+            else:  # two replicas storing the same bytes at once: the second fails here, and its retry drops it
+                await conn.execute("UPDATE media_chunks SET key = $1 WHERE key = $2", key, incoming)
+
+        await self._tx(rename)
+
+    async def delete_media_chunks(self, key: str) -> None:
+        await self._tx(lambda conn: conn.execute("DELETE FROM media_chunks WHERE key = $1", key))
+
+    async def forget_media_chunks(self, *, prefix: str, older_than: float) -> int:
+        status = await self._tx(lambda conn: conn.execute(
+            "DELETE FROM media_chunks WHERE starts_with(key, $1) AND created_at < $2", prefix, older_than))
+        return int(status.rsplit(" ", 1)[-1])
+
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
         rows = await self._tx(lambda conn: conn.fetch(
             "UPDATE media SET deleted_at = $2 WHERE sha256 IN (SELECT sha256 FROM media WHERE deleted_at IS NULL "

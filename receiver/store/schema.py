@@ -296,3 +296,31 @@ POSTGRES_MIGRATIONS.append(
 # entry fewer per job, and with providers' random ids a random page fewer written per insert.
 MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
+
+# Media objects kept in the database (RECEIVER_MEDIA_URL=db): each object in fixed-size chunks, so
+# neither storing nor serving (Range included) holds more than a chunk; `key` is `objects/<sha256>`,
+# or `incoming/<random>` while an upload is under way.
+MIGRATIONS.append(
+    """
+    CREATE TABLE IF NOT EXISTS media_chunks (
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (key, seq)
+    )
+    """
+)
+POSTGRES_MIGRATIONS.append(
+    """
+    CREATE TABLE IF NOT EXISTS media_chunks (
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (key, seq)
+    );
+    -- Images and videos are compressed already: store them out of line as they are.
+    ALTER TABLE media_chunks ALTER COLUMN data SET STORAGE EXTERNAL
+    """
+)

@@ -88,6 +88,34 @@ class SQLiteMirror(SQLitePart):
         rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = ?", (sha256,))
         return media_from_row(rows[0]) if rows else None
 
+    async def put_media_chunk(self, key: str, seq: int, data: bytes) -> None:
+        now = self.clock()
+        await self._batch(lambda db: db.execute(
+            "INSERT OR REPLACE INTO media_chunks (key, seq, data, created_at) VALUES (?, ?, ?, ?)", (key, seq, data, now)))
+
+    async def media_chunk(self, key: str, seq: int) -> bytes | None:
+        rows = await self._fetch("SELECT data FROM media_chunks WHERE key = ? AND seq = ?", (key, seq))
+        return bytes(rows[0][0]) if rows else None
+
+    async def rename_media_chunks(self, incoming: str, key: str) -> None:
+        def rename(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM media_chunks WHERE key = ? AND seq = 0", (key,)).fetchone():
+                db.execute("DELETE FROM media_chunks WHERE key = ?", (incoming,))
+            else:
+                db.execute("UPDATE media_chunks SET key = ? WHERE key = ?", (key, incoming))
+
+        await self._batch(rename)
+
+    async def delete_media_chunks(self, key: str) -> None:
+        await self._batch(lambda db: db.execute("DELETE FROM media_chunks WHERE key = ?", (key,)))
+
+    async def forget_media_chunks(self, *, prefix: str, older_than: float) -> int:
+        def forget(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM media_chunks WHERE key >= ? AND key < ? AND created_at < ?",
+                              (prefix, prefix + "\U0010ffff", older_than)).rowcount
+
+        return int(await self._batch(forget))
+
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
         now = self.clock()
 
