@@ -1,8 +1,9 @@
 """Mirrored objects kept in the store's own database (`RECEIVER_MEDIA_URL=db`): SQLite blobs or
 PostgreSQL bytea, in chunks of CHUNK bytes (`media_chunks`), so every replica and every deploy has them.
 
-An upload is written chunk by chunk under `incoming/<random>` while hashed, then renamed to
-`objects/<sha256>` in one transaction: nothing half-written is served, the same bytes are kept once.
+An upload is written chunk by chunk under a random id while hashed, then named `objects/<sha256>` (one
+small row, the chunks are not written again): nothing half-written is served, the same bytes are kept
+once, and uploads a crash cut short (never named) are deleted by the sweep.
 A read fetches only the chunks a range covers, one at a time: memory stays at a chunk whatever the size.
 """
 
@@ -35,23 +36,23 @@ class DbObjects:
         digest = hashlib.sha256()
         size, seq = 0, 0
         pending = bytearray()
-        incoming = f"incoming/{uuid.uuid4().hex}"
+        upload = uuid.uuid4().hex
         try:
             async for chunk in chunks:
                 digest.update(chunk)
                 size += len(chunk)
                 pending += chunk
                 while len(pending) >= CHUNK:
-                    await self.store.put_media_chunk(incoming, seq, bytes(pending[:CHUNK]))
+                    await self.store.put_media_chunk(upload, seq, bytes(pending[:CHUNK]))
                     del pending[:CHUNK]
                     seq += 1
             if pending or seq == 0:  # an empty object is one empty chunk, so that it exists
-                await self.store.put_media_chunk(incoming, seq, bytes(pending))
+                await self.store.put_media_chunk(upload, seq, bytes(pending))
             sha256 = digest.hexdigest()
-            await self.store.rename_media_chunks(incoming, self.key(sha256))
+            await self.store.name_media_upload(upload, self.key(sha256))
         except BaseException:
             with contextlib.suppress(StoreError):
-                await self.store.delete_media_chunks(incoming)
+                await self.store.drop_media_upload(upload)
             raise
         return Stored(sha256, size)
 
@@ -86,7 +87,7 @@ class DbObjects:
         raise NotImplementedError("objects in the database are served by /media/ itself")
 
     async def forget_incoming(self, *, older_than: float) -> int:
-        return await self.store.forget_media_chunks(prefix="incoming/", older_than=older_than)
+        return await self.store.forget_media_uploads(older_than=older_than)
 
     async def delete(self, sha256: str) -> None:
-        await self.store.delete_media_chunks(self.key(sha256))
+        await self.store.delete_media_object(self.key(sha256))

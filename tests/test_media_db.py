@@ -58,6 +58,11 @@ async def test_objects_in_the_database_are_served_in_ranges_and_expire(tmp_path:
             assert (await client.get(big["stored_url"], headers={"If-None-Match": head.headers["etag"]})).status_code == 304
         assert not (tmp_path / "media").exists() and not Path("receiver-media").exists()
 
+        # An upload a crash cut short (never named) is deleted by the sweep; named objects stay.
+        store = server.runtime.store
+        await store.put_media_chunk("cut-short", 0, b"x" * 100)
+        assert await server.runtime.media.objects.forget_incoming(older_than=store.clock() + 1) == 1
+        assert (await get(big["stored_url"])).content == data
         # Past the retention (the sweep run at once rather than waited for): 410, and the chunks go.
         removed = await sweep(server.runtime, server.runtime.media, before=server.runtime.store.clock() + 1)
         assert removed == 2

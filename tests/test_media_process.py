@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import image_bytes, media_origin
@@ -19,9 +20,10 @@ from tests.support import WEBHOOK_TOKEN, ReceiverProcess, free_port, process_env
 BIG = 50 * 1024 * 1024
 
 
-def mirroring_process(tmp_path: Path, callback_url: str) -> ReceiverProcess:
+def mirroring_process(tmp_path: Path, callback_url: str, media_url: str | None = None) -> ReceiverProcess:
     port = free_port()
-    env = process_env(tmp_path, RECEIVER_MEDIA_URL=str(tmp_path / "media"), RECEIVER_MEDIA_ALLOW_PRIVATE="true",
+    env = process_env(tmp_path, RECEIVER_MEDIA_URL=media_url or str(tmp_path / "media"),
+                      RECEIVER_MEDIA_ALLOW_PRIVATE="true",
                       RECEIVER_DEFAULT_CALLBACK_URL=callback_url, RECEIVER_PUBLIC_URL=f"http://127.0.0.1:{port}")
     return ReceiverProcess(env, port=port)
 
@@ -53,9 +55,11 @@ async def test_sigkill_mid_fetch_resumes_after_restart(tmp_path: Path) -> None:
             proc.stop()
 
 
-async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("media", ["dir", "db"])
+async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path, media: str) -> None:
+    """Stored and served again (a directory, or the database in chunks) with memory that barely moves."""
     async with media_origin() as origin, callback_server() as callback:
-        proc = mirroring_process(tmp_path, callback.url("/d"))
+        proc = mirroring_process(tmp_path, callback.url("/d"), "db" if media == "db" else None)
         await asyncio.to_thread(proc.start)
         try:
             warm = await post_result(proc, "px-warm", origin.url("/img/200000-w"))  # every code path loaded
@@ -73,5 +77,12 @@ async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path) -> None:
             async with httpx.AsyncClient(timeout=30) as client:
                 head = await client.head(output["stored_url"])
                 assert head.status_code == 200 and head.headers["content-length"] == str(BIG)
+                digest = hashlib.sha256()
+                async with client.stream("GET", output["stored_url"]) as served:
+                    async for piece in served.aiter_bytes():
+                        digest.update(piece)
+                assert served.status_code == 200 and digest.hexdigest() == output["sha256"]
+            served_growth = (proc.memory_kib()["VmHWM"] - before) / 1024
+            assert served_growth < 25, f"peak RSS grew by {served_growth:.1f} MiB while storing and serving 50 MB"
         finally:
             proc.stop()

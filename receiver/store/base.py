@@ -244,11 +244,12 @@ class Store(Protocol):
 
     # -- media objects kept in the database (receiver.media_db) ----------------------------------
 
-    async def put_media_chunk(self, key: str, seq: int, data: bytes) -> None: ...
+    async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None: ...
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
-        """Chunk `seq` of object `key`; None when there is none."""
-    async def rename_media_chunks(self, incoming: str, key: str) -> None:
-        """Give an upload its address; when `key` exists already (the same bytes), drop the upload."""
-    async def delete_media_chunks(self, key: str) -> None: ...
-    async def forget_media_chunks(self, *, prefix: str, older_than: float) -> int:
-        """Delete objects under `prefix` written before `older_than`; how many chunks went."""
+        """Chunk `seq` of the object named `key`; None when there is none."""
+    async def name_media_upload(self, upload: str, key: str) -> None:
+        """Give a finished upload its name; when `key` names one already (the same bytes), drop this one."""
+    async def drop_media_upload(self, upload: str) -> None: ...
+    async def delete_media_object(self, key: str) -> None: ...
+    async def forget_media_uploads(self, *, older_than: float) -> int:
+        """Delete unnamed uploads (cut short by a crash) written before `older_than`; how many chunks went."""

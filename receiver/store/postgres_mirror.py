@@ -110,30 +110,40 @@ class PostgresMirror(PostgresPart):
         rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = $1", sha256)
         return media_from_row(rows[0]) if rows else None
 
-    async def put_media_chunk(self, key: str, seq: int, data: bytes) -> None:
+    async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
         await self._tx(lambda conn: conn.execute(
-            "INSERT INTO media_chunks (key, seq, data, created_at) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (key, seq) DO UPDATE SET data = excluded.data", key, seq, data, self.clock()))
+            "INSERT INTO media_chunks (upload, seq, data, created_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (upload, seq) DO UPDATE SET data = excluded.data", upload, seq, data, self.clock()))
 
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
-        rows = await self._fetch("SELECT data FROM media_chunks WHERE key = $1 AND seq = $2", key, seq)
+        rows = await self._fetch("SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload "
+                                 "WHERE n.key = $1 AND c.seq = $2", key, seq)
         return bytes(rows[0][0]) if rows else None
 
-    async def rename_media_chunks(self, incoming: str, key: str) -> None:
-        async def rename(conn: Conn) -> None:
-            if await conn.fetchval("SELECT 1 FROM media_chunks WHERE key = $1 AND seq = 0", key):
-                await conn.execute("DELETE FROM media_chunks WHERE key = $1", incoming)
-            else:  # two replicas storing the same bytes at once: the second fails here, and its retry drops it
-                await conn.execute("UPDATE media_chunks SET key = $1 WHERE key = $2", key, incoming)
+    async def name_media_upload(self, upload: str, key: str) -> None:
+        async def name(conn: Conn) -> None:
+            named = await conn.fetchval("INSERT INTO media_names (key, upload) VALUES ($1, $2) "
+                                        "ON CONFLICT (key) DO NOTHING RETURNING upload", key, upload)
+            if named is None:  # the same bytes are stored already (perhaps by another replica just now)
+                await conn.execute("DELETE FROM media_chunks WHERE upload = $1", upload)
 
-        await self._tx(rename)
+        await self._tx(name)
 
-    async def delete_media_chunks(self, key: str) -> None:
-        await self._tx(lambda conn: conn.execute("DELETE FROM media_chunks WHERE key = $1", key))
+    async def drop_media_upload(self, upload: str) -> None:
+        await self._tx(lambda conn: conn.execute("DELETE FROM media_chunks WHERE upload = $1", upload))
 
-    async def forget_media_chunks(self, *, prefix: str, older_than: float) -> int:
+    async def delete_media_object(self, key: str) -> None:
+        async def delete(conn: Conn) -> None:
+            upload = await conn.fetchval("DELETE FROM media_names WHERE key = $1 RETURNING upload", key)
+            if upload is not None:
+                await conn.execute("DELETE FROM media_chunks WHERE upload = $1", upload)
+
+        await self._tx(delete)
+
+    async def forget_media_uploads(self, *, older_than: float) -> int:
         status = await self._tx(lambda conn: conn.execute(
-            "DELETE FROM media_chunks WHERE starts_with(key, $1) AND created_at < $2", prefix, older_than))
+            "DELETE FROM media_chunks c WHERE c.created_at < $1 AND NOT EXISTS "
+            "(SELECT 1 FROM media_names n WHERE n.upload = c.upload)", older_than))
         return int(status.rsplit(" ", 1)[-1])
 
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:

@@ -297,30 +297,38 @@ POSTGRES_MIGRATIONS.append(
 MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 
-# Media objects kept in the database (RECEIVER_MEDIA_URL=db): each object in fixed-size chunks, so
-# neither storing nor serving (Range included) holds more than a chunk; `key` is `objects/<sha256>`,
-# or `incoming/<random>` while an upload is under way.
+# Media objects kept in the database (RECEIVER_MEDIA_URL=db): an upload's bytes in fixed-size chunks
+# (neither storing nor serving, Range included, holds more than a chunk), and the name `objects/<sha256>`
+# given to a finished upload: naming writes one small row, never the chunks again.
 MIGRATIONS.append(
     """
     CREATE TABLE IF NOT EXISTS media_chunks (
-        key TEXT NOT NULL,
+        upload TEXT NOT NULL,
         seq INTEGER NOT NULL,
         data BLOB NOT NULL,
         created_at REAL NOT NULL,
-        PRIMARY KEY (key, seq)
+        PRIMARY KEY (upload, seq)
+    );
+    CREATE TABLE IF NOT EXISTS media_names (
+        key TEXT PRIMARY KEY,
+        upload TEXT NOT NULL UNIQUE
     )
     """
 )
 POSTGRES_MIGRATIONS.append(
     """
     CREATE TABLE IF NOT EXISTS media_chunks (
-        key TEXT NOT NULL,
+        upload TEXT NOT NULL,
         seq INTEGER NOT NULL,
         data BYTEA NOT NULL,
         created_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (key, seq)
+        PRIMARY KEY (upload, seq)
     );
     -- Images and videos are compressed already: store them out of line as they are.
-    ALTER TABLE media_chunks ALTER COLUMN data SET STORAGE EXTERNAL
+    ALTER TABLE media_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE TABLE IF NOT EXISTS media_names (
+        key TEXT PRIMARY KEY,
+        upload TEXT NOT NULL UNIQUE
+    )
     """
 )

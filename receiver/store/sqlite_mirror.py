@@ -88,31 +88,40 @@ class SQLiteMirror(SQLitePart):
         rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = ?", (sha256,))
         return media_from_row(rows[0]) if rows else None
 
-    async def put_media_chunk(self, key: str, seq: int, data: bytes) -> None:
+    async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
         now = self.clock()
         await self._batch(lambda db: db.execute(
-            "INSERT OR REPLACE INTO media_chunks (key, seq, data, created_at) VALUES (?, ?, ?, ?)", (key, seq, data, now)))
+            "INSERT OR REPLACE INTO media_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
+            (upload, seq, data, now)))
 
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
-        rows = await self._fetch("SELECT data FROM media_chunks WHERE key = ? AND seq = ?", (key, seq))
+        rows = await self._fetch("SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload "
+                                 "WHERE n.key = ? AND c.seq = ?", (key, seq))
         return bytes(rows[0][0]) if rows else None
 
-    async def rename_media_chunks(self, incoming: str, key: str) -> None:
-        def rename(db: sqlite3.Connection) -> None:
-            if db.execute("SELECT 1 FROM media_chunks WHERE key = ? AND seq = 0", (key,)).fetchone():
-                db.execute("DELETE FROM media_chunks WHERE key = ?", (incoming,))
+    async def name_media_upload(self, upload: str, key: str) -> None:
+        def name(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM media_names WHERE key = ?", (key,)).fetchone():
+                db.execute("DELETE FROM media_chunks WHERE upload = ?", (upload,))
             else:
-                db.execute("UPDATE media_chunks SET key = ? WHERE key = ?", (key, incoming))
+                db.execute("INSERT INTO media_names (key, upload) VALUES (?, ?)", (key, upload))
 
-        await self._batch(rename)
+        await self._batch(name)
 
-    async def delete_media_chunks(self, key: str) -> None:
-        await self._batch(lambda db: db.execute("DELETE FROM media_chunks WHERE key = ?", (key,)))
+    async def drop_media_upload(self, upload: str) -> None:
+        await self._batch(lambda db: db.execute("DELETE FROM media_chunks WHERE upload = ?", (upload,)))
 
-    async def forget_media_chunks(self, *, prefix: str, older_than: float) -> int:
+    async def delete_media_object(self, key: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM media_chunks WHERE upload = (SELECT upload FROM media_names WHERE key = ?)", (key,))
+            db.execute("DELETE FROM media_names WHERE key = ?", (key,))
+
+        await self._batch(delete)
+
+    async def forget_media_uploads(self, *, older_than: float) -> int:
         def forget(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM media_chunks WHERE key >= ? AND key < ? AND created_at < ?",
-                              (prefix, prefix + "\U0010ffff", older_than)).rowcount
+            return db.execute("DELETE FROM media_chunks WHERE created_at < ? AND upload NOT IN "
+                              "(SELECT upload FROM media_names)", (older_than,)).rowcount
 
         return int(await self._batch(forget))
 
