@@ -299,14 +299,15 @@ POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 
 # Media objects kept in the database (RECEIVER_MEDIA_URL=db): an upload's bytes in fixed-size chunks
 # (neither storing nor serving, Range included, holds more than a chunk), and the name `objects/<sha256>`
-# given to a finished upload: naming writes one small row, never the chunks again.
+# given to a finished upload: naming writes one small row, never the chunks again. `data` comes last:
+# SQLite reads a column after a blob by walking the blob's overflow pages.
 MIGRATIONS.append(
     """
     CREATE TABLE IF NOT EXISTS media_chunks (
         upload TEXT NOT NULL,
         seq INTEGER NOT NULL,
-        data BLOB NOT NULL,
         created_at REAL NOT NULL,
+        data BLOB NOT NULL,
         PRIMARY KEY (upload, seq)
     );
     CREATE TABLE IF NOT EXISTS media_names (
@@ -320,8 +321,8 @@ POSTGRES_MIGRATIONS.append(
     CREATE TABLE IF NOT EXISTS media_chunks (
         upload TEXT NOT NULL,
         seq INTEGER NOT NULL,
-        data BYTEA NOT NULL,
         created_at DOUBLE PRECISION NOT NULL,
+        data BYTEA NOT NULL,
         PRIMARY KEY (upload, seq)
     );
     -- Images and videos are compressed already: store them out of line as they are.
