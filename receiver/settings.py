@@ -83,8 +83,9 @@ class Settings(BaseSettings):
 
     lumenfall_webhook_secret: SecretStr | None = None
 
-    # Media mirroring (receiver.media.mirror): `off`, a directory, file:///dir or s3://bucket/prefix.
-    media_url: str = "./receiver-media"
+    # Media mirroring (receiver.media.mirror): `off`, `db`, a directory, file:///dir or s3://bucket/prefix;
+    # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media_target.default_media_url).
+    media_url: str | None = None
     media_retention_days: float = Field(default=30.0, ge=0)  # 0 keeps objects forever; floats allowed
     media_max_bytes: int = Field(default=52_428_800, gt=0)
     media_allow_private: bool = False
@@ -136,8 +137,9 @@ class Settings(BaseSettings):
 
     @field_validator("media_url")
     @classmethod
-    def _media_url(cls, value: str) -> str:
-        parse_media_url(value)  # raises ValueError naming the problem
+    def _media_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_media_url(value)  # raises ValueError naming the problem
         return value
 
     @field_validator("default_callback_url", "public_url")

@@ -42,7 +42,8 @@ class MirrorTuning:
     retry_for_s: float = 120.0  # transient failures are retried this long after the task was queued
     first_retry_s: float = 1.0
     max_retry_s: float = 30.0
-    concurrency: int = 4  # outputs mirrored at once by this replica
+    concurrency: int = 16  # outputs mirrored at once by this replica
+    per_origin_concurrency: int = 4  # of which from one origin (host:port): a slow one holds only these
     poll_s: float = 1.0  # look for tasks at least this often (others' tasks, retries coming due)
     sweep_every_s: float = 600.0
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import weakref
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Self, Sequence
@@ -132,6 +133,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_in_s = 0.0  # how long the last start took, until /healthz answered
         self._log: IO[bytes] = open(log_path, "ab") if log_path is not None else tempfile.TemporaryFile()
+        weakref.finalize(self, self._log.close)  # output() may be read after stop(): closed with the object
 
     def start(self, timeout: float = 30) -> Self:
         """Start it (again, on the same port) and wait until /healthz answers."""

@@ -10,8 +10,16 @@ from urllib.parse import unquote_to_bytes
 
 from receiver.errors import ReceiverError
 
-ALLOWED_TYPES = ("image/", "video/")
+# Provider bytes are hostile input served from the receiver's own origin: only types a browser renders
+# without running anything are mirrored. SVG (and any other non-raster image/*) can carry script, so it
+# is refused rather than stored.
+RASTER_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
 OCTET_STREAM = "application/octet-stream"
+
+
+def mirrorable(kind: str) -> bool:
+    """A raster image or a video: the types the mirror stores under their own name."""
+    return kind in RASTER_IMAGES or (kind.startswith("video/") and len(kind) > 6)
 
 
 class MirrorFailure(ReceiverError):
@@ -48,14 +56,17 @@ def media_type_of(header: str | None) -> str | None:
 
 
 def check_content_type(header: str | None, hint: str | None) -> str:
-    """The type to store the object under; raises for a type that is not image, video or octet-stream.
-    Octet-stream (or none) takes the provider's own media type when that is an image or a video."""
+    """The type to store the object under; raises for a type that is not a raster image, a video or
+    octet-stream. Octet-stream (or none) takes the provider's own media type when that is mirrorable."""
     kind = media_type_of(header)
-    if kind is not None and kind.startswith(ALLOWED_TYPES):
+    if kind is not None and mirrorable(kind):
         return kind
     if kind is None or kind == OCTET_STREAM:
         guess = media_type_of(hint)
-        return guess if guess and guess.startswith(ALLOWED_TYPES) else OCTET_STREAM
+        return guess if guess and mirrorable(guess) else OCTET_STREAM
+    if kind.startswith("image/"):
+        raise refused(f"the origin sent Content-Type {kind[:80]!r}: only raster images (png, jpeg, gif, webp, "
+                      "avif) and videos are mirrored, since other image types such as SVG can carry script")
     raise refused(f"the origin sent Content-Type {kind[:80]!r}, not an image, a video or application/octet-stream")
 
 

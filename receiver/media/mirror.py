@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import AsyncIterator
+from collections import Counter
+from typing import AsyncIterator, Callable
 
 from receiver.util import backoff
 from receiver.errors import StoreError
@@ -26,6 +27,7 @@ from receiver.notify import EVENTS, wait_for
 from receiver.outage import Outage
 from receiver.runtime import Runtime
 from receiver.store.base import MirrorTask
+from receiver.store.mirror_fair import origin_of
 from receiver.store.rules import MirrorResult
 from receiver.tuning import MirrorTuning
 
@@ -79,6 +81,8 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
         runtime.metrics.mirrors.labels("retry").inc()
         return
     await store.finish_mirror_task(task, result)
+    if result.error is None and task.last_error is not None:
+        log.info("mirror of %s output %d stored after %d attempts", task.job_id, task.index, task.attempts)
     runtime.metrics.mirrors.labels("stored" if result.error is None else "gave_up").inc()
 
 
@@ -90,7 +94,12 @@ async def _failed(runtime: Runtime, task: MirrorTask, tuning: MirrorTuning, fail
         delay = backoff.exponential(task.attempts - 1, base=tuning.first_retry_s, cap=tuning.max_retry_s,
                                     rand=random.random)
         if elapsed + delay < tuning.retry_for_s or task.attempts < 2:
-            await runtime.store.retry_mirror_task(task, next_attempt_at=now + delay, error=failure.reason)
+            if failure.reason != task.last_error:  # once per change, not once per retry
+                log.info("mirror of %s output %d failed, retrying for up to %g s: %s", task.job_id, task.index,
+                         tuning.retry_for_s, failure.reason)
+            await runtime.store.retry_mirror_task(
+                task, next_attempt_at=now + delay, error=failure.reason,
+                shown=f"{failure.reason} (attempt {task.attempts} failed; being retried)")
             return None
         reason = f"gave up after {task.attempts} attempts in {elapsed:.0f} s: {failure.reason}"
     else:
@@ -100,7 +109,8 @@ async def _failed(runtime: Runtime, task: MirrorTask, tuning: MirrorTuning, fail
 
 
 async def run_mirror(runtime: Runtime) -> None:
-    """Claim and run mirror tasks, `concurrency` at a time, until the app stops."""
+    """Claim and run mirror tasks, `concurrency` at a time and `per_origin_concurrency` of one origin (so
+    a slow origin delays only its own outputs), until the app stops."""
     media = runtime.media
     if media is None:
         await settle_when_off(runtime)
@@ -110,6 +120,16 @@ async def run_mirror(runtime: Runtime) -> None:
                                         allow_private=runtime.settings.media_allow_private,
                                         read_timeout_s=tuning.read_timeout_s)).open()
     running: set[asyncio.Task[None]] = set()
+    per_origin: Counter[str] = Counter()  # fetches under way by origin: a slow origin holds only its share
+
+    def done(origin: str) -> Callable[[asyncio.Task[None]], None]:
+        def release(job: asyncio.Task[None]) -> None:
+            running.discard(job)
+            per_origin[origin] -= 1
+            if per_origin[origin] <= 0:
+                del per_origin[origin]
+        return release
+
     sweeper = asyncio.create_task(run_sweeps(runtime, media, tuning), name="media-sweeps")
     outage = Outage(log, "mirror task claims")
     try:
@@ -119,14 +139,18 @@ async def run_mirror(runtime: Runtime) -> None:
             tasks: list[MirrorTask] = []
             if free > 0:
                 try:
-                    tasks = await runtime.store.claim_mirror_tasks(limit=free, lease_s=tuning.attempt_timeout_s + 60)
+                    room = {origin: tuning.per_origin_concurrency - n for origin, n in per_origin.items()}
+                    tasks = await runtime.store.claim_mirror_tasks(limit=free, lease_s=tuning.attempt_timeout_s + 60,
+                                                                   room=room, per_origin=tuning.per_origin_concurrency)
                     outage.ok()
                 except StoreError as exc:
                     outage.failed(exc)
             for task in tasks:
+                origin = origin_of(task.url)
                 job = asyncio.create_task(_guarded(runtime, media, fetcher, task, tuning), name="mirror-one")
                 running.add(job)
-                job.add_done_callback(running.discard)
+                per_origin[origin] += 1
+                job.add_done_callback(done(origin))
             if tasks and len(tasks) == free:
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)  # full: go on when a slot frees
                 continue

@@ -17,13 +17,21 @@ from typing import Any, AsyncIterator
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
 
-__all__ = ["STORE_ERRORS", "MediaObjects", "NotFoundError", "Stored"]
+__all__ = ["STORE_ERRORS", "MediaObjects", "NotFoundError", "ObjectMissing", "Stored"]
 
 # What a media store operation raises when the store fails: obstore's own errors, and I/O errors.
 STORE_ERRORS = (BaseError, OSError)
 from obstore.store import LocalStore, S3Store
 
 from receiver.media.target import MediaTarget
+
+# What obstore raises for a missing object: its own error, or (local disk) the built-in one.
+MISSING = (NotFoundError, FileNotFoundError)
+
+
+class ObjectMissing(Exception):
+    """The object is not in the media store (another replica's disk, a redeploy, removed by hand)."""
+
 
 PRESIGN_S = 300  # how long a presigned S3 URL that /media/ redirects to stays valid
 
@@ -91,11 +99,21 @@ class MediaObjects:
             pass
 
     async def read(self, sha256: str, *, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of an object, streamed; raises NotFoundError at once when it is gone."""
+        """Bytes [start, end) of an object, streamed; raises ObjectMissing at once when it is gone."""
         if end <= start:
-            return _nothing()
-        result = await obstore.get_async(self._store, self.key(sha256), options={"range": (start, end)})
+            return nothing()
+        try:
+            result = await obstore.get_async(self._store, self.key(sha256), options={"range": (start, end)})
+        except MISSING:
+            raise ObjectMissing(sha256) from None
         return _stream(result)
+
+    async def exists(self, sha256: str) -> bool:
+        try:
+            await obstore.head_async(self._store, self.key(sha256))
+        except MISSING:
+            return False
+        return True
 
     async def presigned(self, sha256: str) -> str:
         return await obstore.sign_async(self._store, "GET", self.key(sha256), timedelta(seconds=PRESIGN_S))
@@ -114,7 +132,7 @@ class MediaObjects:
     async def delete(self, sha256: str) -> None:
         try:
             await obstore.delete_async(self._store, self.key(sha256))
-        except NotFoundError:
+        except MISSING:
             pass
 
 
@@ -123,6 +141,6 @@ async def _stream(result: Any) -> AsyncIterator[bytes]:
         yield bytes(chunk)
 
 
-async def _nothing() -> AsyncIterator[bytes]:
+async def nothing() -> AsyncIterator[bytes]:
     return
     yield b""  # an async generator that yields nothing

@@ -1,15 +1,23 @@
-"""`GET|HEAD /media/{signature}/{sha256}`: mirrored objects, by signed capability URL only."""
+"""`GET|HEAD /media/{signature}/{sha256}`: mirrored objects, by signed capability URL only.
+
+The bytes come from providers, so they are hostile: every answer forbids script (a sandboxing CSP),
+forbids type sniffing, and anything but a raster image or a video is a download, never a page of the
+receiver's origin (where the inspector keeps its token).
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from receiver.media.objects import NotFoundError
+from receiver.media.guard import mirrorable
+from receiver.media.objects import ObjectMissing
 from receiver.media.sign import Unsatisfiable, parse_range, verified_sha256
 from receiver.runtime import Runtime
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+GUARD = {"Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'; sandbox",
+         "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 def _not_found() -> Response:
@@ -20,7 +28,19 @@ def _gone() -> Response:
     return Response("gone: past its retention\n", status_code=410, media_type="text/plain")
 
 
+def disposition(content_type: str, sha256: str) -> str:
+    """Inline for a raster image or a video; anything else (octet-stream, a type stored before the
+    allow-list) downloads."""
+    return "inline" if mirrorable(content_type) else f'attachment; filename="{sha256[:16]}"'
+
+
 async def serve_media(request: Request) -> Response:
+    response = await _answer(request)
+    response.headers.update(GUARD)
+    return response
+
+
+async def _answer(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     media = runtime.media
     if media is None:
@@ -34,8 +54,14 @@ async def serve_media(request: Request) -> Response:
     if obj.deleted_at is not None:
         return _gone()
     etag = f'"{sha256}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes", "Content-Type": obj.content_type}
-    if etag in request.headers.get("if-none-match", ""):
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes", "Content-Type": obj.content_type,
+               "Content-Disposition": disposition(obj.content_type, sha256)}
+    cached = etag in request.headers.get("if-none-match", "")
+    # The media table says the object exists; the bytes may not be there (another replica's disk, a new
+    # deploy): answers that send no bytes ask the media store first, so HEAD and GET agree (404).
+    if (cached or request.method == "HEAD" or media.objects.redirects) and not await media.objects.exists(sha256):
+        return _not_found()
+    if cached:
         return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
     if media.objects.redirects and request.method == "GET":
         url = await media.objects.presigned(sha256)
@@ -53,6 +79,6 @@ async def serve_media(request: Request) -> Response:
         return Response(status_code=status, headers=headers)
     try:
         body = await media.objects.read(sha256, start=start, end=end)
-    except NotFoundError:  # removed behind the store's back
-        return _gone()
+    except ObjectMissing:
+        return _not_found()
     return StreamingResponse(body, status_code=status, headers=headers)

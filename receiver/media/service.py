@@ -6,9 +6,10 @@ import logging
 import secrets as random_secrets
 from dataclasses import dataclass
 
+from receiver.media.db import DbObjects
 from receiver.media.objects import MediaObjects
 from receiver.media.sign import media_path
-from receiver.media.target import MediaTarget, parse_media_url
+from receiver.media.target import MediaTarget, default_media_url, parse_media_url
 from receiver.settings import Settings
 from receiver.store import Store
 
@@ -18,7 +19,7 @@ log = logging.getLogger("receiver.media.service")
 @dataclass(frozen=True)
 class Media:
     target: MediaTarget
-    objects: MediaObjects
+    objects: MediaObjects | DbObjects
     key: bytes  # signs /media/ URLs; generated once and kept in the store, so every replica shares it
     public_url: str
 
@@ -30,7 +31,7 @@ class Media:
 
 
 def media_target(settings: Settings) -> MediaTarget:
-    return parse_media_url(settings.media_url)
+    return parse_media_url(settings.media_url or default_media_url(settings.database_url))
 
 
 async def open_media(settings: Settings, store: Store, *, shared_store: bool) -> Media | None:
@@ -42,5 +43,7 @@ async def open_media(settings: Settings, store: Store, *, shared_store: bool) ->
     key = await store.secret("media_signing_key", lambda: random_secrets.token_urlsafe(32))
     if target.kind == "local" and shared_store:
         log.warning("RECEIVER_MEDIA_URL is the local directory %s while the store is PostgreSQL: other replicas "
-                    "cannot serve these files; use s3://… or a directory every replica mounts", target.path)
-    return Media(target, MediaObjects(target), key.encode(), settings.base_public_url)
+                    "cannot serve these files, and the next deploy will not have them unless every replica "
+                    "mounts it; use db (the default with PostgreSQL) or s3://…", target.path)
+    objects = DbObjects(store) if target.kind == "db" else MediaObjects(target)
+    return Media(target, objects, key.encode(), settings.base_public_url)

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 @dataclass(frozen=True, slots=True)
 class MediaTarget:
-    kind: Literal["off", "local", "s3"]
+    kind: Literal["off", "local", "s3", "db"]
     path: str = ""  # local: the directory (absolute)
     bucket: str = ""
     prefix: str = ""
@@ -24,16 +24,29 @@ class MediaTarget:
             return f"directory {self.path}"
         if self.kind == "s3":
             return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        if self.kind == "db":
+            return "the store's database"
         return "off"
 
 
+LOCAL_DEFAULT = "./receiver-media"
+
+
+def default_media_url(database_url: str) -> str:
+    """RECEIVER_MEDIA_URL when unset: the database with PostgreSQL (replicas, and a PaaS's redeploys,
+    share no disk), a directory beside the SQLite file otherwise."""
+    return "db" if database_url.lower().startswith(("postgres://", "postgresql://")) else LOCAL_DEFAULT
+
+
 def parse_media_url(value: str) -> MediaTarget:
-    """`off`, a directory (relative or absolute), `file:///absolute/dir` or `s3://bucket/prefix`."""
+    """`off`, `db`, a directory (relative or absolute), `file:///absolute/dir` or `s3://bucket/prefix`."""
     text = value.strip()
     if not text:
-        raise ValueError("RECEIVER_MEDIA_URL is empty: use a directory, file:///dir, s3://bucket/prefix or off")
+        raise ValueError("RECEIVER_MEDIA_URL is empty: use db, a directory, file:///dir, s3://bucket/prefix or off")
     if text.lower() in ("off", "none", "false", "disabled"):
         return MediaTarget("off")
+    if text.lower() == "db":
+        return MediaTarget("db")
     if "://" not in text:
         return MediaTarget("local", path=os.path.abspath(text))
     parts = urlsplit(text)
@@ -46,4 +59,4 @@ def parse_media_url(value: str) -> MediaTarget:
         if not parts.netloc:
             raise ValueError("RECEIVER_MEDIA_URL: an s3 URL needs a bucket, e.g. s3://bucket/prefix")
         return MediaTarget("s3", bucket=parts.netloc, prefix=parts.path.strip("/"))
-    raise ValueError(f"RECEIVER_MEDIA_URL: unsupported scheme {scheme!r} (a directory, file://, s3:// or off)")
+    raise ValueError(f"RECEIVER_MEDIA_URL: unsupported scheme {scheme!r} (db, a directory, file://, s3:// or off)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Literal, Protocol, TypeVar
 
@@ -62,6 +63,7 @@ class MirrorTask:
     url: str
     attempts: int
     created_at: float
+    last_error: str | None = None  # why the previous attempt failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,13 +231,29 @@ class Store(Protocol):
 
     # -- media mirroring (receiver.media.mirror) -------------------------------------------------------
 
-    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
-        """Due mirror tasks, leased to this replica for `lease_s` (one replica at a time mirrors an output)."""
-    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
-        """Hand a task back after a transient failure, due again at `next_attempt_at`."""
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None,
+                                 per_origin: int | None = None) -> list[MirrorTask]:
+        """Due mirror tasks, leased to this replica for `lease_s` (one replica at a time mirrors an output);
+        at most `room[origin]` (else `per_origin`) of one origin (see receiver.store.mirror_fair)."""
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
+                                shown: str | None = None) -> None:
+        """Hand a task back after a transient failure, due again at `next_attempt_at`; `shown`, when
+        given, is the output's mirror_error meanwhile (the job says it is being retried)."""
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
         """Record how the output's mirror ended (and its media object); when it was the job's last,
         the job's event and callback go out in the same transaction. A task already finished is a no-op."""
     async def media_object(self, sha256: str) -> MediaObject | None: ...
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
         """Mark up to `limit` objects created before `before` deleted, and return them (to remove)."""
+
+    # -- media objects kept in the database (receiver.media.db) ----------------------------------
+
+    async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None: ...
+    async def media_chunk(self, key: str, seq: int) -> bytes | None:
+        """Chunk `seq` of the object named `key`; None when there is none."""
+    async def name_media_upload(self, upload: str, key: str) -> None:
+        """Give a finished upload its name; when `key` names one already (the same bytes), drop this one."""
+    async def drop_media_upload(self, upload: str) -> None: ...
+    async def delete_media_object(self, key: str) -> None: ...
+    async def forget_media_uploads(self, *, older_than: float) -> int:
+        """Delete unnamed uploads (cut short by a crash) written before `older_than`; how many chunks went."""

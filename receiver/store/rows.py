@@ -143,13 +143,13 @@ def backlog_from_rows(rows: list[Any]) -> tuple[int, float | None]:
     return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
 
 
-TASK_COLUMNS = "seq, job_id, output_index, url, attempts, created_at"
+TASK_COLUMNS = "seq, job_id, output_index, url, attempts, created_at, last_error"
 MEDIA_COLUMNS = "sha256, size, content_type, created_at, deleted_at"
 
 
 def task_from_row(r: Any, *, claimed: int = 0) -> MirrorTask:
     """A mirror task; `claimed` adds the claim being made when the row was read before its UPDATE."""
-    return MirrorTask(r[0], r[1], r[2], r[3], r[4] + claimed, r[5])
+    return MirrorTask(r[0], r[1], r[2], r[3], r[4] + claimed, r[5], r[6])
 
 
 def media_from_row(r: Any) -> MediaObject:

@@ -341,6 +341,14 @@ class UnitOfWork:
             return True
         return False
 
+    def mirror_retrying(self, job: Job, index: int, shown: str) -> None:
+        """Output `index` is still being mirrored after a failure: its mirror_error says so meanwhile."""
+        if index < len(job.outputs) and job.outputs[index].awaiting:
+            outputs = list(job.outputs)
+            outputs[index] = replace(outputs[index], mirror_error=shown)
+            job.outputs = outputs
+            self.track(job).dirty = True
+
     def enqueue(self, job: Job, url: str) -> str:
         """Queue a new callback message (a new `webhook-id`) for a terminal job."""
         job.delivery_status = DeliveryStatus.PENDING

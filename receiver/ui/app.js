@@ -252,7 +252,7 @@ function outputFigure(output, i) {
     : el("img", { src, alt: "Output " + (i + 1), loading: "lazy" });
   const figcaption = el("figcaption", { text: caption });
   media.addEventListener("error", () => figcaption.append(" · could not be loaded"), { once: true });
-  return el("figure", {}, httpUrl(src) ? el("a", { href: src, rel: "noopener noreferrer" }, media) : media, figcaption);
+  return el("figure", {}, httpUrl(src) ? el("a", { href: src, target: "_blank", rel: "noopener noreferrer" }, media) : media, figcaption);
 }
 
 function deliveryRow(d) {

@@ -10,6 +10,10 @@ from collections import Counter
 from typing import AsyncIterator
 
 CHUNK = 64 * 1024
+# Hostile "image": run on the receiver's origin, its script would read the inspector's token.
+SVG_WITH_SCRIPT = (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>'
+                   b'new Image().src = "/leak?t=" + sessionStorage.getItem("receiver.apiToken");'
+                   b'document.title = "pwned";</script></svg>')
 
 
 def image_bytes(n: int, seed: str = "img") -> bytes:
@@ -21,7 +25,8 @@ def image_bytes(n: int, seed: str = "img") -> bytes:
 class Origin:
     """Paths: /img/<n>[-<seed>] (n bytes of image/png), /big/<n> (streamed), /html, /chunked/<n> (no length),
     /trickle, /liar, /loop, /redirect?to=<url>, /status/<code>, /flaky/<k> (503 k times, then an image),
-    /hang-once (the first request hangs mid-body), /octet (application/octet-stream)."""
+    /hang-once (the first request hangs mid-body), /octet (application/octet-stream), /svg (an SVG whose
+    script would send the inspector's token to /leak)."""
 
     def __init__(self) -> None:
         self.port = 0
@@ -73,6 +78,10 @@ class Origin:
                 writer.write(piece)
                 await writer.drain()
                 sent += len(piece)
+        elif kind == "svg":
+            await self.head(writer, "200 OK", {"Content-Type": "image/svg+xml",
+                                               "Content-Length": str(len(SVG_WITH_SCRIPT))})
+            writer.write(SVG_WITH_SCRIPT)
         elif kind == "html":
             body = b"<html><body>not an image</body></html>"
             await self.head(writer, "200 OK", {"Content-Type": "text/html; charset=utf-8",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Mapping
 
 from receiver.store.base import Changes, MediaObject, MirrorTask
+from receiver.store.mirror_fair import SCAN, SQLITE_ORIGIN, full_origins, pick
 from receiver.store.parts import SQLitePart
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult
@@ -14,14 +15,21 @@ from receiver.store.rules import MirrorResult
 class SQLiteMirror(SQLitePart):
     """Methods of `SQLiteStore` (see `receiver.store.base.Store`)."""
 
-    async def claim_mirror_tasks(self, *, limit: int, lease_s: float) -> list[MirrorTask]:
+    async def claim_mirror_tasks(self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None,
+                                 per_origin: int | None = None) -> list[MirrorTask]:
         now = self.clock()
+        fair = per_origin is not None or bool(room)
+        full = full_origins(room)
+        leave_out = f" AND {SQLITE_ORIGIN} NOT IN ({','.join('?' * len(full))})" if full else ""
 
         def claim(db: sqlite3.Connection) -> list[Any]:
             rows = db.execute(
                 f"SELECT {TASK_COLUMNS} FROM mirror_tasks WHERE next_attempt_at <= ? "
-                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?", (now, now, limit),
+                f"AND (lease_until IS NULL OR lease_until <= ?){leave_out} ORDER BY next_attempt_at LIMIT ?",
+                (now, now, *full, max(limit, SCAN) if fair else limit),
             ).fetchall()
+            if fair:
+                rows = pick(rows, limit=limit, room=room, per_origin=per_origin, url_at=3)
             if rows:
                 db.execute(
                     f"UPDATE mirror_tasks SET lease_until = ?, lease_owner = ?, attempts = attempts + 1 "
@@ -30,10 +38,25 @@ class SQLiteMirror(SQLitePart):
 
         return [task_from_row(r, claimed=1) for r in await self._batch(claim)]
 
-    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
-            (next_attempt_at, error[:1000], task.seq)))
+    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
+                                shown: str | None = None) -> None:
+        unit = self._unit()
+
+        def retry(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
+                       (next_attempt_at, error[:1000], task.seq))
+            if shown is None:
+                return
+            key = db.execute("SELECT provider, provider_job_id FROM jobs WHERE id = ?", (task.job_id,)).fetchone()
+            if key is None:
+                return
+            self._load(db, unit, {(key[0], key[1])})
+            job = unit.job(key[0], key[1])
+            if job is not None:
+                unit.mirror_retrying(job, task.index, shown[:1000])
+            self._flush(db, unit)
+
+        await self._batch(retry)
 
     async def finish_mirror_task(self, task: MirrorTask, result: MirrorResult) -> None:
         unit = self._unit()
@@ -64,6 +87,43 @@ class SQLiteMirror(SQLitePart):
     async def media_object(self, sha256: str) -> MediaObject | None:
         rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = ?", (sha256,))
         return media_from_row(rows[0]) if rows else None
+
+    async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
+        now = self.clock()
+        await self._batch(lambda db: db.execute(
+            "INSERT OR REPLACE INTO media_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
+            (upload, seq, data, now)))
+
+    async def media_chunk(self, key: str, seq: int) -> bytes | None:
+        rows = await self._fetch("SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload "
+                                 "WHERE n.key = ? AND c.seq = ?", (key, seq))
+        return bytes(rows[0][0]) if rows else None
+
+    async def name_media_upload(self, upload: str, key: str) -> None:
+        def name(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM media_names WHERE key = ?", (key,)).fetchone():
+                db.execute("DELETE FROM media_chunks WHERE upload = ?", (upload,))
+            else:
+                db.execute("INSERT INTO media_names (key, upload) VALUES (?, ?)", (key, upload))
+
+        await self._batch(name)
+
+    async def drop_media_upload(self, upload: str) -> None:
+        await self._batch(lambda db: db.execute("DELETE FROM media_chunks WHERE upload = ?", (upload,)))
+
+    async def delete_media_object(self, key: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM media_chunks WHERE upload = (SELECT upload FROM media_names WHERE key = ?)", (key,))
+            db.execute("DELETE FROM media_names WHERE key = ?", (key,))
+
+        await self._batch(delete)
+
+    async def forget_media_uploads(self, *, older_than: float) -> int:
+        def forget(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM media_chunks WHERE created_at < ? AND upload NOT IN "
+                              "(SELECT upload FROM media_names)", (older_than,)).rowcount
+
+        return int(await self._batch(forget))
 
     async def expire_media(self, *, before: float, limit: int) -> list[MediaObject]:
         now = self.clock()

@@ -172,7 +172,8 @@ async def test_a_local_directory_with_postgresql_warns_at_start(
     with caplog.at_level("WARNING", logger="receiver.media.service"):
         runtime = await open_runtime(settings)
         await runtime.close()
-    assert any("other replicas cannot serve these files" in r.getMessage() for r in caplog.records)
+    assert any("other replicas cannot serve these files" in r.getMessage() and "next deploy" in r.getMessage()
+               for r in caplog.records)
     assert runtime.media is not None and runtime.store.mirroring
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import image_bytes, media_origin
@@ -19,10 +20,15 @@ from tests.support import WEBHOOK_TOKEN, ReceiverProcess, free_port, process_env
 BIG = 50 * 1024 * 1024
 
 
-def mirroring_process(tmp_path: Path, callback_url: str) -> ReceiverProcess:
+def mirroring_process(tmp_path: Path, callback_url: str, media_url: str | None = None,
+                      **extra: str) -> ReceiverProcess:
+    """A receiver mirroring to `media_url` (default: tmp_path/media; "" leaves RECEIVER_MEDIA_URL unset)."""
     port = free_port()
-    env = process_env(tmp_path, RECEIVER_MEDIA_URL=str(tmp_path / "media"), RECEIVER_MEDIA_ALLOW_PRIVATE="true",
+    env = process_env(tmp_path, **extra, RECEIVER_MEDIA_URL=media_url or str(tmp_path / "media"),
+                      RECEIVER_MEDIA_ALLOW_PRIVATE="true",
                       RECEIVER_DEFAULT_CALLBACK_URL=callback_url, RECEIVER_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    if media_url == "":
+        del env["RECEIVER_MEDIA_URL"]
     return ReceiverProcess(env, port=port)
 
 
@@ -53,9 +59,20 @@ async def test_sigkill_mid_fetch_resumes_after_restart(tmp_path: Path) -> None:
             proc.stop()
 
 
-async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("media", ["dir", "db"])
+async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path, media: str) -> None:
+    """Stored and served again (a directory, or SQLite's database in chunks) with memory that barely moves."""
+    await stream_50_mb(tmp_path, "db" if media == "db" else None)
+
+
+async def test_a_50_mb_output_in_postgresql_is_streamed_not_buffered(tmp_path: Path, postgres_url: str) -> None:
+    await stream_50_mb(tmp_path, "", RECEIVER_DATABASE_URL=postgres_url)  # unset: db, the default there
+    assert not (tmp_path / "media").exists() and not Path("receiver-media").exists()  # the process's cwd is ours
+
+
+async def stream_50_mb(tmp_path: Path, media_url: str | None, **extra: str) -> None:
     async with media_origin() as origin, callback_server() as callback:
-        proc = mirroring_process(tmp_path, callback.url("/d"))
+        proc = mirroring_process(tmp_path, callback.url("/d"), media_url, **extra)
         await asyncio.to_thread(proc.start)
         try:
             warm = await post_result(proc, "px-warm", origin.url("/img/200000-w"))  # every code path loaded
@@ -73,5 +90,12 @@ async def test_a_50_mb_output_is_streamed_not_buffered(tmp_path: Path) -> None:
             async with httpx.AsyncClient(timeout=30) as client:
                 head = await client.head(output["stored_url"])
                 assert head.status_code == 200 and head.headers["content-length"] == str(BIG)
+                digest = hashlib.sha256()
+                async with client.stream("GET", output["stored_url"]) as served:
+                    async for piece in served.aiter_bytes():
+                        digest.update(piece)
+                assert served.status_code == 200 and digest.hexdigest() == output["sha256"]
+            served_growth = (proc.memory_kib()["VmHWM"] - before) / 1024
+            assert served_growth < 25, f"peak RSS grew by {served_growth:.1f} MiB while storing and serving 50 MB"
         finally:
             proc.stop()

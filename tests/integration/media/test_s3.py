@@ -95,3 +95,17 @@ async def test_s3_retention_deletes_the_object(tmp_path: Path, s3: S3) -> None:
 
         await eventually(gone, 20, "the object to expire")
         await eventually(lambda: s3.keys() == [], 10, f"the object to leave the bucket: {s3.keys()}")
+
+
+async def test_s3_object_gone_from_the_bucket_is_404_to_get_and_head(tmp_path: Path, s3: S3) -> None:
+    async with media_origin() as origin, callback_server() as callback, \
+            mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}") as server:
+        job_id = await deliver(server, "px-s3-gone", origin.url("/img/900"))
+        url = (await callback_for(callback, job_id))["data"]["outputs"][0]["stored_url"]
+        assert (await get(url)).status_code == 307
+        for key in s3.keys():  # removed behind the receiver's back (a lifecycle rule, a hand)
+            s3.client.delete_object(Bucket=s3.bucket, Key=key)
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(url)).status_code == 404
+            assert (await client.head(url)).status_code == 404
+        assert server.runtime.media.target.kind == "s3"

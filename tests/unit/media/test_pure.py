@@ -77,3 +77,40 @@ def test_ranges(header: str | None, expected: ByteRange | None) -> None:
 def test_unsatisfiable_ranges(header: str) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, 100)
+
+
+ORIGIN_URLS = ["https://CDN.example.com/a/b.png", "http://127.0.0.1:8080/x", "https://h.test", "https://h.test?q=1/2",
+               "data:image/png;base64,AAAA", "http://user@Host:1/p://q", ""]
+
+
+def test_the_origin_of_a_url_is_the_same_in_python_and_in_sqlite() -> None:
+    import sqlite3
+
+    from receiver.store.mirror_fair import SQLITE_ORIGIN, origin_of
+
+    db = sqlite3.connect(":memory:")
+    for url in ORIGIN_URLS:
+        assert db.execute(f"SELECT {SQLITE_ORIGIN} FROM (SELECT ? AS url)", (url,)).fetchone()[0] == origin_of(url), url
+    assert origin_of("https://CDN.example.com/a") == "cdn.example.com" and origin_of("data:x") == ""
+
+
+async def test_the_origin_of_a_url_is_the_same_in_python_and_in_postgresql(postgres_url: str) -> None:
+    import asyncpg
+
+    from receiver.store.mirror_fair import POSTGRES_ORIGIN, origin_of
+
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        for url in ORIGIN_URLS:
+            assert await conn.fetchval(f"SELECT {POSTGRES_ORIGIN} FROM (SELECT $1::text AS url) t", url) == origin_of(url)
+    finally:
+        await conn.close()
+
+
+def test_a_claim_takes_at_most_each_origins_room() -> None:
+    from receiver.store.mirror_fair import pick
+
+    rows = [(i, f"http://{host}/{i}") for i, host in enumerate("aaaaabbbcaaad")]
+    chosen = pick(rows, limit=6, room={"b": 1, "c": 0}, per_origin=2, url_at=1)
+    assert [r[1][7] for r in chosen] == ["a", "a", "b", "d"]
+    assert len(pick(rows + [(99, "data:,x")] * 5, limit=20, room=None, per_origin=1, url_at=1)) == 4 + 5
