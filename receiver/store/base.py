@@ -184,8 +184,9 @@ class Store(Protocol):
 
     async def redeliver(self, job_id: str) -> tuple[Message, bool] | None:
         """A terminal job's result again, to its destination: (message, retried). A message of the job to
-        that destination still waiting to be sent is made due now (retried: True, no second message);
-        else a new message (False). None when the job has not ended or has nowhere to go."""
+        that destination still waiting to be sent (pending, not being sent right now) is made due now
+        (retried: True, no second message); else a new message (False). None when the job has not ended
+        or has nowhere to go."""
     async def list_deliveries(self, job_id: str) -> list[Attempt]: ...
     async def waiting_messages(self, job_id: str) -> list[Message]:
         """The job's messages still to be sent (pending: not yet tried, or waiting for a retry), oldest first."""
@@ -203,8 +204,9 @@ class Store(Protocol):
     async def redeliver_to(self, job_id: str, url: str) -> Message | None:
         """A new message of a terminal job's result to `url` (not its callback URL)."""
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
-        """A new message for each terminal job with a destination matching `filters`, up to `limit` jobs
-        after `after_seq`: (messages queued, the seq to go on after, or None when no more)."""
+        """For each terminal job with a destination matching `filters`, up to `limit` jobs after `after_seq`,
+        what `redeliver` does (a waiting message due now, else a new one): (messages sent again, the seq
+        to go on after, or None when no more)."""
     async def discard_job(self, job_id: str) -> bool:
         """Delete a pending job nothing has touched yet (no output, no receipt); False if it was touched."""
     async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:

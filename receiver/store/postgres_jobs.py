@@ -11,7 +11,7 @@ import orjson
 from receiver.models import Job, JobStatus, dumps
 from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
 from receiver.store.parts import Conn, PostgresPart
-from receiver.store.rows import MESSAGE_COLUMNS, finished_filter_sql, message_from_row
+from receiver.store.rows import MESSAGE_COLUMNS, columns, finished_filter_sql, message_from_row
 from receiver.store.rules import UnitOfWork
 
 
@@ -99,6 +99,7 @@ class PostgresJobActions(PostgresPart):
                 waiting = await conn.fetchrow(
                     "UPDATE messages SET next_attempt_at = LEAST(next_attempt_at, $3) WHERE seq = ("
                     "SELECT seq FROM messages WHERE job_id = $1 AND status = 'pending' AND url = $2 "
+                    "AND (lease_until IS NULL OR lease_until <= $3) "
                     f"ORDER BY seq DESC LIMIT 1) RETURNING {MESSAGE_COLUMNS}", job_id, destination, unit.now)
                 if waiting is not None:
                     await self._wake_outbox(conn)
@@ -123,15 +124,30 @@ class PostgresJobActions(PostgresPart):
                 f"SELECT seq, provider, provider_job_id FROM jobs WHERE {' AND '.join(where)} AND seq > ${n + 1} "
                 f"ORDER BY seq LIMIT ${n + 2}", *params, after_seq, limit)
             await self._load(conn, unit, {(r[1], r[2]) for r in rows})
-            queued = 0
-            for r in rows:
-                job = unit.job(r[1], r[2])
-                if job is not None and unit.redeliver(job) is not None:
+            jobs = [job for r in rows if (job := unit.job(r[1], r[2])) is not None]
+            # As `redeliver`: a message still waiting to go to the job's destination is made due now, not doubled.
+            destinations = [(job.id, url) for job in jobs if (url := job.callback_url or self.default_callback_url)]
+            retried = {r[0] for r in await conn.fetch(
+                "UPDATE messages SET next_attempt_at = LEAST(next_attempt_at, $3) WHERE seq IN ("
+                "SELECT DISTINCT ON (m.job_id) m.seq FROM messages m JOIN unnest($1::text[], $2::text[]) AS d(job_id, url) "
+                "ON m.job_id = d.job_id AND m.url = d.url WHERE m.status = 'pending' "
+                "AND (m.lease_until IS NULL OR m.lease_until <= $3) ORDER BY m.job_id, m.seq DESC) "
+                "RETURNING job_id", *columns(destinations, 2), unit.now)} if destinations else set()
+            queued = len(retried)
+            for job in jobs:
+                if job.id not in retried and unit.redeliver(job) is not None:
                     queued += 1
+            if retried:
+                await self._wake_outbox(conn)
+                woke[:] = [True]
             await self._flush(conn, unit)
             return queued, (int(rows[-1][0]) if len(rows) == limit else None)
 
-        return await self._in_unit(enqueue_all)
+        woke: list[bool] = []
+        result = await self._in_unit(enqueue_all)
+        if woke:
+            self._notify(Changes((), True))
+        return result
 
     async def discard_job(self, job_id: str) -> bool:
         async def discard(conn: Conn, unit: UnitOfWork) -> bool:

@@ -95,7 +95,7 @@ class SQLiteJobActions(SQLitePart):
             if url is None and job.status.terminal and destination:
                 waiting = db.execute(
                     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = ? AND status = 'pending' AND url = ? "
-                    "ORDER BY seq DESC LIMIT 1", (job_id, destination)).fetchone()
+                    "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY seq DESC LIMIT 1", (job_id, destination, unit.now)).fetchone()
                 if waiting is not None:
                     db.execute("UPDATE messages SET next_attempt_at = MIN(next_attempt_at, ?) WHERE seq = ?",
                                (unit.now, waiting["seq"]))
@@ -120,12 +120,22 @@ class SQLiteJobActions(SQLitePart):
             rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} AND seq > ? "
                               "ORDER BY seq LIMIT ?", (*params, after_seq, limit)).fetchall()
             for row in rows:
-                unit.redeliver(unit.track(job_from_row(row)).job)
+                job = unit.track(job_from_row(row)).job
+                destination = job.callback_url or self.default_callback_url
+                # As `redeliver`: a message still waiting to go there is made due now, not doubled.
+                if destination and db.execute(
+                        "UPDATE messages SET next_attempt_at = MIN(next_attempt_at, ?) WHERE seq = (SELECT seq FROM "
+                        "messages WHERE job_id = ? AND status = 'pending' AND url = ? AND (lease_until IS NULL OR lease_until <= ?) "
+                        "ORDER BY seq DESC LIMIT 1)", (unit.now, job.id, destination, unit.now)).rowcount:
+                    retried.append(job.id)
+                    continue
+                unit.redeliver(job)
             self._flush(db, unit)
             return len(rows), (int(rows[-1]["seq"]) if len(rows) == limit else None)
 
+        retried: list[str] = []
         result = await self._batch(enqueue_all)
-        self._notify(Changes((), unit.queued_messages))
+        self._notify(Changes((), unit.queued_messages or bool(retried)))
         return result
 
     async def discard_job(self, job_id: str) -> bool:

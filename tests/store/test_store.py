@@ -634,3 +634,20 @@ async def test_messages_handed_back_are_due_for_another_replica_at_once(open_sto
     await leaving.hand_back_messages([claimed.seq])
     assert await staying.claim_due_messages(limit=10, lease_s=30) == []
     assert (await staying.waiting_messages(job_id))[0].attempts == 1
+
+
+async def test_redeliveries_by_time_make_waiting_messages_due_instead_of_doubling_them(store: Store) -> None:
+    since = store.clock() - 1
+    for i in range(4):
+        await register(store, f"rw{i}", callback_url=OLD)
+        await store.apply(receipt(), [done(f"rw{i}", f"https://a/rw{i}.jpg")])
+    claimed = await store.claim_due_messages(limit=100, lease_s=30)
+    for message in claimed[:2]:  # two wait for a retry an hour away; two are being sent (leased)
+        await store.record_attempt(message, status_code=503, error="HTTP 503", outcome="retry",
+                                   next_attempt_at=store.clock() + 3600)
+    queued, _ = await store.redeliver_finished(FinishedFilter(since=since), after_seq=0, limit=10)
+    assert queued == 4
+    due = await store.claim_due_messages(limit=100, lease_s=30)
+    # The waiting two, due now under their own ids; the two in flight get a new message each.
+    assert sorted(m.id for m in due if m.attempts == 1) == sorted(m.id for m in claimed[:2])
+    assert len(due) == 4 and not {m.id for m in due} & {m.id for m in claimed[2:]}
