@@ -66,13 +66,13 @@ async def test_patch_changes_where_messages_go_and_what_they_carry(tmp_path: Pat
         assert (await api.patch("/v1/jobs/job_nope", json={"metadata": {}})).status_code == 404
 
 
-async def test_after_a_patch_every_message_not_yet_sent_goes_to_the_new_url(tmp_path: Path) -> None:
+async def test_after_a_patch_every_message_not_yet_sent_goes_to_the_new_url(tmp_path: Path, store_url: str) -> None:
     """40 results claimed by the worker, two in flight to a slow old endpoint and the rest queued behind them;
     the PATCH is acknowledged: the queued ones go to the new URL only, and the two in flight, answered
     by the old endpoint afterwards, are logged there and then sent to the new URL too."""
     limits = DeliveryLimits(per_host_concurrency=2)
     async with callback_server(HANG, HANG) as old, callback_server() as new, serve_app(create_app(
-            make_settings(tmp_path, retry_schedule=(3600.0,) * 3, callback_timeout_s=60),
+            make_settings(tmp_path, database_url=store_url, retry_schedule=(3600.0,) * 3, callback_timeout_s=60),
             delivery_limits=limits)) as server, \
             server.api() as api:
         jobs = [await register(api, f"race-{i}", callback_url=old.url("/old")) for i in range(40)]
