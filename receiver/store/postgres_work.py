@@ -60,7 +60,9 @@ class PostgresWork(PostgresPart):
             try:
                 await self._tx(lambda conn: conn.execute(
                     "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
-                    "AND status = 'pending'", now + MESSAGE_LEASE_S, list(self._held), self.replica_id))
+                    # Not one whose lease was cleared meanwhile (its attempt recorded, or handed back).
+                    "AND status = 'pending' AND lease_until IS NOT NULL", now + MESSAGE_LEASE_S, list(self._held),
+                    self.replica_id))
             except StoreError as exc:
                 log.warning("could not renew message leases: %s", exc)
 
