@@ -58,13 +58,16 @@ class PostgresWork(PostgresPart):
             if not self._held:
                 continue
             try:
-                await self._tx(lambda conn: conn.execute(
-                    "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
-                    # Not one whose lease was cleared meanwhile (its attempt recorded, or handed back).
-                    "AND status = 'pending' AND lease_until IS NOT NULL", now + MESSAGE_LEASE_S, list(self._held),
-                    self.replica_id))
+                await self._renew(list(self._held), until=now + MESSAGE_LEASE_S)
             except StoreError as exc:
                 log.warning("could not renew message leases: %s", exc)
+
+    async def _renew(self, seqs: list[int], *, until: float) -> None:
+        """Lease these messages until `until`, those still this replica's: not one whose lease was cleared
+        while the renewal was on its way (its attempt recorded, or handed back at shutdown)."""
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
+            "AND status = 'pending' AND lease_until IS NOT NULL", until, seqs, self.replica_id))
 
     async def next_message_due_at(self) -> float | None:
         rows = await self._fetch(
