@@ -55,10 +55,15 @@ async def redeliver(request: Request) -> Response:
         return error(409, "not_terminal", "the job has no result to send yet")
     if url is None and not (job.callback_url or runtime.settings.default_callback_url):
         return error(409, "no_callback_url", "the job has no callback_url and RECEIVER_DEFAULT_CALLBACK_URL is not set")
-    message = await (runtime.store.redeliver_to(job_id, url) if url else runtime.store.redeliver(job_id))
+    if url:
+        message, retried = await runtime.store.redeliver_to(job_id, url), False
+    else:
+        # A message still waiting for its retry is made due now rather than doubled by a second one.
+        message, retried = await runtime.store.redeliver(job_id) or (None, False)
     if message is None:
         return error(409, "not_redeliverable", "the job cannot be redelivered")
-    return JSONResponse({"message_id": message.id, "url": message.url, "job_id": job_id}, status_code=202)
+    return JSONResponse({"message_id": message.id, "url": message.url, "job_id": job_id, "retried": retried},
+                        status_code=202)
 
 
 async def redeliver_many(request: Request) -> Response:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.web.http import error, read_body
-from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome
+from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome, iso_time
 from receiver.notify import job_key, wait_for
 from receiver.runtime import Runtime
 from receiver.store import JobFilter
@@ -90,7 +90,12 @@ async def list_deliveries(request: Request) -> Response:
     if await runtime.store.get_job(job_id) is None:
         return error(404, "not_found", f"no job {job_id!r}")
     attempts = await runtime.store.list_deliveries(job_id)
-    return JSONResponse({"deliveries": [a.to_json() for a in attempts]})
+    # Then each message still to be sent, after the attempts made: `next_attempt_at` says when it is due,
+    # `attempt` the number its next attempt will have, and having made no attempt yet it has no answer.
+    waiting = [{"message_id": m.id, "url": m.url, "attempt": m.attempts + 1, "status_code": None, "error": None,
+                "at": None, "next_attempt_at": iso_time(m.next_attempt_at)}
+               for m in await runtime.store.waiting_messages(job_id)]
+    return JSONResponse({"deliveries": [a.to_json() for a in attempts] + waiting})
 
 
 async def list_receipts(request: Request) -> Response:

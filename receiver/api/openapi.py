@@ -55,7 +55,8 @@ class DeliveryOut(BaseModel):
     attempt: int
     status_code: int | None
     error: str | None
-    at: str
+    at: str | None  # null on a message still waiting to be sent (it has `next_attempt_at`)
+    next_attempt_at: str | None = None
 
 
 class Deliveries(BaseModel):
@@ -66,6 +67,7 @@ class Redelivered(BaseModel):
     message_id: str
     url: str
     job_id: str
+    retried: bool  # true: a message already waiting was made due now (the same webhook-id)
 
 
 class Count(BaseModel):

@@ -20,7 +20,7 @@ import standardwebhooks
 
 from receiver.util import backoff
 from receiver.delivery.client import AttemptResult, open_session, send
-from receiver.errors import StoreUnavailable
+from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import AttemptOutcome
 from receiver.notify import OUTBOX
 from receiver.outage import Outage
@@ -37,6 +37,7 @@ MAX_POSTPONE_S = 30.0
 MAX_BACKLOGS = 4096  # destinations whose postponed shares are tracked; those all due are dropped beyond
 LEASE_MARGIN_S = 10.0
 MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
+HAND_BACK_S = 5.0  # how long shutdown waits for the store to take claimed messages back
 
 
 # -- pure parts -------------------------------------------------------------------------------
@@ -147,10 +148,23 @@ class _Deliverer:
                     continue
                 await _wait_any((woken, self.freed), timeout=wait)
         finally:
-            tasks = list(self.held.values())
+            held, tasks = list(self.held), list(self.held.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._hand_back(held)
+
+    async def _hand_back(self, seqs: list[int]) -> None:
+        """At shutdown: what this worker had claimed is due again at once, for another replica (else it
+        would wait for its lease to run out). An attempt cut short may have reached its destination: the
+        message goes again with the same `webhook-id` (at least once)."""
+        if not seqs:
+            return
+        try:
+            await asyncio.wait_for(self.runtime.store.hand_back_messages(seqs), HAND_BACK_S)
+        except (StoreError, asyncio.TimeoutError) as exc:
+            log.warning("could not hand back %d claimed callback(s) (%s): sent once their leases run out",
+                        len(seqs), exc)
 
     async def _claim_and_dispatch(self) -> bool:
         """Claim what is due and start it; True if the claim came back full."""
@@ -213,17 +227,31 @@ class _Deliverer:
             return MAX_IDLE_S
         return min(MAX_IDLE_S, max(0.0, due - self.clock()))
 
-    async def _attempt(self, message: Message, host: _Host) -> AttemptResult:
+    async def _attempt(self, message: Message, host: _Host) -> tuple[Message, AttemptResult]:
+        """Send `message` once there is a slot: as it stands then (the message it was sent as, and how)."""
+        queued = host.slots.locked() or self.slots.locked()
         async with host.slots, self.slots:
+            if queued:  # it waited: a PATCH of its job may have re-pointed it meanwhile
+                message = await self._as_it_stands(message)
             host.started[message.seq] = time.monotonic()
             try:
-                return await send(self.session, self.webhook, message, timeout=self.timeout)
+                return message, await send(self.session, self.webhook, message, timeout=self.timeout)
             finally:
                 del host.started[message.seq]
 
+    async def _as_it_stands(self, message: Message) -> Message:
+        """The message with its destination as stored now. Should the store not answer, the one held: an
+        attempt to a URL changed meanwhile is recorded as made there and the message stays due (see
+        `Store.record_attempt`)."""
+        try:
+            waiting = await self.runtime.store.waiting_messages(message.job_id)
+        except StoreError:
+            return message
+        return next((m for m in waiting if m.seq == message.seq and m.url != message.url), message)
+
     async def _deliver(self, message: Message, url_host: str, host: _Host) -> None:
         try:
-            result = await self._attempt(message, host)
+            message, result = await self._attempt(message, host)
             decision = decide(
                 status_code=result.status_code, attempts_made=message.attempts + 1,
                 schedule=self.runtime.settings.retry_schedule, retry_after=result.retry_after,

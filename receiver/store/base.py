@@ -182,17 +182,27 @@ class Store(Protocol):
         self, message: Message, *, status_code: int | None, error: str | None,
         outcome: AttemptOutcome, next_attempt_at: float | None,
     ) -> None:
-        """Record one attempt at a claimed message; a retry leaves it pending, due at `next_attempt_at`."""
+        """Record one attempt at a claimed message, made to `message.url`; a retry leaves it pending, due at
+        `next_attempt_at`. A message whose URL changed since it was claimed (a PATCH of callback_url) stays
+        pending, due now, whatever the answer: its result is sent again, to the new URL."""
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         """Hand claimed messages back without an attempt, due again at `until`."""
 
-    async def redeliver(self, job_id: str) -> Message | None: ...
+    async def redeliver(self, job_id: str) -> tuple[Message, bool] | None:
+        """A terminal job's result again, to its destination: (message, retried). A message of the job to
+        that destination still waiting to be sent (pending, not being sent right now) is made due now
+        (retried: True, no second message); else a new message (False). None when the job has not ended
+        or has nowhere to go."""
     async def list_deliveries(self, job_id: str) -> list[Attempt]: ...
+    async def waiting_messages(self, job_id: str) -> list[Message]:
+        """The job's messages still to be sent (pending: not yet tried, or waiting for a retry), oldest first."""
+    async def hand_back_messages(self, seqs: list[int]) -> None:
+        """Give up this replica's claims on these messages (shutting down): due at once, for any replica."""
 
     # -- the jobs API: each change under the job's key lock, through the rules ----------------
     async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
         """Set `callback_url` and/or `metadata`; messages not yet delivered to the job's old destination
-        go to the new one. None for an unknown job."""
+        go to the new one, due now. None for an unknown job."""
     async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
         """End a pending job (cancel); (job, False) when it was terminal already, (None, False) unknown."""
     async def expire_jobs(self, *, created_before: float, error: str, limit: int) -> list[str]:
@@ -200,8 +210,9 @@ class Store(Protocol):
     async def redeliver_to(self, job_id: str, url: str) -> Message | None:
         """A new message of a terminal job's result to `url` (not its callback URL)."""
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
-        """A new message for each terminal job with a destination matching `filters`, up to `limit` jobs
-        after `after_seq`: (messages queued, the seq to go on after, or None when no more)."""
+        """For each terminal job with a destination matching `filters`, up to `limit` jobs after `after_seq`,
+        what `redeliver` does (a waiting message due now, else a new one): (messages sent again, the seq
+        to go on after, or None when no more)."""
     async def discard_job(self, job_id: str) -> bool:
         """Delete a pending job nothing has touched yet (no output, no receipt); False if it was touched."""
     async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:

@@ -61,6 +61,10 @@ class PostgresPart(BatchedStore):
         """Write everything `unit` changed (and `attempts`); the new receipts' ids."""
         raise NotImplementedError
 
+    async def _wake_outbox(self, conn: Conn) -> None:
+        """Tell the other replicas (at this transaction's COMMIT) that messages are due."""
+        raise NotImplementedError
+
     async def _in_unit(self, work: Callable[[Conn, UnitOfWork], Awaitable[T]]) -> T:
         """`work` in one transaction with a fresh unit (anew on each retry), then the wake-ups it caused."""
         holder: list[UnitOfWork] = []

@@ -302,7 +302,7 @@ async function redeliver() {
   try {
     const res = await api("/v1/jobs/" + encodeURIComponent(id) + "/redeliver", { method: "POST" });
     const body = await res.json().catch(() => ({}));
-    status.textContent = res.ok ? "Queued a new message" + (body.message_id ? " " + body.message_id : "") + "."
+    status.textContent = res.ok ? (body.retried ? "Sending the waiting message now" : "Queued a new message") + (body.message_id ? " " + body.message_id : "") + "."
       : "Not sent: " + (body.message || res.status);
   } catch (err) {
     if (err instanceof Unauthorized) return signOut("The API token is no longer accepted. Sign in again.");

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from receiver.models import Job, JobStatus, dumps
-from receiver.store.base import FinishedFilter, KeyClaim, Message
+from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
 from receiver.store.parts import Conn, PostgresPart
-from receiver.store.rows import MESSAGE_COLUMNS, finished_filter_sql, message_from_row
+from receiver.store.rows import MESSAGE_COLUMNS, columns, finished_filter_sql, message_from_row
 from receiver.store.rules import UnitOfWork
 
 
@@ -33,12 +33,21 @@ class PostgresJobActions(PostgresPart):
                 return None
             before, after = unit.patch(job, changes)
             await self._flush(conn, unit)
+            repointed[:] = [False]
             if before and after and before != after:
-                await conn.execute("UPDATE messages SET url = $1 WHERE job_id = $2 AND status = 'pending' "
-                                   "AND url = $3", after, job_id, before)
+                status = await conn.execute(
+                    "UPDATE messages SET url = $1, next_attempt_at = LEAST(next_attempt_at, $4) WHERE job_id = $2 "
+                    "AND status = 'pending' AND url = $3", after, job_id, before, unit.now)
+                if status != "UPDATE 0":
+                    repointed[:] = [True]
+                    await self._wake_outbox(conn)
             return job
 
-        return await self._in_unit(patch)
+        repointed: list[bool] = []
+        job = await self._in_unit(patch)
+        if any(repointed):
+            self._notify(Changes((), True))
+        return job
 
     async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
         async def end(conn: Conn, unit: UnitOfWork) -> tuple[Job | None, bool]:
@@ -70,20 +79,41 @@ class PostgresJobActions(PostgresPart):
 
         return await self._in_unit(expire)
 
-    async def redeliver(self, job_id: str) -> Message | None:
-        return await self.redeliver_to(job_id, None)
+    async def redeliver(self, job_id: str) -> tuple[Message, bool] | None:
+        found = await self._redeliver(job_id, None)
+        return (message_from_row(found[0]), found[1]) if found is not None else None
 
     async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
-        async def enqueue_again(conn: Conn, unit: UnitOfWork) -> Any:
+        found = await self._redeliver(job_id, url)
+        return message_from_row(found[0]) if found is not None else None
+
+    async def _redeliver(self, job_id: str, url: str | None) -> tuple[Any, bool] | None:
+        """The message row and whether it was one already waiting (see `Store.redeliver`); with `url`,
+        always a new message."""
+        async def enqueue_again(conn: Conn, unit: UnitOfWork) -> tuple[Any, bool] | None:
             job = await self._load_id(conn, unit, job_id)
-            message_id = unit.redeliver(job, url) if job is not None else None
+            if job is None:
+                return None
+            destination = job.callback_url or self.default_callback_url
+            if url is None and job.status.terminal and destination:
+                waiting = await conn.fetchrow(
+                    "UPDATE messages SET next_attempt_at = LEAST(next_attempt_at, $3) WHERE seq = ("
+                    "SELECT seq FROM messages WHERE job_id = $1 AND status = 'pending' AND url = $2 "
+                    "AND (lease_until IS NULL OR lease_until <= $3) "
+                    f"ORDER BY seq DESC LIMIT 1) RETURNING {MESSAGE_COLUMNS}", job_id, destination, unit.now)
+                if waiting is not None:
+                    await self._wake_outbox(conn)
+                    return waiting, True
+            message_id = unit.redeliver(job, url)
             if message_id is None:
                 return None
             await self._flush(conn, unit)
-            return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+            return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id), False
 
-        row = await self._in_unit(enqueue_again)
-        return message_from_row(row) if row is not None else None
+        found = await self._in_unit(enqueue_again)
+        if found is not None and found[1]:
+            self._notify(Changes((), True))
+        return found
 
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
         where, params = finished_filter_sql(filters, "$", has_default=self.default_callback_url is not None)
@@ -94,15 +124,30 @@ class PostgresJobActions(PostgresPart):
                 f"SELECT seq, provider, provider_job_id FROM jobs WHERE {' AND '.join(where)} AND seq > ${n + 1} "
                 f"ORDER BY seq LIMIT ${n + 2}", *params, after_seq, limit)
             await self._load(conn, unit, {(r[1], r[2]) for r in rows})
-            queued = 0
-            for r in rows:
-                job = unit.job(r[1], r[2])
-                if job is not None and unit.redeliver(job) is not None:
+            jobs = [job for r in rows if (job := unit.job(r[1], r[2])) is not None]
+            # As `redeliver`: a message still waiting to go to the job's destination is made due now, not doubled.
+            destinations = [(job.id, url) for job in jobs if (url := job.callback_url or self.default_callback_url)]
+            retried = {r[0] for r in await conn.fetch(
+                "UPDATE messages SET next_attempt_at = LEAST(next_attempt_at, $3) WHERE seq IN ("
+                "SELECT DISTINCT ON (m.job_id) m.seq FROM messages m JOIN unnest($1::text[], $2::text[]) AS d(job_id, url) "
+                "ON m.job_id = d.job_id AND m.url = d.url WHERE m.status = 'pending' "
+                "AND (m.lease_until IS NULL OR m.lease_until <= $3) ORDER BY m.job_id, m.seq DESC) "
+                "RETURNING job_id", *columns(destinations, 2), unit.now)} if destinations else set()
+            queued = len(retried)
+            for job in jobs:
+                if job.id not in retried and unit.redeliver(job) is not None:
                     queued += 1
+            if retried:
+                await self._wake_outbox(conn)
+                woke[:] = [True]
             await self._flush(conn, unit)
             return queued, (int(rows[-1][0]) if len(rows) == limit else None)
 
-        return await self._in_unit(enqueue_all)
+        woke: list[bool] = []
+        result = await self._in_unit(enqueue_all)
+        if woke:
+            self._notify(Changes((), True))
+        return result
 
     async def discard_job(self, job_id: str) -> bool:
         async def discard(conn: Conn, unit: UnitOfWork) -> bool:

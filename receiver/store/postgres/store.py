@@ -51,7 +51,6 @@ MIGRATION_LOCK = 7_345_001  # advisory lock keys: one for migrations, one for ev
 EVENTS_LOCK = 7_345_002
 NOTIFY_LIMIT = 7000  # bytes of a NOTIFY payload (PostgreSQL's limit is 8000)
 ACQUIRE_TIMEOUT_S = 5.0
-COMMAND_TIMEOUT_S = 30.0  # no statement of ours takes long: past this the connection is taken for dead
 RETRIES = 5
 # Every statement planned for its tables as they are now. asyncpg prepares each statement once per
 # connection, and after five runs PostgreSQL may keep one generic plan: made while a fresh database's
@@ -59,14 +58,35 @@ RETRIES = 5
 # autovacuum's ANALYZE throws the plan away (docs/benchmarks.md has the figures). Planning each run costs
 # far less than one such scan. A SET once per new connection, not a startup parameter, which a PgBouncer
 # in front would refuse.
-SESSION_SETUP = "SET plan_cache_mode = force_custom_plan"
+# Then bounds on what one replica can make the others wait for. A replica that stops in the middle of a
+# transaction (a paused VM, a long GC, a partition) keeps its locks, the event-id lock among them, and
+# every other replica's writes queue behind it: the server ends such a session once it has sat idle in a
+# transaction for IDLE_IN_TRANSACTION_S, which frees its locks (its transaction rolls back: it had
+# acknowledged nothing). No wait for a lock outlasts LOCK_TIMEOUT_S (then 503, retried by the sender), no
+# statement COMMAND_TIMEOUT_S, and keepalives find a peer that vanished from the network while its
+# session holds no transaction (a session-level lock).
+IDLE_IN_TRANSACTION_S = 5
+LOCK_TIMEOUT_S = 8
+COMMAND_TIMEOUT_S = 30.0  # no statement of ours takes long: past this the connection is taken for dead
+SESSION_SETUP = (
+    "SET plan_cache_mode = force_custom_plan; "
+    f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'; "
+    f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'; "
+    f"SET statement_timeout = '{COMMAND_TIMEOUT_S:g}s'; "
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+)
+# What `ping` (readyz) allows a write to take: a replica whose writes wait longer than this is not ready.
+READY_TIMEOUT_S = 2
 LOAD_JOBS_SQL = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
                  "(SELECT * FROM unnest($1::text[], $2::text[]))")
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)
 # A connection in this state is unusable, whatever the query was (asyncpg reports a connection cut mid-
 # operation as an internal client error at times).
-_BROKEN = (*_UNAVAILABLE, asyncpg.exceptions.InternalClientError)
+_BROKEN = (*_UNAVAILABLE, asyncpg.exceptions.InternalClientError,
+           asyncpg.exceptions.IdleInTransactionSessionTimeoutError)
+# A bound ran out (see SESSION_SETUP): the transaction is rolled back, the connection is still good.
+_TIMED_OUT = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError)
 _RETRY = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
           asyncpg.exceptions.UniqueViolationError)
 
@@ -124,7 +144,9 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
 
     @staticmethod
     async def _migrate(conn: Conn) -> None:
-        """Create or upgrade the schema once, whichever replica comes first (the others wait on the lock)."""
+        """Create or upgrade the schema once, whichever replica comes first (the others wait on the lock).
+        Neither that wait nor a migration's statements (an index built over a large table) are bounded."""
+        await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:
             await conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -144,6 +166,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(migration.number))
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+            await conn.execute(SESSION_SETUP)  # the bounds again, for the pool's next user
 
     async def close(self) -> None:
         if self._commits is not None:
@@ -226,6 +249,8 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         except _BROKEN as exc:
             broken = True
             raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from None
+        except _TIMED_OUT as exc:
+            raise StoreUnavailable(f"PostgreSQL busy: {type(exc).__name__}") from None
         finally:
             try:
                 if broken:
@@ -239,7 +264,19 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             return list(await conn.fetch(sql, *params))
 
     async def ping(self) -> None:
-        await self._fetch("SELECT 1")
+        """A write as the group commit makes them, within READY_TIMEOUT_S: this replica's heartbeat row, and
+        the event-id lock (a read-only server, or a lock another replica does not let go, fail it)."""
+        async def write(conn: Conn) -> None:
+            await conn.execute(f"SET LOCAL statement_timeout = '{READY_TIMEOUT_S}s'")
+            await conn.execute(
+                "INSERT INTO replicas (id, heartbeat_at) VALUES ($1, $2) "
+                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", self.replica_id, self.clock())
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
+
+        try:
+            await self._tx(write)
+        except asyncpg.PostgresError as exc:  # read-only (a standby), out of disk, …
+            raise StoreUnavailable(f"PostgreSQL cannot take writes: {type(exc).__name__}") from None
 
     async def secret(self, name: str, generate: Callable[[], str]) -> str:
         key, value = f"secret:{name}", generate()
@@ -354,6 +391,9 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         if w.events or w.messages:
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._payload(unit))
         return ids
+
+    async def _wake_outbox(self, conn: Conn) -> None:
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, dumps({"r": self.replica_id, "j": [], "m": True}))
 
     def _payload(self, unit: UnitOfWork) -> str:
         payload = dumps({"r": self.replica_id, "j": unit.terminal_job_ids, "m": unit.queued_messages})

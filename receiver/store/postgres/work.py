@@ -58,11 +58,16 @@ class PostgresWork(PostgresPart):
             if not self._held:
                 continue
             try:
-                await self._tx(lambda conn: conn.execute(
-                    "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
-                    "AND status = 'pending'", now + MESSAGE_LEASE_S, list(self._held), self.replica_id))
+                await self._renew(list(self._held), until=now + MESSAGE_LEASE_S)
             except StoreError as exc:
                 log.warning("could not renew message leases: %s", exc)
+
+    async def _renew(self, seqs: list[int], *, until: float) -> None:
+        """Lease these messages until `until`, those still this replica's: not one whose lease was cleared
+        while the renewal was on its way (its attempt recorded, or handed back at shutdown)."""
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
+            "AND status = 'pending' AND lease_until IS NOT NULL", until, seqs, self.replica_id))
 
     async def next_message_due_at(self) -> float | None:
         rows = await self._fetch(
@@ -77,20 +82,26 @@ class PostgresWork(PostgresPart):
         """A batch's delivery attempts in two statements, whatever their number: each pending message
         counts its attempt and takes its new status, the attempt is logged, then each job's
         delivery_status follows its latest message (a second statement: a data-modifying CTE's changes
-        are not visible to its own statement)."""
+        are not visible to its own statement).
+
+        The attempt is logged with the URL it was sent to. A message re-pointed while its attempt was
+        under way (a PATCH of callback_url) stays pending and is due at once: its result goes to the new URL,
+        whatever the old one answered."""
         if not items:
             return
         items = sorted(items, key=lambda i: i.message.seq)
         job_ids = await conn.fetch(
             "WITH given AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::integer[], "
-            "$5::text[], $6::float8[]) AS g(seq, status, next_attempt_at, status_code, error, at)), "
-            "counted AS (UPDATE messages m SET attempts = m.attempts + 1, status = g.status, "
-            "next_attempt_at = g.next_attempt_at, lease_until = NULL FROM given g "
-            "WHERE m.seq = g.seq AND m.status = 'pending' "
-            "RETURNING m.id, m.job_id, m.url, m.attempts, g.status_code, g.error, g.at) "
+            "$5::text[], $6::float8[], $7::text[]) AS g(seq, status, next_attempt_at, status_code, error, at, url)), "
+            "counted AS (UPDATE messages m SET attempts = m.attempts + 1, "
+            "status = CASE WHEN m.url = g.url THEN g.status ELSE 'pending' END, "
+            "next_attempt_at = CASE WHEN m.url = g.url THEN g.next_attempt_at ELSE g.at END, lease_until = NULL "
+            "FROM given g WHERE m.seq = g.seq AND m.status = 'pending' "
+            "RETURNING m.id, m.job_id, g.url, m.attempts, g.status_code, g.error, g.at) "
             "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) "
             "SELECT * FROM counted RETURNING job_id",
-            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at) for i in items], 6))
+            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at, i.message.url)
+                      for i in items], 7))
         if job_ids:
             await conn.execute(_REFRESH_DELIVERY_STATUS, sorted({r["job_id"] for r in job_ids}))
 
@@ -101,6 +112,29 @@ class PostgresWork(PostgresPart):
             await self._tx(lambda conn: conn.execute(
                 "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
                 "AND seq = ANY($2)", until, seqs))
+
+    async def hand_back_messages(self, seqs: list[int]) -> None:
+        """Clear this replica's leases on them and wake the other replicas: one of them sends them now,
+        not once the leases run out."""
+        for seq in seqs:
+            self._let_go(seq)
+        if not seqs:
+            return
+
+        async def hand_back(conn: Conn) -> None:
+            status = await conn.execute(
+                "UPDATE messages SET next_attempt_at = LEAST(next_attempt_at, $1), lease_until = NULL "
+                "WHERE status = 'pending' AND seq = ANY($2) AND lease_owner = $3 AND lease_until IS NOT NULL",
+                self.clock(), seqs, self.replica_id)
+            if status != "UPDATE 0":
+                await self._wake_outbox(conn)
+
+        await self._tx(hand_back)
+
+    async def waiting_messages(self, job_id: str) -> list[Message]:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = $1 AND status = 'pending' ORDER BY seq", job_id)
+        return [message_from_row(r) for r in rows]
 
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
         rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY id", job_id)

@@ -34,11 +34,16 @@ class SQLiteJobActions(SQLitePart):
             before, after = unit.patch(job, changes)
             self._flush(db, unit)
             if before and after and before != after:
-                db.execute("UPDATE messages SET url = ? WHERE job_id = ? AND status = 'pending' AND url = ?",
-                           (after, job_id, before))
+                repointed.append(db.execute(
+                    "UPDATE messages SET url = ?, next_attempt_at = MIN(next_attempt_at, ?) "
+                    "WHERE job_id = ? AND status = 'pending' AND url = ?", (after, unit.now, job_id, before)).rowcount)
             return job
 
-        return await self._batch(patch)
+        repointed: list[int] = []
+        job = await self._batch(patch)
+        if any(repointed):
+            self._notify(Changes((), True))
+        return job
 
     async def end_job(self, job_id: str, *, status: JobStatus, error: str | None) -> tuple[Job | None, bool]:
         unit = self._unit()
@@ -69,25 +74,43 @@ class SQLiteJobActions(SQLitePart):
         self._notify(Changes(tuple(ids), unit.queued_messages))
         return ids
 
-    async def redeliver(self, job_id: str) -> Message | None:
-        return await self.redeliver_to(job_id, None)
+    async def redeliver(self, job_id: str) -> tuple[Message, bool] | None:
+        found = await self._redeliver(job_id, None)
+        return (message_from_row(found[0]), found[1]) if found is not None else None
 
     async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
+        found = await self._redeliver(job_id, url)
+        return message_from_row(found[0]) if found is not None else None
+
+    async def _redeliver(self, job_id: str, url: str | None) -> tuple[Any, bool] | None:
+        """The message row and whether it was one already waiting (see `Store.redeliver`); with `url`,
+        always a new message."""
         unit = self._unit()
 
-        def enqueue_again(db: sqlite3.Connection) -> Any:
+        def enqueue_again(db: sqlite3.Connection) -> tuple[Any, bool] | None:
             job = self._load_id(db, unit, job_id)
-            message_id = unit.redeliver(job, url) if job is not None else None
+            if job is None:
+                return None
+            destination = job.callback_url or self.default_callback_url
+            if url is None and job.status.terminal and destination:
+                waiting = db.execute(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = ? AND status = 'pending' AND url = ? "
+                    "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY seq DESC LIMIT 1", (job_id, destination, unit.now)).fetchone()
+                if waiting is not None:
+                    db.execute("UPDATE messages SET next_attempt_at = MIN(next_attempt_at, ?) WHERE seq = ?",
+                               (unit.now, waiting["seq"]))
+                    return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?",
+                                      (waiting["seq"],)).fetchone(), True
+            message_id = unit.redeliver(job, url)
             if message_id is None:
                 return None
             self._flush(db, unit)
-            return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone(), False
 
-        row = await self._batch(enqueue_again)
-        if row is None:
-            return None
-        self._notify(Changes((), True))
-        return message_from_row(row)
+        found = await self._batch(enqueue_again)
+        if found is not None:
+            self._notify(Changes((), True))
+        return found
 
     async def redeliver_finished(self, filters: FinishedFilter, *, after_seq: int, limit: int) -> tuple[int, int | None]:
         unit = self._unit()
@@ -97,12 +120,22 @@ class SQLiteJobActions(SQLitePart):
             rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} AND seq > ? "
                               "ORDER BY seq LIMIT ?", (*params, after_seq, limit)).fetchall()
             for row in rows:
-                unit.redeliver(unit.track(job_from_row(row)).job)
+                job = unit.track(job_from_row(row)).job
+                destination = job.callback_url or self.default_callback_url
+                # As `redeliver`: a message still waiting to go there is made due now, not doubled.
+                if destination and db.execute(
+                        "UPDATE messages SET next_attempt_at = MIN(next_attempt_at, ?) WHERE seq = (SELECT seq FROM "
+                        "messages WHERE job_id = ? AND status = 'pending' AND url = ? AND (lease_until IS NULL OR lease_until <= ?) "
+                        "ORDER BY seq DESC LIMIT 1)", (unit.now, job.id, destination, unit.now)).rowcount:
+                    retried.append(job.id)
+                    continue
+                unit.redeliver(job)
             self._flush(db, unit)
             return len(rows), (int(rows[-1]["seq"]) if len(rows) == limit else None)
 
+        retried: list[str] = []
         result = await self._batch(enqueue_all)
-        self._notify(Changes((), unit.queued_messages))
+        self._notify(Changes((), unit.queued_messages or bool(retried)))
         return result
 
     async def discard_job(self, job_id: str) -> bool:

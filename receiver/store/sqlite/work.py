@@ -59,8 +59,10 @@ class SQLiteWork(SQLitePart):
 
     @staticmethod
     def _record_attempt_now(db: sqlite3.Connection, item: AttemptRecord) -> None:
+        """Log the attempt with the URL it was sent to; a message re-pointed meanwhile (a PATCH of
+        callback_url) stays pending, due at once, so its result goes to the new URL."""
         message = item.message
-        row = db.execute("SELECT attempts, status FROM messages WHERE seq = ?", (message.seq,)).fetchone()
+        row = db.execute("SELECT attempts, status, url FROM messages WHERE seq = ?", (message.seq,)).fetchone()
         if row is None or row[1] != "pending":
             return
         attempt = int(row[0]) + 1
@@ -68,9 +70,10 @@ class SQLiteWork(SQLitePart):
             "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at),
         )
+        status, due = (item.status, item.next_attempt_at) if row[2] == message.url else ("pending", item.at)
         db.execute(
             "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
-            (attempt, item.status, item.next_attempt_at, message.seq),
+            (attempt, status, due, message.seq),
         )
         db.execute(_REFRESH_DELIVERY_STATUS, (message.job_id, message.job_id))
 
@@ -80,6 +83,19 @@ class SQLiteWork(SQLitePart):
         await self._batch(lambda db: db.execute(
             f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
             f"AND seq IN ({','.join('?' * len(seqs))})", (until, *seqs)))
+
+    async def hand_back_messages(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        now = self.clock()
+        await self._batch(lambda db: db.execute(
+            "UPDATE messages SET next_attempt_at = MIN(next_attempt_at, ?), lease_until = NULL WHERE status = 'pending' "
+            f"AND lease_until IS NOT NULL AND seq IN ({','.join('?' * len(seqs))})", (now, *seqs)))
+
+    async def waiting_messages(self, job_id: str) -> list[Message]:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = ? AND status = 'pending' ORDER BY seq", (job_id,))
+        return [message_from_row(r) for r in rows]
 
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
         rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY id", (job_id,))

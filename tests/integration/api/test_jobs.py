@@ -16,7 +16,8 @@ import pytest
 
 from receiver.app import create_app
 from tests.fakes import runware as rw
-from tests.fakes.callback import callback_server
+from receiver.tuning import DeliveryLimits
+from tests.fakes.callback import HANG, callback_server
 from tests.fakes.harness import hook_url, serve_receiver, wait_job
 from tests.support import API_TOKEN, ReceiverProcess, RunningServer, make_settings, process_env, serve_app, eventually
 
@@ -63,6 +64,76 @@ async def test_patch_changes_where_messages_go_and_what_they_carry(tmp_path: Pat
         assert {d["message_id"] for d in deliveries} == {received.webhook_id}  # the same message, moved
 
         assert (await api.patch("/v1/jobs/job_nope", json={"metadata": {}})).status_code == 404
+
+
+async def test_after_a_patch_every_message_not_yet_sent_goes_to_the_new_url(tmp_path: Path, store_url: str) -> None:
+    """40 results claimed by the worker, two in flight to a slow old endpoint and the rest queued behind them;
+    the PATCH is acknowledged: the queued ones go to the new URL only, and the two in flight, answered
+    by the old endpoint afterwards, are logged there and then sent to the new URL too."""
+    limits = DeliveryLimits(per_host_concurrency=2)
+    async with callback_server(HANG, HANG) as old, callback_server() as new, serve_app(create_app(
+            make_settings(tmp_path, database_url=store_url, retry_schedule=(3600.0,) * 3, callback_timeout_s=60),
+            delivery_limits=limits)) as server, \
+            server.api() as api:
+        jobs = [await register(api, f"race-{i}", callback_url=old.url("/old")) for i in range(40)]
+        for i in range(40):
+            await complete(server, f"race-{i}")
+        await eventually(lambda: len(old.requests) == 2, what="two attempts in flight to the old URL")
+        await asyncio.sleep(0.5)  # the worker has claimed the rest (each claim follows a wake-up at once)
+        for job in jobs:
+            reply = await api.patch(f"/v1/jobs/{job['id']}", json={"callback_url": new.url("/new")})
+            assert reply.status_code == 200
+        old.release()  # the two in flight are answered (503) after the PATCH
+        await eventually(lambda: len({r.webhook_id for r in new.requests}) == 40, what="every result at the new URL")
+        assert len(old.requests) == 2  # nothing not yet sent at the PATCH went to the old URL
+
+        async def all_delivered() -> bool:
+            listed = (await api.get("/v1/jobs", params={"delivery_status": "delivered", "limit": 100})).json()
+            return len(listed["jobs"]) == 40
+
+        await eventually(all_delivered, what="every job delivered")
+        logged = [d for job in jobs for d in (await api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["deliveries"]]
+        assert sorted((d["url"], d["status_code"]) for d in logged if d["url"] == old.url("/old")) == \
+            [(old.url("/old"), 503)] * 2  # logged where they went, with what it answered
+        assert [d for d in logged if d["url"] == new.url("/new")] and all(
+            d["status_code"] == 200 for d in logged if d["url"] == new.url("/new"))
+
+
+async def test_redeliver_retries_the_waiting_message_and_a_patch_sends_it_now(tmp_path: Path) -> None:
+    async with callback_server() as downstream, serve_app(create_app(make_settings(
+            tmp_path, retry_schedule=(3600.0,) * 5))) as server, server.api() as api:
+        job = await register(api, "w1", callback_url=DEAD)
+        await complete(server, "w1")
+        await eventually(lambda: _attempts(api, job["id"]), timeout=10, what="a first attempt")
+        (attempt, waiting) = (await api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["deliveries"]
+        assert attempt["status_code"] is None and attempt["error"] and "next_attempt_at" not in attempt
+        assert waiting["message_id"] == attempt["message_id"] and waiting["attempt"] == 2
+        assert (waiting["status_code"], waiting["error"], waiting["at"]) == (None, None, None)
+        assert waiting["next_attempt_at"] > attempt["at"]  # an hour away
+
+        again = await api.post(f"/v1/jobs/{job['id']}/redeliver")
+        assert again.status_code == 202
+        assert again.json()["message_id"] == attempt["message_id"] and again.json()["retried"] is True
+
+        async def second_attempt() -> bool:
+            entries = (await api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["deliveries"]
+            return len([d for d in entries if d["at"] is not None]) == 2
+
+        await eventually(second_attempt, timeout=10, what="the waiting message's second attempt, made now")
+        moved = await api.patch(f"/v1/jobs/{job['id']}", json={"callback_url": downstream.url("/new")})
+        assert moved.status_code == 200
+        await eventually(lambda: downstream.requests, timeout=10, what="the waiting message sent at once to the new URL")
+        assert [r.webhook_id for r in downstream.requests] == [attempt["message_id"]]  # one message throughout
+        done = await eventually(lambda: _delivered(api, job["id"]), timeout=10, what="delivered")
+        assert [d["url"] for d in done] == [DEAD, DEAD, downstream.url("/new")]
+        fresh = await api.post(f"/v1/jobs/{job['id']}/redeliver")  # nothing waits now: a new message
+        assert fresh.status_code == 202 and fresh.json()["retried"] is False
+        assert fresh.json()["message_id"] != attempt["message_id"]
+
+
+async def _delivered(api: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = (await api.get(f"/v1/jobs/{job_id}/deliveries")).json()["deliveries"]
+    return entries if entries and entries[-1]["status_code"] == 200 else []
 
 
 async def _attempts(api: httpx.AsyncClient, job_id: str) -> bool:

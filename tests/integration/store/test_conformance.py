@@ -547,3 +547,107 @@ async def test_progress_names_its_job_without_changing_it(store: Store) -> None:
     assert stored.id == result.receipt_id and stored.job_ids == [job.id]
     still = await store.get_job(job.id)
     assert still is not None and still.status is JobStatus.PENDING and still.outputs == []
+
+
+# -- a message's destination, its retries and its claims (v0.3) ------------------------------------------
+
+OLD, NEW = "http://127.0.0.1:1/old", "http://127.0.0.1:1/new"
+
+
+async def test_an_attempt_answered_after_a_patch_is_logged_where_it_went_and_sent_again(open_stores: Opener) -> None:
+    """The worker's replica claimed the message and sent it to the old URL; the PATCH (on another replica)
+    is acknowledged before the answer comes. The attempt is logged under the old URL, and the message is
+    not taken for delivered: it is due again, to the new URL."""
+    worker, api = await open_stores(), await open_stores()
+    job_id = await register(api, "race1", callback_url=OLD)
+    await api.apply(receipt(), [done("race1", "https://a/race1.jpg")])
+    (claimed,) = await worker.claim_due_messages(limit=10, lease_s=30)
+    assert claimed.url == OLD
+    assert await api.update_job(job_id, {"callback_url": NEW}) is not None
+    await worker.record_attempt(claimed, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+    (attempt,) = await api.list_deliveries(job_id)
+    assert (attempt.url, attempt.status_code, attempt.message_id) == (OLD, 200, claimed.id)
+    job = await api.get_job(job_id)
+    assert job is not None and job.delivery_status.value == "pending"
+    (again,) = await worker.claim_due_messages(limit=10, lease_s=30)
+    assert (again.id, again.url, again.attempts) == (claimed.id, NEW, 1)
+    await worker.record_attempt(again, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+    assert [(a.url, a.attempt) for a in await api.list_deliveries(job_id)] == [(OLD, 1), (NEW, 2)]
+    job = await api.get_job(job_id)
+    assert job is not None and job.delivery_status.value == "delivered"
+
+
+async def test_a_failed_attempt_to_the_old_url_after_a_patch_does_not_fail_the_message(store: Store) -> None:
+    job_id = await register(store, "race2", callback_url=OLD)
+    await store.apply(receipt(), [done("race2", "https://a/race2.jpg")])
+    (claimed,) = await store.claim_due_messages(limit=10, lease_s=30)
+    await store.update_job(job_id, {"callback_url": NEW})
+    await store.record_attempt(claimed, status_code=410, error="HTTP 410", outcome="failed", next_attempt_at=None)
+    (again,) = await store.claim_due_messages(limit=10, lease_s=30)
+    assert again.url == NEW and again.status == "pending"
+
+
+async def test_redeliver_makes_the_waiting_message_due_instead_of_adding_one(store: Store) -> None:
+    job_id = await register(store, "wait1", callback_url=OLD)
+    await store.apply(receipt(), [done("wait1", "https://a/wait1.jpg")])
+    (claimed,) = await store.claim_due_messages(limit=10, lease_s=30)
+    later = store.clock() + 3600
+    await store.record_attempt(claimed, status_code=503, error="HTTP 503", outcome="retry", next_attempt_at=later)
+    assert await store.claim_due_messages(limit=10, lease_s=30) == []  # waiting for its retry, an hour away
+    (waiting,) = await store.waiting_messages(job_id)
+    assert (waiting.id, waiting.attempts, waiting.next_attempt_at) == (claimed.id, 1, later)
+    found = await store.redeliver(job_id)
+    assert found is not None
+    message, retried = found
+    assert retried and message.id == claimed.id and message.next_attempt_at <= store.clock()
+    (due,) = await store.claim_due_messages(limit=10, lease_s=30)
+    assert due.id == claimed.id  # the same webhook-id, due now: no second message
+    await store.record_attempt(due, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+    assert await store.waiting_messages(job_id) == []
+    found = await store.redeliver(job_id)  # nothing waits any more: a new message
+    assert found is not None and not found[1] and found[0].id != claimed.id
+
+
+async def test_a_patch_makes_waiting_messages_due_now_to_the_new_url(store: Store) -> None:
+    job_id = await register(store, "wait2", callback_url=OLD)
+    await store.apply(receipt(), [done("wait2", "https://a/wait2.jpg")])
+    (claimed,) = await store.claim_due_messages(limit=10, lease_s=30)
+    await store.record_attempt(claimed, status_code=None, error="timeout", outcome="retry",
+                               next_attempt_at=store.clock() + 3600)
+    await store.update_job(job_id, {"callback_url": NEW})
+    (due,) = await store.claim_due_messages(limit=10, lease_s=30)
+    assert (due.id, due.url) == (claimed.id, NEW)
+
+
+async def test_messages_handed_back_are_due_for_another_replica_at_once(open_stores: Opener) -> None:
+    leaving, staying = await open_stores(), await open_stores()
+    job_id = await register(staying, "back1", callback_url=OLD)
+    await staying.apply(receipt(), [done("back1", "https://a/back1.jpg")])
+    (claimed,) = await leaving.claim_due_messages(limit=10, lease_s=300)
+    assert await staying.claim_due_messages(limit=10, lease_s=30) == []  # leased to `leaving`
+    await leaving.hand_back_messages([claimed.seq])
+    (taken,) = await staying.claim_due_messages(limit=10, lease_s=30)
+    assert taken.id == claimed.id
+    # A message no longer leased (its attempt recorded, a retry an hour away) is not made due by a hand-back.
+    await staying.record_attempt(taken, status_code=503, error="HTTP 503", outcome="retry",
+                                 next_attempt_at=staying.clock() + 3600)
+    await leaving.hand_back_messages([claimed.seq])
+    assert await staying.claim_due_messages(limit=10, lease_s=30) == []
+    assert (await staying.waiting_messages(job_id))[0].attempts == 1
+
+
+async def test_redeliveries_by_time_make_waiting_messages_due_instead_of_doubling_them(store: Store) -> None:
+    since = store.clock() - 1
+    for i in range(4):
+        await register(store, f"rw{i}", callback_url=OLD)
+        await store.apply(receipt(), [done(f"rw{i}", f"https://a/rw{i}.jpg")])
+    claimed = await store.claim_due_messages(limit=100, lease_s=30)
+    for message in claimed[:2]:  # two wait for a retry an hour away; two are being sent (leased)
+        await store.record_attempt(message, status_code=503, error="HTTP 503", outcome="retry",
+                                   next_attempt_at=store.clock() + 3600)
+    queued, _ = await store.redeliver_finished(FinishedFilter(since=since), after_seq=0, limit=10)
+    assert queued == 4
+    due = await store.claim_due_messages(limit=100, lease_s=30)
+    # The waiting two, due now under their own ids; the two in flight get a new message each.
+    assert sorted(m.id for m in due if m.attempts == 1) == sorted(m.id for m in claimed[:2])
+    assert len(due) == 4 and not {m.id for m in due} & {m.id for m in claimed[2:]}

@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from receiver.store import JobFilter, open_store
-from receiver.store.postgres.store import LOAD_JOBS_SQL
+from receiver.models import Completion, JobStatus, Output, Receipt
+from receiver.store.postgres.store import LOAD_JOBS_SQL, PostgresStore
 from receiver.store.schema import POSTGRES
 
 
@@ -142,3 +143,20 @@ async def test_a_provider_job_id_alone_is_searched_not_scanned(postgres_url: str
         await store.close()
     assert sorted(j.provider for j in page.items) == ["oxen", "pixazo"]
     assert "jobs_provider_provider_job_id_key" in plan and "Seq Scan on jobs" not in plan, plan
+
+
+async def test_a_renewal_on_its_way_does_not_take_back_a_handed_back_message(postgres_url: str) -> None:
+    leaving = await open_store(postgres_url, default_callback_url="http://127.0.0.1:9/cb")
+    staying = await open_store(postgres_url, default_callback_url="http://127.0.0.1:9/cb")
+    try:
+        assert isinstance(leaving, PostgresStore)
+        await staying.apply(Receipt(provider="pixazo", source="webhook", body=b"{}"), [Completion(
+            "pixazo", "renew1", JobStatus.SUCCEEDED, outputs=(Output("https://a/r.jpg", "image/jpeg"),))])
+        (claimed,) = await leaving.claim_due_messages(limit=10, lease_s=300)
+        held = [claimed.seq]  # what the renewal loop read before the hand-back
+        await leaving.hand_back_messages(held)
+        await leaving._renew(held, until=leaving.clock() + 300)
+        assert [m.id for m in await staying.claim_due_messages(limit=10, lease_s=30)] == [claimed.id]
+    finally:
+        await leaving.close()
+        await staying.close()

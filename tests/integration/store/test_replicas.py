@@ -217,3 +217,61 @@ async def test_lost_database_connections_give_503_then_recover(start_replica: St
     assert statuses[-10:] == [200] * 10  # recovered by itself
     assert set(acknowledged) <= stored  # nothing acknowledged was lost
     assert (await asyncio.to_thread(httpx.get, f"{replica.base_url}/readyz")).json()["store"] == "ok"
+
+
+async def test_a_replica_stopped_by_sigterm_hands_its_callbacks_back(start_replica: Start) -> None:
+    async with callback_server(HANG) as sink:  # the first POST hangs (a slow endpoint); later ones are answered
+        env = {"RECEIVER_DEFAULT_CALLBACK_URL": sink.url(), "RECEIVER_CALLBACK_TIMEOUT_S": "300"}
+        a = await start_replica(**env)
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.post(hook(a.base_url), content=pixazo_done("handback-1"))
+            (job_id,) = reply.json()["job_ids"]
+            await eventually(lambda: len(sink.requests) >= 1, 20, "a's first attempt")
+            b = await start_replica(**env)
+            stopped_at = time.monotonic()
+            await asyncio.to_thread(a.stop)  # SIGTERM mid-request, its message leased
+
+            async def delivered() -> bool:
+                job = (await client.get(f"{b.base_url}/v1/jobs/{job_id}", headers=AUTH)).json()
+                return job["delivery_status"] == "delivered"
+
+            await eventually(delivered, 60, "b delivering the message a handed back")
+        assert len(sink.requests) == 2 and sink.requests[1].at - stopped_at < 10
+        assert len({r.webhook_id for r in sink.requests}) == 1  # the same message, handed over, not a new one
+
+
+async def test_readyz_is_503_while_the_store_cannot_take_writes(start_replica: Start, postgres_url: str) -> None:
+    import asyncpg
+
+    replica = await start_replica()
+    database = postgres_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(postgres_url)
+
+    async def reconnect_with(setting: str) -> None:
+        """Every new session of the database read-only (as on a standby) or not, and the replica's sessions
+        cut, so that it opens new ones."""
+        await admin.execute(f'ALTER DATABASE "{database}" {setting}')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def ready(status: int) -> bool:
+                return (await client.get(f"{replica.base_url}/readyz")).status_code == status
+
+            assert await ready(200)
+            await reconnect_with("SET default_transaction_read_only = on")
+
+
+            async def reads() -> bool:
+                return (await client.get(f"{replica.base_url}/v1/jobs", headers=AUTH)).status_code == 200
+
+            await eventually(reads, 20, "reads working again on new sessions")  # past the cut's own 503s
+            for _ in range(3):
+                answer = await client.get(f"{replica.base_url}/readyz")
+                assert (answer.status_code, answer.json()["store"]) == (503, "unreachable")
+            await reconnect_with("RESET default_transaction_read_only")
+            await eventually(lambda: ready(200), 20, "/readyz back to 200")
+    finally:
+        await admin.close()

@@ -208,13 +208,13 @@ async def test_another_process_holding_the_lock_never_blocks_the_loop(tmp_path: 
         health_s = time.monotonic() - started
         reply = await webhook  # waited for the lock, without blocking anything else
         assert reply.status_code == 200
-        await asyncio.to_thread(holder.wait)
+        await asyncio.to_thread(holder.communicate)
         holder = await asyncio.to_thread(hold_write_lock, tmp_path / "receiver.db", 8)
         try:
             late = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=pixazo("locked-2"))
             assert late.status_code == 503 and late.json()["error"] == "store_unavailable"  # never a 500
         finally:
-            await asyncio.to_thread(holder.wait)
+            await asyncio.to_thread(holder.communicate)
         assert (await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=pixazo("locked-2"))).status_code == 200
     assert health_s < 1.0, health_s  # the old store blocked the loop for the whole busy timeout (5 s)
 
