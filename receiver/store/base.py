@@ -14,6 +14,9 @@ T = TypeVar("T")
 # Pages stop at `limit` rows or at about this many bytes of bodies, whichever comes first, so a page of
 # large receipts is never built whole in memory; `next_cursor` goes on from where it stopped.
 PAGE_BUDGET_BYTES = 4 * 1024 * 1024
+# A list's `total` is an exact count up to this many rows, else this number with `total_exact` false: the
+# count reads at most this many index entries, so asking for it on every poll stays cheap on any store.
+COUNT_CAP = 10_000
 REPLICA_TTL_S = 30.0  # a replica whose heartbeat is older than this is gone
 HEARTBEAT_S = 5.0
 
@@ -93,6 +96,8 @@ class Attempt:
 class Page(Generic[T]):
     items: list[T] = field(default_factory=list)
     next_cursor: str | None = None
+    total: int | None = None  # rows matching (capped at COUNT_CAP), when counted
+    total_exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,7 @@ class JobFilter:
     provider_job_id: str | None = None
     since: float | None = None
     until: float | None = None
+    prefix: str | None = None  # the start of the job's id or of its provider job id
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +163,17 @@ class Store(Protocol):
         """Create or claim a job; returns (job, created). `owner`: the replica running its call."""
 
     async def get_job(self, job_id: str) -> Job | None: ...
-    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]: ...
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None, count: bool = False) -> Page[Job]:
+        """A page newest first; `count`: also how many match (see COUNT_CAP)."""
     async def list_receipts(
         self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
-        job_id: str | None = None,
+        job_id: str | None = None, count: bool = False,
     ) -> Page[Any]: ...
+
+    async def record_refusals(self, refusals: list[Any], *, keep: int = ...) -> None:
+        """Keep refused requests (`refusal_rows.Refusal`), then trim to the newest `keep`."""
+    async def list_refusals(self, *, provider: str | None, reason: str | None, limit: int, cursor: str | None,
+                            count: bool = False) -> Page[Any]: ...
 
     async def events_after(self, seq: int, limit: int) -> list[Event]:
         """Committed events after `seq`, in order; never one whose transaction may still commit below it."""

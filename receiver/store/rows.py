@@ -88,17 +88,42 @@ def budget_events(events: list[Event]) -> list[Event]:
     return events
 
 
-def job_filter_sql(f: JobFilter, mark: str) -> tuple[list[str], list[Any]]:
-    """WHERE clauses and parameters for a JobFilter; `mark` makes the n-th placeholder (`?` or `$n`)."""
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` in code-point order (which is
+    UTF-8 byte order: SQLite's BINARY, PostgreSQL's "C"), so `>= prefix AND < end` is an index range."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1 if last + 1 != 0xD800 else 0xE000  # surrogates are not characters
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+def job_filter_sql(f: JobFilter, mark: str, *, collate: str = "") -> tuple[list[str], list[Any]]:
+    """WHERE clauses and parameters for a JobFilter; `mark` makes the n-th placeholder (`?` or `$n`);
+    `collate` makes a prefix range compare in code-point order (PostgreSQL: ` COLLATE "C"`)."""
     where: list[str] = []
     params: list[Any] = []
+
+    def place(value: Any) -> str:
+        params.append(value)
+        return mark if mark == "?" else f"${len(params)}"
+
+    if f.prefix is not None:
+        end = prefix_end(f.prefix)
+        ranges = []
+        for column, extra in (("id", ""), ("provider_job_id", _ANY_PROVIDER + " AND ")):
+            lower = f"{column}{collate} >= {place(f.prefix)}"  # placed first: `?` marks bind in order
+            upper = f" AND {column}{collate} < {place(end)}" if end is not None else ""
+            ranges.append(f"({extra}{lower}{upper})")
+        where.append("(" + " OR ".join(ranges) + ")")
     for column, op, value in (("provider", "=", f.provider), ("status", "=", f.status),
                               ("delivery_status", "=", f.delivery_status),
                               ("provider_job_id", "=", f.provider_job_id),
                               ("created_at", ">=", f.since), ("created_at", "<", f.until)):
         if value is not None:
-            params.append(value)
-            where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
+            where.append(f"{column} {op} {place(value)}")
     if f.provider_job_id is not None and f.provider is None:
         where.append(_ANY_PROVIDER)  # so the unique (provider, provider_job_id) index finds it
     return where, params

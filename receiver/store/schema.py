@@ -296,3 +296,54 @@ POSTGRES_MIGRATIONS.append(
 # entry fewer per job, and with providers' random ids a random page fewer written per insert.
 MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
+
+# v0.3 inspector: a job found by the start of its id or provider job id. A prefix is a range in code-point
+# order; SQLite's indexes compare so already (BINARY), PostgreSQL's follow the database's collation, so
+# "C"-collated ones serve the range there. Refused inbound requests: the newest are kept (see refusals.py).
+# Delivery attempts keep what was sent and what came back.
+MIGRATIONS.append(
+    """
+    CREATE TABLE IF NOT EXISTS refusals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        detail TEXT,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT NOT NULL,
+        headers TEXT NOT NULL DEFAULT '{}',
+        body BLOB NOT NULL,
+        body_bytes INTEGER NOT NULL,
+        receipt_id INTEGER,
+        received_at REAL NOT NULL
+    );
+    ALTER TABLE attempts ADD COLUMN request_headers TEXT;
+    ALTER TABLE attempts ADD COLUMN response_headers TEXT;
+    ALTER TABLE attempts ADD COLUMN response_body BLOB
+    """
+)
+POSTGRES_MIGRATIONS.append(
+    """
+    CREATE INDEX IF NOT EXISTS jobs_by_id_prefix ON jobs (id COLLATE "C");
+    CREATE INDEX IF NOT EXISTS jobs_by_provider_job_id_prefix ON jobs (provider_job_id COLLATE "C");
+    CREATE TABLE IF NOT EXISTS refusals (
+        id BIGSERIAL PRIMARY KEY,
+        provider TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        detail TEXT,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT NOT NULL,
+        headers TEXT NOT NULL DEFAULT '{}',
+        body BYTEA NOT NULL,
+        body_bytes BIGINT NOT NULL,
+        receipt_id BIGINT,
+        received_at DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE attempts ADD COLUMN IF NOT EXISTS request_headers TEXT;
+    ALTER TABLE attempts ADD COLUMN IF NOT EXISTS response_headers TEXT;
+    ALTER TABLE attempts ADD COLUMN IF NOT EXISTS response_body BYTEA
+    """
+)

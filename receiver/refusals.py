@@ -1,0 +1,106 @@
+"""Refused inbound requests, kept for the inspector without slowing the answer.
+
+The webhook door answers first and only hands a masked copy of what arrived to a bounded in-memory queue;
+a background worker writes the queue in batches (`run_refusals`). Under a flood the queue drops what it
+cannot hold (counted in `receiver_refusals_dropped_total`), and the store keeps only the newest
+REFUSALS_KEPT, so neither memory nor the store grows with the flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import TYPE_CHECKING, Callable, Iterable
+from urllib.parse import parse_qsl, urlencode
+
+from receiver.errors import StoreError
+from receiver.store.refusal_rows import Refusal
+
+if TYPE_CHECKING:
+    from receiver.runtime import Runtime
+
+log = logging.getLogger("receiver.refusals")
+
+BODY_KEPT_BYTES = 64 * 1024
+QUEUE_CAPACITY = 1000
+BATCH = 200
+MASK = "***"
+# Header values never kept: credentials and signatures (a signature is proof made with a secret).
+MASKED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "webhook-signature",
+                            "x-webhook-signature", "x-api-key", "api-key"})
+MASKED_PARAMS = frozenset({"token"})
+MAX_HEADERS = 64
+MAX_HEADER_CHARS = 1024
+
+
+def masked_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """What arrived as headers, bounded, with the value of every credential header replaced by `***`."""
+    kept: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()[:MAX_HEADER_CHARS]
+        if len(kept) >= MAX_HEADERS and key not in kept:
+            break
+        text = MASK if key in MASKED_HEADERS else value.decode("latin-1")[:MAX_HEADER_CHARS]
+        kept[key] = f"{kept[key]}, {text}" if key in kept else text
+    return kept
+
+
+def masked_query(query_string: bytes) -> str:
+    """The query as it arrived, each `token` value replaced by `***` (its presence still shows)."""
+    pairs = parse_qsl(query_string.decode("latin-1")[:4096], keep_blank_values=True)
+    return urlencode([(k, MASK if k in MASKED_PARAMS else v) for k, v in pairs], safe="*")
+
+
+class RefusalQueue:
+    """The bounded hand-off between the webhook door and the writer; `offer` never waits."""
+
+    def __init__(self, capacity: int = QUEUE_CAPACITY) -> None:
+        self.capacity = capacity
+        self._items: collections.deque[Refusal] = collections.deque()
+        self._arrived = asyncio.Event()
+        self.on_drop: Callable[[], None] = lambda: None
+
+    def offer(self, refusal: Refusal) -> bool:
+        if len(self._items) >= self.capacity:
+            self.on_drop()
+            return False
+        self._items.append(refusal)
+        self._arrived.set()
+        return True
+
+    def take(self, limit: int) -> list[Refusal]:
+        taken = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+        if not self._items:
+            self._arrived.clear()
+        return taken
+
+    async def wait(self) -> None:
+        await self._arrived.wait()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+async def run_refusals(runtime: "Runtime") -> None:
+    """Write queued refusals in batches; a store that fails loses that batch (logged), never the answer."""
+    queue = runtime.refusals
+    queue.on_drop = runtime.metrics.refusals_dropped.inc
+    failing = False
+    while not runtime.stopping.is_set():
+        await queue.wait()
+        batch = queue.take(BATCH)
+        if not batch:
+            continue
+        try:
+            await runtime.store.record_refusals(batch)
+            runtime.metrics.refusals_recorded.inc(len(batch))
+            if failing:
+                log.info("refused requests are recorded again")
+                failing = False
+        except StoreError as exc:
+            runtime.metrics.refusals_dropped.inc(len(batch))
+            if not failing:
+                log.warning("could not record %d refused requests: %s", len(batch), exc)
+                failing = True
+            await asyncio.sleep(1.0)
