@@ -7,7 +7,7 @@ import math
 import os
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import aiohttp
@@ -16,7 +16,7 @@ import standardwebhooks
 from receiver.backoff import parse_retry_after
 from receiver.delivery_limits import DeliveryLimits
 from receiver.refusals import masked_headers
-from receiver.store.base import Message
+from receiver.store.base import Exchange, Message
 
 ERROR_TEXT_CHARS = 200
 DRAIN_BYTES = 65536  # a 2xx body up to this long is read, to keep its connection
@@ -38,22 +38,12 @@ RESPONSE_KEPT_BYTES = 4096  # of an answer's body, kept with the attempt for the
 
 
 @dataclass(frozen=True, slots=True)
-class Exchange:
-    """What one attempt sent (headers; the body is the message's) and what came back, for the inspector.
-    The signature header is kept: it is a per-message HMAC, not the secret that made it."""
-
-    request_headers: dict[str, str]
-    response_headers: dict[str, str] | None = None
-    response_body: bytes | None = None  # the first RESPONSE_KEPT_BYTES
-
-
-@dataclass(frozen=True, slots=True)
 class AttemptResult:
     status_code: int | None
     error: str | None
     retry_after: float | None = None
     permanent: bool = False
-    exchange: Exchange | None = None
+    exchange: Exchange | None = field(default=None, compare=False)  # a record of the attempt, not its result
 
 
 def _answer_headers(response: aiohttp.ClientResponse) -> dict[str, str]:

@@ -79,6 +79,17 @@ class MediaObject:
 
 
 @dataclass(frozen=True, slots=True)
+class Exchange:
+    """What one delivery attempt sent (headers; the body is its message's) and what came back (headers and
+    the first bytes of the body; None without an answer). The signature header is kept: a per-message HMAC,
+    not the secret that made it."""
+
+    request_headers: dict[str, str]
+    response_headers: dict[str, str] | None = None
+    response_body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     message_id: str
     url: str
@@ -86,10 +97,23 @@ class Attempt:
     status_code: int | None
     error: str | None
     at: str
+    request_headers: dict[str, str] | None = None
+    request_body: bytes | None = None
+    response_headers: dict[str, str] | None = None
+    response_body: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"message_id": self.message_id, "url": self.url, "attempt": self.attempt,
-                "status_code": self.status_code, "error": self.error, "at": self.at}
+        out: dict[str, Any] = {"message_id": self.message_id, "url": self.url, "attempt": self.attempt,
+                               "status_code": self.status_code, "error": self.error, "at": self.at}
+        if self.request_headers is not None:  # attempts recorded before the receiver kept them have none
+            out["request"] = {"headers": self.request_headers, "body": _text(self.request_body)}
+            out["response"] = None if self.response_headers is None else {
+                "status_code": self.status_code, "headers": self.response_headers, "body": _text(self.response_body)}
+        return out
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +210,7 @@ class Store(Protocol):
     async def next_message_due_at(self) -> float | None: ...
     async def record_attempt(
         self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: AttemptOutcome, next_attempt_at: float | None,
+        outcome: AttemptOutcome, next_attempt_at: float | None, exchange: Exchange | None = None,
     ) -> None:
         """Record one attempt at a claimed message; a retry leaves it pending, due at `next_attempt_at`."""
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:

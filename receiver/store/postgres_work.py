@@ -83,14 +83,19 @@ class PostgresWork(PostgresPart):
         items = sorted(items, key=lambda i: i.message.seq)
         job_ids = await conn.fetch(
             "WITH given AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::integer[], "
-            "$5::text[], $6::float8[]) AS g(seq, status, next_attempt_at, status_code, error, at)), "
+            "$5::text[], $6::float8[], $7::text[], $8::text[], $9::bytea[]) "
+            "AS g(seq, status, next_attempt_at, status_code, error, at, request_headers, response_headers, "
+            "response_body)), "
             "counted AS (UPDATE messages m SET attempts = m.attempts + 1, status = g.status, "
             "next_attempt_at = g.next_attempt_at, lease_until = NULL FROM given g "
             "WHERE m.seq = g.seq AND m.status = 'pending' "
-            "RETURNING m.id, m.job_id, m.url, m.attempts, g.status_code, g.error, g.at) "
-            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) "
+            "RETURNING m.id, m.job_id, m.url, m.attempts, g.status_code, g.error, g.at, g.request_headers, "
+            "g.response_headers, g.response_body) "
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
+            "response_headers, response_body) "
             "SELECT * FROM counted RETURNING job_id",
-            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at) for i in items], 6))
+            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at, *i.exchange_columns())
+                      for i in items], 9))
         if job_ids:
             await conn.execute(_REFRESH_DELIVERY_STATUS, sorted({r["job_id"] for r in job_ids}))
 

@@ -153,11 +153,16 @@ def message_from_row(r: Any) -> Message:
     return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
 
 
-ATTEMPT_COLUMNS = "message_id, url, attempt, status_code, error, at"
+# The body sent is the message's (the same bytes on every attempt), read along by a subquery.
+ATTEMPT_COLUMNS = ("message_id, url, attempt, status_code, error, at, request_headers, "
+                   "(SELECT m.body FROM messages m WHERE m.id = attempts.message_id) AS request_body, "
+                   "response_headers, response_body")
 
 
 def attempt_from_row(r: Any) -> Attempt:
-    return Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5]))
+    return Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5]),
+                   orjson.loads(r[6]) if r[6] is not None else None, bytes(r[7]) if r[7] is not None else None,
+                   orjson.loads(r[8]) if r[8] is not None else None, bytes(r[9]) if r[9] is not None else None)
 
 
 BACKLOG_SQL = "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'"  # the same in both

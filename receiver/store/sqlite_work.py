@@ -65,8 +65,10 @@ class SQLiteWork(SQLitePart):
             return
         attempt = int(row[0]) + 1
         db.execute(
-            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at),
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
+            "response_headers, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at,
+             *item.exchange_columns()),
         )
         db.execute(
             "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
