@@ -69,7 +69,7 @@ async def stats(request: Request) -> Response:
         await runtime.store.ping()
     except StoreError:
         return JSONResponse({"store": describe_store(runtime.settings.database_url), "store_state": "unreachable",
-                             "public_url": runtime.settings.base_public_url,
+                             "public_url": runtime.settings.base_public_url, "mirroring": runtime.media is not None,
                              "oxen_stream": runtime.oxen.state, "oxen_stream_error": runtime.oxen.last_error,
                              "jobs": {}, "delivery_backlog": {"count": 0, "oldest_age_s": None}})
     count, oldest = await runtime.store.delivery_backlog()
@@ -77,6 +77,7 @@ async def stats(request: Request) -> Response:
     return JSONResponse({
         "store": describe_store(runtime.settings.database_url), "store_state": "ok",
         "public_url": runtime.settings.base_public_url,  # for the page's `Copy as curl`
+        "mirroring": runtime.media is not None,  # else outputs are never mirrored: not "mirroring…"
         "oxen_stream": runtime.oxen.state, "oxen_stream_error": runtime.oxen.last_error,
         "jobs": await runtime.store.job_counts(),
         "delivery_backlog": {"count": count, "oldest_age_s": age},

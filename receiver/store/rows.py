@@ -44,7 +44,7 @@ def job_from_row(row: Row) -> Job:
     )
 
 
-RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, error, body, received_at"
+RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, error, body, received_at, headers"
 
 
 def receipt_rows(ids: list[int], receipts: list[NewReceipt]) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
@@ -62,6 +62,7 @@ def receipt_from_row(r: Any) -> StoredReceipt:
     return StoredReceipt(
         r["id"], r["provider"], r["source"], Outcome(r["outcome"]), orjson.loads(r["provider_job_ids"]),
         r["error"], bytes(r["body"]), iso_time(r["received_at"]), job_ids=orjson.loads(r["job_ids"]),
+        headers=orjson.loads(r["headers"]),
     )
 
 
