@@ -283,9 +283,15 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         # The mirrored copy is shown, from the receiver itself; the origin was fetched once, by the mirror.
         assert (await page.locator("#job-outputs img").get_attribute("src")).startswith(f"{server.base_url}/media/")
         assert cdn.fetched == ["/px-fox/output.png"]
-        attempts = page.locator("#deliveries tbody tr")
+        attempts = page.locator("#deliveries details")
         await expect(attempts).to_have_count(1)
-        await expect(attempts.first.locator("td").nth(3)).to_have_text("200")
+        await expect(attempts.first.locator("summary")).to_contain_text("200")
+        await attempts.first.locator("summary").click()  # what was sent and what came back
+        sent = callback.requests[0]
+        await expect(attempts.first.get_by_label("Sent headers")).to_contain_text(
+            f"webhook-signature: {sent.headers['webhook-signature']}")
+        await expect(attempts.first.get_by_label("Sent body")).to_contain_text(f'"id": "{job["id"]}"')
+        await expect(attempts.first.get_by_label("Came back: HTTP 200 body")).to_have_text("ok")
 
         touched = page.locator("#job-receipts details")
         await expect(touched).to_have_count(2)
@@ -297,13 +303,13 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         await done.get_by_role("button", name="Copy as curl").click()
         curl = await done.locator("pre.curl").text_content()
         assert "$RECEIVER_WEBHOOK_TOKEN" in curl and WEBHOOK_TOKEN not in curl
-        assert curl.startswith("curl -X POST 'http://127.0.0.1:8000/webhooks/pixazo?token=")
+        # The receiver's own public URL (as the server knows it), not a guess at localhost.
+        assert curl.startswith(f"curl -sS -X POST '{server.runtime.settings.public_url}/webhooks/pixazo?token=")
         await browser.screenshot("-job")
 
         # The command replays the receipt: against this receiver it is a duplicate.
-        local = curl.replace("http://127.0.0.1:8000", server.base_url)
         replay = await asyncio.to_thread(
-            subprocess.run, ["bash", "-c", local], capture_output=True, text=True, timeout=30,
+            subprocess.run, ["bash", "-c", curl], capture_output=True, text=True, timeout=30,
             env={**os.environ, "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN})
         assert json.loads(replay.stdout)["outcome"] == "duplicate", replay.stdout + replay.stderr
 
