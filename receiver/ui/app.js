@@ -88,8 +88,32 @@ function sync(container, items, key, sig, render) {
 // are kept below it until the filters change.
 
 function pagedList(name) {
-  return { name, first: [], firstCursor: null, extra: [], cursor: null, extraLoaded: false, total: null,
-    exact: true, loading: false };
+  return { name, first: [], firstCursor: null, extra: [], cursor: null, extraLoaded: false, anchor: null,
+    total: null, exact: true, loading: false };
+}
+
+const MAX_GAP_PAGES = 10;
+
+// The newest rows: the first page, and once older pages are kept, every row down to where they start
+// (`anchor`, the cursor they were read from), so rows arriving meanwhile leave no gap above them. A gap
+// too large to fill drops the older pages instead.
+async function readNewest(list, path, key) {
+  const page = await json(path);
+  let items = page[key];
+  let cursor = page.next_cursor;
+  const above = (c) => c && list.extraLoaded && Number(c) > Number(list.anchor);
+  for (let hops = 0; above(cursor) && hops < MAX_GAP_PAGES; hops += 1) {
+    const more = await json(path + "&cursor=" + encodeURIComponent(cursor));
+    items = items.concat(more[key]);
+    cursor = more.next_cursor;
+  }
+  if (above(cursor)) resetList(list);
+  return { page, items, cursor };
+}
+
+function keepNewest(list, found) {
+  Object.assign(list, { first: found.items, firstCursor: found.cursor, total: found.page.total ?? null,
+    exact: found.page.total_exact !== false });
 }
 const lists = { jobs: pagedList("jobs"), receipts: pagedList("receipts"), refusals: pagedList("refusals") };
 
@@ -223,11 +247,9 @@ function renderJobs() {
 }
 
 async function refreshJobs(seen) {
-  const page = await json("/v1/jobs?" + query({ ...jobFilters(), limit: LIST_LIMIT }));
+  const found = await readNewest(lists.jobs, LOADERS.jobs.path(), "jobs");
   if (!current(seen)) return;
-  const list = lists.jobs;
-  Object.assign(list, { first: page.jobs, firstCursor: page.next_cursor, total: page.total ?? null,
-    exact: page.total_exact !== false });
+  keepNewest(lists.jobs, found);
   renderJobs();
 }
 
@@ -251,6 +273,7 @@ async function loadMore(name) {
     if (!current(seen)) return;
     list.extra = list.extra.concat(page[LOADERS[name].key]);
     list.cursor = page.next_cursor;
+    if (!list.extraLoaded) list.anchor = cursor;
     list.extraLoaded = true;
     LOADERS[name].render();
   } catch (err) {
@@ -342,10 +365,9 @@ function renderReceipts() {
 }
 
 async function refreshReceipts(seen) {
-  const page = await json("/v1/receipts?" + query({ ...receiptFilters(), limit: LIST_LIMIT }));
+  const found = await readNewest(lists.receipts, LOADERS.receipts.path(), "receipts");
   if (!current(seen)) return;
-  Object.assign(lists.receipts, { first: page.receipts, firstCursor: page.next_cursor, total: page.total ?? null,
-    exact: page.total_exact !== false });
+  keepNewest(lists.receipts, found);
   renderReceipts();
 }
 
@@ -397,10 +419,9 @@ function renderRefusals() {
 }
 
 async function refreshRefusals(seen) {
-  const page = await json("/v1/refusals?" + query({ limit: LIST_LIMIT }));
+  const found = await readNewest(lists.refusals, LOADERS.refusals.path(), "refusals");
   if (!current(seen)) return;
-  Object.assign(lists.refusals, { first: page.refusals, firstCursor: page.next_cursor, total: page.total ?? null,
-    exact: true });
+  keepNewest(lists.refusals, found);
   renderRefusals();
 }
 
