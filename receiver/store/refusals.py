@@ -57,8 +57,8 @@ class PostgresRefusals(PostgresPart):
         where, params = refusal_where(provider, reason, "$")
         total = None
         if count:
-            rows = await self._fetch(f"SELECT COUNT(*) FROM refusals WHERE {' AND '.join(where) or 'TRUE'}", *params)
-            total = int(rows[0][0])
+            counted = await self._fetch(f"SELECT COUNT(*) FROM refusals WHERE {' AND '.join(where) or 'TRUE'}", *params)
+            total = int(counted[0][0])
         if cursor:
             params = [*params, int(cursor)]
             where = [*where, f"id < ${len(params)}"]
