@@ -356,7 +356,7 @@ async def test_lists_page_on_say_how_many_match_and_search_by_prefix(server: Run
     await expect(jobs).to_have_count(121)
     await expect(jobs.first).to_contain_text("rw-new")
     await expect(page.locator("#jobs-note")).to_have_text("Showing 121 of 121 jobs")
-    await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # older receipts load on scrolling down
+    await page.locator("#receipts-more").scroll_into_view_if_needed()  # older receipts load on scrolling down
     await expect(page.locator("#receipt-list details")).to_have_count(55)
     await expect(page.locator("#receipts-note")).to_have_text("Showing 55 of 55 messages")
 
