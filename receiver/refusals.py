@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 
 from receiver.errors import StoreError
-from receiver.store.refusal_rows import Refusal
+from receiver.store.refusal_rows import REFUSALS_KEPT, Refusal
 
 if TYPE_CHECKING:
     from receiver.runtime import Runtime
@@ -93,7 +93,7 @@ async def run_refusals(runtime: "Runtime") -> None:
         if not batch:
             continue
         try:
-            await runtime.store.record_refusals(batch)
+            await runtime.store.record_refusals(batch, keep=REFUSALS_KEPT)
             runtime.metrics.refusals_recorded.inc(len(batch))
             if failing:
                 log.info("refused requests are recorded again")

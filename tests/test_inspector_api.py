@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from receiver.app import create_app
 from receiver.refusals import RefusalQueue
 from receiver.store.refusal_rows import Refusal
@@ -132,6 +134,27 @@ async def test_a_flood_is_answered_and_counted_in_the_metric(server: RunningServ
             assert (await client.post("/webhooks/pixazo?token=wrong", content=b"{}")).status_code == 401
         metrics = (await client.get("/metrics")).text
     assert "receiver_refusals_dropped_total 5.0" in metrics
+
+
+async def test_a_flood_of_refusals_never_grows_the_store_past_its_bound(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import receiver.refusals
+
+    monkeypatch.setattr(receiver.refusals, "REFUSALS_KEPT", 25)
+    async with serve_app(create_app(make_settings(tmp_path, database_url=store_url))) as server:
+        async with server.client() as client, server.api() as api:
+            async def refused(i: int) -> int:
+                return (await client.post(f"/webhooks/pixazo?token=flood-{i}", content=b'{"n": %d}' % i)).status_code
+
+            codes = await asyncio.gather(*(refused(i) for i in range(300)))
+            metrics = server.runtime.metrics
+            await eventually(lambda: metrics.refusals_recorded._value.get() + metrics.refusals_dropped._value.get() == 300,
+                             what="every refusal recorded or dropped")
+            listed = (await api.get("/v1/refusals", params={"limit": 100})).json()
+    assert codes == [401] * 300
+    assert listed["total"] == 25 and len(listed["refusals"]) == 25  # the newest 25, never more
+    assert all(r["query"].startswith("token=***") for r in listed["refusals"])
 
 
 async def test_attempts_keep_what_was_sent_and_what_came_back(tmp_path: Path) -> None:
