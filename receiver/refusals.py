@@ -24,6 +24,7 @@ log = logging.getLogger("receiver.refusals")
 
 BODY_KEPT_BYTES = 64 * 1024
 QUEUE_CAPACITY = 1000
+QUEUE_BYTES = 8 * 1024 * 1024  # bodies of up to 64 KiB each: the count alone would allow ~65 MiB
 BATCH = 200
 MASK = "***"
 # Header values never kept: credentials and signatures (a signature is proof made with a secret).
@@ -55,22 +56,26 @@ def masked_query(query_string: bytes) -> str:
 class RefusalQueue:
     """The bounded hand-off between the webhook door and the writer; `offer` never waits."""
 
-    def __init__(self, capacity: int = QUEUE_CAPACITY) -> None:
+    def __init__(self, capacity: int = QUEUE_CAPACITY, max_bytes: int = QUEUE_BYTES) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._items: collections.deque[Refusal] = collections.deque()
         self._arrived = asyncio.Event()
         self.on_drop: Callable[[], None] = lambda: None
 
     def offer(self, refusal: Refusal) -> bool:
-        if len(self._items) >= self.capacity:
+        if len(self._items) >= self.capacity or self._bytes + len(refusal.body) > self.max_bytes:
             self.on_drop()
             return False
+        self._bytes += len(refusal.body)
         self._items.append(refusal)
         self._arrived.set()
         return True
 
     def take(self, limit: int) -> list[Refusal]:
         taken = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+        self._bytes -= sum(len(r.body) for r in taken)
         if not self._items:
             self._arrived.clear()
         return taken

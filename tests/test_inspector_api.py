@@ -125,6 +125,11 @@ def test_a_full_queue_drops_and_counts_instead_of_growing() -> None:
     assert [queue.offer(r) for _ in range(5)] == [True, True, True, False, False]
     assert len(queue) == 3 and len(dropped) == 2
     assert len(queue.take(10)) == 3 and len(queue) == 0
+    by_size = RefusalQueue(capacity=100, max_bytes=100)  # big bodies fill it by bytes before count
+    big = Refusal("pixazo", "unauthorized", 401, None, "POST", "/webhooks/pixazo", "", {}, b"x" * 60, 60, 0.0)
+    assert [by_size.offer(big) for _ in range(3)] == [True, False, False]
+    by_size.take(1)
+    assert by_size.offer(big) is True  # taken bytes are given back
 
 
 async def test_a_flood_is_answered_and_counted_in_the_metric(server: RunningServer) -> None:

@@ -677,8 +677,8 @@ async function postRedeliver(status, done) {
   }
 }
 
-const redeliver = () => postRedeliver($("redeliver-status"),
-  (body) => "Queued a new message" + (body.message_id ? " " + body.message_id : "") + ".");
+const redeliver = () => postRedeliver($("redeliver-status"), (body) => (body.retried
+  ? "Retrying the waiting message " : "Queued a new message ") + (body.message_id || "") + ".");
 // Without a URL, redeliver makes a message waiting for a retry due now (same webhook-id).
 const retryNow = () => postRedeliver($("retry-status"),
   (body) => (body.retried ? "Retrying " : "Sending ") + (body.message_id || "") + " now.");
