@@ -612,6 +612,8 @@ function attemptItem(d) {
     detail);
 }
 
+const isoOf = (when) => (typeof when === "number" ? new Date(when * 1000).toISOString() : String(when));
+
 function untilText(iso) {
   const seconds = (Date.parse(iso) - Date.now()) / 1000;
   return Number.isNaN(seconds) ? "" : seconds <= 0 ? "due now" : "in " + age(seconds);
@@ -624,7 +626,7 @@ function showWaiting(job, entries) {
   const retrying = job.delivery_status === "pending" && last && !(last.status_code >= 200 && last.status_code < 300);
   $("waiting").hidden = !(waiting.length || retrying);
   if (waiting.length) {
-    const next = waiting.map((d) => d.next_attempt_at).sort()[0];
+    const next = waiting.map((d) => isoOf(d.next_attempt_at)).sort()[0];
     $("waiting-text").replaceChildren("Waiting for a retry: next attempt at ",
       el("time", { datetime: next, text: time(next) }), " (" + untilText(next) + ").");
   } else if (retrying) {
@@ -656,7 +658,9 @@ async function refreshJob(id, seen) {
     json("/v1/receipts?" + query({ job_id: id, limit: 500 }))]);
   if (!current(seen)) return;
   const entries = deliveries.deliveries;
-  const attempts = entries.filter((d) => d.at && d.attempt !== undefined && "status_code" in d);
+  // Attempts; an entry that only says when a waiting message is due is not one (unless it carries what was sent).
+  const attempts = entries.filter((d) => d.request
+    || (d.at && d.attempt !== undefined && "status_code" in d && !d.next_attempt_at));
   sync($("deliveries"), attempts, (d) => d.message_id + "#" + d.attempt, (d) => JSON.stringify(d), attemptItem);
   $("no-deliveries").hidden = attempts.length > 0;
   showWaiting(job, entries);
