@@ -197,3 +197,13 @@ async def test_stats_name_the_public_url(tmp_path: Path) -> None:
     async with serve_app(create_app(settings)) as server, server.api() as api:
         stats = (await api.get("/v1/stats")).json()
     assert stats["public_url"] == "https://hooks.example.test"
+
+
+async def test_receipts_list_their_headers_with_signatures_masked(server: RunningServer) -> None:
+    async with server.client() as client, server.api() as api:
+        await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", json=pixazo_done("px-h"),
+                          headers={"X-Webhook-Signature": "sha256=deadbeef", "Webhook-Id": "wh_1"})
+        receipt = (await api.get("/v1/receipts")).json()["receipts"][0]
+    assert receipt["headers"]["x-webhook-signature"] == "***"
+    assert receipt["headers"]["webhook-id"] == "wh_1" and receipt["headers"]["content-type"] == "application/json"
+    assert "deadbeef" not in json.dumps(receipt)
