@@ -497,4 +497,5 @@ async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_pat
             answer_body = compare.get_by_role("table", name="Answer body compared")
             await expect(answer_body.locator("td.del").filter(has_text="down for maintenance")).to_have_count(1)
             await expect(answer_body.locator("td.add").first).to_have_text("ok")
+            await browser.screenshot("-compare")
     await browser.assert_clean()
