@@ -627,7 +627,8 @@ function showWaiting(job, entries) {
   $("waiting").hidden = !(waiting.length || retrying);
   if (waiting.length) {
     const next = waiting.map((d) => isoOf(d.next_attempt_at)).sort()[0];
-    $("waiting-text").replaceChildren("Waiting for a retry: next attempt at ",
+    const retry = waiting.some((d) => d.attempt > 1);
+    $("waiting-text").replaceChildren(retry ? "Waiting for a retry: next attempt at " : "Waiting to be sent: due at ",
       el("time", { datetime: next, text: time(next) }), " (" + untilText(next) + ").");
   } else if (retrying) {
     $("waiting-text").textContent = "Waiting for a retry of the last failed attempt.";
