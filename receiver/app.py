@@ -49,6 +49,7 @@ from receiver.ingest.lumenfall_calls import fail_orphaned_lumenfall_calls
 from receiver.ingest.oxen_stream import run_oxen_consumer
 from receiver.ingest.reconciler import run_reconciler
 from receiver.ingest.timeouts import run_job_timeouts
+from receiver.refusals import run_refusals
 from receiver.errors import ReceiverError, StoreError, StoreUnavailable
 from receiver.front import Receiver
 from receiver.leader import lead
@@ -91,6 +92,7 @@ def workers_for(settings: Settings) -> list[Worker]:
     """The background loops this configuration needs."""
     workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls,
                              run_job_timeouts]
+    workers.append(run_refusals)
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_leader)
     workers.append(run_mirror)  # with mirroring off it only settles tasks queued while it was on
@@ -174,6 +176,7 @@ def api_routes() -> list[Route]:
         Route("/jobs/{job_id}/redeliver", job_actions.redeliver, methods=["POST"]),
         Route("/redeliveries", job_actions.redeliver_many, methods=["POST"]),
         Route("/receipts", api.list_receipts, methods=["GET"]),
+        Route("/refusals", api.list_refusals, methods=["GET"]),
         Route("/events", events.stream_events, methods=["GET"]),
         Route("/stats", inspector.stats, methods=["GET"]),
     ]

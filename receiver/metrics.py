@@ -35,6 +35,11 @@ class Metrics:
             "receiver_webhooks_rejected", "Webhooks refused before anything was stored (provider 'unknown' for 404)",
             ["provider", "reason"], registry=r,
         )
+        self.refusals_recorded = Counter(
+            "receiver_refusals_recorded", "Refused inbound requests kept for the inspector", registry=r)
+        self.refusals_dropped = Counter(
+            "receiver_refusals_dropped", "Refused inbound requests not kept (queue full under a flood, or store down)",
+            registry=r)
         self.stream_connected = Gauge("receiver_oxen_stream_connected", "1 while the Oxen stream is connected", registry=r)
         self.stream_state = Gauge(
             "receiver_oxen_stream_state", "1 for the Oxen consumer's current state (as /readyz says)", ["state"], registry=r

@@ -152,6 +152,7 @@ class StoredReceipt:
     body: bytes
     received_at: str
     job_ids: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         try:
@@ -168,6 +169,8 @@ class StoredReceipt:
             "error": self.error,
             "body": text if text is not None else self.body.decode("utf-8", "replace"),
             "received_at": self.received_at,
+            # A signature is proof made with the provider's secret: shown as present, never its value.
+            "headers": {k: ("***" if "signature" in k else v) for k, v in self.headers.items()},
         }
         if text is None:
             out["body_base64"] = base64.b64encode(self.body).decode("ascii")

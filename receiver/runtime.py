@@ -17,6 +17,7 @@ from receiver.logs import FinishedLines
 from receiver.metrics import Metrics
 from receiver.models import StreamState
 from receiver.notify import Notifier
+from receiver.refusals import RefusalQueue
 from receiver.settings import Secrets, Settings
 from receiver.store import Store
 from receiver.tuning import MirrorTuning, StreamTuning
@@ -47,6 +48,7 @@ class Runtime:
     mirror_tuning: MirrorTuning = field(default_factory=MirrorTuning)  # the media mirror's timings
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
+    refusals: RefusalQueue = field(default_factory=RefusalQueue)  # refused requests on their way to the store
     media: "Media | None" = None  # the media mirror; None with RECEIVER_MEDIA_URL=off (and for `receiver info`)
     # `job … finished` at INFO, a line per burst (see FinishedLines)
     finished_lines: FinishedLines = field(default_factory=lambda: FinishedLines(logging.getLogger("receiver.ingest.inbound")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -12,6 +13,7 @@ from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome, 
 from receiver.notify import job_key, wait_for
 from receiver.runtime import Runtime
 from receiver.store import JobFilter
+from receiver.store.base import Page
 from receiver.web.validation import (
     RegisterJob, known_params, parse_body, query_choice, query_cursor, query_float, query_int, query_text,
     query_time,
@@ -21,7 +23,8 @@ MAX_WAIT_S = 60.0
 _STATUSES = tuple(s.value for s in JobStatus)
 _OUTCOMES = tuple(o.value for o in Outcome)
 _DELIVERY_STATUSES = tuple(d.value for d in DeliveryStatus)
-_JOB_PARAMS = frozenset({"provider", "status", "delivery_status", "provider_job_id", "since", "until", "limit", "cursor"})
+_JOB_PARAMS = frozenset({"provider", "status", "delivery_status", "provider_job_id", "since", "until", "limit", "cursor",
+                         "prefix"})
 _RECEIPT_PARAMS = frozenset({"provider", "outcome", "job_id", "limit", "cursor"})
 
 
@@ -77,11 +80,18 @@ async def list_jobs(request: Request) -> Response:
         provider=query_choice(q, "provider", PROVIDERS), status=query_choice(q, "status", _STATUSES),
         delivery_status=query_choice(q, "delivery_status", _DELIVERY_STATUSES),
         provider_job_id=query_text(q, "provider_job_id"), since=query_time(q, "since"), until=query_time(q, "until"),
+        prefix=query_text(q, "prefix", max_length=255),
     )
+    cursor = query_cursor(q)
     page = await runtime.store.list_jobs(
-        filters=filters, limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q),
+        filters=filters, limit=query_int(q, "limit", 50, low=1, high=500), cursor=cursor, count=cursor is None,
     )
-    return JSONResponse({"jobs": [j.to_json() for j in page.items], "next_cursor": page.next_cursor})
+    return JSONResponse({"jobs": [j.to_json() for j in page.items], "next_cursor": page.next_cursor, **_total(page)})
+
+
+def _total(page: Page[Any]) -> dict[str, Any]:
+    """The first page says how many match: exact up to COUNT_CAP, else COUNT_CAP with `total_exact` false."""
+    return {} if page.total is None else {"total": page.total, "total_exact": page.total_exact}
 
 
 async def list_deliveries(request: Request) -> Response:
@@ -103,8 +113,29 @@ async def list_receipts(request: Request) -> Response:
     q = request.query_params
     known_params(q, _RECEIPT_PARAMS)
     outcome = query_choice(q, "outcome", _OUTCOMES)
+    cursor = query_cursor(q)
     page = await runtime.store.list_receipts(
         provider=query_choice(q, "provider", PROVIDERS), outcome=Outcome(outcome) if outcome else None,
-        limit=query_int(q, "limit", 50, low=1, high=500), cursor=query_cursor(q), job_id=query_text(q, "job_id"),
+        limit=query_int(q, "limit", 50, low=1, high=500), cursor=cursor, job_id=query_text(q, "job_id"),
+        count=cursor is None,
     )
-    return JSONResponse({"receipts": [r.to_json() for r in page.items], "next_cursor": page.next_cursor})
+    return JSONResponse({"receipts": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
+                         **_total(page)})
+
+
+_REFUSAL_PARAMS = frozenset({"provider", "reason", "limit", "cursor"})
+REFUSAL_REASONS = ("unknown_provider", "unauthorized", "bad_signature", "too_large", "invalid_body")
+
+
+async def list_refusals(request: Request) -> Response:
+    """`GET /v1/refusals`: refused inbound requests (the newest kept), newest first, credentials masked."""
+    runtime: Runtime = request.state.runtime
+    q = request.query_params
+    known_params(q, _REFUSAL_PARAMS)
+    cursor = query_cursor(q)
+    page = await runtime.store.list_refusals(
+        provider=query_text(q, "provider", max_length=64), reason=query_choice(q, "reason", REFUSAL_REASONS),
+        limit=query_int(q, "limit", 50, low=1, high=100), cursor=cursor, count=cursor is None,
+    )
+    return JSONResponse({"refusals": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
+                         **_total(page)})

@@ -43,13 +43,28 @@ class JobOut(BaseModel):
 class JobPage(BaseModel):
     jobs: list[JobOut]
     next_cursor: str | None
+    total: int | None = None  # first page only: how many match, exact up to 10,000
+    total_exact: bool | None = None  # false: more than `total` match
 
 
 class Generated(BaseModel):
     jobs: list[JobOut]
 
 
+class SentOut(BaseModel):
+    headers: dict[str, str]
+    body: str | None
+
+
+class AnswerOut(BaseModel):
+    status_code: int | None
+    headers: dict[str, str]
+    body: str | None  # the first 4 KiB
+
+
 class DeliveryOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     message_id: str
     url: str
     attempt: int
@@ -57,6 +72,8 @@ class DeliveryOut(BaseModel):
     error: str | None
     at: str | None  # null on a message still waiting to be sent (it has `next_attempt_at`)
     next_attempt_at: str | None = None
+    request: SentOut | None = None  # what was sent (attempts recorded since v0.3)
+    response: AnswerOut | None = None  # what came back; null without an answer
 
 
 class Deliveries(BaseModel):
@@ -86,11 +103,39 @@ class ReceiptOut(BaseModel):
     error: str | None
     body: str
     received_at: str
+    headers: dict[str, str] = {}  # the kept request headers, signature values masked
 
 
 class ReceiptPage(BaseModel):
     receipts: list[ReceiptOut]
     next_cursor: str | None
+    total: int | None = None
+    total_exact: bool | None = None
+
+
+class RefusalOut(BaseModel):
+    model_config = ConfigDict(title="Refusal", extra="allow")  # body_base64 when the body is not UTF-8
+
+    id: int
+    provider: str
+    reason: Literal["unknown_provider", "unauthorized", "bad_signature", "too_large", "invalid_body"]
+    status: int
+    detail: str | None
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: str
+    body_bytes: int
+    body_truncated: bool
+    receipt_id: int | None
+    received_at: str
+
+
+class RefusalPage(BaseModel):
+    refusals: list[RefusalOut]
+    next_cursor: str | None
+    total: int | None = None
 
 
 class Backlog(BaseModel):
@@ -103,6 +148,8 @@ class StatsOut(BaseModel):
 
     store: str
     store_state: Literal["ok", "unreachable"]
+    public_url: str
+    mirroring: bool
     oxen_stream: StreamState
     oxen_stream_error: str | None
     jobs: dict[str, int]
@@ -119,8 +166,8 @@ class ErrorOut(BaseModel):
 # -- the document ----------------------------------------------------------------------------------
 
 _REQUESTS: list[type[BaseModel]] = [RegisterJob, Generate, PatchJob, RedeliverTo, Redeliveries]
-_ANSWERS: list[type[BaseModel]] = [JobOut, JobPage, Generated, Deliveries, Redelivered, Count, ReceiptPage, StatsOut,
-                                   ErrorOut]
+_ANSWERS: list[type[BaseModel]] = [JobOut, JobPage, Generated, Deliveries, Redelivered, Count, ReceiptPage, RefusalPage,
+                                   StatsOut, ErrorOut]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -166,6 +213,7 @@ def _paths() -> dict[str, Any]:
                 _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
                 _query("delivery_status", {"type": "string", "enum": [d.value for d in DeliveryStatus]}),
                 _query("provider_job_id", {"type": "string", "maxLength": 512}),
+                _query("prefix", {"type": "string", "maxLength": 255}, "the start of the job's id or provider job id"),
                 _query("since", _TIME, "on created_at"), _query("until", _TIME, "on created_at"), *_PAGE]),
         },
         "/v1/jobs/{job_id}": {
@@ -205,6 +253,14 @@ def _paths() -> dict[str, Any]:
                 _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
                 _query("outcome", {"type": "string", "enum": [o.value for o in Outcome]}),
                 _query("job_id", {"type": "string", "maxLength": 512}), *_PAGE]),
+        },
+        "/v1/refusals": {
+            "get": _op("Refused inbound requests (the newest 10,000 kept), newest first", {
+                "200": _json(RefusalPage, "a page")}, params=[
+                _query("provider", {"type": "string", "maxLength": 64}),
+                _query("reason", {"type": "string", "enum": ["unknown_provider", "unauthorized", "bad_signature",
+                                                             "too_large", "invalid_body"]}),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}), _PAGE[1]]),
         },
         "/v1/stats": {
             "get": _op("The store, jobs by status, the callback backlog (the Inspector's summary)",

@@ -7,7 +7,7 @@ import math
 import os
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import aiohttp
@@ -15,7 +15,8 @@ import standardwebhooks
 
 from receiver.util.backoff import parse_retry_after
 from receiver.tuning import DeliveryLimits
-from receiver.store.base import Message
+from receiver.web.masking import masked_headers
+from receiver.store.base import Exchange, Message
 
 ERROR_TEXT_CHARS = 200
 DRAIN_BYTES = 65536  # a 2xx body up to this long is read, to keep its connection
@@ -33,12 +34,20 @@ def signed_headers(webhook: standardwebhooks.Webhook, message_id: str, body: byt
     }
 
 
+RESPONSE_KEPT_BYTES = 4096  # of an answer's body, kept with the attempt for the inspector
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     status_code: int | None
     error: str | None
     retry_after: float | None = None
     permanent: bool = False
+    exchange: Exchange | None = field(default=None, compare=False)  # a record of the attempt, not its result
+
+
+def _answer_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+    return masked_headers((k, v) for k, v in response.raw_headers)
 
 
 def _short(text: str) -> str:
@@ -67,23 +76,27 @@ def describe_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def _peek(response: aiohttp.ClientResponse) -> str:
-    """The start of an error answer's body, for the attempt record; never the whole of a big body."""
-    data = bytearray()
-    while len(data) < ERROR_TEXT_CHARS * 4:
+async def _peek(response: aiohttp.ClientResponse, head: bytearray) -> str:
+    """The start of an error answer's body (into `head`, up to RESPONSE_KEPT_BYTES), and a short text of it
+    for the attempt record; never the whole of a big body."""
+    while len(head) < RESPONSE_KEPT_BYTES:
         chunk = await response.content.readany()
         if not chunk:
             break
-        data += chunk
-    return _short(bytes(data[: ERROR_TEXT_CHARS * 4]).decode("utf-8", "replace"))
+        head += chunk
+    del head[RESPONSE_KEPT_BYTES:]
+    return _short(bytes(head[: ERROR_TEXT_CHARS * 4]).decode("utf-8", "replace"))
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read the rest of a 2xx's (small) body: a connection goes back to the pool only once its answer was
-    read whole. A body too long or broken off costs only that connection: the 2xx is what counts."""
+async def _drain(response: aiohttp.ClientResponse, head: bytearray) -> None:
+    """Read the rest of a 2xx's (small) body, its start into `head`: a connection goes back to the pool
+    only once its answer was read whole. A body too long or broken off costs only that connection: the
+    2xx is what counts."""
     read = 0
     try:
         while chunk := await response.content.readany():
+            if len(head) < RESPONSE_KEPT_BYTES:
+                head += chunk[: RESPONSE_KEPT_BYTES - len(head)]
             read += len(chunk)
             if read > DRAIN_BYTES:
                 response.close()
@@ -98,31 +111,40 @@ async def send(
     """POST one message; every way it can go wrong becomes an `AttemptResult`, never an exception."""
     headers = signed_headers(webhook, message.id, message.body, datetime.now(timezone.utc))
     status: int | None = None
+    answer: dict[str, str] | None = None
+    head = bytearray()
+
+    def result(status_code: int | None, error: str | None, retry_after: float | None = None, *,
+               permanent: bool = False) -> AttemptResult:
+        exchange = Exchange(headers, answer, bytes(head) if answer is not None else None)
+        return AttemptResult(status_code, error, retry_after, permanent, exchange)
+
     try:
         # One deadline for the whole attempt (connect, send, answer, body): a trickling body cannot outlive it.
         async with asyncio.timeout(timeout):
             async with session.post(message.url, data=message.body, headers=headers, allow_redirects=False) as response:
                 status = response.status
+                answer = _answer_headers(response)
                 if 200 <= status < 300:
-                    await _drain(response)
-                    return AttemptResult(status, None)
+                    await _drain(response, head)
+                    return result(status, None)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now=time.time())
-                detail = await _peek(response)
+                detail = await _peek(response, head)
     except TimeoutError:
         if status is not None and 200 <= status < 300:
-            return AttemptResult(status, None)  # answered 2xx; only the rest of its body was slow
-        return AttemptResult(None, f"timeout after {timeout:g}s")
+            return result(status, None)  # answered 2xx; only the rest of its body was slow
+        return result(None, f"timeout after {timeout:g}s")
     except aiohttp.NonHttpUrlClientError:
-        return AttemptResult(None, "unusable callback URL: not http or https", permanent=True)
+        return result(None, "unusable callback URL: not http or https", permanent=True)
     except Exception as exc:  # noqa: BLE001  (whatever the client raises is one failed attempt)
         if status is None and isinstance(exc, (aiohttp.InvalidURL, ValueError)):  # yarl's are ValueErrors
-            return AttemptResult(None, "unusable callback URL", permanent=True)  # not the URL: it may hold a token
+            return result(None, "unusable callback URL", permanent=True)  # not the URL: it may hold a token
         if status is None:
-            return AttemptResult(None, describe_error(exc))
+            return result(None, describe_error(exc))
         if 200 <= status < 300:
-            return AttemptResult(status, None)
-        return AttemptResult(status, f"HTTP {status}, then {describe_error(exc)}")
-    return AttemptResult(status, f"HTTP {status}" + (f": {detail}" if detail else ""), retry_after)
+            return result(status, None)
+        return result(status, f"HTTP {status}, then {describe_error(exc)}")
+    return result(status, f"HTTP {status}" + (f": {detail}" if detail else ""), retry_after)
 
 
 def open_session(limits: DeliveryLimits) -> aiohttp.ClientSession:

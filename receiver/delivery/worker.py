@@ -260,7 +260,7 @@ class _Deliverer:
             next_at = self.clock() + decision.delay if decision.delay is not None else None
             await self.runtime.store.record_attempt(
                 message, status_code=result.status_code, error=result.error,
-                outcome=decision.outcome, next_attempt_at=next_at,
+                outcome=decision.outcome, next_attempt_at=next_at, exchange=result.exchange,
             )
             self.runtime.metrics.deliveries.labels(decision.outcome).inc()
             if decision.delay is not None:

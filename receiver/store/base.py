@@ -15,6 +15,9 @@ T = TypeVar("T")
 # Pages stop at `limit` rows or at about this many bytes of bodies, whichever comes first, so a page of
 # large receipts is never built whole in memory; `next_cursor` goes on from where it stopped.
 PAGE_BUDGET_BYTES = 4 * 1024 * 1024
+# A list's `total` is an exact count up to this many rows, else this number with `total_exact` false: the
+# count reads at most this many index entries, so asking for it on every poll stays cheap on any store.
+COUNT_CAP = 10_000
 REPLICA_TTL_S = 30.0  # a replica whose heartbeat is older than this is gone
 HEARTBEAT_S = 5.0
 
@@ -78,6 +81,17 @@ class MediaObject:
 
 
 @dataclass(frozen=True, slots=True)
+class Exchange:
+    """What one delivery attempt sent (headers; the body is its message's) and what came back (headers and
+    the first bytes of the body; None without an answer). The signature header is kept: a per-message HMAC,
+    not the secret that made it."""
+
+    request_headers: dict[str, str]
+    response_headers: dict[str, str] | None = None
+    response_body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     message_id: str
     url: str
@@ -85,16 +99,31 @@ class Attempt:
     status_code: int | None
     error: str | None
     at: str
+    request_headers: dict[str, str] | None = None
+    request_body: bytes | None = None
+    response_headers: dict[str, str] | None = None
+    response_body: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"message_id": self.message_id, "url": self.url, "attempt": self.attempt,
-                "status_code": self.status_code, "error": self.error, "at": self.at}
+        out: dict[str, Any] = {"message_id": self.message_id, "url": self.url, "attempt": self.attempt,
+                               "status_code": self.status_code, "error": self.error, "at": self.at}
+        if self.request_headers is not None:  # attempts recorded before the receiver kept them have none
+            out["request"] = {"headers": self.request_headers, "body": _text(self.request_body)}
+            out["response"] = None if self.response_headers is None else {
+                "status_code": self.status_code, "headers": self.response_headers, "body": _text(self.response_body)}
+        return out
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T] = field(default_factory=list)
     next_cursor: str | None = None
+    total: int | None = None  # rows matching (capped at COUNT_CAP), when counted
+    total_exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +136,7 @@ class JobFilter:
     provider_job_id: str | None = None
     since: float | None = None
     until: float | None = None
+    prefix: str | None = None  # the start of the job's id or of its provider job id
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +189,17 @@ class Store(Protocol):
         """Create or claim a job; returns (job, created). `owner`: the replica running its call."""
 
     async def get_job(self, job_id: str) -> Job | None: ...
-    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]: ...
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None, count: bool = False) -> Page[Job]:
+        """A page newest first; `count`: also how many match (see COUNT_CAP)."""
     async def list_receipts(
         self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
-        job_id: str | None = None,
+        job_id: str | None = None, count: bool = False,
     ) -> Page[Any]: ...
+
+    async def record_refusals(self, refusals: list[Any], *, keep: int = ...) -> None:
+        """Keep refused requests (`refusal_rows.Refusal`), then trim to the newest `keep`."""
+    async def list_refusals(self, *, provider: str | None, reason: str | None, limit: int, cursor: str | None,
+                            count: bool = False) -> Page[Any]: ...
 
     async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
         """Committed events after `seq`, in order; never one whose transaction may still commit below it.
@@ -180,7 +216,7 @@ class Store(Protocol):
     async def next_message_due_at(self) -> float | None: ...
     async def record_attempt(
         self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: AttemptOutcome, next_attempt_at: float | None,
+        outcome: AttemptOutcome, next_attempt_at: float | None, exchange: Exchange | None = None,
     ) -> None:
         """Record one attempt at a claimed message, made to `message.url`; a retry leaves it pending, due at
         `next_attempt_at`. A message whose URL changed since it was claimed (a PATCH of callback_url) stays

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from receiver.errors import StoreError, StoreUnavailable
-from receiver.models import ApplyResult, AttemptOutcome, Completion, MessageStatus, Receipt
+from receiver.models import ApplyResult, AttemptOutcome, Completion, MessageStatus, Receipt, dumps
+from receiver.store.base import Exchange
 from receiver.store.base import ChangeListener, Changes, Clock, Message
 from receiver.store.rules import UnitOfWork
 
@@ -42,6 +43,15 @@ class AttemptRecord:
     status: MessageStatus  # the message's status after it
     next_attempt_at: float
     at: float
+    exchange: Exchange | None = None  # what was sent and what came back, for the inspector
+
+    def exchange_columns(self) -> tuple[str | None, str | None, bytes | None]:
+        """(request_headers, response_headers, response_body) as the attempts table keeps them."""
+        x = self.exchange
+        if x is None:
+            return None, None, None
+        return (dumps(x.request_headers), dumps(x.response_headers) if x.response_headers is not None else None,
+                x.response_body)
 
 
 Item = Write | AttemptRecord
@@ -151,13 +161,13 @@ class BatchedStore:
 
     async def record_attempt(
         self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: AttemptOutcome, next_attempt_at: float | None,
+        outcome: AttemptOutcome, next_attempt_at: float | None, exchange: Exchange | None = None,
     ) -> None:
         now = self.clock()
         self._let_go(message.seq)
         # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
         await self._submit(AttemptRecord(message, status_code, error, STATUS_AFTER[outcome],
-                                         next_attempt_at if next_attempt_at is not None else now, now))
+                                         next_attempt_at if next_attempt_at is not None else now, now, exchange))
 
     def _let_go(self, seq: int) -> None:
         """A claimed message is no longer held by this replica (PostgreSQL stops renewing its lease)."""

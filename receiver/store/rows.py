@@ -44,7 +44,7 @@ def job_from_row(row: Row) -> Job:
     )
 
 
-RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, error, body, received_at"
+RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, error, body, received_at, headers"
 
 
 def receipt_rows(ids: list[int], receipts: list[NewReceipt]) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
@@ -62,6 +62,7 @@ def receipt_from_row(r: Any) -> StoredReceipt:
     return StoredReceipt(
         r["id"], r["provider"], r["source"], Outcome(r["outcome"]), orjson.loads(r["provider_job_ids"]),
         r["error"], bytes(r["body"]), iso_time(r["received_at"]), job_ids=orjson.loads(r["job_ids"]),
+        headers=orjson.loads(r["headers"]),
     )
 
 
@@ -88,17 +89,42 @@ def budget_events(events: list[Event]) -> list[Event]:
     return events
 
 
-def job_filter_sql(f: JobFilter, mark: str) -> tuple[list[str], list[Any]]:
-    """WHERE clauses and parameters for a JobFilter; `mark` makes the n-th placeholder (`?` or `$n`)."""
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` in code-point order (which is
+    UTF-8 byte order: SQLite's BINARY, PostgreSQL's "C"), so `>= prefix AND < end` is an index range."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1 if last + 1 != 0xD800 else 0xE000  # surrogates are not characters
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+def job_filter_sql(f: JobFilter, mark: str, *, collate: str = "") -> tuple[list[str], list[Any]]:
+    """WHERE clauses and parameters for a JobFilter; `mark` makes the n-th placeholder (`?` or `$n`);
+    `collate` makes a prefix range compare in code-point order (PostgreSQL: ` COLLATE "C"`)."""
     where: list[str] = []
     params: list[Any] = []
+
+    def place(value: Any) -> str:
+        params.append(value)
+        return mark if mark == "?" else f"${len(params)}"
+
+    if f.prefix is not None:
+        end = prefix_end(f.prefix)
+        ranges = []
+        for column, extra in (("id", ""), ("provider_job_id", _ANY_PROVIDER + " AND ")):
+            lower = f"{column}{collate} >= {place(f.prefix)}"  # placed first: `?` marks bind in order
+            upper = f" AND {column}{collate} < {place(end)}" if end is not None else ""
+            ranges.append(f"({extra}{lower}{upper})")
+        where.append("(" + " OR ".join(ranges) + ")")
     for column, op, value in (("provider", "=", f.provider), ("status", "=", f.status),
                               ("delivery_status", "=", f.delivery_status),
                               ("provider_job_id", "=", f.provider_job_id),
                               ("created_at", ">=", f.since), ("created_at", "<", f.until)):
         if value is not None:
-            params.append(value)
-            where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
+            where.append(f"{column} {op} {place(value)}")
     if f.provider_job_id is not None and f.provider is None:
         where.append(_ANY_PROVIDER)  # so the unique (provider, provider_job_id) index finds it
     return where, params
@@ -128,11 +154,16 @@ def message_from_row(r: Any) -> Message:
     return Message(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7])
 
 
-ATTEMPT_COLUMNS = "message_id, url, attempt, status_code, error, at"
+# The body sent is the message's (the same bytes on every attempt), read along by a subquery.
+ATTEMPT_COLUMNS = ("message_id, url, attempt, status_code, error, at, request_headers, "
+                   "(SELECT m.body FROM messages m WHERE m.id = attempts.message_id) AS request_body, "
+                   "response_headers, response_body")
 
 
 def attempt_from_row(r: Any) -> Attempt:
-    return Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5]))
+    return Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5]),
+                   orjson.loads(r[6]) if r[6] is not None else None, bytes(r[7]) if r[7] is not None else None,
+                   orjson.loads(r[8]) if r[8] is not None else None, bytes(r[9]) if r[9] is not None else None)
 
 
 BACKLOG_SQL = "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'"  # the same in both

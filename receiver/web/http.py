@@ -18,7 +18,15 @@ log = logging.getLogger("receiver.web.http")
 
 
 class BodyTooLarge(ReceiverError):
-    """A body over its limit (→ 413)."""
+    """A body over its limit (→ 413); `head` holds the first bytes read, if any (for the refusal record)."""
+
+    def __init__(self, head: bytes = b"", size: int = 0) -> None:
+        super().__init__("body too large")
+        self.head = head
+        self.size = size
+
+
+HEAD_BYTES = 64 * 1024
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -60,7 +68,7 @@ async def receive_body(receive: Receive, content_length: str | None, limit: int)
     """`read_body` for a plain ASGI endpoint: a declared length over `limit` is refused before any byte is
     read, a streamed one as soon as it passes it; a client that hangs up raises ClientDisconnect."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-        raise BodyTooLarge
+        raise BodyTooLarge(size=int(content_length))
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -71,9 +79,26 @@ async def receive_body(receive: Receive, content_length: str | None, limit: int)
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(b"".join(chunks)[:HEAD_BYTES], size)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def receive_head(receive: Receive, limit: int) -> tuple[bytes, int]:
+    """The first `limit` bytes of a body, and how many bytes were read; stops reading there (a refused
+    request's body is kept only that far)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)[:limit], size
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:

@@ -30,12 +30,13 @@ import orjson
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
 from receiver.outage import Outage
-from receiver.store.base import Changes, Clock, Event, JobFilter, Page
+from receiver.store.base import COUNT_CAP, Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, columns, job_filter_sql,
     job_from_row, receipt_from_row, receipt_rows,
 )
+from receiver.store.postgres.refusals import PostgresRefusals
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.parts import Conn
 from receiver.store.postgres.mirror import PostgresMirror, insert_mirror_tasks
@@ -100,7 +101,7 @@ def describe(url: str) -> str:
         return "(unreadable URL)"
 
 
-class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
+class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRefusals):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0
@@ -431,15 +432,25 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
             f"ORDER BY {key} DESC LIMIT ${len(params) + 1}", *params, limit + 1)
         return budget_page([(int(r[0]), int(r[1] or 0)) for r in rows], limit)
 
-    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]:
-        where, params = job_filter_sql(filters, "$")
+    async def _count(self, table: str, where: list[str], params: list[Any]) -> tuple[int, bool]:
+        """How many rows match, exact up to COUNT_CAP: (count, exact)."""
+        rows = await self._fetch(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {' AND '.join(where) or 'TRUE'} "
+            f"LIMIT ${len(params) + 1}) AS matching", *params, COUNT_CAP + 1)
+        found = int(rows[0][0])
+        return min(found, COUNT_CAP), found <= COUNT_CAP
+
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None, count: bool = False) -> Page[Job]:
+        # Prefix ranges compare in code-point order, which the "C"-collated indexes on id and provider_job_id serve.
+        where, params = job_filter_sql(filters, "$", collate=' COLLATE "C"')
+        total, exact = await self._count("jobs", where, params) if count else (None, True)
         keys, more = await self._page("jobs", "seq", "length(outputs) + length(metadata)", where, params, limit, cursor)
         rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) ORDER BY seq DESC", keys)
-        return Page([job_from_row(r) for r in rows], str(keys[-1]) if more else None)
+        return Page([job_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def list_receipts(
         self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
-        job_id: str | None = None,
+        job_id: str | None = None, count: bool = False,
     ) -> Page[StoredReceipt]:
         where: list[str] = []
         params: list[Any] = []
@@ -450,9 +461,10 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
         if job_id is not None:
             params.append(job_id)
             where.append(f"id IN (SELECT receipt_id FROM receipt_jobs WHERE job_id = ${len(params)})")
+        total, exact = await self._count("receipts", where, params) if count else (None, True)
         keys, more = await self._page("receipts", "id", "octet_length(body)", where, params, limit, cursor)
         rows = await self._fetch(f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id = ANY($1) ORDER BY id DESC", keys)
-        return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None)
+        return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def job_counts(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")}

@@ -92,16 +92,20 @@ class PostgresWork(PostgresPart):
         items = sorted(items, key=lambda i: i.message.seq)
         job_ids = await conn.fetch(
             "WITH given AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::integer[], "
-            "$5::text[], $6::float8[], $7::text[]) AS g(seq, status, next_attempt_at, status_code, error, at, url)), "
+            "$5::text[], $6::float8[], $7::text[], $8::text[], $9::text[], $10::bytea[]) "
+            "AS g(seq, status, next_attempt_at, status_code, error, at, url, request_headers, response_headers, "
+            "response_body)), "
             "counted AS (UPDATE messages m SET attempts = m.attempts + 1, "
             "status = CASE WHEN m.url = g.url THEN g.status ELSE 'pending' END, "
             "next_attempt_at = CASE WHEN m.url = g.url THEN g.next_attempt_at ELSE g.at END, lease_until = NULL "
             "FROM given g WHERE m.seq = g.seq AND m.status = 'pending' "
-            "RETURNING m.id, m.job_id, g.url, m.attempts, g.status_code, g.error, g.at) "
-            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) "
+            "RETURNING m.id, m.job_id, g.url, m.attempts, g.status_code, g.error, g.at, g.request_headers, "
+            "g.response_headers, g.response_body) "
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
+            "response_headers, response_body) "
             "SELECT * FROM counted RETURNING job_id",
-            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at, i.message.url)
-                      for i in items], 7))
+            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at, i.message.url,
+                       *i.exchange_columns()) for i in items], 10))
         if job_ids:
             await conn.execute(_REFRESH_DELIVERY_STATUS, sorted({r["job_id"] for r in job_ids}))
 

@@ -29,11 +29,12 @@ from typing import Any, Callable, TypeVar
 import aiosqlite
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, Job, Outcome, StoredReceipt
-from receiver.store.base import Changes, Clock, Event, JobFilter, Page
+from receiver.store.base import COUNT_CAP, Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
 )
+from receiver.store.sqlite.refusals import SQLiteRefusals
 from receiver.store.rules import UnitOfWork
 from receiver.store.schema import SQLITE
 from receiver.store.sqlite.mirror import SQLiteMirror
@@ -48,7 +49,7 @@ T = TypeVar("T")
 BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
 
 
-class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
+class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
@@ -314,19 +315,28 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         )
         return budget_page([(int(r[0]), int(r[1] or 0)) for r in rows], limit)
 
-    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None) -> Page[Job]:
+    async def _count(self, table: str, where: list[str], params: list[Any]) -> tuple[int, bool]:
+        """How many rows match, exact up to COUNT_CAP: (count, exact)."""
+        rows = await self._fetch(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {' AND '.join(where) or '1 = 1'} LIMIT ?)",
+            (*params, COUNT_CAP + 1))
+        found = int(rows[0][0])
+        return min(found, COUNT_CAP), found <= COUNT_CAP
+
+    async def list_jobs(self, *, filters: JobFilter, limit: int, cursor: str | None, count: bool = False) -> Page[Job]:
         where, params = job_filter_sql(filters, "?")
+        total, exact = await self._count("jobs", where, params) if count else (None, True)
         keys, more = await self._page("jobs", "seq", "length(outputs) + length(metadata)", where, params, limit, cursor)
         if not keys:
-            return Page([], None)
+            return Page([], None, total, exact)
         rows = await self._fetch(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq IN ({','.join('?' * len(keys))}) ORDER BY seq DESC", tuple(keys))
         jobs = [job_from_row(r) for r in rows]
-        return Page(jobs, str(keys[-1]) if more else None)
+        return Page(jobs, str(keys[-1]) if more else None, total, exact)
 
     async def list_receipts(
         self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
-        job_id: str | None = None,
+        job_id: str | None = None, count: bool = False,
     ) -> Page[StoredReceipt]:
         where, params = [], []
         for column, value in (("provider", provider), ("outcome", outcome.value if outcome else None)):
@@ -336,14 +346,15 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
         if job_id is not None:
             where.append("id IN (SELECT receipt_id FROM receipt_jobs WHERE job_id = ?)")
             params.append(job_id)
+        total, exact = await self._count("receipts", where, params) if count else (None, True)
         keys, more = await self._page("receipts", "id", "length(body)", where, params, limit, cursor)
         if not keys:
-            return Page([], None)
+            return Page([], None, total, exact)
         rows = await self._fetch(
             f"SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id IN ({','.join('?' * len(keys))}) ORDER BY id DESC",
             tuple(keys),
         )
-        return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None)
+        return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def job_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")

@@ -67,8 +67,10 @@ class SQLiteWork(SQLitePart):
             return
         attempt = int(row[0]) + 1
         db.execute(
-            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at),
+            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
+            "response_headers, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at,
+             *item.exchange_columns()),
         )
         status, due = (item.status, item.next_attempt_at) if row[2] == message.url else ("pending", item.at)
         db.execute(

@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from receiver.app import create_app
-from tests.fakes.callback import HANG, callback_server
+from receiver.tuning import MirrorTuning
+from tests.fakes.callback import HANG, Reply, callback_server
 from tests.fakes.images import fake_cdn
+from tests.fakes.origin import media_origin
 from tests.integration.media.support import mirroring_receiver
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
 
@@ -283,9 +285,15 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         # The mirrored copy is shown, from the receiver itself; the origin was fetched once, by the mirror.
         assert (await page.locator("#job-outputs img").get_attribute("src")).startswith(f"{server.base_url}/media/")
         assert cdn.fetched == ["/px-fox/output.png"]
-        attempts = page.locator("#deliveries tbody tr")
+        attempts = page.locator("#deliveries details")
         await expect(attempts).to_have_count(1)
-        await expect(attempts.first.locator("td").nth(3)).to_have_text("200")
+        await expect(attempts.first.locator("summary")).to_contain_text("200")
+        await attempts.first.locator("summary").click()  # what was sent and what came back
+        sent = callback.requests[0]
+        await expect(attempts.first.get_by_label("Sent headers")).to_contain_text(
+            f"webhook-signature: {sent.headers['webhook-signature']}")
+        await expect(attempts.first.get_by_label("Sent body")).to_contain_text(f'"id": "{job["id"]}"')
+        await expect(attempts.first.get_by_label("Came back: HTTP 200 body")).to_have_text("ok")
 
         touched = page.locator("#job-receipts details")
         await expect(touched).to_have_count(2)
@@ -297,13 +305,13 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         await done.get_by_role("button", name="Copy as curl").click()
         curl = await done.locator("pre.curl").text_content()
         assert "$RECEIVER_WEBHOOK_TOKEN" in curl and WEBHOOK_TOKEN not in curl
-        assert curl.startswith("curl -X POST 'http://127.0.0.1:8000/webhooks/pixazo?token=")
+        # The receiver's own public URL (as the server knows it), not a guess at localhost.
+        assert curl.startswith(f"curl -sS -X POST '{server.runtime.settings.public_url}/webhooks/pixazo?token=")
         await browser.screenshot("-job")
 
         # The command replays the receipt: against this receiver it is a duplicate.
-        local = curl.replace("http://127.0.0.1:8000", server.base_url)
         replay = await asyncio.to_thread(
-            subprocess.run, ["bash", "-c", local], capture_output=True, text=True, timeout=30,
+            subprocess.run, ["bash", "-c", curl], capture_output=True, text=True, timeout=30,
             env={**os.environ, "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN})
         assert json.loads(replay.stdout)["outcome"] == "duplicate", replay.stdout + replay.stderr
 
@@ -314,4 +322,180 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         assert first.webhook_id and second.webhook_id and first.webhook_id != second.webhook_id
         assert json.loads(second.body)["data"]["id"] == job["id"]
         await expect(attempts).to_have_count(2)
+    await browser.assert_clean()
+
+
+# ---- v0.3: paging, refusals, attempts in full, compare ------------------------------------------
+
+async def test_lists_page_on_say_how_many_match_and_search_by_prefix(server: RunningServer, browser: Browser) -> None:
+    page = browser.page
+    jobs = page.locator("#job-list tbody tr")
+    async with server.client() as client, server.api() as api:
+        ids = [(await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": f"px-{i:03d}"})).json()["id"]
+               for i in range(120)]
+        for i in range(55):
+            await client.post(hook("pixazo"), json={"request_id": f"px-{i:03d}", "status": "PROCESSING"})
+    await browser.sign_in(server.base_url)
+    await expect(jobs).to_have_count(50)
+    await expect(page.locator("#jobs-note")).to_have_text("Showing 50 of 120 jobs")
+    await expect(page.locator("#receipts-note")).to_have_text("Showing 50 of 55 messages")
+    # The part of an id that differs is in bold; the whole id is its name and title.
+    newest = page.get_by_role("link", name=ids[-1])
+    await expect(newest.locator("b.id-tail")).to_have_text(ids[-1][-8:])
+    await expect(newest).to_have_attribute("title", ids[-1])
+
+    await page.get_by_role("button", name="More").first.click()
+    await expect(jobs).to_have_count(100)
+    await expect(page.locator("#jobs-note")).to_have_text("Showing 100 of 120 jobs")
+    await page.locator("#jobs-more").scroll_into_view_if_needed()  # the rest loads as it scrolls into view
+    await expect(jobs).to_have_count(120)
+    await expect(page.locator("#jobs-more")).to_be_hidden()
+    await expect(jobs.last).to_contain_text("px-000")
+    async with server.api() as api:  # live: a new job shows at the top, the older pages stay
+        await api.post("/v1/jobs", json={"provider": "runware", "provider_job_id": "rw-new"})
+    await expect(jobs).to_have_count(121)
+    await expect(jobs.first).to_contain_text("rw-new")
+    await expect(page.locator("#jobs-note")).to_have_text("Showing 121 of 121 jobs")
+    await page.locator("#receipts-more").scroll_into_view_if_needed()  # older receipts load on scrolling down
+    await expect(page.locator("#receipt-list details")).to_have_count(55)
+    await expect(page.locator("#receipts-note")).to_have_text("Showing 55 of 55 messages")
+
+    search = page.get_by_label("Search by job id or provider job id")
+    await search.fill("px-11")
+    await expect(jobs).to_have_count(10)
+    await expect(page.locator("#jobs-note")).to_have_text("Showing 10 of 10 found")
+    await search.fill(ids[42][:-6])  # the start of a job id
+    await expect(jobs.filter(has_text=ids[42][-8:])).to_have_count(1)
+    await search.fill(ids[42])
+    await expect(jobs).to_have_count(1)
+    await expect(jobs.first).to_contain_text("px-042")
+    await search.fill("zz-nothing")
+    await expect(jobs).to_have_count(0)
+    await expect(page.locator("#jobs-note")).to_contain_text("No job whose id or provider job id starts with that")
+    await browser.assert_clean()
+
+
+async def test_refused_requests_show_what_arrived_without_credentials(server: RunningServer, browser: Browser) -> None:
+    page = browser.page
+    async with server.client() as client:
+        await client.post("/webhooks/pixazo?token=guessed-token-1", json={"request_id": "px-r"},
+                          headers={"Authorization": "Bearer leaked-bearer", "X-Trace": "trace-7"})
+        await client.post(f"/webhooks/imagine?token={WEBHOOK_TOKEN}", content=b"{}")
+        invalid = (await client.post(hook("pixazo"), content=b'{"request_id": 12')).json()
+    await browser.sign_in(server.base_url)
+    refusals = page.locator("#refusal-list details")
+    await expect(refusals).to_have_count(3)
+    await expect(page.locator("#refusals-note")).to_have_text("Showing 3 of 3 refused")
+    await expect(refusals.nth(0)).to_contain_text("invalid body")
+    await expect(refusals.nth(1)).to_contain_text("unknown provider")
+    wrong = refusals.nth(2)
+    await expect(wrong).to_contain_text("wrong token")
+    await wrong.locator("summary").click()
+    await expect(wrong).to_contain_text("POST /webhooks/pixazo?token=***")
+    await expect(wrong.get_by_label("Headers of refusal")).to_contain_text("authorization: ***")
+    await expect(wrong.get_by_label("Headers of refusal")).to_contain_text("x-trace: trace-7")
+    await expect(wrong.get_by_label("Body of refusal")).to_contain_text('"request_id": "px-r"')
+    content = await page.content()
+    assert "guessed-token-1" not in content and "leaked-bearer" not in content and WEBHOOK_TOKEN not in content
+
+    first = refusals.nth(0)  # an invalid body is also kept whole, as a receipt: the refusal links to it
+    await first.locator("summary").click()
+    await first.get_by_role("link", name=f"invalid receipt {invalid['receipt_id']}").click()
+    await expect(page.get_by_label("Receipt outcome")).to_have_value("invalid")
+    receipt = page.locator(f"#receipt-{invalid['receipt_id']}")
+    await expect(receipt).to_have_attribute("open", "")
+    await expect(receipt.get_by_label(f"Raw body of receipt {invalid['receipt_id']}")).to_have_text('{"request_id": 12')
+    await browser.screenshot("-refusals")
+    await browser.assert_clean()
+
+
+async def test_compare_two_receipts_side_by_side(server: RunningServer, browser: Browser) -> None:
+    page = browser.page
+    async with server.client() as client:
+        first = (await client.post(hook("pixazo"), json=pixazo_done("px-left"))).json()
+        second = (await client.post(hook("pixazo"), json=pixazo_done("px-right"),
+                                    headers={"User-Agent": "provider-agent/2"})).json()
+    await browser.sign_in(server.base_url)
+    await expect(page.locator("#receipt-list details")).to_have_count(2)
+    await page.get_by_role("checkbox", name=f"Compare receipt {first['receipt_id']}", exact=True).check()
+    await expect(page.locator("#compare-hint")).to_contain_text("pick one more")
+    await page.get_by_role("checkbox", name=f"Compare receipt {second['receipt_id']}", exact=True).check()
+    compare = page.locator("#compare")
+    await expect(compare.get_by_role("heading", level=2)).to_have_text(
+        f"Compare receipt {first['receipt_id']} with receipt {second['receipt_id']}")
+    body = compare.get_by_role("table", name="Body compared")
+    await expect(body.locator("tr.changed")).to_have_count(2)  # the request_id line and the URL line
+    await expect(body.locator("tr.changed td.del").first).to_contain_text('"request_id": "px-left"')
+    await expect(body.locator("tr.changed td.add").first).to_contain_text('"request_id": "px-right"')
+    await expect(body.locator("tr.same").first).to_have_text("{{")
+    headers = compare.get_by_role("table", name="Headers compared")
+    await expect(headers.locator("tr.changed")).to_have_count(1)
+    await expect(headers.locator("td.add")).to_have_text("user-agent: provider-agent/2")
+    # Picking the details' box did not open them.
+    assert await page.locator("#receipt-list details[open]").count() == 0
+    await compare.get_by_role("button", name="Close").click()
+    await expect(compare).to_be_hidden()
+    assert await page.get_by_role("checkbox", name=f"Compare receipt {first['receipt_id']}", exact=True).is_checked() is False
+    await browser.assert_clean()
+
+
+async def test_outputs_still_being_mirrored_say_so(tmp_path: Path, browser: Browser) -> None:
+    page = browser.page
+    async with callback_server() as callback, media_origin() as origin:
+        tuning = MirrorTuning(attempt_timeout_s=120, read_timeout_s=120, poll_s=0.2)  # the hang outlasts the test
+        async with mirroring_receiver(tmp_path, callback, mirror_tuning=tuning) as server:
+            async with server.client() as client:
+                done = (await client.post(hook("pixazo"), json=pixazo_done(
+                    "px-slow", origin.url("/hang-once"), origin.url("/img/300")))).json()
+            await asyncio.wait_for(origin.hanging.wait(), 30)
+            await browser.sign_in(server.base_url)
+            await page.get_by_role("link", name=done["job_ids"][0]).click()
+            captions = page.locator("#job-outputs figcaption")
+            await expect(captions).to_have_count(2)
+            await expect(captions.nth(1)).to_contain_text("mirrored")
+            await expect(captions.first).to_contain_text("mirroring…")
+    await browser.assert_clean()
+
+
+async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_path: Path, browser: Browser) -> None:
+    page = browser.page
+    script = (Reply(503, {"Retry-After": "3600"}, b'{"error": "down for maintenance"}'),)
+    async with callback_server(*script) as callback:
+        # Retries an hour apart: the message waits until `Retry now`.
+        async with serve_app(create_app(make_settings(tmp_path, retry_schedule=(3600.0,)))) as server:
+            async with server.client() as client, server.api() as api:
+                job = (await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-wait",
+                                                        "callback_url": callback.url("/hook")})).json()
+                await client.post(hook("pixazo"), json=pixazo_done("px-wait"))
+            await eventually(lambda: len(callback.requests) == 1)
+            await browser.sign_in(server.base_url)
+            await page.get_by_role("link", name=job["id"]).click()
+            attempts = page.locator("#deliveries details")
+            await expect(attempts).to_have_count(1)
+            await expect(attempts.first.locator("summary")).to_contain_text("503")
+            await expect(page.locator("#waiting")).to_contain_text("Waiting for a retry")
+            await attempts.first.locator("summary").click()
+            await expect(attempts.first.get_by_label("Came back: HTTP 503 headers")).to_contain_text("retry-after: 3600")
+            await expect(attempts.first.get_by_label("Came back: HTTP 503 body")).to_contain_text("down for maintenance")
+            await browser.screenshot("-waiting")
+
+            await page.get_by_role("button", name="Retry now").click()
+            await eventually(lambda: len(callback.requests) == 2)
+            await expect(attempts).to_have_count(2)
+            await expect(attempts.nth(1).locator("summary")).to_contain_text("200")
+            await expect(page.locator("#waiting")).to_be_hidden()
+
+            await attempts.nth(0).get_by_role("checkbox").check()
+            await attempts.nth(1).get_by_role("checkbox").check()
+            compare = page.locator("#compare")
+            await expect(compare.get_by_role("heading", level=2)).to_contain_text("Compare attempt 1 of")
+            answer = compare.get_by_role("table", name="Answer compared")
+            await expect(answer.locator("td.del")).to_have_text("HTTP 503")
+            await expect(answer.locator("td.add")).to_have_text("HTTP 200")
+            sent = compare.get_by_role("table", name="Sent headers compared")
+            await expect(sent.locator("tr.changed").filter(has_text="webhook-timestamp")).to_have_count(1)
+            answer_body = compare.get_by_role("table", name="Answer body compared")
+            await expect(answer_body.locator("td.del").filter(has_text="down for maintenance")).to_have_count(1)
+            await expect(answer_body.locator("td.add").first).to_have_text("ok")
+            await browser.screenshot("-compare")
     await browser.assert_clean()

@@ -11,6 +11,11 @@ import asyncpg
 from receiver.store import open_store
 from receiver.store.schema import POSTGRES, SQLITE
 
+# Indexes one dialect needs and the other does not, each with its reason. A prefix search is a range in
+# code-point order: SQLite's BINARY indexes serve it, PostgreSQL's follow the database's collation and
+# need "C"-collated ones.
+POSTGRES_ONLY_INDEXES = {"jobs_by_id_prefix", "jobs_by_provider_job_id_prefix"}
+
 Shape = dict[str, tuple[frozenset[str], frozenset[tuple[str, tuple[str, ...], bool]]]]
 
 
@@ -55,7 +60,8 @@ async def postgres_shape(url: str) -> Shape:
                    FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid JOIN pg_class t ON t.oid = ix.indrelid
                    WHERE t.relname = $1 AND NOT ix.indisprimary
                      AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)""", table)
-            shape[table] = (columns, frozenset((r["name"], tuple(r["cols"]), r["partial"]) for r in rows))
+            shape[table] = (columns, frozenset((r["name"], tuple(r["cols"]), r["partial"]) for r in rows
+                                               if r["name"] not in POSTGRES_ONLY_INDEXES))
         return shape
     finally:
         await conn.close()

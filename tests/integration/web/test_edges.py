@@ -156,7 +156,7 @@ async def test_a_callback_answer_is_kept_short_in_the_delivery_record(tmp_path: 
 
             await eventually(lambda: len(endpoint.requests) >= 2, 10, "two attempts")
             await eventually(attempts, 10, "a recorded attempt")
-            for attempt in await attempts():
+            for attempt in [a for a in await attempts() if a["at"] is not None]:  # not the waiting message
                 assert attempt["error"] is not None and len(attempt["error"]) <= len("HTTP 500: ") + 200
 
 

@@ -31,7 +31,16 @@ async def connect(server: RunningServer) -> tuple[asyncio.StreamReader, asyncio.
 
 async def closed_within(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float,
                         trickle: bytes = b"") -> bytes:
-    """Whatever the server answers until it closes; a byte of `trickle` is sent every 0.2 s meanwhile."""
+    """Whatever the server answers until it closes; a byte of `trickle` is sent every 0.2 s meanwhile.
+    Our end is closed too, whatever happens."""
+    try:
+        return await _read_until_closed(reader, writer, seconds, trickle)
+    finally:
+        writer.close()
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float,
+                             trickle: bytes) -> bytes:
     answer = bytearray()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
