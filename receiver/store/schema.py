@@ -296,3 +296,9 @@ POSTGRES_MIGRATIONS.append(
 # entry fewer per job, and with providers' random ids a random page fewer written per insert.
 MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
+
+# Idempotency-Key whose submit was cut by a shutdown before the provider answered: a retry must not submit
+# again blindly (the provider may have accepted and charged), so the key says the outcome is unknown.
+MIGRATIONS.append("ALTER TABLE idempotency_keys ADD COLUMN outcome_unknown INTEGER NOT NULL DEFAULT 0")
+POSTGRES_MIGRATIONS.append(
+    "ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS outcome_unknown BOOLEAN NOT NULL DEFAULT false")
