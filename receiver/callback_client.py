@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 import urllib.request
@@ -14,6 +13,7 @@ import aiohttp
 import standardwebhooks
 
 from receiver.backoff import parse_retry_after
+from receiver.signing import signature_headers
 from receiver.delivery_limits import DeliveryLimits
 from receiver.store.base import Message
 
@@ -24,13 +24,7 @@ USER_AGENT = "receiver-callbacks/1"
 
 def signed_headers(webhook: standardwebhooks.Webhook, message_id: str, body: bytes, at: datetime) -> dict[str, str]:
     """The Standard Webhooks headers for one attempt (the timestamp is fresh, the id is not)."""
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(math.floor(at.timestamp())),
-        "webhook-signature": webhook.sign(message_id, at, body.decode("utf-8")),
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-    }
+    return {**signature_headers(webhook, message_id, body, at), "user-agent": USER_AGENT}
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ write transaction (the store's `_batch`, one writer) through the rules (`UnitOfW
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -123,7 +123,8 @@ class SQLiteJobActions(SQLitePart):
                 done = row["job_ids"] is not None
                 if row["created_at"] > now - (ttl_s if done else stale_s):
                     ids = tuple(orjson.loads(row["job_ids"])) if done else ()
-                    state = ("unknown" if row["outcome_unknown"] else "done") if done else "pending"
+                    state: Literal["pending", "done", "unknown"] = (
+                        ("unknown" if row["outcome_unknown"] else "done") if done else "pending")
                     return KeyClaim(state, row["fingerprint"], ids)
             db.execute("INSERT INTO idempotency_keys (key, fingerprint, job_ids, created_at) VALUES (?, ?, NULL, ?) "
                        "ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, job_ids = NULL, "
