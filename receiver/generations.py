@@ -86,7 +86,7 @@ async def create_generation(request: Request) -> Response:
         except asyncio.CancelledError:
             if not runtime.stopping.is_set():
                 raise
-            return _cut(spec.provider, submission.sent)
+            return _cut(spec.provider, submission.sent, keyed=False)
     digest = fingerprint(spec.model_dump(mode="json"))
     settled = await settle(runtime, key, digest)
     if settled.claim.fingerprint != digest:
@@ -112,7 +112,7 @@ async def create_generation(request: Request) -> Response:
         if not runtime.stopping.is_set():
             task.cancel()
             raise
-        return _cut(spec.provider, submission.sent)
+        return _cut(spec.provider, submission.sent, keyed=True)
     assert submission.outcome is not None
     return _answer(submission.outcome)
 
@@ -147,16 +147,17 @@ async def _submit_keyed(runtime: Runtime, spec: Generate, api_key: str, key: str
     submission.outcome = outcome
 
 
-def _cut(provider: str, sent: bool) -> Response:
+def _cut(provider: str, sent: bool, *, keyed: bool) -> Response:
     """The answer to a request that the server's shutdown cut short."""
     if not sent:
         answer = error(503, "shutting_down", "the receiver is shutting down; nothing was submitted: retry",
                        outcome_unknown=False)
     else:
+        retry = ("A retry with the same Idempotency-Key is answered 409 instead of being submitted again." if keyed
+                 else "A retry would be a new submit: send an Idempotency-Key to make retries safe.")
         answer = error(503, "shutting_down",
                        f"the receiver is shutting down and {provider} had not answered the submit yet: whether it "
-                       "accepted it is unknown. A retry with the same Idempotency-Key is not submitted again blindly.",
-                       outcome_unknown=True)
+                       f"accepted it is unknown. {retry}", outcome_unknown=True)
     answer.headers["Retry-After"] = "1"
     return answer
 

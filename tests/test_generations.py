@@ -449,29 +449,31 @@ async def test_a_submit_cut_by_shutdown_is_never_submitted_twice(tmp_path: Path,
         env = process_env(tmp_path, RECEIVER_PIXAZO_API_KEY=px.API_KEY, RECEIVER_PIXAZO_BASE_URL=fake.base_url,
                           RECEIVER_PUBLIC_URL="https://receiver.example", RECEIVER_DATABASE_URL=store_url)
         proc = ReceiverProcess(env).start()
-        headers = {"Authorization": f"Bearer {API_TOKEN}", "Idempotency-Key": "nightly-cut-1"}
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        keyed = {"Idempotency-Key": "nightly-cut-1"}
         body = {"provider": "pixazo", "prompt": "a red fox in snow"}
         try:
             async with httpx.AsyncClient(base_url=proc.base_url, headers=headers, timeout=60) as api:
-                submit = asyncio.create_task(api.post("/v1/generations", json=body))
-                await fake.wait_requests("/", 1, "POST", timeout=20)
+                submit = asyncio.create_task(api.post("/v1/generations", json=body, headers=keyed))
+                unkeyed = asyncio.create_task(api.post("/v1/generations", json=body))
+                await fake.wait_requests("/", 2, "POST", timeout=20)
                 assert proc.proc is not None
                 proc.proc.send_signal(signal.SIGTERM)
-                cut = await submit
-                assert cut.status_code == 503, cut.text
-                assert cut.headers["content-type"].startswith("application/json")
-                assert cut.json()["error"] == "shutting_down" and cut.json()["outcome_unknown"] is True
+                for cut in (await submit, await unkeyed):
+                    assert cut.status_code == 503, cut.text
+                    assert cut.headers["content-type"].startswith("application/json")
+                    assert cut.json()["error"] == "shutting_down" and cut.json()["outcome_unknown"] is True
                 assert await asyncio.to_thread(proc.proc.wait, 30) in (0, -signal.SIGTERM)  # not SIGKILLed
             proc = ReceiverProcess(env, port=proc.port).start()
             async with httpx.AsyncClient(base_url=proc.base_url, headers=headers, timeout=60) as api:
-                retry = await api.post("/v1/generations", json=body)
+                retry = await api.post("/v1/generations", json=body, headers=keyed)
                 assert retry.status_code == 409, retry.text
                 assert retry.json()["error"] == "idempotency_outcome_unknown" and "unknown" in retry.json()["message"]
                 # Another key is a new request: it is submitted.
                 fake.delay_s = 0
                 fresh = await api.post("/v1/generations", json=body, headers={"Idempotency-Key": "nightly-cut-2"})
                 assert fresh.status_code == 202, fresh.text
-            assert len(fake.requests_to("/", "POST")) == 2  # the cut one, once, and the new key's
+            assert len(fake.requests_to("/", "POST")) == 3  # the two cut ones, once each, and the new key's
             assert "Traceback" not in proc.output()
         finally:
             proc.kill()
