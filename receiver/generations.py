@@ -94,10 +94,11 @@ async def create_generation(request: Request) -> Response:
     if not settled.ours:
         if settled.claim.state == "unknown":
             return error(409, "idempotency_outcome_unknown",
-                         f"an earlier request with this Idempotency-Key was cut short by a shutdown while {spec.provider} "
-                         "had not yet answered its submit: whether it accepted (and charged) it is unknown, so it is "
-                         "not submitted again. Look for its result among the jobs (GET /v1/jobs?provider="
-                         f"{spec.provider}), or use a new key to submit anew.", job_ids=list(settled.claim.job_ids))
+                         "an earlier request with this Idempotency-Key was cut short by a shutdown while "
+                         f"{spec.provider} had not yet answered its submit: whether it accepted (and charged) it is "
+                         "unknown, so it is not submitted again. Look for its result among the jobs "
+                         f"(GET /v1/jobs?provider={spec.provider}), or use a new key to submit anew.",
+                         job_ids=list(settled.claim.job_ids))
         if settled.claim.state != "done":
             return error(409, "idempotency_key_in_use", "a request with this Idempotency-Key is still being submitted")
         found = [await runtime.store.get_job(job_id) for job_id in settled.claim.job_ids]
