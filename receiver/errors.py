@@ -16,11 +16,11 @@
     ├── media_fetch.RefusedAddress      a name that resolves only to refused addresses (also an OSError,
     │                                   as aiohttp's resolver raises; → a MirrorFailure)
     ├── oxen_stream.StreamFailure       why Oxen's stream ended (→ reconnect)
-    ├── bounded_sse.Oversized           a stream line or event over its cap (→ kept as invalid, reconnect)
-    ├── sse_lines.LineTooLong           a line of `receiver listen`'s stream over its cap (→ reconnect)
-    ├── listen._Retry                   a connection of `receiver listen` worth retrying
-    ├── listen.ListenError              ends `receiver listen` (→ its exit message and status)
-    └── listen_state.StateError         `receiver listen`'s state file cannot be used (→ the same)
+    ├── bounded_sse.Oversized           a stream line or event over its cap (→ kept as invalid, or
+    │                                   skipped by `receiver listen`; reconnect)
+    ├── relay.listen._Retry                a connection of `receiver listen` worth retrying
+    ├── relay.listen.ListenError            ends `receiver listen` (→ its exit message and status)
+    └── relay.state.StateError          `receiver listen`'s state file cannot be used (→ the same)
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import secrets as random_secrets
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from receiver.models import StreamState
 from receiver.notify import Notifier
 from receiver.refusals import RefusalQueue
 from receiver.settings import Secrets, Settings
+from receiver.signing import new_signing_secret
 from receiver.store import Store
 from receiver.tuning import MirrorTuning, StreamTuning
 
@@ -68,10 +68,6 @@ class Runtime:
         await asyncio.gather(*pending, return_exceptions=True)
         await self.http.aclose()
         await self.store.close()
-
-
-def new_signing_secret() -> str:
-    return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode("ascii")
 
 
 async def resolve_secrets(settings: Settings, store: Store) -> Secrets:

@@ -20,6 +20,9 @@
    fake's stream, while replicas are SIGKILLed and PostgreSQL restarts once (needs root and pg_ctlcluster):
    nothing acknowledged lost, every job called back under one webhook-id, no Oxen completion missed, only
    503s while the database is away; and the time for another replica to take over the Oxen stream.
+6. nginx: 3 replicas on PostgreSQL behind an nginx of its own (Debian's nginx-light), each stopped with
+   SIGTERM and started again in turn under a steady webhook rate: every webhook acknowledged on its first
+   attempt, none missing from the store (the nginx configuration of docs/deploy.md).
 
 Exit status 0 when every scenario held, 1 otherwise. The scenarios live in tests/faults/ (shared with the
 bounded `tests/faults/test_faults.py`); see docs/reliability.md for what each proves and the recorded figures.
@@ -43,6 +46,7 @@ from tests.faults.crash import sigkill_under_load
 from tests.faults.fuzz import fuzz
 from tests.faults.outage import callback_outage
 from tests.faults.oxen_drops import oxen_drops
+from tests.faults.nginx_rolling import rolling_restart_behind_nginx
 from tests.faults.replicas import replicas_under_faults
 
 FULL: dict[str, dict[str, Any]] = {
@@ -51,6 +55,7 @@ FULL: dict[str, dict[str, Any]] = {
     "oxen": {"generations": 2000, "duration_s": 30.0, "drop_every_s": (0.1, 0.8), "settle_s": 60},
     "fuzz": {"examples": 10_000},
     "replicas": {"senders": 12, "duration_s": 60.0, "kills": 12, "oxen_jobs": 1000, "failovers": 3, "settle_s": 180},
+    "nginx": {"rate": 300.0, "rounds": 2},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "crash": {"kills": 5, "senders": 8, "uptime_s": (0.3, 0.8), "settle_s": 60},
@@ -58,6 +63,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "oxen": {"generations": 200, "duration_s": 4.0, "drop_every_s": (0.1, 0.4), "settle_s": 30},
     "fuzz": {"examples": 1000},
     "replicas": {"senders": 8, "duration_s": 15.0, "kills": 3, "oxen_jobs": 150, "failovers": 1, "settle_s": 90},
+    "nginx": {"rate": 100.0, "rounds": 1},
 }
 
 
@@ -68,6 +74,7 @@ def _scenario(name: str, workdir: Path, seed: int, options: dict[str, Any]) -> R
         "oxen": lambda: asyncio.run(oxen_drops(workdir, seed=seed, **options)),
         "fuzz": lambda: fuzz(workdir, seed=seed, **options),
         "replicas": lambda: asyncio.run(replicas_under_faults(workdir, seed=seed, **options)),
+        "nginx": lambda: asyncio.run(rolling_restart_behind_nginx(workdir, **options)),
     }
     return runs[name]()  # type: ignore[no-any-return]
 

@@ -82,26 +82,87 @@ async def create_generation(request: Request) -> Response:
                      f"{setting} is not set, so the receiver cannot submit to {spec.provider}", setting=setting)
     key = idempotency_key(request)
     if key is None:
-        return _answer(await _generate(runtime, spec, api_key.get_secret_value(), None))
+        submission = _Submission()
+        try:
+            return _answer(await _generate(runtime, spec, api_key.get_secret_value(), None, submission))
+        except asyncio.CancelledError:
+            if not runtime.stopping.is_set():
+                raise
+            return _cut(spec.provider, submission.sent, keyed=False)
     digest = fingerprint(spec.model_dump(mode="json"))
     settled = await settle(runtime, key, digest)
     if settled.claim.fingerprint != digest:
         raise invalid("Idempotency-Key", "was used within 24 h for a different request")
     if not settled.ours:
+        if settled.claim.state == "unknown":
+            return error(409, "idempotency_outcome_unknown",
+                         "an earlier request with this Idempotency-Key was cut short by a shutdown while "
+                         f"{spec.provider} had not yet answered its submit: whether it accepted (and charged) it is "
+                         "unknown, so it is not submitted again. Look for its result among the jobs "
+                         f"(GET /v1/jobs?provider={spec.provider}), or use a new key to submit anew.",
+                         job_ids=list(settled.claim.job_ids))
         if settled.claim.state != "done":
             return error(409, "idempotency_key_in_use", "a request with this Idempotency-Key is still being submitted")
         found = [await runtime.store.get_job(job_id) for job_id in settled.claim.job_ids]
         return _answer([job for job in found if job is not None])
+    submission = _Submission()
+    # The submit runs past this request: a shutdown cutting the request still lets it record its outcome.
+    task = runtime.spawn(_submit_keyed(runtime, spec, api_key.get_secret_value(), key, submission),
+                         name=f"submit {spec.provider}")
     try:
-        outcome = await _generate(runtime, spec, api_key.get_secret_value(), key)
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not runtime.stopping.is_set():
+            task.cancel()
+            raise
+        return _cut(spec.provider, submission.sent, keyed=True)
+    assert submission.outcome is not None
+    return _answer(submission.outcome)
+
+
+class _Submission:
+    """What became of one submit, for the request that started it."""
+
+    def __init__(self) -> None:
+        self.sent = False  # the request went to the provider: from then on, its outcome is the provider's
+        self.registered: list[str] = []  # jobs registered before the provider answered (ids we chose)
+        self.outcome: list[Job] | Response | None = None
+
+
+async def _submit_keyed(runtime: Runtime, spec: Generate, api_key: str, key: str, submission: _Submission) -> None:
+    """Submit under a claimed key, then settle the key: finished with the jobs, released after a refusal
+    (a retry may submit), or marked unknown when cut after the request went out."""
+    try:
+        outcome = await _generate(runtime, spec, api_key, key, submission)
     except BaseException:
-        await asyncio.shield(runtime.store.release_idempotency_key(key))
+        # Awaited, not shielded: shutdown cancels this task once, then awaits it before the store closes.
+        if submission.sent:
+            await runtime.store.finish_idempotency_key(key, submission.registered, outcome_unknown=True)
+            log.warning("the submit to %s under an Idempotency-Key was cut before it answered: the key now says "
+                        "its outcome is unknown", spec.provider)
+        else:
+            await runtime.store.release_idempotency_key(key)
         raise
     if isinstance(outcome, Response):
         await runtime.store.release_idempotency_key(key)  # refused: a retry with this key may submit
     else:
         await runtime.store.finish_idempotency_key(key, [job.id for job in outcome])
-    return _answer(outcome)
+    submission.outcome = outcome
+
+
+def _cut(provider: str, sent: bool, *, keyed: bool) -> Response:
+    """The answer to a request that the server's shutdown cut short."""
+    if not sent:
+        answer = error(503, "shutting_down", "the receiver is shutting down; nothing was submitted: retry",
+                       outcome_unknown=False)
+    else:
+        retry = ("A retry with the same Idempotency-Key is answered 409 instead of being submitted again." if keyed
+                 else "A retry would be a new submit: send an Idempotency-Key to make retries safe.")
+        answer = error(503, "shutting_down",
+                       f"the receiver is shutting down and {provider} had not answered the submit yet: whether it "
+                       f"accepted it is unknown. {retry}", outcome_unknown=True)
+    answer.headers["Retry-After"] = "1"
+    return answer
 
 
 def _answer(outcome: list[Job] | Response) -> Response:
@@ -110,8 +171,9 @@ def _answer(outcome: list[Job] | Response) -> Response:
     return JSONResponse({"jobs": [j.to_json() for j in outcome]}, status_code=202)
 
 
-async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency: str | None) -> list[Job] | Response:
-    """Submit; the jobs, or the 502 answer of a refusal."""
+async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency: str | None,
+                    submission: _Submission) -> list[Job] | Response:
+    """Submit; the jobs, or the 502 answer of a refusal. `submission` follows how far it got."""
     settings = runtime.settings
     provider = REGISTRY[spec.provider]
     # Apiframe de-duplicates on Idempotency-Key: a caller retrying with its own key is charged once.
@@ -131,7 +193,9 @@ async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency:
         # Ids we chose ourselves (Runware's taskUUID) are registered before the submit: a result that
         # arrives before the provider's answer then counts for the job as submitted (its image count).
         jobs = [await _register(runtime, spec, item) for item in provider.submitted_before(provider_request)]
+        submission.registered = [job.id for job in jobs]
         try:
+            submission.sent = True
             submitted = await _submit(runtime, provider, provider_request)
         except ProviderError as exc:
             await _discard(runtime, jobs)
@@ -140,6 +204,8 @@ async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency:
             # The provider's own words, which may echo a key or a token back: masked like a log line.
             message = logs.masker_for(settings, runtime.secrets).redact(exc.message)
             return error(502, "provider_refused", message, provider_status=exc.status)
+        except asyncio.CancelledError:
+            raise  # cut before the answer: it may have been accepted, so its jobs stay to take the results
         except BaseException:
             await asyncio.shield(_discard(runtime, jobs))
             raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 import urllib.request
@@ -17,6 +16,7 @@ from receiver.util.backoff import parse_retry_after
 from receiver.tuning import DeliveryLimits
 from receiver.web.masking import masked_headers
 from receiver.store.base import Exchange, Message
+from receiver.signing import signature_headers
 
 ERROR_TEXT_CHARS = 200
 DRAIN_BYTES = 65536  # a 2xx body up to this long is read, to keep its connection
@@ -25,13 +25,7 @@ USER_AGENT = "receiver-callbacks/1"
 
 def signed_headers(webhook: standardwebhooks.Webhook, message_id: str, body: bytes, at: datetime) -> dict[str, str]:
     """The Standard Webhooks headers for one attempt (the timestamp is fresh, the id is not)."""
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(math.floor(at.timestamp())),
-        "webhook-signature": webhook.sign(message_id, at, body.decode("utf-8")),
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-    }
+    return {**signature_headers(webhook, message_id, body, at), "user-agent": USER_AGENT}
 
 
 RESPONSE_KEPT_BYTES = 4096  # of an answer's body, kept with the attempt for the inspector

@@ -11,9 +11,9 @@ import orjson
 from httpx_sse import ServerSentEvent
 
 from receiver.models import envelope, iso_time
-from receiver.web.validation import parse_seq
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_EVENT_ID = 2**63 - 1  # the largest id /v1/events hands out (a signed 64-bit sequence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,11 @@ class SourceEvent:
         return value if isinstance(value, str) else "-"
 
     @property
+    def provider(self) -> str:
+        value = self.data.get("provider")
+        return value if isinstance(value, str) else "-"
+
+    @property
     def webhook_id(self) -> str:
         """Stable per event; the job id keeps it unique when a replaced store reuses event ids."""
         return f"evt_{self.id}_{self.job_id}" if _SAFE_ID.fullmatch(self.job_id) else f"evt_{self.id}"
@@ -38,8 +43,18 @@ class SourceEvent:
         return envelope(self.type, completed if isinstance(completed, str) else iso_time(time.time()), self.data)
 
 
+def parse_id(raw: str) -> int | None:
+    """An event id as the stream hands them out (ASCII digits, at most MAX_EVENT_ID), else None; 0 is no id."""
+    raw = raw.strip()
+    # isascii: str.isdigit() also accepts digits int() refuses ("²").
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_EVENT_ID else None
+
+
 def parse_event_id(sse: ServerSentEvent) -> int | None:
-    return parse_seq((sse.id or "").strip()) or None  # 0 is no id: the stream's ids start at 1
+    return parse_id(sse.id or "")
 
 
 def parse_event(event_id: int, sse: ServerSentEvent) -> SourceEvent:

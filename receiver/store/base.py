@@ -142,9 +142,10 @@ class JobFilter:
 @dataclass(frozen=True, slots=True)
 class KeyClaim:
     """What `claim_idempotency_key` found: `new` (ours now: submit), `pending` (another request is
-    submitting under it) or `done` (its `job_ids` answer); `fingerprint` is of the request that took it."""
+    submitting under it), `done` (its `job_ids` answer) or `unknown` (its submit was cut short before the
+    provider answered; `job_ids` are those registered before it); `fingerprint` is of the request that took it."""
 
-    state: Literal["new", "pending", "done"]
+    state: Literal["new", "pending", "done", "unknown"]
     fingerprint: str
     job_ids: tuple[str, ...] = ()
 
@@ -254,7 +255,8 @@ class Store(Protocol):
     async def claim_idempotency_key(self, key: str, *, fingerprint: str, ttl_s: float, stale_s: float) -> KeyClaim:
         """Take `key` for a submission unless a live one holds it (within `ttl_s`; an unfinished claim only
         within `stale_s`). Concurrent claims of one key: exactly one gets `new`."""
-    async def finish_idempotency_key(self, key: str, job_ids: list[str]) -> None: ...
+    async def finish_idempotency_key(self, key: str, job_ids: list[str], *, outcome_unknown: bool = False) -> None:
+        """Settle a claim with its jobs; `outcome_unknown`: the submit was cut before the provider answered."""
     async def release_idempotency_key(self, key: str) -> None:
         """Forget an unfinished claim (the submission was refused: a retry may submit)."""
     async def prune_idempotency_keys(self, *, older_than: float) -> None: ...

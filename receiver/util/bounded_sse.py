@@ -15,13 +15,15 @@ from receiver.errors import ReceiverError
 
 
 class Oversized(ReceiverError):
-    """A line or an event over its cap; `kept` is its start, `event` the event's type if known."""
+    """A line or an event over its cap; `kept` is its start, `event` the event's type and `event_id` its id
+    if they came before the excess."""
 
-    def __init__(self, message: str, kept: bytes, event: str) -> None:
+    def __init__(self, message: str, kept: bytes, event: str, event_id: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.kept = kept
         self.event = event
+        self.event_id = event_id
 
 
 class BoundedSSE:
@@ -33,6 +35,7 @@ class BoundedSSE:
         self._lines = SSELineDecoder()
         self._events = SSEDecoder()
         self._event = ""
+        self._id = ""  # the current event's own `id:` field
         self._data: list[str] = []  # the current event's data lines, counted against max_event
         self._data_chars = 0
 
@@ -44,25 +47,29 @@ class BoundedSSE:
         pending = sum(map(len, self._lines.buffer))
         if pending > self.max_line:
             start = "".join(self._lines.buffer)[: self.keep]
-            raise Oversized(f"an event-stream line exceeds {self.max_line} characters", start.encode(), self._event)
+            raise Oversized(f"an event-stream line exceeds {self.max_line} characters", start.encode(), self._event,
+                            self._id)
         return [sse for sse in map(self._line, lines) if sse is not None]
 
     def _line(self, line: str) -> ServerSentEvent | None:
         if len(line) > self.max_line:
             raise Oversized(f"an event-stream line exceeds {self.max_line} characters",
-                            line[: self.keep].encode(), self._event)
+                            line[: self.keep].encode(), self._event, self._id)
         field, _, value = line.partition(":")
         if field == "event":
             self._event = value.removeprefix(" ")
+        elif field == "id":
+            self._id = value.removeprefix(" ")
         elif field == "data":
             self._data.append(value.removeprefix(" "))
             self._data_chars += len(value)
             if self._data_chars > self.max_event:
                 start = "\n".join(self._data)[: self.keep]
-                raise Oversized(f"an event's data exceeds {self.max_event} characters", start.encode(), self._event)
+                raise Oversized(f"an event's data exceeds {self.max_event} characters", start.encode(), self._event,
+                                self._id)
         sse = self._events.decode(line)
         if not line:
-            self._event, self._data, self._data_chars = "", [], 0
+            self._event, self._id, self._data, self._data_chars = "", "", [], 0
         return sse
 
 

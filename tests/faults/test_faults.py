@@ -6,6 +6,7 @@ are printed with any failure. Counts that depend on timing are only asserted as 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.faults.fuzz import fuzz
 from tests.faults.outage import callback_outage
 from tests.faults.oxen_drops import oxen_drops
 from tests.faults import pgctl
+from tests.faults.nginx_rolling import nginx_binary, reset_on_reuse, rolling_restart_behind_nginx
 from tests.faults.replicas import replicas_under_faults
 from tests.support import POSTGRES_REQUIRED, postgres_reachable
 
@@ -83,3 +85,39 @@ async def test_replicas_on_postgres_lose_nothing_through_kills_and_a_database_re
     assert figures["  fired while no replica held the stream (lost by Oxen)"] >= 6, report.text()
     if restart:
         assert isinstance(figures["PostgreSQL back → every replica ready, s"], float), report.text()
+
+
+def need_nginx() -> None:
+    if nginx_binary() is None:
+        if os.environ.get("RECEIVER_REQUIRE_NGINX") == "1":
+            pytest.fail("nginx is not installed")
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
+
+
+async def test_nginx_retries_a_webhook_whose_kept_alive_connection_is_reset(tmp_path: Path) -> None:
+    """The failure behind a 502 per restart, made deterministic: an upstream that resets a kept-alive
+    connection when nginx reuses it. With nginx's defaults the webhook comes back 502; with docs/deploy.md's
+    configuration it is sent to the next replica and acknowledged."""
+    need_nginx()
+    (tmp_path / "naive").mkdir()
+    (tmp_path / "rolling").mkdir()
+    naive = await reset_on_reuse(tmp_path / "naive", "naive")
+    assert naive.figures["resets on reuse"] >= 1 and naive.figures["errors"] >= 1, naive.text()
+    rolling = await reset_on_reuse(tmp_path / "rolling", "rolling")
+    assert rolling.ok and rolling.figures["resets on reuse"] >= 1, rolling.text()
+
+
+async def test_rolling_restart_behind_nginx_costs_no_webhook(tmp_path: Path) -> None:
+    """3 replicas on PostgreSQL behind nginx (docs/deploy.md's configuration), each SIGTERMed and restarted in
+    turn under a steady webhook rate: every webhook is acknowledged on its first attempt and stored."""
+    problem = await postgres_reachable()
+    if problem is not None:
+        if POSTGRES_REQUIRED:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    need_nginx()
+    report = await rolling_restart_behind_nginx(tmp_path, rate=60.0, rounds=1, gap_s=1.0)
+    assert report.ok, report.text()
+    figures = report.figures
+    assert figures["restarts"] == 3 and figures["acknowledged (2xx)"] >= 100, report.text()
+    assert figures["acknowledged (2xx)"] == figures["webhooks sent"], report.text()

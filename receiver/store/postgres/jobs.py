@@ -4,7 +4,7 @@ job locks its (provider, provider_job_id) key first and re-reads it (`_load`), a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -168,22 +168,25 @@ class PostgresJobActions(PostgresPart):
             taken = await conn.fetchval(
                 "INSERT INTO idempotency_keys AS k (key, fingerprint, job_ids, created_at) VALUES ($1, $2, NULL, $3) "
                 "ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, job_ids = NULL, "
-                "created_at = excluded.created_at WHERE k.created_at <= $3::float8 - "
+                "created_at = excluded.created_at, outcome_unknown = false WHERE k.created_at <= $3::float8 - "
                 "CASE WHEN k.job_ids IS NULL THEN $4::float8 ELSE $5::float8 END RETURNING true",
                 key, fingerprint, now, stale_s, ttl_s)
             if taken:
                 return KeyClaim("new", fingerprint)
-            row = await conn.fetchrow("SELECT fingerprint, job_ids FROM idempotency_keys WHERE key = $1", key)
+            row = await conn.fetchrow(
+                "SELECT fingerprint, job_ids, outcome_unknown FROM idempotency_keys WHERE key = $1", key)
             assert row is not None  # the INSERT found it taken, and this transaction holds its row
             if row["job_ids"] is None:
                 return KeyClaim("pending", row["fingerprint"])
-            return KeyClaim("done", row["fingerprint"], tuple(orjson.loads(row["job_ids"])))
+            state: Literal["done", "unknown"] = "unknown" if row["outcome_unknown"] else "done"
+            return KeyClaim(state, row["fingerprint"], tuple(orjson.loads(row["job_ids"])))
 
         return await self._tx(claim)
 
-    async def finish_idempotency_key(self, key: str, job_ids: list[str]) -> None:
+    async def finish_idempotency_key(self, key: str, job_ids: list[str], *, outcome_unknown: bool = False) -> None:
         await self._tx(lambda conn: conn.execute(
-            "UPDATE idempotency_keys SET job_ids = $1 WHERE key = $2", dumps(job_ids), key))
+            "UPDATE idempotency_keys SET job_ids = $1, outcome_unknown = $2 WHERE key = $3",
+            dumps(job_ids), outcome_unknown, key))
 
     async def release_idempotency_key(self, key: str) -> None:
         await self._tx(lambda conn: conn.execute(

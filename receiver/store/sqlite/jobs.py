@@ -5,7 +5,7 @@ write transaction (the store's `_batch`, one writer) through the rules (`UnitOfW
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -150,23 +150,26 @@ class SQLiteJobActions(SQLitePart):
         now = self.clock()
 
         def claim(db: sqlite3.Connection) -> KeyClaim:
-            row = db.execute("SELECT fingerprint, job_ids, created_at FROM idempotency_keys WHERE key = ?",
-                             (key,)).fetchone()
+            row = db.execute("SELECT fingerprint, job_ids, created_at, outcome_unknown FROM idempotency_keys "
+                             "WHERE key = ?", (key,)).fetchone()
             if row is not None:
                 done = row["job_ids"] is not None
                 if row["created_at"] > now - (ttl_s if done else stale_s):
                     ids = tuple(orjson.loads(row["job_ids"])) if done else ()
-                    return KeyClaim("done" if done else "pending", row["fingerprint"], ids)
+                    state: Literal["pending", "done", "unknown"] = (
+                        ("unknown" if row["outcome_unknown"] else "done") if done else "pending")
+                    return KeyClaim(state, row["fingerprint"], ids)
             db.execute("INSERT INTO idempotency_keys (key, fingerprint, job_ids, created_at) VALUES (?, ?, NULL, ?) "
                        "ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, job_ids = NULL, "
-                       "created_at = excluded.created_at", (key, fingerprint, now))
+                       "created_at = excluded.created_at, outcome_unknown = 0", (key, fingerprint, now))
             return KeyClaim("new", fingerprint)
 
         return await self._batch(claim)
 
-    async def finish_idempotency_key(self, key: str, job_ids: list[str]) -> None:
+    async def finish_idempotency_key(self, key: str, job_ids: list[str], *, outcome_unknown: bool = False) -> None:
         await self._batch(lambda db: db.execute(
-            "UPDATE idempotency_keys SET job_ids = ? WHERE key = ?", (dumps(job_ids), key)))
+            "UPDATE idempotency_keys SET job_ids = ?, outcome_unknown = ? WHERE key = ?",
+            (dumps(job_ids), int(outcome_unknown), key)))
 
     async def release_idempotency_key(self, key: str) -> None:
         await self._batch(lambda db: db.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -434,5 +435,45 @@ async def test_lumenfall_call_cut_off_by_a_crash_fails_at_restart(tmp_path: Path
                     await asyncio.sleep(0.05)
                 assert got["status"] == "failed" and "restarted" in got["error"]
                 assert (await api.get(f"/v1/jobs/{video.json()['id']}")).json()["status"] == "pending"
+        finally:
+            proc.kill()
+
+
+async def test_a_submit_cut_by_shutdown_is_never_submitted_twice(tmp_path: Path, store_url: str) -> None:
+    """SIGTERM while the provider is still answering a keyed submit: the request gets a JSON 503 (not
+    uvicorn's plain 500), and the key keeps saying the outcome is unknown, so a retry after the restart
+    is not submitted again: the provider sees exactly one submit, whatever it did with it."""
+    fake = px.FakePixazo()
+    fake.delay_s = 60  # past the server's shutdown grace
+    async with fake.serve():
+        env = process_env(tmp_path, RECEIVER_PIXAZO_API_KEY=px.API_KEY, RECEIVER_PIXAZO_BASE_URL=fake.base_url,
+                          RECEIVER_PUBLIC_URL="https://receiver.example", RECEIVER_DATABASE_URL=store_url)
+        proc = ReceiverProcess(env).start()
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        keyed = {"Idempotency-Key": "nightly-cut-1"}
+        body = {"provider": "pixazo", "prompt": "a red fox in snow"}
+        try:
+            async with httpx.AsyncClient(base_url=proc.base_url, headers=headers, timeout=60) as api:
+                submit = asyncio.create_task(api.post("/v1/generations", json=body, headers=keyed))
+                unkeyed = asyncio.create_task(api.post("/v1/generations", json=body))
+                await fake.wait_requests("/", 2, "POST", timeout=20)
+                assert proc.proc is not None
+                proc.proc.send_signal(signal.SIGTERM)
+                for cut in (await submit, await unkeyed):
+                    assert cut.status_code == 503, cut.text
+                    assert cut.headers["content-type"].startswith("application/json")
+                    assert cut.json()["error"] == "shutting_down" and cut.json()["outcome_unknown"] is True
+                assert await asyncio.to_thread(proc.proc.wait, 30) in (0, -signal.SIGTERM)  # not SIGKILLed
+            proc = ReceiverProcess(env, port=proc.port).start()
+            async with httpx.AsyncClient(base_url=proc.base_url, headers=headers, timeout=60) as api:
+                retry = await api.post("/v1/generations", json=body, headers=keyed)
+                assert retry.status_code == 409, retry.text
+                assert retry.json()["error"] == "idempotency_outcome_unknown" and "unknown" in retry.json()["message"]
+                # Another key is a new request: it is submitted.
+                fake.delay_s = 0
+                fresh = await api.post("/v1/generations", json=body, headers={"Idempotency-Key": "nightly-cut-2"})
+                assert fresh.status_code == 202, fresh.text
+            assert len(fake.requests_to("/", "POST")) == 3  # the two cut ones, once each, and the new key's
+            assert "Traceback" not in proc.output()
         finally:
             proc.kill()

@@ -12,6 +12,7 @@ import signal
 import stat
 import sys
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -23,10 +24,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from receiver.app import create_app
-from receiver.relay.listen import ListenConfig, Listener, ListenTuning
+from receiver.util.bounded_sse import BoundedSSE, Oversized
+from receiver.relay.listen import ListenConfig, Listener, ListenTuning, parse_since, shown_url
 from receiver.relay.events import SourceEvent, parse_ahead
-from receiver.util.sse_lines import line_run
-from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
+from tests.support import (API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, eventually, free_port,
+                           make_settings, serve_app)
 
 FAST = ["--silence-timeout", "5", "--max-backoff", "0.2"]
 
@@ -137,14 +139,17 @@ async def local_endpoint(secret: str | None = SIGNING_SECRET) -> AsyncIterator[t
         yield endpoint, f"{running.base_url}/hook"
 
 
-async def complete_jobs(source: RunningServer, count: int) -> list[str]:
+async def complete_jobs(source: RunningServer, count: int, *, failed: bool = False) -> list[str]:
     """Finish `count` jobs at the source, one after another, through Pixazo webhooks; their ids in order."""
     ids = []
     async with source.client() as client:
         for _ in range(count):
             request_id = f"px-{uuid.uuid4().hex[:10]}"
-            body = {"request_id": request_id, "status": "COMPLETED",
-                    "output": {"media_url": [f"https://cdn.pixazo.ai/{request_id}/out.jpeg"], "media_type": "image/jpeg"}}
+            body: dict[str, Any] = {
+                "request_id": request_id, "status": "COMPLETED",
+                "output": {"media_url": [f"https://cdn.pixazo.ai/{request_id}/out.jpeg"], "media_type": "image/jpeg"}}
+            if failed:
+                body = {"request_id": request_id, "status": "ERROR", "error": "content policy", "output": None}
             reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", json=body)
             assert reply.status_code == 200, reply.text
             ids.extend(reply.json()["job_ids"])
@@ -302,8 +307,6 @@ async def test_reconnects_a_silent_stream(tmp_path: Path) -> None:
 
 
 def test_pure_parts() -> None:
-    assert line_run(0, b"abc") == 3 and line_run(3, b"de\nfg") == 2 and line_run(5, b"x\r") == 0
-    assert line_run(7, b"") == 7
     assert parse_ahead(b'{"error": "last_event_id_ahead", "last_event_id": 7}') == 7
     assert parse_ahead(b'{"error": "other", "last_event_id": 7}') is None and parse_ahead(b"<html>") is None
     event = SourceEvent(12, "job.failed", {"id": "job_x", "completed_at": "2026-01-01T00:00:00Z"})
@@ -344,5 +347,207 @@ async def test_a_line_over_the_bound_ends_the_connection(tmp_path: Path) -> None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    assert "LineTooLong" in err.getvalue() and "longer than 65536 bytes" in err.getvalue()
+    assert "Oversized" in err.getvalue() and "line exceeds 65536 characters" in err.getvalue()
     assert local.job_ids == ["job_after_silence"]
+
+
+# -- v0.3: bounded events, --since, filters, one listener per state file, clear failures ----------------
+
+
+class HugeEventSource:
+    """Event 1 is 200 data lines of 1 MiB each (each line under the line bound), event 2 an ordinary one;
+    the source counts the bytes of event 1 it managed to send."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.last_event_ids: list[str | None] = []
+        self.app = Starlette(routes=[Route("/v1/events", self._events)])
+
+    async def _events(self, request: Request) -> Response:
+        last = int(request.headers.get("last-event-id") or 0)
+        if last > 2:
+            return JSONResponse({"error": "last_event_id_ahead", "last_event_id": 0}, status_code=409)
+        self.last_event_ids.append(request.headers.get("last-event-id"))
+
+        async def body() -> AsyncIterator[bytes]:
+            if last < 1:
+                yield b"id: 1\nevent: job.succeeded\n"
+                line = b"data: " + b"x" * (1024 * 1024) + b"\n"
+                for _ in range(200):
+                    yield line
+                    self.sent += len(line)
+                yield b"\n"
+            if last < 2:
+                job = {"id": "job_after_huge", "status": "succeeded", "completed_at": "2026-11-29T10:00:00Z"}
+                yield f"id: 2\nevent: job.succeeded\ndata: {json.dumps(job)}\n\n".encode()
+            await asyncio.Event().wait()
+            yield b""
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+
+async def test_an_event_over_the_bound_is_skipped_and_never_buffered(tmp_path: Path) -> None:
+    """200 data lines of 1 MiB, each under the line bound: the event's bound (8 MiB) ends the reading, so the
+    listener's peak memory stays far below the event's size; the event is skipped, saying so, and the next
+    connection resumes after it."""
+    fake = HugeEventSource()
+    state = tmp_path / "listen.json"
+    async with serve_app(fake.app) as running, local_endpoint() as (local, url):
+        async with listening(running.base_url, url, state, *FAST) as listener:
+            await eventually(lambda: len(local.received) == 1, what="the event after the oversized one")
+            await eventually(lambda: saved(state)["last_event_id"] == 2, what="the position after it")
+            assert listener.proc is not None
+            status = Path(f"/proc/{listener.proc.pid}/status").read_text()
+            peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+            assert await listener.stop() == 0
+    assert peak_kib < 160 * 1024, f"peak RSS {peak_kib} KiB"  # the event alone is 200 MiB
+    assert listener.said("skipped event 1 (job.succeeded)") and listener.said("8388608"), listener.stderr
+    assert fake.last_event_ids[:2] == ["0", "1"]  # the next connection resumed after it
+    assert local.job_ids == ["job_after_huge"]
+
+
+def test_the_event_bound_counts_every_data_line() -> None:
+    decoder = BoundedSSE(max_line=1000, max_event=2500, keep=10)
+    assert decoder.feed(b"id: 7\nevent: job.failed\n") == []
+    decoder.feed(b"data: " + b"y" * 900 + b"\n")
+    decoder.feed(b"data: " + b"y" * 900 + b"\n")
+    with pytest.raises(Oversized) as raised:
+        decoder.feed(b"data: " + b"y" * 900 + b"\n")
+    assert (raised.value.event_id, raised.value.event, len(raised.value.kept)) == ("7", "job.failed", 10)
+
+
+async def test_since_forwards_what_happened_since_then_whatever_the_state_says(
+        source: RunningServer, tmp_path: Path) -> None:
+    """Needs `GET /v1/events?since=` on the source (the receiver's own, served here)."""
+    state = tmp_path / "listen.json"
+    async with local_endpoint() as (local, url):
+        async with listening(source.base_url, url, state, *FAST) as first:
+            await first.connected()
+            before = await complete_jobs(source, 2)
+            await eventually(lambda: len(local.received) == 2, what="two events forwarded")
+            await eventually(lambda: saved(state)["last_event_id"] == 2, what="the position saved")
+            assert await first.stop() == 0
+        await asyncio.sleep(1.1)  # `since` has a precision of seconds on the wire
+        cut = datetime.now(timezone.utc).isoformat()
+        await asyncio.sleep(1.1)
+        after = await complete_jobs(source, 2)
+        async with listening(source.base_url, url, state, *FAST) as second:  # the state is past both of `before`
+            await eventually(lambda: len(local.received) == 4, what="the two missed events")
+            await eventually(lambda: saved(state)["last_event_id"] == 4, what="the position saved")
+            assert await second.stop() == 0
+        assert local.job_ids == before + after
+        # The state file says everything was forwarded; --since forwards again what happened since the cut.
+        async with listening(source.base_url, url, state, "--since", cut, *FAST) as again:
+            await eventually(lambda: len(local.received) == 6, what="the events since the cut, again")
+            await asyncio.sleep(0.3)
+            assert local.job_ids[4:] == after and again.said("since")
+            live = await complete_jobs(source, 1)
+            await eventually(lambda: local.job_ids[-1:] == live, what="a live event after the replay")
+            await eventually(lambda: saved(state)["last_event_id"] == 5, what="the position saved")
+            assert await again.stop() == 0
+        assert event_id(local.received[-1][0]) == 5
+        # A duration works the same way: everything above happened within the last hour.
+        async with listening(source.base_url, url, state, "--since", "1h", *FAST) as hour:
+            await eventually(lambda: len(local.received) == 12, what="the last hour, again")
+            assert await hour.stop() == 0
+        assert local.job_ids[7:] == before + after + live
+
+
+async def test_type_and_provider_filters_forward_only_those_and_advance_the_state(
+        source: RunningServer, tmp_path: Path) -> None:
+    state = tmp_path / "listen.json"
+    async with local_endpoint() as (local, url):
+        async with listening(source.base_url, url, state, "--type", "job.failed", *FAST) as only_failed:
+            await only_failed.connected()
+            await complete_jobs(source, 2)
+            failed = await complete_jobs(source, 1, failed=True)
+            await complete_jobs(source, 1)
+            await eventually(lambda: len(local.received) == 1 and only_failed.out, what="the failed job's event")
+            assert local.job_ids == failed and local.received[0][1]["type"] == "job.failed"
+            await complete_jobs(source, 1)
+            await asyncio.sleep(0.3)
+            assert len(local.received) == 1
+            await eventually(lambda: saved(state)["last_event_id"] == 5, what="filtered events to advance the state")
+            assert await only_failed.stop() == 0
+        async with listening(source.base_url, url, state, "--provider", "runware,apiframe", *FAST) as other:
+            await other.connected()
+            await complete_jobs(source, 2)
+            await eventually(lambda: saved(state)["last_event_id"] == 7, what="pixazo events to advance the state")
+            assert len(local.received) == 1 and other.out == []
+            assert await other.stop() == 0
+        async with listening(source.base_url, url, state, "--type", "job.done", *FAST) as wrong:
+            assert await wrong.wait() == 2
+        assert wrong.said("--type job.done: not one of job.succeeded, job.failed, job.cancelled")
+
+
+async def test_two_listeners_cannot_share_a_state_file(source: RunningServer, tmp_path: Path) -> None:
+    state = tmp_path / "listen.json"
+    async with local_endpoint() as (local, url):
+        async with listening(source.base_url, url, state, *FAST) as first:
+            await first.connected()
+            async with listening(source.base_url, url, state, *FAST) as second:
+                assert await second.wait() == 2
+            assert len(second.err) == 1 and second.said("another receiver listen") and second.said(str(state))
+            assert second.said(f"pid {first.proc.pid if first.proc else 0}")
+            jobs = await complete_jobs(source, 1)
+            await eventually(lambda: local.job_ids == jobs, what="the first listener to go on")
+            assert await first.stop() == 0
+        async with listening(source.base_url, url, state, *FAST) as third:  # the lock went with the process
+            await third.connected()
+            assert await third.stop() == 0
+
+
+async def test_not_a_receiver_or_a_refused_token_exits_2_at_once_writing_nothing(
+        source: RunningServer, tmp_path: Path) -> None:
+    async def page(request: Request) -> Response:
+        return Response("<html>hello</html>", media_type="text/html", status_code=404)
+
+    website = Starlette(routes=[Route("/{path:path}", page)])
+    async with serve_app(website) as site, local_endpoint() as (_, url):
+        for source_url, env, expected in (
+            (site.base_url, {}, "is not a receiver"),
+            (source.base_url, {"RECEIVER_API_TOKEN": "wrong-token-5e2b"}, "refused the API token"),
+        ):
+            state = tmp_path / f"state-{uuid.uuid4().hex[:6]}.json"
+            async with listening(source_url, url, state, env=env) as listener:  # default timings: no retries
+                assert await listener.wait() == 2
+            assert listener.err == [listener.err[0]] and expected in listener.err[0], listener.err
+            assert f"{source_url}" in listener.err[0] and "wrong-token-5e2b" not in listener.stderr
+            assert not state.exists()
+
+
+async def test_a_failure_line_names_the_full_local_url(source: RunningServer, tmp_path: Path) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}/hooks/images?token=local-secret-91"
+    async with listening(source.base_url, nowhere, tmp_path / "listen.json", *FAST) as listener:
+        await listener.connected()
+        await complete_jobs(source, 1)
+        await eventually(lambda: listener.said("retrying"), what="a failed forward")
+        line = next(line for line in listener.err if "retrying" in line)
+        assert f"POST {nowhere.split('?')[0]}?…" in line and "ConnectError" in line, line
+        assert "local-secret-91" not in listener.stderr
+        assert await listener.stop() == 0
+
+
+def test_the_relay_imports_no_server_module() -> None:
+    import subprocess
+
+    code = ("import sys, receiver.relay.listen; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('receiver', 'starlette', 'aiohttp', "
+            "'asyncpg', 'uvicorn', 'prometheus_client')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    server = {"receiver.app", "receiver.runtime", "receiver.delivery.worker", "receiver.delivery.client", "receiver.store",
+              "receiver.settings", "receiver.web.validation", "starlette", "aiohttp", "asyncpg", "uvicorn"}
+    assert not server & set(loaded), sorted(server & set(loaded))
+
+
+def test_since_and_url_parsing() -> None:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("2h", now) == datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+    assert parse_since("1d1h30m", now) == datetime(2026, 12, 6, 10, 30, tzinfo=timezone.utc)
+    assert parse_since("2026-12-01T09:30:00Z", now) == datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+    assert parse_since("2026-12-01T10:30:00+01:00", now) == datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+    for bad in ("", "2 hours", "h", "yesterday"):
+        with pytest.raises(ValueError, match="neither a duration"):
+            parse_since(bad, now)
+    assert shown_url("http://localhost:3000/hooks/x?token=s") == "http://localhost:3000/hooks/x?…"
+    assert shown_url("http://localhost:3000/hooks/x") == "http://localhost:3000/hooks/x"

@@ -147,7 +147,8 @@ async def test_info_shows_the_discovered_url(tmp_path: Path) -> None:
 
         code, out = await run_cli(env, "info", "--port", "8124")  # the agent's tunnels lead elsewhere
         assert code == 0, out
-        assert "http://127.0.0.1:8124/webhooks/pixazo?token=" in out and "tunnel" not in out.split("Webhook URLs")[0]
+        assert "http://127.0.0.1:8124/webhooks/pixazo?token=" in out and "tunnel to port" not in out
+        assert "no tunnel was found" in out  # and it says these URLs are local only
 
         env_cf = {**env, "RECEIVER_NGROK_API_URL": closed_url(), "RECEIVER_CLOUDFLARED_METRICS_URLS": f"{closed_url()},{url}"}
         code, out = await run_cli(env_cf, "info", "--port", "8124")
