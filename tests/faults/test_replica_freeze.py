@@ -38,7 +38,8 @@ async def cluster_url() -> AsyncIterator[str]:
         if POSTGRES_REQUIRED:
             pytest.fail(problem)
         pytest.skip(problem)
-    async with own_cluster() as url:
+    async with own_cluster() as cluster:
+        url = cluster.url
         yield url
 
 
