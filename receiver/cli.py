@@ -27,7 +27,8 @@ def load_settings(overrides: dict[str, Any]) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(f"RECEIVER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        raise SystemExit(f"receiver: bad setting: {problems}") from None
+        print(f"receiver: bad setting: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class _Server(uvicorn.Server):

@@ -41,6 +41,7 @@ from receiver.store.postgres_mirror import PostgresMirror, insert_mirror_tasks
 from receiver.store.schema import POSTGRES_MIGRATIONS
 from receiver.store.postgres_work import PostgresWork
 from receiver.store.postgres_jobs import PostgresJobActions
+from receiver.store.postgres_sinks import PostgresSinks
 
 log = logging.getLogger("receiver.store")
 T = TypeVar("T")
@@ -79,7 +80,7 @@ def describe(url: str) -> str:
         return "(unreadable URL)"
 
 
-class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions):
+class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresSinks):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0

@@ -296,3 +296,30 @@ POSTGRES_MIGRATIONS.append(
 # entry fewer per job, and with providers' random ids a random page fewer written per insert.
 MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
 POSTGRES_MIGRATIONS.append("DROP INDEX IF EXISTS jobs_by_provider_job_id")
+
+# Pipelines (receiver.sinks): each sink's position (the last event id its broker acknowledged), bumped
+# `epoch` on rewind/resume (a publisher's advance of an older epoch is ignored), pause and last error.
+MIGRATIONS.append(
+    """
+    CREATE TABLE IF NOT EXISTS sinks (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL DEFAULT 0,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_published_at REAL
+    )
+    """
+)
+POSTGRES_MIGRATIONS.append(
+    """
+    CREATE TABLE IF NOT EXISTS sinks (
+        name TEXT PRIMARY KEY,
+        position BIGINT NOT NULL DEFAULT 0,
+        epoch BIGINT NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_published_at DOUBLE PRECISION
+    )
+    """
+)

@@ -41,6 +41,7 @@ from receiver.store.sqlite_file import CHECKPOINT_BUSY_MS, WAL_TRUNCATE_BYTES, F
 from receiver.store.sqlite_work import SQLiteWork
 from receiver.store.sqlite_writes import STATEMENT_CACHE, flush, load_jobs
 from receiver.store.sqlite_jobs import SQLiteJobActions
+from receiver.store.sqlite_sinks import SQLiteSinks
 
 log = logging.getLogger("receiver.store")
 
@@ -48,7 +49,7 @@ T = TypeVar("T")
 BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
 
 
-class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions):
+class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteSinks):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters

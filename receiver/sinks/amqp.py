@@ -1,0 +1,61 @@
+"""RabbitMQ (AMQP 0-9-1): a durable topic exchange, routing key = event type, persistent messages with
+`message_id` = event id, publisher confirms."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
+from receiver.sinks.envelope import CONTENT_TYPE
+from receiver.sinks.urls import SinkSpec
+
+
+class AmqpBroker:
+    def __init__(self, spec: SinkSpec) -> None:
+        self.spec = spec
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def connect(self) -> None:
+        # A plain (not robust) connection: the loop reconnects and publishes again from the position.
+        self._connection = await aio_pika.connect(self.spec.server_url, timeout=CONNECT_TIMEOUT_S)  # type: ignore[assignment]
+        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=False)
+        self._exchange = await self._channel.declare_exchange(
+            self.spec.target, aio_pika.ExchangeType.TOPIC, durable=True, timeout=ACK_TIMEOUT_S)
+
+    async def publish(self, batch: list[Outgoing]) -> Published:
+        exchange = self._exchange
+        assert exchange is not None, "connect() first"
+        # Pipelined: every message goes out before the first confirm is awaited; confirms come in order.
+        tasks = [asyncio.ensure_future(exchange.publish(
+            aio_pika.Message(item.body, content_type=CONTENT_TYPE, message_id=str(item.event.seq),
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT, type=item.event.type),
+            routing_key=item.event.type, mandatory=False, timeout=ACK_TIMEOUT_S)) for item in batch]
+        acked = 0
+        try:
+            for item, task in zip(batch, tasks):
+                try:
+                    await task
+                except aiormq.exceptions.ChannelPreconditionFailed as exc:  # e.g. over max_message_size
+                    return Published(acked, f"event {item.event.seq} refused: {exc}")
+                except aiormq.exceptions.DeliveryError as exc:  # nack: the broker could not take it
+                    raise ConnectionError(f"event {item.event.seq} not confirmed: {exc}") from None
+                acked += 1
+        finally:
+            for task in tasks[acked:]:
+                task.cancel()
+            await asyncio.gather(*tasks[acked:], return_exceptions=True)
+        return Published(acked)
+
+    async def close(self) -> None:
+        connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
+        if connection is not None:
+            try:
+                await asyncio.wait_for(connection.close(), CONNECT_TIMEOUT_S)
+            except Exception:  # closing a broken connection: nothing to save
+                pass

@@ -1,0 +1,186 @@
+"""One publishing loop per sink: read the events after the sink's stored position in batches, publish a
+batch pipelined, advance the position to the last event acknowledged in a row, repeat; wake on new
+events as `/v1/events` does, with a backstop. Each sink runs under its own lease (receiver.leader), so
+one replica publishes to it at a time, and in its own task, so a broker that is down or slow delays
+nothing but its own sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, Coroutine
+from urllib.parse import urlsplit
+
+from receiver import logs
+from receiver.backoff import exponential
+from receiver.leader import lead
+from receiver.models import iso_time
+from receiver.notify import EVENTS
+from receiver.runtime import Runtime
+from receiver.sinks.amqp import AmqpBroker
+from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Broker, Outgoing
+from receiver.sinks.envelope import cloudevent
+from receiver.sinks.nats import NatsBroker
+from receiver.sinks.redis_streams import RedisBroker
+from receiver.sinks.urls import SinkSpec
+from receiver.store.base import SinkRow
+
+log = logging.getLogger("receiver.sinks")
+
+BATCH = 500
+IDLE_BACKSTOP_S = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
+RETRY_BASE_S, RETRY_CAP_S = 0.5, 30.0
+
+
+def sink_key(name: str) -> str:
+    """Notifier key that wakes a sink's loop at once (pause, resume, rewind on this replica)."""
+    return f"sink:{name}"
+
+
+def make_broker(spec: SinkSpec) -> Broker:
+    if spec.kind == "nats":
+        return NatsBroker(spec)
+    if spec.kind == "redis":
+        return RedisBroker(spec)
+    return AmqpBroker(spec)
+
+
+def describe(exc: BaseException, spec: SinkSpec) -> str:
+    """An error as text fit for logs and `/v1/sinks`: never the password of the sink's URL."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    password = urlsplit(spec.url).password
+    if password:
+        text = text.replace(password, "***")
+    return text[:500]
+
+
+def state_of(row: SinkRow) -> str:
+    """What `/v1/sinks` says of a sink, from its stored row (the same on every replica)."""
+    if row.paused:
+        return "paused"
+    return "failing" if row.last_error else "ok"
+
+
+async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
+    waiters = [asyncio.ensure_future(ev.wait()) for ev in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[SinkSpec], Broker] = make_broker) -> None:
+    """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease."""
+    store, notifier, name = runtime.store, runtime.notifier, spec.name
+    source = runtime.settings.base_public_url
+    published = runtime.metrics.sink_published.labels(name)
+    backstop = store.backstop_s or IDLE_BACKSTOP_S
+    broker = make(spec)
+    connected = False
+    failures = 0
+    stopped_epoch: int | None = None  # a message refused for good stops the sink until a rewind or resume
+
+    async def failed(row: SinkRow, error: str, woken: asyncio.Event) -> None:
+        nonlocal connected, failures
+        await broker.close()
+        connected = False
+        if row.last_error != error:
+            await store.set_sink_error(name, epoch=row.epoch, error=error)
+        if failures == 0:
+            log.warning("sink %s failing: %s (retrying with backoff)", name, error)
+        delay = exponential(failures, base=RETRY_BASE_S, cap=RETRY_CAP_S)
+        failures += 1
+        await _wait_any([woken, runtime.stopping], delay)
+
+    try:
+        while not runtime.stopping.is_set():
+            woken = notifier.event(sink_key(name))  # taken before reading: no wake-up slips between
+            new_events = notifier.event(EVENTS)
+            row = (await store.sink_rows([name]))[name]
+            if row.paused or stopped_epoch == row.epoch:
+                if connected:
+                    await broker.close()
+                    connected = False
+                await _wait_any([woken, runtime.stopping], backstop)
+                continue
+            stopped_epoch = None
+            if not connected:
+                try:
+                    await asyncio.wait_for(broker.connect(), CONNECT_TIMEOUT_S + ACK_TIMEOUT_S)
+                except Exception as exc:  # down, refusing, slow, bad credentials: all retried
+                    await failed(row, describe(exc, spec), woken)
+                    continue
+                connected = True
+                if row.last_error:
+                    await store.set_sink_error(name, epoch=row.epoch, error=None)
+                    log.info("sink %s is back", name)
+            events = await store.events_after(row.position, BATCH)
+            if not events:
+                await _wait_any([woken, new_events, runtime.stopping], backstop)
+                continue
+            batch = [Outgoing(event, cloudevent(event, source)) for event in events]
+            try:
+                result = await broker.publish(batch)
+            except Exception as exc:  # what was not acknowledged is published again, with the same ids
+                await failed(row, describe(exc, spec), woken)
+                continue
+            failures = 0
+            if result.acked:
+                await store.advance_sink(name, epoch=row.epoch, position=events[result.acked - 1].seq)
+                published.inc(result.acked)
+            if result.refused is not None:
+                refused = result.refused.replace(urlsplit(spec.url).password or "\0", "***")
+                log.error("sink %s stopped: %s (rewind or resume it once the cause is fixed)", name, refused)
+                await store.set_sink_error(name, epoch=row.epoch, error=refused)
+                stopped_epoch = row.epoch
+    finally:
+        await broker.close()
+
+
+def sink_worker(spec: SinkSpec) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
+    """The sink's loop, run by whichever replica holds the lease `sink:<name>`."""
+
+    async def work(runtime: Runtime) -> None:
+        await publish_loop(runtime, spec)
+
+    return work
+
+
+async def run_sinks(runtime: Runtime) -> None:
+    """Every configured sink, each under its own lease and in its own task."""
+    specs = runtime.settings.sink_specs
+    for spec in specs:  # series at 0 from the start, so rate() and alerts see them before the first event
+        runtime.metrics.sink_published.labels(spec.name)
+    logs.protect(*(urlsplit(spec.url).password for spec in specs))
+
+    async def one(spec: SinkSpec) -> None:
+        # Another replica publishes; nothing to do but stand by (its state is in the store).
+        await lead(runtime, f"sink:{spec.name}", sink_worker(spec), on_standby=lambda: None)
+
+    await asyncio.gather(*(one(spec) for spec in specs))
+
+
+async def sinks_listing(runtime: Runtime) -> list[dict[str, Any]]:
+    """`GET /v1/sinks`' entries, from the store (any replica answers the same)."""
+    specs = runtime.settings.sink_specs
+    if not specs:
+        return []
+    rows = await runtime.store.sink_rows([spec.name for spec in specs])
+    newest = await runtime.store.last_event_seq()
+    out = []
+    for spec in specs:
+        row = rows[spec.name]
+        out.append({
+            "name": spec.name, "url": spec.shown, "state": state_of(row), "last_event_id": row.position,
+            "lag": max(0, newest - row.position), "last_error": row.last_error,
+            "last_published_at": None if row.last_published_at is None else iso_time(row.last_published_at),
+        })
+    return out
+
+
+
+async def refresh_sink_metrics(runtime: Runtime) -> None:
+    """`receiver_sink_lag_events` from the store, as `/v1/sinks` says it (the same on every replica)."""
+    for entry in await sinks_listing(runtime):
+        runtime.metrics.sink_lag.labels(entry["name"]).set(entry["lag"])
