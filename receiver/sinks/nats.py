@@ -4,8 +4,6 @@ within the stream's duplicate window and acknowledges it as a duplicate)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 import nats
 import nats.errors
 import nats.js.errors
@@ -44,31 +42,30 @@ class NatsBroker:
     async def publish(self, batch: list[Outgoing]) -> Published:
         js = self._js
         assert js is not None, "connect() first"
-        futures: list[asyncio.Future[Any]] = []
-        refused: str | None = None
-        try:
-            for item in batch:  # pipelined: every message sent before the first ack is awaited
-                futures.append(await js.publish_async(
-                    f"{self.spec.prefix}.{item.event.type}", item.body, wait_stall=ACK_TIMEOUT_S,
-                    stream=self.spec.target, headers={"Nats-Msg-Id": str(item.event.seq), "Content-Type": CONTENT_TYPE},
-                ))
-        except nats.errors.MaxPayloadError as exc:
-            refused = f"message of event {batch[len(futures)].event.seq} refused: too large ({exc})"
+        # Pipelined: one request each, all started before the first ack is awaited (tasks run, and so
+        # write, in the order they were made). Not `publish_async`: its futures never see a JetStream
+        # error such as "message size exceeds maximum allowed" (nats-py raises it in a callback instead).
+        tasks = [asyncio.ensure_future(js.publish(
+            f"{self.spec.prefix}.{item.event.type}", item.body, timeout=ACK_TIMEOUT_S, stream=self.spec.target,
+            headers={"Nats-Msg-Id": str(item.event.seq), "Content-Type": CONTENT_TYPE})) for item in batch]
         acked = 0
         try:
-            for future in futures:
+            for item, task in zip(batch, tasks):
                 try:
-                    await asyncio.wait_for(future, ACK_TIMEOUT_S)
+                    await task  # a PubAck; `duplicate` when JetStream already held this id: published too
+                except nats.errors.MaxPayloadError as exc:
+                    return Published(acked, f"event {item.event.seq} refused: too large for the server ({exc})")
                 except nats.js.errors.APIError as exc:
-                    if exc.code is not None and 400 <= exc.code < 500 and not isinstance(
-                            exc, nats.js.errors.NoStreamResponseError):
-                        return Published(acked, f"event {batch[acked].event.seq} refused: {exc.description or exc}")
-                    raise
+                    if isinstance(exc, nats.js.errors.NoStreamResponseError) or not (
+                            exc.code is not None and 400 <= exc.code < 500):
+                        raise
+                    return Published(acked, f"event {item.event.seq} refused: {exc.description or exc}")
                 acked += 1
         finally:
-            for future in futures[acked:]:
-                future.cancel()
-        return Published(acked, refused)
+            for task in tasks[acked:]:
+                task.cancel()
+            await asyncio.gather(*tasks[acked:], return_exceptions=True)
+        return Published(acked)
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
