@@ -7,7 +7,7 @@ import asyncio
 
 import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
 from receiver.sinks.envelope import CONTENT_TYPE
@@ -17,14 +17,14 @@ from receiver.sinks.urls import SinkSpec
 class AmqpBroker:
     def __init__(self, spec: SinkSpec) -> None:
         self.spec = spec
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
 
     async def connect(self) -> None:
         # A plain (not robust) connection: the loop reconnects and publishes again from the position.
-        self._connection = await aio_pika.connect(self.spec.server_url, timeout=CONNECT_TIMEOUT_S)  # type: ignore[assignment]
-        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=False)
+        connection = self._connection = await aio_pika.connect(self.spec.server_url, timeout=CONNECT_TIMEOUT_S)
+        self._channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
         self._exchange = await self._channel.declare_exchange(
             self.spec.target, aio_pika.ExchangeType.TOPIC, durable=True, timeout=ACK_TIMEOUT_S)
 

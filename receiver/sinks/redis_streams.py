@@ -63,8 +63,8 @@ class RedisBroker:
     async def _holds(self, client: aioredis.Redis, item: Outgoing) -> bool:
         """Whether the stream already has this event at its id (a repeat after an unacknowledged write)."""
         entry_id = f"{item.event.seq}-0"
-        entries = await client.xrange(self.spec.target, min=entry_id, max=entry_id, count=1)
-        return bool(entries) and entries[0][1].get(b"event") == item.body
+        entries: Any = await client.xrange(self.spec.target, min=entry_id, max=entry_id, count=1)
+        return bool(entries) and bool(entries[0][1]) and entries[0][1].get(b"event") == item.body
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -38,6 +38,7 @@ class PostgresSinks(PostgresPart):
                 "UPDATE sinks SET epoch = epoch + 1, last_error = NULL, paused = COALESCE($1, paused), "
                 f"position = COALESCE($2, position) WHERE name = $3 RETURNING {SINK_COLUMNS}",
                 None if paused is None else int(paused), position, name)
+            assert row is not None  # the row was just made if missing
             return sink_from_row(tuple(row))
 
         return await self._tx(change)
