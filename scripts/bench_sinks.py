@@ -146,10 +146,11 @@ def ingest(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], a
     a, b = results["sinks-two"][1:], results["sinks-none"][1:]
     ratios = [x.rps / y.rps for x, y in zip(a, b)]
     ratio = statistics.median(ratios)
+    lags = ", ".join(f"{kind} {entry['lag']}" for kind, entry in lag.items())
     return [Row("sinks", "ingest with two sinks (NATS, Redis) ÷ without (median; rounds: "
                 + ", ".join(f"{r:.2f}" for r in ratios) + ")",
                 f"{ratio:.2f}× ({statistics.median(x.rps for x in a):,.0f} vs {statistics.median(y.rps for y in b):,.0f} "
-                f"req/s; lag at the end {', '.join(f'{k} {v['lag']}' for k, v in lag.items())})",
+                f"req/s; lag at the end {lags})",
                 "≥ 0.95×", verdict(ratio >= 0.95))]
 
 

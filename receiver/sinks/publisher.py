@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any, Callable, Coroutine
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ log = logging.getLogger("receiver.sinks")
 BATCH = 500
 IDLE_BACKSTOP_S = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
 RETRY_BASE_S, RETRY_CAP_S = 0.5, 30.0
+SAVE_EVERY_S = 0.5
 
 
 def sink_key(name: str) -> str:
@@ -71,22 +73,42 @@ async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
 
 
 async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[SinkSpec], Broker] = make_broker) -> None:
-    """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease."""
+    """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease.
+
+    The position is kept here while publishing and written to the store at most every SAVE_EVERY_S (and
+    whenever publishing pauses), so a busy sink adds no write per batch to the store's writer; a kill
+    loses at most that much of the position, and what follows it is published again with the same ids."""
     store, notifier, name = runtime.store, runtime.notifier, spec.name
     source = runtime.settings.base_public_url
     published = runtime.metrics.sink_published.labels(name)
     backstop = store.backstop_s or IDLE_BACKSTOP_S
+    loop = asyncio.get_running_loop()
     broker = make(spec)
     connected = False
     failures = 0
     stopped_epoch: int | None = None  # a message refused for good stops the sink until a rewind or resume
+    row: SinkRow | None = None
+    read_at = saved_at = 0.0
+    position = 0  # acknowledged by the broker; `row.position` is what the store has
+    woken = notifier.event(sink_key(name))
 
-    async def failed(row: SinkRow, error: str, woken: asyncio.Event) -> None:
-        nonlocal connected, failures
+    async def save() -> None:
+        nonlocal row, saved_at
+        saved_at = loop.time()
+        if row is not None and position > row.position:
+            if await store.advance_sink(name, epoch=row.epoch, position=position):
+                row = replace(row, position=position, last_error=None)
+            else:
+                row = None  # a rewind or pause came in between: read it again
+
+    async def failed(error: str) -> None:
+        nonlocal connected, failures, row
         await broker.close()
         connected = False
-        if row.last_error != error:
+        await save()
+        if row is not None and row.last_error != error:
             await store.set_sink_error(name, epoch=row.epoch, error=error)
+            row = replace(row, last_error=error)
         if failures == 0:
             log.warning("sink %s failing: %s (retrying with backoff)", name, error)
         delay = exponential(failures, base=RETRY_BASE_S, cap=RETRY_CAP_S)
@@ -95,9 +117,15 @@ async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[Sink
 
     try:
         while not runtime.stopping.is_set():
-            woken = notifier.event(sink_key(name))  # taken before reading: no wake-up slips between
-            new_events = notifier.event(EVENTS)
-            row = (await store.sink_rows([name]))[name]
+            if row is None or woken.is_set() or loop.time() - read_at >= backstop:
+                if row is not None:
+                    await save()
+                woken = notifier.event(sink_key(name))  # taken before reading: no wake-up slips between
+                fresh = (await store.sink_rows([name]))[name]
+                read_at = loop.time()
+                if row is None or fresh.epoch != row.epoch:
+                    position = fresh.position  # first read, or rewound/resumed/paused: the store's word
+                row = fresh
             if row.paused or stopped_epoch == row.epoch:
                 if connected:
                     await broker.close()
@@ -109,33 +137,50 @@ async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[Sink
                 try:
                     await asyncio.wait_for(broker.connect(), CONNECT_TIMEOUT_S + ACK_TIMEOUT_S)
                 except Exception as exc:  # down, refusing, slow, bad credentials: all retried
-                    await failed(row, describe(exc, spec), woken)
+                    await failed(describe(exc, spec))
                     continue
                 connected = True
                 if row.last_error:
                     await store.set_sink_error(name, epoch=row.epoch, error=None)
+                    row = replace(row, last_error=None)
                     log.info("sink %s is back", name)
-            events = await store.events_after(row.position, BATCH)
+            new_events = notifier.event(EVENTS)
+            events = await store.events_after(position, BATCH)
             if not events:
-                await _wait_any([woken, new_events, runtime.stopping], backstop)
+                unsaved = position > row.position
+                if unsaved and loop.time() - saved_at >= SAVE_EVERY_S:
+                    await save()
+                    unsaved = False
+                wait_s = SAVE_EVERY_S - (loop.time() - saved_at) if unsaved else backstop
+                await _wait_any([woken, new_events, runtime.stopping], max(0.0, min(wait_s, backstop)))
                 continue
             batch = [Outgoing(event, cloudevent(event, source)) for event in events]
             try:
                 result = await broker.publish(batch)
             except Exception as exc:  # what was not acknowledged is published again, with the same ids
-                await failed(row, describe(exc, spec), woken)
+                await failed(describe(exc, spec))
                 continue
             failures = 0
             if result.acked:
-                await store.advance_sink(name, epoch=row.epoch, position=events[result.acked - 1].seq)
+                position = events[result.acked - 1].seq
                 published.inc(result.acked)
+                if loop.time() - saved_at >= SAVE_EVERY_S:
+                    await save()
             if result.refused is not None:
                 refused = result.refused.replace(urlsplit(spec.url).password or "\0", "***")
                 log.error("sink %s stopped: %s (rewind or resume it once the cause is fixed)", name, refused)
-                await store.set_sink_error(name, epoch=row.epoch, error=refused)
-                stopped_epoch = row.epoch
+                await save()
+                if row is not None:
+                    await store.set_sink_error(name, epoch=row.epoch, error=refused)
+                    stopped_epoch = row.epoch
+                    row = replace(row, last_error=refused)
     finally:
         await broker.close()
+        if row is not None:
+            try:
+                await asyncio.shield(save())
+            except Exception:  # the store is away: the next holder publishes these again
+                pass
 
 
 def sink_worker(spec: SinkSpec) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
