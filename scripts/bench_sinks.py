@@ -154,7 +154,7 @@ def ingest(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], a
                 "≥ 0.95×", verdict(ratio >= 0.95))]
 
 
-async def _e2e_one(server: bl.Served, tag: str, rate: float, seconds: float) -> tuple[float, float, int, int]:
+async def _e2e_one(server: bl.Served, tag: str, rate: float, seconds: float, run: str) -> tuple[float, float, int, int]:
     import nats
 
     arrivals: dict[str, float] = {}
@@ -165,7 +165,7 @@ async def _e2e_one(server: bl.Served, tag: str, rate: float, seconds: float) -> 
 
     await nc.subscribe(f"b{tag}.>", cb=got)
     try:
-        keys = [f"sinks-e2e-{tag}-{i}" for i in range(int(rate * seconds))]
+        keys = [f"sinks-e2e-{tag}-{run}-{i}" for i in range(int(rate * seconds))]
         records = await bl.open_loop(server.port, bl.HOOK_PATH, bl.pixazo_webhook, keys, rate=rate)
         accepted = [r for r in records if r.status is not None and 200 <= r.status < 300]
         deadline = time.perf_counter() + 30
@@ -196,8 +196,8 @@ def e2e(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -> l
                                env=bl.receiver_env(plan.workdir / "sinks-e2e.db", **extra))
             try:
                 server.start()
-                asyncio.run(_e2e_one(server, tag, plan.e2e_rate, plan.warmup_seconds))
-                p50, p99, arrived, sent = asyncio.run(_e2e_one(server, tag, plan.e2e_rate, plan.e2e_seconds))
+                asyncio.run(_e2e_one(server, tag, plan.e2e_rate, plan.warmup_seconds, "warm"))
+                p50, p99, arrived, sent = asyncio.run(_e2e_one(server, tag, plan.e2e_rate, plan.e2e_seconds, "run"))
             finally:
                 server.stop()
                 asyncio.run(_cleanup("nats", tag))
