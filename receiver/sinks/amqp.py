@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import aio_pika
+import aiormq
 import aiormq.exceptions
+from pamqp import commands as spec
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
@@ -20,6 +22,7 @@ class AmqpBroker:
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._raw: aiormq.Channel | None = None
 
     async def connect(self) -> None:
         # A plain (not robust) connection: the loop reconnects and publishes again from the position.
@@ -27,15 +30,21 @@ class AmqpBroker:
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
         self._exchange = await self._channel.declare_exchange(
             self.spec.target, aio_pika.ExchangeType.TOPIC, durable=True, timeout=ACK_TIMEOUT_S)
+        # Published on aiormq's channel itself with wait=False: aio-pika's `publish` holds the channel's lock
+        # until each message is written to the socket, so a batch would go out one write at a time.
+        raw = await self._channel.get_underlay_channel()
+        assert isinstance(raw, aiormq.Channel)
+        self._raw = raw
 
     async def publish(self, batch: list[Outgoing]) -> Published:
-        exchange = self._exchange
-        assert exchange is not None, "connect() first"
+        raw = self._raw
+        assert raw is not None, "connect() first"
         # Pipelined: every message goes out before the first confirm is awaited; confirms come in order.
-        tasks = [asyncio.ensure_future(exchange.publish(
-            aio_pika.Message(item.body, content_type=CONTENT_TYPE, message_id=str(item.event.seq),
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT, type=item.event.type),
-            routing_key=item.event.type, mandatory=False, timeout=ACK_TIMEOUT_S)) for item in batch]
+        tasks = [asyncio.ensure_future(raw.basic_publish(
+            item.body, exchange=self.spec.target, routing_key=item.event.type, mandatory=False, wait=False,
+            timeout=ACK_TIMEOUT_S, properties=spec.Basic.Properties(
+                content_type=CONTENT_TYPE, delivery_mode=2, message_id=str(item.event.seq), message_type=item.event.type),
+        )) for item in batch]
         acked = 0
         try:
             for item, task in zip(batch, tasks):
@@ -53,7 +62,7 @@ class AmqpBroker:
         return Published(acked)
 
     async def close(self) -> None:
-        connection, self._connection, self._channel, self._exchange = self._connection, None, None, None
+        connection, self._connection, self._channel, self._exchange, self._raw = self._connection, None, None, None, None
         if connection is not None:
             try:
                 await asyncio.wait_for(connection.close(), CONNECT_TIMEOUT_S)
