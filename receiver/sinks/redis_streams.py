@@ -61,10 +61,15 @@ class RedisBroker:
         return Published(acked)
 
     async def _holds(self, client: aioredis.Redis, item: Outgoing) -> bool:
-        """Whether the stream already has this event at its id (a repeat after an unacknowledged write)."""
+        """Whether the stream already has this event at its id (a repeat after an unacknowledged write): the
+        same type and job. Not the same bytes: another replica, or a changed RECEIVER_PUBLIC_URL, may have
+        written it with another `source`."""
         entry_id = f"{item.event.seq}-0"
         entries: Any = await client.xrange(self.spec.target, min=entry_id, max=entry_id, count=1)
-        return bool(entries) and bool(entries[0][1]) and entries[0][1].get(b"event") == item.body
+        if not entries or not entries[0][1]:
+            return False
+        fields = entries[0][1]
+        return bool(fields.get(b"type") == item.event.type.encode() and fields.get(b"subject") == item.event.job_id.encode())
 
     async def close(self) -> None:
         client, self._client = self._client, None

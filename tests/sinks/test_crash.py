@@ -75,7 +75,9 @@ async def test_sigkill_mid_backlog_then_restart(tmp_path: Path, broker: TestBrok
 
 async def test_failover_between_replicas(tmp_path: Path, broker: TestBroker, slow_proxy: TcpProxy,
                                          postgres_url: str) -> None:
-    env = process_env(tmp_path, RECEIVER_DATABASE_URL=postgres_url, RECEIVER_SINKS=broker.url(slow_proxy.port))
+    # Replicas behind one load balancer share their public URL, so a repeat from the other is the same CloudEvent.
+    env = process_env(tmp_path, RECEIVER_DATABASE_URL=postgres_url, RECEIVER_SINKS=broker.url(slow_proxy.port),
+                      RECEIVER_PUBLIC_URL="https://receiver.example")
     first, second = ReceiverProcess(env), ReceiverProcess(env)
     await asyncio.to_thread(first.start)
     try:

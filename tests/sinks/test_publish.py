@@ -223,3 +223,26 @@ async def test_api_token_required_and_listing_hides_password(tmp_path: Path) -> 
             assert listed["url"] == "amqp://guest:***@127.0.0.1:1/?exchange=hidden"
             body = (await api.get("/v1/sinks")).text + (await client.get("/asyncapi.json")).text
             assert "s3cretpw" not in body
+
+
+async def test_redis_repeat_written_with_another_source_is_still_the_event(tmp_path: Path) -> None:
+    """A replica with another public URL (or a changed one) repeats an event already in the stream: the same
+    id, type and job is the same event, published; it does not stop the sink."""
+    from tests.sinks.brokers import require
+
+    await require("redis")
+    broker = TestBroker("redis")
+    try:
+        async with serve_app(app_for(tmp_path, broker.url())) as server, server.client() as client, \
+                server.api() as api:
+            await fire(client, "pix_src", 3)
+            await drained(api, broker.sink_name, 3)
+        settings = make_settings(tmp_path, sinks=broker.url(), public_url="https://elsewhere.example")
+        async with serve_app(create_app(settings)) as server, server.api() as api:
+            assert (await api.post(f"/v1/sinks/{broker.sink_name}/rewind", json={"last_event_id": 0})).status_code == 200
+            await drained(api, broker.sink_name, 3)
+            assert (await sink(api, broker.sink_name))["state"] == "ok"
+        got = await broker.messages()
+        assert [m.broker_id for m in got] == ["1-0", "2-0", "3-0"] and {m.event["source"] for m in got} == {PUBLIC}
+    finally:
+        await broker.cleanup()
