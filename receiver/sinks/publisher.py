@@ -10,7 +10,7 @@ import asyncio
 import logging
 from dataclasses import replace
 from typing import Any, Callable, Coroutine
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from receiver import logs
 from receiver.backoff import exponential
@@ -51,10 +51,19 @@ def make_broker(spec: SinkSpec) -> Broker:
 def describe(exc: BaseException, spec: SinkSpec) -> str:
     """An error as text fit for logs and `/v1/sinks`: never the password of the sink's URL."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return hide_secrets(text, spec)[:500]
+
+
+def passwords(spec: SinkSpec) -> tuple[str, ...]:
+    """The URL's password as written and decoded (a client library may show either)."""
     password = urlsplit(spec.url).password
-    if password:
-        text = text.replace(password, "***")
-    return text[:500]
+    return (password, unquote(password)) if password else ()
+
+
+def hide_secrets(text: str, spec: SinkSpec) -> str:
+    for secret in passwords(spec):
+        text = text.replace(secret, "***")
+    return text
 
 
 def state_of(row: SinkRow) -> str:
@@ -172,7 +181,7 @@ async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[Sink
                 if loop.time() - saved_at >= SAVE_EVERY_S:
                     await save()
             if result.refused is not None:
-                refused = result.refused.replace(urlsplit(spec.url).password or "\0", "***")
+                refused = hide_secrets(result.refused, spec)
                 log.error("sink %s stopped: %s (rewind or resume it once the cause is fixed)", name, refused)
                 await save()
                 if row is not None:
@@ -202,7 +211,7 @@ async def run_sinks(runtime: Runtime) -> None:
     specs = runtime.settings.sink_specs
     for spec in specs:  # series at 0 from the start, so rate() and alerts see them before the first event
         runtime.metrics.sink_published.labels(spec.name)
-    logs.protect(*(urlsplit(spec.url).password for spec in specs))
+    logs.protect(*(secret for spec in specs for secret in passwords(spec)))
 
     async def one(spec: SinkSpec) -> None:
         # Another replica publishes; nothing to do but stand by (its state is in the store).

@@ -70,3 +70,11 @@ def test_bad_sink_url_stops_serve_with_one_line(tmp_path: Path, value: str) -> N
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "RECEIVER_SINKS" in lines[0] and "u:***@h" in lines[0], done.stderr
     assert "hunter22" not in done.stderr + done.stdout
+
+
+def test_error_text_never_shows_the_password() -> None:
+    from receiver.sinks.publisher import describe
+
+    spec = parse_sink_url("amqp://u:p%40ss@h/")
+    text = describe(ConnectionError("login refused for u:p@ss (p%40ss)"), spec)
+    assert "p@ss" not in text and "p%40ss" not in text and text.startswith("ConnectionError: login refused for u:***")
