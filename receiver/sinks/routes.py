@@ -134,8 +134,8 @@ def asyncapi_document(specs: tuple[SinkSpec, ...]) -> dict[str, Any]:
     from receiver.openapi import JobOut  # the one job schema, shared with /openapi.json
 
     _, defs = models_json_schema([(JobOut, "serialization")], ref_template="#/components/schemas/{model}")
-    servers = {_key(s): {"host": f"{s.host}:{s.port}", "protocol": _PROTOCOLS[s.kind],
-                         "description": s.shown} for s in specs}
+    # Host and port only: the document is public, like /openapi.json, and a user name is nobody's business.
+    servers = {_key(s): {"host": f"{s.host}:{s.port}", "protocol": _PROTOCOLS[s.kind]} for s in specs}
     channels = {_key(s): _channel(s) for s in specs}
     operations = {f"publish_{_key(s)}": {"action": "send", "channel": {"$ref": f"#/channels/{_key(s)}"},
                                          "messages": [{"$ref": f"#/channels/{_key(s)}/messages/jobEvent"}]}
