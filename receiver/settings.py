@@ -15,6 +15,7 @@ from receiver.media.target import parse_media_url
 from receiver.providers import REGISTRY
 from receiver.relay.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.util.urls import check_callback_url
+from receiver.sinks.urls import SinkSpec, parse_sinks
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_PREFIX = "RECEIVER_"
@@ -90,6 +91,9 @@ class Settings(BaseSettings):
     media_max_bytes: int = Field(default=52_428_800, gt=0)
     media_allow_private: bool = False
 
+    # Pipelines (receiver.sinks): comma-separated nats://, redis:// and amqp:// URLs.
+    sinks: str = ""
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
@@ -141,6 +145,16 @@ class Settings(BaseSettings):
         if value is not None:
             parse_media_url(value)  # raises ValueError naming the problem
         return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks(cls, value: str) -> str:
+        parse_sinks(value)  # raises ValueError naming the bad URL, its password hidden
+        return value
+
+    @property
+    def sink_specs(self) -> tuple[SinkSpec, ...]:
+        return parse_sinks(self.sinks)
 
     @field_validator("default_callback_url", "public_url")
     @classmethod

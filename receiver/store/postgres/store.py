@@ -43,6 +43,7 @@ from receiver.store.postgres.mirror import PostgresMirror, insert_mirror_tasks
 from receiver.store.schema import POSTGRES
 from receiver.store.postgres.work import PostgresWork
 from receiver.store.postgres.jobs import PostgresJobActions
+from receiver.store.postgres.sinks import PostgresSinks
 
 log = logging.getLogger("receiver.store")
 T = TypeVar("T")
@@ -101,7 +102,7 @@ def describe(url: str) -> str:
         return "(unreadable URL)"
 
 
-class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRefusals):
+class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRefusals, PostgresSinks):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0

@@ -42,6 +42,7 @@ from receiver.store.sqlite.file import CHECKPOINT_BUSY_MS, FileLock, keep_wal_bo
 from receiver.store.sqlite.work import SQLiteWork
 from receiver.store.sqlite.writes import STATEMENT_CACHE, flush, load_jobs
 from receiver.store.sqlite.jobs import SQLiteJobActions
+from receiver.store.sqlite.sinks import SQLiteSinks
 
 log = logging.getLogger("receiver.store")
 
@@ -49,7 +50,7 @@ T = TypeVar("T")
 BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
 
 
-class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals):
+class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQLiteSinks):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
