@@ -52,7 +52,8 @@ def to_postgres(sql: str) -> str:
             n += 1
             out.append(f"${n}")
             i += 1
-        elif c == "$" and i + 1 < end and sql[i + 1].isdigit():
+        elif c == "$" and sql[i + 1:i + 2].isdigit() and not (i and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+            # (after a letter, digit or `_` it is part of a name: PostgreSQL allows `$` inside identifiers)
             raise ValueError(f"a $n placeholder in a statement written with ? marks: {sql!r}")
         else:
             out.append(c)

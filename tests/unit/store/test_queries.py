@@ -30,6 +30,7 @@ from receiver.store.queries import Statement, shared, to_postgres
     # A cast after a mark stays a cast; a `$` not followed by a digit is not a placeholder.
     ("SELECT * FROM unnest(?::text[], ?::float8[])", "SELECT * FROM unnest($1::text[], $2::float8[])"),
     ("SELECT a$b FROM t WHERE x = ?", "SELECT a$b FROM t WHERE x = $1"),
+    ("SELECT a$1, b_$2 FROM t WHERE x = ?", "SELECT a$1, b_$2 FROM t WHERE x = $1"),
     # Ten marks and more: `$10` after `$9`.
     ("SELECT " + ", ".join("?" * 11), "SELECT " + ", ".join(f"${n}" for n in range(1, 12))),
 ])
