@@ -166,11 +166,8 @@ def attempt_from_row(r: Any) -> Attempt:
                    orjson.loads(r[8]) if r[8] is not None else None, bytes(r[9]) if r[9] is not None else None)
 
 
-BACKLOG_SQL = "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'"  # the same in both
-
-
 def backlog_from_rows(rows: list[Any]) -> tuple[int, float | None]:
-    """(pending messages, created_at of the oldest) from the rows of BACKLOG_SQL."""
+    """(pending messages, created_at of the oldest) from the rows of `queries.BACKLOG`."""
     return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
 
 
