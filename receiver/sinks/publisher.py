@@ -10,7 +10,6 @@ import asyncio
 import logging
 from dataclasses import replace
 from typing import Any, Callable, Coroutine
-from urllib.parse import unquote, urlsplit
 
 from receiver import logs
 from receiver.util.backoff import exponential
@@ -23,7 +22,7 @@ from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Broker, Outgoi
 from receiver.sinks.envelope import cloudevent
 from receiver.sinks.nats import NatsBroker
 from receiver.sinks.redis_streams import RedisBroker
-from receiver.sinks.urls import SinkSpec
+from receiver.sinks.urls import SinkSpec, credentials
 from receiver.store.base import SinkRow
 
 log = logging.getLogger("receiver.sinks")
@@ -55,9 +54,8 @@ def describe(exc: BaseException, spec: SinkSpec) -> str:
 
 
 def passwords(spec: SinkSpec) -> tuple[str, ...]:
-    """The URL's password as written and decoded (a client library may show either)."""
-    password = urlsplit(spec.url).password
-    return (password, unquote(password)) if password else ()
+    """The URL's secrets as written and decoded (a client library may show either)."""
+    return credentials(spec.url)
 
 
 def hide_secrets(text: str, spec: SinkSpec) -> str:

@@ -49,6 +49,17 @@ def test_hide_password() -> None:
     assert hide_password("amqp://user:pw@host:5672/v") == "amqp://user:***@host:5672/v"
     assert hide_password("redis://:pw@host") == "redis://:***@host"
     assert hide_password("nats://host") == "nats://host"
+    assert hide_password("nats://s3cr3tT0ken@host:4222/r") == "nats://***@host:4222/r"  # NATS's token form
+    for broken in ("amqp://user:pa/ss@host/vh", "amqp://user:pa#ss@host/", "amqp://user:pa?ss@host/"):
+        assert "pa" not in hide_password(broken).replace("amqp", ""), broken  # unparsable: scheme only
+
+
+def test_a_nats_token_is_a_secret_everywhere() -> None:
+    from receiver.sinks.publisher import describe
+
+    spec = parse_sink_url("nats://s3cr3tT0ken@127.0.0.1:4222/receiver")
+    assert "s3cr3tT0ken" not in spec.shown
+    assert "s3cr3tT0ken" not in describe(ConnectionError("auth s3cr3tT0ken refused"), spec)
 
 
 def test_cloudevent_splices_the_job_json() -> None:
@@ -61,15 +72,17 @@ def test_cloudevent_splices_the_job_json() -> None:
     assert body.endswith(b'"data":' + job.encode() + b"}")
 
 
-@pytest.mark.parametrize("value", ["kafka://u:hunter22@h/x", "amqp://u:hunter22@h:notaport/"])
-def test_bad_sink_url_stops_serve_with_one_line(tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize(("value", "shown"), [("kafka://u:hunter22@h/x", "u:***@h"),
+                                              ("amqp://u:hunter22@h:notaport/", "amqp://***"),
+                                              ("amqp://u:hun/ter22@h/vh", "amqp://***")])
+def test_bad_sink_url_stops_serve_with_one_line(tmp_path: Path, value: str, shown: str) -> None:
     env = process_env(tmp_path, RECEIVER_SINKS=value)
     done = subprocess.run([sys.executable, "-m", "receiver", "serve", "--port", "1"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "RECEIVER_SINKS" in lines[0] and "u:***@h" in lines[0], done.stderr
-    assert "hunter22" not in done.stderr + done.stdout
+    assert len(lines) == 1 and "RECEIVER_SINKS" in lines[0] and shown in lines[0], done.stderr
+    assert "hunter22" not in done.stderr + done.stdout and "ter22" not in done.stderr
 
 
 def test_error_text_never_shows_the_password() -> None:
