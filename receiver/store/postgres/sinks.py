@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from receiver.store.base import SinkRow
 from receiver.store.parts import Conn, PostgresPart
-from receiver.store.sqlite.sinks import SINK_COLUMNS, sink_from_row
+from receiver.store.rows import SINK_COLUMNS, new_epoch, sink_from_row
 
 
 class PostgresSinks(PostgresPart):
@@ -35,9 +35,9 @@ class PostgresSinks(PostgresPart):
         async def change(conn: Conn) -> SinkRow:
             await conn.execute("INSERT INTO sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name)
             row = await conn.fetchrow(
-                "UPDATE sinks SET epoch = epoch + 1, last_error = NULL, paused = COALESCE($1, paused), "
+                "UPDATE sinks SET epoch = epoch + $4, last_error = NULL, paused = COALESCE($1, paused), "
                 f"position = COALESCE($2, position) WHERE name = $3 RETURNING {SINK_COLUMNS}",
-                None if paused is None else int(paused), position, name)
+                None if paused is None else int(paused), position, name, new_epoch(paused, position))
             assert row is not None  # the row was just made if missing
             return sink_from_row(tuple(row))
 

@@ -6,16 +6,7 @@ import sqlite3
 
 from receiver.store.base import SinkRow
 from receiver.store.parts import SQLitePart
-
-SINK_COLUMNS = "name, position, epoch, paused, last_error, last_published_at"
-
-
-def sink_from_row(row: tuple[object, ...]) -> SinkRow:
-    name, position, epoch, paused, last_error, published_at = row
-    return SinkRow(str(name), int(position), int(epoch), bool(paused),  # type: ignore[call-overload]
-                   None if last_error is None else str(last_error),
-                   None if published_at is None else float(published_at))  # type: ignore[arg-type]
-
+from receiver.store.rows import SINK_COLUMNS, new_epoch, sink_from_row
 
 class SQLiteSinks(SQLitePart):
     """Methods of `SQLiteStore` (see `receiver.store.base.Store`)."""
@@ -47,9 +38,9 @@ class SQLiteSinks(SQLitePart):
         def change(db: sqlite3.Connection) -> SinkRow:
             db.execute("INSERT INTO sinks (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
             db.execute(
-                "UPDATE sinks SET epoch = epoch + 1, last_error = NULL, paused = COALESCE(?, paused), "
+                "UPDATE sinks SET epoch = epoch + ?, last_error = NULL, paused = COALESCE(?, paused), "
                 "position = COALESCE(?, position) WHERE name = ?",
-                (None if paused is None else int(paused), position, name))
+                (new_epoch(paused, position), None if paused is None else int(paused), position, name))
             return sink_from_row(tuple(db.execute(f"SELECT {SINK_COLUMNS} FROM sinks WHERE name = ?", (name,)).fetchone()))
 
         return await self._batch(change)

@@ -36,9 +36,12 @@ async def test_rows_positions_and_epochs(store: Store) -> None:
     row = (await store.sink_rows(["nats:A"]))["nats:A"]
     assert (row.position, row.last_error) == (2, None)
     paused = await store.change_sink("nats:A", paused=True)
-    assert paused.paused and paused.epoch == 2 and paused.position == 2
+    assert paused.paused and paused.epoch == 1 and paused.position == 2
+    # A pause does not fence the publisher off: what its broker acknowledged before it stopped is kept,
+    # so a resume does not publish it again (RabbitMQ would hold it twice).
+    assert await store.advance_sink("nats:A", epoch=1, position=4)
     resumed = await store.change_sink("nats:A", paused=False)
-    assert not resumed.paused and resumed.epoch == 3
+    assert not resumed.paused and resumed.epoch == 2 and resumed.position == 4
     assert (await store.sink_rows(["redis:b"]))["redis:b"].position == 0  # each sink its own row
 
 
