@@ -311,6 +311,8 @@ class Store(Protocol):
     # -- media objects kept in the database (receiver.media.db) ----------------------------------
 
     async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None: ...
+    async def has_media_object(self, key: str) -> bool:
+        """Whether an object named `key` is stored (without reading its bytes: HEAD and 304 ask this)."""
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
         """Chunk `seq` of the object named `key`; None when there is none."""
     async def name_media_upload(self, upload: str, key: str) -> None:

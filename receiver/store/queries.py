@@ -128,6 +128,7 @@ KEEP_MEDIA = shared(
     "INSERT INTO media (sha256, size, content_type, created_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (sha256) DO UPDATE SET created_at = excluded.created_at, deleted_at = NULL")
 MEDIA_OBJECT = shared(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = ?")
+MEDIA_NAMED = shared("SELECT 1 FROM media_names WHERE key = ?")
 MEDIA_CHUNK = shared("SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload "
                      "WHERE n.key = ? AND c.seq = ?")
 # A chunk written again (a retried write) keeps its row and created_at, on both.

@@ -13,7 +13,8 @@ from receiver.store.base import MediaObject, MirrorTask
 from receiver.store.mirror_fair import POSTGRES_ORIGIN, SCAN, full_origins, pick
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.queries import (
-    DROP_MEDIA_UPLOAD, JOB_KEY_BY_ID, KEEP_MEDIA, MEDIA_CHUNK, MEDIA_OBJECT, PUT_MEDIA_CHUNK, RETRY_MIRROR_TASK,
+    DROP_MEDIA_UPLOAD, JOB_KEY_BY_ID, KEEP_MEDIA, MEDIA_CHUNK, MEDIA_NAMED, MEDIA_OBJECT, PUT_MEDIA_CHUNK,
+    RETRY_MIRROR_TASK,
 )
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult, UnitOfWork, Writes
@@ -111,6 +112,9 @@ class PostgresMirror(PostgresPart):
 
     async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
         await self._tx(lambda conn: conn.execute(PUT_MEDIA_CHUNK.postgres, upload, seq, data, self.clock()))
+
+    async def has_media_object(self, key: str) -> bool:
+        return bool(await self._fetch(MEDIA_NAMED.postgres, key))
 
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
         rows = await self._fetch(MEDIA_CHUNK.postgres, key, seq)

@@ -9,7 +9,8 @@ from receiver.store.base import Changes, MediaObject, MirrorTask
 from receiver.store.mirror_fair import SCAN, SQLITE_ORIGIN, full_origins, pick
 from receiver.store.parts import SQLitePart
 from receiver.store.queries import (
-    DROP_MEDIA_UPLOAD, JOB_KEY_BY_ID, KEEP_MEDIA, MEDIA_CHUNK, MEDIA_OBJECT, PUT_MEDIA_CHUNK, RETRY_MIRROR_TASK,
+    DROP_MEDIA_UPLOAD, JOB_KEY_BY_ID, KEEP_MEDIA, MEDIA_CHUNK, MEDIA_NAMED, MEDIA_OBJECT, PUT_MEDIA_CHUNK,
+    RETRY_MIRROR_TASK,
 )
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult
@@ -91,6 +92,9 @@ class SQLiteMirror(SQLitePart):
     async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
         now = self.clock()
         await self._batch(lambda db: db.execute(PUT_MEDIA_CHUNK.sqlite, (upload, seq, data, now)))
+
+    async def has_media_object(self, key: str) -> bool:
+        return bool(await self._fetch(MEDIA_NAMED.sqlite, (key,)))
 
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
         rows = await self._fetch(MEDIA_CHUNK.sqlite, (key, seq))

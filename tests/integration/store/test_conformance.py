@@ -668,3 +668,14 @@ async def test_a_media_chunk_written_again_keeps_the_new_bytes_and_its_first_tim
     await store.put_media_chunk("cut", 0, b"y")
     assert await store.forget_media_uploads(older_than=first + 150) == 1
     assert await store.forget_media_uploads(older_than=clock.now + 1) == 0
+
+
+async def test_a_media_object_is_known_by_name_alone(open_stores: Opener) -> None:
+    store = await open_stores()
+    assert not await store.has_media_object("objects/none")
+    await store.put_media_chunk("up", 0, b"bytes")
+    assert not await store.has_media_object("objects/up")  # an unnamed upload is not an object yet
+    await store.name_media_upload("up", "objects/up")
+    assert await store.has_media_object("objects/up")
+    await store.delete_media_object("objects/up")
+    assert not await store.has_media_object("objects/up")
