@@ -50,7 +50,7 @@ from receiver.ingest.oxen_stream import run_oxen_consumer
 from receiver.ingest.reconciler import run_reconciler
 from receiver.ingest.timeouts import run_job_timeouts
 from receiver.refusals import run_refusals
-from receiver.sinks import routes as sink_routes
+from receiver.api import sinks as sink_routes
 from receiver.sinks.publisher import run_sinks
 from receiver.errors import ReceiverError, StoreError, StoreUnavailable
 from receiver.front import Receiver

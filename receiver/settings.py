@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     lumenfall_webhook_secret: SecretStr | None = None
 
     # Media mirroring (receiver.media.mirror): `off`, `db`, a directory, file:///dir or s3://bucket/prefix;
-    # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media_target.default_media_url).
+    # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media.target.default_media_url).
     media_url: str | None = None
     media_retention_days: float = Field(default=30.0, ge=0)  # 0 keeps objects forever; floats allowed
     media_max_bytes: int = Field(default=52_428_800, gt=0)

@@ -15,7 +15,7 @@ from receiver.api.generations import Generate
 from receiver.api.idempotency import MAX_KEY_LENGTH
 from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName, ReceiptSource, StreamState
 from receiver.web.validation import PatchJob, RedeliverTo, Redeliveries, RegisterJob
-from receiver.sinks.routes import Rewind
+from receiver.api.sinks import Rewind
 
 # -- answers ---------------------------------------------------------------------------------------
 

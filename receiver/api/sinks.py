@@ -131,7 +131,7 @@ def _key(spec: SinkSpec) -> str:
 
 def asyncapi_document(specs: tuple[SinkSpec, ...]) -> dict[str, Any]:
     """AsyncAPI 3.0: each configured sink a channel; the payload's `data` is the job schema of `/openapi.json`."""
-    from receiver.api.openapi import JobOut  # the one job schema, shared with /openapi.json
+    from receiver.api.openapi import JobOut  # the one job schema, shared with /openapi.json (imported late: it imports this module)
 
     _, defs = models_json_schema([(JobOut, "serialization")], ref_template="#/components/schemas/{model}")
     # Host and port only: the document is public, like /openapi.json, and a user name is nobody's business.
