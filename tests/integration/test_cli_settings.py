@@ -94,6 +94,7 @@ def test_info_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # as `| head -2` does once it has its lines (here before any)
     err = proc.stderr.read().decode()
+    proc.stderr.close()
     assert proc.wait(60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 

@@ -11,7 +11,7 @@ import httpx
 
 from tests.support import WEBHOOK_TOKEN, ReceiverProcess, process_env
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def curl_examples() -> dict[str, tuple[dict[str, str], bytes]]:

@@ -96,7 +96,7 @@ async def test_completions_on_the_stream_finish_jobs(receiver: RunningServer, fa
     fake.refuse_streams = 503  # register while disconnected, so the catch-up poll runs before any completion
     fake.drop()
     await wait_state(receiver, "connecting")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         ok_job, bad_job = await register(api, ok_id), await register(api, bad_id)
         fake.refuse_streams = None
         await wait_state(receiver, "connected")
@@ -134,7 +134,7 @@ async def test_completion_before_registration_is_claimed(receiver: RunningServer
     generation_id = fake_oxen.submit()
     await wait_state(receiver, "connected")
     fake_oxen.complete(generation_id)
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         await eventually(lambda: receipts(api, outcome="applied"), what="stream receipt")
         response = await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation_id})
         assert response.status_code == 200  # the job already existed, made by the completion
@@ -147,7 +147,7 @@ async def test_garbage_is_kept_as_invalid_and_the_consumer_goes_on(
     fake = fake_oxen
     generation_id = fake.submit()
     await wait_state(receiver, "connected")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         fake.emit(COMPLETED, "this is {not json")
         fake.emit(COMPLETED, {"status": "succeeded", "url": "https://cdn.oxen.test/x.png"})  # no generation_id
@@ -187,7 +187,7 @@ async def test_a_failed_store_write_reconnects_and_polling_recovers(
     monkeypatch.setattr(store, "apply", apply_failing_once)
     generation_id = fake_oxen.submit()
     await wait_state(receiver, "connected")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         fake_oxen.complete(generation_id)
         await job_when(api, job_id, "succeeded")
@@ -201,7 +201,7 @@ async def test_nothing_is_lost_across_a_drop(receiver: RunningServer, fake_oxen:
     fake = fake_oxen
     await wait_state(receiver, "connected")
     ok_id, bad_id, later_id = fake.submit(), fake.submit(), fake.submit()
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         jobs = {g: await register(api, g) for g in (ok_id, bad_id, later_id)}
         fake.refuse_streams = 503
         assert fake.drop(abort=abort) == 1
@@ -249,7 +249,7 @@ async def test_a_stall_is_detected_and_reconnected(
     assert f"no data from Oxen for {FAST_TUNING.stall_timeout_s:g} s: stalled connection" in caplog.text
 
     generation_id = fake.submit()
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         await wait_state(receiver, "connected")
         fake.complete(generation_id)
@@ -327,7 +327,7 @@ async def test_cancelled_generation_is_seen_by_polling(receiver: RunningServer, 
     fake = fake_oxen
     generation_id = fake.submit()
     await wait_state(receiver, "connected")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         fake.cancel(generation_id)  # no event: the stream never says so
         assert not fake.lost
