@@ -44,7 +44,7 @@ class PostgresWork(PostgresPart):
             "SELECT seq FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 "
             "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
             f"FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}",
-            now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit))
+            now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit), single=True)
         for r in rows:
             self._held[r[0]] = now + lease_s
         return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_at)
