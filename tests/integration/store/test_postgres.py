@@ -102,7 +102,7 @@ async def test_the_job_lookup_is_planned_for_the_table_as_it_grows(postgres_url:
               "(SELECT * FROM unnest($1::text[], $2::text[]))")
     store = await open_store(postgres_url)
     try:
-        async with store._connection() as conn:
+        async with store._connection() as conn:  # type: ignore[attr-defined]
             await conn.execute(f"PREPARE lookup(text[], text[]) AS {lookup}")
             keys = "('{pixazo,pixazo}', '{p_1,p_2}')"
             await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
