@@ -146,3 +146,42 @@ async def test_the_next_due_message_does_not_read_the_backlog(postgres_url: str)
     finally:
         await store.close()
     assert "messages_due" in plan and "messages_leased" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_a_conflict_inside_the_write_call_is_retried(postgres_url: str) -> None:
+    """A writer that does not take the key lock inserts the job a webhook is about to create: the group
+    commit's insert inside `receiver_write` waits for it, fails with a unique violation once it commits,
+    and the whole transaction is tried again, which then finds the job and finishes it: within the one
+    group commit, not by the fallback that commits each write of a failed batch alone."""
+    store = await PostgresStore(postgres_url).open()
+    other = await asyncpg.connect(postgres_url)
+    try:
+        commits = store._commits
+        assert commits is not None
+        commit, calls = commits._commit, []
+
+        async def counted(batch: list[Item]) -> list[Any]:
+            calls.append(len(batch))
+            return await commit(batch)
+
+        commits._commit = counted
+        insert = other.transaction()
+        await insert.start()
+        await other.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                            "VALUES ('job_theirs', 'pixazo', 'dup', 'pending', 0)")
+        applying = asyncio.create_task(store.apply(*webhook("dup")))
+        for _ in range(400):  # until the store's insert waits for ours
+            if await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the store's write never waited for the other insert")
+        assert not applying.done()
+        await insert.commit()
+        result = await asyncio.wait_for(applying, 30)
+        job = await store.get_job("job_theirs")
+    finally:
+        await other.close()
+        await store.close()
+    assert result.job_ids == ["job_theirs"] and calls == [1]
+    assert job is not None and job.status is JobStatus.SUCCEEDED
