@@ -50,6 +50,8 @@ from receiver.ingest.oxen_stream import run_oxen_consumer
 from receiver.ingest.reconciler import run_reconciler
 from receiver.ingest.timeouts import run_job_timeouts
 from receiver.refusals import run_refusals
+from receiver.api import sinks as sink_routes
+from receiver.sinks.publisher import run_sinks
 from receiver.errors import ReceiverError, StoreError, StoreUnavailable
 from receiver.front import Receiver
 from receiver.leader import lead
@@ -96,6 +98,8 @@ def workers_for(settings: Settings) -> list[Worker]:
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_leader)
     workers.append(run_mirror)  # with mirroring off it only settles tasks queued while it was on
+    if settings.sinks:
+        workers.append(run_sinks)
     return workers
 
 
@@ -179,6 +183,10 @@ def api_routes() -> list[Route]:
         Route("/refusals", api.list_refusals, methods=["GET"]),
         Route("/events", events.stream_events, methods=["GET"]),
         Route("/stats", inspector.stats, methods=["GET"]),
+        Route("/sinks", sink_routes.list_sinks, methods=["GET"]),
+        Route("/sinks/{name}/rewind", sink_routes.rewind, methods=["POST"]),
+        Route("/sinks/{name}/pause", sink_routes.pause, methods=["POST"]),
+        Route("/sinks/{name}/resume", sink_routes.resume, methods=["POST"]),
     ]
 
 
@@ -223,6 +231,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),
         Route("/openapi.json", openapi.openapi_json),
+        Route("/asyncapi.json", sink_routes.asyncapi_json),
         Mount("/v1", routes=api_routes(), middleware=[Middleware(BearerAuth)]),
         inspector.ui_mount(),
         Route("/media/{rest:path}", serve_media, methods=["GET", "HEAD"]),

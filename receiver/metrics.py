@@ -59,6 +59,10 @@ class Metrics:
         self.oldest_pending_age = Gauge(
             "receiver_delivery_oldest_pending_age_seconds", "Age of the oldest undelivered callback message", registry=r
         )
+        self.sink_lag = Gauge("receiver_sink_lag_events", "Events not yet acknowledged by the sink's broker",
+                              ["sink"], registry=r)
+        self.sink_published = Counter("receiver_sink_published", "Events published to the sink by this replica "
+                                      "(acknowledged by its broker)", ["sink"], registry=r)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, …
         # Series that exist from the start, at 0, so that rate() and alerts see them before the first event.
         for outcome in get_args(AttemptOutcome):

@@ -15,6 +15,7 @@ from receiver.media.target import parse_media_url
 from receiver.providers import REGISTRY
 from receiver.relay.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.util.urls import check_callback_url
+from receiver.sinks.urls import SinkSpec, parse_sinks
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_PREFIX = "RECEIVER_"
@@ -84,11 +85,14 @@ class Settings(BaseSettings):
     lumenfall_webhook_secret: SecretStr | None = None
 
     # Media mirroring (receiver.media.mirror): `off`, `db`, a directory, file:///dir or s3://bucket/prefix;
-    # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media_target.default_media_url).
+    # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media.target.default_media_url).
     media_url: str | None = None
     media_retention_days: float = Field(default=30.0, ge=0)  # 0 keeps objects forever; floats allowed
     media_max_bytes: int = Field(default=52_428_800, gt=0)
     media_allow_private: bool = False
+
+    # Pipelines (receiver.sinks): comma-separated nats://, redis:// and amqp:// URLs.
+    sinks: str = ""
 
     @field_validator("retry_schedule", mode="before")
     @classmethod
@@ -141,6 +145,16 @@ class Settings(BaseSettings):
         if value is not None:
             parse_media_url(value)  # raises ValueError naming the problem
         return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks(cls, value: str) -> str:
+        parse_sinks(value)  # raises ValueError naming the bad URL, its password hidden
+        return value
+
+    @property
+    def sink_specs(self) -> tuple[SinkSpec, ...]:
+        return parse_sinks(self.sinks)
 
     @field_validator("default_callback_url", "public_url")
     @classmethod

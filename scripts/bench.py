@@ -28,6 +28,9 @@
    SQLite, and the bare endpoint, alternated, each under the same load (two generators of half the
    connections each); ratios to the bare endpoint, PostgreSQL's own CPU, commits per webhook, peak RSS.
 10. pg-e2e: webhook → callback latency at a fixed 200 req/s on PostgreSQL (1 replica) and on SQLite, alternated.
+11. sinks: publishing to brokers (RECEIVER_SINKS): a 100k-event backlog drained per broker, ingest with two
+    sinks ÷ without, webhook → CloudEvent at a NATS subscriber at 200 req/s on SQLite and PostgreSQL
+    (bench_sinks.py).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from scripts import bench_media, benchclient, benchpg
+from scripts import bench_media, bench_sinks, benchclient, benchpg
 from scripts import benchlib as bl
 
 INSTALL_WRK = ("wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
@@ -670,12 +673,20 @@ def bench_pg_e2e(plan: Plan) -> list[Row]:
     return rows
 
 
+# -- 11. pipelines: publishing to brokers ---------------------------------------------------------------------
+
+
+def bench_sinks_run(plan: Plan) -> list[Row]:
+    return bench_sinks.run(plan, Row, verdict, alternate)
+
+
 # -- the table --------------------------------------------------------------------------------------------
 
 BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
     "ingest": bench_ingest, "e2e": bench_e2e, "stream": bench_stream, "growth": bench_growth,
     "drain": bench_drain, "logging": bench_logging, "client": bench_client, "media": bench_media_mirror,
     "pg-ingest": bench_pg_ingest, "pg-e2e": bench_pg_e2e, "pg-drain": bench_pg_drain, "pg-logging": bench_pg_logging,
+    "sinks": bench_sinks_run,
 }
 
 

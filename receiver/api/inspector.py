@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from receiver.errors import StoreError
 from receiver.web.http import http_error
 from receiver.runtime import Runtime
+from receiver.sinks.publisher import sinks_listing
 from receiver.store import describe_store
 from receiver.web.validation import known_params
 
@@ -81,4 +82,5 @@ async def stats(request: Request) -> Response:
         "oxen_stream": runtime.oxen.state, "oxen_stream_error": runtime.oxen.last_error,
         "jobs": await runtime.store.job_counts(),
         "delivery_backlog": {"count": count, "oldest_age_s": age},
+        "sinks": await sinks_listing(runtime),
     })

@@ -15,6 +15,7 @@ from receiver.api.generations import Generate
 from receiver.api.idempotency import MAX_KEY_LENGTH
 from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName, ReceiptSource, StreamState
 from receiver.web.validation import PatchJob, RedeliverTo, Redeliveries, RegisterJob
+from receiver.api.sinks import Rewind
 
 # -- answers ---------------------------------------------------------------------------------------
 
@@ -143,6 +144,22 @@ class Backlog(BaseModel):
     oldest_age_s: float | None
 
 
+class SinkOut(BaseModel):
+    model_config = ConfigDict(title="Sink")
+
+    name: str
+    url: str
+    state: Literal["ok", "failing", "paused"]
+    last_event_id: int
+    lag: int
+    last_error: str | None
+    last_published_at: str | None
+
+
+class SinkList(BaseModel):
+    sinks: list[SinkOut]
+
+
 class StatsOut(BaseModel):
     model_config = ConfigDict(title="Stats")
 
@@ -154,6 +171,7 @@ class StatsOut(BaseModel):
     oxen_stream_error: str | None
     jobs: dict[str, int]
     delivery_backlog: Backlog
+    sinks: list[SinkOut] = []
 
 
 class ErrorOut(BaseModel):
@@ -165,9 +183,9 @@ class ErrorOut(BaseModel):
 
 # -- the document ----------------------------------------------------------------------------------
 
-_REQUESTS: list[type[BaseModel]] = [RegisterJob, Generate, PatchJob, RedeliverTo, Redeliveries]
+_REQUESTS: list[type[BaseModel]] = [RegisterJob, Generate, PatchJob, RedeliverTo, Redeliveries, Rewind]
 _ANSWERS: list[type[BaseModel]] = [JobOut, JobPage, Generated, Deliveries, Redelivered, Count, ReceiptPage, RefusalPage,
-                                   StatsOut, ErrorOut]
+                                   StatsOut, ErrorOut, SinkOut, SinkList]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -189,6 +207,7 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
 
 _TIME = {"type": "string", "description": "ISO 8601, e.g. 2026-11-21T10:00:00Z"}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SINK = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _PAGE = [_query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
          _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "next_cursor of the page before")]
 
@@ -265,6 +284,22 @@ def _paths() -> dict[str, Any]:
         "/v1/stats": {
             "get": _op("The store, jobs by status, the callback backlog (the Inspector's summary)",
                        {"200": _json(StatsOut, "the figures")}),
+        },
+        "/v1/sinks": {
+            "get": _op("Each configured sink: state, position, lag, last error", {"200": _json(SinkList, "the sinks")}),
+        },
+        "/v1/sinks/{name}/rewind": {
+            "post": _op("Publish again from an event id or a completion time", {
+                "200": _json(SinkOut, "the sink"), "404": _json(ErrorOut, "no such sink"),
+                "409": _json(ErrorOut, "last_event_id ahead of the store")}, body=Rewind, params=[_SINK]),
+        },
+        "/v1/sinks/{name}/pause": {
+            "post": _op("Stop publishing to a sink", {"200": _json(SinkOut, "the sink"),
+                                                       "404": _json(ErrorOut, "no such sink")}, params=[_SINK]),
+        },
+        "/v1/sinks/{name}/resume": {
+            "post": _op("Publish again (also after a refused message)", {
+                "200": _json(SinkOut, "the sink"), "404": _json(ErrorOut, "no such sink")}, params=[_SINK]),
         },
         "/v1/events": {
             "get": _op("Terminal jobs as Server-Sent Events", {

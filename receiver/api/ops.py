@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from receiver.errors import StoreError
 from receiver.metrics import CONTENT_TYPE
 from receiver.runtime import Runtime
+from receiver.sinks.publisher import refresh_sink_metrics
 
 log = logging.getLogger("receiver.api.ops")
 
@@ -36,5 +37,6 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
+    await refresh_sink_metrics(runtime)
     body = await runtime.metrics.render(runtime.store, stream_state=runtime.oxen.state)
     return Response(body, media_type=CONTENT_TYPE)

@@ -12,7 +12,9 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from receiver.web.http import BodyTooLarge, error, query_value, receive_body, receive_head, secret_equals
+from receiver.web.http import (
+    MAX_DECLARED_BYTES, BodyTooLarge, error, query_value, receive_body, receive_head, secret_equals,
+)
 from receiver.ingest.inbound import ingest, parse
 from receiver.models import Outcome, Receipt
 from receiver.providers import REGISTRY, WEBHOOK_PROVIDERS
@@ -87,14 +89,14 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code:
     await error(status, code, message)(scope, receive, send)
     declared = Headers(scope=scope).get("content-length")
     _keep(scope["state"]["runtime"], scope, status, code, message, head,
-          max(size, int(declared)) if declared and declared.isdigit() else size)
+          max(size, min(int(declared), MAX_DECLARED_BYTES)) if declared and declared.isdigit() else size)
 
 
 def _keep(runtime: Runtime, scope: Scope, status: int, reason: str, detail: str, body: bytes, size: int, *,
           receipt_id: int | None = None) -> None:
     """Queue a masked copy of a refused request for the store (never waits: see receiver.refusals)."""
     runtime.refusals.offer(Refusal(
-        provider=scope["path_params"]["provider"][:64], reason=reason, status=status, detail=detail,
+        provider=scope["path_params"]["provider"][:64], reason=reason, status=status, detail=detail[:512],
         method=scope["method"], path=scope["path"][:512], query=masked_query(scope["query_string"]),
         headers=masked_headers(scope["headers"]), body=body, body_bytes=size, received_at=runtime.store.clock(),
         receipt_id=receipt_id,

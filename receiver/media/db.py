@@ -57,7 +57,7 @@ class DbObjects:
         return Stored(sha256, size)
 
     async def exists(self, sha256: str) -> bool:
-        return await self.store.media_chunk(self.key(sha256), 0) is not None
+        return await self.store.has_media_object(self.key(sha256))
 
     async def read(self, sha256: str, *, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of an object, streamed; raises ObjectMissing at once when it is gone."""

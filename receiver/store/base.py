@@ -160,6 +160,19 @@ class FinishedFilter:
     delivery_status: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SinkRow:
+    """A sink's stored state: `position` is the last event id its broker acknowledged; `epoch` grows with
+    each rewind or resume, so a publisher's advance made before one is ignored."""
+
+    name: str
+    position: int = 0
+    epoch: int = 0
+    paused: bool = False
+    last_error: str | None = None
+    last_published_at: float | None = None
+
+
 class Store(Protocol):
     clock: Clock
     replica_id: str
@@ -298,6 +311,8 @@ class Store(Protocol):
     # -- media objects kept in the database (receiver.media.db) ----------------------------------
 
     async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None: ...
+    async def has_media_object(self, key: str) -> bool:
+        """Whether an object named `key` is stored (without reading its bytes: HEAD and 304 ask this)."""
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
         """Chunk `seq` of the object named `key`; None when there is none."""
     async def name_media_upload(self, upload: str, key: str) -> None:
@@ -306,3 +321,15 @@ class Store(Protocol):
     async def delete_media_object(self, key: str) -> None: ...
     async def forget_media_uploads(self, *, older_than: float) -> int:
         """Delete unnamed uploads (cut short by a crash) written before `older_than`; how many chunks went."""
+    # -- pipelines (receiver.sinks) ----------------------------------------------------------------
+
+    async def sink_rows(self, names: list[str]) -> dict[str, SinkRow]:
+        """The stored state of each named sink, created (position 0: every event) when missing."""
+    async def advance_sink(self, name: str, *, epoch: int, position: int) -> bool:
+        """Move the sink's position up to `position` and clear its error, unless a rewind or resume
+        changed its epoch since `epoch` was read; whether it moved."""
+    async def set_sink_error(self, name: str, *, epoch: int, error: str | None) -> None: ...
+    async def change_sink(self, name: str, *, paused: bool | None = None, position: int | None = None) -> SinkRow:
+        """Pause, resume or rewind (to `position`) a sink: a new epoch, its error cleared."""
+    async def event_seq_before(self, since: float) -> int:
+        """The position from which every event of a job that completed at or after `since` is published."""

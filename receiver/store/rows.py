@@ -8,7 +8,7 @@ import orjson
 
 from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, PROVIDERS, StoredReceipt, dumps, iso_time
 from receiver.store.base import (
-    PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask,
+    PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask, SinkRow,
 )
 from receiver.store.rules import NewReceipt
 
@@ -166,11 +166,8 @@ def attempt_from_row(r: Any) -> Attempt:
                    orjson.loads(r[8]) if r[8] is not None else None, bytes(r[9]) if r[9] is not None else None)
 
 
-BACKLOG_SQL = "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'"  # the same in both
-
-
 def backlog_from_rows(rows: list[Any]) -> tuple[int, float | None]:
-    """(pending messages, created_at of the oldest) from the rows of BACKLOG_SQL."""
+    """(pending messages, created_at of the oldest) from the rows of `queries.BACKLOG`."""
     return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
 
 
@@ -190,3 +187,19 @@ def media_from_row(r: Any) -> MediaObject:
 def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows as `width` column lists, for `INSERT … SELECT * FROM unnest($1::type[], …)`."""
     return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
+SINK_COLUMNS = "name, position, epoch, paused, last_error, last_published_at"
+
+
+def sink_from_row(row: tuple[object, ...]) -> SinkRow:
+    name, position, epoch, paused, last_error, published_at = row
+    return SinkRow(str(name), int(position), int(epoch), bool(paused),  # type: ignore[call-overload]
+                   None if last_error is None else str(last_error),
+                   None if published_at is None else float(published_at))  # type: ignore[arg-type]
+
+
+def new_epoch(paused: bool | None, position: int | None) -> int:
+    """How much a sink change moves its epoch: 1 for a rewind or a resume, whose position must win over a
+    publisher's older one; 0 for a pause, so the publisher still saves what its broker acknowledged."""
+    return 0 if paused is True and position is None else 1

@@ -17,6 +17,10 @@ from receiver.errors import ReceiverError
 log = logging.getLogger("receiver.web.http")
 
 
+# A Content-Length is whatever a client wrote: kept as a number a database column can hold.
+MAX_DECLARED_BYTES = 2**62
+
+
 class BodyTooLarge(ReceiverError):
     """A body over its limit (→ 413); `head` holds the first bytes read, if any (for the refusal record)."""
 
@@ -68,7 +72,7 @@ async def receive_body(receive: Receive, content_length: str | None, limit: int)
     """`read_body` for a plain ASGI endpoint: a declared length over `limit` is refused before any byte is
     read, a streamed one as soon as it passes it; a client that hangs up raises ClientDisconnect."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-        raise BodyTooLarge(size=int(content_length))
+        raise BodyTooLarge(size=min(int(content_length), MAX_DECLARED_BYTES))
     chunks: list[bytes] = []
     size = 0
     while True:

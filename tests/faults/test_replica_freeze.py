@@ -38,7 +38,8 @@ async def cluster_url() -> AsyncIterator[str]:
         if POSTGRES_REQUIRED:
             pytest.fail(problem)
         pytest.skip(problem)
-    async with own_cluster() as url:
+    async with own_cluster() as cluster:
+        url = cluster.url
         yield url
 
 
@@ -106,7 +107,7 @@ async def test_a_frozen_replica_holds_up_the_others_at_most_10s(cluster_url: str
         # Those sent at the freeze are answered within the bound of it; none waits longer than the bound.
         assert all(sent + took <= BOUND_S for sent, took, _ in answers[:8]), answers[:8]
         assert max(took for _, took, _ in answers) <= BOUND_S, answers
-        assert len(answers) > 8 + 20  # the answers after the freeze came one after another, promptly
+        assert any(sent > BOUND_S for sent, _, _ in answers[8:]), answers  # and went on past the bound, all 200
         assert ready == 200
         assert frozen.alive  # still there, still frozen: nothing waited for it to come back
     finally:

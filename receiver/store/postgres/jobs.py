@@ -11,6 +11,9 @@ import orjson
 from receiver.models import Job, JobStatus, dumps
 from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
 from receiver.store.parts import Conn, PostgresPart
+from receiver.store.queries import (
+    DISCARD_JOB, FINISH_IDEMPOTENCY_KEY, JOB_KEY_BY_ID, MESSAGE_BY_ID, PRUNE_IDEMPOTENCY_KEYS, RELEASE_IDEMPOTENCY_KEY,
+)
 from receiver.store.rows import MESSAGE_COLUMNS, columns, finished_filter_sql, message_from_row
 from receiver.store.rules import UnitOfWork
 
@@ -20,7 +23,7 @@ class PostgresJobActions(PostgresPart):
 
     async def _load_id(self, conn: Conn, unit: UnitOfWork, job_id: str) -> Job | None:
         """The job with this id, its key locked first and then read as committed."""
-        row = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", job_id)
+        row = await conn.fetchrow(JOB_KEY_BY_ID.postgres, job_id)
         if row is None:
             return None
         await self._load(conn, unit, {(row[0], row[1])})
@@ -108,7 +111,7 @@ class PostgresJobActions(PostgresPart):
             if message_id is None:
                 return None
             await self._flush(conn, unit)
-            return await conn.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id), False
+            return await conn.fetchrow(MESSAGE_BY_ID.postgres, message_id), False
 
         found = await self._in_unit(enqueue_again)
         if found is not None and found[1]:
@@ -153,9 +156,7 @@ class PostgresJobActions(PostgresPart):
         async def discard(conn: Conn, unit: UnitOfWork) -> bool:
             if await self._load_id(conn, unit, job_id) is None:
                 return False
-            status = await conn.execute(
-                "DELETE FROM jobs WHERE id = $1 AND status = 'pending' AND outputs = '[]' "
-                "AND NOT EXISTS (SELECT 1 FROM receipt_jobs WHERE job_id = $1)", job_id)
+            status = await conn.execute(DISCARD_JOB.postgres, job_id, job_id)
             return status != "DELETE 0"
 
         return await self._in_unit(discard)
@@ -184,13 +185,10 @@ class PostgresJobActions(PostgresPart):
         return await self._tx(claim)
 
     async def finish_idempotency_key(self, key: str, job_ids: list[str], *, outcome_unknown: bool = False) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE idempotency_keys SET job_ids = $1, outcome_unknown = $2 WHERE key = $3",
-            dumps(job_ids), outcome_unknown, key))
+        await self._tx(lambda conn: conn.execute(FINISH_IDEMPOTENCY_KEY.postgres, dumps(job_ids), outcome_unknown, key))
 
     async def release_idempotency_key(self, key: str) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "DELETE FROM idempotency_keys WHERE key = $1 AND job_ids IS NULL", key))
+        await self._tx(lambda conn: conn.execute(RELEASE_IDEMPOTENCY_KEY.postgres, key))
 
     async def prune_idempotency_keys(self, *, older_than: float) -> None:
-        await self._tx(lambda conn: conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1", older_than))
+        await self._tx(lambda conn: conn.execute(PRUNE_IDEMPOTENCY_KEYS.postgres, older_than))

@@ -12,6 +12,10 @@ from typing import Any, Mapping
 from receiver.store.base import MediaObject, MirrorTask
 from receiver.store.mirror_fair import POSTGRES_ORIGIN, SCAN, full_origins, pick
 from receiver.store.parts import Conn, PostgresPart
+from receiver.store.queries import (
+    DROP_MEDIA_UPLOAD, JOB_KEY_BY_ID, KEEP_MEDIA, MEDIA_CHUNK, MEDIA_NAMED, MEDIA_OBJECT, PUT_MEDIA_CHUNK,
+    RETRY_MIRROR_TASK,
+)
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult, UnitOfWork
 
@@ -58,17 +62,14 @@ class PostgresMirror(PostgresPart):
                                 shown: str | None = None) -> None:
         if shown is None:
             await self._tx(lambda conn: conn.execute(
-                "UPDATE mirror_tasks SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE seq = $3",
-                next_attempt_at, error[:1000], task.seq))
+                RETRY_MIRROR_TASK.postgres, next_attempt_at, error[:1000], task.seq))
             return
 
         async def retry(conn: Conn, unit: UnitOfWork) -> None:
-            key = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", task.job_id)
+            key = await conn.fetchrow(JOB_KEY_BY_ID.postgres, task.job_id)
             if key is not None:
                 await self._load(conn, unit, {(key[0], key[1])})  # the job's key lock first, as every writer
-            await conn.execute(
-                "UPDATE mirror_tasks SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE seq = $3",
-                next_attempt_at, error[:1000], task.seq)
+            await conn.execute(RETRY_MIRROR_TASK.postgres, next_attempt_at, error[:1000], task.seq)
             job = unit.job(key[0], key[1]) if key is not None else None
             if job is not None:
                 unit.mirror_retrying(job, task.index, shown[:1000])
@@ -80,15 +81,14 @@ class PostgresMirror(PostgresPart):
         now = self.clock()
 
         async def finish(conn: Conn, unit: UnitOfWork) -> None:
-            key = await conn.fetchrow("SELECT provider, provider_job_id FROM jobs WHERE id = $1", task.job_id)
+            key = await conn.fetchrow(JOB_KEY_BY_ID.postgres, task.job_id)
             if key is not None:
                 await self._load(conn, unit, {(key[0], key[1])})  # the job's key lock first, as every writer
             if await conn.fetchval("DELETE FROM mirror_tasks WHERE seq = $1 RETURNING seq", task.seq) is None:
                 return  # finished already (a replica whose lease had run out)
             if result.sha256 is not None:
                 await conn.execute(
-                    "INSERT INTO media (sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4) "
-                    "ON CONFLICT (sha256) DO UPDATE SET created_at = excluded.created_at, deleted_at = NULL",
+                    KEEP_MEDIA.postgres,
                     result.sha256, result.size or 0, result.content_type or "application/octet-stream", now)
             job = unit.job(key[0], key[1]) if key is not None else None
             if job is not None:
@@ -98,17 +98,17 @@ class PostgresMirror(PostgresPart):
         await self._in_unit(finish)
 
     async def media_object(self, sha256: str) -> MediaObject | None:
-        rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = $1", sha256)
+        rows = await self._fetch(MEDIA_OBJECT.postgres, sha256)
         return media_from_row(rows[0]) if rows else None
 
     async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "INSERT INTO media_chunks (upload, seq, data, created_at) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (upload, seq) DO UPDATE SET data = excluded.data", upload, seq, data, self.clock()))
+        await self._tx(lambda conn: conn.execute(PUT_MEDIA_CHUNK.postgres, upload, seq, data, self.clock()))
+
+    async def has_media_object(self, key: str) -> bool:
+        return bool(await self._fetch(MEDIA_NAMED.postgres, key))
 
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
-        rows = await self._fetch("SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload "
-                                 "WHERE n.key = $1 AND c.seq = $2", key, seq)
+        rows = await self._fetch(MEDIA_CHUNK.postgres, key, seq)
         return bytes(rows[0][0]) if rows else None
 
     async def name_media_upload(self, upload: str, key: str) -> None:
@@ -116,18 +116,18 @@ class PostgresMirror(PostgresPart):
             named = await conn.fetchval("INSERT INTO media_names (key, upload) VALUES ($1, $2) "
                                         "ON CONFLICT (key) DO NOTHING RETURNING upload", key, upload)
             if named is None:  # the same bytes are stored already (perhaps by another replica just now)
-                await conn.execute("DELETE FROM media_chunks WHERE upload = $1", upload)
+                await conn.execute(DROP_MEDIA_UPLOAD.postgres, upload)
 
         await self._tx(name)
 
     async def drop_media_upload(self, upload: str) -> None:
-        await self._tx(lambda conn: conn.execute("DELETE FROM media_chunks WHERE upload = $1", upload))
+        await self._tx(lambda conn: conn.execute(DROP_MEDIA_UPLOAD.postgres, upload))
 
     async def delete_media_object(self, key: str) -> None:
         async def delete(conn: Conn) -> None:
             upload = await conn.fetchval("DELETE FROM media_names WHERE key = $1 RETURNING upload", key)
             if upload is not None:
-                await conn.execute("DELETE FROM media_chunks WHERE upload = $1", upload)
+                await conn.execute(DROP_MEDIA_UPLOAD.postgres, upload)
 
         await self._tx(delete)
 

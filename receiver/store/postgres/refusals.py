@@ -7,6 +7,7 @@ from typing import Any
 
 from receiver.store.base import Page
 from receiver.store.parts import Conn, PostgresPart
+from receiver.store.queries import TRIM_REFUSALS
 from receiver.store.refusal_rows import (
     REFUSAL_COLUMNS, REFUSAL_INSERT_COLUMNS, REFUSALS_KEPT, Refusal, refusal_from_row, refusal_where,
 )
@@ -20,8 +21,7 @@ class PostgresRefusals(PostgresPart):
                 f"INSERT INTO refusals ({REFUSAL_INSERT_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], "
                 "$3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bigint[], "
                 "$11::bigint[], $12::float8[])", *columns([r.row() for r in refusals], 12))
-            await conn.execute("DELETE FROM refusals WHERE id < (SELECT MIN(id) FROM "
-                               "(SELECT id FROM refusals ORDER BY id DESC LIMIT $1) AS kept)", keep)
+            await conn.execute(TRIM_REFUSALS.postgres, keep)
 
         await self._tx(insert)
 

@@ -36,6 +36,10 @@ from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, columns, job_filter_sql,
     job_from_row, receipt_from_row, receipt_rows,
 )
+from receiver.store.queries import (
+    CREATE_META, EVENTS_AFTER, EVENTS_AFTER_COMPLETED_FROM, FIRST_EVENT_SEQ, HEARTBEAT, JOB_BY_ID, JOB_COUNTS,
+    KEEP_META_VALUE, LAST_EVENT_SEQ, META_VALUE, SCHEMA_VERSION, SET_SCHEMA_VERSION,
+)
 from receiver.store.postgres.refusals import PostgresRefusals
 from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.parts import Conn
@@ -43,6 +47,7 @@ from receiver.store.postgres.mirror import PostgresMirror
 from receiver.store.schema import POSTGRES
 from receiver.store.postgres.work import PostgresWork
 from receiver.store.postgres.jobs import PostgresJobActions
+from receiver.store.postgres.sinks import PostgresSinks
 
 log = logging.getLogger("receiver.store")
 T = TypeVar("T")
@@ -78,7 +83,7 @@ SESSION_SETUP = (
 )
 # What `ping` (readyz) allows a write to take: a replica whose writes wait longer than this is not ready.
 READY_TIMEOUT_S = 2
-# A group commit's two calls between BEGIN and COMMIT (schema 0011): lock the keys then read their jobs,
+# A group commit's two calls between BEGIN and COMMIT (schema 0012): lock the keys then read their jobs,
 # and write every row. Four round trips in all, however many webhooks and attempts the batch holds.
 LOCK_JOBS_SQL = "SELECT * FROM receiver_lock_jobs($1::text[], $2::text[])"
 WRITE_SQL = f"SELECT receiver_write({', '.join(f'${n}' for n in range(1, 63))})"
@@ -103,7 +108,7 @@ def describe(url: str) -> str:
         return "(unreadable URL)"
 
 
-class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRefusals):
+class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRefusals, PostgresSinks):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = 1.0
@@ -152,8 +157,8 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:
-            await conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            version = int(await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") or 0)
+            await conn.execute(CREATE_META.postgres)
+            version = int(await conn.fetchval(SCHEMA_VERSION.postgres) or 0)
             if version and await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_numbering'") is None:
                 # Before the numbers were shared with SQLite, PostgreSQL counted its first two steps as one.
                 version += 1
@@ -164,9 +169,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             for migration in POSTGRES[version:]:
                 async with conn.transaction():
                     await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(migration.number))
+                    await conn.execute(SET_SCHEMA_VERSION.postgres, str(migration.number))
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
             await conn.execute(SESSION_SETUP)  # the bounds again, for the pool's next user
@@ -275,9 +278,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         the event-id lock (a read-only server, or a lock another replica does not let go, fail it)."""
         async def write(conn: Conn) -> None:
             await conn.execute(f"SET LOCAL statement_timeout = '{READY_TIMEOUT_S}s'")
-            await conn.execute(
-                "INSERT INTO replicas (id, heartbeat_at) VALUES ($1, $2) "
-                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", self.replica_id, self.clock())
+            await conn.execute(HEARTBEAT.postgres, self.replica_id, self.clock())
             await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
 
         try:
@@ -288,15 +289,15 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     async def secret(self, name: str, generate: Callable[[], str]) -> str:
         key, value = f"secret:{name}", generate()
         if not self._create:
-            rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+            rows = await self._fetch(META_VALUE.postgres, key)
             if not rows:
                 raise StoreError(f"the store has no {name} yet: start `receiver serve` once")
             return str(rows[0][0])
 
         async def insert_then_read(conn: Conn) -> str:
             # Replicas starting at once all insert; one wins and every one reads the winner back.
-            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
-            return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", key))
+            await conn.execute(KEEP_META_VALUE.postgres, key, value)
+            return str(await conn.fetchval(META_VALUE.postgres, key))
 
         return await self._tx(insert_then_read)
 
@@ -392,7 +393,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         return await self._in_unit(register)
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        rows = await self._fetch(JOB_BY_ID.postgres, job_id)
         return job_from_row(rows[0]) if rows else None
 
     async def _page(
@@ -441,24 +442,21 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def job_counts(self) -> dict[str, int]:
-        return {str(r[0]): int(r[1]) for r in await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+        return {str(r[0]): int(r[1]) for r in await self._fetch(JOB_COUNTS.postgres)}
 
     async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
         if completed_from is None:
-            rows = await self._fetch(
-                "SELECT seq, job_id, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+            rows = await self._fetch(EVENTS_AFTER.postgres, seq, limit)
         else:
-            rows = await self._fetch(
-                "SELECT e.seq, e.job_id, e.type, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
-                "WHERE e.seq > $1 AND j.completed_at >= $2 ORDER BY e.seq LIMIT $3", seq, completed_from, limit)
+            rows = await self._fetch(EVENTS_AFTER_COMPLETED_FROM.postgres, seq, completed_from, limit)
         return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
 
     async def first_event_seq(self, created_from: float) -> int | None:
-        value = (await self._fetch("SELECT MIN(seq) FROM events WHERE created_at >= $1", created_from))[0][0]
+        value = (await self._fetch(FIRST_EVENT_SEQ.postgres, created_from))[0][0]
         return None if value is None else int(value)
 
     async def last_event_seq(self) -> int:
-        return int((await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events"))[0][0])
+        return int((await self._fetch(LAST_EVENT_SEQ.postgres))[0][0])
 
 
 

@@ -11,9 +11,11 @@ from receiver.errors import StoreError
 from receiver.models import Job
 from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.parts import Conn, PostgresPart
+from receiver.store.queries import (
+    BACKLOG, DELIVERIES, HEARTBEAT, ORPHANED_JOBS, PENDING_JOBS, RELEASE_LEASE, SCHEDULE_POLL, WAITING_MESSAGES,
+)
 from receiver.store.rows import (
-    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows,
-    job_from_row, message_from_row,
+    JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row, message_from_row,
 )
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
@@ -104,22 +106,20 @@ class PostgresWork(PostgresPart):
         await self._tx(hand_back)
 
     async def waiting_messages(self, job_id: str) -> list[Message]:
-        rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = $1 AND status = 'pending' ORDER BY seq", job_id)
+        rows = await self._fetch(WAITING_MESSAGES.postgres, job_id)
         return [message_from_row(r) for r in rows]
 
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY id", job_id)
+        rows = await self._fetch(DELIVERIES.postgres, job_id)
         return [attempt_from_row(r) for r in rows]
 
     async def delivery_backlog(self) -> tuple[int, float | None]:
-        return backlog_from_rows(await self._fetch(BACKLOG_SQL))
+        return backlog_from_rows(await self._fetch(BACKLOG.postgres))
 
     # -- reconciling -----------------------------------------------------------------------------
 
     async def pending_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 ORDER BY seq", provider)
+        rows = await self._fetch(PENDING_JOBS.postgres, provider)
         return [job_from_row(r) for r in rows]
 
     async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
@@ -133,9 +133,7 @@ class PostgresWork(PostgresPart):
         return [job_from_row(r) for r in rows]
 
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE jobs SET next_poll_at = $1, poll_count = poll_count + 1 WHERE id = $2 AND status = 'pending'",
-            next_poll_at, job_id))
+        await self._tx(lambda conn: conn.execute(SCHEDULE_POLL.postgres, next_poll_at, job_id))
 
     # -- replicas --------------------------------------------------------------------------------
 
@@ -150,16 +148,11 @@ class PostgresWork(PostgresPart):
         return int(term) if term is not None else None
 
     async def release_lease(self, name: str) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND owner = $2", name, self.replica_id))
+        await self._tx(lambda conn: conn.execute(RELEASE_LEASE.postgres, name, self.replica_id))
 
     async def heartbeat(self) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "INSERT INTO replicas (id, heartbeat_at) VALUES ($1, $2) "
-            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", self.replica_id, self.clock()))
+        await self._tx(lambda conn: conn.execute(HEARTBEAT.postgres, self.replica_id, self.clock()))
 
     async def orphaned_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 AND (owner IS NULL OR owner "
-            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > $2)) ORDER BY seq", provider, self.clock() - REPLICA_TTL_S)
+        rows = await self._fetch(ORPHANED_JOBS.postgres, provider, self.clock() - REPLICA_TTL_S)
         return [job_from_row(r) for r in rows]

@@ -12,6 +12,9 @@ import orjson
 from receiver.models import Job, JobStatus, dumps
 from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
 from receiver.store.parts import SQLitePart
+from receiver.store.queries import (
+    DISCARD_JOB, FINISH_IDEMPOTENCY_KEY, JOB_BY_ID, MESSAGE_BY_ID, PRUNE_IDEMPOTENCY_KEYS, RELEASE_IDEMPOTENCY_KEY,
+)
 from receiver.store.rows import JOB_COLUMNS, MESSAGE_COLUMNS, finished_filter_sql, job_from_row, message_from_row
 from receiver.store.rules import UnitOfWork
 
@@ -21,7 +24,7 @@ class SQLiteJobActions(SQLitePart):
 
     @staticmethod
     def _load_id(db: sqlite3.Connection, unit: UnitOfWork, job_id: str) -> Job | None:
-        row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = db.execute(JOB_BY_ID.sqlite, (job_id,)).fetchone()
         return unit.track(job_from_row(row)).job if row is not None else None
 
     async def update_job(self, job_id: str, changes: dict[str, Any]) -> Job | None:
@@ -105,7 +108,7 @@ class SQLiteJobActions(SQLitePart):
             if message_id is None:
                 return None
             self._flush(db, unit)
-            return db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone(), False
+            return db.execute(MESSAGE_BY_ID.sqlite, (message_id,)).fetchone(), False
 
         found = await self._batch(enqueue_again)
         if found is not None:
@@ -140,9 +143,7 @@ class SQLiteJobActions(SQLitePart):
 
     async def discard_job(self, job_id: str) -> bool:
         def discard(db: sqlite3.Connection) -> bool:
-            return db.execute(
-                "DELETE FROM jobs WHERE id = ? AND status = 'pending' AND outputs = '[]' "
-                "AND NOT EXISTS (SELECT 1 FROM receipt_jobs WHERE job_id = ?)", (job_id, job_id)).rowcount > 0
+            return db.execute(DISCARD_JOB.sqlite, (job_id, job_id)).rowcount > 0
 
         return await self._batch(discard)
 
@@ -168,12 +169,10 @@ class SQLiteJobActions(SQLitePart):
 
     async def finish_idempotency_key(self, key: str, job_ids: list[str], *, outcome_unknown: bool = False) -> None:
         await self._batch(lambda db: db.execute(
-            "UPDATE idempotency_keys SET job_ids = ?, outcome_unknown = ? WHERE key = ?",
-            (dumps(job_ids), int(outcome_unknown), key)))
+            FINISH_IDEMPOTENCY_KEY.sqlite, (dumps(job_ids), int(outcome_unknown), key)))
 
     async def release_idempotency_key(self, key: str) -> None:
-        await self._batch(lambda db: db.execute(
-            "DELETE FROM idempotency_keys WHERE key = ? AND job_ids IS NULL", (key,)))
+        await self._batch(lambda db: db.execute(RELEASE_IDEMPOTENCY_KEY.sqlite, (key,)))
 
     async def prune_idempotency_keys(self, *, older_than: float) -> None:
-        await self._batch(lambda db: db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)))
+        await self._batch(lambda db: db.execute(PRUNE_IDEMPOTENCY_KEYS.sqlite, (older_than,)))

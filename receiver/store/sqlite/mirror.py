@@ -8,6 +8,10 @@ from typing import Any, Mapping
 from receiver.store.base import Changes, MediaObject, MirrorTask
 from receiver.store.mirror_fair import SCAN, SQLITE_ORIGIN, full_origins, pick
 from receiver.store.parts import SQLitePart
+from receiver.store.queries import (
+    DROP_MEDIA_UPLOAD, JOB_KEY_BY_ID, KEEP_MEDIA, MEDIA_CHUNK, MEDIA_NAMED, MEDIA_OBJECT, PUT_MEDIA_CHUNK,
+    RETRY_MIRROR_TASK,
+)
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
 from receiver.store.rules import MirrorResult
 
@@ -43,11 +47,10 @@ class SQLiteMirror(SQLitePart):
         unit = self._unit()
 
         def retry(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
-                       (next_attempt_at, error[:1000], task.seq))
+            db.execute(RETRY_MIRROR_TASK.sqlite, (next_attempt_at, error[:1000], task.seq))
             if shown is None:
                 return
-            key = db.execute("SELECT provider, provider_job_id FROM jobs WHERE id = ?", (task.job_id,)).fetchone()
+            key = db.execute(JOB_KEY_BY_ID.sqlite, (task.job_id,)).fetchone()
             if key is None:
                 return
             self._load(db, unit, {(key[0], key[1])})
@@ -64,15 +67,13 @@ class SQLiteMirror(SQLitePart):
 
         def finish(db: sqlite3.Connection) -> None:
             pending = db.execute("SELECT 1 FROM mirror_tasks WHERE seq = ?", (task.seq,)).fetchone()
-            key = db.execute("SELECT provider, provider_job_id FROM jobs WHERE id = ?", (task.job_id,)).fetchone()
+            key = db.execute(JOB_KEY_BY_ID.sqlite, (task.job_id,)).fetchone()
             if pending is None:
                 return  # finished already (a replica whose lease had run out)
             db.execute("DELETE FROM mirror_tasks WHERE seq = ?", (task.seq,))
             if result.sha256 is not None:
-                db.execute(
-                    "INSERT INTO media (sha256, size, content_type, created_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (sha256) DO UPDATE SET created_at = excluded.created_at, deleted_at = NULL",
-                    (result.sha256, result.size or 0, result.content_type or "application/octet-stream", now))
+                db.execute(KEEP_MEDIA.sqlite,
+                           (result.sha256, result.size or 0, result.content_type or "application/octet-stream", now))
             if key is None:
                 return
             self._load(db, unit, {(key[0], key[1])})
@@ -85,31 +86,31 @@ class SQLiteMirror(SQLitePart):
         self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
 
     async def media_object(self, sha256: str) -> MediaObject | None:
-        rows = await self._fetch(f"SELECT {MEDIA_COLUMNS} FROM media WHERE sha256 = ?", (sha256,))
+        rows = await self._fetch(MEDIA_OBJECT.sqlite, (sha256,))
         return media_from_row(rows[0]) if rows else None
 
     async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
         now = self.clock()
-        await self._batch(lambda db: db.execute(
-            "INSERT OR REPLACE INTO media_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
-            (upload, seq, data, now)))
+        await self._batch(lambda db: db.execute(PUT_MEDIA_CHUNK.sqlite, (upload, seq, data, now)))
+
+    async def has_media_object(self, key: str) -> bool:
+        return bool(await self._fetch(MEDIA_NAMED.sqlite, (key,)))
 
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
-        rows = await self._fetch("SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload "
-                                 "WHERE n.key = ? AND c.seq = ?", (key, seq))
+        rows = await self._fetch(MEDIA_CHUNK.sqlite, (key, seq))
         return bytes(rows[0][0]) if rows else None
 
     async def name_media_upload(self, upload: str, key: str) -> None:
         def name(db: sqlite3.Connection) -> None:
             if db.execute("SELECT 1 FROM media_names WHERE key = ?", (key,)).fetchone():
-                db.execute("DELETE FROM media_chunks WHERE upload = ?", (upload,))
+                db.execute(DROP_MEDIA_UPLOAD.sqlite, (upload,))
             else:
                 db.execute("INSERT INTO media_names (key, upload) VALUES (?, ?)", (key, upload))
 
         await self._batch(name)
 
     async def drop_media_upload(self, upload: str) -> None:
-        await self._batch(lambda db: db.execute("DELETE FROM media_chunks WHERE upload = ?", (upload,)))
+        await self._batch(lambda db: db.execute(DROP_MEDIA_UPLOAD.sqlite, (upload,)))
 
     async def delete_media_object(self, key: str) -> None:
         def delete(db: sqlite3.Connection) -> None:

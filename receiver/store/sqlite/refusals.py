@@ -7,6 +7,7 @@ import sqlite3
 
 from receiver.store.base import Page
 from receiver.store.parts import SQLitePart
+from receiver.store.queries import TRIM_REFUSALS
 from receiver.store.refusal_rows import (
     REFUSAL_COLUMNS, REFUSAL_INSERT_COLUMNS, REFUSALS_KEPT, Refusal, refusal_from_row, refusal_where,
 )
@@ -17,9 +18,7 @@ class SQLiteRefusals(SQLitePart):
         def insert(db: sqlite3.Connection) -> None:
             db.executemany(f"INSERT INTO refusals ({REFUSAL_INSERT_COLUMNS}) VALUES ({','.join('?' * 12)})",
                            [r.row() for r in refusals])
-            # The bound holds after every batch: one reverse index walk of `keep` ids finds the oldest kept.
-            db.execute("DELETE FROM refusals WHERE id < (SELECT MIN(id) FROM "
-                       "(SELECT id FROM refusals ORDER BY id DESC LIMIT ?))", (keep,))
+            db.execute(TRIM_REFUSALS.sqlite, (keep,))
 
         await self._batch(insert)
 

@@ -34,6 +34,10 @@ from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.rows import (
     JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
 )
+from receiver.store.queries import (
+    CREATE_META, EVENTS_AFTER, EVENTS_AFTER_COMPLETED_FROM, FIRST_EVENT_SEQ, JOB_BY_ID, JOB_COUNTS, KEEP_META_VALUE,
+    LAST_EVENT_SEQ, META_VALUE, SCHEMA_VERSION, SET_SCHEMA_VERSION,
+)
 from receiver.store.sqlite.refusals import SQLiteRefusals
 from receiver.store.rules import UnitOfWork
 from receiver.store.schema import SQLITE
@@ -42,6 +46,7 @@ from receiver.store.sqlite.file import CHECKPOINT_BUSY_MS, FileLock, keep_wal_bo
 from receiver.store.sqlite.work import SQLiteWork
 from receiver.store.sqlite.writes import STATEMENT_CACHE, flush, load_jobs
 from receiver.store.sqlite.jobs import SQLiteJobActions
+from receiver.store.sqlite.sinks import SQLiteSinks
 
 log = logging.getLogger("receiver.store")
 
@@ -49,7 +54,7 @@ T = TypeVar("T")
 BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
 
 
-class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals):
+class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQLiteSinks):
     """See `receiver.store.base.Store` for the contract of each method."""
 
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
@@ -139,17 +144,13 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals):
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        db.execute(CREATE_META.sqlite)
+        row = db.execute(SCHEMA_VERSION.sqlite).fetchone()
         version = int(row[0]) if row else 0
         for migration in SQLITE[version:]:
             for statement in migration.statements():
                 db.execute(statement)
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(migration.number),),
-            )
+            db.execute(SET_SCHEMA_VERSION.sqlite, (str(migration.number),))
 
     async def close(self) -> None:
         """Finish the writes already queued, then close the connections."""
@@ -242,11 +243,11 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals):
         key, value = f"secret:{name}", generate()
 
         def read_or_keep(db: sqlite3.Connection) -> str:
-            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
-            return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+            db.execute(KEEP_META_VALUE.sqlite, (key, value))
+            return str(db.execute(META_VALUE.sqlite, (key,)).fetchone()[0])
 
         if not self._create:  # `receiver info`: read only
-            rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
+            rows = await self._fetch(META_VALUE.sqlite, (key,))
             if not rows:
                 raise StoreError(f"the store at {self.path!r} has no {name} yet: start `receiver serve` once")
             return str(rows[0][0])
@@ -299,7 +300,7 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals):
         return job, created
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        rows = await self._fetch(JOB_BY_ID.sqlite, (job_id,))
         return job_from_row(rows[0]) if rows else None
 
     async def _page(
@@ -357,25 +358,22 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals):
         return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def job_counts(self) -> dict[str, int]:
-        rows = await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        rows = await self._fetch(JOB_COUNTS.sqlite)
         return {str(r[0]): int(r[1]) for r in rows}
 
     # -- events ----------------------------------------------------------------------------------
 
     async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
         if completed_from is None:
-            rows = await self._fetch(
-                "SELECT seq, job_id, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+            rows = await self._fetch(EVENTS_AFTER.sqlite, (seq, limit))
         else:
-            rows = await self._fetch(
-                "SELECT e.seq, e.job_id, e.type, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
-                "WHERE e.seq > ? AND j.completed_at >= ? ORDER BY e.seq LIMIT ?", (seq, completed_from, limit))
+            rows = await self._fetch(EVENTS_AFTER_COMPLETED_FROM.sqlite, (seq, completed_from, limit))
         return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
 
     async def first_event_seq(self, created_from: float) -> int | None:
-        rows = await self._fetch("SELECT MIN(seq) FROM events WHERE created_at >= ?", (created_from,))
+        rows = await self._fetch(FIRST_EVENT_SEQ.sqlite, (created_from,))
         return None if rows[0][0] is None else int(rows[0][0])
 
     async def last_event_seq(self) -> int:
-        rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")
+        rows = await self._fetch(LAST_EVENT_SEQ.sqlite)
         return int(rows[0][0])

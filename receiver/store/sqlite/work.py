@@ -10,9 +10,11 @@ from receiver.models import Job
 from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.batching import AttemptRecord
 from receiver.store.parts import SQLitePart
+from receiver.store.queries import (
+    BACKLOG, DELIVERIES, HEARTBEAT, ORPHANED_JOBS, PENDING_JOBS, RELEASE_LEASE, SCHEDULE_POLL, WAITING_MESSAGES,
+)
 from receiver.store.rows import (
-    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row,
-    message_from_row,
+    JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row, message_from_row,
 )
 
 # A job's delivery_status is that of its latest message.
@@ -95,22 +97,20 @@ class SQLiteWork(SQLitePart):
             f"AND lease_until IS NOT NULL AND seq IN ({','.join('?' * len(seqs))})", (now, *seqs)))
 
     async def waiting_messages(self, job_id: str) -> list[Message]:
-        rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = ? AND status = 'pending' ORDER BY seq", (job_id,))
+        rows = await self._fetch(WAITING_MESSAGES.sqlite, (job_id,))
         return [message_from_row(r) for r in rows]
 
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY id", (job_id,))
+        rows = await self._fetch(DELIVERIES.sqlite, (job_id,))
         return [attempt_from_row(r) for r in rows]
 
     async def delivery_backlog(self) -> tuple[int, float | None]:
-        return backlog_from_rows(await self._fetch(BACKLOG_SQL))
+        return backlog_from_rows(await self._fetch(BACKLOG.sqlite))
 
     # -- reconciling -----------------------------------------------------------------------------
 
     async def pending_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? ORDER BY seq", (provider,))
+        rows = await self._fetch(PENDING_JOBS.sqlite, (provider,))
         return [job_from_row(r) for r in rows]
 
     async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
@@ -132,10 +132,7 @@ class SQLiteWork(SQLitePart):
         return [job_from_row(r) for r in await self._batch(claim)]
 
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE jobs SET next_poll_at = ?, poll_count = poll_count + 1 WHERE id = ? AND status = 'pending'",
-            (next_poll_at, job_id),
-        ))
+        await self._batch(lambda db: db.execute(SCHEDULE_POLL.sqlite, (next_poll_at, job_id)))
 
     # -- replicas (one, here: the same interface as PostgreSQL's) --------------------------------
 
@@ -158,18 +155,12 @@ class SQLiteWork(SQLitePart):
         return await self._batch(take)
 
     async def release_lease(self, name: str) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ?", (name, self.replica_id)))
+        await self._batch(lambda db: db.execute(RELEASE_LEASE.sqlite, (name, self.replica_id)))
 
     async def heartbeat(self) -> None:
         now = self.clock()
-        await self._batch(lambda db: db.execute(
-            "INSERT INTO replicas (id, heartbeat_at) VALUES (?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (self.replica_id, now)))
+        await self._batch(lambda db: db.execute(HEARTBEAT.sqlite, (self.replica_id, now)))
 
     async def orphaned_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? AND (owner IS NULL OR owner "
-            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ?)) ORDER BY seq",
-            (provider, self.clock() - REPLICA_TTL_S))
+        rows = await self._fetch(ORPHANED_JOBS.sqlite, (provider, self.clock() - REPLICA_TTL_S))
         return [job_from_row(r) for r in rows]

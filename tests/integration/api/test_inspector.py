@@ -499,3 +499,34 @@ async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_pat
             await expect(answer_body.locator("td.add").first).to_have_text("ok")
             await browser.screenshot("-compare")
     await browser.assert_clean()
+
+
+async def test_the_glance_shows_each_sink_its_state_lag_and_error(tmp_path: Path, browser: Browser) -> None:
+    from tests.integration.sinks.brokers import TestBroker, require
+
+    await require("redis")
+    working = TestBroker("redis")
+    await working.setup()
+    # a second sink nobody answers for: failing, with why; its password never reaches the page
+    dead = "amqp://guest:s3cret-pw@127.0.0.1:1/?exchange=nowhere"
+    try:
+        settings = make_settings(tmp_path, sinks=f"{working.url()},{dead}")
+        async with serve_app(create_app(settings)) as server, server.client() as client:
+            for n in range(3):
+                assert (await client.post(hook("pixazo"), json={"request_id": f"px-sink-{n}", "status": "COMPLETED",
+                                                                "output": {"media_url": ["https://cdn.example/a.png"]}})
+                        ).status_code == 200
+            page = browser.page
+            await browser.sign_in(server.base_url)
+            ok = page.get_by_label(f"Sink {working.sink_name}")
+            await expect(ok).to_contain_text("ok")
+            await expect(ok).to_contain_text("lag 0")
+            failing = page.get_by_label("Sink amqp:nowhere")
+            await expect(failing).to_contain_text("failing")
+            await expect(failing).to_contain_text("lag 3")
+            await expect(failing.locator(".sink-error")).not_to_be_empty()
+            assert "s3cret-pw" not in await page.content()
+            await browser.screenshot("-sinks")
+            await browser.assert_clean()
+    finally:
+        await working.cleanup()

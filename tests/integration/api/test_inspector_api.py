@@ -207,3 +207,44 @@ async def test_receipts_list_their_headers_with_signatures_masked(server: Runnin
     assert receipt["headers"]["x-webhook-signature"] == "***"
     assert receipt["headers"]["webhook-id"] == "wh_1" and receipt["headers"]["content-type"] == "application/json"
     assert "deadbeef" not in json.dumps(receipt)
+
+
+async def test_a_huge_declared_length_never_stops_refusals_being_recorded(store_url: str, tmp_path: Path) -> None:
+    """A Content-Length past what a database column holds (httptools accepts it) is kept bounded; the
+    refusals after it are still recorded."""
+    async with serve_app(create_app(make_settings(tmp_path, database_url=store_url))) as server:
+        host, port = server.base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"POST /webhooks/pixazo?token={WEBHOOK_TOKEN} HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 9223372036854775808\r\n\r\n{{}}".encode())
+        await writer.drain()
+        try:
+            assert (await reader.readline()).startswith(b"HTTP/1.1 413")  # refused before any byte is read
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        async with server.client() as client:
+            assert (await client.post("/webhooks/pixazo?token=wrong-again", content=b"{}")).status_code == 401
+        async with server.api() as api:
+            async def both() -> list[dict[str, Any]] | None:
+                refusals = (await api.get("/v1/refusals")).json()["refusals"]
+                return refusals if len(refusals) == 2 else None
+            refusals = await eventually(both, 10, "both refusals recorded")
+        assert refusals is not None and 2**62 >= max(r["body_bytes"] for r in refusals)
+
+
+def test_the_queue_weighs_everything_a_refusal_holds_and_batches_by_bytes() -> None:
+    headers = {f"x-h{i}": "v" * 1000 for i in range(60)}  # ~60 KB of headers and no body
+    heavy = Refusal("pixazo", "unauthorized", 401, "d" * 500, "POST", "/webhooks/pixazo", "", headers, b"", 0, 0.0)
+    queue = RefusalQueue(capacity=1000, max_bytes=200_000)
+    assert [queue.offer(heavy) for _ in range(4)] == [True, True, True, False]  # headers count, not only bodies
+    assert len(queue.take(100, max_bytes=130_000)) == 2 and len(queue) == 1  # a batch is bounded by bytes
+
+
+def test_credential_headers_are_masked_by_name() -> None:
+    from receiver.web.masking import masked_headers
+
+    kept = masked_headers([(b"X-Auth-Token", b"tok-1"), (b"X-Session-Key", b"sess-2"), (b"X-Trace", b"t"),
+                           (b"X-Repeat", b"a" * 900), (b"X-Repeat", b"b" * 900)])
+    assert kept["x-auth-token"] == "***" and kept["x-session-key"] == "***" and kept["x-trace"] == "t"
+    assert len(kept["x-repeat"]) <= 1024  # a repeated header stays one bounded value

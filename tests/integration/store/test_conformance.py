@@ -651,3 +651,31 @@ async def test_redeliveries_by_time_make_waiting_messages_due_instead_of_doublin
     # The waiting two, due now under their own ids; the two in flight get a new message each.
     assert sorted(m.id for m in due if m.attempts == 1) == sorted(m.id for m in claimed[:2])
     assert len(due) == 4 and not {m.id for m in due} & {m.id for m in claimed[2:]}
+
+
+async def test_a_media_chunk_written_again_keeps_the_new_bytes_and_its_first_time(open_stores: Opener) -> None:
+    clock = FakeClock()
+    store = await open_stores(clock=clock)
+    first = clock.now
+    await store.put_media_chunk("again", 0, b"old")
+    clock.now += 100
+    await store.put_media_chunk("again", 0, b"new")  # a retried write of the same chunk
+    await store.name_media_upload("again", "objects/again")
+    assert await store.media_chunk("objects/again", 0) == b"new"
+    # Unnamed, the upload is as old as its first write on either backend (one upsert, written once).
+    await store.put_media_chunk("cut", 0, b"x")
+    clock.now += 100
+    await store.put_media_chunk("cut", 0, b"y")
+    assert await store.forget_media_uploads(older_than=first + 150) == 1
+    assert await store.forget_media_uploads(older_than=clock.now + 1) == 0
+
+
+async def test_a_media_object_is_known_by_name_alone(open_stores: Opener) -> None:
+    store = await open_stores()
+    assert not await store.has_media_object("objects/none")
+    await store.put_media_chunk("up", 0, b"bytes")
+    assert not await store.has_media_object("objects/up")  # an unnamed upload is not an object yet
+    await store.name_media_upload("up", "objects/up")
+    assert await store.has_media_object("objects/up")
+    await store.delete_media_object("objects/up")
+    assert not await store.has_media_object("objects/up")

@@ -163,3 +163,18 @@ async def test_a_renewal_on_its_way_does_not_take_back_a_handed_back_message(pos
     finally:
         await leaving.close()
         await staying.close()
+
+
+async def test_libpq_query_parameters_in_the_url_are_honoured(postgres_url: str) -> None:
+    name = f"receiver-{os.getpid()}"
+    store = await open_store(f"{postgres_url}?sslmode=disable&application_name={name}")
+    try:
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            names = {r[0] for r in await admin.fetch(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")}
+        finally:
+            await admin.close()
+        assert name in names
+    finally:
+        await store.close()

@@ -1,0 +1,243 @@
+"""One publishing loop per sink: read the events after the sink's stored position in batches, publish a
+batch pipelined, advance the position to the last event acknowledged in a row, repeat; wake on new
+events as `/v1/events` does, with a backstop. Each sink runs under its own lease (receiver.leader), so
+one replica publishes to it at a time, and in its own task, so a broker that is down or slow delays
+nothing but its own sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any, Callable, Coroutine
+
+from receiver import logs
+from receiver.util.backoff import exponential
+from receiver.leader import lead
+from receiver.models import iso_time
+from receiver.notify import EVENTS
+from receiver.runtime import Runtime
+from receiver.sinks.amqp import AmqpBroker
+from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Broker, Outgoing
+from receiver.sinks.envelope import cloudevent
+from receiver.sinks.nats import NatsBroker
+from receiver.sinks.redis_streams import RedisBroker
+from receiver.sinks.urls import SinkSpec, credentials
+from receiver.store.base import SinkRow
+
+log = logging.getLogger("receiver.sinks")
+
+BATCH = 500
+IDLE_BACKSTOP_S = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
+RETRY_BASE_S, RETRY_CAP_S = 0.5, 30.0
+SAVE_EVERY_S = 0.5
+LINGER_S = 0.005  # added to a new event's way to the broker, at most
+
+
+def sink_key(name: str) -> str:
+    """Notifier key that wakes a sink's loop at once (pause, resume, rewind on this replica)."""
+    return f"sink:{name}"
+
+
+def make_broker(spec: SinkSpec) -> Broker:
+    if spec.kind == "nats":
+        return NatsBroker(spec)
+    if spec.kind == "redis":
+        return RedisBroker(spec)
+    return AmqpBroker(spec)
+
+
+def describe(exc: BaseException, spec: SinkSpec) -> str:
+    """An error as text fit for logs and `/v1/sinks`: never the password of the sink's URL."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return hide_secrets(text, spec)[:500]
+
+
+def passwords(spec: SinkSpec) -> tuple[str, ...]:
+    """The URL's secrets as written and decoded (a client library may show either)."""
+    return credentials(spec.url)
+
+
+def hide_secrets(text: str, spec: SinkSpec) -> str:
+    for secret in passwords(spec):
+        text = text.replace(secret, "***")
+    return text
+
+
+def state_of(row: SinkRow) -> str:
+    """What `/v1/sinks` says of a sink, from its stored row (the same on every replica)."""
+    if row.paused:
+        return "paused"
+    return "failing" if row.last_error else "ok"
+
+
+async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
+    waiters = [asyncio.ensure_future(ev.wait()) for ev in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[SinkSpec], Broker] = make_broker) -> None:
+    """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease.
+
+    The position is kept here while publishing and written to the store at most every SAVE_EVERY_S (and
+    whenever publishing pauses), so a busy sink adds no write per batch to the store's writer; a kill
+    loses at most that much of the position, and what follows it is published again with the same ids."""
+    store, notifier, name = runtime.store, runtime.notifier, spec.name
+    source = runtime.settings.base_public_url
+    published = runtime.metrics.sink_published.labels(name)
+    backstop = store.backstop_s or IDLE_BACKSTOP_S
+    loop = asyncio.get_running_loop()
+    broker = make(spec)
+    connected = False
+    failures = 0
+    stopped_epoch: int | None = None  # a message refused for good stops the sink until a rewind or resume
+    row: SinkRow | None = None
+    read_at = saved_at = 0.0
+    position = 0  # acknowledged by the broker; `row.position` is what the store has
+    woken = notifier.event(sink_key(name))
+
+    async def save() -> None:
+        nonlocal row, saved_at
+        saved_at = loop.time()
+        if row is not None and position > row.position:
+            if await store.advance_sink(name, epoch=row.epoch, position=position):
+                row = replace(row, position=position, last_error=None)
+            else:
+                row = None  # a rewind or pause came in between: read it again
+
+    async def failed(error: str) -> None:
+        nonlocal connected, failures, row
+        await broker.close()
+        connected = False
+        await save()
+        if row is not None and row.last_error != error:
+            await store.set_sink_error(name, epoch=row.epoch, error=error)
+            row = replace(row, last_error=error)
+        if failures == 0:
+            log.warning("sink %s failing: %s (retrying with backoff)", name, error)
+        delay = exponential(failures, base=RETRY_BASE_S, cap=RETRY_CAP_S)
+        failures += 1
+        await _wait_any([woken, runtime.stopping], delay)
+
+    try:
+        while not runtime.stopping.is_set():
+            if row is None or woken.is_set() or loop.time() - read_at >= backstop:
+                if row is not None:
+                    await save()
+                woken = notifier.event(sink_key(name))  # taken before reading: no wake-up slips between
+                fresh = (await store.sink_rows([name]))[name]
+                read_at = loop.time()
+                if row is None or fresh.epoch != row.epoch:
+                    position = fresh.position  # first read, or rewound/resumed/paused: the store's word
+                row = fresh
+            if row.paused or stopped_epoch == row.epoch:
+                if connected:
+                    await broker.close()
+                    connected = False
+                await _wait_any([woken, runtime.stopping], backstop)
+                continue
+            stopped_epoch = None
+            if not connected:
+                try:
+                    await asyncio.wait_for(broker.connect(), CONNECT_TIMEOUT_S + ACK_TIMEOUT_S)
+                except Exception as exc:  # down, refusing, slow, bad credentials: all retried
+                    await failed(describe(exc, spec))
+                    continue
+                connected = True
+                if row.last_error:
+                    await store.set_sink_error(name, epoch=row.epoch, error=None)
+                    row = replace(row, last_error=None)
+                    log.info("sink %s is back", name)
+            new_events = notifier.event(EVENTS)
+            events = await store.events_after(position, BATCH)
+            if not events:
+                unsaved = position > row.position
+                if unsaved and loop.time() - saved_at >= SAVE_EVERY_S:
+                    await save()
+                    unsaved = False
+                wait_s = SAVE_EVERY_S - (loop.time() - saved_at) if unsaved else backstop
+                await _wait_any([woken, new_events, runtime.stopping], max(0.0, min(wait_s, backstop)))
+                if new_events.is_set() and not woken.is_set():
+                    # Let the commits that follow this one in: under load one read and one batch carry many
+                    # events instead of each commit's few (the read, the wake-up and the batch cost the same).
+                    await asyncio.sleep(LINGER_S)
+                continue
+            batch = [Outgoing(event, cloudevent(event, source)) for event in events]
+            try:
+                result = await broker.publish(batch)
+            except Exception as exc:  # what was not acknowledged is published again, with the same ids
+                await failed(describe(exc, spec))
+                continue
+            failures = 0
+            if result.acked:
+                position = events[result.acked - 1].seq
+                published.inc(result.acked)
+                if loop.time() - saved_at >= SAVE_EVERY_S:
+                    await save()
+            if result.refused is not None:
+                refused = hide_secrets(result.refused, spec)
+                log.error("sink %s stopped: %s (rewind or resume it once the cause is fixed)", name, refused)
+                await save()
+                if row is not None:
+                    await store.set_sink_error(name, epoch=row.epoch, error=refused)
+                    stopped_epoch = row.epoch
+                    row = replace(row, last_error=refused)
+    finally:
+        await broker.close()
+        if row is not None:
+            try:
+                await asyncio.shield(save())
+            except Exception:  # the store is away: the next holder publishes these again
+                pass
+
+
+def sink_worker(spec: SinkSpec) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
+    """The sink's loop, run by whichever replica holds the lease `sink:<name>`."""
+
+    async def work(runtime: Runtime) -> None:
+        await publish_loop(runtime, spec)
+
+    return work
+
+
+async def run_sinks(runtime: Runtime) -> None:
+    """Every configured sink, each under its own lease and in its own task."""
+    specs = runtime.settings.sink_specs
+    for spec in specs:  # series at 0 from the start, so rate() and alerts see them before the first event
+        runtime.metrics.sink_published.labels(spec.name)
+    logs.protect(*(secret for spec in specs for secret in passwords(spec)))
+
+    async def one(spec: SinkSpec) -> None:
+        # Another replica publishes; nothing to do but stand by (its state is in the store).
+        await lead(runtime, f"sink:{spec.name}", sink_worker(spec), on_standby=lambda: None)
+
+    await asyncio.gather(*(one(spec) for spec in specs))
+
+
+async def sinks_listing(runtime: Runtime) -> list[dict[str, Any]]:
+    """`GET /v1/sinks`' entries, from the store (any replica answers the same)."""
+    specs = runtime.settings.sink_specs
+    if not specs:
+        return []
+    rows = await runtime.store.sink_rows([spec.name for spec in specs])
+    newest = await runtime.store.last_event_seq()
+    out = []
+    for spec in specs:
+        row = rows[spec.name]
+        out.append({
+            "name": spec.name, "url": spec.shown, "state": state_of(row), "last_event_id": row.position,
+            "lag": max(0, newest - row.position), "last_error": row.last_error,
+            "last_published_at": None if row.last_published_at is None else iso_time(row.last_published_at),
+        })
+    return out
+
+
+
+async def refresh_sink_metrics(runtime: Runtime) -> None:
+    """`receiver_sink_lag_events` from the store, as `/v1/sinks` says it (the same on every replica)."""
+    for entry in await sinks_listing(runtime):
+        runtime.metrics.sink_lag.labels(entry["name"]).set(entry["lag"])

@@ -1,0 +1,80 @@
+"""Redis Streams: `XADD <stream> <event id>-0`, so the stream never holds an event twice (a repeat of
+an id already there is refused by Redis; it counts as published when that entry is the same event)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
+from receiver.sinks.urls import SinkSpec
+
+# Errors of a server that will take the write later (full memory, loading, a replica, failover).
+_TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+
+
+class RedisBroker:
+    def __init__(self, spec: SinkSpec) -> None:
+        self.spec = spec
+        self._client: aioredis.Redis | None = None
+
+    async def connect(self) -> None:
+        client = aioredis.Redis.from_url(
+            self.spec.server_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=ACK_TIMEOUT_S,
+            retry_on_timeout=False, single_connection_client=True)
+        try:
+            await client.ping()
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+
+    async def publish(self, batch: list[Outgoing]) -> Published:
+        client = self._client
+        assert client is not None, "connect() first"
+        pipe = client.pipeline(transaction=False)
+        approximate = self.spec.maxlen > 0
+        for item in batch:
+            event = item.event
+            pipe.xadd(self.spec.target, {"type": event.type, "subject": event.job_id, "event": item.body},
+                      id=f"{event.seq}-0", maxlen=self.spec.maxlen or None, approximate=approximate)
+        results: list[Any] = await asyncio.wait_for(pipe.execute(raise_on_error=False), ACK_TIMEOUT_S * 2)
+        acked = 0
+        for item, result in zip(batch, results):
+            if isinstance(result, ResponseError):
+                text = str(result)
+                if text.startswith(_TRANSIENT):
+                    raise result
+                if "equal or smaller" in text and await self._holds(client, item):
+                    acked += 1
+                    continue
+                if "equal or smaller" in text:
+                    text = (f"the stream already holds ids above {item.event.seq}-0 but not this event "
+                            "(was it reused, or trimmed past it?)")
+                return Published(acked, f"event {item.event.seq} refused: {text}")
+            if isinstance(result, Exception):
+                raise result
+            acked += 1
+        return Published(acked)
+
+    async def _holds(self, client: aioredis.Redis, item: Outgoing) -> bool:
+        """Whether the stream already has this event at its id (a repeat after an unacknowledged write): the
+        same type and job. Not the same bytes: another replica, or a changed RECEIVER_PUBLIC_URL, may have
+        written it with another `source`."""
+        entry_id = f"{item.event.seq}-0"
+        entries: Any = await client.xrange(self.spec.target, min=entry_id, max=entry_id, count=1)
+        if not entries or not entries[0][1]:
+            return False
+        fields = entries[0][1]
+        return bool(fields.get(b"type") == item.event.type.encode() and fields.get(b"subject") == item.event.job_id.encode())
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.aclose(), CONNECT_TIMEOUT_S)
+            except Exception:  # closing a broken connection: nothing to save
+                pass
