@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from receiver.errors import StoreError
 from receiver.store.refusal_rows import REFUSALS_KEPT, Refusal
@@ -30,8 +31,13 @@ BATCH_BYTES = 1024 * 1024  # one write transaction's worth: the webhooks' commit
 
 def weight(refusal: Refusal) -> int:
     """The bytes a queued refusal holds, roughly: every field a client chose."""
-    return (len(refusal.body) + len(refusal.detail or "") + len(refusal.path) + len(refusal.query)
-            + sum(len(k) + len(v) for k, v in refusal.headers.items()))
+    return (
+        len(refusal.body)
+        + len(refusal.detail or "")
+        + len(refusal.path)
+        + len(refusal.query)
+        + sum(len(k) + len(v) for k, v in refusal.headers.items())
+    )
 
 
 class RefusalQueue:
@@ -75,7 +81,7 @@ class RefusalQueue:
         return len(self._items)
 
 
-async def run_refusals(runtime: "Runtime") -> None:
+async def run_refusals(runtime: Runtime) -> None:
     """Write queued refusals in batches; a store that fails loses that batch (logged), never the answer."""
     queue = runtime.refusals
     queue.on_drop = runtime.metrics.refusals_dropped.inc

@@ -16,7 +16,8 @@ import asyncio
 import statistics
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -90,8 +91,13 @@ def backlog(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) 
         tag = uuid.uuid4().hex[:8]
         if kind == "amqp":  # a queue bound, so RabbitMQ stores (and fsyncs) what it confirms
             asyncio.run(_amqp_queue(tag))
-        server = bl.Served(f"sinks-{kind}", "receiver.app:create_app", plan.workdir, factory=True,
-                           env=bl.receiver_env(db, RECEIVER_SINKS=_url(kind, tag)))
+        server = bl.Served(
+            f"sinks-{kind}",
+            "receiver.app:create_app",
+            plan.workdir,
+            factory=True,
+            env=bl.receiver_env(db, RECEIVER_SINKS=_url(kind, tag)),
+        )
         try:
             server.start()
             started = time.perf_counter()
@@ -103,9 +109,15 @@ def backlog(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) 
                 time.sleep(0.05)
             took = time.perf_counter() - started
             rate = size / took
-            rows.append(Row("sinks", f"{kind}: backlog of {size:,} events published (start → position at the newest)",
-                            f"{rate:,.0f} events/s, drained in {took:.1f} s",
-                            "≥ 5,000/s, ≤ 30 s", verdict(rate >= 5000 and took <= 30)))
+            rows.append(
+                Row(
+                    "sinks",
+                    f"{kind}: backlog of {size:,} events published (start → position at the newest)",
+                    f"{rate:,.0f} events/s, drained in {took:.1f} s",
+                    "≥ 5,000/s, ≤ 30 s",
+                    verdict(rate >= 5000 and took <= 30),
+                )
+            )
         finally:
             server.stop()
             asyncio.run(_cleanup(kind, tag))
@@ -123,15 +135,29 @@ async def _amqp_queue(tag: str) -> None:
     await conn.close()
 
 
-def ingest(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], alternate: Callable[..., None],
-           ) -> list[Any]:
+def ingest(
+    plan: Any,
+    Row: Callable[..., Any],
+    verdict: Callable[[bool], str],
+    alternate: Callable[..., None],
+) -> list[Any]:
     if not (_reachable(4222) and _reachable(6379)):
         return [Row("sinks", "ingest with two sinks: skipped (needs NATS and Redis)", "")]
     tag = uuid.uuid4().hex[:8]
-    with_sinks = bl.Served("sinks-two", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
-        plan.workdir / "sinks-two.db", RECEIVER_SINKS=f"{_url('nats', tag)},{_url('redis', tag)}"))
-    without = bl.Served("sinks-none", "receiver.app:create_app", plan.workdir, factory=True,
-                        env=bl.receiver_env(plan.workdir / "sinks-none.db"))
+    with_sinks = bl.Served(
+        "sinks-two",
+        "receiver.app:create_app",
+        plan.workdir,
+        factory=True,
+        env=bl.receiver_env(plan.workdir / "sinks-two.db", RECEIVER_SINKS=f"{_url('nats', tag)},{_url('redis', tag)}"),
+    )
+    without = bl.Served(
+        "sinks-none",
+        "receiver.app:create_app",
+        plan.workdir,
+        factory=True,
+        env=bl.receiver_env(plan.workdir / "sinks-none.db"),
+    )
     results: dict[str, list[bl.LoadResult]] = {"sinks-two": [], "sinks-none": []}
     try:
         with_sinks.start()
@@ -147,11 +173,18 @@ def ingest(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], a
     ratios = [x.rps / y.rps for x, y in zip(a, b)]
     ratio = statistics.median(ratios)
     lags = ", ".join(f"{kind} {entry['lag']}" for kind, entry in lag.items())
-    return [Row("sinks", "ingest with two sinks (NATS, Redis) ÷ without (median; rounds: "
-                + ", ".join(f"{r:.2f}" for r in ratios) + ")",
-                f"{ratio:.2f}× ({statistics.median(x.rps for x in a):,.0f} vs {statistics.median(y.rps for y in b):,.0f} "
-                f"req/s; lag at the end {lags})",
-                "≥ 0.95×", verdict(ratio >= 0.95))]
+    return [
+        Row(
+            "sinks",
+            "ingest with two sinks (NATS, Redis) ÷ without (median; rounds: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + ")",
+            f"{ratio:.2f}× ({statistics.median(x.rps for x in a):,.0f} vs {statistics.median(y.rps for y in b):,.0f} "
+            f"req/s; lag at the end {lags})",
+            "≥ 0.95×",
+            verdict(ratio >= 0.95),
+        )
+    ]
 
 
 async def _e2e_one(server: bl.Served, tag: str, rate: float, seconds: float, run: str) -> tuple[float, float, int, int]:
@@ -192,8 +225,13 @@ def e2e(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -> l
             extra = {"RECEIVER_SINKS": _url("nats", tag)}
             if url:
                 extra["RECEIVER_DATABASE_URL"] = url
-            server = bl.Served(f"sinks-e2e-{store}", "receiver.app:create_app", plan.workdir, factory=True,
-                               env=bl.receiver_env(plan.workdir / "sinks-e2e.db", **extra))
+            server = bl.Served(
+                f"sinks-e2e-{store}",
+                "receiver.app:create_app",
+                plan.workdir,
+                factory=True,
+                env=bl.receiver_env(plan.workdir / "sinks-e2e.db", **extra),
+            )
             try:
                 server.start()
                 asyncio.run(_e2e_one(server, tag, plan.e2e_rate, plan.warmup_seconds, "warm"))
@@ -201,15 +239,23 @@ def e2e(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -> l
             finally:
                 server.stop()
                 asyncio.run(_cleanup("nats", tag))
-            rows.append(Row("sinks", f"{store}: webhook → CloudEvent at a NATS subscriber, {plan.e2e_rate:.0f} req/s, "
-                                     f"p50 / p99 ({arrived}/{sent} arrived)",
-                            f"{p50:.1f} / {p99:.1f} ms", "p99 ≤ 25 ms", verdict(p99 <= 25 and arrived == sent)))
+            rows.append(
+                Row(
+                    "sinks",
+                    f"{store}: webhook → CloudEvent at a NATS subscriber, {plan.e2e_rate:.0f} req/s, "
+                    f"p50 / p99 ({arrived}/{sent} arrived)",
+                    f"{p50:.1f} / {p99:.1f} ms",
+                    "p99 ≤ 25 ms",
+                    verdict(p99 <= 25 and arrived == sent),
+                )
+            )
     finally:
         if pg_url:
             benchpg.drop_database(pg_url)
     return rows
 
 
-def run(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], alternate: Callable[..., None]) -> list[Any]:
+def run(
+    plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], alternate: Callable[..., None]
+) -> list[Any]:
     return backlog(plan, Row, verdict) + ingest(plan, Row, verdict, alternate) + e2e(plan, Row, verdict)
-

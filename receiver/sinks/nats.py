@@ -42,8 +42,12 @@ class NatsBroker:
         # No reconnects inside the client: a broken connection surfaces as an error here, and the loop
         # publishes again from the stored position on a fresh one.
         nc = self._nc = await nats.connect(
-            servers=[self.spec.server_url], allow_reconnect=False, connect_timeout=int(CONNECT_TIMEOUT_S),
-            max_reconnect_attempts=0, error_cb=quiet, name="receiver-sink",
+            servers=[self.spec.server_url],
+            allow_reconnect=False,
+            connect_timeout=int(CONNECT_TIMEOUT_S),
+            max_reconnect_attempts=0,
+            error_cb=quiet,
+            name="receiver-sink",
         )
         js = nc.jetstream(timeout=ACK_TIMEOUT_S)
         try:
@@ -78,9 +82,16 @@ class NatsBroker:
                 self._acks[token] = future
                 pending.append((token, future))
                 try:
-                    await nc.publish(f"{self.spec.prefix}.{item.event.type}", item.body, reply=f"{self._inbox}.{token}",
-                                     headers={"Nats-Msg-Id": str(item.event.seq), "Nats-Expected-Stream": self.spec.target,
-                                              "Content-Type": CONTENT_TYPE})
+                    await nc.publish(
+                        f"{self.spec.prefix}.{item.event.type}",
+                        item.body,
+                        reply=f"{self._inbox}.{token}",
+                        headers={
+                            "Nats-Msg-Id": str(item.event.seq),
+                            "Nats-Expected-Stream": self.spec.target,
+                            "Content-Type": CONTENT_TYPE,
+                        },
+                    )
                 except nats.errors.MaxPayloadError as exc:
                     pending.pop()
                     refused = f"event {item.event.seq} refused: too large for the server ({exc})"

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 from receiver import logs
-from receiver.util.backoff import exponential
 from receiver.leader import lead
 from receiver.models import iso_time
 from receiver.notify import EVENTS
@@ -24,6 +24,7 @@ from receiver.sinks.nats import NatsBroker
 from receiver.sinks.redis_streams import RedisBroker
 from receiver.sinks.urls import SinkSpec, credentials
 from receiver.store.base import SinkRow
+from receiver.util.backoff import exponential
 
 log = logging.getLogger("receiver.sinks")
 
@@ -228,13 +229,18 @@ async def sinks_listing(runtime: Runtime) -> list[dict[str, Any]]:
     out = []
     for spec in specs:
         row = rows[spec.name]
-        out.append({
-            "name": spec.name, "url": spec.shown, "state": state_of(row), "last_event_id": row.position,
-            "lag": max(0, newest - row.position), "last_error": row.last_error,
-            "last_published_at": None if row.last_published_at is None else iso_time(row.last_published_at),
-        })
+        out.append(
+            {
+                "name": spec.name,
+                "url": spec.shown,
+                "state": state_of(row),
+                "last_event_id": row.position,
+                "lag": max(0, newest - row.position),
+                "last_error": row.last_error,
+                "last_published_at": None if row.last_published_at is None else iso_time(row.last_published_at),
+            }
+        )
     return out
-
 
 
 async def refresh_sink_metrics(runtime: Runtime) -> None:

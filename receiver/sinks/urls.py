@@ -12,7 +12,9 @@ Kind = Literal["nats", "redis", "amqp"]
 # A NATS subject token or stream name: no spaces, wildcards or separators that would change its meaning.
 _NATS_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _OPTIONS: dict[str, frozenset[str]] = {
-    "nats": frozenset({"stream"}), "redis": frozenset({"stream", "maxlen"}), "amqp": frozenset({"exchange"}),
+    "nats": frozenset({"stream"}),
+    "redis": frozenset({"stream", "maxlen"}),
+    "amqp": frozenset({"exchange"}),
 }
 _DEFAULT_PORTS = {"nats": 4222, "redis": 6379, "amqp": 5672}
 

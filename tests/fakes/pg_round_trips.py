@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from tests.fakes.tcp_proxy import TcpProxy
 

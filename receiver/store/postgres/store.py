@@ -21,7 +21,8 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -32,22 +33,39 @@ from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
 from receiver.outage import Outage
 from receiver.store.base import COUNT_CAP, Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
-from receiver.store.rows import (
-    JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, columns, job_filter_sql,
-    job_from_row, receipt_from_row, receipt_rows,
-)
-from receiver.store.queries import (
-    CREATE_META, EVENTS_AFTER, EVENTS_AFTER_COMPLETED_FROM, FIRST_EVENT_SEQ, HEARTBEAT, JOB_BY_ID, JOB_COUNTS,
-    KEEP_META_VALUE, LAST_EVENT_SEQ, META_VALUE, SCHEMA_VERSION, SET_SCHEMA_VERSION,
-)
-from receiver.store.postgres.refusals import PostgresRefusals
-from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.parts import Conn
-from receiver.store.postgres.mirror import PostgresMirror
-from receiver.store.schema import POSTGRES
-from receiver.store.postgres.work import PostgresWork
 from receiver.store.postgres.jobs import PostgresJobActions
+from receiver.store.postgres.mirror import PostgresMirror
+from receiver.store.postgres.refusals import PostgresRefusals
 from receiver.store.postgres.sinks import PostgresSinks
+from receiver.store.postgres.work import PostgresWork
+from receiver.store.queries import (
+    CREATE_META,
+    EVENTS_AFTER,
+    EVENTS_AFTER_COMPLETED_FROM,
+    FIRST_EVENT_SEQ,
+    HEARTBEAT,
+    JOB_BY_ID,
+    JOB_COUNTS,
+    KEEP_META_VALUE,
+    LAST_EVENT_SEQ,
+    META_VALUE,
+    SCHEMA_VERSION,
+    SET_SCHEMA_VERSION,
+)
+from receiver.store.rows import (
+    JOB_COLUMNS,
+    RECEIPT_COLUMNS,
+    budget_events,
+    budget_page,
+    columns,
+    job_filter_sql,
+    job_from_row,
+    receipt_from_row,
+    receipt_rows,
+)
+from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.schema import POSTGRES
 
 log = logging.getLogger("receiver.store")
 T = TypeVar("T")
@@ -87,16 +105,28 @@ READY_TIMEOUT_S = 2
 # and write every row. Four round trips in all, however many webhooks and attempts the batch holds.
 LOCK_JOBS_SQL = "SELECT * FROM receiver_lock_jobs($1::text[], $2::text[])"
 WRITE_SQL = f"SELECT receiver_write({', '.join(f'${n}' for n in range(1, 63))})"
-_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 # A connection in this state is unusable, whatever the query was (asyncpg reports a connection cut mid-
 # operation as an internal client error at times).
-_BROKEN = (*_UNAVAILABLE, asyncpg.exceptions.InternalClientError,
-           asyncpg.exceptions.IdleInTransactionSessionTimeoutError)
+_BROKEN = (
+    *_UNAVAILABLE,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+)
 # A bound ran out (see SESSION_SETUP): the transaction is rolled back, the connection is still good.
 _TIMED_OUT = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError)
-_RETRY = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
-          asyncpg.exceptions.UniqueViolationError)
+_RETRY = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.UniqueViolationError,
+)
 
 
 def describe(url: str) -> str:
@@ -114,11 +144,24 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     backstop_s: float | None = 1.0
 
     def __init__(
-        self, url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
-        clock: Clock = time.time, create: bool = True, pool_size: int = 10, mirroring: bool = False,
+        self,
+        url: str,
+        *,
+        default_callback_url: str | None = None,
+        reconcile_after_s: float = 300.0,
+        clock: Clock = time.time,
+        create: bool = True,
+        pool_size: int = 10,
+        mirroring: bool = False,
     ) -> None:
-        super().__init__(replica_id=f"pg-{uuid.uuid4().hex[:12]}", default_callback_url=default_callback_url,
-                         reconcile_after_s=reconcile_after_s, clock=clock, create=create, mirroring=mirroring)
+        super().__init__(
+            replica_id=f"pg-{uuid.uuid4().hex[:12]}",
+            default_callback_url=default_callback_url,
+            reconcile_after_s=reconcile_after_s,
+            clock=clock,
+            create=create,
+            mirroring=mirroring,
+        )
         self.url = url
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -127,11 +170,17 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def open(self) -> "PostgresStore":
+    async def open(self) -> PostgresStore:
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10,
-                                                   command_timeout=COMMAND_TIMEOUT_S, reset=_keep_session,
-                                                   init=_set_up_session)
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=10,
+                command_timeout=COMMAND_TIMEOUT_S,
+                reset=_keep_session,
+                init=_set_up_session,
+            )
             async with self._pool.acquire() as conn:
                 if self._create:
                     await self._migrate(conn)
@@ -142,12 +191,16 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             if isinstance(exc, StoreError):
                 raise
             if isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE, ValueError)):
-                raise StoreError(f"cannot use PostgreSQL at {describe(self.url)}: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}") from None
+                raise StoreError(
+                    f"cannot use PostgreSQL at {describe(self.url)}: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}"
+                ) from None
             raise
         self._commits = GroupCommit(self._commit_batch, name="postgres-group-commit")
-        self._tasks = [asyncio.create_task(self._listen(), name="postgres-listen"),
-                       asyncio.create_task(self._renew_claims(), name="postgres-renew-claims")]
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="postgres-listen"),
+            asyncio.create_task(self._renew_claims(), name="postgres-renew-claims"),
+        ]
         return self
 
     @staticmethod
@@ -165,7 +218,9 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             async with conn.transaction():
                 await conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', $1), ('schema_numbering', 'shared') "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(version))
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    str(version),
+                )
             for migration in POSTGRES[version:]:
                 async with conn.transaction():
                     await conn.execute(migration.sql)
@@ -185,7 +240,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), 5)
-            except (asyncio.TimeoutError, *_UNAVAILABLE):
+            except (TimeoutError, *_UNAVAILABLE):
                 self._pool.terminate()
             self._pool = None
 
@@ -276,6 +331,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     async def ping(self) -> None:
         """A write as the group commit makes them, within READY_TIMEOUT_S: this replica's heartbeat row, and
         the event-id lock (a read-only server, or a lock another replica does not let go, fail it)."""
+
         async def write(conn: Conn) -> None:
             await conn.execute(f"SET LOCAL statement_timeout = '{READY_TIMEOUT_S}s'")
             await conn.execute(HEARTBEAT.postgres, self.replica_id, self.clock())
@@ -310,13 +366,16 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             unit = self._unit()  # anew on each try: a retried transaction starts from what is committed
             holder[:] = [unit]
             writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
-            await self._load(conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+            await self._load(
+                conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()}
+            )
             ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
             receipt_ids = await self._flush(conn, unit, [b for b in batch if isinstance(b, AttemptRecord)])
             results: list[Any] = [None] * len(batch)
             for i, done in ingested:
-                results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,
-                                         error=done.error)
+                results[i] = ApplyResult(
+                    receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids, error=done.error
+                )
             return results
 
         # A batch with no job to lock (delivery attempts, receipts that name no job) is one call, receiver_write.
@@ -351,20 +410,73 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         receipts, links = receipt_rows(list(range(1, len(w.receipts) + 1)), w.receipts)
         ids = await conn.fetchval(
             WRITE_SQL,
-            *columns([(j.id, j.provider, j.provider_job_id, j.status.value, outputs_json(j.outputs), j.error,
-                       dumps(j.metadata), j.callback_url, j.registered, j.expected_outputs, j.delivery_status.value,
-                       t.created_ts, t.completed_ts, t.next_poll_at, t.owner) for t in w.new_jobs for j in (t.job,)],
-                     15),
-            *columns([(j.id, j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata), j.callback_url,
-                       j.registered, j.expected_outputs, j.delivery_status.value, t.completed_ts)
-                      for t in w.changed_jobs for j in (t.job,)], 10),
+            *columns(
+                [
+                    (
+                        j.id,
+                        j.provider,
+                        j.provider_job_id,
+                        j.status.value,
+                        outputs_json(j.outputs),
+                        j.error,
+                        dumps(j.metadata),
+                        j.callback_url,
+                        j.registered,
+                        j.expected_outputs,
+                        j.delivery_status.value,
+                        t.created_ts,
+                        t.completed_ts,
+                        t.next_poll_at,
+                        t.owner,
+                    )
+                    for t in w.new_jobs
+                    for j in (t.job,)
+                ],
+                15,
+            ),
+            *columns(
+                [
+                    (
+                        j.id,
+                        j.status.value,
+                        outputs_json(j.outputs),
+                        j.error,
+                        dumps(j.metadata),
+                        j.callback_url,
+                        j.registered,
+                        j.expected_outputs,
+                        j.delivery_status.value,
+                        t.completed_ts,
+                    )
+                    for t in w.changed_jobs
+                    for j in (t.job,)
+                ],
+                10,
+            ),
             *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5),
-            *columns([r[1:] for r in receipts], 9), *columns(links, 2),
+            *columns([r[1:] for r in receipts], 9),
+            *columns(links, 2),
             *columns([(t.job_id, t.index, t.url, t.created_at) for t in w.mirror_tasks], 4),
-            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at, i.message.url,
-                       *i.exchange_columns()) for i in attempts], 10),
+            *columns(
+                [
+                    (
+                        i.message.seq,
+                        i.status,
+                        i.next_attempt_at,
+                        i.status_code,
+                        i.error,
+                        i.at,
+                        i.message.url,
+                        *i.exchange_columns(),
+                    )
+                    for i in attempts
+                ],
+                10,
+            ),
             *columns([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4),
-            EVENTS_LOCK, CHANNEL, self._payload(unit) if w.events or w.messages else None,
+            EVENTS_LOCK,
+            CHANNEL,
+            self._payload(unit) if w.events or w.messages else None,
         )
         return list(ids)
 
@@ -380,13 +492,25 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     # -- jobs ------------------------------------------------------------------------------------
 
     async def register_job(
-        self, *, provider: str, provider_job_id: str, callback_url: str | None,
-        metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
+        self,
+        *,
+        provider: str,
+        provider_job_id: str,
+        callback_url: str | None,
+        metadata: dict[str, object],
+        expected_outputs: int | None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         async def register(conn: Conn, unit: UnitOfWork) -> tuple[Job, bool]:
             await self._load(conn, unit, {(provider, provider_job_id)})
-            registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
-                                       expected_outputs=expected_outputs, owner=owner)
+            registered = unit.register(
+                provider,
+                provider_job_id,
+                callback_url=callback_url,
+                metadata=metadata,
+                expected_outputs=expected_outputs,
+                owner=owner,
+            )
             await self._flush(conn, unit)
             return registered
 
@@ -397,21 +521,34 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         return job_from_row(rows[0]) if rows else None
 
     async def _page(
-        self, table: str, key: str, size: str, where: list[str], params: list[Any], limit: int, cursor: str | None,
+        self,
+        table: str,
+        key: str,
+        size: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+        cursor: str | None,
     ) -> tuple[list[int], bool]:
         if cursor:
             params = [*params, int(cursor)]
             where = [*where, f"{key} < ${len(params)}"]
         rows = await self._fetch(
             f"SELECT {key}, {size} FROM {table} WHERE {' AND '.join(where) or 'TRUE'} "
-            f"ORDER BY {key} DESC LIMIT ${len(params) + 1}", *params, limit + 1)
+            f"ORDER BY {key} DESC LIMIT ${len(params) + 1}",
+            *params,
+            limit + 1,
+        )
         return budget_page([(int(r[0]), int(r[1] or 0)) for r in rows], limit)
 
     async def _count(self, table: str, where: list[str], params: list[Any]) -> tuple[int, bool]:
         """How many rows match, exact up to COUNT_CAP: (count, exact)."""
         rows = await self._fetch(
             f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {' AND '.join(where) or 'TRUE'} "
-            f"LIMIT ${len(params) + 1}) AS matching", *params, COUNT_CAP + 1)
+            f"LIMIT ${len(params) + 1}) AS matching",
+            *params,
+            COUNT_CAP + 1,
+        )
         found = int(rows[0][0])
         return min(found, COUNT_CAP), found <= COUNT_CAP
 
@@ -424,8 +561,14 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         return Page([job_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def list_receipts(
-        self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
-        job_id: str | None = None, count: bool = False,
+        self,
+        *,
+        provider: str | None,
+        outcome: Outcome | None,
+        limit: int,
+        cursor: str | None,
+        job_id: str | None = None,
+        count: bool = False,
     ) -> Page[StoredReceipt]:
         where: list[str] = []
         params: list[Any] = []
@@ -457,7 +600,6 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
 
     async def last_event_seq(self) -> int:
         return int((await self._fetch(LAST_EVENT_SEQ.postgres))[0][0])
-
 
 
 async def _set_up_session(conn: Any) -> None:

@@ -6,16 +6,27 @@ from __future__ import annotations
 import asyncio
 import logging
 
-
 from receiver.errors import StoreError
 from receiver.models import Job
 from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.queries import (
-    BACKLOG, DELIVERIES, HEARTBEAT, ORPHANED_JOBS, PENDING_JOBS, RELEASE_LEASE, SCHEDULE_POLL, WAITING_MESSAGES,
+    BACKLOG,
+    DELIVERIES,
+    HEARTBEAT,
+    ORPHANED_JOBS,
+    PENDING_JOBS,
+    RELEASE_LEASE,
+    SCHEDULE_POLL,
+    WAITING_MESSAGES,
 )
 from receiver.store.rows import (
-    JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row, message_from_row,
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
+    attempt_from_row,
+    backlog_from_rows,
+    job_from_row,
+    message_from_row,
 )
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
@@ -41,12 +52,19 @@ class PostgresWork(PostgresPart):
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         now = self.clock()
-        rows = await self._tx(lambda conn: conn.fetch(
-            f"UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
-            "SELECT seq FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 "
-            "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
-            f"FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}",
-            now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit), single=True)
+        rows = await self._tx(
+            lambda conn: conn.fetch(
+                f"UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
+                "SELECT seq FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 "
+                "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
+                f"FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}",
+                now,
+                now + min(lease_s, MESSAGE_LEASE_S),
+                self.replica_id,
+                limit,
+            ),
+            single=True,
+        )
         for r in rows:
             self._held[r[0]] = now + lease_s
         return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_at)
@@ -68,9 +86,15 @@ class PostgresWork(PostgresPart):
     async def _renew(self, seqs: list[int], *, until: float) -> None:
         """Lease these messages until `until`, those still this replica's: not one whose lease was cleared
         while the renewal was on its way (its attempt recorded, or handed back at shutdown)."""
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
-            "AND status = 'pending' AND lease_until IS NOT NULL", until, seqs, self.replica_id))
+        await self._tx(
+            lambda conn: conn.execute(
+                "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
+                "AND status = 'pending' AND lease_until IS NOT NULL",
+                until,
+                seqs,
+                self.replica_id,
+            )
+        )
 
     async def next_message_due_at(self) -> float | None:
         rows = await self._fetch(NEXT_DUE_SQL)
@@ -83,9 +107,14 @@ class PostgresWork(PostgresPart):
         for seq in seqs:
             self._let_go(seq)
         if seqs:
-            await self._tx(lambda conn: conn.execute(
-                "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
-                "AND seq = ANY($2)", until, seqs))
+            await self._tx(
+                lambda conn: conn.execute(
+                    "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
+                    "AND seq = ANY($2)",
+                    until,
+                    seqs,
+                )
+            )
 
     async def hand_back_messages(self, seqs: list[int]) -> None:
         """Clear this replica's leases on them and wake the other replicas: one of them sends them now,
@@ -99,7 +128,10 @@ class PostgresWork(PostgresPart):
             status = await conn.execute(
                 "UPDATE messages SET next_attempt_at = LEAST(next_attempt_at, $1), lease_until = NULL "
                 "WHERE status = 'pending' AND seq = ANY($2) AND lease_owner = $3 AND lease_until IS NOT NULL",
-                self.clock(), seqs, self.replica_id)
+                self.clock(),
+                seqs,
+                self.replica_id,
+            )
             if status != "UPDATE 0":
                 await self._wake_outbox(conn)
 
@@ -126,10 +158,17 @@ class PostgresWork(PostgresPart):
         if not providers:
             return []
         now = self.clock()
-        rows = await self._tx(lambda conn: conn.fetch(
-            f"UPDATE jobs SET next_poll_at = $2 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
-            "AND next_poll_at <= $1 AND provider = ANY($3) ORDER BY next_poll_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {JOB_COLUMNS}", now, now + lease_s, providers, limit))
+        rows = await self._tx(
+            lambda conn: conn.fetch(
+                f"UPDATE jobs SET next_poll_at = $2 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
+                "AND next_poll_at <= $1 AND provider = ANY($3) ORDER BY next_poll_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {JOB_COLUMNS}",
+                now,
+                now + lease_s,
+                providers,
+                limit,
+            )
+        )
         return [job_from_row(r) for r in rows]
 
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
@@ -139,12 +178,18 @@ class PostgresWork(PostgresPart):
 
     async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
         now = self.clock()
-        term = await self._tx(lambda conn: conn.fetchval(
-            "INSERT INTO leases AS l (name, owner, term, expires_at) VALUES ($1, $2, 1, $3) "
-            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
-            "term = l.term + CASE WHEN l.owner = excluded.owner THEN 0 ELSE 1 END "
-            "WHERE l.owner = excluded.owner OR l.expires_at <= $4 RETURNING term",
-            name, self.replica_id, now + ttl_s, now))
+        term = await self._tx(
+            lambda conn: conn.fetchval(
+                "INSERT INTO leases AS l (name, owner, term, expires_at) VALUES ($1, $2, 1, $3) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
+                "term = l.term + CASE WHEN l.owner = excluded.owner THEN 0 ELSE 1 END "
+                "WHERE l.owner = excluded.owner OR l.expires_at <= $4 RETURNING term",
+                name,
+                self.replica_id,
+                now + ttl_s,
+                now,
+            )
+        )
         return int(term) if term is not None else None
 
     async def release_lease(self, name: str) -> None:

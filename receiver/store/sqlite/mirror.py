@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from receiver.store.base import Changes, MediaObject, MirrorTask
 from receiver.store.mirror_fair import SCAN, SQLITE_ORIGIN, full_origins, pick
 from receiver.store.parts import SQLitePart
 from receiver.store.queries import (
-    DROP_MEDIA_UPLOAD, JOB_KEY_BY_ID, KEEP_MEDIA, MEDIA_CHUNK, MEDIA_NAMED, MEDIA_OBJECT, PUT_MEDIA_CHUNK,
+    DROP_MEDIA_UPLOAD,
+    JOB_KEY_BY_ID,
+    KEEP_MEDIA,
+    MEDIA_CHUNK,
+    MEDIA_NAMED,
+    MEDIA_OBJECT,
+    PUT_MEDIA_CHUNK,
     RETRY_MIRROR_TASK,
 )
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
@@ -19,8 +26,9 @@ from receiver.store.rules import MirrorResult
 class SQLiteMirror(SQLitePart):
     """Methods of `SQLiteStore` (see `receiver.store.base.Store`)."""
 
-    async def claim_mirror_tasks(self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None,
-                                 per_origin: int | None = None) -> list[MirrorTask]:
+    async def claim_mirror_tasks(
+        self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None, per_origin: int | None = None
+    ) -> list[MirrorTask]:
         now = self.clock()
         fair = per_origin is not None or bool(room)
         full = full_origins(room)
@@ -37,13 +45,16 @@ class SQLiteMirror(SQLitePart):
             if rows:
                 db.execute(
                     f"UPDATE mirror_tasks SET lease_until = ?, lease_owner = ?, attempts = attempts + 1 "
-                    f"WHERE seq IN ({','.join('?' * len(rows))})", (now + lease_s, self.replica_id, *[r[0] for r in rows]))
+                    f"WHERE seq IN ({','.join('?' * len(rows))})",
+                    (now + lease_s, self.replica_id, *[r[0] for r in rows]),
+                )
             return rows
 
         return [task_from_row(r, claimed=1) for r in await self._batch(claim)]
 
-    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
-                                shown: str | None = None) -> None:
+    async def retry_mirror_task(
+        self, task: MirrorTask, *, next_attempt_at: float, error: str, shown: str | None = None
+    ) -> None:
         unit = self._unit()
 
         def retry(db: sqlite3.Connection) -> None:
@@ -72,8 +83,10 @@ class SQLiteMirror(SQLitePart):
                 return  # finished already (a replica whose lease had run out)
             db.execute("DELETE FROM mirror_tasks WHERE seq = ?", (task.seq,))
             if result.sha256 is not None:
-                db.execute(KEEP_MEDIA.sqlite,
-                           (result.sha256, result.size or 0, result.content_type or "application/octet-stream", now))
+                db.execute(
+                    KEEP_MEDIA.sqlite,
+                    (result.sha256, result.size or 0, result.content_type or "application/octet-stream", now),
+                )
             if key is None:
                 return
             self._load(db, unit, {(key[0], key[1])})
@@ -121,8 +134,10 @@ class SQLiteMirror(SQLitePart):
 
     async def forget_media_uploads(self, *, older_than: float) -> int:
         def forget(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM media_chunks WHERE created_at < ? AND upload NOT IN "
-                              "(SELECT upload FROM media_names)", (older_than,)).rowcount
+            return db.execute(
+                "DELETE FROM media_chunks WHERE created_at < ? AND upload NOT IN (SELECT upload FROM media_names)",
+                (older_than,),
+            ).rowcount
 
         return int(await self._batch(forget))
 
@@ -130,11 +145,16 @@ class SQLiteMirror(SQLitePart):
         now = self.clock()
 
         def expire(db: sqlite3.Connection) -> list[Any]:
-            rows = db.execute(f"SELECT {MEDIA_COLUMNS} FROM media WHERE deleted_at IS NULL AND created_at < ? "
-                              "ORDER BY created_at LIMIT ?", (before, limit)).fetchall()
+            rows = db.execute(
+                f"SELECT {MEDIA_COLUMNS} FROM media WHERE deleted_at IS NULL AND created_at < ? "
+                "ORDER BY created_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
             if rows:
-                db.execute(f"UPDATE media SET deleted_at = ? WHERE sha256 IN ({','.join('?' * len(rows))})",
-                           (now, *[r[0] for r in rows]))
+                db.execute(
+                    f"UPDATE media SET deleted_at = ? WHERE sha256 IN ({','.join('?' * len(rows))})",
+                    (now, *[r[0] for r in rows]),
+                )
             return rows
 
         return [media_from_row(r) for r in await self._batch(expire)]

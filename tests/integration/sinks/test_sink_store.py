@@ -3,7 +3,7 @@ rewind, errors, and the position a `since` rewind starts from."""
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -48,8 +48,10 @@ async def test_rows_positions_and_epochs(store: Store) -> None:
 async def test_event_seq_before_since(store: Store) -> None:
     assert await store.event_seq_before(0.0) == 0
     for n in range(3):
-        await store.apply(Receipt(provider="pixazo", source="webhook", body=b"{}"),
-                          [Completion("pixazo", f"s{n}", JobStatus.SUCCEEDED, outputs=(Output("https://a/x.jpg", None),))])
+        await store.apply(
+            Receipt(provider="pixazo", source="webhook", body=b"{}"),
+            [Completion("pixazo", f"s{n}", JobStatus.SUCCEEDED, outputs=(Output("https://a/x.jpg", None),))],
+        )
     events = await store.events_after(0, 10)
     assert [e.seq for e in events] == [1, 2, 3]
     assert await store.event_seq_before(0.0) == 0  # everything

@@ -20,8 +20,10 @@ CALLBACK = "http://127.0.0.1:9/callback"
 
 
 def webhook(pid: str) -> tuple[Receipt, list[Completion]]:
-    return (Receipt(provider="pixazo", source="webhook", body=b'{"x": 1}'),
-            [Completion("pixazo", pid, JobStatus.SUCCEEDED, outputs=(Output(f"https://im/{pid}.jpg", "image/jpeg"),))])
+    return (
+        Receipt(provider="pixazo", source="webhook", body=b'{"x": 1}'),
+        [Completion("pixazo", pid, JobStatus.SUCCEEDED, outputs=(Output(f"https://im/{pid}.jpg", "image/jpeg"),))],
+    )
 
 
 async def test_a_group_commit_is_at_most_four_round_trips(postgres_url: str) -> None:
@@ -52,35 +54,54 @@ async def test_a_group_commit_is_at_most_four_round_trips(postgres_url: str) -> 
             # Each statement is prepared once per connection (a round trip of its own): shapes seen first.
             await asyncio.gather(*(store.apply(*webhook(f"warm{i}")) for i in range(3)))
             for i in range(3):
-                await store.register_job(provider="pixazo", provider_job_id=f"warm-reg{i}", callback_url=None,
-                                         metadata={}, expected_outputs=None)
+                await store.register_job(
+                    provider="pixazo",
+                    provider_job_id=f"warm-reg{i}",
+                    callback_url=None,
+                    metadata={},
+                    expected_outputs=None,
+                )
             await asyncio.gather(*(store.apply(*webhook(f"warm-reg{i}")) for i in range(3)))
             claimed = await store.claim_due_messages(limit=10, lease_s=30)
-            await asyncio.gather(store.record_attempt(claimed[0], status_code=500, error=None, outcome="retry",
-                                                      next_attempt_at=0), store.apply(*webhook("warm-mixed")))
+            await asyncio.gather(
+                store.record_attempt(claimed[0], status_code=500, error=None, outcome="retry", next_attempt_at=0),
+                store.apply(*webhook("warm-mixed")),
+            )
 
             new_jobs = await per_commit(*(store.apply(*webhook(f"new{i}")) for i in range(16)))
             for i in range(16):
-                await store.register_job(provider="pixazo", provider_job_id=f"reg{i}", callback_url=None,
-                                         metadata={}, expected_outputs=None)
+                await store.register_job(
+                    provider="pixazo", provider_job_id=f"reg{i}", callback_url=None, metadata={}, expected_outputs=None
+                )
             finished = await per_commit(*(store.apply(*webhook(f"reg{i}")) for i in range(16)))
             before = proxy.round_trips
             claimed = await store.claim_due_messages(limit=50, lease_s=30)
             claim = proxy.round_trips - before
             assert len(claimed) >= 8
             mixed = await per_commit(
-                *(store.record_attempt(m, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
-                  for m in claimed[:8]),
-                *(store.apply(*webhook(f"mixed{i}")) for i in range(8)))
+                *(
+                    store.record_attempt(m, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+                    for m in claimed[:8]
+                ),
+                *(store.apply(*webhook(f"mixed{i}")) for i in range(8)),
+            )
             attempts_only = await per_commit(
-                *(store.record_attempt(m, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
-                  for m in claimed[8:]))
+                *(
+                    store.record_attempt(m, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+                    for m in claimed[8:]
+                )
+            )
             assert max(batches[-4:]) > 1  # batches, not one write per commit
         finally:
             await store.close()
     # Attempts alone lock no job: one statement, its own transaction; so is a claim of due callbacks.
     assert max(new_jobs, finished, mixed) <= 4 and attempts_only == 1 and claim == 1, (
-        new_jobs, finished, mixed, attempts_only, claim)
+        new_jobs,
+        finished,
+        mixed,
+        attempts_only,
+        claim,
+    )
     deliveries = await store_rows(postgres_url, "SELECT count(*) FROM attempts")
     assert deliveries == len(claimed) + 1  # the writes of every batch were made
 
@@ -101,15 +122,19 @@ async def test_the_key_lock_function_is_planned_for_the_table_as_it_grows(postgr
     conn = await asyncpg.connect(postgres_url)
     try:
         await conn.execute("SET plan_cache_mode = auto")
-        await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
-                           "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(1, 50) g")
+        await conn.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(1, 50) g"
+        )
         await conn.execute("ANALYZE jobs")
         keys = (["pixazo", "pixazo"], ["p_1", "p_2"])
         for _ in range(8):  # past the runs after which PostgreSQL may settle on one generic plan
             async with conn.transaction():
                 assert len(await conn.fetch("SELECT * FROM receiver_lock_jobs($1, $2)", *keys)) == 2
-        await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
-                           "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(51, 30000) g")
+        await conn.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(51, 30000) g"
+        )
         counts = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'jobs'"
         async with conn.transaction():
             before = await conn.fetchrow(counts)
@@ -130,10 +155,12 @@ async def test_the_next_due_message_does_not_read_the_backlog(postgres_url: str)
         async with store._connection() as conn:
             await conn.execute(
                 "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
-                "SELECT 'm' || g, 'j' || g, 'http://x/', '', 'pending', 5000 + g, 0 FROM generate_series(1, 20000) g")
+                "SELECT 'm' || g, 'j' || g, 'http://x/', '', 'pending', 5000 + g, 0 FROM generate_series(1, 20000) g"
+            )
             await conn.execute(
                 "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, lease_until, created_at) "
-                "SELECT 'l' || g, 'j' || g, 'http://x/', '', 'pending', 10, 4000 + g, 0 FROM generate_series(1, 5) g")
+                "SELECT 'l' || g, 'j' || g, 'http://x/', '', 'pending', 10, 4000 + g, 0 FROM generate_series(1, 5) g"
+            )
             await conn.execute("ANALYZE messages")
         assert await store.next_message_due_at() == 4001
         async with store._connection() as conn:
@@ -167,8 +194,10 @@ async def test_a_conflict_inside_the_write_call_is_retried(postgres_url: str) ->
         commits._commit = counted
         insert = other.transaction()
         await insert.start()
-        await other.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
-                            "VALUES ('job_theirs', 'pixazo', 'dup', 'pending', 0)")
+        await other.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "VALUES ('job_theirs', 'pixazo', 'dup', 'pending', 0)"
+        )
         applying = asyncio.create_task(store.apply(*webhook("dup")))
         for _ in range(400):  # until the store's insert waits for ours
             if await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"):

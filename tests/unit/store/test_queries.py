@@ -10,40 +10,46 @@ from receiver.store import queries
 from receiver.store.queries import Statement, shared, to_postgres
 
 
-@pytest.mark.parametrize(("sqlite", "postgres"), [
-    ("SELECT 1", "SELECT 1"),
-    ("SELECT a FROM t WHERE b = ? AND c > ? LIMIT ?", "SELECT a FROM t WHERE b = $1 AND c > $2 LIMIT $3"),
-    ("VALUES (?,?)", "VALUES ($1,$2)"),
-    # Inside a string literal a `?` or a `$` is text, whatever follows it.
-    ("SELECT '?', ? WHERE x = 'why?'", "SELECT '?', $1 WHERE x = 'why?'"),
-    ("SELECT '$1', ?", "SELECT '$1', $1"),
-    ("SELECT 'costs $5 or ?', ?", "SELECT 'costs $5 or ?', $1"),
-    # '' is one quote inside a literal: the literal goes on past it.
-    ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', $1"),
-    ("SELECT '', ?, ''''", "SELECT '', $1, ''''"),
-    # Quoted identifiers and comments, the same.
-    ('SELECT "odd?name" FROM t WHERE a = ?', 'SELECT "odd?name" FROM t WHERE a = $1'),
-    ('SELECT "a""?" , ?', 'SELECT "a""?" , $1'),
-    ("SELECT ? -- why?\n, ?", "SELECT $1 -- why?\n, $2"),
-    ("SELECT ? -- to the end?", "SELECT $1 -- to the end?"),
-    ("SELECT /* ? $1 */ ?", "SELECT /* ? $1 */ $1"),
-    # A cast after a mark stays a cast; a `$` not followed by a digit is not a placeholder.
-    ("SELECT * FROM unnest(?::text[], ?::float8[])", "SELECT * FROM unnest($1::text[], $2::float8[])"),
-    ("SELECT a$b FROM t WHERE x = ?", "SELECT a$b FROM t WHERE x = $1"),
-    ("SELECT a$1, b_$2 FROM t WHERE x = ?", "SELECT a$1, b_$2 FROM t WHERE x = $1"),
-    # Ten marks and more: `$10` after `$9`.
-    ("SELECT " + ", ".join("?" * 11), "SELECT " + ", ".join(f"${n}" for n in range(1, 12))),
-])
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("SELECT 1", "SELECT 1"),
+        ("SELECT a FROM t WHERE b = ? AND c > ? LIMIT ?", "SELECT a FROM t WHERE b = $1 AND c > $2 LIMIT $3"),
+        ("VALUES (?,?)", "VALUES ($1,$2)"),
+        # Inside a string literal a `?` or a `$` is text, whatever follows it.
+        ("SELECT '?', ? WHERE x = 'why?'", "SELECT '?', $1 WHERE x = 'why?'"),
+        ("SELECT '$1', ?", "SELECT '$1', $1"),
+        ("SELECT 'costs $5 or ?', ?", "SELECT 'costs $5 or ?', $1"),
+        # '' is one quote inside a literal: the literal goes on past it.
+        ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', $1"),
+        ("SELECT '', ?, ''''", "SELECT '', $1, ''''"),
+        # Quoted identifiers and comments, the same.
+        ('SELECT "odd?name" FROM t WHERE a = ?', 'SELECT "odd?name" FROM t WHERE a = $1'),
+        ('SELECT "a""?" , ?', 'SELECT "a""?" , $1'),
+        ("SELECT ? -- why?\n, ?", "SELECT $1 -- why?\n, $2"),
+        ("SELECT ? -- to the end?", "SELECT $1 -- to the end?"),
+        ("SELECT /* ? $1 */ ?", "SELECT /* ? $1 */ $1"),
+        # A cast after a mark stays a cast; a `$` not followed by a digit is not a placeholder.
+        ("SELECT * FROM unnest(?::text[], ?::float8[])", "SELECT * FROM unnest($1::text[], $2::float8[])"),
+        ("SELECT a$b FROM t WHERE x = ?", "SELECT a$b FROM t WHERE x = $1"),
+        ("SELECT a$1, b_$2 FROM t WHERE x = ?", "SELECT a$1, b_$2 FROM t WHERE x = $1"),
+        # Ten marks and more: `$10` after `$9`.
+        ("SELECT " + ", ".join("?" * 11), "SELECT " + ", ".join(f"${n}" for n in range(1, 12))),
+    ],
+)
 def test_marks_are_numbered_in_order_outside_literals(sqlite: str, postgres: str) -> None:
     assert to_postgres(sqlite) == postgres
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT 'unterminated ?",
-    "SELECT 'it''s ?",
-    'SELECT "unterminated',
-    "SELECT /* open ?",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 'unterminated ?",
+        "SELECT 'it''s ?",
+        'SELECT "unterminated',
+        "SELECT /* open ?",
+    ],
+)
 def test_an_unterminated_literal_or_comment_is_refused(sql: str) -> None:
     with pytest.raises(ValueError, match="unterminated"):
         to_postgres(sql)
