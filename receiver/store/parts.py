@@ -46,8 +46,9 @@ class SQLitePart(BatchedStore):
 class PostgresPart(BatchedStore):
     """A part of `PostgresStore`."""
 
-    async def _tx(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `work` in one transaction, retrying conflicts with other replicas."""
+    async def _tx(self, work: Callable[[Conn], Awaitable[T]], *, single: bool = False) -> T:
+        """Run `work` in one transaction, retrying conflicts with other replicas (`single`: one statement,
+        its own transaction)."""
         raise NotImplementedError
 
     async def _fetch(self, sql: str, *params: Any) -> list[Any]:

@@ -23,17 +23,7 @@ from receiver.store.queries import (
     RETRY_MIRROR_TASK,
 )
 from receiver.store.rows import MEDIA_COLUMNS, TASK_COLUMNS, media_from_row, task_from_row
-from receiver.store.rules import MirrorResult, UnitOfWork, Writes
-
-
-async def insert_mirror_tasks(conn: Conn, w: Writes) -> None:
-    """Part of `_flush`: the mirror tasks a unit queued."""
-    if w.mirror_tasks:
-        await conn.executemany(
-            "INSERT INTO mirror_tasks (job_id, output_index, url, next_attempt_at, created_at) "
-            "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (job_id, output_index) DO NOTHING",
-            [(t.job_id, t.index, t.url, t.created_at) for t in w.mirror_tasks],
-        )
+from receiver.store.rules import MirrorResult, UnitOfWork
 
 
 class PostgresMirror(PostgresPart):

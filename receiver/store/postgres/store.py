@@ -35,7 +35,7 @@ from receiver.store.base import COUNT_CAP, Changes, Clock, Event, JobFilter, Pag
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
 from receiver.store.parts import Conn
 from receiver.store.postgres.jobs import PostgresJobActions
-from receiver.store.postgres.mirror import PostgresMirror, insert_mirror_tasks
+from receiver.store.postgres.mirror import PostgresMirror
 from receiver.store.postgres.refusals import PostgresRefusals
 from receiver.store.postgres.sinks import PostgresSinks
 from receiver.store.postgres.work import PostgresWork
@@ -56,7 +56,6 @@ from receiver.store.queries import (
 from receiver.store.rows import (
     JOB_COLUMNS,
     RECEIPT_COLUMNS,
-    RECEIPT_INSERT_COLUMNS,
     budget_events,
     budget_page,
     columns,
@@ -102,10 +101,10 @@ SESSION_SETUP = (
 )
 # What `ping` (readyz) allows a write to take: a replica whose writes wait longer than this is not ready.
 READY_TIMEOUT_S = 2
-LOAD_JOBS_SQL = (
-    f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
-    "(SELECT * FROM unnest($1::text[], $2::text[]))"
-)
+# A group commit's two calls between BEGIN and COMMIT (schema 0012): lock the keys then read their jobs,
+# and write every row. Four round trips in all, however many webhooks and attempts the batch holds.
+LOCK_JOBS_SQL = "SELECT * FROM receiver_lock_jobs($1::text[], $2::text[])"
+WRITE_SQL = f"SELECT receiver_write({', '.join(f'${n}' for n in range(1, 63))})"
 _UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
@@ -282,11 +281,15 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
 
     # -- transactions ----------------------------------------------------------------------------
 
-    async def _tx(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `work` in one transaction, retrying conflicts with other replicas; a lost database is 503."""
+    async def _tx(self, work: Callable[[Conn], Awaitable[T]], *, single: bool = False) -> T:
+        """Run `work` in one transaction, retrying conflicts with other replicas; a lost database is 503.
+        `single`: `work` runs one statement, which PostgreSQL makes a transaction of its own: no BEGIN and
+        COMMIT of ours (two round trips fewer)."""
         for attempt in range(RETRIES):
             try:
                 async with self._connection() as conn:
+                    if single:
+                        return await work(conn)
                     async with conn.transaction():
                         return await work(conn)
             except _RETRY:
@@ -375,76 +378,66 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 )
             return results
 
-        results = await self._tx(commit)
+        # A batch with no job to lock (delivery attempts, receipts that name no job) is one call, receiver_write.
+        single = not any(isinstance(item, Write) and item.completions for item in batch)
+        results = await self._tx(commit, single=single)
         self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
         return results
 
     @staticmethod
     async def _load(conn: Conn, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
-        """Lock the keys (sorted: no deadlock between replicas), then read their jobs as committed."""
+        """Lock the keys (sorted: no deadlock between replicas), then read their jobs as committed: one call
+        (`receiver_lock_jobs`, whose read takes its snapshot after the locks)."""
         missing = unit.missing(keys)
         providers = [p for p, ids in missing.items() for _ in ids]
         ids = [i for _, pids in missing.items() for i in pids]
         if not ids:
             return
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM "
-            "(SELECT p || ':' || i AS k FROM unnest($1::text[], $2::text[]) AS t(p, i) ORDER BY 1) AS keys",
-            providers,
-            ids,
-        )
-        rows = await conn.fetch(LOAD_JOBS_SQL, providers, ids)
-        for row in rows:
+        for row in await conn.fetch(LOCK_JOBS_SQL, providers, ids):
             unit.track(job_from_row(row))
 
     async def _flush(self, conn: Conn, unit: UnitOfWork, attempts: list[AttemptRecord] | None = None) -> list[int]:
-        """Write everything the unit changed, and `attempts`; returns the new receipts' ids. The event-id lock
-        comes after every row the transaction writes: one that held it while waiting for a row another
-        replica holds, which waits for the event-id lock in turn, would deadlock (PostgreSQL breaks it after
-        a second, and the event ids of every replica wait that long)."""
+        """Write everything the unit changed, and `attempts`, in one call (`receiver_write`: one array per
+        column, one statement per table); returns the new receipts' ids. The event-id lock comes after every
+        row the transaction writes: one that held it while waiting for a row another replica holds, which
+        waits for the event-id lock in turn, would deadlock (PostgreSQL breaks it after a second, and the
+        event ids of every replica wait that long)."""
         w = unit.writes()
-        if w.new_jobs:
-            # One statement over arrays (unnest) instead of a statement per row: a batch costs the backend
-            # one plan and one executor run per table.
-            await conn.execute(
-                "INSERT INTO jobs (id, provider, provider_job_id, status, outputs, error, metadata, callback_url, "
-                "registered, expected_outputs, delivery_status, created_at, completed_at, next_poll_at, owner) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
-                "$7::text[], $8::text[], $9::boolean[], $10::integer[], $11::text[], $12::float8[], $13::float8[], "
-                "$14::float8[], $15::text[])",
-                *columns(
-                    [
-                        (
-                            j.id,
-                            j.provider,
-                            j.provider_job_id,
-                            j.status.value,
-                            outputs_json(j.outputs),
-                            j.error,
-                            dumps(j.metadata),
-                            j.callback_url,
-                            j.registered,
-                            j.expected_outputs,
-                            j.delivery_status.value,
-                            t.created_ts,
-                            t.completed_ts,
-                            t.next_poll_at,
-                            t.owner,
-                        )
-                        for t in w.new_jobs
-                        for j in (t.job,)
-                    ],
-                    15,
-                ),
-            )
-        if w.changed_jobs:
-            await conn.executemany(
-                "UPDATE jobs SET status = $1, outputs = $2, error = $3, metadata = $4, callback_url = $5, "
-                "registered = $6, expected_outputs = $7, delivery_status = $8, "
-                "completed_at = COALESCE($9, completed_at), "
-                "next_poll_at = CASE WHEN $1 = 'pending' THEN next_poll_at END WHERE id = $10",
+        attempts = sorted(attempts or (), key=lambda i: i.message.seq)  # rows locked in one order
+        if not (w.new_jobs or w.changed_jobs or w.messages or w.receipts or w.mirror_tasks or attempts or w.events):
+            return []
+        # The receipts numbered 1..n: their links name them by number, the ids are drawn by the function.
+        receipts, links = receipt_rows(list(range(1, len(w.receipts) + 1)), w.receipts)
+        ids = await conn.fetchval(
+            WRITE_SQL,
+            *columns(
                 [
                     (
+                        j.id,
+                        j.provider,
+                        j.provider_job_id,
+                        j.status.value,
+                        outputs_json(j.outputs),
+                        j.error,
+                        dumps(j.metadata),
+                        j.callback_url,
+                        j.registered,
+                        j.expected_outputs,
+                        j.delivery_status.value,
+                        t.created_ts,
+                        t.completed_ts,
+                        t.next_poll_at,
+                        t.owner,
+                    )
+                    for t in w.new_jobs
+                    for j in (t.job,)
+                ],
+                15,
+            ),
+            *columns(
+                [
+                    (
+                        j.id,
                         j.status.value,
                         outputs_json(j.outputs),
                         j.error,
@@ -454,51 +447,38 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                         j.expected_outputs,
                         j.delivery_status.value,
                         t.completed_ts,
-                        j.id,
                     )
                     for t in w.changed_jobs
                     for j in (t.job,)
                 ],
-            )
-        if w.messages:
-            await conn.execute(
-                "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
-                "SELECT i, j, u, b, 'pending', t, t FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
-                "$5::float8[]) AS m(i, j, u, b, t)",
-                *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5),
-            )
-        ids: list[int] = []
-        if w.receipts:
-            ids = [
-                r[0]
-                for r in await conn.fetch(
-                    "SELECT nextval(pg_get_serial_sequence('receipts', 'id')) FROM generate_series(1, $1)",
-                    len(w.receipts),
-                )
-            ]
-            rows, links = receipt_rows(ids, w.receipts)
-            await conn.execute(
-                f"WITH kept AS (INSERT INTO receipts ({RECEIPT_INSERT_COLUMNS}) SELECT * FROM unnest($1::bigint[], "
-                "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], "
-                "$10::float8[])) INSERT INTO receipt_jobs (job_id, receipt_id) "
-                "SELECT * FROM unnest($11::text[], $12::bigint[]) ON CONFLICT DO NOTHING",
-                *columns(rows, 10),
-                *columns(links, 2),
-            )
-        await insert_mirror_tasks(conn, w)
-        if attempts:  # after the key locks, so a batch never holds a job row while it waits for a key lock
-            await self._record_attempts_now(conn, attempts)
-        if w.events:
-            # Held to the COMMIT: event ids become visible in the order they were handed out.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
-            await conn.execute(
-                "INSERT INTO events (job_id, type, data, created_at) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])",
-                *columns([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4),
-            )
-        if w.events or w.messages:
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._payload(unit))
-        return ids
+                10,
+            ),
+            *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5),
+            *columns([r[1:] for r in receipts], 9),
+            *columns(links, 2),
+            *columns([(t.job_id, t.index, t.url, t.created_at) for t in w.mirror_tasks], 4),
+            *columns(
+                [
+                    (
+                        i.message.seq,
+                        i.status,
+                        i.next_attempt_at,
+                        i.status_code,
+                        i.error,
+                        i.at,
+                        i.message.url,
+                        *i.exchange_columns(),
+                    )
+                    for i in attempts
+                ],
+                10,
+            ),
+            *columns([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4),
+            EVENTS_LOCK,
+            CHANNEL,
+            self._payload(unit) if w.events or w.messages else None,
+        )
+        return list(ids)
 
     async def _wake_outbox(self, conn: Conn) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, dumps({"r": self.replica_id, "j": [], "m": True}))

@@ -9,7 +9,6 @@ import logging
 from receiver.errors import StoreError
 from receiver.models import Job
 from receiver.store.base import REPLICA_TTL_S, Attempt, Message
-from receiver.store.batching import AttemptRecord
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.queries import (
     BACKLOG,
@@ -26,16 +25,17 @@ from receiver.store.rows import (
     MESSAGE_COLUMNS,
     attempt_from_row,
     backlog_from_rows,
-    columns,
     job_from_row,
     message_from_row,
 )
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
-_REFRESH_DELIVERY_STATUS = (
-    "UPDATE jobs SET delivery_status = COALESCE("
-    "(SELECT status FROM messages WHERE messages.job_id = jobs.id ORDER BY seq DESC LIMIT 1), 'none') "
-    "WHERE id = ANY($1::text[])"
+# Two index probes (messages_due, messages_leased): the first unleased pending message, and the leased
+# ones (in flight, few), each due once its lease ends. Not a read of every pending message.
+NEXT_DUE_SQL = (
+    "SELECT LEAST((SELECT MIN(next_attempt_at) FROM messages WHERE status = 'pending' AND lease_until IS NULL), "
+    "(SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM messages WHERE status = 'pending' "
+    "AND lease_until IS NOT NULL))"
 )
 log = logging.getLogger("receiver.store")
 
@@ -62,7 +62,8 @@ class PostgresWork(PostgresPart):
                 now + min(lease_s, MESSAGE_LEASE_S),
                 self.replica_id,
                 limit,
-            )
+            ),
+            single=True,
         )
         for r in rows:
             self._held[r[0]] = now + lease_s
@@ -96,60 +97,11 @@ class PostgresWork(PostgresPart):
         )
 
     async def next_message_due_at(self) -> float | None:
-        rows = await self._fetch(
-            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages WHERE status = 'pending'"
-        )
+        rows = await self._fetch(NEXT_DUE_SQL)
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def _let_go(self, seq: int) -> None:
         self._held.pop(seq, None)
-
-    @staticmethod
-    async def _record_attempts_now(conn: Conn, items: list[AttemptRecord]) -> None:
-        """A batch's delivery attempts in two statements, whatever their number: each pending message
-        counts its attempt and takes its new status, the attempt is logged, then each job's
-        delivery_status follows its latest message (a second statement: a data-modifying CTE's changes
-        are not visible to its own statement).
-
-        The attempt is logged with the URL it was sent to. A message re-pointed while its attempt was
-        under way (a PATCH of callback_url) stays pending and is due at once: its result goes to the new URL,
-        whatever the old one answered."""
-        if not items:
-            return
-        items = sorted(items, key=lambda i: i.message.seq)
-        job_ids = await conn.fetch(
-            "WITH given AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::integer[], "
-            "$5::text[], $6::float8[], $7::text[], $8::text[], $9::text[], $10::bytea[]) "
-            "AS g(seq, status, next_attempt_at, status_code, error, at, url, request_headers, response_headers, "
-            "response_body)), "
-            "counted AS (UPDATE messages m SET attempts = m.attempts + 1, "
-            "status = CASE WHEN m.url = g.url THEN g.status ELSE 'pending' END, "
-            "next_attempt_at = CASE WHEN m.url = g.url THEN g.next_attempt_at ELSE g.at END, lease_until = NULL "
-            "FROM given g WHERE m.seq = g.seq AND m.status = 'pending' "
-            "RETURNING m.id, m.job_id, g.url, m.attempts, g.status_code, g.error, g.at, g.request_headers, "
-            "g.response_headers, g.response_body) "
-            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
-            "response_headers, response_body) "
-            "SELECT * FROM counted RETURNING job_id",
-            *columns(
-                [
-                    (
-                        i.message.seq,
-                        i.status,
-                        i.next_attempt_at,
-                        i.status_code,
-                        i.error,
-                        i.at,
-                        i.message.url,
-                        *i.exchange_columns(),
-                    )
-                    for i in items
-                ],
-                10,
-            ),
-        )
-        if job_ids:
-            await conn.execute(_REFRESH_DELIVERY_STATUS, sorted({r["job_id"] for r in job_ids}))
 
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         for seq in seqs:

@@ -1,0 +1,216 @@
+"""The PostgreSQL group commit as the server sees it: round trips counted on the wire, its functions'
+plans as the tables grow, and the next due message found without reading the backlog."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from receiver.models import Completion, JobStatus, Output, Receipt
+from receiver.store.batching import Item
+from receiver.store.postgres.store import PostgresStore
+from receiver.store.postgres.work import NEXT_DUE_SQL
+from tests.fakes.pg_round_trips import round_trip_proxy
+from tests.fakes.tcp_proxy import through
+
+CALLBACK = "http://127.0.0.1:9/callback"
+
+
+def webhook(pid: str) -> tuple[Receipt, list[Completion]]:
+    return (
+        Receipt(provider="pixazo", source="webhook", body=b'{"x": 1}'),
+        [Completion("pixazo", pid, JobStatus.SUCCEEDED, outputs=(Output(f"https://im/{pid}.jpg", "image/jpeg"),))],
+    )
+
+
+async def test_a_group_commit_is_at_most_four_round_trips(postgres_url: str) -> None:
+    """BEGIN, the key locks with the jobs' read, every write, COMMIT: counted on the wire, for batches of
+    new jobs, of jobs finished (events, callbacks, receipts) and of delivery attempts with webhooks; a
+    batch of attempts alone, and a claim of due callbacks, are one round trip each."""
+    target = urlsplit(postgres_url)
+    async with round_trip_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        store = await PostgresStore(through(proxy, postgres_url), default_callback_url=CALLBACK, pool_size=1).open()
+        try:
+            commits = store._commits
+            assert commits is not None
+            commit = commits._commit
+            batches: list[int] = []
+
+            async def counted(batch: list[Item]) -> list[Any]:
+                batches.append(len(batch))
+                return await commit(batch)
+
+            commits._commit = counted
+
+            async def per_commit(*writes: Any) -> float:
+                before, done = proxy.round_trips, len(batches)
+                await asyncio.gather(*writes)
+                assert len(batches) > done
+                return (proxy.round_trips - before) / (len(batches) - done)
+
+            # Each statement is prepared once per connection (a round trip of its own): shapes seen first.
+            await asyncio.gather(*(store.apply(*webhook(f"warm{i}")) for i in range(3)))
+            for i in range(3):
+                await store.register_job(
+                    provider="pixazo",
+                    provider_job_id=f"warm-reg{i}",
+                    callback_url=None,
+                    metadata={},
+                    expected_outputs=None,
+                )
+            await asyncio.gather(*(store.apply(*webhook(f"warm-reg{i}")) for i in range(3)))
+            claimed = await store.claim_due_messages(limit=10, lease_s=30)
+            await asyncio.gather(
+                store.record_attempt(claimed[0], status_code=500, error=None, outcome="retry", next_attempt_at=0),
+                store.apply(*webhook("warm-mixed")),
+            )
+
+            new_jobs = await per_commit(*(store.apply(*webhook(f"new{i}")) for i in range(16)))
+            for i in range(16):
+                await store.register_job(
+                    provider="pixazo", provider_job_id=f"reg{i}", callback_url=None, metadata={}, expected_outputs=None
+                )
+            finished = await per_commit(*(store.apply(*webhook(f"reg{i}")) for i in range(16)))
+            before = proxy.round_trips
+            claimed = await store.claim_due_messages(limit=50, lease_s=30)
+            claim = proxy.round_trips - before
+            assert len(claimed) >= 8
+            mixed = await per_commit(
+                *(
+                    store.record_attempt(m, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+                    for m in claimed[:8]
+                ),
+                *(store.apply(*webhook(f"mixed{i}")) for i in range(8)),
+            )
+            attempts_only = await per_commit(
+                *(
+                    store.record_attempt(m, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+                    for m in claimed[8:]
+                )
+            )
+            assert max(batches[-4:]) > 1  # batches, not one write per commit
+        finally:
+            await store.close()
+    # Attempts alone lock no job: one statement, its own transaction; so is a claim of due callbacks.
+    assert max(new_jobs, finished, mixed) <= 4 and attempts_only == 1 and claim == 1, (
+        new_jobs,
+        finished,
+        mixed,
+        attempts_only,
+        claim,
+    )
+    deliveries = await store_rows(postgres_url, "SELECT count(*) FROM attempts")
+    assert deliveries == len(claimed) + 1  # the writes of every batch were made
+
+
+async def store_rows(url: str, sql: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+async def test_the_key_lock_function_is_planned_for_the_table_as_it_grows(postgres_url: str) -> None:
+    """The jobs' read inside `receiver_lock_jobs` is planned on every call even in a session that lets
+    PostgreSQL keep a generic plan: one made while the table held 50 rows would scan it whole at 30,000."""
+    store = await PostgresStore(postgres_url).open()
+    await store.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("SET plan_cache_mode = auto")
+        await conn.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(1, 50) g"
+        )
+        await conn.execute("ANALYZE jobs")
+        keys = (["pixazo", "pixazo"], ["p_1", "p_2"])
+        for _ in range(8):  # past the runs after which PostgreSQL may settle on one generic plan
+            async with conn.transaction():
+                assert len(await conn.fetch("SELECT * FROM receiver_lock_jobs($1, $2)", *keys)) == 2
+        await conn.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(51, 30000) g"
+        )
+        counts = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'jobs'"
+        async with conn.transaction():
+            before = await conn.fetchrow(counts)
+            assert len(await conn.fetch("SELECT * FROM receiver_lock_jobs($1, $2)", *keys)) == 2
+            after = await conn.fetchrow(counts)
+    finally:
+        await conn.close()
+    assert before is not None and after is not None
+    scans = {key: after[key] - before[key] for key in ("seq_scan", "idx_scan")}
+    assert scans["seq_scan"] == 0 and scans["idx_scan"] > 0, scans
+
+
+async def test_the_next_due_message_does_not_read_the_backlog(postgres_url: str) -> None:
+    """20,000 messages waiting for a retry and a few leased: the next due time is right (a leased one counts
+    from its lease's end) and found by index probes, not by reading every pending message."""
+    store = await PostgresStore(postgres_url).open()
+    try:
+        async with store._connection() as conn:
+            await conn.execute(
+                "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
+                "SELECT 'm' || g, 'j' || g, 'http://x/', '', 'pending', 5000 + g, 0 FROM generate_series(1, 20000) g"
+            )
+            await conn.execute(
+                "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, lease_until, created_at) "
+                "SELECT 'l' || g, 'j' || g, 'http://x/', '', 'pending', 10, 4000 + g, 0 FROM generate_series(1, 5) g"
+            )
+            await conn.execute("ANALYZE messages")
+        assert await store.next_message_due_at() == 4001
+        async with store._connection() as conn:
+            await conn.execute("UPDATE messages SET lease_until = NULL WHERE id LIKE 'l%'")
+        assert await store.next_message_due_at() == 10
+        async with store._connection() as conn:
+            await conn.execute("UPDATE messages SET status = 'delivered' WHERE next_attempt_at = 10")
+            assert float(await conn.fetchval(NEXT_DUE_SQL)) == 5001
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {NEXT_DUE_SQL}"))
+    finally:
+        await store.close()
+    assert "messages_due" in plan and "messages_leased" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_a_conflict_inside_the_write_call_is_retried(postgres_url: str) -> None:
+    """A writer that does not take the key lock inserts the job a webhook is about to create: the group
+    commit's insert inside `receiver_write` waits for it, fails with a unique violation once it commits,
+    and the whole transaction is tried again, which then finds the job and finishes it: within the one
+    group commit, not by the fallback that commits each write of a failed batch alone."""
+    store = await PostgresStore(postgres_url).open()
+    other = await asyncpg.connect(postgres_url)
+    try:
+        commits = store._commits
+        assert commits is not None
+        commit, calls = commits._commit, []
+
+        async def counted(batch: list[Item]) -> list[Any]:
+            calls.append(len(batch))
+            return await commit(batch)
+
+        commits._commit = counted
+        insert = other.transaction()
+        await insert.start()
+        await other.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "VALUES ('job_theirs', 'pixazo', 'dup', 'pending', 0)"
+        )
+        applying = asyncio.create_task(store.apply(*webhook("dup")))
+        for _ in range(400):  # until the store's insert waits for ours
+            if await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the store's write never waited for the other insert")
+        assert not applying.done()
+        await insert.commit()
+        result = await asyncio.wait_for(applying, 30)
+        job = await store.get_job("job_theirs")
+    finally:
+        await other.close()
+        await store.close()
+    assert result.job_ids == ["job_theirs"] and calls == [1]
+    assert job is not None and job.status is JobStatus.SUCCEEDED
