@@ -59,8 +59,7 @@ from receiver.outage import Outage
 from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
 from receiver.store import Clock, describe_store, open_store
-from receiver.store.base import HEARTBEAT_S
-from receiver.tuning import MirrorTuning, StreamTuning
+from receiver.tuning import REPLICAS, MirrorTuning, StreamTuning
 
 log = logging.getLogger("receiver.app")
 
@@ -80,7 +79,7 @@ async def run_heartbeat(runtime: Runtime) -> None:
     """Say this replica is alive, so that the calls it owns are not taken for orphans."""
     outage = Outage(log, "heartbeat")
     while not runtime.stopping.is_set():
-        await wait_for(runtime.stopping, HEARTBEAT_S)
+        await wait_for(runtime.stopping, REPLICAS.heartbeat_s)
         try:
             await runtime.store.heartbeat()
             outage.ok()

@@ -13,11 +13,11 @@ from receiver.errors import StoreError
 from receiver.notify import wait_for
 from receiver.outage import Outage
 from receiver.runtime import Runtime
+from receiver.tuning import INGEST
 
 log = logging.getLogger("receiver.ingest.timeouts")
 
 BATCH = 500
-MAX_SWEEP_EVERY_S = 30.0
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 
 
@@ -27,7 +27,7 @@ def timeout_error(timeout_s: float) -> str:
 
 def sweep_every(timeout_s: float) -> float:
     """Often enough that a job fails within a few percent of its timeout (and at most 30 s late)."""
-    return min(MAX_SWEEP_EVERY_S, max(0.05, timeout_s / 20))
+    return min(INGEST.max_sweep_every_s, max(0.05, timeout_s / 20))
 
 
 async def sweep_once(runtime: Runtime) -> int:

@@ -18,8 +18,6 @@ PAGE_BUDGET_BYTES = 4 * 1024 * 1024
 # A list's `total` is an exact count up to this many rows, else this number with `total_exact` false: the
 # count reads at most this many index entries, so asking for it on every poll stays cheap on any store.
 COUNT_CAP = 10_000
-REPLICA_TTL_S = 30.0  # a replica whose heartbeat is older than this is gone
-HEARTBEAT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +272,7 @@ class Store(Protocol):
         new holder) while held, None while another replica holds it."""
     async def release_lease(self, name: str) -> None: ...
     async def heartbeat(self) -> None:
-        """Say this replica is alive (see REPLICA_TTL_S)."""
+        """Say this replica is alive (see receiver.tuning.ReplicaTuning)."""
     async def orphaned_jobs(self, provider: str) -> list[Job]:
         """Pending jobs of `provider` owned by a replica that is gone."""
 

@@ -9,7 +9,8 @@ import logging
 
 from receiver.errors import StoreError
 from receiver.models import Job
-from receiver.store.base import REPLICA_TTL_S, Attempt, Message
+from receiver.store.base import Attempt, Message
+from receiver.tuning import REPLICAS
 from receiver.store.batching import AttemptRecord
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.rows import (
@@ -193,5 +194,5 @@ class PostgresWork(PostgresPart):
     async def orphaned_jobs(self, provider: str) -> list[Job]:
         rows = await self._fetch(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 AND (owner IS NULL OR owner "
-            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > $2)) ORDER BY seq", provider, self.clock() - REPLICA_TTL_S)
+            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > $2)) ORDER BY seq", provider, self.clock() - REPLICAS.ttl_s)
         return [job_from_row(r) for r in rows]

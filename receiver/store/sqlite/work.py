@@ -7,7 +7,8 @@ import sqlite3
 from typing import Any
 
 from receiver.models import Job
-from receiver.store.base import REPLICA_TTL_S, Attempt, Message
+from receiver.store.base import Attempt, Message
+from receiver.tuning import REPLICAS
 from receiver.store.batching import AttemptRecord
 from receiver.store.parts import SQLitePart
 from receiver.store.rows import (
@@ -171,5 +172,5 @@ class SQLiteWork(SQLitePart):
         rows = await self._fetch(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? AND (owner IS NULL OR owner "
             "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ?)) ORDER BY seq",
-            (provider, self.clock() - REPLICA_TTL_S))
+            (provider, self.clock() - REPLICAS.ttl_s))
         return [job_from_row(r) for r in rows]

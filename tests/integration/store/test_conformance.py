@@ -13,6 +13,7 @@ import pytest
 from receiver.models import Completion, JobStatus, Outcome, Output, Receipt
 from receiver.store import FinishedFilter, JobFilter, Store, open_store
 from receiver.store import base as store_base
+from receiver.tuning import REPLICAS
 
 Opener = Callable[..., Awaitable[Store]]
 
@@ -277,7 +278,7 @@ async def test_calls_of_a_gone_replica_are_orphans(open_stores: Opener) -> None:
     job, _ = await a.register_job(provider="lumenfall", provider_job_id="lf_x", callback_url=None, metadata={},
                                   expected_outputs=None, owner=a.replica_id)
     assert await b.orphaned_jobs("lumenfall") == []  # its replica is alive
-    clock.now += store_base.REPLICA_TTL_S + 1
+    clock.now += REPLICAS.ttl_s + 1
     await b.heartbeat()  # b lives on, a has stopped
     assert [j.id for j in await b.orphaned_jobs("lumenfall")] == [job.id]
 
