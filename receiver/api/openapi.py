@@ -12,8 +12,10 @@ from starlette.responses import JSONResponse, Response
 
 import receiver
 from receiver.api.generations import Generate
-from receiver.api.idempotency import MAX_KEY_LENGTH
-from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName, ReceiptSource, StreamState
+from receiver.models import (
+    IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_TTL_S, PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName, ReceiptSource,
+    StreamState,
+)
 from receiver.web.validation import PatchJob, RedeliverTo, Redeliveries, RegisterJob
 
 # -- answers ---------------------------------------------------------------------------------------
@@ -246,7 +248,8 @@ def _paths() -> dict[str, Any]:
                 "202": _json(Generated, "submitted"), "409": _json(ErrorOut, "its Idempotency-Key is in use"),
                 "502": _json(ErrorOut, "the provider refused"),
             }, body=Generate, params=[{"name": "Idempotency-Key", "in": "header", "required": False,
-                                       "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH}}]),
+                                       "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+                                       "description": f"a repeat within {IDEMPOTENCY_TTL_S / 3600:g} h answers the same jobs"}]),
         },
         "/v1/receipts": {
             "get": _op("Stored inbound messages, newest first", {"200": _json(ReceiptPage, "a page")}, params=[

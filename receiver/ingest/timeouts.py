@@ -2,7 +2,7 @@
 
 A periodic sweep on every replica; each batch is one transaction that locks the jobs' keys and
 re-reads them, so replicas sweeping at once (or a result arriving meanwhile) end each job once.
-The same sweep forgets Idempotency-Keys past their 24 h.
+The same sweep forgets Idempotency-Keys past their IDEMPOTENCY_TTL_S.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from receiver.errors import StoreError
+from receiver.models import IDEMPOTENCY_TTL_S
 from receiver.notify import wait_for
 from receiver.outage import Outage
 from receiver.runtime import Runtime
@@ -18,7 +19,6 @@ from receiver.tuning import INGEST
 log = logging.getLogger("receiver.ingest.timeouts")
 
 BATCH = 500
-IDEMPOTENCY_TTL_S = 24 * 3600.0
 
 
 def timeout_error(timeout_s: float) -> str:

@@ -21,8 +21,8 @@ NOT_KNOBS = {
     "receiver/api/jobs.py": {"MAX_WAIT_S"},
     "receiver/media/objects.py": {"PRESIGN_S"},
     "receiver/metrics.py": {"JOB_COUNTS_TTL_S"},
-    "receiver/api/idempotency.py": {"WAIT_STEP_S", "TTL_S"},
-    "receiver/ingest/timeouts.py": {"IDEMPOTENCY_TTL_S"},
+    "receiver/api/idempotency.py": {"WAIT_STEP_S"},
+    "receiver/models.py": {"IDEMPOTENCY_TTL_S"},  # the contract's, not a worker's
 }
 
 

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.ingest.lumenfall_calls import INTERRUPTED
+from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH
 from receiver.settings import webhook_url
 from tests.fakes import apiframe as af
 from tests.fakes import lumenfall as lf
@@ -152,6 +153,12 @@ async def test_apiframe_submit_idempotent_then_signed_webhook(tmp_path: Path) ->
         assert first.json()["jobs"][0]["id"] == retry.json()["jobs"][0]["id"]
         assert [r.headers["idempotency-key"] for r in fake.requests_to("/v2/images/generate")[1:]] == ["pipeline-run-42"]
         assert len(fake.jobs) == 2
+        # The longest key the receiver takes is one Apiframe takes; one longer is refused before submitting.
+        longest = "k" * IDEMPOTENCY_KEY_MAX_LENGTH
+        assert (await generate(server, {**body, "prompt": "long"}, **{"Idempotency-Key": longest})).status_code == 202
+        too_long = await generate(server, {**body, "prompt": "longer"}, **{"Idempotency-Key": longest + "k"})
+        assert too_long.status_code == 422 and too_long.json()["fields"][0]["field"] == "Idempotency-Key", too_long.text
+        assert len(fake.jobs) == 3
 
         raw, headers = af.signed(af.completed(job["provider_job_id"]))
         async with server.client() as client:
