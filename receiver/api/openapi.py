@@ -22,12 +22,18 @@ from receiver.web.validation import PatchJob, RedeliverTo, Redeliveries, Registe
 
 
 class OutputOut(BaseModel):
-    url: str
+    model_config = ConfigDict(title="Output")
+
+    url: str  # where the provider put it
     media_type: str | None
+    stored_url: str | None  # the receiver's copy, once mirrored (RECEIVER_MEDIA_URL)
+    sha256: str | None
+    bytes: int | None
+    mirror_error: str | None  # why the copy failed; the job keeps the provider's URL
 
 
 class JobOut(BaseModel):
-    model_config = ConfigDict(title="Job", extra="allow")  # the media fields of a mirrored output may follow
+    model_config = ConfigDict(title="Job")
 
     id: str
     provider: ProviderName
@@ -65,7 +71,7 @@ class AnswerOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(title="Delivery")
 
     message_id: str
     url: str
@@ -94,7 +100,7 @@ class Count(BaseModel):
 
 
 class ReceiptOut(BaseModel):
-    model_config = ConfigDict(title="Receipt", extra="allow")  # body_base64 when the body is not UTF-8
+    model_config = ConfigDict(title="Receipt")
 
     id: int
     provider: str
@@ -106,6 +112,7 @@ class ReceiptOut(BaseModel):
     body: str
     received_at: str
     headers: dict[str, str] = {}  # the kept request headers, signature values masked
+    body_base64: str | None = None  # only when the body is not UTF-8 (`body` then has U+FFFD for bad bytes)
 
 
 class ReceiptPage(BaseModel):
@@ -116,7 +123,7 @@ class ReceiptPage(BaseModel):
 
 
 class RefusalOut(BaseModel):
-    model_config = ConfigDict(title="Refusal", extra="allow")  # body_base64 when the body is not UTF-8
+    model_config = ConfigDict(title="Refusal")
 
     id: int
     provider: str
@@ -132,12 +139,14 @@ class RefusalOut(BaseModel):
     body_truncated: bool
     receipt_id: int | None
     received_at: str
+    body_base64: str | None = None  # only when the body is not UTF-8
 
 
 class RefusalPage(BaseModel):
     refusals: list[RefusalOut]
     next_cursor: str | None
     total: int | None = None
+    total_exact: bool | None = None
 
 
 class Backlog(BaseModel):
@@ -158,11 +167,20 @@ class StatsOut(BaseModel):
     delivery_backlog: Backlog
 
 
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
 class ErrorOut(BaseModel):
-    model_config = ConfigDict(title="Error", extra="allow")  # e.g. `fields`, `setting`, `provider_status`
+    model_config = ConfigDict(title="Error")
 
     error: str
     message: str
+    fields: list[FieldError] | None = None  # 422 invalid_request: each field and what is wrong with it
+    setting: str | None = None  # the RECEIVER_* setting to fix
+    provider_status: int | None = None  # 502 provider_refused: the provider's HTTP status
+    job: JobOut | None = None  # 409 already_terminal: the job as it is
 
 
 # -- the document ----------------------------------------------------------------------------------
@@ -271,7 +289,8 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/events": {
             "get": _op("Terminal jobs as Server-Sent Events", {
-                "200": {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "200": {"description": "an event stream; each event's data is a Job", "content": {
+                    "text/event-stream": {"schema": {"type": "string"}, "x-event-data": _ref(JobOut)}}},
                 "409": _json(ErrorOut, "Last-Event-ID ahead of the store"),
                 "422": _json(ErrorOut, "since is not an ISO 8601 time"),
             }, params=[_query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,19}$"}),
