@@ -25,9 +25,9 @@ import httpx
 import standardwebhooks
 from hypothesis import HealthCheck, Phase, Verbosity, example, given, seed as hypothesis_seed, settings
 
-from receiver.providers import apiframe
+from receiver.providers import REGISTRY, WEBHOOK_PROVIDERS, apiframe
 from tests.faults.common import Report, log_records
-from tests.faults.fuzz_cases import WEBHOOK_PROVIDERS, ApiCase, Case, RawCase, WebhookCase, cases
+from tests.faults.fuzz_cases import ApiCase, Case, RawCase, WebhookCase, cases
 from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, process_env
 
 APIFRAME_KEY = "fuzz-apiframe-key-3c9e71"
@@ -289,7 +289,7 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
         workdir, RECEIVER_LOG_FORMAT="json", RECEIVER_MAX_BODY_BYTES=str(MAX_BODY),
         RECEIVER_DEFAULT_CALLBACK_URL=f"{dead_url}/hook", RECEIVER_APIFRAME_API_KEY=APIFRAME_KEY,
         RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET, RECEIVER_RETRY_SCHEDULE="1,1",
-        **{f"RECEIVER_{p.upper()}_BASE_URL": dead_url for p in ("oxen", "runware", "pixazo", "apiframe", "lumenfall")},
+        **{f"RECEIVER_{p.upper()}_BASE_URL": dead_url for p in REGISTRY},
     )
     daemon = ReceiverProcess(env, log_path=workdir / "receiver.log")
     daemon.start()

@@ -13,7 +13,9 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-WEBHOOK_PROVIDERS = ("pixazo", "runware", "apiframe", "lumenfall")
+from receiver.models import PROVIDERS
+from receiver.providers import WEBHOOK_PROVIDERS
+
 
 
 @dataclass(frozen=True)
@@ -189,12 +191,12 @@ callback_urls = st.sampled_from([
     "http://127.0.0.1:9/\x00", "https://127.0.0.1:9/" + "p" * 3000, "",
 ]) | st.none() | json_values
 register_body = _opt(
-    provider=st.sampled_from(["pixazo", "runware", "apiframe", "lumenfall", "oxen", "PIXAZO"]) | json_values,
+    provider=st.sampled_from([*PROVIDERS, "PIXAZO"]) | json_values,
     provider_job_id=ids, callback_url=callback_urls, metadata=json_values,
     expected_outputs=st.integers() | json_values, extra=json_values,
 )
 generation_body = _opt(
-    provider=st.sampled_from(["pixazo", "runware", "apiframe", "lumenfall", "oxen"]) | json_values,
+    provider=st.sampled_from(PROVIDERS) | json_values,
     prompt=st.text(max_size=40) | json_values, model=st.text(max_size=20) | json_values,
     input_image=urlish | json_values, params=json_values, callback_url=callback_urls, metadata=json_values,
 )
@@ -226,7 +228,7 @@ def api_cases(draw: st.DrawFn) -> ApiCase:
 well_formed_register = st.builds(
     lambda provider, job_id, metadata, url: {"provider": provider, "provider_job_id": job_id, "metadata": metadata,
                                             "callback_url": url},
-    st.sampled_from(["pixazo", "runware", "apiframe", "lumenfall", "oxen"]), _job_ids,
+    st.sampled_from(PROVIDERS), _job_ids,
     st.dictionaries(st.text(max_size=8), json_values, max_size=3), st.sampled_from([None, "http://127.0.0.1:9/hook"]),
 )
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from receiver.logs import AccessLines, FinishedLines, JsonLines, Redacting
-from receiver.providers import apiframe
+from receiver.providers import REGISTRY, apiframe
 from tests.fakes.callback import callback_server
 from tests.fakes.pixazo import completed
 from tests.faults.common import log_records
@@ -22,7 +22,7 @@ from tests.support import ReceiverProcess, free_port, process_env
 API_TOKEN = "api-Tok3n-6d1f0a9b27c84e55"
 WEBHOOK_TOKEN = "hook-Tok3n-90b1c7e4aa2f"
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"signing-secret-for-the-log-test!").decode()
-PROVIDER_KEYS = {p: f"{p}-KEY-{n}c0ffee{n}" for n, p in enumerate(("oxen", "runware", "pixazo", "apiframe", "lumenfall"))}
+PROVIDER_KEYS = {p: f"{p}-KEY-{n}c0ffee{n}" for n, p in enumerate(REGISTRY)}
 LUMENFALL_SECRET = "whsec_" + base64.b64encode(b"lumenfall-webhook-secret-0123456").decode()
 SECRETS = [API_TOKEN, WEBHOOK_TOKEN, SIGNING_SECRET, SIGNING_SECRET.removeprefix("whsec_"), LUMENFALL_SECRET,
            *PROVIDER_KEYS.values()]
