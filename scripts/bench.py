@@ -45,6 +45,7 @@ from typing import Callable
 
 from scripts import bench_media, benchclient, benchpg
 from scripts import benchlib as bl
+from tests.fakes.oxen import API_KEY as OXEN_API_KEY
 
 INSTALL_WRK = ("wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
                "macOS: `brew install wrk`). Using the built-in asyncio load generator meanwhile: it shares the "
@@ -279,7 +280,7 @@ async def _stream(plan: Plan) -> list[tuple[int, float]]:
     oxen = await bl.OxenStream().start()
     db = plan.workdir / "stream.db"
     server = bl.Served("receiver-stream", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
-        db, RECEIVER_OXEN_API_KEY=bl.OXEN_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url))
+        db, RECEIVER_OXEN_API_KEY=OXEN_API_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url))
     await asyncio.to_thread(server.start)
     runs: list[tuple[int, float]] = []
     try:

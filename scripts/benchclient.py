@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Coroutine
+from typing import Any, Sequence
 
 
 CALLBACK_CLIENTS = ("httpx", "aiohttp")
@@ -80,6 +81,7 @@ def _client_main(kind: str, url: str, count: int, concurrency: int) -> None:
     """In its own process: a warm-up, then `count` callbacks; prints the CPU time they took, as JSON."""
     import resource
 
+    run: Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]
     try:
         import uvloop  # as under uvicorn
         run = uvloop.run

@@ -15,7 +15,7 @@ import tempfile
 import weakref
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Self, Sequence
+from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Self, Sequence, TypeVar, overload
 
 import httpx
 import uvicorn
@@ -31,6 +31,13 @@ WEBHOOK_TOKEN = "test-webhook-token"
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+T = TypeVar("T")
+
+
+@overload
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = ..., what: str = ...) -> T: ...
+@overload
+async def eventually(check: Callable[[], T | None], timeout: float = ..., what: str = ...) -> T: ...
 async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Re-run `check` (sync or async) until it returns something truthy, and return that; fail after `timeout`
     with its last value. The one poll-until of the tests: generous by default, since a busy machine is slow."""
@@ -64,7 +71,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "media_url": "off",  # tests that mirror set a directory (or s3://) of their own
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return Settings.model_validate(values)  # these values only: not the environment, nor a .env file
 
 
 class RunningServer:
@@ -95,7 +102,7 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
     port = sock.getsockname()[1]
     config = server_config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **bounds)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
+    setattr(server, "install_signal_handlers", lambda: None)  # older uvicorn; newer ones have no such method
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
     while not server.started:
@@ -111,6 +118,43 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
+
+
+def webhook_path(provider: str, token: str | None = WEBHOOK_TOKEN) -> str:
+    """`/webhooks/<provider>?token=…` on any receiver's base URL; without the token when `token` is None."""
+    return f"/webhooks/{provider}" + (f"?token={token}" if token is not None else "")
+
+
+def api_client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:
+    """A client of the /v1 API at `base_url`, with the tests' bearer token."""
+    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def _api(target: httpx.AsyncClient | RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    if isinstance(target, RunningServer):
+        async with target.api() as api:
+            yield api
+    else:
+        yield target
+
+
+async def register_job(target: httpx.AsyncClient | RunningServer, provider_job_id: str, *, provider: str = "pixazo",
+                       expect: Sequence[int] = (200, 201), **fields: Any) -> dict[str, Any]:
+    """`POST /v1/jobs` (through an API client, or a server's) answered with a status in `expect`: the job."""
+    async with _api(target) as api:
+        reply = await api.post("/v1/jobs", json={"provider": provider, "provider_job_id": provider_job_id, **fields})
+    assert reply.status_code in expect, reply.text
+    job: dict[str, Any] = reply.json()
+    return job
+
+
+async def list_receipts(target: httpx.AsyncClient | RunningServer, **params: str) -> list[dict[str, Any]]:
+    """The first page of `GET /v1/receipts` with these filters, newest first."""
+    async with _api(target) as api:
+        reply = await api.get("/v1/receipts", params=params)
+    assert reply.status_code == 200, reply.text
+    return list(reply.json()["receipts"])
 
 
 class ServerProcess:

@@ -314,8 +314,8 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
         fuzzer.client.close()
         daemon.stop()
         dead.close()
-    records, other = log_records(daemon.log_path)
-    text = daemon.log_path.read_text("utf-8", "replace")
+    records, other = log_records(daemon.output())
+    text = daemon.output()
     errors = [r for r in records if r.get("level") in ("ERROR", "CRITICAL")]
     report.check(not errors, f"{len(errors)} ERROR log record(s), first: {str(errors[:1])[:600]}")
     report.check(not other, f"{len(other)} log line(s) that are not JSON, first: {other[:1]}")

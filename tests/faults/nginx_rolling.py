@@ -25,8 +25,8 @@ from typing import Literal
 import httpx
 
 from tests.fakes.pixazo import completed
-from tests.faults.common import Report, all_pages, api_client, hook_path
-from tests.support import ReceiverProcess, free_port, postgres_database, process_env
+from tests.faults.common import Report, all_pages
+from tests.support import ReceiverProcess, api_client, free_port, postgres_database, process_env, webhook_path
 
 Config = Literal["rolling", "naive"]
 
@@ -226,7 +226,7 @@ class SteadyLoad:
         loop = asyncio.get_running_loop()
         begun = loop.time()
         try:
-            response = await client.post(hook_path("pixazo"), content=json.dumps(completed(request_id)),
+            response = await client.post(webhook_path("pixazo"), content=json.dumps(completed(request_id)),
                                          headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
             self.failures[type(exc).__name__] += 1
@@ -310,7 +310,7 @@ async def reset_on_reuse(workdir: Path, config: Config, *, requests: int = 12) -
         async with httpx.AsyncClient(base_url=nginx.base_url, timeout=30) as client:
             for number in range(requests):
                 request_id = f"reset{uuid.uuid4().hex[:6]}_{number}"
-                response = await client.post(hook_path("pixazo"), content=json.dumps(completed(request_id)),
+                response = await client.post(webhook_path("pixazo"), content=json.dumps(completed(request_id)),
                                              headers={"content-type": "application/json"})
                 statuses[response.status_code] += 1
         errors = sum(n for status, n in statuses.items() if not 200 <= status < 300)

@@ -14,6 +14,8 @@ import os
 import pwd
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -58,10 +60,25 @@ async def _run(*args: str, timeout: float = 120) -> str:
     return out.decode(errors="replace")
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A running cluster of the test's own: its URL (database `postgres`), and a restart."""
+
+    url: str
+    bin_dir: Path
+    data: Path
+
+    async def restart(self) -> float:
+        """`pg_ctl restart` (fast shutdown: every connection is cut); the seconds until it answers again."""
+        started = time.monotonic()
+        await _run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "restart")
+        return time.monotonic() - started
+
+
 @contextlib.asynccontextmanager
-async def own_cluster() -> AsyncIterator[str]:
-    """A fresh cluster (trust auth, user postgres) on 127.0.0.1 and a free port; yields its URL, and stops
-    it (immediate: whatever its clients are doing) and removes it afterwards."""
+async def own_cluster() -> AsyncIterator[Cluster]:
+    """A fresh cluster (trust auth, user postgres) on 127.0.0.1 and a free port, stopped (immediate: whatever
+    its clients are doing) and removed afterwards."""
     bin_dir = binaries()
     assert bin_dir is not None, unavailable()
     root = Path(tempfile.mkdtemp(prefix="receiver-pg-"))
@@ -77,7 +94,7 @@ async def own_cluster() -> AsyncIterator[str]:
                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
                    "start")
         started = True
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data)
     finally:
         if started:
             with contextlib.suppress(RuntimeError):

@@ -1,5 +1,5 @@
-"""Three `receiver serve` replicas on one PostgreSQL database, while replicas are SIGKILLed and PostgreSQL
-restarts under webhook load and Oxen completions.
+"""Three `receiver serve` replicas on one PostgreSQL database (a cluster of the scenario's own), while replicas
+are SIGKILLed and that PostgreSQL restarts under webhook load and Oxen completions.
 
 Webhooks (Pixazo, Runware) go to the replicas round-robin, some to two replicas at the same moment; Oxen
 jobs are registered through `POST /v1/jobs` and completed on a fake Oxen's stream, which exactly one
@@ -19,16 +19,17 @@ import json
 import random
 import time
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.fakes.callback import CallbackServer, callback_server
 from tests.fakes.oxen import API_KEY, FakeOxen
-from tests.faults import pgctl
-from tests.faults.common import Report, all_pages, api_client, eventually, log_records, retry_schedule
+from tests.faults.own_cluster import own_cluster
+from tests.faults.common import Report, all_pages, eventually, log_records, retry_schedule
 from tests.faults.crash import callbacks_by_job
 from tests.faults.oxen_drops import fire_completions
 from tests.faults.spread import SpreadLoad, all_ready, post_anywhere, stream_states, wait_leader
-from tests.support import ReceiverProcess, process_env, postgres_database, serve_app
+from tests.support import ReceiverProcess, api_client, process_env, serve_app
 
 LEADER_TIMEOUT_S = 90.0  # lease ttl 15 s + renew 5 s + the stream's (re)connect, with a wide margin
 
@@ -42,8 +43,10 @@ async def replicas_under_faults(
     report = Report(f"{replicas} replicas on PostgreSQL: SIGKILLs, a PostgreSQL restart")
     started = time.monotonic()
     fake = FakeOxen()
-    async with postgres_database() as url, pgctl.kept_up(), callback_server() as sink, \
-            serve_app(fake.app) as oxen_server:
+    # A cluster of the scenario's own: restarting it cuts only these replicas' connections, never another
+    # test's on the machine's shared server.
+    async with own_cluster() as cluster, callback_server() as sink, serve_app(fake.app) as oxen_server:
+        url = cluster.url
         fake.base_url = oxen_server.base_url
         env = process_env(
             workdir, RECEIVER_DATABASE_URL=url, RECEIVER_DEFAULT_CALLBACK_URL=sink.url("/hook"),
@@ -58,13 +61,13 @@ async def replicas_under_faults(
                 await asyncio.to_thread(daemon.start)
             await _run(report, daemons, fake, sink, rand, duration_s=duration_s, kills=kills, down_s=down_s,
                        senders=senders, duplicate_share=duplicate_share, oxen_jobs=oxen_jobs, failovers=failovers,
-                       restart_postgres=restart_postgres, settle_s=settle_s)
+                       restart_postgres=cluster.restart if restart_postgres else None, settle_s=settle_s)
         finally:
             await asyncio.gather(*(asyncio.to_thread(d.stop) for d in daemons))
             fake.close()
     errors: collections.Counter[str] = collections.Counter()
     for daemon in daemons:
-        records, _ = log_records(daemon.log_path)
+        records, _ = log_records(daemon.output())
         errors.update(_error_kind(r) for r in records if r.get("level") in ("ERROR", "CRITICAL"))
     report.figures["ERROR log records (all replicas), by logger: exception"] = dict(errors.most_common(6)) or 0
     report.elapsed_s = time.monotonic() - started
@@ -73,8 +76,8 @@ async def replicas_under_faults(
 
 async def _run(report: Report, daemons: list[ReceiverProcess], fake: FakeOxen, sink: CallbackServer,
                rand: random.Random, *, duration_s: float, kills: int, down_s: tuple[float, float], senders: int,
-               duplicate_share: float, oxen_jobs: int, failovers: int, restart_postgres: bool,
-               settle_s: float) -> None:
+               duplicate_share: float, oxen_jobs: int, failovers: int,
+               restart_postgres: Callable[[], Awaitable[float]] | None, settle_s: float) -> None:
     generations = [fake.submit() for _ in range(oxen_jobs)]
     oxen_job_ids = {g: (await post_anywhere(daemons, "/v1/jobs", {"provider": "oxen", "provider_job_id": g}))["id"]
                     for g in generations}
@@ -156,21 +159,22 @@ async def _run(report: Report, daemons: list[ReceiverProcess], fake: FakeOxen, s
 
 
 async def _chaos(daemons: list[ReceiverProcess], load: SpreadLoad, rand: random.Random, chaos: dict[str, Any], *,
-                 duration_s: float, kills: int, down_s: tuple[float, float], restart_postgres: bool) -> None:
+                 duration_s: float, kills: int, down_s: tuple[float, float],
+                 restart_postgres: Callable[[], Awaitable[float]] | None) -> None:
     """`kills` SIGKILLs of random replicas (each restarted after a moment) and one PostgreSQL restart in the
     middle, one at a time, spread over `duration_s`."""
     actions = ["kill"] * kills
-    if restart_postgres:
+    if restart_postgres is not None:
         actions.insert(len(actions) // 2, "postgres")
     slot = duration_s / (len(actions) + 1)
     began = time.monotonic()
     for number, action in enumerate(actions, start=1):
         await asyncio.sleep(max(0.0, began + number * slot + rand.uniform(-slot / 4, slot / 4) - time.monotonic()))
-        if action == "postgres":
+        if action == "postgres" and restart_postgres is not None:
             load.in_window = True
             probes: collections.Counter[int] = collections.Counter()
             try:
-                chaos["PostgreSQL restart → accepting again, s"] = round(await pgctl.restart(), 2)
+                chaos["PostgreSQL restart → accepting again, s"] = round(await restart_postgres(), 2)
                 t0 = time.monotonic()
                 back = await all_ready(daemons, 60, probes)
                 chaos["PostgreSQL back → every replica ready, s"] = round(time.monotonic() - t0, 2) if back else "never"

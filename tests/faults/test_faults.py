@@ -15,7 +15,7 @@ from tests.faults.crash import sigkill_under_load
 from tests.faults.fuzz import fuzz
 from tests.faults.outage import callback_outage
 from tests.faults.oxen_drops import oxen_drops
-from tests.faults import pgctl
+from tests.faults.own_cluster import unavailable as own_cluster_unavailable
 from tests.faults.nginx_rolling import nginx_binary, reset_on_reuse, rolling_restart_behind_nginx
 from tests.faults.replicas import replicas_under_faults
 from tests.support import POSTGRES_REQUIRED, postgres_reachable
@@ -62,20 +62,15 @@ def test_fuzzing_finds_no_5xx_and_keeps_receipts_consistent(tmp_path: Path) -> N
 
 
 async def test_replicas_on_postgres_lose_nothing_through_kills_and_a_database_restart(tmp_path: Path) -> None:
-    """3 replicas on one PostgreSQL database; SIGKILLs and (as root, with pg_ctlcluster) one restart of the
-    local PostgreSQL, which CI runs alone (its tests run one at a time). The scenario waits for pg_isready
-    before it returns, whatever happened."""
-    problem = await postgres_reachable()
+    """3 replicas on one PostgreSQL database, a cluster of the test's own; SIGKILLs and one restart of that
+    cluster."""
+    problem = own_cluster_unavailable()
     if problem is not None:
         if POSTGRES_REQUIRED:
             pytest.fail(problem)
         pytest.skip(problem)
-    restart = pgctl.restart_possible() is None
-    if POSTGRES_REQUIRED and not restart:
-        pytest.fail(f"cannot restart PostgreSQL here: {pgctl.restart_possible()}")
     report = await replicas_under_faults(tmp_path, senders=6, duration_s=12.0, kills=2, oxen_jobs=60, failovers=1,
-                                         restart_postgres=restart, settle_s=60, seed=7)
-    assert await pgctl.ready(60)
+                                         restart_postgres=True, settle_s=60, seed=7)
     assert report.ok, report.text()
     figures = report.figures
     assert figures["webhooks acknowledged (2xx)"] >= 50, report.text()
@@ -83,8 +78,7 @@ async def test_replicas_on_postgres_lose_nothing_through_kills_and_a_database_re
     assert figures["acknowledged but missing from the store"] == 0 and figures["jobs never called back"] == 0
     assert figures["called back under two webhook-ids (jobs)"] == 0 and figures["Oxen completions missed"] == 0
     assert figures["  fired while no replica held the stream (lost by Oxen)"] >= 6, report.text()
-    if restart:
-        assert isinstance(figures["PostgreSQL back → every replica ready, s"], float), report.text()
+    assert isinstance(figures["PostgreSQL back → every replica ready, s"], float), report.text()
 
 
 def need_nginx() -> None:

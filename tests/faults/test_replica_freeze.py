@@ -22,8 +22,8 @@ import pytest
 
 from receiver.store.postgres.store import EVENTS_LOCK
 from tests.faults.own_cluster import own_cluster, unavailable
-from tests.support import POSTGRES_REQUIRED, ReceiverProcess, eventually, process_env
-from tests.integration.store.test_replicas import hook, pixazo_done
+from tests.support import POSTGRES_REQUIRED, ReceiverProcess, eventually, process_env, webhook_path
+from tests.integration.store.test_replicas import pixazo_done
 
 BOUND_S = 10.0  # the contract's: how long a frozen replica may hold up the others' answers
 # The backend holding the event-id lock (a bigint advisory lock: classid is its high half, objid its low).
@@ -38,7 +38,8 @@ async def cluster_url() -> AsyncIterator[str]:
         if POSTGRES_REQUIRED:
             pytest.fail(problem)
         pytest.skip(problem)
-    async with own_cluster() as url:
+    async with own_cluster() as cluster:
+        url = cluster.url
         yield url
 
 
@@ -72,7 +73,7 @@ async def test_a_frozen_replica_holds_up_the_others_at_most_10s(cluster_url: str
                     if load_stop.is_set():
                         return
                     try:
-                        await client.post(hook(frozen.base_url), content=pixazo_done(f"load-{worker}-{i}"))
+                        await client.post(frozen.base_url + webhook_path("pixazo"), content=pixazo_done(f"load-{worker}-{i}"))
                     except httpx.HTTPError:
                         return
 
@@ -89,7 +90,7 @@ async def test_a_frozen_replica_holds_up_the_others_at_most_10s(cluster_url: str
 
             async def send(request_id: str) -> None:
                 sent = time.monotonic()
-                reply = await client.post(hook(other.base_url), content=pixazo_done(request_id))
+                reply = await client.post(other.base_url + webhook_path("pixazo"), content=pixazo_done(request_id))
                 answers.append((sent - frozen_at, time.monotonic() - sent, reply.status_code))
 
             # At once, several together, then one after another for longer than the bound.

@@ -45,12 +45,14 @@ async def generate(server: RunningServer, body: dict[str, Any], **headers: str) 
 
 async def get_job(server: RunningServer, job_id: str) -> dict[str, Any]:
     async with server.api() as api:
-        return (await api.get(f"/v1/jobs/{job_id}")).json()
+        job: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
+    return job
 
 
 async def jobs_of(server: RunningServer, provider: str) -> list[dict[str, Any]]:
     async with server.api() as api:
-        return (await api.get("/v1/jobs", params={"provider": provider})).json()["jobs"]
+        jobs: list[dict[str, Any]] = (await api.get("/v1/jobs", params={"provider": provider})).json()["jobs"]
+    return jobs
 
 
 # -- each provider, end to end ----------------------------------------------------------------------
@@ -253,7 +255,7 @@ async def test_lumenfall_failures_fail_the_job_with_the_providers_message(tmp_pa
 async def test_lumenfall_call_in_flight_at_shutdown_is_cancelled_and_recorded(tmp_path: Path) -> None:
     fake = lf.FakeLumenfall()
     fake.delay_s = 30
-    settings = {"lumenfall_api_key": lf.API_KEY}
+    settings: dict[str, Any] = {"lumenfall_api_key": lf.API_KEY}
     async with fake.serve("/openai/v1"):
         async with serve_receiver(tmp_path, lumenfall_base_url=fake.base_url, **settings) as server:
             reply = await generate(server, {"provider": "lumenfall", "prompt": "slow"})
@@ -319,9 +321,9 @@ async def test_refusals_and_timeouts_are_502s_leaving_no_job(tmp_path: Path, pro
     """Each scripted refusal → 502 with the provider's status and message; then a timeout; nothing pending left."""
     make_fake, path, cases = REFUSALS[provider]
     fake = make_fake()
-    async with fake.serve(path), serve_receiver(tmp_path, provider_timeout_s=0.3, **{
+    async with fake.serve(path), serve_receiver(tmp_path, provider_timeout_s=0.3, **dict[str, Any]({
         f"{provider}_api_key": fake.api_key, f"{provider}_base_url": fake.base_url,
-    }) as server:
+    })) as server:
         for status, body, message in cases:
             fake.refusal = (status, body)
             reply = await generate(server, {"provider": provider, "prompt": "a red fox"})

@@ -27,10 +27,8 @@ from receiver.delivery.worker import decide, destination
 from receiver.tuning import DeliveryLimits
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
 from tests.support import (
-    eventually,
-    UNMIRRORED,
-    API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, free_port, make_settings,
-    process_env, serve_app,
+    SIGNING_SECRET, UNMIRRORED, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, api_client,
+    eventually, free_port, make_settings, process_env, register_job, serve_app,
 )
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -40,10 +38,6 @@ from tests.support import (
 async def receiver(tmp_path: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
     async with serve_app(create_app(make_settings(tmp_path, **overrides))) as running:
         yield running
-
-
-def api_client(base_url: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"})
 
 
 async def complete(client: httpx.AsyncClient, request_id: str, *, failed: bool = False) -> list[str]:
@@ -58,16 +52,9 @@ async def complete(client: httpx.AsyncClient, request_id: str, *, failed: bool =
     return list(response.json()["job_ids"])
 
 
-async def register(client: httpx.AsyncClient, request_id: str, callback_url: str | None, **extra: Any) -> dict[str, Any]:
-    body = {"provider": "pixazo", "provider_job_id": request_id, "callback_url": callback_url, **extra}
-    response = await client.post("/v1/jobs", json=body)
-    assert response.status_code in (200, 201), response.text
-    return dict(response.json())
-
-
 async def finished_job(client: httpx.AsyncClient, callback_url: str | None, *, failed: bool = False) -> str:
     request_id = f"req_{uuid.uuid4().hex[:12]}"
-    job = await register(client, request_id, callback_url)
+    job = await register_job(client, request_id, callback_url=callback_url)
     assert await complete(client, request_id, failed=failed) == [job["id"]]
     return str(job["id"])
 
@@ -79,7 +66,7 @@ async def job(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
 
 
 async def delivery_status_is(client: httpx.AsyncClient, job_id: str, status: str) -> bool:
-    return (await job(client, job_id))["delivery_status"] == status
+    return bool((await job(client, job_id))["delivery_status"] == status)
 
 
 async def deliveries(client: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
@@ -259,7 +246,7 @@ async def test_exhausted_delivery_fails_then_redeliver_sends_a_new_message(tmp_p
         assert len(attempts) == 5
 
         assert (await client.post("/v1/jobs/job_nope/redeliver")).status_code == 404
-        pending = await register(client, "still-running", fake.url())
+        pending = await register_job(client, "still-running", callback_url=fake.url())
         assert (await client.post(f"/v1/jobs/{pending['id']}/redeliver")).status_code == 409
         assert (await client.post(f"/v1/jobs/{job_id}/redeliver", headers={"Authorization": "Bearer x"})).status_code == 401
 
@@ -374,7 +361,7 @@ async def test_registering_a_job_whose_result_already_arrived_delivers_at_once(t
         assert (await job(client, job_id))["delivery_status"] == "none"  # nowhere to send it yet
 
         started = time.monotonic()
-        registered = await register(client, "early-bird", fake.url(), metadata={"user": 7})
+        registered = await register_job(client, "early-bird", callback_url=fake.url(), metadata={"user": 7})
         assert registered["id"] == job_id and registered["status"] == "succeeded"
         [received] = await eventually(lambda: fake.requests, timeout=2, what="the callback")
         assert received.at - started < 1.0
@@ -504,7 +491,7 @@ ANSWERED_WITHIN_S = 30
 
 async def test_long_poll_returns_on_completion(server: RunningServer) -> None:
     async with server.api() as client:
-        pending = await register(client, "lp-1", None)
+        pending = await register_job(client, "lp-1", callback_url=None)
         poll = asyncio.create_task(client.get(f"/v1/jobs/{pending['id']}", params=WAIT, timeout=90))
         await asyncio.sleep(0.2)
         assert not poll.done()
@@ -520,7 +507,7 @@ async def test_long_poll_returns_on_completion(server: RunningServer) -> None:
 
 async def test_long_poll_times_out_and_validates_wait(server: RunningServer) -> None:
     async with server.api() as client:
-        pending = await register(client, "lp-2", None)
+        pending = await register_job(client, "lp-2", callback_url=None)
         started = time.monotonic()
         response = await client.get(f"/v1/jobs/{pending['id']}", params={"wait": "0.3"})
         assert response.status_code == 200 and response.json()["status"] == "pending"

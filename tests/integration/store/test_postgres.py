@@ -98,6 +98,7 @@ async def test_the_job_lookup_is_planned_for_the_table_as_it_grows(postgres_url:
     """A plan cached while the jobs table was tiny (a seq scan) must not outlive its growth: the store's
     connections plan each run, so the lookup of a few keys uses the unique index at any size."""
     store = await open_store(postgres_url)
+    assert isinstance(store, PostgresStore)
     try:
         async with store._connection() as conn:
             await conn.execute(f"PREPARE lookup(text[], text[]) AS {LOAD_JOBS_SQL}")

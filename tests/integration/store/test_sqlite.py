@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from receiver.app import create_app
 from receiver.models import DeliveryStatus, JobStatus, Outcome
 from receiver.store import JobFilter, open_store

@@ -30,7 +30,7 @@ async def test_a_non_ascii_idempotency_key_is_a_422(tmp_path: Path) -> None:
                                             apiframe_base_url=fake.base_url) as server:
         async with server.api() as api:
             reply = await api.post("/v1/generations", json={"provider": "apiframe", "prompt": "a red fox"},
-                                   headers={"Idempotency-Key": b"key-\xff-1"})
+                                   headers=[(b"Idempotency-Key", b"key-\xff-1")])
         assert reply.status_code == 422, reply.text
         assert reply.json()["fields"][0]["field"] == "Idempotency-Key"
         assert fake.requests_to("/v2/images/generate") == []
