@@ -67,11 +67,14 @@ class Cluster:
     url: str
     bin_dir: Path
     data: Path
+    log: Path
 
     async def restart(self) -> float:
         """`pg_ctl restart` (fast shutdown: every connection is cut); the seconds until it answers again."""
         started = time.monotonic()
-        await _run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "restart")
+        # -l as at the start: else the new server writes to (and holds open) the pipe _run reads to its end.
+        await _run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w",
+                   "-t", "60", "restart")
         return time.monotonic() - started
 
 
@@ -94,7 +97,7 @@ async def own_cluster() -> AsyncIterator[Cluster]:
                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
                    "start")
         started = True
-        yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data)
+        yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, root / "server.log")
     finally:
         if started:
             with contextlib.suppress(RuntimeError):
