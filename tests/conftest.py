@@ -60,3 +60,20 @@ async def errors_logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[pytes
         yield caplog
     finally:
         uvicorn_error.removeHandler(caplog.handler)
+
+
+# Under pytest-xdist (`--dist loadgroup`), the tests of one group run one after another on one worker: the
+# fault scenarios each load the machine with several `receiver serve` processes and bound how long a
+# recovery may take, and the browser tests each drive a Chromium; two of a kind at once would only make
+# each slower and its bounds flakier. Every other test owns its database, ports and files, so runs beside
+# anything.
+_GROUPS = {"tests/faults/": "faults", "tests/integration/api/test_inspector.py": "browser",
+           "tests/integration/media/test_safety.py": "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        for prefix, group in _GROUPS.items():
+            if path.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
