@@ -120,6 +120,21 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
         sock.close()
 
 
+@contextlib.asynccontextmanager
+async def loopback_server(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], *,
+                          wait_closed_s: float = 0.0) -> AsyncIterator[int]:
+    """A raw TCP server (asyncio streams) on 127.0.0.1 and a free port, which it yields; closed afterwards,
+    waiting up to `wait_closed_s` for its connections to end."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        if wait_closed_s > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), wait_closed_s)
+
+
 def webhook_path(provider: str, token: str | None = WEBHOOK_TOKEN) -> str:
     """`/webhooks/<provider>?token=…` on any receiver's base URL; without the token when `token` is None."""
     return f"/webhooks/{provider}" + (f"?token={token}" if token is not None else "")
