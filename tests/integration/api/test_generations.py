@@ -234,18 +234,18 @@ async def test_lumenfall_answers_at_once_then_completes_in_background(tmp_path: 
 async def test_lumenfall_failures_fail_the_job_with_the_providers_message(tmp_path: Path) -> None:
     fake = lf.FakeLumenfall()
     async with fake.serve("/openai/v1"), serve_receiver(
-        tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url, lumenfall_timeout_s=0.3
+        tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url, lumenfall_timeout_s=3
     ) as server:
         cases: list[tuple[str, Any, str]] = [
             ("refusal", (400, {"error": {"message": "Prompt rejected by content policy",
                                          "type": "invalid_request_error"}}), "Prompt rejected by content policy"),
             ("answer", (200, b'{"created": 1, "data": []}'), "unusable answer from Lumenfall: 'data' must be a non-empty list"),
-            ("timeout", None, "lumenfall did not answer within 0.3 s"),
+            ("timeout", None, "lumenfall did not answer within 3 s"),
         ]
         for name, script, message in cases:
             fake.refusal = script if name == "refusal" else None
             fake.answer = script if name == "answer" else None
-            fake.delay_s = 5 if name == "timeout" else 0
+            fake.delay_s = 30 if name == "timeout" else 0  # the others answer at once, well within 3 s
             reply = await generate(server, {"provider": "lumenfall", "prompt": name})
             assert reply.status_code == 202, reply.text
             job = await wait_job(server, reply.json()["jobs"][0]["id"])
