@@ -12,7 +12,6 @@ from typing import Any, Awaitable, Callable
 import httpx
 
 
-
 @dataclass
 class Report:
     """What one scenario measured (`figures`, in order) and what did not hold (`problems`)."""

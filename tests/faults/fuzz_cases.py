@@ -17,7 +17,6 @@ from receiver.models import PROVIDERS
 from receiver.providers import WEBHOOK_PROVIDERS
 
 
-
 @dataclass(frozen=True)
 class WebhookCase:
     provider: str
