@@ -84,7 +84,7 @@ class RunningServer:
         return self.app.state.runtime
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=10, **kwargs)
+        return httpx.AsyncClient(base_url=self.base_url, **{"timeout": 10, **kwargs})
 
     def api(self) -> httpx.AsyncClient:
         return self.client(headers={"Authorization": f"Bearer {API_TOKEN}"})
