@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from receiver.errors import StoreError
 from receiver.store.refusal_rows import REFUSALS_KEPT, Refusal
@@ -25,6 +26,8 @@ BODY_KEPT_BYTES = 64 * 1024
 QUEUE_CAPACITY = 1000
 QUEUE_BYTES = 8 * 1024 * 1024  # bodies of up to 64 KiB each: the count alone would allow ~65 MiB
 BATCH = 200
+
+
 class RefusalQueue:
     """The bounded hand-off between the webhook door and the writer; `offer` never waits."""
 
@@ -59,7 +62,7 @@ class RefusalQueue:
         return len(self._items)
 
 
-async def run_refusals(runtime: "Runtime") -> None:
+async def run_refusals(runtime: Runtime) -> None:
     """Write queued refusals in batches; a store that fails loses that batch (logged), never the answer."""
     queue = runtime.refusals
     queue.on_drop = runtime.metrics.refusals_dropped.inc

@@ -6,7 +6,8 @@ import base64
 import binascii
 import difflib
 import logging
-from typing import Annotated, Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,9 +37,12 @@ def check_signing_secret(secret: str) -> None:
 
 DEFAULT_BASE_URLS: dict[str, str] = {name: provider.base_url for name, provider in REGISTRY.items()}
 # Secrets each provider may have: its API key, and the setting that verifies its webhooks (if another).
-PROVIDER_SECRETS: tuple[str, ...] = tuple(dict.fromkeys(
-    [f"{name}_api_key" for name in REGISTRY]
-    + [p.webhook_secret for p in REGISTRY.values() if p.webhook_secret is not None]))
+PROVIDER_SECRETS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [f"{name}_api_key" for name in REGISTRY]
+        + [p.webhook_secret for p in REGISTRY.values() if p.webhook_secret is not None]
+    )
+)
 
 
 class Settings(BaseSettings):
@@ -49,8 +53,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     # DATABASE_URL is the PaaS convention; RECEIVER_DATABASE_URL wins when both are set.
-    database_url: str = Field(default="sqlite:///./receiver.db",
-                              validation_alias=AliasChoices("RECEIVER_DATABASE_URL", "DATABASE_URL", "database_url"))
+    database_url: str = Field(
+        default="sqlite:///./receiver.db",
+        validation_alias=AliasChoices("RECEIVER_DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
     api_token: SecretStr | None = None
     webhook_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
@@ -116,8 +122,16 @@ class Settings(BaseSettings):
             raise ValueError("retry delays must be >= 0")
         return value
 
-    @field_validator("api_token", "webhook_token", "signing_secret", "public_url", "default_callback_url",
-                     *PROVIDER_SECRETS, mode="before", check_fields=False)  # missing ones: see below the class
+    @field_validator(
+        "api_token",
+        "webhook_token",
+        "signing_secret",
+        "public_url",
+        "default_callback_url",
+        *PROVIDER_SECRETS,
+        mode="before",
+        check_fields=False,
+    )  # missing ones: see below the class
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -196,8 +210,12 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     problems = []
     for name in sorted(environ):
         upper = name.upper()
-        if (not upper.startswith(ENV_PREFIX) or upper in known or upper in TEST_ONLY_NAMES
-                or upper.startswith(TEST_ONLY_PREFIXES)):
+        if (
+            not upper.startswith(ENV_PREFIX)
+            or upper in known
+            or upper in TEST_ONLY_NAMES
+            or upper.startswith(TEST_ONLY_PREFIXES)
+        ):
             continue
         closest = difflib.get_close_matches(upper, known, n=1, cutoff=0.0)[0]
         problems.append(f"{name} is not a setting and is ignored: did you mean {closest}?")
@@ -212,7 +230,7 @@ def warn_unknown_variables(environ: Mapping[str, str], log: logging.Logger) -> N
 class Secrets:
     """The three secrets in force, each from the environment or generated once and stored."""
 
-    __slots__ = ("api_token", "webhook_token", "signing_secret")
+    __slots__ = ("api_token", "signing_secret", "webhook_token")
 
     def __init__(self, *, api_token: str, webhook_token: str, signing_secret: str) -> None:
         self.api_token = api_token

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
 from receiver.app import create_app
 from tests.fakes.oxen import FakeOxen
 from tests.support import (
-    POSTGRES_REQUIRED, RunningServer, make_settings, postgres_database, postgres_reachable, serve_app,
+    POSTGRES_REQUIRED,
+    RunningServer,
+    make_settings,
+    postgres_database,
+    postgres_reachable,
+    serve_app,
 )
 
 
@@ -67,10 +72,12 @@ async def errors_logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[pytes
 # (the replicas scenario, the longest, apart from the others, on a PostgreSQL of its own), and the browser
 # tests each drive a Chromium; more of a kind at once would only make each slower and its bounds flakier.
 # Every test owns its database, ports and files, so any runs beside any other. First match wins.
-_GROUPS = [("tests/faults/test_faults.py::test_replicas_on_postgres", "faults-replicas"),
-           ("tests/faults/test_faults.py::", "faults"),
-           ("tests/integration/api/test_inspector.py::", "browser"),
-           ("tests/integration/media/test_safety.py::", "browser")]
+_GROUPS = [
+    ("tests/faults/test_faults.py::test_replicas_on_postgres", "faults-replicas"),
+    ("tests/faults/test_faults.py::", "faults"),
+    ("tests/integration/api/test_inspector.py::", "browser"),
+    ("tests/integration/media/test_safety.py::", "browser"),
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,16 +12,24 @@ import socket
 import subprocess
 import sys
 import tempfile
-import weakref
 import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Self, Sequence, TypeVar, overload
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    Self,
+    TypeVar,
+    overload,
+)
 
 import httpx
 import uvicorn
 
-from receiver.web.server import server_config
 from receiver.settings import Settings
+from receiver.web.server import server_config
 
 if TYPE_CHECKING:
     import pytest
@@ -102,7 +110,7 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
     port = sock.getsockname()[1]
     config = server_config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **bounds)
     server = uvicorn.Server(config)
-    setattr(server, "install_signal_handlers", lambda: None)  # older uvicorn; newer ones have no such method
+    server.install_signal_handlers = lambda: None  # older uvicorn; newer ones have no such method
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
     while not server.started:
@@ -121,8 +129,9 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
 
 
 @contextlib.asynccontextmanager
-async def loopback_server(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], *,
-                          wait_closed_s: float = 0.0) -> AsyncIterator[int]:
+async def loopback_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], *, wait_closed_s: float = 0.0
+) -> AsyncIterator[int]:
     """A raw TCP server (asyncio streams) on 127.0.0.1 and a free port, which it yields; closed afterwards,
     waiting up to `wait_closed_s` for its connections to end."""
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -154,8 +163,14 @@ async def _api(target: httpx.AsyncClient | RunningServer) -> AsyncIterator[httpx
         yield target
 
 
-async def register_job(target: httpx.AsyncClient | RunningServer, provider_job_id: str, *, provider: str = "pixazo",
-                       expect: Sequence[int] = (200, 201), **fields: Any) -> dict[str, Any]:
+async def register_job(
+    target: httpx.AsyncClient | RunningServer,
+    provider_job_id: str,
+    *,
+    provider: str = "pixazo",
+    expect: Sequence[int] = (200, 201),
+    **fields: Any,
+) -> dict[str, Any]:
     """`POST /v1/jobs` (through an API client, or a server's) answered with a status in `expect`: the job."""
     async with _api(target) as api:
         reply = await api.post("/v1/jobs", json={"provider": provider, "provider_job_id": provider_job_id, **fields})
@@ -180,8 +195,16 @@ class ServerProcess:
     and which, once full under load, blocks the server on its next log line. `env` is its whole environment.
     """
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], *, port: int | None = None,
-                 cwd: Path | None = None, log_path: Path | None = None, name: str = "server") -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        port: int | None = None,
+        cwd: Path | None = None,
+        log_path: Path | None = None,
+        name: str = "server",
+    ) -> None:
         self.args = list(args)
         self.env = dict(env)
         self.port = port or free_port()
@@ -197,8 +220,14 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> Self:
         """Start it (again, on the same port) and wait until /healthz answers."""
         started = time.monotonic()
-        self.proc = subprocess.Popen([arg.replace("{port}", str(self.port)) for arg in self.args], env=self.env,
-                                     cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [arg.replace("{port}", str(self.port)) for arg in self.args],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
@@ -267,10 +296,17 @@ def cpu_seconds(pid: int) -> float:
 class ReceiverProcess(ServerProcess):
     """`receiver serve` in its own process, for restarts and SIGKILL; `env` on top of this one's."""
 
-    def __init__(self, env: Mapping[str, str], port: int | None = None, cwd: Path | None = None,
-                 log_path: Path | None = None) -> None:
-        super().__init__([sys.executable, "-m", "receiver", "serve", "--port", "{port}"], {**os.environ, **env},
-                         port=port, cwd=cwd, log_path=log_path, name="receiver")
+    def __init__(
+        self, env: Mapping[str, str], port: int | None = None, cwd: Path | None = None, log_path: Path | None = None
+    ) -> None:
+        super().__init__(
+            [sys.executable, "-m", "receiver", "serve", "--port", "{port}"],
+            {**os.environ, **env},
+            port=port,
+            cwd=cwd,
+            log_path=log_path,
+            name="receiver",
+        )
 
 
 def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -334,6 +370,6 @@ async def postgres_database() -> AsyncIterator[str]:
 UNMIRRORED = {"stored_url": None, "sha256": None, "bytes": None, "mirror_error": None}
 
 
-def errors(caplog: "pytest.LogCaptureFixture") -> list[str]:
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The messages logged at ERROR or above (with the `errors_logged` fixture: uvicorn's too)."""
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

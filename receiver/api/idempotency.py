@@ -50,7 +50,9 @@ async def settle(runtime: Runtime, key: str, digest: str) -> Settled:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + stale_s
     while True:
-        claim = await runtime.store.claim_idempotency_key(key, fingerprint=digest, ttl_s=IDEMPOTENCY_TTL_S, stale_s=stale_s)
+        claim = await runtime.store.claim_idempotency_key(
+            key, fingerprint=digest, ttl_s=IDEMPOTENCY_TTL_S, stale_s=stale_s
+        )
         if claim.state != "pending" or loop.time() > deadline or runtime.stopping.is_set():
             return Settled(claim, claim.state == "new")
         await asyncio.sleep(WAIT_STEP_S)

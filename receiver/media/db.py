@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from receiver.errors import StoreError
 from receiver.media.objects import ObjectMissing, Stored, nothing
@@ -72,7 +72,7 @@ class DbObjects:
         seq, data = start // CHUNK, first
         while True:
             base = seq * CHUNK
-            piece = data[max(0, start - base):end - base]
+            piece = data[max(0, start - base) : end - base]
             if piece:
                 yield piece
             seq += 1

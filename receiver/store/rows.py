@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import orjson
 
-from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, PROVIDERS, StoredReceipt, dumps, iso_time
+from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, dumps, iso_time
 from receiver.store.base import (
-    PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask,
+    PAGE_BUDGET_BYTES,
+    Attempt,
+    Event,
+    FinishedFilter,
+    JobFilter,
+    MediaObject,
+    Message,
+    MirrorTask,
 )
 from receiver.store.rules import NewReceipt
 
@@ -21,8 +29,16 @@ JOB_COLUMNS = (
 
 def output_from_json(o: Mapping[str, Any]) -> Output:
     """An output as `rules.outputs_json` stores it (mirror fields only once set)."""
-    return Output(o["url"], o.get("media_type"), o.get("key"), stored_url=o.get("stored_url"), sha256=o.get("sha256"),
-                  size=o.get("bytes"), mirror_error=o.get("mirror_error"), awaiting=bool(o.get("awaiting")))
+    return Output(
+        o["url"],
+        o.get("media_type"),
+        o.get("key"),
+        stored_url=o.get("stored_url"),
+        sha256=o.get("sha256"),
+        size=o.get("bytes"),
+        mirror_error=o.get("mirror_error"),
+        awaiting=bool(o.get("awaiting")),
+    )
 
 
 class Row(Protocol):
@@ -36,11 +52,21 @@ def job_from_row(row: Row) -> Job:
     outputs = [output_from_json(o) for o in orjson.loads(row["outputs"])]
     completed = row["completed_at"]
     return Job(
-        seq=row["seq"], id=row["id"], provider=row["provider"], provider_job_id=row["provider_job_id"],
-        status=JobStatus(row["status"]), outputs=outputs, error=row["error"], metadata=orjson.loads(row["metadata"]),
-        callback_url=row["callback_url"], registered=bool(row["registered"]), expected_outputs=row["expected_outputs"],
-        delivery_status=DeliveryStatus(row["delivery_status"]), created_at=iso_time(row["created_at"]),
-        completed_at=iso_time(completed) if completed is not None else None, poll_count=row["poll_count"],
+        seq=row["seq"],
+        id=row["id"],
+        provider=row["provider"],
+        provider_job_id=row["provider_job_id"],
+        status=JobStatus(row["status"]),
+        outputs=outputs,
+        error=row["error"],
+        metadata=orjson.loads(row["metadata"]),
+        callback_url=row["callback_url"],
+        registered=bool(row["registered"]),
+        expected_outputs=row["expected_outputs"],
+        delivery_status=DeliveryStatus(row["delivery_status"]),
+        created_at=iso_time(row["created_at"]),
+        completed_at=iso_time(completed) if completed is not None else None,
+        poll_count=row["poll_count"],
     )
 
 
@@ -49,8 +75,21 @@ RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, err
 
 def receipt_rows(ids: list[int], receipts: list[NewReceipt]) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
     """The rows to insert for new receipts given their ids (RECEIPT_INSERT_COLUMNS), and their links to jobs."""
-    rows = [(rid, r.provider, r.source, r.outcome.value, dumps(r.provider_job_ids), dumps(r.job_ids), r.error,
-             dumps(r.headers), r.body, r.received_at) for rid, r in zip(ids, receipts)]
+    rows = [
+        (
+            rid,
+            r.provider,
+            r.source,
+            r.outcome.value,
+            dumps(r.provider_job_ids),
+            dumps(r.job_ids),
+            r.error,
+            dumps(r.headers),
+            r.body,
+            r.received_at,
+        )
+        for rid, r in zip(ids, receipts)
+    ]
     links = [(job_id, rid) for rid, r in zip(ids, receipts) for job_id in r.job_ids]
     return rows, links
 
@@ -60,8 +99,15 @@ RECEIPT_INSERT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_i
 
 def receipt_from_row(r: Any) -> StoredReceipt:
     return StoredReceipt(
-        r["id"], r["provider"], r["source"], Outcome(r["outcome"]), orjson.loads(r["provider_job_ids"]),
-        r["error"], bytes(r["body"]), iso_time(r["received_at"]), job_ids=orjson.loads(r["job_ids"]),
+        r["id"],
+        r["provider"],
+        r["source"],
+        Outcome(r["outcome"]),
+        orjson.loads(r["provider_job_ids"]),
+        r["error"],
+        bytes(r["body"]),
+        iso_time(r["received_at"]),
+        job_ids=orjson.loads(r["job_ids"]),
         headers=orjson.loads(r["headers"]),
     )
 
@@ -119,10 +165,14 @@ def job_filter_sql(f: JobFilter, mark: str, *, collate: str = "") -> tuple[list[
             upper = f" AND {column}{collate} < {place(end)}" if end is not None else ""
             ranges.append(f"({extra}{lower}{upper})")
         where.append("(" + " OR ".join(ranges) + ")")
-    for column, op, value in (("provider", "=", f.provider), ("status", "=", f.status),
-                              ("delivery_status", "=", f.delivery_status),
-                              ("provider_job_id", "=", f.provider_job_id),
-                              ("created_at", ">=", f.since), ("created_at", "<", f.until)):
+    for column, op, value in (
+        ("provider", "=", f.provider),
+        ("status", "=", f.status),
+        ("delivery_status", "=", f.delivery_status),
+        ("provider_job_id", "=", f.provider_job_id),
+        ("created_at", ">=", f.since),
+        ("created_at", "<", f.until),
+    ):
         if value is not None:
             where.append(f"{column} {op} {place(value)}")
     if f.provider_job_id is not None and f.provider is None:
@@ -139,8 +189,12 @@ def finished_filter_sql(f: FinishedFilter, mark: str, *, has_default: bool) -> t
     if not has_default:
         where.append("callback_url IS NOT NULL")
     params: list[Any] = []
-    for column, op, value in (("completed_at", ">=", f.since), ("completed_at", "<", f.until),
-                              ("provider", "=", f.provider), ("delivery_status", "=", f.delivery_status)):
+    for column, op, value in (
+        ("completed_at", ">=", f.since),
+        ("completed_at", "<", f.until),
+        ("provider", "=", f.provider),
+        ("delivery_status", "=", f.delivery_status),
+    ):
         if value is not None:
             params.append(value)
             where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
@@ -155,15 +209,26 @@ def message_from_row(r: Any) -> Message:
 
 
 # The body sent is the message's (the same bytes on every attempt), read along by a subquery.
-ATTEMPT_COLUMNS = ("message_id, url, attempt, status_code, error, at, request_headers, "
-                   "(SELECT m.body FROM messages m WHERE m.id = attempts.message_id) AS request_body, "
-                   "response_headers, response_body")
+ATTEMPT_COLUMNS = (
+    "message_id, url, attempt, status_code, error, at, request_headers, "
+    "(SELECT m.body FROM messages m WHERE m.id = attempts.message_id) AS request_body, "
+    "response_headers, response_body"
+)
 
 
 def attempt_from_row(r: Any) -> Attempt:
-    return Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5]),
-                   orjson.loads(r[6]) if r[6] is not None else None, bytes(r[7]) if r[7] is not None else None,
-                   orjson.loads(r[8]) if r[8] is not None else None, bytes(r[9]) if r[9] is not None else None)
+    return Attempt(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        iso_time(r[5]),
+        orjson.loads(r[6]) if r[6] is not None else None,
+        bytes(r[7]) if r[7] is not None else None,
+        orjson.loads(r[8]) if r[8] is not None else None,
+        bytes(r[9]) if r[9] is not None else None,
+    )
 
 
 BACKLOG_SQL = "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'"  # the same in both

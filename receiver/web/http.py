@@ -13,7 +13,6 @@ from starlette.types import Receive
 
 from receiver.errors import ReceiverError
 
-
 log = logging.getLogger("receiver.web.http")
 
 
@@ -111,8 +110,11 @@ async def client_gone(request: Request, exc: Exception) -> Response:
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug: JSON like every other answer, and the connection closed, as its state is unknown. The
     traceback is still logged as an ERROR (by the server, once this answer is sent)."""
-    return JSONResponse({"error": "internal_error", "message": "the receiver failed to answer this request"},
-                        status_code=500, headers={"Connection": "close"})
+    return JSONResponse(
+        {"error": "internal_error", "message": "the receiver failed to answer this request"},
+        status_code=500,
+        headers={"Connection": "close"},
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -120,5 +122,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     headers = getattr(exc, "headers", None)
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-    return JSONResponse({"error": code, "message": str(getattr(exc, "detail", code))}, status_code=status,
-                        headers=headers)
+    return JSONResponse(
+        {"error": code, "message": str(getattr(exc, "detail", code))}, status_code=status, headers=headers
+    )

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode
 
 MASK = "***"
 # Header values never kept: credentials and signatures (a signature is proof made with a secret).
-MASKED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "webhook-signature",
-                            "x-webhook-signature", "x-api-key", "api-key"})
+MASKED_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "webhook-signature",
+        "x-webhook-signature",
+        "x-api-key",
+        "api-key",
+    }
+)
 MASKED_PARAMS = frozenset({"token"})
 MAX_HEADERS = 64
 MAX_HEADER_CHARS = 1024

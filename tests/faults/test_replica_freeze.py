@@ -13,8 +13,8 @@ import os
 import random
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 import httpx
@@ -22,13 +22,15 @@ import pytest
 
 from receiver.store.postgres.store import EVENTS_LOCK
 from tests.faults.own_cluster import own_cluster, unavailable
-from tests.support import POSTGRES_REQUIRED, ReceiverProcess, eventually, process_env, webhook_path
 from tests.integration.store.test_replicas import pixazo_done
+from tests.support import POSTGRES_REQUIRED, ReceiverProcess, process_env, webhook_path
 
 BOUND_S = 10.0  # the contract's: how long a frozen replica may hold up the others' answers
 # The backend holding the event-id lock (a bigint advisory lock: classid is its high half, objid its low).
-HOLDER_SQL = ("SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-              f"AND l.classid = 0 AND l.objid = {EVENTS_LOCK} AND l.objsubid = 1 AND l.granted")
+HOLDER_SQL = (
+    "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+    f"AND l.classid = 0 AND l.objid = {EVENTS_LOCK} AND l.objsubid = 1 AND l.granted"
+)
 
 
 @pytest.fixture
@@ -73,7 +75,9 @@ async def test_a_frozen_replica_holds_up_the_others_at_most_10s(cluster_url: str
                     if load_stop.is_set():
                         return
                     try:
-                        await client.post(frozen.base_url + webhook_path("pixazo"), content=pixazo_done(f"load-{worker}-{i}"))
+                        await client.post(
+                            frozen.base_url + webhook_path("pixazo"), content=pixazo_done(f"load-{worker}-{i}")
+                        )
                     except httpx.HTTPError:
                         return
 

@@ -31,8 +31,11 @@ def test_each_provider_has_its_settings() -> None:
 
 def test_every_provider_secret_is_masked() -> None:
     values = {f"{name}_api_key": f"key-of-{name}" for name in REGISTRY}
-    values |= {p.webhook_secret: f"hook-secret-of-{n}" for n, p in REGISTRY.items()
-               if p.webhook_secret and p.webhook_secret not in values}
+    values |= {
+        p.webhook_secret: f"hook-secret-of-{n}"
+        for n, p in REGISTRY.items()
+        if p.webhook_secret and p.webhook_secret not in values
+    }
     settings = Settings.model_validate({k: SecretStr(v) for k, v in values.items()})
     masked = secrets_in_force(settings, Secrets(api_token="a" * 8, webhook_token="w" * 8, signing_secret="s" * 8))
     assert set(values.values()) <= set(masked)

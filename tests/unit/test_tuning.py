@@ -13,8 +13,13 @@ PACKAGE = Path(receiver.__file__).parent
 # Durations that are not a worker's knob: the stores' own bounds (SQL leases, lock and checkpoint waits,
 # the PostgreSQL session's bounds) and the bounds of a request the API documents.
 NOT_KNOBS = {
-    "receiver/store/postgres/store.py": {"ACQUIRE_TIMEOUT_S", "IDLE_IN_TRANSACTION_S", "LOCK_TIMEOUT_S",
-                                         "COMMAND_TIMEOUT_S", "READY_TIMEOUT_S"},
+    "receiver/store/postgres/store.py": {
+        "ACQUIRE_TIMEOUT_S",
+        "IDLE_IN_TRANSACTION_S",
+        "LOCK_TIMEOUT_S",
+        "COMMAND_TIMEOUT_S",
+        "READY_TIMEOUT_S",
+    },
     "receiver/store/postgres/work.py": {"MESSAGE_LEASE_S"},
     "receiver/store/sqlite/file.py": {"CHECKPOINT_EVERY_S", "WAL_LOOK_S"},
     "receiver/store/sqlite/store.py": {"BUSY_WAIT_S"},
@@ -30,10 +35,13 @@ def _module_durations(path: Path) -> set[str]:
     """Names of module-level `NAME_S = <number expression>` assignments."""
     names = set()
     for node in ast.parse(path.read_text()).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
-        if value is None or not all(isinstance(n, (ast.Constant, ast.BinOp)) for n in ast.walk(value)
-                                    if not isinstance(n, ast.operator)):
+        if value is None or not all(
+            isinstance(n, (ast.Constant, ast.BinOp)) for n in ast.walk(value) if not isinstance(n, ast.operator)
+        ):
             continue
         names |= {t.id for t in targets if isinstance(t, ast.Name) and t.id.endswith("_S")}
     return names

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from receiver.store.base import Changes, MediaObject, MirrorTask
 from receiver.store.mirror_fair import SCAN, SQLITE_ORIGIN, full_origins, pick
@@ -15,8 +16,9 @@ from receiver.store.rules import MirrorResult
 class SQLiteMirror(SQLitePart):
     """Methods of `SQLiteStore` (see `receiver.store.base.Store`)."""
 
-    async def claim_mirror_tasks(self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None,
-                                 per_origin: int | None = None) -> list[MirrorTask]:
+    async def claim_mirror_tasks(
+        self, *, limit: int, lease_s: float, room: Mapping[str, int] | None = None, per_origin: int | None = None
+    ) -> list[MirrorTask]:
         now = self.clock()
         fair = per_origin is not None or bool(room)
         full = full_origins(room)
@@ -33,18 +35,23 @@ class SQLiteMirror(SQLitePart):
             if rows:
                 db.execute(
                     f"UPDATE mirror_tasks SET lease_until = ?, lease_owner = ?, attempts = attempts + 1 "
-                    f"WHERE seq IN ({','.join('?' * len(rows))})", (now + lease_s, self.replica_id, *[r[0] for r in rows]))
+                    f"WHERE seq IN ({','.join('?' * len(rows))})",
+                    (now + lease_s, self.replica_id, *[r[0] for r in rows]),
+                )
             return rows
 
         return [task_from_row(r, claimed=1) for r in await self._batch(claim)]
 
-    async def retry_mirror_task(self, task: MirrorTask, *, next_attempt_at: float, error: str,
-                                shown: str | None = None) -> None:
+    async def retry_mirror_task(
+        self, task: MirrorTask, *, next_attempt_at: float, error: str, shown: str | None = None
+    ) -> None:
         unit = self._unit()
 
         def retry(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
-                       (next_attempt_at, error[:1000], task.seq))
+            db.execute(
+                "UPDATE mirror_tasks SET next_attempt_at = ?, lease_until = NULL, last_error = ? WHERE seq = ?",
+                (next_attempt_at, error[:1000], task.seq),
+            )
             if shown is None:
                 return
             key = db.execute("SELECT provider, provider_job_id FROM jobs WHERE id = ?", (task.job_id,)).fetchone()
@@ -72,7 +79,8 @@ class SQLiteMirror(SQLitePart):
                 db.execute(
                     "INSERT INTO media (sha256, size, content_type, created_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (sha256) DO UPDATE SET created_at = excluded.created_at, deleted_at = NULL",
-                    (result.sha256, result.size or 0, result.content_type or "application/octet-stream", now))
+                    (result.sha256, result.size or 0, result.content_type or "application/octet-stream", now),
+                )
             if key is None:
                 return
             self._load(db, unit, {(key[0], key[1])})
@@ -90,13 +98,18 @@ class SQLiteMirror(SQLitePart):
 
     async def put_media_chunk(self, upload: str, seq: int, data: bytes) -> None:
         now = self.clock()
-        await self._batch(lambda db: db.execute(
-            "INSERT OR REPLACE INTO media_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
-            (upload, seq, data, now)))
+        await self._batch(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO media_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
+                (upload, seq, data, now),
+            )
+        )
 
     async def media_chunk(self, key: str, seq: int) -> bytes | None:
-        rows = await self._fetch("SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload "
-                                 "WHERE n.key = ? AND c.seq = ?", (key, seq))
+        rows = await self._fetch(
+            "SELECT c.data FROM media_names n JOIN media_chunks c ON c.upload = n.upload WHERE n.key = ? AND c.seq = ?",
+            (key, seq),
+        )
         return bytes(rows[0][0]) if rows else None
 
     async def name_media_upload(self, upload: str, key: str) -> None:
@@ -120,8 +133,10 @@ class SQLiteMirror(SQLitePart):
 
     async def forget_media_uploads(self, *, older_than: float) -> int:
         def forget(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM media_chunks WHERE created_at < ? AND upload NOT IN "
-                              "(SELECT upload FROM media_names)", (older_than,)).rowcount
+            return db.execute(
+                "DELETE FROM media_chunks WHERE created_at < ? AND upload NOT IN (SELECT upload FROM media_names)",
+                (older_than,),
+            ).rowcount
 
         return int(await self._batch(forget))
 
@@ -129,11 +144,16 @@ class SQLiteMirror(SQLitePart):
         now = self.clock()
 
         def expire(db: sqlite3.Connection) -> list[Any]:
-            rows = db.execute(f"SELECT {MEDIA_COLUMNS} FROM media WHERE deleted_at IS NULL AND created_at < ? "
-                              "ORDER BY created_at LIMIT ?", (before, limit)).fetchall()
+            rows = db.execute(
+                f"SELECT {MEDIA_COLUMNS} FROM media WHERE deleted_at IS NULL AND created_at < ? "
+                "ORDER BY created_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
             if rows:
-                db.execute(f"UPDATE media SET deleted_at = ? WHERE sha256 IN ({','.join('?' * len(rows))})",
-                           (now, *[r[0] for r in rows]))
+                db.execute(
+                    f"UPDATE media SET deleted_at = ? WHERE sha256 IN ({','.join('?' * len(rows))})",
+                    (now, *[r[0] for r in rows]),
+                )
             return rows
 
         return [media_from_row(r) for r in await self._batch(expire)]

@@ -44,7 +44,11 @@ class Document:
         schema = self._resolve(schema)
         branches = schema.get("anyOf") or schema.get("oneOf")
         if branches:  # `X | None`: the branch this value is
-            fits = [b for b in branches if Draft202012Validator({**b, "components": self.doc["components"]}).is_valid(instance)]
+            fits = [
+                b
+                for b in branches
+                if Draft202012Validator({**b, "components": self.doc["components"]}).is_valid(instance)
+            ]
             return self._undocumented(fits[0], instance, where) if fits else []
         found: list[str] = []
         if isinstance(instance, dict) and "properties" in schema:
@@ -70,10 +74,20 @@ async def checked(api: httpx.AsyncClient, doc: Document, method: str, url: str, 
 
 
 def test_the_checker_finds_an_undocumented_key() -> None:
-    doc = Document({"paths": {}, "components": {"schemas": {
-        "Thing": {"type": "object", "properties": {"a": {"anyOf": [{"$ref": "#/components/schemas/Inner"},
-                                                                     {"type": "null"}]}}},
-        "Inner": {"type": "object", "properties": {"b": {"type": "integer"}}}}}})
+    doc = Document(
+        {
+            "paths": {},
+            "components": {
+                "schemas": {
+                    "Thing": {
+                        "type": "object",
+                        "properties": {"a": {"anyOf": [{"$ref": "#/components/schemas/Inner"}, {"type": "null"}]}},
+                    },
+                    "Inner": {"type": "object", "properties": {"b": {"type": "integer"}}},
+                }
+            },
+        }
+    )
     thing = {"$ref": "#/components/schemas/Thing"}
     doc.check(thing, {"a": {"b": 1}}, "ok")
     doc.check(thing, {"a": None}, "ok")
@@ -88,16 +102,29 @@ def test_the_checker_finds_an_undocumented_key() -> None:
 async def test_every_answer_is_documented(tmp_path: Path) -> None:
     # One destination answers 500 then 200 (two attempts, delivered); the other always 500, and its
     # retries are an hour apart, so its message stays waiting.
-    async with media_origin() as origin, callback_server(Reply(500)) as good, \
-            callback_server(default=Reply(500, body=b"down")) as bad, \
-            mirroring_receiver(tmp_path, good, retry_schedule=(0.05, 3600)) as server, \
-            server.client(headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
+    async with (
+        media_origin() as origin,
+        callback_server(Reply(500)) as good,
+        callback_server(default=Reply(500, body=b"down")) as bad,
+        mirroring_receiver(tmp_path, good, retry_schedule=(0.05, 3600)) as server,
+        server.client(headers={"Authorization": f"Bearer {API_TOKEN}"}) as api,
+    ):
         doc = Document((await api.get("/openapi.json")).json())
 
         mirrored = await deliver(server, "req-mirrored", origin.url("/img/3000"))
-        registered = await checked(api, doc, "POST", "/v1/jobs", "/v1/jobs", json={
-            "provider": "pixazo", "provider_job_id": "req-waiting", "callback_url": bad.url("/down"),
-            "metadata": {"run": 7}})
+        registered = await checked(
+            api,
+            doc,
+            "POST",
+            "/v1/jobs",
+            "/v1/jobs",
+            json={
+                "provider": "pixazo",
+                "provider_job_id": "req-waiting",
+                "callback_url": bad.url("/down"),
+                "metadata": {"run": 7},
+            },
+        )
         await deliver(server, "req-waiting", origin.url("/img/2000-w"))
 
         async def delivered() -> bool:
@@ -135,10 +162,17 @@ async def test_every_answer_is_documented(tmp_path: Path) -> None:
         # Actions and errors.
         await checked(api, doc, "POST", f"/v1/jobs/{mirrored}/redeliver", "/v1/jobs/{job_id}/redeliver")
         await checked(api, doc, "POST", f"/v1/jobs/{registered['id']}/redeliver", "/v1/jobs/{job_id}/redeliver")
-        await checked(api, doc, "POST", "/v1/redeliveries", "/v1/redeliveries",
-                      json={"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"})
-        await checked(api, doc, "PATCH", f"/v1/jobs/{registered['id']}", "/v1/jobs/{job_id}",
-                      json={"metadata": {"run": 8}})
+        await checked(
+            api,
+            doc,
+            "POST",
+            "/v1/redeliveries",
+            "/v1/redeliveries",
+            json={"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"},
+        )
+        await checked(
+            api, doc, "PATCH", f"/v1/jobs/{registered['id']}", "/v1/jobs/{job_id}", json={"metadata": {"run": 8}}
+        )
         terminal = await checked(api, doc, "POST", f"/v1/jobs/{mirrored}/cancel", "/v1/jobs/{job_id}/cancel")
         assert terminal["error"] == "already_terminal" and terminal["job"]["id"] == mirrored
         invalid = await checked(api, doc, "POST", "/v1/jobs", "/v1/jobs", json={"provider": "pixazo"})
@@ -149,10 +183,10 @@ async def test_every_answer_is_documented(tmp_path: Path) -> None:
 
         # The events' data is the documented Job.
         data_schema = doc.doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"][
-            "x-event-data"]
+            "x-event-data"
+        ]
         seen = set()
-        async with asyncio.timeout(20), aconnect_sse(api, "GET", "/v1/events",
-                                                     params={"last_event_id": "0"}) as source:
+        async with asyncio.timeout(20), aconnect_sse(api, "GET", "/v1/events", params={"last_event_id": "0"}) as source:
             async for sse in source.aiter_sse():
                 event = json.loads(sse.data)
                 doc.check(data_schema, event, f"event {sse.id}")

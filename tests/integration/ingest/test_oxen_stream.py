@@ -7,28 +7,38 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from receiver.app import create_app, open_runtime
 from receiver.errors import StoreError
-from receiver.models import JobStatus, Outcome
 from receiver.ingest.oxen_stream import Reconnects, StreamFailure, run_oxen_consumer
 from receiver.ingest.polling import Polled, poll_job
+from receiver.models import JobStatus, Outcome
 from receiver.runtime import Runtime
 from receiver.tuning import StreamTuning
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
 from tests.support import (
-    UNMIRRORED, RunningServer, eventually, free_port, list_receipts, make_settings, register_job, serve_app,
+    UNMIRRORED,
+    RunningServer,
+    eventually,
+    free_port,
+    list_receipts,
+    make_settings,
+    register_job,
+    serve_app,
 )
 
+
 @contextlib.asynccontextmanager
-async def running_receiver(tmp_path: Path, base_url: str, *, stream_tuning: StreamTuning = FAST_TUNING,
-                           **overrides: Any) -> AsyncIterator[RunningServer]:
+async def running_receiver(
+    tmp_path: Path, base_url: str, *, stream_tuning: StreamTuning = FAST_TUNING, **overrides: Any
+) -> AsyncIterator[RunningServer]:
     overrides.setdefault("oxen_api_key", API_KEY)
     settings = make_settings(tmp_path, oxen_base_url=base_url, **overrides)
     async with serve_app(create_app(settings, stream_tuning=stream_tuning)) as server:
@@ -285,16 +295,17 @@ async def test_oxen_unreachable_is_reported(tmp_path: Path) -> None:
 # -- polling -------------------------------------------------------------------------------------
 
 
-async def test_catch_up_polls_every_pending_oxen_job_after_connecting(
-    tmp_path: Path, fake_oxen: FakeOxen
-) -> None:
+async def test_catch_up_polls_every_pending_oxen_job_after_connecting(tmp_path: Path, fake_oxen: FakeOxen) -> None:
     fake = fake_oxen
     fake.refuse_streams = 503
     done_id, queued_id, cancelled_id = fake.submit(), fake.submit(), fake.submit()
     unknown_id = "0000nobody0000"
     async with running_receiver(tmp_path, fake.base_url) as server, server.api() as api:
         await wait_state(server, "connecting")
-        jobs = {g: (await register_job(api, g, provider="oxen"))["id"] for g in (done_id, queued_id, cancelled_id, unknown_id)}
+        jobs = {
+            g: (await register_job(api, g, provider="oxen"))["id"]
+            for g in (done_id, queued_id, cancelled_id, unknown_id)
+        }
         other = (await register_job(api, done_id))["id"]
         fake.complete(done_id)
         fake.cancel(cancelled_id)
@@ -347,8 +358,9 @@ async def test_cancelled_generation_is_seen_while_the_stream_stays_up(tmp_path: 
 
 @pytest.fixture
 async def runtime(tmp_path: Path, fake_oxen: FakeOxen) -> AsyncIterator[Runtime]:
-    rt = await open_runtime(make_settings(tmp_path, oxen_api_key=API_KEY, oxen_base_url=fake_oxen.base_url),
-                            stream_tuning=FAST_TUNING)
+    rt = await open_runtime(
+        make_settings(tmp_path, oxen_api_key=API_KEY, oxen_base_url=fake_oxen.base_url), stream_tuning=FAST_TUNING
+    )
     try:
         yield rt
     finally:
@@ -378,8 +390,9 @@ async def test_poll_oxen_job_answers(runtime: Runtime, fake_oxen: FakeOxen) -> N
     assert result is not None and result.outcome is Outcome.APPLIED and result.terminal_job_ids == [done.id]
     job = await runtime.store.get_job(done.id)
     assert job is not None and job.status is JobStatus.SUCCEEDED
-    assert [o.to_json() for o in job.outputs] == [{"url": "https://cdn.oxen.test/a.webp", "media_type": "image/webp",
-                                                   **UNMIRRORED}]
+    assert [o.to_json() for o in job.outputs] == [
+        {"url": "https://cdn.oxen.test/a.webp", "media_type": "image/webp", **UNMIRRORED}
+    ]
     again = await poll_job(runtime, done, timeout=5)
     assert again.result == "terminal" and not again.finished
     assert again.applied is not None and again.applied.outcome is Outcome.DUPLICATE
@@ -416,8 +429,9 @@ async def test_poll_oxen_job_failures(runtime: Runtime, fake_oxen: FakeOxen) -> 
     # Answers that cannot be used are kept as invalid receipts, as the reconciler keeps them for every provider.
     fake.generations[job.provider_job_id]["status"] = "exploded"
     assert (await poll_job(runtime, job, timeout=5)).result == "invalid"
-    fake.generations[job.provider_job_id].update(status="succeeded", result_url="https://x.test/1.png",
-                                                 generation_id="someone-else")
+    fake.generations[job.provider_job_id].update(
+        status="succeeded", result_url="https://x.test/1.png", generation_id="someone-else"
+    )
     assert (await poll_job(runtime, job, timeout=5)).result == "invalid"
     kept = (await runtime.store.list_receipts(provider="oxen", outcome=None, limit=5, cursor=None)).items
     assert [(r.source, r.outcome) for r in kept] == [("poll", Outcome.INVALID)] * 2
@@ -534,8 +548,9 @@ async def test_fake_oxen_queue_api(fake_oxen: FakeOxen) -> None:
     auth = {"Authorization": f"Bearer {API_KEY}"}
     async with httpx.AsyncClient(base_url=fake_oxen.base_url) as client:
         fake_oxen.generations_per_request = 2
-        answer = await client.post("/api/ai/queue", json={"model": "xai-grok-imagine-image", "prompt": "owl"},
-                                   headers=auth)
+        answer = await client.post(
+            "/api/ai/queue", json={"model": "xai-grok-imagine-image", "prompt": "owl"}, headers=auth
+        )
         assert answer.status_code == 200
         generations = answer.json()["generations"]
         assert [g["status"] for g in generations] == ["queued", "queued"]
