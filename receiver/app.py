@@ -45,8 +45,7 @@ from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
 from receiver.sinks.publisher import run_sinks
 from receiver.store import Clock, describe_store, open_store
-from receiver.store.base import HEARTBEAT_S
-from receiver.tuning import DeliveryLimits, MirrorTuning, StreamTuning
+from receiver.tuning import REPLICAS, DeliveryLimits, MirrorTuning, StreamTuning
 from receiver.web.auth import BearerAuth, body_too_large, invalid_request
 from receiver.web.http import BodyTooLarge, client_gone, http_error, internal_error
 from receiver.web.validation import Invalid
@@ -69,7 +68,7 @@ async def run_heartbeat(runtime: Runtime) -> None:
     """Say this replica is alive, so that the calls it owns are not taken for orphans."""
     outage = Outage(log, "heartbeat")
     while not runtime.stopping.is_set():
-        await wait_for(runtime.stopping, HEARTBEAT_S)
+        await wait_for(runtime.stopping, REPLICAS.heartbeat_s)
         try:
             await runtime.store.heartbeat()
             outage.ok()

@@ -16,10 +16,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
 
-from receiver.models import PROVIDERS
-from receiver.settings import Secrets, Settings
+from receiver.settings import PROVIDER_SECRETS, Secrets, Settings
 
 MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words, and are no secret anyway
 
@@ -228,7 +228,7 @@ def protect(*values: str | None) -> None:
 
 def secrets_in_force(settings: Settings, secrets: Secrets) -> tuple[str, ...]:
     """The three of `secrets`, the provider API keys, the Lumenfall webhook secret."""
-    keys = [settings.api_key(provider) for provider in PROVIDERS]
+    keys: list[SecretStr | None] = [getattr(settings, name) for name in PROVIDER_SECRETS]
     keys.append(settings.lumenfall_webhook_secret)
     return (
         secrets.api_token,

@@ -14,6 +14,12 @@ import orjson
 ProviderName = Literal["oxen", "runware", "pixazo", "apiframe", "lumenfall"]
 PROVIDERS: tuple[str, ...] = get_args(ProviderName)
 
+# `Idempotency-Key` on `POST /v1/generations`, passed on as the provider's own key where it takes one: 1 to
+# IDEMPOTENCY_KEY_MAX_LENGTH printable ASCII characters (what the providers accept), and a repeat within
+# IDEMPOTENCY_TTL_S answers the same jobs (a client's retries span hours at most).
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+IDEMPOTENCY_TTL_S = 24 * 3600.0
+
 
 class JobStatus(str, enum.Enum):
     PENDING = "pending"

@@ -37,6 +37,13 @@ def check_signing_secret(secret: str) -> None:
 
 
 DEFAULT_BASE_URLS: dict[str, str] = {name: provider.base_url for name, provider in REGISTRY.items()}
+# Secrets each provider may have: its API key, and the setting that verifies its webhooks (if another).
+PROVIDER_SECRETS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [f"{name}_api_key" for name in REGISTRY]
+        + [p.webhook_secret for p in REGISTRY.values() if p.webhook_secret is not None]
+    )
+)
 
 
 class Settings(BaseSettings):
@@ -73,6 +80,8 @@ class Settings(BaseSettings):
     # Not in the contract: uvicorn's access lines (see receiver.logs.AccessLines).
     access_log: Literal["all", "webhook-errors", "errors", "off"] = "webhook-errors"
 
+    # One pair per provider in the registry, written out so that mypy knows them (the import-time check
+    # below the class fails on a provider without its pair, or a pair without its provider).
     oxen_api_key: SecretStr | None = None
     runware_api_key: SecretStr | None = None
     pixazo_api_key: SecretStr | None = None
@@ -130,7 +139,8 @@ class Settings(BaseSettings):
         "lumenfall_api_key",
         "lumenfall_webhook_secret",
         mode="before",
-    )
+        check_fields=False,
+    )  # missing ones: see below the class
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -187,6 +197,18 @@ class Settings(BaseSettings):
 
     def base_url(self, provider: str) -> str:
         return str(getattr(self, f"{provider}_base_url")).rstrip("/")
+
+
+def _provider_settings_match_registry() -> None:
+    fields = Settings.model_fields
+    pairs = {name for name in fields if name.endswith(("_api_key", "_base_url"))}
+    expected = {f"{provider}_{kind}" for provider in REGISTRY for kind in ("api_key", "base_url")}
+    assert pairs == expected, f"Settings' provider fields differ from the registry: {sorted(pairs ^ expected)}"
+    assert all(fields[f"{name}_base_url"].default == p.base_url for name, p in REGISTRY.items())
+    assert set(PROVIDER_SECRETS) <= set(fields), "a provider's webhook_secret names no setting"
+
+
+_provider_settings_match_registry()
 
 
 def setting_names() -> list[str]:

@@ -1,6 +1,8 @@
-"""The knobs of the background workers (the Oxen consumer, the media mirror, the delivery worker): one
-value each per app, carried in the Runtime, so tests pass fast ones to `create_app` instead of patching a
-module."""
+"""The knobs of the background workers, one group per worker, each defined here and nowhere else.
+
+StreamTuning, MirrorTuning and DeliveryLimits are one value each per app, carried in the Runtime, so tests
+pass fast ones to `create_app` instead of patching a module; the other groups are read from their one
+instance below (`DELIVERY`, `HTTP`, ...)."""
 
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class MirrorTuning:
     per_origin_concurrency: int = 4  # of which from one origin (host:port): a slow one holds only these
     poll_s: float = 1.0  # look for tasks at least this often (others' tasks, retries coming due)
     sweep_every_s: float = 600.0
+    incoming_ttl_s: float = 3600.0  # an upload unfinished for this long was cut short by a crash
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,3 +78,70 @@ class DeliveryLimits:
                 "a destination's limits must be at most half of the overall ones, or one destination "
                 "could crowd out the others"
             )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryTuning:
+    """Timings of the delivery worker (receiver.delivery.worker); its bounds are DeliveryLimits."""
+
+    # Messages beyond a destination's share are postponed in shares, each one step after the one before;
+    # a step is between these bounds (see `_Deliverer._step`), and no share is put off more than
+    # max_postpone_s.
+    min_postpone_s: float = 0.002
+    postpone_s: float = 1.0
+    max_postpone_s: float = 30.0
+    # A held message may queue behind its destination's slots: its lease covers those attempts and this.
+    lease_margin_s: float = 10.0
+    max_idle_s: float = 30.0  # re-check the store at least this often, wake-ups or not
+    hand_back_s: float = 5.0  # how long shutdown waits for the store to take claimed messages back
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpTuning:
+    """Deadlines on reading a request (receiver.web.server): a slow client holds a connection this long."""
+
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0  # a 1 MiB webhook at 35 KB/s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventsTuning:
+    """The receiver's own SSE stream (receiver.api.events)."""
+
+    keepalive_s: float = 15.0  # a comment this often when idle, so proxies and clients see the stream alive
+    # A job's event is written when it completes, or later (once its outputs are mirrored), so a replay by
+    # completion time starts at the first event written at `since`; this margin covers replicas' clocks
+    # that disagree by up to this much.
+    clock_skew_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestTuning:
+    """The ingest side's background loops (receiver.ingest)."""
+
+    # Lumenfall calls whose replica died are failed by the survivors: they look this often.
+    orphan_check_s: float = 10.0
+    # The job timeout sweep runs often enough that a job fails within a few percent of its timeout, and
+    # at most this late.
+    max_sweep_every_s: float = 30.0
+    # The reconciler looks for due polls at least this often, and backs off one job's polls up to this.
+    max_poll_interval_s: float = 1.0
+    max_poll_backoff_s: float = 3600.0
+    poll_lease_s: float = 120.0  # longer than any poll can take; schedule_poll then sets the real next time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaTuning:
+    """Replicas' liveness (receiver.app's heartbeat, read by the stores' orphan queries)."""
+
+    heartbeat_s: float = 5.0
+    # A replica whose heartbeat is older than this is gone (its calls are orphans): several missed beats,
+    # so a replica busy for a moment is not taken for dead.
+    ttl_s: float = 30.0
+
+
+DELIVERY = DeliveryTuning()
+HTTP = HttpTuning()
+EVENT_STREAM = EventsTuning()
+INGEST = IngestTuning()
+REPLICAS = ReplicaTuning()

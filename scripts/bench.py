@@ -48,6 +48,7 @@ from pathlib import Path
 
 from scripts import bench_media, bench_sinks, benchclient, benchpg
 from scripts import benchlib as bl
+from tests.fakes.oxen import API_KEY as OXEN_API_KEY
 
 INSTALL_WRK = (
     "wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
@@ -361,7 +362,7 @@ async def _stream(plan: Plan) -> list[tuple[int, float]]:
         "receiver.app:create_app",
         plan.workdir,
         factory=True,
-        env=bl.receiver_env(db, RECEIVER_OXEN_API_KEY=bl.OXEN_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url),
+        env=bl.receiver_env(db, RECEIVER_OXEN_API_KEY=OXEN_API_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url),
     )
     await asyncio.to_thread(server.start)
     runs: list[tuple[int, float]] = []
@@ -911,7 +912,6 @@ BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
     "pg-e2e": bench_pg_e2e,
     "pg-drain": bench_pg_drain,
     "pg-logging": bench_pg_logging,
-    "sinks": bench_sinks_run,
 }
 
 

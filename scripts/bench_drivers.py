@@ -14,6 +14,8 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -57,16 +59,18 @@ async def psycopg_tx(conn: psycopg.AsyncConnection) -> None:
 
 
 async def run(driver: str, dsn: str, n: int, concurrency: int) -> float:
+    conns: list[Any]
+    tx: Callable[[Any], Awaitable[None]]
     if driver == "asyncpg":
         conns = [await asyncpg.connect(dsn) for _ in range(concurrency)]
         tx = asyncpg_tx
     else:
         conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(concurrency)]
-        tx = psycopg_tx  # type: ignore[assignment]
+        tx = psycopg_tx
 
-    async def worker(conn: object) -> None:
+    async def worker(conn: Any) -> None:
         for _ in range(n // concurrency):
-            await tx(conn)  # type: ignore[arg-type]
+            await tx(conn)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))

@@ -23,6 +23,7 @@ import orjson
 
 from scripts import benchlib as bl
 from scripts import benchpg
+from tests.support import API_TOKEN
 
 BROKERS = {"nats": 4222, "redis": 6379, "amqp": 5672}
 
@@ -75,7 +76,7 @@ async def _cleanup(kind: str, tag: str) -> None:
 
 
 def _sink(base_url: str, name: str) -> dict[str, Any]:
-    listing: Any = bl.get_json(f"{base_url}/v1/sinks", token=bl.API_TOKEN)
+    listing: Any = bl.get_json(f"{base_url}/v1/sinks", token=API_TOKEN)
     return next(s for s in listing["sinks"] if s["name"] == name)
 
 

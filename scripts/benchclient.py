@@ -11,8 +11,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 CALLBACK_CLIENTS = ("httpx", "aiohttp")
 ROOT = Path(__file__).resolve().parent.parent  # where `python -m scripts.benchclient` finds this module
@@ -101,6 +102,7 @@ def _client_main(kind: str, url: str, count: int, concurrency: int) -> None:
     """In its own process: a warm-up, then `count` callbacks; prints the CPU time they took, as JSON."""
     import resource
 
+    run: Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]
     try:
         import uvloop  # as under uvicorn
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from scripts import benchlib as bl
 from tests.support import POSTGRES_ADMIN_URL as ADMIN_URL
@@ -49,8 +50,8 @@ def drop_database(url: str) -> None:
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
 
 
-def fetchval(url: str, sql: str, *args: object) -> object:
-    async def one() -> object:
+def fetchval(url: str, sql: str, *args: object) -> Any:
+    async def one() -> Any:
         import asyncpg
 
         conn = await asyncpg.connect(url, timeout=5)
@@ -63,12 +64,12 @@ def fetchval(url: str, sql: str, *args: object) -> object:
 
 
 def count_jobs(url: str, provider: str) -> int:
-    return int(fetchval(url, "SELECT COUNT(*) FROM jobs WHERE provider = $1", provider))  # type: ignore[arg-type]
+    return int(fetchval(url, "SELECT COUNT(*) FROM jobs WHERE provider = $1", provider))
 
 
 def commits(url: str) -> int:
     """Transactions committed in this database so far (pg_stat_database; flushed about once a second)."""
-    return int(fetchval(url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))  # type: ignore[arg-type]
+    return int(fetchval(url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
 
 
 def server_version(url: str) -> str:

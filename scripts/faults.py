@@ -15,9 +15,9 @@
    completion applied (the catch-up poll recovers what fired during the gaps).
 4. fuzz: hypothesis-generated webhook, /v1 and raw-TCP requests against a real `receiver serve`: no 5xx,
    receipts exactly as answered, JSON logs without ERROR or secrets.
-5. replicas: 3 `receiver serve` processes on one PostgreSQL cluster of its own (initdb on a free port, removed after) under
+5. replicas: 3 `receiver serve` processes on one PostgreSQL database (a cluster of its own, removed after) under
    Pixazo/Runware webhooks spread round-robin (some sent to two replicas at once) and Oxen completions on a
-   fake's stream, while replicas are SIGKILLed and the scenario's own PostgreSQL cluster restarts once:
+   fake's stream, while replicas are SIGKILLed and that PostgreSQL restarts once (needs the server binaries):
    nothing acknowledged lost, every job called back under one webhook-id, no Oxen completion missed, only
    503s while the database is away; and the time for another replica to take over the Oxen stream.
 6. nginx: 3 replicas on PostgreSQL behind an nginx of its own (Debian's nginx-light), each stopped with

@@ -65,3 +65,23 @@ async def errors_logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[pytes
         yield caplog
     finally:
         uvicorn_error.removeHandler(caplog.handler)
+
+
+# Under pytest-xdist (`--dist loadgroup`), the tests of one group run one after another on one worker: the
+# scenarios of tests/faults/test_faults.py each load the machine with several `receiver serve` processes
+# (the replicas scenario, the longest, apart from the others, on a PostgreSQL of its own), and the browser
+# tests each drive a Chromium; more of a kind at once would only make each slower and its bounds flakier.
+# Every test owns its database, ports and files, so any runs beside any other. First match wins.
+_GROUPS = [
+    ("tests/faults/test_faults.py::test_replicas_on_postgres", "faults-replicas"),
+    ("tests/faults/test_faults.py::", "faults"),
+    ("tests/integration/api/test_inspector.py::", "browser"),
+    ("tests/integration/media/test_safety.py::", "browser"),
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = next((g for prefix, g in _GROUPS if item.nodeid.startswith(prefix)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -14,9 +14,16 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    Self,
+    TypeVar,
+    overload,
+)
 
 import httpx
 import uvicorn
@@ -32,6 +39,13 @@ WEBHOOK_TOKEN = "test-webhook-token"
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+T = TypeVar("T")
+
+
+@overload
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = ..., what: str = ...) -> T: ...
+@overload
+async def eventually(check: Callable[[], T | None], timeout: float = ..., what: str = ...) -> T: ...
 async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Re-run `check` (sync or async) until it returns something truthy, and return that; fail after `timeout`
     with its last value. The one poll-until of the tests: generous by default, since a busy machine is slow."""
@@ -65,7 +79,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "media_url": "off",  # tests that mirror set a directory (or s3://) of their own
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return Settings.model_validate(values)  # these values only: not the environment, nor a .env file
 
 
 class RunningServer:
@@ -78,7 +92,7 @@ class RunningServer:
         return self.app.state.runtime
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=10, **kwargs)
+        return httpx.AsyncClient(base_url=self.base_url, **{"timeout": 10, **kwargs})
 
     def api(self) -> httpx.AsyncClient:
         return self.client(headers={"Authorization": f"Bearer {API_TOKEN}"})
@@ -96,7 +110,7 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
     port = sock.getsockname()[1]
     config = server_config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **bounds)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
+    setattr(server, "install_signal_handlers", lambda: None)  # noqa: B010  (older uvicorn; newer ones have none)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
     while not server.started:
@@ -112,6 +126,65 @@ async def serve_app(app: Any, *, sock: socket.socket | None = None, **bounds: An
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], *, wait_closed_s: float = 0.0
+) -> AsyncIterator[int]:
+    """A raw TCP server (asyncio streams) on 127.0.0.1 and a free port, which it yields; closed afterwards,
+    waiting up to `wait_closed_s` for its connections to end."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        if wait_closed_s > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), wait_closed_s)
+
+
+def webhook_path(provider: str, token: str | None = WEBHOOK_TOKEN) -> str:
+    """`/webhooks/<provider>?token=…` on any receiver's base URL; without the token when `token` is None."""
+    return f"/webhooks/{provider}" + (f"?token={token}" if token is not None else "")
+
+
+def api_client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:
+    """A client of the /v1 API at `base_url`, with the tests' bearer token."""
+    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def _api(target: httpx.AsyncClient | RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    if isinstance(target, RunningServer):
+        async with target.api() as api:
+            yield api
+    else:
+        yield target
+
+
+async def register_job(
+    target: httpx.AsyncClient | RunningServer,
+    provider_job_id: str,
+    *,
+    provider: str = "pixazo",
+    expect: Sequence[int] = (200, 201),
+    **fields: Any,
+) -> dict[str, Any]:
+    """`POST /v1/jobs` (through an API client, or a server's) answered with a status in `expect`: the job."""
+    async with _api(target) as api:
+        reply = await api.post("/v1/jobs", json={"provider": provider, "provider_job_id": provider_job_id, **fields})
+    assert reply.status_code in expect, reply.text
+    job: dict[str, Any] = reply.json()
+    return job
+
+
+async def list_receipts(target: httpx.AsyncClient | RunningServer, **params: str) -> list[dict[str, Any]]:
+    """The first page of `GET /v1/receipts` with these filters, newest first."""
+    async with _api(target) as api:
+        reply = await api.get("/v1/receipts", params=params)
+    assert reply.status_code == 200, reply.text
+    return list(reply.json()["receipts"])
 
 
 class ServerProcess:

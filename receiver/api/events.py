@@ -15,17 +15,13 @@ from receiver.errors import StoreError
 from receiver.notify import EVENTS, wait_for
 from receiver.runtime import Runtime
 from receiver.store.base import Event
+from receiver.tuning import EVENT_STREAM
 from receiver.web.http import error
 from receiver.web.validation import invalid, parse_seq, query_time
 
 log = logging.getLogger("receiver.api.events")
 
-KEEPALIVE_S = 15.0
 BATCH = 500
-# A job's event is written when it completes, or later (once its outputs are mirrored), so a replay by
-# completion time starts at the first event written at `since`; this margin covers replicas' clocks
-# that disagree by up to this much.
-CLOCK_SKEW_S = 60.0
 
 
 def format_event(event: Event) -> str:
@@ -65,7 +61,7 @@ async def _events(runtime: Runtime, after: int, since: float | None) -> AsyncIte
     quiet_since = loop.time()
     completed = None if since is None else completed_from(since)
     # With replicas, other replicas' commits arrive by NOTIFY; re-reading every backstop_s covers a missed one.
-    wait_s = min(KEEPALIVE_S, runtime.store.backstop_s or KEEPALIVE_S)
+    wait_s = min(EVENT_STREAM.keepalive_s, runtime.store.backstop_s or EVENT_STREAM.keepalive_s)
     while not runtime.stopping.is_set():
         woken = runtime.notifier.event(EVENTS)  # taken before reading: no event slips between
         events = await runtime.store.events_after(seq, BATCH, completed_from=completed)
@@ -76,7 +72,7 @@ async def _events(runtime: Runtime, after: int, since: float | None) -> AsyncIte
             quiet_since = loop.time()
             continue  # a page (cut at BATCH or at the store's byte budget): read on until none is left
         # Shutdown sets `stopping` and publishes EVENTS, so this wait ends at once then.
-        if not await wait_for(woken, wait_s) and loop.time() - quiet_since >= KEEPALIVE_S:
+        if not await wait_for(woken, wait_s) and loop.time() - quiet_since >= EVENT_STREAM.keepalive_s:
             yield ": keep-alive\n\n"
             quiet_since = loop.time()
 
@@ -99,7 +95,7 @@ async def stream_events(request: Request) -> Response:
         start = newest if after is None else after  # without Last-Event-ID: from now on
     else:
         # Every event before the first one written at `since` is of a job completed before it.
-        first = await runtime.store.first_event_seq(completed_from(since) - CLOCK_SKEW_S)
+        first = await runtime.store.first_event_seq(completed_from(since) - EVENT_STREAM.clock_skew_s)
         replay_after = newest if first is None else first - 1
         start = replay_after if after is None else max(after, replay_after)  # a resumed stream goes on
     return StreamingResponse(

@@ -25,7 +25,7 @@ from receiver.errors import InvalidPayload, ProviderError
 from receiver.ingest import lumenfall_calls
 from receiver.ingest.inbound import storable_text
 from receiver.ingest.provider_calls import call
-from receiver.models import Job, ProviderName
+from receiver.models import IDEMPOTENCY_TTL_S, Job, ProviderName
 from receiver.providers import REGISTRY, Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted
 from receiver.runtime import Runtime
@@ -98,7 +98,7 @@ async def create_generation(request: Request) -> Response:
     digest = fingerprint(spec.model_dump(mode="json"))
     settled = await settle(runtime, key, digest)
     if settled.claim.fingerprint != digest:
-        raise invalid("Idempotency-Key", "was used within 24 h for a different request")
+        raise invalid("Idempotency-Key", f"was used within {IDEMPOTENCY_TTL_S / 3600:g} h for a different request")
     if not settled.ours:
         if settled.claim.state == "unknown":
             return error(

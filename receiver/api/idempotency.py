@@ -1,4 +1,5 @@
-"""`Idempotency-Key` on `POST /v1/generations`: a repeat within 24 h answers the same jobs, unsubmitted.
+"""`Idempotency-Key` on `POST /v1/generations`: a repeat within IDEMPOTENCY_TTL_S (receiver.models) answers the
+same jobs, unsubmitted.
 
 A key is claimed in the store before anything is submitted (a placeholder row: of two requests with
 one key, exactly one submits), then finished with the jobs' ids, or released when the provider refuses.
@@ -12,23 +13,21 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from receiver.models import dumps
+from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_TTL_S, dumps
 from receiver.runtime import Runtime
 from receiver.store import KeyClaim
 from receiver.web.validation import invalid
 
-TTL_S = 24 * 3600.0
-MAX_KEY_LENGTH = 255
 WAIT_STEP_S = 0.05
 
 
 def idempotency_key(request: Request) -> str | None:
-    """The caller's Idempotency-Key, if any: 1-255 printable ASCII characters (as providers take it)."""
+    """The caller's Idempotency-Key, if any: 1 to IDEMPOTENCY_KEY_MAX_LENGTH printable ASCII characters."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not (key.isascii() and key.isprintable()) or not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise invalid("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
+    if not (key.isascii() and key.isprintable()) or not 0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise invalid("Idempotency-Key", f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters")
     return key
 
 
@@ -51,7 +50,9 @@ async def settle(runtime: Runtime, key: str, digest: str) -> Settled:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + stale_s
     while True:
-        claim = await runtime.store.claim_idempotency_key(key, fingerprint=digest, ttl_s=TTL_S, stale_s=stale_s)
+        claim = await runtime.store.claim_idempotency_key(
+            key, fingerprint=digest, ttl_s=IDEMPOTENCY_TTL_S, stale_s=stale_s
+        )
         if claim.state != "pending" or loop.time() > deadline or runtime.stopping.is_set():
             return Settled(claim, claim.state == "new")
         await asyncio.sleep(WAIT_STEP_S)

@@ -12,21 +12,36 @@ from starlette.responses import JSONResponse, Response
 
 import receiver
 from receiver.api.generations import Generate
-from receiver.api.idempotency import MAX_KEY_LENGTH
 from receiver.api.sinks import Rewind
-from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName, ReceiptSource, StreamState
+from receiver.models import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDEMPOTENCY_TTL_S,
+    PROVIDERS,
+    DeliveryStatus,
+    JobStatus,
+    Outcome,
+    ProviderName,
+    ReceiptSource,
+    StreamState,
+)
 from receiver.web.validation import PatchJob, Redeliveries, RedeliverTo, RegisterJob
 
 # -- answers ---------------------------------------------------------------------------------------
 
 
 class OutputOut(BaseModel):
-    url: str
+    model_config = ConfigDict(title="Output")
+
+    url: str  # where the provider put it
     media_type: str | None
+    stored_url: str | None  # the receiver's copy, once mirrored (RECEIVER_MEDIA_URL)
+    sha256: str | None
+    bytes: int | None
+    mirror_error: str | None  # why the copy failed; the job keeps the provider's URL
 
 
 class JobOut(BaseModel):
-    model_config = ConfigDict(title="Job", extra="allow")  # the media fields of a mirrored output may follow
+    model_config = ConfigDict(title="Job")
 
     id: str
     provider: ProviderName
@@ -64,7 +79,7 @@ class AnswerOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(title="Delivery")
 
     message_id: str
     url: str
@@ -93,7 +108,7 @@ class Count(BaseModel):
 
 
 class ReceiptOut(BaseModel):
-    model_config = ConfigDict(title="Receipt", extra="allow")  # body_base64 when the body is not UTF-8
+    model_config = ConfigDict(title="Receipt")
 
     id: int
     provider: str
@@ -105,6 +120,7 @@ class ReceiptOut(BaseModel):
     body: str
     received_at: str
     headers: dict[str, str] = {}  # the kept request headers, signature values masked
+    body_base64: str | None = None  # only when the body is not UTF-8 (`body` then has U+FFFD for bad bytes)
 
 
 class ReceiptPage(BaseModel):
@@ -115,7 +131,7 @@ class ReceiptPage(BaseModel):
 
 
 class RefusalOut(BaseModel):
-    model_config = ConfigDict(title="Refusal", extra="allow")  # body_base64 when the body is not UTF-8
+    model_config = ConfigDict(title="Refusal")
 
     id: int
     provider: str
@@ -131,12 +147,14 @@ class RefusalOut(BaseModel):
     body_truncated: bool
     receipt_id: int | None
     received_at: str
+    body_base64: str | None = None  # only when the body is not UTF-8
 
 
 class RefusalPage(BaseModel):
     refusals: list[RefusalOut]
     next_cursor: str | None
     total: int | None = None
+    total_exact: bool | None = None
 
 
 class Backlog(BaseModel):
@@ -174,11 +192,20 @@ class StatsOut(BaseModel):
     sinks: list[SinkOut] = []
 
 
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
 class ErrorOut(BaseModel):
-    model_config = ConfigDict(title="Error", extra="allow")  # e.g. `fields`, `setting`, `provider_status`
+    model_config = ConfigDict(title="Error")
 
     error: str
     message: str
+    fields: list[FieldError] | None = None  # 422 invalid_request: each field and what is wrong with it
+    setting: str | None = None  # the RECEIVER_* setting to fix
+    provider_status: int | None = None  # 502 provider_refused: the provider's HTTP status
+    job: JobOut | None = None  # 409 already_terminal: the job as it is
 
 
 # -- the document ----------------------------------------------------------------------------------
@@ -323,7 +350,8 @@ def _paths() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+                        "description": f"a repeat within {IDEMPOTENCY_TTL_S / 3600:g} h answers the same jobs",
                     }
                 ],
             ),
@@ -398,8 +426,8 @@ def _paths() -> dict[str, Any]:
                 "Terminal jobs as Server-Sent Events",
                 {
                     "200": {
-                        "description": "an event stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "description": "an event stream; each event's data is a Job",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}, "x-event-data": _ref(JobOut)}},
                     },
                     "409": _json(ErrorOut, "Last-Event-ID ahead of the store"),
                     "422": _json(ErrorOut, "since is not an ISO 8601 time"),

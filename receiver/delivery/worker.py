@@ -25,19 +25,12 @@ from receiver.notify import OUTBOX
 from receiver.outage import Outage
 from receiver.runtime import Runtime
 from receiver.store.base import Message
+from receiver.tuning import DELIVERY
 from receiver.util import backoff
 
 log = logging.getLogger("receiver.delivery.worker")
 
-# Messages beyond a destination's share are postponed in shares, each one step after the one before;
-# a step is between these bounds (see `_Deliverer._step`), and no share is put off more than MAX_POSTPONE_S.
-MIN_POSTPONE_S = 0.002
-POSTPONE_S = 1.0
-MAX_POSTPONE_S = 30.0
 MAX_BACKLOGS = 4096  # destinations whose postponed shares are tracked; those all due are dropped beyond
-LEASE_MARGIN_S = 10.0
-MAX_IDLE_S = 30.0  # re-check the store at least this often, wake-ups or not
-HAND_BACK_S = 5.0  # how long shutdown waits for the store to take claimed messages back
 
 
 # -- pure parts -------------------------------------------------------------------------------
@@ -127,7 +120,7 @@ class _Deliverer:
         self.timeout = runtime.settings.callback_timeout_s
         # Held messages may queue behind their destination's slots: keep them leased meanwhile.
         self.lease_s = (
-            self.timeout * (self.limits.per_host_held // self.limits.per_host_concurrency + 1) + LEASE_MARGIN_S
+            self.timeout * (self.limits.per_host_held // self.limits.per_host_concurrency + 1) + DELIVERY.lease_margin_s
         )
         self.held: dict[int, asyncio.Task[None]] = {}
         self.hosts: dict[str, _Host] = {}
@@ -168,7 +161,7 @@ class _Deliverer:
         if not seqs:
             return
         try:
-            await asyncio.wait_for(self.runtime.store.hand_back_messages(seqs), HAND_BACK_S)
+            await asyncio.wait_for(self.runtime.store.hand_back_messages(seqs), DELIVERY.hand_back_s)
         except (TimeoutError, StoreError) as exc:
             log.warning(
                 "could not hand back %d claimed callback(s) (%s): sent once their leases run out", len(seqs), exc
@@ -212,7 +205,7 @@ class _Deliverer:
             if backlog is None or backlog.due < now:  # all it had postponed is due: start a new queue
                 backlog = self.backlogs[url_host] = _Backlog(now + step)
             for seq in seqs:
-                if backlog.size >= self.limits.per_host_held and backlog.due < now + MAX_POSTPONE_S:
+                if backlog.size >= self.limits.per_host_held and backlog.due < now + DELIVERY.max_postpone_s:
                     backlog.due, backlog.size = backlog.due + step, 0
                 backlog.size += 1
                 due.setdefault(backlog.due, []).append(seq)
@@ -226,15 +219,15 @@ class _Deliverer:
         is looked at about once a second."""
         host = self.hosts.get(url_host)
         running = time.monotonic() - min(host.started.values()) if host is not None and host.started else 0.0
-        return min(POSTPONE_S, max(MIN_POSTPONE_S, running))
+        return min(DELIVERY.postpone_s, max(DELIVERY.min_postpone_s, running))
 
     async def _seconds_until_due(self) -> float | None:
         if len(self.held) >= self.limits.max_held:
-            return MAX_IDLE_S  # full: a finished message (`freed`) is what lets us go on
+            return DELIVERY.max_idle_s  # full: a finished message (`freed`) is what lets us go on
         due = await self.runtime.store.next_message_due_at()
         if due is None:
-            return MAX_IDLE_S
-        return min(MAX_IDLE_S, max(0.0, due - self.clock()))
+            return DELIVERY.max_idle_s
+        return min(DELIVERY.max_idle_s, max(0.0, due - self.clock()))
 
     async def _attempt(self, message: Message, host: _Host) -> tuple[Message, AttemptResult]:
         """Send `message` once there is a slot: as it stands then (the message it was sent as, and how)."""

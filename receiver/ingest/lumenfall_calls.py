@@ -22,12 +22,12 @@ from receiver.outage import Outage
 from receiver.providers import lumenfall
 from receiver.providers._request import ProviderRequest, refusal_message
 from receiver.runtime import Runtime
+from receiver.tuning import INGEST
 
 log = logging.getLogger("receiver.api.generations")  # part of POST /v1/generations, for whoever reads the logs
 
 INTERRUPTED = "the receiver stopped before Lumenfall answered"
 CRASHED = "the receiver restarted before Lumenfall answered"
-ORPHAN_CHECK_S = 10.0
 
 
 async def start_call(
@@ -109,4 +109,4 @@ async def fail_orphaned_lumenfall_calls(runtime: Runtime) -> None:
             outage.ok()
         except StoreError as exc:
             outage.failed(exc)
-        await wait_for(runtime.stopping, ORPHAN_CHECK_S)
+        await wait_for(runtime.stopping, INGEST.orphan_check_s)

@@ -20,26 +20,24 @@ from receiver.outage import Outage
 from receiver.providers import POLLING_PROVIDERS
 from receiver.runtime import Runtime
 from receiver.settings import Settings
+from receiver.tuning import INGEST
 from receiver.util import backoff
 
 log = logging.getLogger("receiver.ingest.reconciler")
 
 BATCH = 100
 CONCURRENCY = 4  # polls in flight per provider
-MAX_INTERVAL_S = 1.0
-MAX_BACKOFF_S = 3600.0
-POLL_LEASE_S = 120.0  # longer than any poll can take; schedule_poll then sets the real next time
 
 
 def poll_interval(settings: Settings) -> float:
     """How often to look for due jobs: every second, or sooner when jobs are due sooner (tests)."""
-    return min(MAX_INTERVAL_S, max(0.05, settings.reconcile_after_s / 4))
+    return min(INGEST.max_poll_interval_s, max(0.05, settings.reconcile_after_s / 4))
 
 
 def next_poll_delay(settings: Settings, polls_made: int, rand: backoff.Random = random.random) -> float:
     """Backoff between polls of one job: from reconcile_after_s (at most a minute) doubling up to an hour."""
     base = max(0.1, min(settings.reconcile_after_s, 60.0))
-    return backoff.exponential(polls_made, base=base, cap=max(base, MAX_BACKOFF_S), rand=rand)
+    return backoff.exponential(polls_made, base=base, cap=max(base, INGEST.max_poll_backoff_s), rand=rand)
 
 
 async def _reconcile(runtime: Runtime, job: Job) -> None:
@@ -69,10 +67,10 @@ async def _reconcile_provider(
             claimed: list[Job] = []
             if room > 0:
                 try:
-                    # Claimed, so pushed POLL_LEASE_S ahead: no other replica (nor this loop) takes them
+                    # Claimed, so pushed INGEST.poll_lease_s ahead: no other replica (nor this loop) takes them
                     # meanwhile. Only as many as there are free slots, so none waits out its lease.
                     claimed = await runtime.store.claim_due_polls(
-                        providers=[provider], limit=room, lease_s=POLL_LEASE_S
+                        providers=[provider], limit=room, lease_s=INGEST.poll_lease_s
                     )
                     outage.ok()
                 except (

@@ -2,7 +2,7 @@
 
 A periodic sweep on every replica; each batch is one transaction that locks the jobs' keys and
 re-reads them, so replicas sweeping at once (or a result arriving meanwhile) end each job once.
-The same sweep forgets Idempotency-Keys past their 24 h.
+The same sweep forgets Idempotency-Keys past their IDEMPOTENCY_TTL_S.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 
 from receiver.errors import StoreError
+from receiver.models import IDEMPOTENCY_TTL_S
 from receiver.notify import wait_for
 from receiver.outage import Outage
 from receiver.runtime import Runtime
+from receiver.tuning import INGEST
 
 log = logging.getLogger("receiver.ingest.timeouts")
 
 BATCH = 500
-MAX_SWEEP_EVERY_S = 30.0
-IDEMPOTENCY_TTL_S = 24 * 3600.0
 
 
 def timeout_error(timeout_s: float) -> str:
@@ -27,7 +27,7 @@ def timeout_error(timeout_s: float) -> str:
 
 def sweep_every(timeout_s: float) -> float:
     """Often enough that a job fails within a few percent of its timeout (and at most 30 s late)."""
-    return min(MAX_SWEEP_EVERY_S, max(0.05, timeout_s / 20))
+    return min(INGEST.max_sweep_every_s, max(0.05, timeout_s / 20))
 
 
 async def sweep_once(runtime: Runtime) -> int:

@@ -34,7 +34,6 @@ from receiver.util import backoff
 log = logging.getLogger("receiver.media.mirror")
 
 DATA_CHUNK = 64 * 1024
-INCOMING_TTL_S = 3600.0  # an upload unfinished for this long was cut short by a crash
 
 
 async def _pieces(data: bytes) -> AsyncIterator[bytes]:
@@ -225,7 +224,7 @@ async def run_sweeps(runtime: Runtime, media: Media, tuning: MirrorTuning) -> No
         try:
             if retention_s > 0:
                 await sweep(runtime, media, before=now - retention_s)
-            await media.objects.forget_incoming(older_than=now - INCOMING_TTL_S)
+            await media.objects.forget_incoming(older_than=now - tuning.incoming_ttl_s)
         except StoreError as exc:
             log.warning("media sweep failed: %s", exc)
         except Exception as exc:  # deliberate: the media store away (or a bug) must not end the sweeps

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from receiver.errors import InvalidPayload
-from receiver.models import Completion, JobStatus, Output
+from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH, Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, url_list
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
@@ -87,7 +87,6 @@ BASE_URL = "https://api.apiframe.ai"  # every path below is joined to it; RECEIV
 
 MODEL = "grok-imagine-image"
 WEBHOOK_EVENTS = ("completed", "failed")
-MAX_IDEMPOTENCY_KEY = 255
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -96,8 +95,8 @@ def _headers(api_key: str) -> dict[str, str]:
 
 def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
     """`POST /v2/images/generate`; `request_id` is the Idempotency-Key, so a retried submit is charged once."""
-    if not 0 < len(request_id) <= MAX_IDEMPOTENCY_KEY:
-        raise BadGeneration("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if not 0 < len(request_id) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise BadGeneration("Idempotency-Key", f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
     body = merge({"model": MODEL}, spec.params)
     if spec.model:
         body["model"] = spec.model

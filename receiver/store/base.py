@@ -18,8 +18,6 @@ PAGE_BUDGET_BYTES = 4 * 1024 * 1024
 # A list's `total` is an exact count up to this many rows, else this number with `total_exact` false: the
 # count reads at most this many index entries, so asking for it on every poll stays cheap on any store.
 COUNT_CAP = 10_000
-REPLICA_TTL_S = 30.0  # a replica whose heartbeat is older than this is gone
-HEARTBEAT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,11 @@ from typing import Any, Literal
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from receiver.tuning import HTTP
+
 log = logging.getLogger("receiver.web.server")
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; ours are a few hundred bytes
-HEAD_TIMEOUT_S = 10.0
-BODY_TIMEOUT_S = 30.0  # a 1 MiB webhook at 35 KB/s
 
 Phase = Literal["idle", "head", "body"]
 
@@ -40,8 +40,8 @@ class BoundedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with a size cap on request heads and deadlines on reading requests."""
 
     max_head_bytes = MAX_HEAD_BYTES
-    head_timeout_s = HEAD_TIMEOUT_S
-    body_timeout_s = BODY_TIMEOUT_S
+    head_timeout_s = HTTP.head_timeout_s
+    body_timeout_s = HTTP.body_timeout_s
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,8 +132,8 @@ class BoundedHttpTools(HttpToolsProtocol):
 def bounded_protocol(
     *,
     max_head_bytes: int = MAX_HEAD_BYTES,
-    head_timeout_s: float = HEAD_TIMEOUT_S,
-    body_timeout_s: float = BODY_TIMEOUT_S,
+    head_timeout_s: float = HTTP.head_timeout_s,
+    body_timeout_s: float = HTTP.body_timeout_s,
 ) -> type[BoundedHttpTools]:
     """`BoundedHttpTools` with these bounds (uvicorn instantiates the class it is given per connection)."""
     bounds = {"max_head_bytes": max_head_bytes, "head_timeout_s": head_timeout_s, "body_timeout_s": body_timeout_s}
@@ -144,8 +144,8 @@ def server_config(
     app: Any,
     *,
     max_head_bytes: int = MAX_HEAD_BYTES,
-    head_timeout_s: float = HEAD_TIMEOUT_S,
-    body_timeout_s: float = BODY_TIMEOUT_S,
+    head_timeout_s: float = HTTP.head_timeout_s,
+    body_timeout_s: float = HTTP.body_timeout_s,
     **options: Any,
 ) -> uvicorn.Config:
     """The uvicorn configuration of `receiver serve`, which the tests' servers share; `options` are

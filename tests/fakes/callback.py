@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support import serve_app
+from tests.support import loopback_server, serve_app
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,9 @@ class BlackHole:
 @contextlib.asynccontextmanager
 async def black_hole() -> AsyncIterator[BlackHole]:
     hole = BlackHole()
-    server = await asyncio.start_server(hole._handle, "127.0.0.1", 0)
-    hole.port = server.sockets[0].getsockname()[1]
-    try:
-        yield hole
-    finally:
-        server.close()
-        for writer in hole._writers:
-            writer.close()
+    async with loopback_server(hole._handle) as hole.port:
+        try:
+            yield hole
+        finally:
+            for writer in hole._writers:
+                writer.close()

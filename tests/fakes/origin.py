@@ -9,6 +9,8 @@ import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
 
+from tests.support import loopback_server
+
 CHUNK = 64 * 1024
 # Hostile "image": run on the receiver's origin, its script would read the inspector's token.
 SVG_WITH_SCRIPT = (
@@ -144,11 +146,5 @@ class Origin:
 @contextlib.asynccontextmanager
 async def media_origin() -> AsyncIterator[Origin]:
     origin = Origin()
-    server = await asyncio.start_server(origin.handle, "127.0.0.1", 0)
-    origin.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(origin.handle, wait_closed_s=2) as origin.port:
         yield origin
-    finally:
-        server.close()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 2)

@@ -8,12 +8,9 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-
-from tests.support import API_TOKEN, WEBHOOK_TOKEN
 
 
 @dataclass
@@ -45,11 +42,12 @@ def _show(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def log_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The JSON log records in a receiver's output file, and the lines that are not JSON objects."""
+def log_records(output: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The JSON log records in a receiver's output (`ServerProcess.output()`), and the lines that are not
+    JSON objects."""
     records: list[dict[str, Any]] = []
     other: list[str] = []
-    for line in path.read_text("utf-8", "replace").splitlines():
+    for line in output.splitlines():
         if not line.strip():
             continue
         try:
@@ -62,14 +60,6 @@ def log_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         else:
             other.append(line)
     return records, other
-
-
-def api_client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30, **kwargs)
-
-
-def hook_path(provider: str) -> str:
-    return f"/webhooks/{provider}?token={WEBHOOK_TOKEN}"
 
 
 async def all_pages(client: httpx.AsyncClient, path: str, key: str, **params: str) -> list[dict[str, Any]]:

@@ -23,13 +23,11 @@ from tests.fakes.pixazo import completed
 from tests.faults.common import (
     Report,
     all_pages,
-    api_client,
     eventually,
-    hook_path,
     log_records,
     retry_schedule,
 )
-from tests.support import SIGNING_SECRET, ReceiverProcess, process_env
+from tests.support import SIGNING_SECRET, ReceiverProcess, api_client, process_env, webhook_path
 
 GIVE_UP_S = 60.0  # a sender retrying one webhook this long means the receiver never came back
 
@@ -73,7 +71,7 @@ class WebhookLoad:
             self.attempts += 1
             self.in_flight += 1
             try:
-                response = await client.post(hook_path("pixazo"), content=body)
+                response = await client.post(webhook_path("pixazo"), content=body)
             except httpx.ConnectError:
                 self.refused += 1
             except httpx.HTTPError:
@@ -144,7 +142,7 @@ async def sigkill_under_load(
             await _verify(report, daemon, load, sink, settle_s)
         finally:
             await asyncio.to_thread(daemon.stop)
-    records, other = log_records(daemon.log_path)
+    records, other = log_records(daemon.output())
     errors = [r for r in records if r.get("level") in ("ERROR", "CRITICAL")]
     report.check(not errors, f"{len(errors)} ERROR log record(s), first: {errors[:1]}")
     report.check(not other, f"{len(other)} log line(s) that are not JSON, first: {other[:1]}")

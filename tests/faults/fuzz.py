@@ -26,9 +26,9 @@ import standardwebhooks
 from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from receiver.providers import apiframe
+from receiver.providers import REGISTRY, WEBHOOK_PROVIDERS, apiframe
 from tests.faults.common import Report, log_records
-from tests.faults.fuzz_cases import WEBHOOK_PROVIDERS, ApiCase, Case, RawCase, WebhookCase, cases
+from tests.faults.fuzz_cases import ApiCase, Case, RawCase, WebhookCase, cases
 from tests.support import API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, process_env
 
 APIFRAME_KEY = "fuzz-apiframe-key-3c9e71"
@@ -316,7 +316,7 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
         RECEIVER_APIFRAME_API_KEY=APIFRAME_KEY,
         RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET,
         RECEIVER_RETRY_SCHEDULE="1,1",
-        **{f"RECEIVER_{p.upper()}_BASE_URL": dead_url for p in ("oxen", "runware", "pixazo", "apiframe", "lumenfall")},
+        **{f"RECEIVER_{p.upper()}_BASE_URL": dead_url for p in REGISTRY},
     )
     daemon = ReceiverProcess(env, log_path=workdir / "receiver.log")
     daemon.start()
@@ -349,8 +349,8 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
         fuzzer.client.close()
         daemon.stop()
         dead.close()
-    records, other = log_records(daemon.log_path)
-    text = daemon.log_path.read_text("utf-8", "replace")
+    records, other = log_records(daemon.output())
+    text = daemon.output()
     errors = [r for r in records if r.get("level") in ("ERROR", "CRITICAL")]
     report.check(not errors, f"{len(errors)} ERROR log record(s), first: {str(errors[:1])[:600]}")
     report.check(not other, f"{len(other)} log line(s) that are not JSON, first: {other[:1]}")

@@ -25,8 +25,8 @@ from typing import Literal
 import httpx
 
 from tests.fakes.pixazo import completed
-from tests.faults.common import Report, all_pages, api_client, hook_path
-from tests.support import ReceiverProcess, free_port, postgres_database, process_env
+from tests.faults.common import Report, all_pages
+from tests.support import ReceiverProcess, api_client, free_port, postgres_database, process_env, webhook_path
 
 Config = Literal["rolling", "naive"]
 
@@ -246,7 +246,7 @@ class SteadyLoad:
         begun = loop.time()
         try:
             response = await client.post(
-                hook_path("pixazo"),
+                webhook_path("pixazo"),
                 content=json.dumps(completed(request_id)),
                 headers={"content-type": "application/json"},
             )
@@ -341,7 +341,7 @@ async def reset_on_reuse(workdir: Path, config: Config, *, requests: int = 12) -
             for number in range(requests):
                 request_id = f"reset{uuid.uuid4().hex[:6]}_{number}"
                 response = await client.post(
-                    hook_path("pixazo"),
+                    webhook_path("pixazo"),
                     content=json.dumps(completed(request_id)),
                     headers={"content-type": "application/json"},
                 )

@@ -21,8 +21,8 @@ import httpx
 from receiver.app import create_app
 from tests.fakes.callback import CallbackServer, Reply
 from tests.fakes.pixazo import completed
-from tests.faults.common import Report, all_pages, api_client, eventually, hook_path, retry_schedule
-from tests.support import make_settings, serve_app
+from tests.faults.common import Report, all_pages, eventually, retry_schedule
+from tests.support import api_client, make_settings, serve_app, webhook_path
 
 
 async def _fire(client: httpx.AsyncClient, prefix: str, numbers: range, over_s: float) -> list[str]:
@@ -30,7 +30,7 @@ async def _fire(client: httpx.AsyncClient, prefix: str, numbers: range, over_s: 
     job_ids: list[str] = []
     gap = over_s / max(1, len(numbers))
     for n in numbers:
-        response = await client.post(hook_path("pixazo"), content=json.dumps(completed(f"{prefix}_{n}")))
+        response = await client.post(webhook_path("pixazo"), content=json.dumps(completed(f"{prefix}_{n}")))
         response.raise_for_status()
         job_ids += response.json()["job_ids"]
         await asyncio.sleep(gap)

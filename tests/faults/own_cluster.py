@@ -65,23 +65,23 @@ async def _run(*args: str, timeout: float = 120) -> str:
 
 @dataclass(frozen=True)
 class Cluster:
-    """A PostgreSQL cluster of the test's own: its URL, and a restart that cuts every connection."""
+    """A running cluster of the test's own: its URL (database `postgres`), and a restart."""
 
     url: str
     bin_dir: Path
     data: Path
-    root: Path
+    log: Path
 
     async def restart(self) -> float:
-        """`pg_ctl restart -m fast` (every connection is cut); the seconds until it accepts connections again."""
+        """`pg_ctl restart` (fast shutdown: every connection is cut); the seconds until it answers again."""
         started = time.monotonic()
-        # -l again: without it the new server would write to our pipe, which then never reaches its end.
+        # -l as at the start: else the new server writes to (and holds open) the pipe _run reads to its end.
         await _run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
             str(self.data),
             "-l",
-            str(self.root / "server.log"),
+            str(self.log),
             "-m",
             "fast",
             "-w",
@@ -94,8 +94,8 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def own_cluster() -> AsyncIterator[Cluster]:
-    """A fresh cluster (trust auth, user postgres) on 127.0.0.1 and a free port, the test's own to stop and
-    restart; stopped (immediate: whatever its clients are doing) and removed afterwards."""
+    """A fresh cluster (trust auth, user postgres) on 127.0.0.1 and a free port, stopped (immediate: whatever
+    its clients are doing) and removed afterwards."""
     bin_dir = binaries()
     assert bin_dir is not None, unavailable()
     root = Path(tempfile.mkdtemp(prefix="receiver-pg-"))
@@ -132,7 +132,7 @@ async def own_cluster() -> AsyncIterator[Cluster]:
             "start",
         )
         started = True
-        yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, root)
+        yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, root / "server.log")
     finally:
         if started:
             with contextlib.suppress(RuntimeError):

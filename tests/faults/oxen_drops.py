@@ -16,8 +16,8 @@ from pathlib import Path
 
 from receiver.app import create_app
 from tests.fakes.oxen import API_KEY, FAST_TUNING, FakeOxen
-from tests.faults.common import Report, all_pages, api_client, eventually
-from tests.support import make_settings, serve_app
+from tests.faults.common import Report, all_pages, eventually
+from tests.support import api_client, make_settings, serve_app
 
 # The tests' timings (stall timeout 0.5 s, reconnects after 20-100 ms), with more patience for polls: under
 # this load a catch-up round polls hundreds of jobs at once.

@@ -16,8 +16,7 @@ import httpx
 
 from tests.fakes.pixazo import completed
 from tests.fakes.runware import image
-from tests.faults.common import hook_path
-from tests.support import API_TOKEN, ReceiverProcess
+from tests.support import API_TOKEN, ReceiverProcess, webhook_path
 
 GIVE_UP_S = 90.0  # a sender retrying one webhook this long means no replica ever took it
 
@@ -93,7 +92,7 @@ class SpreadLoad:
         return False
 
     async def _deliver(self, client: httpx.AsyncClient, provider: str, job_id: str, body: bytes) -> None:
-        path = hook_path(provider)
+        path = webhook_path(provider)
         started = time.monotonic()
         twice = self.rand.random() < self.duplicate_share
         while True:

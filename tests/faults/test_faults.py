@@ -62,7 +62,8 @@ def test_fuzzing_finds_no_5xx_and_keeps_receipts_consistent(tmp_path: Path) -> N
 
 
 async def test_replicas_on_postgres_lose_nothing_through_kills_and_a_database_restart(tmp_path: Path) -> None:
-    """3 replicas on a PostgreSQL cluster of the test's own; SIGKILLs and one restart of that cluster."""
+    """3 replicas on one PostgreSQL database, a cluster of the test's own; SIGKILLs and one restart of that
+    cluster."""
     problem = own_cluster_unavailable()
     if problem is not None:
         if POSTGRES_REQUIRED:

@@ -22,8 +22,8 @@ import pytest
 
 from receiver.store.postgres.store import EVENTS_LOCK
 from tests.faults.own_cluster import own_cluster, unavailable
-from tests.integration.store.test_replicas import hook, pixazo_done
-from tests.support import POSTGRES_REQUIRED, ReceiverProcess, process_env
+from tests.integration.store.test_replicas import pixazo_done
+from tests.support import POSTGRES_REQUIRED, ReceiverProcess, process_env, webhook_path
 
 BOUND_S = 10.0  # the contract's: how long a frozen replica may hold up the others' answers
 # The backend holding the event-id lock (a bigint advisory lock: classid is its high half, objid its low).
@@ -75,7 +75,9 @@ async def test_a_frozen_replica_holds_up_the_others_at_most_10s(cluster_url: str
                     if load_stop.is_set():
                         return
                     try:
-                        await client.post(hook(frozen.base_url), content=pixazo_done(f"load-{worker}-{i}"))
+                        await client.post(
+                            frozen.base_url + webhook_path("pixazo"), content=pixazo_done(f"load-{worker}-{i}")
+                        )
                     except httpx.HTTPError:
                         return
 
@@ -92,7 +94,7 @@ async def test_a_frozen_replica_holds_up_the_others_at_most_10s(cluster_url: str
 
             async def send(request_id: str) -> None:
                 sent = time.monotonic()
-                reply = await client.post(hook(other.base_url), content=pixazo_done(request_id))
+                reply = await client.post(other.base_url + webhook_path("pixazo"), content=pixazo_done(request_id))
                 answers.append((sent - frozen_at, time.monotonic() - sent, reply.status_code))
 
             # At once, several together, then one after another for longer than the bound.

@@ -13,9 +13,9 @@ from httpx_sse import aconnect_sse
 
 from receiver.errors import StoreUnavailable
 from receiver.outage import Outage
+from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.tcp_proxy import tcp_proxy, through
-from tests.integration.ingest.test_oxen_stream import API_KEY as OXEN_KEY
 from tests.support import API_TOKEN, ReceiverProcess, eventually, process_env
 
 OUTAGE_S = 8.0

@@ -15,6 +15,7 @@ from pathlib import Path
 from receiver.app import create_app
 from scripts import benchlib as bl
 from scripts import benchpg
+from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.support import eventually, make_settings, serve_app
 
 
@@ -47,7 +48,7 @@ async def test_a_fast_stream_burst_is_applied_whole_and_in_order(tmp_path: Path)
     oxen = await bl.OxenStream().start()
     ids = [f"burst-{i}" for i in range(600)]
     try:
-        app = create_app(make_settings(tmp_path, oxen_api_key=bl.OXEN_KEY, oxen_base_url=oxen.base_url))
+        app = create_app(make_settings(tmp_path, oxen_api_key=OXEN_KEY, oxen_base_url=oxen.base_url))
         async with serve_app(app):
             await asyncio.wait_for(oxen.connected.wait(), 10)
             oxen.send(b"event: other_event\ndata: {}\n\n" + b"".join(bl.oxen_event(i) for i in ids))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from receiver.providers import WEBHOOK_PROVIDERS
 from tests.support import API_TOKEN, ReceiverProcess, process_env
 
 
@@ -49,7 +50,7 @@ def test_info_reads_the_servers_store_and_never_creates_one(tmp_path: Path) -> N
         token = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("API token"))
         # The token info prints is the one the running server takes.
         assert httpx.get(f"{proc.base_url}/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        for provider in ("pixazo", "runware", "apiframe", "lumenfall"):
+        for provider in WEBHOOK_PROVIDERS:
             assert f"https://abc.tunnel.example/webhooks/{provider}?token=" in result.stdout
     finally:
         proc.stop()

@@ -98,18 +98,17 @@ def test_info_warns_on_stderr(tmp_path: Path) -> None:
 def test_info_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     env = clean_env(tmp_path, RECEIVER_PUBLIC_URL="https://hooks.example.com")
     _stored(tmp_path, env)
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "receiver", "info"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.close()  # as `| head -2` does once it has its lines (here before any)
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.wait(60) == 0, err
+    ) as proc:  # closes stderr after
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # as `| head -2` does once it has its lines (here before any)
+        err = proc.stderr.read().decode()
+        assert proc.wait(60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from receiver.logs import AccessLines, FinishedLines, JsonLines, Redacting
-from receiver.providers import apiframe
+from receiver.providers import REGISTRY, apiframe
 from tests.fakes.callback import callback_server
 from tests.fakes.pixazo import completed
 from tests.faults.common import log_records
@@ -22,9 +22,7 @@ from tests.support import ReceiverProcess, free_port, process_env
 API_TOKEN = "api-Tok3n-6d1f0a9b27c84e55"
 WEBHOOK_TOKEN = "hook-Tok3n-90b1c7e4aa2f"
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"signing-secret-for-the-log-test!").decode()
-PROVIDER_KEYS = {
-    p: f"{p}-KEY-{n}c0ffee{n}" for n, p in enumerate(("oxen", "runware", "pixazo", "apiframe", "lumenfall"))
-}
+PROVIDER_KEYS = {p: f"{p}-KEY-{n}c0ffee{n}" for n, p in enumerate(REGISTRY)}
 LUMENFALL_SECRET = "whsec_" + base64.b64encode(b"lumenfall-webhook-secret-0123456").decode()
 SECRETS = [
     API_TOKEN,
@@ -159,7 +157,7 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
                 assert refused.status_code == 502
 
                 def logged(predicate: Any) -> bool:
-                    return any(predicate(r) for r in log_records(daemon.log_path)[0])
+                    return any(predicate(r) for r in log_records(daemon.output())[0])
 
                 deadline = asyncio.get_running_loop().time() + 10
                 wanted = {
@@ -176,8 +174,8 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
                     await asyncio.sleep(0.05)
         finally:
             await asyncio.to_thread(daemon.stop)  # SIGTERM: uvicorn shuts down, then re-raises the signal
-    text = daemon.log_path.read_text()
-    records, other = log_records(daemon.log_path)
+    text = daemon.output()
+    records, other = log_records(daemon.output())
     assert not other, other[:3]  # every line is one JSON object
     for secret in SECRETS:
         assert secret not in text, f"a secret is in the log: {secret[:6]}…"
@@ -222,9 +220,12 @@ def test_a_dropped_access_line_is_never_made_into_a_record() -> None:
     """The policy is asked before `info` makes a record (uvicorn calls it once per request)."""
     logger = logging.Logger("uvicorn.access.test", logging.INFO)
     made: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = made.append  # type: ignore[method-assign]
-    logger.addHandler(handler)
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            made.append(record)
+
+    logger.addHandler(Collect())
     AccessLines("webhook-errors").install(logger)
     fmt = '%s - "%s %s HTTP/%s" %d'
     factory = logging.getLogRecordFactory()
@@ -280,12 +281,12 @@ async def test_default_access_log_leaves_out_accepted_webhooks_only(tmp_path: Pa
             assert (await client.post("/webhooks/pixazo?token=wrong-token", content=body)).status_code == 401
             assert (await client.get("/v1/jobs", headers={"Authorization": f"Bearer {API_TOKEN}"})).status_code == 200
             deadline = asyncio.get_running_loop().time() + 10
-            while '"GET /v1/jobs' not in daemon.log_path.read_text():
-                assert asyncio.get_running_loop().time() < deadline, daemon.log_path.read_text()
+            while '"GET /v1/jobs' not in daemon.output():
+                assert asyncio.get_running_loop().time() < deadline, daemon.output()
                 await asyncio.sleep(0.05)
     finally:
         await asyncio.to_thread(daemon.stop)
-    text = daemon.log_path.read_text()
+    text = daemon.output()
     access = [line for line in text.splitlines() if "uvicorn.access" in line]
     assert [line for line in access if "/webhooks/" in line] == [
         next(line for line in access if '"POST /webhooks/pixazo?token=*** HTTP/1.1" 401' in line)

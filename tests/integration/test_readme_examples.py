@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from receiver.providers import WEBHOOK_PROVIDERS
 from tests.support import WEBHOOK_TOKEN, ReceiverProcess, process_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -31,7 +32,7 @@ def curl_examples() -> dict[str, tuple[dict[str, str], bytes]]:
 
 def test_each_readme_webhook_example_is_accepted(tmp_path: Path) -> None:
     examples = curl_examples()
-    assert set(examples) == {"pixazo", "runware", "apiframe", "lumenfall"}
+    assert set(examples) == set(WEBHOOK_PROVIDERS)
     proc = ReceiverProcess(process_env(tmp_path), cwd=tmp_path).start()
     try:
         for provider, (headers, body) in examples.items():

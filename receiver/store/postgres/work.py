@@ -8,7 +8,7 @@ import logging
 
 from receiver.errors import StoreError
 from receiver.models import Job
-from receiver.store.base import REPLICA_TTL_S, Attempt, Message
+from receiver.store.base import Attempt, Message
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.queries import (
     BACKLOG,
@@ -28,6 +28,7 @@ from receiver.store.rows import (
     job_from_row,
     message_from_row,
 )
+from receiver.tuning import REPLICAS
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
 # Two index probes (messages_due, messages_leased): the first unleased pending message, and the leased
@@ -199,5 +200,5 @@ class PostgresWork(PostgresPart):
         await self._tx(lambda conn: conn.execute(HEARTBEAT.postgres, self.replica_id, self.clock()))
 
     async def orphaned_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(ORPHANED_JOBS.postgres, provider, self.clock() - REPLICA_TTL_S)
+        rows = await self._fetch(ORPHANED_JOBS.postgres, provider, self.clock() - REPLICAS.ttl_s)
         return [job_from_row(r) for r in rows]

@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from receiver.models import Job
-from receiver.store.base import REPLICA_TTL_S, Attempt, Message
+from receiver.store.base import Attempt, Message
 from receiver.store.batching import AttemptRecord
 from receiver.store.parts import SQLitePart
 from receiver.store.queries import (
@@ -28,6 +28,7 @@ from receiver.store.rows import (
     job_from_row,
     message_from_row,
 )
+from receiver.tuning import REPLICAS
 
 # A job's delivery_status is that of its latest message.
 _REFRESH_DELIVERY_STATUS = (
@@ -200,5 +201,5 @@ class SQLiteWork(SQLitePart):
         await self._batch(lambda db: db.execute(HEARTBEAT.sqlite, (self.replica_id, now)))
 
     async def orphaned_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(ORPHANED_JOBS.sqlite, (provider, self.clock() - REPLICA_TTL_S))
+        rows = await self._fetch(ORPHANED_JOBS.sqlite, (provider, self.clock() - REPLICAS.ttl_s))
         return [job_from_row(r) for r in rows]

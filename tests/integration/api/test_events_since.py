@@ -16,7 +16,7 @@ from httpx_sse import aconnect_sse
 
 from receiver.app import create_app
 from receiver.models import iso_time
-from tests.support import WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app
+from tests.support import WEBHOOK_TOKEN, RunningServer, eventually, loopback_server, make_settings, serve_app
 
 T0 = 1_900_000_000.0  # a whole second, so the times below show as T0 + n seconds
 
@@ -52,13 +52,11 @@ class HeldOrigin:
 @contextlib.asynccontextmanager
 async def held_origin() -> AsyncIterator[HeldOrigin]:
     origin = HeldOrigin()
-    server = await asyncio.start_server(origin.handle, "127.0.0.1", 0)
-    origin.port = server.sockets[0].getsockname()[1]
-    try:
-        yield origin
-    finally:
-        origin.release.set()
-        server.close()
+    async with loopback_server(origin.handle) as origin.port:
+        try:
+            yield origin
+        finally:
+            origin.release.set()
 
 
 async def finish(server: RunningServer, request_id: str, url: str) -> str:

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.ingest.lumenfall_calls import INTERRUPTED
+from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH, PROVIDERS
 from receiver.settings import webhook_url
 from tests.fakes import apiframe as af
 from tests.fakes import lumenfall as lf
@@ -45,12 +46,14 @@ async def generate(server: RunningServer, body: dict[str, Any], **headers: str) 
 
 async def get_job(server: RunningServer, job_id: str) -> dict[str, Any]:
     async with server.api() as api:
-        return (await api.get(f"/v1/jobs/{job_id}")).json()
+        job: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
+    return job
 
 
 async def jobs_of(server: RunningServer, provider: str) -> list[dict[str, Any]]:
     async with server.api() as api:
-        return (await api.get("/v1/jobs", params={"provider": provider})).json()["jobs"]
+        jobs: list[dict[str, Any]] = (await api.get("/v1/jobs", params={"provider": provider})).json()["jobs"]
+    return jobs
 
 
 # -- each provider, end to end ----------------------------------------------------------------------
@@ -192,6 +195,12 @@ async def test_apiframe_submit_idempotent_then_signed_webhook(tmp_path: Path) ->
             "pipeline-run-42"
         ]
         assert len(fake.jobs) == 2
+        # The longest key the receiver takes is one Apiframe takes; one longer is refused before submitting.
+        longest = "k" * IDEMPOTENCY_KEY_MAX_LENGTH
+        assert (await generate(server, {**body, "prompt": "long"}, **{"Idempotency-Key": longest})).status_code == 202
+        too_long = await generate(server, {**body, "prompt": "longer"}, **{"Idempotency-Key": longest + "k"})
+        assert too_long.status_code == 422 and too_long.json()["fields"][0]["field"] == "Idempotency-Key", too_long.text
+        assert len(fake.jobs) == 3
 
         raw, headers = af.signed(af.completed(job["provider_job_id"]))
         async with server.client() as client:
@@ -289,7 +298,7 @@ async def test_lumenfall_failures_fail_the_job_with_the_providers_message(tmp_pa
     async with (
         fake.serve("/openai/v1"),
         serve_receiver(
-            tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url, lumenfall_timeout_s=0.3
+            tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url, lumenfall_timeout_s=3
         ) as server,
     ):
         cases: list[tuple[str, Any, str]] = [
@@ -303,12 +312,12 @@ async def test_lumenfall_failures_fail_the_job_with_the_providers_message(tmp_pa
                 (200, b'{"created": 1, "data": []}'),
                 "unusable answer from Lumenfall: 'data' must be a non-empty list",
             ),
-            ("timeout", None, "lumenfall did not answer within 0.3 s"),
+            ("timeout", None, "lumenfall did not answer within 3 s"),
         ]
         for name, script, message in cases:
             fake.refusal = script if name == "refusal" else None
             fake.answer = script if name == "answer" else None
-            fake.delay_s = 5 if name == "timeout" else 0
+            fake.delay_s = 30 if name == "timeout" else 0  # the others answer at once, well within 3 s
             reply = await generate(server, {"provider": "lumenfall", "prompt": name})
             assert reply.status_code == 202, reply.text
             job = await wait_job(server, reply.json()["jobs"][0]["id"])
@@ -318,7 +327,7 @@ async def test_lumenfall_failures_fail_the_job_with_the_providers_message(tmp_pa
 async def test_lumenfall_call_in_flight_at_shutdown_is_cancelled_and_recorded(tmp_path: Path) -> None:
     fake = lf.FakeLumenfall()
     fake.delay_s = 30
-    settings = {"lumenfall_api_key": lf.API_KEY}
+    settings: dict[str, Any] = {"lumenfall_api_key": lf.API_KEY}
     async with fake.serve("/openai/v1"):
         async with serve_receiver(tmp_path, lumenfall_base_url=fake.base_url, **settings) as server:
             reply = await generate(server, {"provider": "lumenfall", "prompt": "slow"})
@@ -417,10 +426,12 @@ async def test_refusals_and_timeouts_are_502s_leaving_no_job(tmp_path: Path, pro
         serve_receiver(
             tmp_path,
             provider_timeout_s=0.3,
-            **{
-                f"{provider}_api_key": fake.api_key,
-                f"{provider}_base_url": fake.base_url,
-            },
+            **dict[str, Any](
+                {
+                    f"{provider}_api_key": fake.api_key,
+                    f"{provider}_base_url": fake.base_url,
+                }
+            ),
         ) as server,
     ):
         for status, body, message in cases:
@@ -472,7 +483,7 @@ async def test_unusable_answer_and_unreachable_provider_are_refusals(tmp_path: P
 # -- requests refused by the receiver itself -------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider", ["oxen", "runware", "pixazo", "apiframe", "lumenfall"])
+@pytest.mark.parametrize("provider", PROVIDERS)
 async def test_missing_api_key_names_the_setting(tmp_path: Path, provider: str) -> None:
     async with serve_receiver(tmp_path) as server:
         reply = await generate(server, {"provider": provider, "prompt": "a red fox"})

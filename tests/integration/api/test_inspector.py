@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from tests.fakes.callback import HANG, Reply, callback_server
 from tests.fakes.images import fake_cdn
 from tests.fakes.origin import media_origin
 from tests.integration.media.support import mirroring_receiver
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app, webhook_path
 
 CHROMIUM = os.environ.get("RECEIVER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,10 +40,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SOON_MS = 10_000  # generous: the page polls every second, a busy machine may be slow
-
-
-def hook(provider: str) -> str:
-    return f"/webhooks/{provider}?token={WEBHOOK_TOKEN}"
 
 
 def pixazo_done(request_id: str, *urls: str) -> dict[str, Any]:
@@ -176,7 +173,7 @@ async def test_stats_needs_the_token_and_shows_jobs_and_backlog(tmp_path: Path) 
                     "/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-s", "callback_url": callback.url()}
                 )
                 await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-t"})
-                await client.post(hook("pixazo"), json=pixazo_done("px-s"))
+                await client.post(webhook_path("pixazo"), json=pixazo_done("px-s"))
                 await eventually(lambda: len(callback.requests) == 1)  # held open: the message stays pending
                 stats = (await api.get("/v1/stats")).json()
             assert stats["jobs"] == {"pending": 1, "succeeded": 1}
@@ -192,7 +189,7 @@ async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
 ) -> None:
     page = browser.page
     async with server.client() as client:
-        await client.post(hook("pixazo"), json=pixazo_done("px-secret"))
+        await client.post(webhook_path("pixazo"), json=pixazo_done("px-secret"))
     response = await page.goto(f"{server.base_url}/ui/")
     assert "default-src 'self'" in response.headers["content-security-policy"]
 
@@ -250,13 +247,14 @@ async def test_new_messages_show_without_reload_and_filters_narrow(server: Runni
                 },
             )
         ).json()
-        first = (await client.post(hook("pixazo"), json=pixazo_done("px-one"))).json()
-        await client.post(hook("pixazo"), json=pixazo_done("px-two"))
+        first = (await client.post(webhook_path("pixazo"), json=pixazo_done("px-one"))).json()
+        await client.post(webhook_path("pixazo"), json=pixazo_done("px-two"))
         await client.post(
-            hook("apiframe"), json={"event": "progress", "jobId": "af-wait", "status": "PROCESSING", "progress": 45}
+            webhook_path("apiframe"),
+            json={"event": "progress", "jobId": "af-wait", "status": "PROCESSING", "progress": 45},
         )
         await client.post(
-            hook("runware"),
+            webhook_path("runware"),
             json={
                 "data": [
                     {
@@ -269,7 +267,7 @@ async def test_new_messages_show_without_reload_and_filters_narrow(server: Runni
                 ]
             },
         )
-        await client.post(hook("pixazo"), content=b'{"request_id": "px-bad", "status": 5}')
+        await client.post(webhook_path("pixazo"), content=b'{"request_id": "px-bad", "status": 5}')
     await expect(jobs).to_have_count(4)
     await expect(receipts).to_have_count(5)
     await expect(page.locator("#job-list")).to_contain_text("px-two")
@@ -321,8 +319,8 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
                     },
                 )
             ).json()
-            await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))
-            await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))  # a repeat
+            await client.post(webhook_path("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))
+            await client.post(webhook_path("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))  # a repeat
         await eventually(lambda: len(callback.requests) == 1)
 
         link = page.get_by_role("link", name=job["id"])
@@ -396,7 +394,7 @@ async def test_lists_page_on_say_how_many_match_and_search_by_prefix(server: Run
             for i in range(120)
         ]
         for i in range(55):
-            await client.post(hook("pixazo"), json={"request_id": f"px-{i:03d}", "status": "PROCESSING"})
+            await client.post(webhook_path("pixazo"), json={"request_id": f"px-{i:03d}", "status": "PROCESSING"})
     await browser.sign_in(server.base_url)
     await expect(jobs).to_have_count(50)
     await expect(page.locator("#jobs-note")).to_have_text("Showing 50 of 120 jobs")
@@ -446,7 +444,7 @@ async def test_refused_requests_show_what_arrived_without_credentials(server: Ru
             headers={"Authorization": "Bearer leaked-bearer", "X-Trace": "trace-7"},
         )
         await client.post(f"/webhooks/imagine?token={WEBHOOK_TOKEN}", content=b"{}")
-        invalid = (await client.post(hook("pixazo"), content=b'{"request_id": 12')).json()
+        invalid = (await client.post(webhook_path("pixazo"), content=b'{"request_id": 12')).json()
     await browser.sign_in(server.base_url)
     refusals = page.locator("#refusal-list details")
     await expect(refusals).to_have_count(3)
@@ -477,9 +475,11 @@ async def test_refused_requests_show_what_arrived_without_credentials(server: Ru
 async def test_compare_two_receipts_side_by_side(server: RunningServer, browser: Browser) -> None:
     page = browser.page
     async with server.client() as client:
-        first = (await client.post(hook("pixazo"), json=pixazo_done("px-left"))).json()
+        first = (await client.post(webhook_path("pixazo"), json=pixazo_done("px-left"))).json()
         second = (
-            await client.post(hook("pixazo"), json=pixazo_done("px-right"), headers={"User-Agent": "provider-agent/2"})
+            await client.post(
+                webhook_path("pixazo"), json=pixazo_done("px-right"), headers={"User-Agent": "provider-agent/2"}
+            )
         ).json()
     await browser.sign_in(server.base_url)
     await expect(page.locator("#receipt-list details")).to_have_count(2)
@@ -517,7 +517,8 @@ async def test_outputs_still_being_mirrored_say_so(tmp_path: Path, browser: Brow
             async with server.client() as client:
                 done = (
                     await client.post(
-                        hook("pixazo"), json=pixazo_done("px-slow", origin.url("/hang-once"), origin.url("/img/300"))
+                        webhook_path("pixazo"),
+                        json=pixazo_done("px-slow", origin.url("/hang-once"), origin.url("/img/300")),
                     )
                 ).json()
             await asyncio.wait_for(origin.hanging.wait(), 30)
@@ -547,7 +548,7 @@ async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_pat
                         },
                     )
                 ).json()
-                await client.post(hook("pixazo"), json=pixazo_done("px-wait"))
+                await client.post(webhook_path("pixazo"), json=pixazo_done("px-wait"))
             await eventually(lambda: len(callback.requests) == 1)
             await browser.sign_in(server.base_url)
             await page.get_by_role("link", name=job["id"]).click()
@@ -564,6 +565,9 @@ async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_pat
             )
             await browser.screenshot("-waiting")
 
+            # The retry is signed in a later second than the first attempt, so its webhook-timestamp differs.
+            first_signed = int(callback.requests[0].headers["webhook-timestamp"])
+            await eventually(lambda: time.time() >= first_signed + 1, what="the next second")
             await page.get_by_role("button", name="Retry now").click()
             await eventually(lambda: len(callback.requests) == 2)
             await expect(attempts).to_have_count(2)
@@ -600,7 +604,7 @@ async def test_the_glance_shows_each_sink_its_state_lag_and_error(tmp_path: Path
             for n in range(3):
                 assert (
                     await client.post(
-                        hook("pixazo"),
+                        webhook_path("pixazo"),
                         json={
                             "request_id": f"px-sink-{n}",
                             "status": "COMPLETED",

@@ -165,7 +165,8 @@ async def test_a_flood_of_refusals_never_grows_the_store_past_its_bound(
 
     monkeypatch.setattr(receiver.refusals, "REFUSALS_KEPT", 25)
     async with serve_app(create_app(make_settings(tmp_path, database_url=store_url))) as server:
-        async with server.client() as client, server.api() as api:
+        # 300 requests at once queue for the client's connections: on a busy machine that takes a while.
+        async with server.client(timeout=120) as client, server.api() as api:
 
             async def refused(i: int) -> int:
                 return (await client.post(f"/webhooks/pixazo?token=flood-{i}", content=b'{"n": %d}' % i)).status_code

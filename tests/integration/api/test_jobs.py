@@ -19,15 +19,18 @@ from receiver.tuning import DeliveryLimits
 from tests.fakes import runware as rw
 from tests.fakes.callback import HANG, callback_server
 from tests.fakes.harness import hook_url, serve_receiver, wait_job
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, eventually, make_settings, process_env, serve_app
+from tests.support import (
+    API_TOKEN,
+    ReceiverProcess,
+    RunningServer,
+    eventually,
+    make_settings,
+    process_env,
+    register_job,
+    serve_app,
+)
 
 DEAD = "http://127.0.0.1:9/results"  # nothing listens there
-
-
-async def register(api: httpx.AsyncClient, pid: str, **fields: Any) -> dict[str, Any]:
-    reply = await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": pid, **fields})
-    assert reply.status_code == 201, reply.text
-    return dict(reply.json())
 
 
 async def complete(server: RunningServer, pid: str) -> None:
@@ -53,7 +56,7 @@ async def test_patch_changes_where_messages_go_and_what_they_carry(tmp_path: Pat
         serve_app(create_app(make_settings(tmp_path, retry_schedule=(2.0,) * 5))) as server,
         server.api() as api,
     ):
-        job = await register(api, "p1", callback_url=DEAD, metadata={"v": 1})
+        job = await register_job(api, "p1", expect=[201], callback_url=DEAD, metadata={"v": 1})
         patched = await api.patch(f"/v1/jobs/{job['id']}", json={"metadata": {"v": 2}})
         assert patched.status_code == 200 and patched.json()["metadata"] == {"v": 2}
         assert patched.json()["callback_url"] == DEAD
@@ -87,7 +90,7 @@ async def test_after_a_patch_every_message_not_yet_sent_goes_to_the_new_url(tmp_
         ) as server,
         server.api() as api,
     ):
-        jobs = [await register(api, f"race-{i}", callback_url=old.url("/old")) for i in range(40)]
+        jobs = [await register_job(api, f"race-{i}", expect=[201], callback_url=old.url("/old")) for i in range(40)]
         for i in range(40):
             await complete(server, f"race-{i}")
         await eventually(lambda: len(old.requests) == 2, what="two attempts in flight to the old URL")
@@ -120,7 +123,7 @@ async def test_redeliver_retries_the_waiting_message_and_a_patch_sends_it_now(tm
         serve_app(create_app(make_settings(tmp_path, retry_schedule=(3600.0,) * 5))) as server,
         server.api() as api,
     ):
-        job = await register(api, "w1", callback_url=DEAD)
+        job = await register_job(api, "w1", expect=[201], callback_url=DEAD)
         await complete(server, "w1")
         await eventually(lambda: _attempts(api, job["id"]), timeout=10, what="a first attempt")
         (attempt, waiting) = (await api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["deliveries"]
@@ -169,7 +172,7 @@ async def test_cancel_calls_back_and_a_late_result_changes_nothing(tmp_path: Pat
         serve_app(create_app(make_settings(tmp_path))) as server,
         server.api() as api,
     ):
-        job = await register(api, "c1", callback_url=downstream.url())
+        job = await register_job(api, "c1", expect=[201], callback_url=downstream.url())
         cancelled = await api.post(f"/v1/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         await eventually(lambda: downstream.requests, what="the cancellation callback")
@@ -206,7 +209,7 @@ async def test_pending_job_fails_after_the_timeout_and_is_called_back(tmp_path: 
         serve_app(create_app(make_settings(tmp_path, job_timeout_s=0.5))) as server,
         server.api() as api,
     ):
-        job = await register(api, "t1", callback_url=downstream.url())
+        job = await register_job(api, "t1", expect=[201], callback_url=downstream.url())
         ended = await wait_job(server, job["id"], timeout=10)
         assert ended["status"] == "failed" and "RECEIVER_JOB_TIMEOUT_S" in ended["error"]
         await eventually(lambda: downstream.requests, what="the failure callback")
@@ -223,8 +226,8 @@ async def test_redeliver_to_another_url_and_redeliveries_by_time(tmp_path: Path)
         server.api() as api,
     ):
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 2))
-        jobs = [await register(api, f"r{i}", callback_url=downstream.url("/own")) for i in range(3)]
-        await register(api, "r-pending", callback_url=downstream.url("/own"))
+        jobs = [await register_job(api, f"r{i}", expect=[201], callback_url=downstream.url("/own")) for i in range(3)]
+        await register_job(api, "r-pending", expect=[201], callback_url=downstream.url("/own"))
         for i in range(3):
             await complete(server, f"r{i}")
         await eventually(lambda: len(downstream.requests) == 3, what="the first callbacks")
@@ -354,7 +357,7 @@ async def test_held_long_poll_is_answered_at_shutdown(tmp_path: Path) -> None:
         async with httpx.AsyncClient(
             base_url=proc.base_url, timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"}
         ) as api:
-            job = await register(api, "w1")
+            job = await register_job(api, "w1", expect=[201])
             held = asyncio.create_task(api.get(f"/v1/jobs/{job['id']}", params={"wait": 60}))
             await asyncio.sleep(2.0)  # the request is held by now
             assert not held.done()
@@ -379,8 +382,8 @@ async def test_job_filters_unknown_parameters_and_receipts_by_job(tmp_path: Path
         server.api() as api,
     ):
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
-        called = await register(api, "q1", callback_url=downstream.url())
-        quiet = await register(api, "q2")
+        called = await register_job(api, "q1", expect=[201], callback_url=downstream.url())
+        quiet = await register_job(api, "q2", expect=[201])
         await complete(server, "q1")
         await eventually(lambda: downstream.requests, what="the callback")
         await eventually(lambda: _status_is(api, called["id"], "delivered"), what="delivered")
@@ -458,7 +461,7 @@ async def test_bad_requests_are_422_naming_the_field(
     field: str,
 ) -> None:
     async with server.api() as api:
-        job = await register(api, "v1")
+        job = await register_job(api, "v1", expect=[201])
         await complete(server, "v1")  # a finished job: a redelivery's 422 is not a 409 for want of a result
         query = {k: v.format(job=job["id"]) for k, v in (params or {}).items()}
         field_named(await api.request(method, path.format(job=job["id"]), json=body, params=query), field)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from receiver.app import api_routes, create_app
+from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_TTL_S
 from tests.support import API_TOKEN, make_settings, serve_app
 
 
@@ -24,6 +25,9 @@ async def test_document_lists_every_v1_route(tmp_path: Path) -> None:
     schemas = doc["components"]["schemas"]
     assert {"RegisterJob", "Generate", "PatchJob", "Redeliveries", "JobOut", "ErrorOut"} <= set(schemas)
     assert schemas["PatchJob"]["additionalProperties"] is False
+    (key,) = [p for p in doc["paths"]["/v1/generations"]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+    assert key["schema"] == {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH}
+    assert f"{IDEMPOTENCY_TTL_S / 3600:g} h" in key["description"]
 
 
 async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp_path: Path) -> None:

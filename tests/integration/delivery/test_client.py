@@ -12,7 +12,7 @@ import standardwebhooks
 from receiver.delivery.client import ERROR_TEXT_CHARS, AttemptResult, open_session, send
 from receiver.store.base import Message
 from receiver.tuning import DeliveryLimits
-from tests.support import SIGNING_SECRET, free_port
+from tests.support import SIGNING_SECRET, free_port, loopback_server
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 WEBHOOK = standardwebhooks.Webhook(SIGNING_SECRET)
@@ -40,12 +40,8 @@ class RawServer:
 @contextlib.asynccontextmanager
 async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
     raw = RawServer(handler)
-    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
-    raw.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(raw.serve) as raw.port:
         yield raw
-    finally:
-        server.close()
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import time
@@ -28,16 +29,17 @@ from receiver.tuning import DeliveryLimits
 from receiver.util.backoff import parse_retry_after
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
 from tests.support import (
-    API_TOKEN,
     SIGNING_SECRET,
     UNMIRRORED,
     WEBHOOK_TOKEN,
     ReceiverProcess,
     RunningServer,
+    api_client,
     eventually,
     free_port,
     make_settings,
     process_env,
+    register_job,
     serve_app,
 )
 
@@ -48,10 +50,6 @@ from tests.support import (
 async def receiver(tmp_path: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
     async with serve_app(create_app(make_settings(tmp_path, **overrides))) as running:
         yield running
-
-
-def api_client(base_url: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"})
 
 
 async def complete(client: httpx.AsyncClient, request_id: str, *, failed: bool = False) -> list[str]:
@@ -66,18 +64,9 @@ async def complete(client: httpx.AsyncClient, request_id: str, *, failed: bool =
     return list(response.json()["job_ids"])
 
 
-async def register(
-    client: httpx.AsyncClient, request_id: str, callback_url: str | None, **extra: Any
-) -> dict[str, Any]:
-    body = {"provider": "pixazo", "provider_job_id": request_id, "callback_url": callback_url, **extra}
-    response = await client.post("/v1/jobs", json=body)
-    assert response.status_code in (200, 201), response.text
-    return dict(response.json())
-
-
 async def finished_job(client: httpx.AsyncClient, callback_url: str | None, *, failed: bool = False) -> str:
     request_id = f"req_{uuid.uuid4().hex[:12]}"
-    job = await register(client, request_id, callback_url)
+    job = await register_job(client, request_id, callback_url=callback_url)
     assert await complete(client, request_id, failed=failed) == [job["id"]]
     return str(job["id"])
 
@@ -89,7 +78,7 @@ async def job(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
 
 
 async def delivery_status_is(client: httpx.AsyncClient, job_id: str, status: str) -> bool:
-    return (await job(client, job_id))["delivery_status"] == status
+    return bool((await job(client, job_id))["delivery_status"] == status)
 
 
 async def deliveries(client: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
@@ -194,7 +183,7 @@ async def test_callback_is_signed_and_verifies_with_standardwebhooks(
         with pytest.raises(standardwebhooks.WebhookVerificationError):
             standardwebhooks.Webhook(SIGNING_SECRET).verify(tampered, received.headers)
 
-        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
         retried, attempt = await deliveries(client, job_id)
         assert (retried["attempt"], retried["status_code"]) == (1, 500)
         assert attempt["attempt"] == 2 and attempt["status_code"] == 200 and attempt["error"] is None
@@ -216,7 +205,7 @@ async def test_retries_keep_the_webhook_id_and_follow_the_schedule(tmp_path: Pat
         api_client(server.base_url) as client,
     ):
         job_id = await finished_job(client, fake.url(), failed=True)
-        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
 
         assert len(fake.requests) == 3
         assert len({r.webhook_id for r in fake.requests}) == 1
@@ -239,7 +228,7 @@ async def test_retry_after_is_honoured_up_to_the_largest_step(tmp_path: Path) ->
         api_client(server.base_url) as client,
     ):
         job_id = await finished_job(client, fake.url())
-        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
         first, second = fake.requests
         assert first.webhook_id == second.webhook_id
         assert 0.6 <= second.at - first.at < 1.5
@@ -281,7 +270,7 @@ async def test_exhausted_delivery_fails_then_redeliver_sends_a_new_message(tmp_p
         assert len(attempts) == 5
 
         assert (await client.post("/v1/jobs/job_nope/redeliver")).status_code == 404
-        pending = await register(client, "still-running", fake.url())
+        pending = await register_job(client, "still-running", callback_url=fake.url())
         assert (await client.post(f"/v1/jobs/{pending['id']}/redeliver")).status_code == 409
         assert (
             await client.post(f"/v1/jobs/{job_id}/redeliver", headers={"Authorization": "Bearer x"})
@@ -344,7 +333,7 @@ async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None
         job_id = await finished_job(client, fast.url())
         [received] = await eventually(lambda: fast.requests, timeout=2, what="the fast callback")
         assert received.at - started < 0.5
-        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
 
         # Bounded per destination: the others wait their turn instead of piling on.
         assert slow.max_in_flight == limits.per_host_concurrency == len(slow.requests)
@@ -354,7 +343,7 @@ async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None
         slow.release()  # the hanging ones get a 503 and are retried
         for j in stuck:
             await eventually(
-                lambda j=j: delivery_status_is(client, j, "delivered"), what="every slow callback delivered"
+                functools.partial(delivery_status_is, client, j, "delivered"), what="every slow callback delivered"
             )
         assert slow.max_in_flight == limits.per_host_concurrency
         assert {r.path for r in slow.requests} == {f"/{i}" for i in range(len(stuck))}
@@ -382,7 +371,7 @@ async def test_endpoints_that_never_answer_cannot_crowd_out_a_healthy_one(tmp_pa
             what="every healthy callback while the black holes hang",
         )
         for job_id in fine:
-            await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
+            await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
         # The black holes still hang: nothing of theirs was answered, and they never got more than their slots.
         assert hole_a.open == hole_b.open == limits.per_host_concurrency
         assert max(hole_a.max_open, hole_b.max_open) == limits.per_host_concurrency
@@ -400,7 +389,7 @@ async def test_a_backlog_beyond_a_destinations_share_is_delivered_whole_within_i
         jobs = await asyncio.gather(*(finished_job(client, fake.url(f"/{i}")) for i in range(40)))
         await eventually(lambda: len(fake.requests) >= len(jobs), timeout=20, what="every callback")
         for job_id in jobs:
-            await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
+            await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
         assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(40))  # each once
         assert fake.max_in_flight <= small.per_host_concurrency
 
@@ -426,13 +415,13 @@ async def test_registering_a_job_whose_result_already_arrived_delivers_at_once(t
         assert (await job(client, job_id))["delivery_status"] == "none"  # nowhere to send it yet
 
         started = time.monotonic()
-        registered = await register(client, "early-bird", fake.url(), metadata={"user": 7})
+        registered = await register_job(client, "early-bird", callback_url=fake.url(), metadata={"user": 7})
         assert registered["id"] == job_id and registered["status"] == "succeeded"
         [received] = await eventually(lambda: fake.requests, timeout=2, what="the callback")
         assert received.at - started < 1.0
         payload = verify(received)
         assert payload["data"]["id"] == job_id and payload["data"]["metadata"] == {"user": 7}
-        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
 
 
 async def test_default_callback_url_gets_unregistered_results(tmp_path: Path) -> None:
@@ -585,7 +574,7 @@ ANSWERED_WITHIN_S = 30
 
 async def test_long_poll_returns_on_completion(server: RunningServer) -> None:
     async with server.api() as client:
-        pending = await register(client, "lp-1", None)
+        pending = await register_job(client, "lp-1", callback_url=None)
         poll = asyncio.create_task(client.get(f"/v1/jobs/{pending['id']}", params=WAIT, timeout=90))
         await asyncio.sleep(0.2)
         assert not poll.done()
@@ -602,7 +591,7 @@ async def test_long_poll_returns_on_completion(server: RunningServer) -> None:
 
 async def test_long_poll_times_out_and_validates_wait(server: RunningServer) -> None:
     async with server.api() as client:
-        pending = await register(client, "lp-2", None)
+        pending = await register_job(client, "lp-2", callback_url=None)
         started = time.monotonic()
         response = await client.get(f"/v1/jobs/{pending['id']}", params={"wait": "0.3"})
         assert response.status_code == 200 and response.json()["status"] == "pending"

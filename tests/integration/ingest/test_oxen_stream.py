@@ -23,7 +23,16 @@ from receiver.models import JobStatus, Outcome
 from receiver.runtime import Runtime
 from receiver.tuning import StreamTuning
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
-from tests.support import UNMIRRORED, RunningServer, eventually, free_port, make_settings, serve_app
+from tests.support import (
+    UNMIRRORED,
+    RunningServer,
+    eventually,
+    free_port,
+    list_receipts,
+    make_settings,
+    register_job,
+    serve_app,
+)
 
 
 @contextlib.asynccontextmanager
@@ -46,7 +55,8 @@ async def readyz(server: RunningServer) -> dict[str, Any]:
     async with server.client() as client:
         response = await client.get("/readyz")
         assert response.status_code == 200
-        return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 async def wait_state(server: RunningServer, state: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -57,24 +67,12 @@ async def wait_state(server: RunningServer, state: str, timeout: float = 5.0) ->
     return await eventually(check, timeout, f"oxen_stream == {state!r}")
 
 
-async def register(api: httpx.AsyncClient, generation_id: str, provider: str = "oxen") -> str:
-    response = await api.post("/v1/jobs", json={"provider": provider, "provider_job_id": generation_id})
-    assert response.status_code in (200, 201), response.text
-    return str(response.json()["id"])
-
-
 async def job_when(api: httpx.AsyncClient, job_id: str, status: str) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         job = (await api.get(f"/v1/jobs/{job_id}", params={"wait": 1})).json()
         return job if job["status"] == status else None
 
     return await eventually(check, 5.0, f"job {job_id} {status}")
-
-
-async def receipts(api: httpx.AsyncClient, **params: str) -> list[dict[str, Any]]:
-    response = await api.get("/v1/receipts", params={"provider": "oxen", **params})
-    assert response.status_code == 200
-    return list(response.json()["receipts"])
 
 
 async def metric(server: RunningServer, name: str) -> float:
@@ -100,7 +98,8 @@ async def test_completions_on_the_stream_finish_jobs(receiver: RunningServer, fa
     fake.drop()
     await wait_state(receiver, "connecting")
     async with receiver.api() as api:
-        ok_job, bad_job = await register(api, ok_id), await register(api, bad_id)
+        ok_job = (await register_job(api, ok_id, provider="oxen"))["id"]
+        bad_job = (await register_job(api, bad_id, provider="oxen"))["id"]
         fake.refuse_streams = None
         await wait_state(receiver, "connected")
         await eventually(lambda: _true(polls_of(fake, ok_id) and polls_of(fake, bad_id)), what="catch-up polls")
@@ -126,7 +125,7 @@ async def test_completions_on_the_stream_finish_jobs(receiver: RunningServer, fa
         failed = await job_when(api, bad_job, "failed")
         assert failed["error"] == "Insufficient credits" and failed["outputs"] == []
 
-        kept = await receipts(api)
+        kept = await list_receipts(api, provider="oxen")
         assert [(r["source"], r["outcome"]) for r in kept] == [("stream", "applied")] * 2
         assert {tuple(r["provider_job_ids"]) for r in kept} == {(ok_id,), (bad_id,)}
         assert fake.connections == connections  # the ignored events cost no reconnect
@@ -138,7 +137,7 @@ async def test_completion_before_registration_is_claimed(receiver: RunningServer
     await wait_state(receiver, "connected")
     fake_oxen.complete(generation_id)
     async with receiver.api() as api:
-        await eventually(lambda: receipts(api, outcome="applied"), what="stream receipt")
+        await eventually(lambda: list_receipts(api, provider="oxen", outcome="applied"), what="stream receipt")
         response = await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation_id})
         assert response.status_code == 200  # the job already existed, made by the completion
         assert response.json()["status"] == "succeeded"
@@ -151,7 +150,7 @@ async def test_garbage_is_kept_as_invalid_and_the_consumer_goes_on(
     generation_id = fake.submit()
     await wait_state(receiver, "connected")
     async with receiver.api() as api:
-        job_id = await register(api, generation_id)
+        job_id = (await register_job(api, generation_id, provider="oxen"))["id"]
         fake.emit(COMPLETED, "this is {not json")
         fake.emit(COMPLETED, {"status": "succeeded", "url": "https://cdn.oxen.test/x.png"})  # no generation_id
         fake.emit(COMPLETED, {"generation_id": generation_id, "status": "succeeded"})  # no url
@@ -161,7 +160,7 @@ async def test_garbage_is_kept_as_invalid_and_the_consumer_goes_on(
 
         job = await job_when(api, job_id, "succeeded")
         assert job["outputs"][0]["url"].startswith(f"https://cdn.oxen.test/generations/{generation_id}.png")
-        invalid = await receipts(api, outcome="invalid")
+        invalid = await list_receipts(api, provider="oxen", outcome="invalid")
         assert [r["body"] for r in reversed(invalid)] == [
             "this is {not json",
             '{"status": "succeeded", "url": "https://cdn.oxen.test/x.png"}',
@@ -191,11 +190,11 @@ async def test_a_failed_store_write_reconnects_and_polling_recovers(
     generation_id = fake_oxen.submit()
     await wait_state(receiver, "connected")
     async with receiver.api() as api:
-        job_id = await register(api, generation_id)
+        job_id = (await register_job(api, generation_id, provider="oxen"))["id"]
         fake_oxen.complete(generation_id)
         await job_when(api, job_id, "succeeded")
         assert failures and generation_id in failures[0]
-        assert [r["source"] for r in await receipts(api)] == ["poll"]
+        assert [r["source"] for r in await list_receipts(api, provider="oxen")] == ["poll"]
     assert fake_oxen.connections == 2
 
 
@@ -205,7 +204,7 @@ async def test_nothing_is_lost_across_a_drop(receiver: RunningServer, fake_oxen:
     await wait_state(receiver, "connected")
     ok_id, bad_id, later_id = fake.submit(), fake.submit(), fake.submit()
     async with receiver.api() as api:
-        jobs = {g: await register(api, g) for g in (ok_id, bad_id, later_id)}
+        jobs = {g: (await register_job(api, g, provider="oxen"))["id"] for g in (ok_id, bad_id, later_id)}
         fake.refuse_streams = 503
         assert fake.drop(abort=abort) == 1
         ready = await wait_state(receiver, "connecting")
@@ -221,7 +220,7 @@ async def test_nothing_is_lost_across_a_drop(receiver: RunningServer, fake_oxen:
         await wait_state(receiver, "connected")
         assert (await job_when(api, jobs[ok_id], "succeeded"))["outputs"]
         assert (await job_when(api, jobs[bad_id], "failed"))["error"] == "content policy"
-        polled = [r for r in await receipts(api) if r["source"] == "poll"]
+        polled = [r for r in await list_receipts(api, provider="oxen") if r["source"] == "poll"]
         assert sorted(r["provider_job_ids"][0] for r in polled) == sorted([ok_id, bad_id])
         assert all(r["outcome"] == "applied" for r in polled)
         for request in polls_of(fake, ok_id):
@@ -230,7 +229,7 @@ async def test_nothing_is_lost_across_a_drop(receiver: RunningServer, fake_oxen:
         # And the new connection carries live completions again.
         fake.complete(later_id)
         await job_when(api, jobs[later_id], "succeeded")
-        assert (await receipts(api))[0]["source"] == "stream"
+        assert (await list_receipts(api, provider="oxen"))[0]["source"] == "stream"
     assert fake.connections == 2
     assert await metric(receiver, "receiver_oxen_stream_reconnects_total") >= 3  # first, refused, accepted
 
@@ -253,7 +252,7 @@ async def test_a_stall_is_detected_and_reconnected(
 
     generation_id = fake.submit()
     async with receiver.api() as api:
-        job_id = await register(api, generation_id)
+        job_id = (await register_job(api, generation_id, provider="oxen"))["id"]
         await wait_state(receiver, "connected")
         fake.complete(generation_id)
         await job_when(api, job_id, "succeeded")
@@ -303,8 +302,11 @@ async def test_catch_up_polls_every_pending_oxen_job_after_connecting(tmp_path: 
     unknown_id = "0000nobody0000"
     async with running_receiver(tmp_path, fake.base_url) as server, server.api() as api:
         await wait_state(server, "connecting")
-        jobs = {g: await register(api, g) for g in (done_id, queued_id, cancelled_id, unknown_id)}
-        other = await register(api, done_id, provider="pixazo")
+        jobs = {
+            g: (await register_job(api, g, provider="oxen"))["id"]
+            for g in (done_id, queued_id, cancelled_id, unknown_id)
+        }
+        other = (await register_job(api, done_id))["id"]
         fake.complete(done_id)
         fake.cancel(cancelled_id)
         assert not polls_of(fake, done_id)
@@ -318,7 +320,7 @@ async def test_catch_up_polls_every_pending_oxen_job_after_connecting(tmp_path: 
         for generation_id in (queued_id, unknown_id):
             assert (await api.get(f"/v1/jobs/{jobs[generation_id]}")).json()["status"] == "pending"
         assert (await api.get(f"/v1/jobs/{other}")).json()["status"] == "pending"  # pixazo's, not Oxen's
-        kept = await receipts(api)
+        kept = await list_receipts(api, provider="oxen")
         assert sorted((r["source"], r["provider_job_ids"][0]) for r in kept) == sorted(
             [("poll", done_id), ("poll", cancelled_id)]
         )
@@ -329,13 +331,13 @@ async def test_cancelled_generation_is_seen_by_polling(receiver: RunningServer, 
     generation_id = fake.submit()
     await wait_state(receiver, "connected")
     async with receiver.api() as api:
-        job_id = await register(api, generation_id)
+        job_id = (await register_job(api, generation_id, provider="oxen"))["id"]
         fake.cancel(generation_id)  # no event: the stream never says so
         assert not fake.lost
         fake.drop()
         job = await job_when(api, job_id, "cancelled")
         assert job["error"] is None
-        [receipt] = await receipts(api)
+        [receipt] = await list_receipts(api, provider="oxen")
         assert (receipt["source"], receipt["outcome"]) == ("poll", "applied")
         assert json.loads(receipt["body"])["status"] == "cancelled"
 
@@ -346,11 +348,11 @@ async def test_cancelled_generation_is_seen_while_the_stream_stays_up(tmp_path: 
     generation_id = fake.submit()
     async with running_receiver(tmp_path, fake.base_url, reconcile_after_s=0.2) as server, server.api() as api:
         await wait_state(server, "connected")
-        job_id = await register(api, generation_id)
+        job_id = (await register_job(api, generation_id, provider="oxen"))["id"]
         fake.cancel(generation_id)
         await job_when(api, job_id, "cancelled")
         assert fake.connections == 1
-        [receipt] = await receipts(api)
+        [receipt] = await list_receipts(api, provider="oxen")
         assert (receipt["source"], receipt["outcome"]) == ("poll", "applied")
 
 
@@ -476,7 +478,7 @@ async def test_shutdown_cuts_every_wait_short(tmp_path: Path, fake_oxen: FakeOxe
         else:
             generation_id = fake.submit()
             async with server.api() as api:
-                await register(api, generation_id)
+                (await register_job(api, generation_id, provider="oxen"))["id"]
             fake.queue_delay_s = 60.0
             fake.refuse_streams = None
             await eventually(lambda: _true(polls_of(fake, generation_id)), what="the catch-up poll in flight")

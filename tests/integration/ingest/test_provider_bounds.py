@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,21 +17,16 @@ from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.hostile import HostileProvider, MiB, huge, trickle
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FAST_TUNING, FakeOxen
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, eventually, process_env
+from tests.support import (
+    API_TOKEN,
+    ReceiverProcess,
+    eventually,
+    list_receipts,
+    process_env,
+    register_job,
+)
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
-
-
-async def register(server: RunningServer, provider: str, provider_job_id: str) -> dict[str, Any]:
-    async with server.api() as api:
-        reply = await api.post("/v1/jobs", json={"provider": provider, "provider_job_id": provider_job_id})
-    assert reply.status_code == 201, reply.text
-    return dict(reply.json())
-
-
-async def receipts(server: RunningServer, provider: str) -> list[dict[str, Any]]:
-    async with server.api() as api:
-        return list((await api.get("/v1/receipts", params={"provider": provider})).json()["receipts"])
 
 
 async def test_a_submit_to_a_trickling_provider_is_a_502_at_its_deadline(tmp_path: Path) -> None:
@@ -67,12 +61,12 @@ async def test_a_trickling_poll_holds_up_no_other_job_or_provider(tmp_path: Path
         ) as server,
     ):
         for n in range(6):  # more stuck polls than the reconciler runs at once
-            await register(server, "pixazo", f"grok_{n}")
+            await register_job(server, f"grok_{n}", provider="pixazo", expect=[201])
         await eventually(lambda: len(hostile.requests_to("/v2/requests/status/")) >= 1, 10, "a Pixazo poll")
         task = "0f7fb6a4-2a7c-4b8e-9d59-8f1d7c1f1c2e"
         runware.tasks[task] = {"taskUUID": task}
         runware.responses[task] = [rw.image(task)]
-        job = await register(server, "runware", task)
+        job = await register_job(server, task, provider="runware", expect=[201])
         assert (await wait_job(server, job["id"], timeout=10))["status"] == "succeeded"
 
 
@@ -82,8 +76,8 @@ async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path,
     async with serve_receiver(
         tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=OXEN_KEY, oxen_base_url=fake_oxen.base_url
     ) as server:
-        await register(server, "oxen", stuck)
-        job = await register(server, "oxen", other)
+        await register_job(server, stuck, provider="oxen", expect=[201])
+        job = await register_job(server, other, provider="oxen", expect=[201])
         await fake_oxen.wait_connections(1)
         # The stream may have connected (and caught up) before the jobs were registered: reconnect once,
         # so a catch-up round surely sees both.
@@ -122,9 +116,9 @@ async def test_an_oversized_poll_answer_is_a_failed_poll_and_nothing_is_stored(
             tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url, reconcile_after_s=0.2
         ) as server,
     ):
-        await register(server, "pixazo", "grok_1")
+        await register_job(server, "grok_1", provider="pixazo", expect=[201])
         await eventually(lambda: "exceeds" in caplog.text, 10, "the refused poll logged")
-        assert await receipts(server, "pixazo") == []
+        assert await list_receipts(server, provider="pixazo") == []
         assert f"more than {MAX_ANSWER_BYTES} bytes" in caplog.text
 
 

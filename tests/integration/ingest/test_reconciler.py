@@ -15,9 +15,9 @@ from tests.fakes import runware as rw
 from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
-from tests.support import UNMIRRORED, RunningServer, eventually, make_settings, serve_app
+from tests.support import UNMIRRORED, RunningServer, eventually, list_receipts, make_settings, serve_app
 
-FAST = {"reconcile_after_s": 0.2}
+FAST: dict[str, Any] = {"reconcile_after_s": 0.2}
 
 
 async def submit(server: RunningServer, provider: str, **extra: Any) -> dict[str, Any]:
@@ -26,11 +26,6 @@ async def submit(server: RunningServer, provider: str, **extra: Any) -> dict[str
     assert reply.status_code == 202, reply.text
     job: dict[str, Any] = reply.json()["jobs"][0]
     return job
-
-
-async def receipts(server: RunningServer, provider: str) -> list[dict[str, Any]]:
-    async with server.api() as api:
-        return (await api.get("/v1/receipts", params={"provider": provider})).json()["receipts"]
 
 
 async def metrics(server: RunningServer) -> str:
@@ -61,7 +56,7 @@ async def test_pixazo_lost_webhook_completed_by_polling_with_backoff(tmp_path: P
         (status_get, *_) = fake.requests_to("/v2/requests/status/", "GET")
         assert status_get.headers["ocp-apim-subscription-key"] == px.API_KEY
         # Only the terminal answer is kept; "still processing" answers are not receipts.
-        (receipt,) = await receipts(server, "pixazo")
+        (receipt,) = await list_receipts(server, provider="pixazo")
         assert (receipt["source"], receipt["outcome"]) == ("poll", "applied")
         text = await metrics(server)
         assert 'receiver_reconcile_polls_total{provider="pixazo",result="pending"} 2.0' in text
@@ -120,7 +115,7 @@ async def test_oxen_lost_stream_event_completed_by_polling(tmp_path: Path) -> No
             finished = await wait_job(server, job["id"])
             assert finished["status"] == "cancelled"
             assert fake.requests_to(f"/api/ai/queue/{job['provider_job_id']}")
-            (receipt,) = await receipts(server, "oxen")
+            (receipt,) = await list_receipts(server, provider="oxen")
             assert receipt["source"] == "poll"
             assert 'receiver_reconcile_polls_total{provider="oxen",result="terminal"} 1.0' in await metrics(server)
 
@@ -150,7 +145,7 @@ async def test_polling_never_overrides_a_job_finished_by_webhook_meanwhile(tmp_p
         await eventually(lambda: len(fake.requests_to("/v2/requests/status/", "GET")) == 1, what="the poll")
 
         async def poll_recorded() -> bool:
-            return any(r["source"] == "poll" for r in await receipts(server, "pixazo"))
+            return any(r["source"] == "poll" for r in await list_receipts(server, provider="pixazo"))
 
         await eventually(poll_recorded, what="the poll's receipt")
         async with server.api() as api:
@@ -158,7 +153,7 @@ async def test_polling_never_overrides_a_job_finished_by_webhook_meanwhile(tmp_p
         assert after == finished
         assert (after["status"], after["outputs"][0]["url"]) == ("succeeded", "https://cdn.test/by-webhook.jpeg")
         assert after["error"] is None
-        outcomes = {r["source"]: r["outcome"] for r in await receipts(server, "pixazo")}
+        outcomes = {r["source"]: r["outcome"] for r in await list_receipts(server, provider="pixazo")}
         assert outcomes == {"webhook": "applied", "poll": "duplicate"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,12 +15,13 @@ from receiver.providers import apiframe
 from tests.support import (
     API_TOKEN,
     UNMIRRORED,
-    WEBHOOK_TOKEN,
     ReceiverProcess,
     RunningServer,
+    list_receipts,
     make_settings,
     process_env,
     serve_app,
+    webhook_path,
 )
 
 PIXAZO_DONE = {
@@ -29,18 +31,9 @@ PIXAZO_DONE = {
 }
 
 
-def hook(provider: str, token: str | None = WEBHOOK_TOKEN) -> str:
-    return f"/webhooks/{provider}" + (f"?token={token}" if token is not None else "")
-
-
-async def receipts(server: RunningServer, **params: str) -> list[dict]:
-    async with server.api() as api:
-        return (await api.get("/v1/receipts", params=params)).json()["receipts"]
-
-
 async def test_webhook_applies_and_get_shows_it(server: RunningServer) -> None:
     async with server.client() as client, server.api() as api:
-        reply = await client.post(hook("pixazo"), content=json.dumps(PIXAZO_DONE))
+        reply = await client.post(webhook_path("pixazo"), content=json.dumps(PIXAZO_DONE))
         assert reply.status_code == 200, reply.text
         assert reply.json()["outcome"] == "applied"
         (job_id,) = reply.json()["job_ids"]
@@ -53,14 +46,14 @@ async def test_webhook_applies_and_get_shows_it(server: RunningServer) -> None:
         assert job["created_at"].endswith("Z") and job["completed_at"].endswith("Z")
         assert job["delivery_status"] == "none" and job["callback_url"] is None
 
-        again = await client.post(hook("pixazo"), content=json.dumps(PIXAZO_DONE))
+        again = await client.post(webhook_path("pixazo"), content=json.dumps(PIXAZO_DONE))
         assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
         assert (await api.get(f"/v1/jobs/{job_id}")).json() == job
 
 
 async def test_registration_claims_the_early_result(server: RunningServer) -> None:
     async with server.client() as client, server.api() as api:
-        (early,) = (await client.post(hook("pixazo"), content=json.dumps(PIXAZO_DONE))).json()["job_ids"]
+        (early,) = (await client.post(webhook_path("pixazo"), content=json.dumps(PIXAZO_DONE))).json()["job_ids"]
         reg = await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-1", "metadata": {"run": 7}})
         assert reg.status_code == 200 and reg.json()["id"] == early and reg.json()["metadata"] == {"run": 7}
         new = await api.post("/v1/jobs", json={"provider": "apiframe", "provider_job_id": "af-1"})
@@ -71,13 +64,18 @@ async def test_registration_claims_the_early_result(server: RunningServer) -> No
 
 @pytest.mark.parametrize(
     "url, code",
-    [(hook("pixazo", None), 401), (hook("pixazo", "wrong"), 401), (hook("pixazo", ""), 401), (hook("midjourney"), 404)],
+    [
+        (webhook_path("pixazo", None), 401),
+        (webhook_path("pixazo", "wrong"), 401),
+        (webhook_path("pixazo", ""), 401),
+        (webhook_path("midjourney"), 404),
+    ],
 )
 async def test_auth_and_unknown_provider_store_nothing(server: RunningServer, url: str, code: int) -> None:
     async with server.client() as client:
         reply = await client.post(url, content=json.dumps(PIXAZO_DONE))
     assert reply.status_code == code and reply.json()["error"]
-    assert await receipts(server) == []
+    assert await list_receipts(server) == []
 
 
 @pytest.mark.parametrize(
@@ -94,10 +92,10 @@ async def test_auth_and_unknown_provider_store_nothing(server: RunningServer, ur
 )
 async def test_bad_bodies_are_400_and_kept_as_invalid(server: RunningServer, raw: bytes, says: str) -> None:
     async with server.client() as client:
-        reply = await client.post(hook("pixazo"), content=raw, headers={"content-type": "application/json"})
+        reply = await client.post(webhook_path("pixazo"), content=raw, headers={"content-type": "application/json"})
     assert reply.status_code == 400
     assert says in reply.json()["message"]
-    (kept,) = await receipts(server, outcome="invalid")
+    (kept,) = await list_receipts(server, outcome="invalid")
     assert kept["id"] == reply.json()["receipt_id"] and kept["provider"] == "pixazo"
     assert kept["error"] and says in kept["error"]
     if "body_base64" in kept:
@@ -117,11 +115,11 @@ async def test_body_over_limit_is_413_declared_or_streamed(tmp_path: Path) -> No
                 yield big[i : i + 100]
 
         async with server.client() as client:
-            assert (await client.post(hook("pixazo"), content=big)).status_code == 413
-            assert (await client.post(hook("pixazo"), content=chunked())).status_code == 413
-            ok = await client.post(hook("pixazo"), content=json.dumps(PIXAZO_DONE))
+            assert (await client.post(webhook_path("pixazo"), content=big)).status_code == 413
+            assert (await client.post(webhook_path("pixazo"), content=chunked())).status_code == 413
+            ok = await client.post(webhook_path("pixazo"), content=json.dumps(PIXAZO_DONE))
             assert ok.status_code == 200
-        assert [r["outcome"] for r in await receipts(server)] == ["applied"]
+        assert [r["outcome"] for r in await list_receipts(server)] == ["applied"]
 
 
 async def test_apiframe_signature_checked_when_key_set(tmp_path: Path) -> None:
@@ -137,13 +135,13 @@ async def test_apiframe_signature_checked_when_key_set(tmp_path: Path) -> None:
     async with serve_app(create_app(make_settings(tmp_path, apiframe_api_key=key))) as server:
         async with server.client() as client:
             forged = await client.post(
-                hook("apiframe"), content=body, headers={"X-Webhook-Signature": apiframe.sign("x", body)}
+                webhook_path("apiframe"), content=body, headers={"X-Webhook-Signature": apiframe.sign("x", body)}
             )
-            missing = await client.post(hook("apiframe"), content=body)
+            missing = await client.post(webhook_path("apiframe"), content=body)
             assert forged.status_code == missing.status_code == 401
-            assert await receipts(server) == []
+            assert await list_receipts(server) == []
             good = await client.post(
-                hook("apiframe"),
+                webhook_path("apiframe"),
                 content=body,
                 headers={"X-Webhook-Signature": apiframe.sign(key, body), "X-Webhook-Event": "completed"},
             )
@@ -152,7 +150,9 @@ async def test_apiframe_signature_checked_when_key_set(tmp_path: Path) -> None:
                 {"event": "progress", "jobId": "af-9", "status": "PROCESSING", "progress": 45}
             ).encode()
             late = await client.post(
-                hook("apiframe"), content=progress, headers={"X-Webhook-Signature": apiframe.sign(key, progress)}
+                webhook_path("apiframe"),
+                content=progress,
+                headers={"X-Webhook-Signature": apiframe.sign(key, progress)},
             )
             assert late.json()["outcome"] == "ignored"
         async with server.api() as api:
@@ -177,11 +177,11 @@ async def test_runware_images_collected_over_http(server: RunningServer) -> None
                     }
                 ]
             }
-            assert (await client.post(hook("runware"), json=body)).status_code == 200
+            assert (await client.post(webhook_path("runware"), json=body)).status_code == 200
         job = (await api.get(f"/v1/jobs/{job_id}")).json()
         assert job["status"] == "succeeded" and len(job["outputs"]) == 2
         fail = {"data": [], "errors": [{"code": "x", "message": "Invalid model", "taskUUID": "other-task"}]}
-        assert (await client.post(hook("runware"), json=fail)).json()["outcome"] == "applied"
+        assert (await client.post(webhook_path("runware"), json=fail)).json()["outcome"] == "applied"
         failed = (await api.get("/v1/jobs", params={"status": "failed"})).json()["jobs"]
         assert [(j["provider_job_id"], j["error"]) for j in failed] == [("other-task", "Invalid model")]
 
@@ -214,7 +214,7 @@ async def test_api_needs_the_bearer_token(server: RunningServer) -> None:
         ({"provider": "pixazo", "provider_job_id": "x", "surprise": 1}, "surprise"),
     ],
 )
-async def test_register_rejects_bad_fields_with_422(server: RunningServer, body: dict, field: str) -> None:
+async def test_register_rejects_bad_fields_with_422(server: RunningServer, body: dict[str, Any], field: str) -> None:
     async with server.api() as api:
         reply = await api.post("/v1/jobs", json=body)
     assert reply.status_code == 422
@@ -241,7 +241,7 @@ async def test_acknowledged_webhooks_survive_a_kill(tmp_path: Path) -> None:
             ids = []
             for i in range(20):
                 body = {**PIXAZO_DONE, "request_id": f"kill-{i}"}
-                reply = await client.post(hook("pixazo"), json=body)
+                reply = await client.post(webhook_path("pixazo"), json=body)
                 assert reply.status_code == 200
                 ids.append(reply.json()["job_ids"][0])
         proc.kill()  # SIGKILL: no shutdown, no flush
@@ -279,8 +279,8 @@ async def test_generated_secrets_persist_across_restarts(tmp_path: Path) -> None
         assert first == second
         token = next(line.split()[-1] for line in first.splitlines() if line.startswith("Webhook token"))
         assert f"/webhooks/pixazo?token={token}" in first and "whsec_" in first
-        reply = httpx.post(f"{proc.base_url}{hook('pixazo', token)}", json=PIXAZO_DONE)
+        reply = httpx.post(f"{proc.base_url}{webhook_path('pixazo', token)}", json=PIXAZO_DONE)
         assert reply.status_code == 200
-        assert httpx.post(f"{proc.base_url}{hook('pixazo')}", json=PIXAZO_DONE).status_code == 401
+        assert httpx.post(f"{proc.base_url}{webhook_path('pixazo')}", json=PIXAZO_DONE).status_code == 401
     finally:
         proc.stop()

@@ -7,10 +7,12 @@ import base64
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from receiver.store.postgres.store import PostgresStore
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import image_bytes, media_origin
 from tests.integration.media.support import callback_for, deliver, get, mirroring_receiver
@@ -220,7 +222,7 @@ async def test_a_local_directory_with_postgresql_warns_at_start(
         "other replicas cannot serve these files" in r.getMessage() and "next deploy" in r.getMessage()
         for r in caplog.records
     )
-    assert runtime.media is not None and runtime.store.mirroring
+    assert runtime.media is not None and isinstance(runtime.store, PostgresStore) and runtime.store.mirroring
 
 
 async def test_tasks_queued_while_mirroring_was_on_settle_when_it_is_off(tmp_path: Path) -> None:
@@ -261,7 +263,7 @@ async def test_two_postgresql_replicas_mirror_each_output_once_and_both_serve_it
 ) -> None:
     import contextlib
 
-    shared = {"database_url": postgres_url, "media_url": str(tmp_path / "shared-media")}
+    shared: dict[str, Any] = {"database_url": postgres_url, "media_url": str(tmp_path / "shared-media")}
     async with media_origin() as origin, callback_server() as callback, contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(mirroring_receiver(tmp_path / "a", callback, **shared))
         second = await stack.enter_async_context(mirroring_receiver(tmp_path / "b", callback, **shared))

@@ -106,7 +106,7 @@ class TestBroker:
 
             client = aioredis.Redis()
             try:
-                entries = await client.xrange(self.name)
+                entries: Any = await client.xrange(self.name)
             finally:
                 await client.aclose()
             return [

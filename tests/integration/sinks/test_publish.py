@@ -18,7 +18,7 @@ from tests.support import API_TOKEN, eventually, make_settings, serve_app
 PUBLIC = "https://receiver.example"
 
 
-def app_for(tmp_path: Path, *urls: str):  # type: ignore[no-untyped-def]
+def app_for(tmp_path: Path, *urls: str):
     return create_app(make_settings(tmp_path, sinks=",".join(urls), public_url=PUBLIC))
 
 
@@ -76,7 +76,7 @@ async def test_cloudevents_in_order(tmp_path: Path, broker: TestBroker) -> None:
         assert doc["components"]["schemas"]["JobOut"] == openapi["components"]["schemas"]["JobOut"]
 
 
-async def _at_least(broker: TestBroker, n: int):  # type: ignore[no-untyped-def]
+async def _at_least(broker: TestBroker, n: int):
     got = await broker.messages()
     return got if len({m.event["id"] for m in got}) >= n else None
 
@@ -104,7 +104,7 @@ async def test_outage_then_complete_in_order(tmp_path: Path, broker: TestBroker)
         await proxy.close()
 
 
-async def _state(api: httpx.AsyncClient, name: str, state: str):  # type: ignore[no-untyped-def]
+async def _state(api: httpx.AsyncClient, name: str, state: str):
     s = await sink(api, name)
     return s if s["state"] == state else None
 
@@ -183,7 +183,7 @@ async def test_pause_resume_rewind(tmp_path: Path, broker: TestBroker) -> None:
         check_complete(await broker.messages(), list(range(1, 21)), duplicates_kept=broker.kind == "amqp")
 
 
-async def _count_at_least(broker: TestBroker, n: int):  # type: ignore[no-untyped-def]
+async def _count_at_least(broker: TestBroker, n: int):
     got = await broker.messages()
     return got if len(got) >= n else None
 

@@ -13,6 +13,7 @@ import pytest
 from receiver.models import Completion, JobStatus, Outcome, Output, Receipt
 from receiver.store import FinishedFilter, JobFilter, Store, open_store
 from receiver.store import base as store_base
+from receiver.tuning import REPLICAS
 
 Opener = Callable[..., Awaitable[Store]]
 
@@ -251,7 +252,11 @@ async def test_lease_hand_over_with_fencing_terms(open_stores: Opener) -> None:
 
 async def test_secrets_are_the_same_on_replicas_starting_at_once(open_stores: Opener) -> None:
     stores = await asyncio.gather(*(open_stores() for _ in range(4)))
-    values = await asyncio.gather(*(s.secret("api_token", lambda i=i: f"candidate-{i}") for i, s in enumerate(stores)))
+
+    def candidate(i: int) -> Callable[[], str]:
+        return lambda: f"candidate-{i}"
+
+    values = await asyncio.gather(*(s.secret("api_token", candidate(i)) for i, s in enumerate(stores)))
     assert len(set(values)) == 1
 
 
@@ -295,7 +300,7 @@ async def test_calls_of_a_gone_replica_are_orphans(open_stores: Opener) -> None:
         owner=a.replica_id,
     )
     assert await b.orphaned_jobs("lumenfall") == []  # its replica is alive
-    clock.now += store_base.REPLICA_TTL_S + 1
+    clock.now += REPLICAS.ttl_s + 1
     await b.heartbeat()  # b lives on, a has stopped
     assert [j.id for j in await b.orphaned_jobs("lumenfall")] == [job.id]
 
@@ -560,7 +565,8 @@ async def test_redeliver_finished_in_batches(store: Store) -> None:
     await store.apply(receipt(), [done("nocb", "https://a/n.jpg")])  # no destination: not sent
     await register(store, "still")  # pending: not sent
     await store.claim_due_messages(limit=100, lease_s=3600)  # the first messages, out of the way
-    total, after = 0, 0
+    total = 0
+    after: int | None = 0
     batches = 0
     while after is not None:
         queued, after = await store.redeliver_finished(FinishedFilter(since=since), after_seq=after, limit=3)

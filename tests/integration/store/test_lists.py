@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from receiver.store import JobFilter, Store, open_store
@@ -11,9 +13,9 @@ from receiver.store.rows import prefix_end
 
 
 @pytest.fixture
-async def store(store_url: str) -> Store:  # type: ignore[misc]
+async def store(store_url: str) -> AsyncIterator[Store]:
     opened = await open_store(store_url)
-    yield opened  # type: ignore[misc]
+    yield opened
     await opened.close()
 
 

@@ -114,8 +114,9 @@ async def test_the_job_lookup_is_planned_for_the_table_as_it_grows(postgres_url:
         "SELECT seq, id FROM jobs WHERE (provider, provider_job_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
     )
     store = await open_store(postgres_url)
+    assert isinstance(store, PostgresStore)
     try:
-        async with store._connection() as conn:  # type: ignore[attr-defined]
+        async with store._connection() as conn:
             await conn.execute(f"PREPARE lookup(text[], text[]) AS {lookup}")
             keys = "('{pixazo,pixazo}', '{p_1,p_2}')"
             await conn.execute(

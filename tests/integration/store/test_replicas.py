@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.callback import HANG, callback_server
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, ReceiverProcess, eventually, process_env, serve_app
+from tests.support import API_TOKEN, ReceiverProcess, eventually, process_env, serve_app, webhook_path
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 Start = Callable[..., Awaitable[ReceiverProcess]]
@@ -32,10 +32,6 @@ def pixazo_done(request_id: str) -> bytes:
             "output": {"media_url": [f"https://cdn.pixazo.test/{request_id}.png"]},
         }
     ).encode()
-
-
-def hook(base_url: str) -> str:
-    return f"{base_url}/webhooks/pixazo?token={WEBHOOK_TOKEN}"
 
 
 @pytest.fixture
@@ -61,7 +57,9 @@ async def test_replicas_behave_as_one_receiver(start_replica: Start) -> None:
             # A webhook acknowledged by one replica shows through every other one's API.
             job_ids = []
             for i in range(15):
-                reply = await client.post(hook(replicas[i % 3].base_url), content=pixazo_done(f"spread-{i}"))
+                reply = await client.post(
+                    replicas[i % 3].base_url + webhook_path("pixazo"), content=pixazo_done(f"spread-{i}")
+                )
                 assert reply.status_code == 200
                 (job_id,) = reply.json()["job_ids"]
                 seen = await client.get(f"{replicas[(i + 1) % 3].base_url}/v1/jobs/{job_id}", headers=AUTH)
@@ -70,7 +68,9 @@ async def test_replicas_behave_as_one_receiver(start_replica: Start) -> None:
             # The same delivery at three replicas at once changes the job once and queues one callback.
             for i in range(5):
                 body = pixazo_done(f"dup-{i}")
-                replies = await asyncio.gather(*(client.post(hook(r.base_url), content=body) for r in replicas))
+                replies = await asyncio.gather(
+                    *(client.post(r.base_url + webhook_path("pixazo"), content=body) for r in replicas)
+                )
                 assert [r.status_code for r in replies] == [200, 200, 200]
                 assert sorted(r.json()["outcome"] for r in replies) == ["applied", "duplicate", "duplicate"]
                 assert len({r.json()["job_ids"][0] for r in replies}) == 1
@@ -110,7 +110,9 @@ async def test_event_stream_and_long_poll_see_another_replicas_commit(start_repl
         long_poll = asyncio.create_task(client.get(f"{a.base_url}/v1/jobs/{job_id}?wait=20", headers=AUTH))
         await asyncio.sleep(0.5)  # both held on replica a
         started = time.monotonic()
-        assert (await client.post(hook(b.base_url), content=pixazo_done("cross-1"))).status_code == 200
+        assert (
+            await client.post(b.base_url + webhook_path("pixazo"), content=pixazo_done("cross-1"))
+        ).status_code == 200
         answer = await long_poll
         await asyncio.wait_for(follower, 20)
         assert answer.json()["status"] == "succeeded"
@@ -124,7 +126,7 @@ async def test_a_killed_replicas_callback_is_taken_over(start_replica: Start) ->
         env = {"RECEIVER_DEFAULT_CALLBACK_URL": sink.url(), "RECEIVER_CALLBACK_TIMEOUT_S": "300"}
         a = await start_replica(**env)
         async with httpx.AsyncClient(timeout=10) as client:
-            reply = await client.post(hook(a.base_url), content=pixazo_done("takeover-1"))
+            reply = await client.post(a.base_url + webhook_path("pixazo"), content=pixazo_done("takeover-1"))
             (job_id,) = reply.json()["job_ids"]
 
             async def first_attempt_arrived() -> bool:
@@ -137,7 +139,7 @@ async def test_a_killed_replicas_callback_is_taken_over(start_replica: Start) ->
 
             async def delivered() -> bool:
                 job = (await client.get(f"{b.base_url}/v1/jobs/{job_id}", headers=AUTH)).json()
-                return job["delivery_status"] == "delivered"
+                return bool(job["delivery_status"] == "delivered")
 
             await eventually(delivered, 75, "b delivering a's message")
         assert time.monotonic() - killed_at < 75
@@ -172,14 +174,14 @@ async def test_oxen_stream_has_one_consumer_and_fails_over(start_replica: Start)
             fake.complete(generation)  # fired while nobody consumes the stream: lost there
 
             async def took_over() -> bool:
-                return (await client.get(f"{other.base_url}/readyz")).json()["oxen_stream"] == "connected"
+                return bool((await client.get(f"{other.base_url}/readyz")).json()["oxen_stream"] == "connected")
 
             await eventually(took_over, 30, "the standby taking the stream over")
             assert time.monotonic() - killed_at < 30
 
             async def caught_up() -> bool:
                 job = (await client.get(f"{other.base_url}/v1/jobs/{job_id}", headers=AUTH)).json()
-                return job["status"] == "succeeded"
+                return bool(job["status"] == "succeeded")
 
             await eventually(caught_up, 20, "the new consumer's catch-up poll finding the lost completion")
         fake.close()
@@ -194,7 +196,7 @@ async def test_lost_database_connections_give_503_then_recover(start_replica: St
     async with httpx.AsyncClient(timeout=10) as client:
 
         async def send(request_id: str) -> None:
-            reply = await client.post(hook(replica.base_url), content=pixazo_done(request_id))
+            reply = await client.post(replica.base_url + webhook_path("pixazo"), content=pixazo_done(request_id))
             statuses.append(reply.status_code)
             if reply.status_code == 200:
                 acknowledged.append(request_id)
@@ -236,7 +238,7 @@ async def test_a_replica_stopped_by_sigterm_hands_its_callbacks_back(start_repli
         env = {"RECEIVER_DEFAULT_CALLBACK_URL": sink.url(), "RECEIVER_CALLBACK_TIMEOUT_S": "300"}
         a = await start_replica(**env)
         async with httpx.AsyncClient(timeout=10) as client:
-            reply = await client.post(hook(a.base_url), content=pixazo_done("handback-1"))
+            reply = await client.post(a.base_url + webhook_path("pixazo"), content=pixazo_done("handback-1"))
             (job_id,) = reply.json()["job_ids"]
             await eventually(lambda: len(sink.requests) >= 1, 20, "a's first attempt")
             b = await start_replica(**env)
@@ -245,7 +247,7 @@ async def test_a_replica_stopped_by_sigterm_hands_its_callbacks_back(start_repli
 
             async def delivered() -> bool:
                 job = (await client.get(f"{b.base_url}/v1/jobs/{job_id}", headers=AUTH)).json()
-                return job["delivery_status"] == "delivered"
+                return bool(job["delivery_status"] == "delivered")
 
             await eventually(delivered, 60, "b delivering the message a handed back")
         assert len(sink.requests) == 2 and sink.requests[1].at - stopped_at < 10

@@ -34,7 +34,7 @@ async def test_a_non_ascii_idempotency_key_is_a_422(tmp_path: Path) -> None:
             reply = await api.post(
                 "/v1/generations",
                 json={"provider": "apiframe", "prompt": "a red fox"},
-                headers={"Idempotency-Key": b"key-\xff-1"},
+                headers=[(b"Idempotency-Key", b"key-\xff-1")],
             )
         assert reply.status_code == 422, reply.text
         assert reply.json()["fields"][0]["field"] == "Idempotency-Key"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from receiver.errors import InvalidPayload
-from receiver.models import JobStatus
+from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH, JobStatus
 from receiver.providers import apiframe
 from receiver.providers._request import BadGeneration, GenerationSpec
 from tests.unit.providers.common import HOOK, IMAGE, body, build
@@ -98,8 +98,11 @@ def test_request() -> None:
     (submitted,) = apiframe.parse_submit(request, b'{"jobId": "b2c3", "status": "QUEUED"}')
     assert submitted.provider_job_id == "b2c3" and submitted.expected_outputs is None
     with pytest.raises(BadGeneration) as bad:
-        build(apiframe, GenerationSpec("x"), request_id="k" * 256)
+        build(apiframe, GenerationSpec("x"), request_id="k" * (IDEMPOTENCY_KEY_MAX_LENGTH + 1))
     assert bad.value.field == "Idempotency-Key"
+    # Every key the receiver accepts is one apiframe takes.
+    longest = build(apiframe, GenerationSpec("x"), request_id="k" * IDEMPOTENCY_KEY_MAX_LENGTH)
+    assert longest.headers["Idempotency-Key"] == "k" * IDEMPOTENCY_KEY_MAX_LENGTH
     poll = apiframe.build_poll("b2c3", api_key="K")
     assert (poll.method, poll.path, poll.headers) == ("GET", "/v2/jobs/b2c3", {"X-API-Key": "K"})
     (done,) = apiframe.parse_poll(b'{"id": "b2c3", "status": "COMPLETED", "result": ["https://c/1.png"]}')

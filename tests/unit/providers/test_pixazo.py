@@ -4,6 +4,7 @@ status requests, and their answers."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from receiver.providers import pixazo
 from receiver.providers._request import BadGeneration, GenerationSpec
 from tests.unit.providers.common import HOOK, IMAGE, body, build
 
-DONE = {
+DONE: dict[str, Any] = {
     "request_id": "grok-imagine-pro-text-to-image-quality_019d",
     "status": "COMPLETED",
     "model_id": "grok-imagine-pro",
