@@ -3,6 +3,7 @@
     .venv/bin/python -m scripts.bench            # the full run, a few minutes
     .venv/bin/python -m scripts.bench --quick    # a short run, under two minutes
     .venv/bin/python -m scripts.bench --only ingest,e2e --markdown /tmp/bench.md
+    .venv/bin/python -m scripts.bench ledger --help   # the open-loop ledger benchmark (scripts/ledger.py)
 
 (from the repository root: the benchmarks share the tests' plumbing, `tests.support`).
 
@@ -693,6 +694,9 @@ def render(rows: list[Row], info: dict[str, str], command: str, seconds: float) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["ledger"]:  # its own flags: scripts/ledger.py
+        from scripts import ledger
+        return ledger.main((argv if argv is not None else sys.argv[1:])[1:])
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, under two minutes")
     parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
