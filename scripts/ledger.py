@@ -40,7 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import httpx
 
@@ -343,10 +343,10 @@ async def _read_stream(url: str, events: Sequence[tuple[int, str]], timeout: flo
         while True:
             start = f"{min(wanted)}-0" if wanted else "-"
             while True:
-                entries = await client.xrange(stream, min=start, max="+", count=1000)
+                entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                               await client.xrange(stream, min=start, max="+", count=1000))
                 for entry_id, fields in entries:
-                    number = int(entry_id.decode().split("-")[0])
-                    found[number] = fields.get(b"subject", b"").decode()
+                    found[int(entry_id.split(b"-")[0])] = fields.get(b"subject", b"").decode()
                 if len(entries) < 1000:
                     break
                 start = "(" + entries[-1][0].decode()
@@ -519,6 +519,10 @@ def machine(pg_version: str | None) -> str:
     return text + (f", PostgreSQL {pg_version}" if pg_version else "")
 
 
+def _trio(values: list[float]) -> str:
+    return "/".join(f"{bl.percentile(values, q):.1f}" for q in (50, 99, 99.9)) if values else "–"
+
+
 def summary(steps: list[Step], find_max: bool) -> tuple[str, str]:
     """(plain text, markdown) table of the measured runs (not the warm-ups)."""
     header = ("store", "run", "rate/s", "sent = 2xx + 4xx + errors", "→ 2xx p50/p99/p99.9 ms",
@@ -528,9 +532,8 @@ def summary(steps: list[Step], find_max: bool) -> tuple[str, str]:
         if s.label == "warm-up":
             continue
         lg = s.ledger
-        trio = (lambda v: "/".join(f"{bl.percentile(v, q):.1f}" for q in (50, 99, 99.9)) if v else "–")
         rows.append((s.target, s.label, f"{s.rate:,.0f}", f"{lg.sent:,} = {lg.ok:,} + {lg.refused:,} + {lg.error_count:,}",
-                     trio(lg.ack_ms), trio(lg.callback_ms),
+                     _trio(lg.ack_ms), _trio(lg.callback_ms),
                      f"{bl.percentile(lg.lag_ms, 99):.1f}/{max(lg.lag_ms, default=0):.0f}",
                      "balanced" if lg.balanced else "VOID"))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

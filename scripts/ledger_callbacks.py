@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
 import sys
 import time
 import urllib.parse
+
+import uvloop
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -108,7 +111,7 @@ async def serve(secret: str, fault: str | None) -> None:
     server = await loop.create_server(lambda: _Protocol(app), "127.0.0.1", 0, backlog=1024)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(4096) else None)
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 4096) else None)
     print(f"LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
     await stop.wait()
     server.close()
@@ -119,12 +122,7 @@ def main() -> None:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--fault", choices=FAULTS)
     args = parser.parse_args()
-    try:
-        import uvloop
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
-    run(serve(args.secret, args.fault))
+    uvloop.run(serve(args.secret, args.fault))
 
 
 if __name__ == "__main__":

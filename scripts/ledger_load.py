@@ -27,6 +27,8 @@ import socket
 import time
 from pathlib import Path
 
+import uvloop
+
 from scripts.benchlib import HOOK_PATH, pixazo_webhook
 
 REFUSED_PATH = "/webhooks/pixazo?token=not-the-webhook-token"  # answered 401: a deliberate refusal
@@ -243,13 +245,8 @@ def main() -> None:
         await load.run()
         return load
 
-    try:
-        import uvloop  # the servers' loop too
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
     before = resource.getrusage(resource.RUSAGE_SELF)
-    load = run(go())
+    load = uvloop.run(go())  # the servers' loop too
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     args.out.write_text(json.dumps(load.result(cpu)))
