@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import sys
@@ -163,11 +164,29 @@ def alternate(plan: Plan, servers: list[bl.Served], rounds: int, seconds: float,
 # -- 1. ingest vs bare --------------------------------------------------------------------------------
 
 
+def serve_env(db: Path, **extra: str) -> dict[str, str]:
+    """`receiver serve` with its defaults (logging at INFO, the default access-log policy), on its own store."""
+    env = bl.receiver_env(db, **extra)
+    del env["RECEIVER_LOG_LEVEL"]
+    return env
+
+
+def describe_load(plan: Plan, results: list[bl.LoadResult], streams: int = 1) -> str:
+    """The client, its connections and its CPU: it runs on the same cores as the servers."""
+    each = plan.connections // streams
+    client = (f"{streams} × " if streams > 1 else "") + (
+        f"wrk -t1 -c{each} (a Lua request() per webhook for its unique id)" if plan.generator == "wrk"
+        else f"built-in asyncio closed loop, {each} connections, in the bench process")
+    share = statistics.median(r.client_share for r in results) if results else 0.0
+    return f"{client}, on the same {os.cpu_count()} cores as the server; client CPU {share:.0%} of a core"
+
+
 def bench_ingest(plan: Plan) -> list[Row]:
     db = plan.workdir / "ingest.db"
-    receiver = bl.Served("receiver", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)
-    bare = bl.Served("bare", "scripts.bare_app:app", plan.workdir, env=bl.receiver_env(db))
+    receiver = bl.Served("receiver", "", plan.workdir, env=serve_env(db), cli=True)
+    bare = bl.Served("bare", "", plan.workdir, env=bl.receiver_env(db), bare=True)
     results: dict[str, list[bl.LoadResult]] = {"receiver": [], "bare": []}
+    load_before = os.getloadavg()[0]
     try:
         receiver.start()
         bare.start()
@@ -176,15 +195,19 @@ def bench_ingest(plan: Plan) -> list[Row]:
     finally:
         receiver.stop()
         bare.stop()
+    load_after = os.getloadavg()[0]
     measured = {name: runs[1:] for name, runs in results.items()}  # without the warm-up
     ratios = [r.rps / b.rps for r, b in zip(measured["receiver"], measured["bare"])]
     ratio = statistics.median(ratios)
     count_text, count_ok = check_count(stored, results["receiver"])
     rx, bx = measured["receiver"], measured["bare"]
     return [
-        Row("ingest", f"receiver, {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
+        Row("ingest", f"load: receiver: {describe_load(plan, rx)}; bare: client CPU "
+                      f"{statistics.median(r.client_share for r in bx):.0%}; load average {load_before:.2f} before, "
+                      f"{load_after:.2f} after", ""),
+        Row("ingest", f"`receiver serve` (defaults), {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
             f"{statistics.median(r.rps for r in rx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rx):.1f} ms"),
-        Row("ingest", "bare Starlette endpoint (same rounds)",
+        Row("ingest", "bare Starlette endpoint: reads the body, answers the same JSON, same uvicorn config (same rounds)",
             f"{statistics.median(r.rps for r in bx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in bx):.1f} ms"),
         Row("ingest", "CPU per request, receiver / bare",
             f"{statistics.median(r.cpu_us_per_request for r in rx):.0f} / "
@@ -545,12 +568,11 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
     urls = {"pg-1": benchpg.create_database("one"), "pg-2": benchpg.create_database("two")}
 
     def replica(name: str, url: str) -> bl.Served:
-        return bl.Served(name, "receiver.app:create_app", plan.workdir, factory=True,
-                         env=bl.receiver_env(db, RECEIVER_DATABASE_URL=url))
+        return bl.Served(name, "", plan.workdir, cli=True, env=serve_env(db, RECEIVER_DATABASE_URL=url))
 
-    targets = {
-        "bare": [bl.Served("bare", "scripts.bare_app:app", plan.workdir, env=bl.receiver_env(db))],
-        "sqlite": [bl.Served("sqlite", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)],
+    targets = {  # served as in "ingest"
+        "bare": [bl.Served("bare", "", plan.workdir, env=bl.receiver_env(db), bare=True)],
+        "sqlite": [bl.Served("sqlite", "", plan.workdir, env=serve_env(db), cli=True)],
         "pg-1": [replica("pg-1", urls["pg-1"])],
         "pg-2": [replica("pg-2a", urls["pg-2"]), replica("pg-2b", urls["pg-2"])],
     }
@@ -588,7 +610,7 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
     scaling = [a.rps / b.rps for a, b in zip(runs["pg-2"], runs["pg-1"])]
     label = {"bare": "bare Starlette endpoint", "sqlite": "receiver on SQLite", "pg-1": "receiver on PostgreSQL, 1 replica",
              "pg-2": "receiver on PostgreSQL, 2 replicas"}
-    rows = [Row("pg-ingest", f"load: 2 × {plan.generator} -c{plan.connections // 2} at once, PostgreSQL {version}; "
+    rows = [Row("pg-ingest", f"load: {describe_load(plan, runs['bare'], streams=2)} (bare); PostgreSQL {version}; "
                              f"median of {plan.ingest_rounds} alternated rounds", "")]
     for name, rs in runs.items():
         value = (f"{statistics.median(r.rps for r in rs):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rs):.1f} ms, "
@@ -704,6 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", choices=("auto", "wrk", "built-in"), default="auto",
                         help="load generator for the throughput runs (default: wrk when installed)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, server logs)")
+    parser.add_argument("--connections", type=int, help="connections of the closed-loop throughput runs "
+                        f"(default {Plan.connections})")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in BENCHES]
@@ -717,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     elif generator == "wrk" and not bl.wrk_path():
         parser.error(INSTALL_WRK)
     plan = Plan.make(args.quick, generator)
+    if args.connections:
+        plan.connections = args.connections
     info = bl.machine()
     command = "python -m scripts.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"receiver benchmarks on {info['cores']} cores ({info['cpu']}), Python {info['python']}, "

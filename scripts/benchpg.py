@@ -109,6 +109,7 @@ def split_load(generator: str, servers: list[bl.Served], prefix: str, seconds: f
     each = max(1, connections // streams)
     targets = [servers[i % len(servers)] for i in range(streams)]
     cpu = sum(s.cpu_seconds() for s in servers)
+    client_cpu = bl.children_cpu() if generator == "wrk" else bl.own_cpu()
     run: Callable[[int], bl.LoadResult]
     if generator == "wrk":
         def run(i: int) -> bl.LoadResult:
@@ -127,4 +128,5 @@ def split_load(generator: str, servers: list[bl.Served], prefix: str, seconds: f
         failed=sum(r.failed for r in results), unanswered=sum(r.unanswered for r in results),
         p50_ms=statistics.median(r.p50_ms for r in results), p99_ms=max(r.p99_ms for r in results))
     combined.cpu_s = sum(s.cpu_seconds() for s in servers) - cpu
+    combined.client_cpu_s = (bl.children_cpu() if generator == "wrk" else bl.own_cpu()) - client_cpu
     return combined
