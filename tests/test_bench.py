@@ -12,6 +12,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import httpx
+
 from receiver.app import create_app
 from scripts import benchlib as bl
 from scripts import benchpg
@@ -94,3 +96,30 @@ def test_a_load_split_over_two_postgres_replicas_stores_exactly_the_acknowledged
     assert benchpg.count_jobs(postgres_url, "pixazo") == result.ok  # every 2xx is a job, and nothing else is
     assert result.cpu_s > 0 and used > 0
     assert benchpg.commits(postgres_url) > 0
+
+
+async def test_the_bare_endpoint_answers_like_the_receiver_under_the_same_server(tmp_path: Path) -> None:
+    """The baseline does the receiver's HTTP work (reads the body, a 200 JSON answer of the same shape),
+    served by `receiver serve`'s uvicorn configuration, whose request bounds it must show."""
+    bare = bl.Served("bare", "", tmp_path, env=bl.receiver_env(tmp_path / "unused.db"), bare=True)
+    await asyncio.to_thread(bare.start)
+    try:
+        async with httpx.AsyncClient(base_url=bare.base_url) as client:
+            answer = await client.post(bl.HOOK_PATH, content=bl.pixazo_webhook("bare-1"))
+        # A request head sent in pieces past 64 KiB: refused by receiver.server's bound (uvicorn has none).
+        reader, writer = await asyncio.open_connection("127.0.0.1", bare.port)
+        writer.write(f"POST {bl.HOOK_PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            writer.write(b"x-pad: " + b"x" * 8000 + b"\r\n")
+        refusal = await asyncio.wait_for(reader.read(200), 30)
+        writer.close()
+    finally:
+        await asyncio.to_thread(bare.stop)
+    async with serve_app(create_app(make_settings(tmp_path))) as server, server.client() as client:
+        receiver = await client.post(bl.HOOK_PATH, content=bl.pixazo_webhook("bare-1"))
+    assert answer.status_code == receiver.status_code == 200
+    assert answer.headers["content-type"] == receiver.headers["content-type"] == "application/json"
+    assert answer.json().keys() == receiver.json().keys() and answer.json()["outcome"] == "applied"
+    assert abs(len(answer.content) - len(receiver.content)) <= 8
+    assert refusal.startswith(b"HTTP/1.1 431 ")
