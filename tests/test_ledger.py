@@ -44,7 +44,7 @@ def test_a_short_sqlite_run_balances() -> None:
     ("lose-webhook", "20 webhooks scheduled but 19 in the books"),
 ])
 def test_an_unbalanced_ledger_is_void(fault: str, reason: str) -> None:
-    done = run_ledger("--rate", "20", "--seconds", "1", "--fault", fault)
+    done = run_ledger("--rate", "20", "--seconds", "1", "--drain-timeout", "20", "--fault", fault)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "sqlite, fixed, 20 webhooks/s for 1 s: VOID" in done.stdout
     assert f"  VOID: {reason}" in done.stdout
