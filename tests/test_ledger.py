@@ -15,12 +15,15 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
+from receiver.app import create_app
 from scripts import ledger
-from scripts.benchlib import ROOT
+from scripts.benchlib import HOOK_PATH, ROOT, pixazo_webhook
 from scripts.ledger import Callback, Webhook, reckon
 from scripts.ledger_load import OpenLoop
+from tests.support import make_settings, serve_app
 
 
 def run_ledger(*flags: str) -> subprocess.CompletedProcess[str]:
@@ -150,3 +153,16 @@ def test_a_sink_url_gets_a_stream_of_the_runs_own(tmp_path: Path) -> None:
     url = ledger._sink_url(opts, "pg-2")
     assert url is not None and url.startswith("redis://127.0.0.1:6379/2?maxlen=0&stream=receiver%3Aevents%3Aledger-pg-2-")
     assert ledger._redis_stream(url)[0] == "redis://127.0.0.1:6379/2"
+
+
+async def test_the_sink_check_reads_each_jobs_event_from_the_receiver(tmp_path: Path) -> None:
+    async with serve_app(create_app(make_settings(tmp_path))) as server:
+        async with server.client() as client:
+            for key in ("ev-1", "ev-2", "ev-3"):
+                assert (await client.post(HOOK_PATH, content=pixazo_webhook(key))).status_code == 200
+        async with httpx.AsyncClient(timeout=30) as client:
+            jobs = await ledger._list_jobs(client, server.base_url, "ev-", "2000-01-01T00:00:00Z")
+            events = await ledger._read_events(client, server.base_url, 0, {j for j, _ in jobs}, timeout=30)
+    assert sorted(key for _, key in jobs) == ["ev-1", "ev-2", "ev-3"]
+    assert sorted(job_id for _, job_id in events) == sorted(job_id for job_id, _ in jobs)
+    assert [event_id for event_id, _ in events] == sorted({event_id for event_id, _ in events})
