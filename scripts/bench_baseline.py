@@ -9,7 +9,8 @@ Serves, each in its own process, alternated round after round under the same wrk
   uvicorn configuration, no access log;
 - `receiver-uvicorn`: the receiver as `scripts.bench` served it before: `python -m uvicorn
   receiver.app:create_app --factory`, RECEIVER_LOG_LEVEL=WARNING (not `receiver serve`'s configuration);
-- `receiver-serve`: `receiver serve` with its defaults, as users run it.
+- `receiver-serve`: `receiver serve` with its defaults, as users run it;
+- `receiver-quiet`: `receiver serve` with RECEIVER_LOG_LEVEL=WARNING and RECEIVER_ACCESS_LOG=off.
 Each at every `--connections` count, with wrk -t1 and a Lua `request()` giving each webhook its own id;
 the bare ones also with a static body (no Lua per request: the cheapest wrk can be). Reported: req/s,
 the server's CPU per request, the client's CPU as a share of one core (it runs on the same cores), and
@@ -91,6 +92,8 @@ def main() -> int:
         "receiver-uvicorn": bl.Served("receiver-uvicorn", "receiver.app:create_app", workdir, factory=True,
                                       env=bl.receiver_env(workdir / "uvicorn.db")),
         "receiver-serve": bl.Served("receiver-serve", "", workdir, env=serve_env, cli=True),
+        "receiver-quiet": bl.Served("receiver-quiet", "", workdir, cli=True, env=bl.receiver_env(
+            workdir / "quiet.db", RECEIVER_ACCESS_LOG="off")),
     }
     conns = [int(c) for c in args.connections.split(",")]
     kinds = [(name, c, "lua") for c in conns for name in servers] + [
@@ -126,10 +129,13 @@ def main() -> int:
               f"{statistics.median(r.client_share for r in runs):>12.0%}")
     print("\nratios (median of per-round ratios):")
     for c in conns:
-        for rec, bare in (("receiver-uvicorn", "bare-old"), ("receiver-serve", "bare"), ("receiver-serve", "bare-old"),
-                          ("receiver-uvicorn", "bare")):
+        for rec, bare in (("receiver-uvicorn", "bare-old"), ("receiver-serve", "bare"), ("receiver-quiet", "bare"),
+                          ("receiver-serve", "bare-old"), ("receiver-uvicorn", "bare")):
             ratios = [a.rps / b.rps for a, b in zip(results[(rec, c, "lua")], results[(bare, c, "lua")])]
             print(f"  -c{c}: {rec} ÷ {bare}: {statistics.median(ratios):.2f}× ({', '.join(f'{x:.2f}' for x in ratios)})")
+    for c in conns:
+        ratios = [a.rps / b.rps for a, b in zip(results[("bare-old", c, "static")], results[("bare-old", c, "lua")])]
+        print(f"  -c{c}: bare-old with a static body ÷ with Lua ids: {statistics.median(ratios):.2f}×")
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; command: {' '.join([sys.argv[0], *sys.argv[1:]])}")
     return 0
 
