@@ -237,11 +237,11 @@ class CallbackProcess:
         self.base = f"http://127.0.0.1:{int(line.split()[1])}"
         self.url = self.base + "/hook"
 
-    async def count(self, client: httpx.AsyncClient, prefix: str) -> int:
-        return int((await client.get(self.base + "/count", params={"prefix": prefix})).json()["jobs"])
+    async def count(self, client: httpx.AsyncClient, run: str) -> int:
+        return int((await client.get(self.base + "/count", params={"run": run})).json()["jobs"])
 
-    async def records(self, client: httpx.AsyncClient, prefix: str) -> list[Callback]:
-        rows = (await client.get(self.base + "/records", params={"prefix": prefix}, timeout=60)).json()["records"]
+    async def records(self, client: httpx.AsyncClient, run: str) -> list[Callback]:
+        rows = (await client.get(self.base + "/records", params={"run": run}, timeout=60)).json()["records"]
         return [Callback(*row) for row in rows]
 
     def stop(self) -> None:
@@ -375,11 +375,11 @@ async def _run_step(opts: Options, target: str, servers: list[bl.Served], callba
     async with httpx.AsyncClient(timeout=30) as client:
         jobs = await _list_jobs(client, base, prefix + "-", since)
         deadline = time.monotonic() + opts.drain_timeout
-        while await callbacks.count(client, prefix + "-") < len(jobs) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        while await callbacks.count(client, prefix) < len(jobs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         await asyncio.sleep(opts.settle)  # a late duplicate or a job committed after its timeout shows up here
         jobs = await _list_jobs(client, base, prefix + "-", since)
-        received = await callbacks.records(client, prefix + "-")
+        received = await callbacks.records(client, prefix)
         events = stream = None
         if opts.sink_redis:
             events = await _read_events(client, base, events_after[0], {j for j, _ in jobs}, opts.drain_timeout)

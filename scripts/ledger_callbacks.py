@@ -5,7 +5,7 @@
 It prints `LISTENING <port>`, answers every `POST /hook` 200 and records, for each callback, its
 `webhook-id`, the job id and provider_job_id from its body, its type, whether its Standard Webhooks
 signature verifies, and when it arrived (`time.monotonic()`, the load generator's clock).
-`GET /records?prefix=P` answers the records whose provider_job_id starts with P, `GET /count?prefix=P`
+`GET /records?run=R` answers the records of the webhooks whose request ids are `R-<n>`, `GET /count?run=R`
 how many distinct jobs those are. It stops on SIGTERM or when its standard input closes.
 
 `--fault` makes the books wrong on purpose, so that the ledger's checks can be seen to catch it: the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import re
@@ -39,7 +40,9 @@ class CallbackServer:
     def __init__(self, secret: str, fault: str | None) -> None:
         self.verifier = Webhook(secret)
         self.fault = fault
-        self.records: list[Record] = []
+        # By run: a request id is `<run prefix>-<n>`, so counting one run's callbacks never scans another's.
+        self.records: dict[str, list[Record]] = collections.defaultdict(list)
+        self.jobs: dict[str, set[str]] = collections.defaultdict(set)
 
     def handle(self, head: bytes, body: bytes) -> tuple[str, bytes]:
         arrival = time.monotonic()
@@ -47,12 +50,11 @@ class CallbackServer:
         method, target, _ = lines[0].split(" ", 2)
         if method == "GET":
             url = urllib.parse.urlsplit(target)
-            prefix = urllib.parse.parse_qs(url.query).get("prefix", [""])[0]
-            mine = [r for r in self.records if r[2].startswith(prefix)]
+            run = urllib.parse.parse_qs(url.query).get("run", [""])[0]
             if url.path == "/count":
-                return "200 OK", json.dumps({"jobs": len({r[1] for r in mine})}).encode()
+                return "200 OK", json.dumps({"jobs": len(self.jobs.get(run, ()))}).encode()
             if url.path == "/records":
-                return "200 OK", json.dumps({"records": mine}).encode()
+                return "200 OK", json.dumps({"records": self.records.get(run, [])}).encode()
             return "404 Not Found", b"{}"
         headers = {}
         for line in lines[1:]:
@@ -66,13 +68,16 @@ class CallbackServer:
         message = json.loads(body)
         data = message["data"]
         record = (headers.get("webhook-id", ""), data["id"], data["provider_job_id"], message["type"], arrival, signed)
+        run = record[2].rpartition("-")[0]
+        records = self.records[run]
         fault, self.fault = self.fault, None  # a fault strikes the first callback only
         if fault != "drop":
-            self.records.append(record)
+            records.append(record)
+            self.jobs[run].add(record[1])
         if fault == "duplicate":
-            self.records.append(record)
+            records.append(record)
         elif fault == "second-id":
-            self.records.append((record[0] + "-again", *record[1:]))
+            records.append((record[0] + "-again", *record[1:]))
         return "200 OK", b"ok"
 
 
