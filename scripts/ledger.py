@@ -213,6 +213,7 @@ class Step:
     ledger: Ledger
     generator_cpu_s: float
     connections: int
+    capped: int = 0  # webhooks that waited for a connection: all --max-connections were busy
 
     def held(self) -> bool:
         """Balanced, every webhook 2xx, and p99 to both the 2xx and the callback under 100 ms."""
@@ -387,7 +388,8 @@ async def _run_step(opts: Options, target: str, servers: list[bl.Served], callba
                 events_after[0] = max(events_after[0], max(e for e, _ in events))
             stream = await _read_stream(opts.sink_redis, events, opts.drain_timeout)
     ledger = reckon(count, webhooks, jobs, received, events, stream)
-    return Step(target, label, rate, seconds, ledger, float(gen["cpu_s"]), int(gen["connections_opened"]))
+    return Step(target, label, rate, seconds, ledger, float(gen["cpu_s"]), int(gen["connections_opened"]),
+                int(gen["capped"]))
 
 
 async def _run_target(opts: Options, target: str, servers: list[bl.Served],
@@ -480,9 +482,11 @@ def behind(step: Step) -> str | None:
     late = [x for x in step.ledger.lag_ms if x > LATE_MS]
     if not late:
         return None
+    why = (f": {step.capped:,} found all {step.connections} connections busy (the cap) and waited for one"
+           if step.capped else ": its own process was late (CPU)")
     return (f"GENERATOR BEHIND SCHEDULE: {len(late):,} of {len(step.ledger.lag_ms):,} webhooks written more than "
-            f"{LATE_MS:g} ms after they were due (worst {max(late):.0f} ms); their latency still counts from when "
-            "they were due")
+            f"{LATE_MS:g} ms after they were due (worst {max(late):.0f} ms){why}; their latency still counts "
+            "from when they were due")
 
 
 def report_step(step: Step) -> None:

@@ -104,6 +104,7 @@ class OpenLoop:
         self.busy: set[_Connection] = set()
         self.open = 0  # connections open or being opened
         self.opened = 0
+        self.capped = 0  # webhooks that found every connection busy and the cap reached: they wait
         self.done = asyncio.Event()
 
     def refused(self, index: int) -> bool:
@@ -139,7 +140,9 @@ class OpenLoop:
             conn.send(index)
             return
         self.waiting[port].append(index)
-        if self.open < self.max_connections:
+        if self.open >= self.max_connections:
+            self.capped += 1
+        else:
             self.open += 1
             asyncio.get_running_loop().create_task(self._connect(port))
 
@@ -221,6 +224,7 @@ class OpenLoop:
         return {
             "prefix": self.prefix, "count": self.count, "rate": self.rate, "start": self.start,
             "ports": self.ports, "refuse_every": self.refuse_every, "connections_opened": self.opened,
+            "capped": self.capped,
             "cpu_s": cpu_s, "sent": self.sent, "answered": self.answers, "status": self.status, "error": self.error,
         }
 
