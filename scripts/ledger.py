@@ -52,6 +52,7 @@ from tests.support import API_TOKEN, SIGNING_SECRET
 STORES = {"sqlite": 1, "pg-1": 1, "pg-2": 2}  # target → replicas
 FAULTS = (*CALLBACK_FAULTS, "lose-webhook")
 HELD_P99_MS = 100.0
+MIN_RATE = 10.0  # where a search downwards gives up
 LATE_MS = 10.0  # a write later than this after its due time means the generator fell behind
 
 
@@ -407,11 +408,18 @@ async def _run_target(opts: Options, target: str, servers: list[bl.Served],
                                      events_after))
         report_step(steps[-1])
         rate = opts.rate
-        while opts.find_max and steps[-1].held() and rate * opts.step_factor <= opts.max_rate:
-            rate = round(rate * opts.step_factor)
-            steps.append(await _run_step(opts, target, servers, callbacks, "step", rate, opts.step_seconds,
-                                         events_after))
-            report_step(steps[-1])
+        if opts.find_max and not steps[-1].held():  # down until a rate is held
+            while not steps[-1].held() and rate / opts.step_factor >= MIN_RATE:
+                rate = round(rate / opts.step_factor)
+                steps.append(await _run_step(opts, target, servers, callbacks, "step", rate, opts.step_seconds,
+                                             events_after))
+                report_step(steps[-1])
+        else:  # up until one is not
+            while opts.find_max and steps[-1].held() and rate * opts.step_factor <= opts.max_rate:
+                rate = round(rate * opts.step_factor)
+                steps.append(await _run_step(opts, target, servers, callbacks, "step", rate, opts.step_seconds,
+                                             events_after))
+                report_step(steps[-1])
     finally:
         for server in servers:
             await asyncio.to_thread(server.stop)
@@ -549,10 +557,11 @@ def summary(steps: list[Step], find_max: bool) -> tuple[str, str]:
             held = [s.rate for s in mine if s.held()]
             line = f"{target}: highest rate held (balanced, all 2xx, both p99 < {HELD_P99_MS:g} ms): "
             line += f"{max(held):,.0f} webhooks/s" if held else "none"
-            if mine and not mine[-1].held():
-                line += f" (next: {mine[-1].rate:,.0f}/s failed)"
+            failed = [s.rate for s in mine if not s.held() and (not held or s.rate > max(held))]
+            if failed:
+                line += f" (next step up, {min(failed):,.0f}/s, was not)"
             elif mine:
-                line += f" (stopped at --max-rate)"
+                line += " (stopped at --max-rate)"
             text += "\n" + line
             md.append("")
             md.append(line)
@@ -568,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up at the rate, in the ledger "
                         "but not in the figures (default 2; 0: none)")
     parser.add_argument("--find-max", action="store_true", help="after the fixed run, step the rate up by "
-                        "--step-factor until a step is not held (unbalanced, not all 2xx, or p99 ≥ 100 ms)")
+                        "--step-factor until a step is not held (unbalanced, not all 2xx, or p99 ≥ 100 ms); "
+                        "down, when the fixed run is not held, until one is")
     parser.add_argument("--step-factor", type=float, default=1.25)
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--max-rate", type=float, default=20_000.0)
