@@ -1,11 +1,11 @@
 """The physical limit the receiver is measured against: Starlette on uvicorn that reads the body and answers
 the webhook's 200 JSON, and nothing else.
 
-`python -m scripts.bare_app --port N` serves it with the uvicorn configuration of `receiver serve`
-(`receiver.server.server_config`: httptools with the receiver's request bounds, uvloop, no server header,
-proxy headers, 5 s graceful shutdown), with no access log: the receiver by default writes no access
-line for an accepted webhook either. So the ratio between the two is the cost of everything the receiver
-does on top (its access-log policy check, the store, the rules, its logging), not of a different server.
+`python -m scripts.bare_app --port N` serves it with `receiver serve`'s uvicorn settings (httptools,
+uvloop, no server header, proxy headers, 5 s graceful shutdown) but uvicorn's own httptools protocol
+and no access log: the receiver's request bounds (`receiver.server.BoundedHttpTools`) and its access-log
+check are work it does on top, so they belong to its side of the ratio. `--bounded` serves it with the
+receiver's protocol instead, to measure what those bounds cost.
 """
 
 from __future__ import annotations
@@ -47,9 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.bare_app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bounded", action="store_true", help="with the receiver's request bounds")
     args = parser.parse_args()
-    config = server_config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                           proxy_headers=True, timeout_graceful_shutdown=5)
+    options = {"host": args.host, "port": args.port, "log_level": "warning", "access_log": False,
+               "proxy_headers": True, "timeout_graceful_shutdown": 5}
+    if args.bounded:
+        config = server_config(app, **options)
+    else:
+        config = uvicorn.Config(app, http="httptools", loop="uvloop", server_header=False, **options)
     uvicorn.Server(config).run()
 
 

@@ -6,13 +6,14 @@ Serves, each in its own process, alternated round after round under the same wrk
 - `bare-old`: the bare endpoint as `scripts.bench` served it before: `python -m uvicorn` with the bench's
   options, answering 202 with no body;
 - `bare`: `python -m scripts.bare_app`: reads the body, answers the receiver's 200 JSON, `receiver serve`'s
-  uvicorn configuration, no access log;
+  uvicorn settings with uvicorn's own httptools protocol, no access log;
+- `bare-bounded`: the same with the receiver's request bounds (`receiver.server.BoundedHttpTools`);
 - `receiver-uvicorn`: the receiver as `scripts.bench` served it before: `python -m uvicorn
   receiver.app:create_app --factory`, RECEIVER_LOG_LEVEL=WARNING (not `receiver serve`'s configuration);
 - `receiver-serve`: `receiver serve` with its defaults, as users run it;
 - `receiver-quiet`: `receiver serve` with RECEIVER_LOG_LEVEL=WARNING and RECEIVER_ACCESS_LOG=off.
 Each at every `--connections` count, with wrk -t1 and a Lua `request()` giving each webhook its own id;
-the bare ones also with a static body (no Lua per request: the cheapest wrk can be). Reported: req/s,
+`bare-old` also with a static body (no Lua per request: the cheapest wrk can be). Reported: req/s,
 the server's CPU per request, the client's CPU as a share of one core (it runs on the same cores), and
 the load average. Needs wrk.
 """
@@ -89,6 +90,8 @@ def main() -> int:
     servers = {
         "bare-old": bl.Served("bare-old", "scripts.bench_baseline:old_bare", workdir, env=bl.receiver_env(workdir / "x.db")),
         "bare": bl.Served("bare", "", workdir, env=bl.receiver_env(workdir / "x.db"), bare=True),
+        "bare-bounded": bl.Served("bare-bounded", "", workdir, env=bl.receiver_env(workdir / "x.db"), bare=True,
+                                  bounded=True),
         "receiver-uvicorn": bl.Served("receiver-uvicorn", "receiver.app:create_app", workdir, factory=True,
                                       env=bl.receiver_env(workdir / "uvicorn.db")),
         "receiver-serve": bl.Served("receiver-serve", "", workdir, env=serve_env, cli=True),
@@ -97,7 +100,7 @@ def main() -> int:
     }
     conns = [int(c) for c in args.connections.split(",")]
     kinds = [(name, c, "lua") for c in conns for name in servers] + [
-        (name, c, "static") for c in conns for name in ("bare-old", "bare")]
+        (name, c, "static") for c in conns for name in ("bare-old",)]
     results: dict[tuple[str, int, str], list[bl.LoadResult]] = {k: [] for k in kinds}
     print(f"baseline: {bl.machine()}", flush=True)
     try:
@@ -130,7 +133,7 @@ def main() -> int:
     print("\nratios (median of per-round ratios):")
     for c in conns:
         for rec, bare in (("receiver-uvicorn", "bare-old"), ("receiver-serve", "bare"), ("receiver-quiet", "bare"),
-                          ("receiver-serve", "bare-old"), ("receiver-uvicorn", "bare")):
+                          ("receiver-serve", "bare-old"), ("receiver-uvicorn", "bare"), ("bare-bounded", "bare")):
             ratios = [a.rps / b.rps for a, b in zip(results[(rec, c, "lua")], results[(bare, c, "lua")])]
             print(f"  -c{c}: {rec} ÷ {bare}: {statistics.median(ratios):.2f}× ({', '.join(f'{x:.2f}' for x in ratios)})")
     for c in conns:

@@ -77,13 +77,13 @@ def receiver_env(db_path: Path, **extra: str) -> dict[str, str]:
 class Served(ServerProcess):
     """One ASGI app served by its own `python -m uvicorn` process on a loopback port, from the repository root
     (`app` such as `receiver.app:create_app`); `cli`: `receiver serve` instead (its own logging set-up and
-    uvicorn configuration); `bare`: the bare endpoint served with that same configuration
-    (`python -m scripts.bare_app`). Its output goes to `workdir/<name>.log`."""
+    uvicorn configuration); `bare`: the bare endpoint served with its settings (`python -m scripts.bare_app`,
+    `bounded`: with the receiver's request bounds too). Its output goes to `workdir/<name>.log`."""
 
     def __init__(self, name: str, app: str, workdir: Path, *, env: Mapping[str, str] | None = None,
-                 factory: bool = False, cli: bool = False, bare: bool = False) -> None:
+                 factory: bool = False, cli: bool = False, bare: bool = False, bounded: bool = False) -> None:
         if bare:
-            args = [sys.executable, "-m", "scripts.bare_app", "--port", "{port}"]
+            args = [sys.executable, "-m", "scripts.bare_app", "--port", "{port}", *(["--bounded"] if bounded else [])]
         elif cli:
             args = [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", "{port}"]
         else:
