@@ -207,7 +207,7 @@ def bench_ingest(plan: Plan) -> list[Row]:
                       f"{load_after:.2f} after", ""),
         Row("ingest", f"`receiver serve` (defaults), {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
             f"{statistics.median(r.rps for r in rx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rx):.1f} ms"),
-        Row("ingest", "bare Starlette endpoint: reads the body, answers the same JSON, same uvicorn config (same rounds)",
+        Row("ingest", "bare Starlette endpoint: reads the body, answers the same JSON, same uvicorn settings (same rounds)",
             f"{statistics.median(r.rps for r in bx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in bx):.1f} ms"),
         Row("ingest", "CPU per request, receiver / bare",
             f"{statistics.median(r.cpu_us_per_request for r in rx):.0f} / "
