@@ -7,9 +7,10 @@
 
 (from the repository root: the benchmarks share the tests' plumbing, `tests.support`).
 
-1. ingest: `POST /webhooks/pixazo` (unique ids, each durable before its 2xx) against a bare Starlette
-   endpoint that only reads the body, both `python -m uvicorn` processes with the same options, measured
-   alternately (A B A B …) with the same load generator (wrk, else a built-in asyncio one); median ratio.
+1. ingest: `POST /webhooks/pixazo` (unique ids, each durable before its 2xx) into `receiver serve` (defaults)
+   against a bare Starlette endpoint that reads the body and answers the same JSON under the same uvicorn
+   settings (scripts/bare_app.py), measured alternately (A B A B …) with the same load generator (wrk, else
+   a built-in asyncio one; its CPU share and the load average are printed); median ratio.
    Afterwards the store must hold exactly the jobs that got a 2xx (plus any wrk left unanswered at its stop).
 2. e2e: webhook sent → its downstream callback arrives at a local endpoint (RECEIVER_DEFAULT_CALLBACK_URL),
    p50/p99 at a fixed open-loop 200 req/s, then stepping the rate up until p99 passes 100 ms.
