@@ -37,10 +37,12 @@ async def healthz(request: Request) -> Response:
     return Response(b"ok")
 
 
-app = Starlette(routes=[
-    Route("/webhooks/{provider}", receive, methods=["POST"]),
-    Route("/healthz", healthz),
-])
+app = Starlette(
+    routes=[
+        Route("/webhooks/{provider}", receive, methods=["POST"]),
+        Route("/healthz", healthz),
+    ]
+)
 
 
 def main() -> None:
@@ -49,8 +51,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--bounded", action="store_true", help="with the receiver's request bounds")
     args = parser.parse_args()
-    options = {"host": args.host, "port": args.port, "log_level": "warning", "access_log": False,
-               "proxy_headers": True, "timeout_graceful_shutdown": 5}
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "access_log": False,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 5,
+    }
     if args.bounded:
         config = server_config(app, **options)
     else:

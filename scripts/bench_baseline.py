@@ -46,7 +46,9 @@ async def _healthz(request: Request) -> Response:
     return Response(b"ok")
 
 
-old_bare = Starlette(routes=[Route("/webhooks/{provider}", _old_receive, methods=["POST"]), Route("/healthz", _healthz)])
+old_bare = Starlette(
+    routes=[Route("/webhooks/{provider}", _old_receive, methods=["POST"]), Route("/healthz", _healthz)]
+)
 
 _STATIC_LUA = r"""
 wrk.method = "POST"
@@ -67,13 +69,25 @@ def run_static_wrk(url: str, *, seconds: float, connections: int, workdir: Path)
     script = workdir / "static.lua"
     script.write_text(_STATIC_LUA.replace("@BODY@", bl.pixazo_webhook("static").decode()))
     before = bl.children_cpu()
-    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-                           "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60)
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
     client = bl.children_cpu() - before
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON "))
-    r = json.loads(line[len("WRKJSON "):])
-    return bl.LoadResult("wrk-static", r["duration_us"] / 1e6, r["requests"] - r["status"], r["status"], 0,
-                         r["p50_us"] / 1000, r["p99_us"] / 1000, client_cpu_s=client)
+    r = json.loads(line[len("WRKJSON ") :])
+    return bl.LoadResult(
+        "wrk-static",
+        r["duration_us"] / 1e6,
+        r["requests"] - r["status"],
+        r["status"],
+        0,
+        r["p50_us"] / 1000,
+        r["p99_us"] / 1000,
+        client_cpu_s=client,
+    )
 
 
 def main() -> int:
@@ -88,19 +102,33 @@ def main() -> int:
     serve_env = bl.receiver_env(workdir / "serve.db")
     del serve_env["RECEIVER_LOG_LEVEL"]
     servers = {
-        "bare-old": bl.Served("bare-old", "scripts.bench_baseline:old_bare", workdir, env=bl.receiver_env(workdir / "x.db")),
+        "bare-old": bl.Served(
+            "bare-old", "scripts.bench_baseline:old_bare", workdir, env=bl.receiver_env(workdir / "x.db")
+        ),
         "bare": bl.Served("bare", "", workdir, env=bl.receiver_env(workdir / "x.db"), bare=True),
-        "bare-bounded": bl.Served("bare-bounded", "", workdir, env=bl.receiver_env(workdir / "x.db"), bare=True,
-                                  bounded=True),
-        "receiver-uvicorn": bl.Served("receiver-uvicorn", "receiver.app:create_app", workdir, factory=True,
-                                      env=bl.receiver_env(workdir / "uvicorn.db")),
+        "bare-bounded": bl.Served(
+            "bare-bounded", "", workdir, env=bl.receiver_env(workdir / "x.db"), bare=True, bounded=True
+        ),
+        "receiver-uvicorn": bl.Served(
+            "receiver-uvicorn",
+            "receiver.app:create_app",
+            workdir,
+            factory=True,
+            env=bl.receiver_env(workdir / "uvicorn.db"),
+        ),
         "receiver-serve": bl.Served("receiver-serve", "", workdir, env=serve_env, cli=True),
-        "receiver-quiet": bl.Served("receiver-quiet", "", workdir, cli=True, env=bl.receiver_env(
-            workdir / "quiet.db", RECEIVER_ACCESS_LOG="off")),
+        "receiver-quiet": bl.Served(
+            "receiver-quiet",
+            "",
+            workdir,
+            cli=True,
+            env=bl.receiver_env(workdir / "quiet.db", RECEIVER_ACCESS_LOG="off"),
+        ),
     }
     conns = [int(c) for c in args.connections.split(",")]
     kinds = [(name, c, "lua") for c in conns for name in servers] + [
-        (name, c, "static") for c in conns for name in ("bare-old",)]
+        (name, c, "static") for c in conns for name in ("bare-old",)
+    ]
     results: dict[tuple[str, int, str], list[bl.LoadResult]] = {k: [] for k in kinds}
     print(f"baseline: {bl.machine()}", flush=True)
     try:
@@ -112,8 +140,13 @@ def main() -> int:
                 cpu = server.cpu_seconds()
                 seconds = 2.0 if number == 0 else args.seconds
                 if how == "lua":
-                    r = bl.run_wrk(server.base_url + bl.HOOK_PATH, prefix=f"b{number}-{name}-{c}", seconds=seconds,
-                                   connections=c, workdir=workdir)
+                    r = bl.run_wrk(
+                        server.base_url + bl.HOOK_PATH,
+                        prefix=f"b{number}-{name}-{c}",
+                        seconds=seconds,
+                        connections=c,
+                        workdir=workdir,
+                    )
                 else:
                     r = run_static_wrk(server.base_url + bl.HOOK_PATH, seconds=seconds, connections=c, workdir=workdir)
                 r.cpu_s = server.cpu_seconds() - cpu
@@ -127,15 +160,25 @@ def main() -> int:
     print(f"\n{'server':18} {'conns':>5} {'wrk':6} {'req/s (rounds)':40} {'server µs/req':>13} {'client %core':>12}")
     for (name, c, how), runs in results.items():
         rps = ", ".join(f"{r.rps:,.0f}" for r in runs)
-        print(f"{name:18} {c:>5} {how:6} {statistics.median(r.rps for r in runs):>8,.0f} ({rps}){'':5} "
-              f"{statistics.median(r.cpu_us_per_request for r in runs):>13.0f} "
-              f"{statistics.median(r.client_share for r in runs):>12.0%}")
+        print(
+            f"{name:18} {c:>5} {how:6} {statistics.median(r.rps for r in runs):>8,.0f} ({rps}){'':5} "
+            f"{statistics.median(r.cpu_us_per_request for r in runs):>13.0f} "
+            f"{statistics.median(r.client_share for r in runs):>12.0%}"
+        )
     print("\nratios (median of per-round ratios):")
     for c in conns:
-        for rec, bare in (("receiver-uvicorn", "bare-old"), ("receiver-serve", "bare"), ("receiver-quiet", "bare"),
-                          ("receiver-serve", "bare-old"), ("receiver-uvicorn", "bare"), ("bare-bounded", "bare")):
+        for rec, bare in (
+            ("receiver-uvicorn", "bare-old"),
+            ("receiver-serve", "bare"),
+            ("receiver-quiet", "bare"),
+            ("receiver-serve", "bare-old"),
+            ("receiver-uvicorn", "bare"),
+            ("bare-bounded", "bare"),
+        ):
             ratios = [a.rps / b.rps for a, b in zip(results[(rec, c, "lua")], results[(bare, c, "lua")])]
-            print(f"  -c{c}: {rec} ÷ {bare}: {statistics.median(ratios):.2f}× ({', '.join(f'{x:.2f}' for x in ratios)})")
+            print(
+                f"  -c{c}: {rec} ÷ {bare}: {statistics.median(ratios):.2f}× ({', '.join(f'{x:.2f}' for x in ratios)})"
+            )
     for c in conns:
         ratios = [a.rps / b.rps for a, b in zip(results[("bare-old", c, "static")], results[("bare-old", c, "lua")])]
         print(f"  -c{c}: bare-old with a static body ÷ with Lua ids: {statistics.median(ratios):.2f}×")

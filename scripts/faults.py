@@ -89,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     # connection ends a request: noise here. The receiver processes keep their own log files.
     logging.disable(logging.CRITICAL)
     root = Path(tempfile.mkdtemp(prefix="receiver-faults-"))
-    print(f"machine: {platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
-          f"{_cpus()} CPU(s)\nseed: {seed} · work directory: {root}\n")
+    print(
+        f"machine: {platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
+        f"{_cpus()} CPU(s)\nseed: {seed} · work directory: {root}\n"
+    )
     reports: list[Report] = []
     for name in names:
         options = dict((QUICK if args.quick else FULL)[name])
@@ -102,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = _scenario(name, workdir, seed, options)
         except Exception as exc:  # a scenario that crashes is a failed scenario, not a stopped run
-            report = Report(name, problems=[f"the scenario itself failed: {type(exc).__name__}: {exc}"],
-                            elapsed_s=time.monotonic() - started)
+            report = Report(
+                name,
+                problems=[f"the scenario itself failed: {type(exc).__name__}: {exc}"],
+                elapsed_s=time.monotonic() - started,
+            )
         reports.append(report)
         print(report.text(), "\n", flush=True)
     failed = [r.name for r in reports if not r.ok]

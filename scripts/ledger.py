@@ -115,9 +115,14 @@ def _examples(items: Iterable[str], limit: int = 3) -> str:
     return shown + (f", … ({len(items)} in all)" if len(items) > limit else "")
 
 
-def reckon(scheduled: int, webhooks: Sequence[Webhook], jobs: Sequence[tuple[str, str]],
-           callbacks: Sequence[Callback], events: Sequence[tuple[int, str]] | None = None,
-           stream: dict[int, str] | None = None) -> Ledger:
+def reckon(
+    scheduled: int,
+    webhooks: Sequence[Webhook],
+    jobs: Sequence[tuple[str, str]],
+    callbacks: Sequence[Callback],
+    events: Sequence[tuple[int, str]] | None = None,
+    stream: dict[int, str] | None = None,
+) -> Ledger:
     """The ledger of one run: `jobs` are (job id, provider_job_id) as the API lists them, `events` the
     (event id, job id) of `/v1/events`, `stream` the sink's entries (event id → subject)."""
     ledger = Ledger(scheduled=scheduled, sent=len(webhooks))
@@ -144,7 +149,9 @@ def reckon(scheduled: int, webhooks: Sequence[Webhook], jobs: Sequence[tuple[str
     if ledger.ok + ledger.refused + ledger.error_count != ledger.sent:  # each webhook is counted once above
         bad.append("answers do not add up to the webhooks sent")
     if accepted_on_purpose := [w.key for w in webhooks if w.meant_refused and outcome[w.key] == "ok"]:
-        bad.append(f"{len(accepted_on_purpose)} webhooks with a wrong token answered 2xx ({_examples(accepted_on_purpose)})")
+        bad.append(
+            f"{len(accepted_on_purpose)} webhooks with a wrong token answered 2xx ({_examples(accepted_on_purpose)})"
+        )
 
     by_key: dict[str, list[str]] = collections.defaultdict(list)
     for job_id, key in jobs:
@@ -183,12 +190,15 @@ def reckon(scheduled: int, webhooks: Sequence[Webhook], jobs: Sequence[tuple[str
     if twice := [j for j, ids in webhook_ids.items() if len(ids) > 1]:
         bad.append(f"{len(twice)} jobs called back under more than one webhook-id ({_examples(twice)})")
     if ledger.duplicates:
-        bad.append(f"{ledger.duplicates} duplicate deliveries (the same webhook-id again, though every "
-                   "callback was answered 200)")
+        bad.append(
+            f"{ledger.duplicates} duplicate deliveries (the same webhook-id again, though every "
+            "callback was answered 200)"
+        )
     ledger.called_back = sum(1 for j in job_key if j in webhook_ids)
     due = {w.key: w.due for w in webhooks}
-    ledger.callback_ms = [(first[j] - due[k]) * 1000 for j, k in job_key.items() if j in first and k in due
-                          and outcome.get(k) == "ok"]
+    ledger.callback_ms = [
+        (first[j] - due[k]) * 1000 for j, k in job_key.items() if j in first and k in due and outcome.get(k) == "ok"
+    ]
 
     if events is not None:
         per_job = collections.Counter(job_id for _, job_id in events)
@@ -198,7 +208,9 @@ def reckon(scheduled: int, webhooks: Sequence[Webhook], jobs: Sequence[tuple[str
         if stream is not None:
             ledger.in_sink = sum(1 for event_id, job_id in events if stream.get(event_id) == job_id)
             if absent := [f"event {i} ({j})" for i, j in events if j in job_key and stream.get(i) != j]:
-                bad.append(f"{len(absent)} events not in the sink's stream under their id and job ({_examples(absent)})")
+                bad.append(
+                    f"{len(absent)} events not in the sink's stream under their id and job ({_examples(absent)})"
+                )
     return ledger
 
 
@@ -219,8 +231,12 @@ class Step:
     def held(self) -> bool:
         """Balanced, every webhook 2xx, and p99 to both the 2xx and the callback under 100 ms."""
         lg = self.ledger
-        return (lg.balanced and lg.ok == lg.scheduled and bl.percentile(lg.ack_ms, 99) < HELD_P99_MS
-                and bl.percentile(lg.callback_ms, 99) < HELD_P99_MS)
+        return (
+            lg.balanced
+            and lg.ok == lg.scheduled
+            and bl.percentile(lg.ack_ms, 99) < HELD_P99_MS
+            and bl.percentile(lg.callback_ms, 99) < HELD_P99_MS
+        )
 
 
 class CallbackProcess:
@@ -277,10 +293,28 @@ class Options:
 async def _generate(opts: Options, ports: list[int], prefix: str, rate: float, seconds: float) -> dict[str, Any]:
     out = opts.workdir / f"{prefix}.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "scripts.ledger_load", "--ports", ",".join(map(str, ports)), "--rate", str(rate),
-        "--seconds", str(seconds), "--prefix", prefix, "--out", str(out), "--refuse-every", str(opts.refuse_every),
-        "--timeout", str(opts.timeout), "--max-connections", str(opts.max_connections), cwd=bl.ROOT,
-        stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "scripts.ledger_load",
+        "--ports",
+        ",".join(map(str, ports)),
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(seconds),
+        "--prefix",
+        prefix,
+        "--out",
+        str(out),
+        "--refuse-every",
+        str(opts.refuse_every),
+        "--timeout",
+        str(opts.timeout),
+        "--max-connections",
+        str(opts.max_connections),
+        cwd=bl.ROOT,
+        stderr=subprocess.PIPE,
+    )
     _, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
@@ -301,16 +335,22 @@ async def _list_jobs(client: httpx.AsyncClient, base: str, prefix: str, since: s
             return jobs
 
 
-async def _read_events(client: httpx.AsyncClient, base: str, after: int, job_ids: set[str],
-                       timeout: float) -> list[tuple[int, str]]:
+async def _read_events(
+    client: httpx.AsyncClient, base: str, after: int, job_ids: set[str], timeout: float
+) -> list[tuple[int, str]]:
     """`/v1/events` replayed after event `after`, until every job in `job_ids` has shown up (or `timeout`)."""
     events: list[tuple[int, str]] = []
     missing = set(job_ids)
     event_id = 0
     try:
         async with asyncio.timeout(timeout):
-            async with client.stream("GET", base + "/v1/events", params={"last_event_id": str(after)},
-                                     headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=None) as reply:
+            async with client.stream(
+                "GET",
+                base + "/v1/events",
+                params={"last_event_id": str(after)},
+                headers={"Authorization": f"Bearer {API_TOKEN}"},
+                timeout=None,
+            ) as reply:
                 async for line in reply.aiter_lines():
                     if line.startswith("id:"):
                         event_id = int(line[3:].strip())
@@ -345,8 +385,9 @@ async def _read_stream(url: str, events: Sequence[tuple[int, str]], timeout: flo
         while True:
             start = f"{min(wanted)}-0" if wanted else "-"
             while True:
-                entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                               await client.xrange(stream, min=start, max="+", count=1000))
+                entries = cast(
+                    list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(stream, min=start, max="+", count=1000)
+                )
                 for entry_id, fields in entries:
                     found[int(entry_id.split(b"-")[0])] = fields.get(b"subject", b"").decode()
                 if len(entries) < 1000:
@@ -359,16 +400,31 @@ async def _read_stream(url: str, events: Sequence[tuple[int, str]], timeout: flo
         await client.aclose()
 
 
-async def _run_step(opts: Options, target: str, servers: list[bl.Served], callbacks: CallbackProcess,
-                    label: str, rate: float, seconds: float, events_after: list[int]) -> Step:
+async def _run_step(
+    opts: Options,
+    target: str,
+    servers: list[bl.Served],
+    callbacks: CallbackProcess,
+    label: str,
+    rate: float,
+    seconds: float,
+    events_after: list[int],
+) -> Step:
     prefix = f"{target}-{label}-{rate:g}-{uuid.uuid4().hex[:6]}"
     since = (datetime.now(timezone.utc) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     gen = await _generate(opts, [s.port for s in servers], prefix, rate, seconds)
     count = int(gen["count"])
     start = float(gen["start"])
     webhooks = [
-        Webhook(f"{prefix}-{i}", start + i / rate, gen["sent"][i], gen["answered"][i], gen["status"][i],
-                gen["error"][i], opts.refuse_every > 0 and i % opts.refuse_every == opts.refuse_every - 1)
+        Webhook(
+            f"{prefix}-{i}",
+            start + i / rate,
+            gen["sent"][i],
+            gen["answered"][i],
+            gen["status"][i],
+            gen["error"][i],
+            opts.refuse_every > 0 and i % opts.refuse_every == opts.refuse_every - 1,
+        )
         for i in range(count)
     ]
     if opts.fault == "lose-webhook":  # the books lose one answered webhook: the ledger must notice
@@ -389,36 +445,38 @@ async def _run_step(opts: Options, target: str, servers: list[bl.Served], callba
                 events_after[0] = max(events_after[0], max(e for e, _ in events))
             stream = await _read_stream(opts.sink_redis, events, opts.drain_timeout)
     ledger = reckon(count, webhooks, jobs, received, events, stream)
-    return Step(target, label, rate, seconds, ledger, float(gen["cpu_s"]), int(gen["connections_opened"]),
-                int(gen["capped"]))
+    return Step(
+        target, label, rate, seconds, ledger, float(gen["cpu_s"]), int(gen["connections_opened"]), int(gen["capped"])
+    )
 
 
-async def _run_target(opts: Options, target: str, servers: list[bl.Served],
-                      callbacks: CallbackProcess) -> list[Step]:
+async def _run_target(opts: Options, target: str, servers: list[bl.Served], callbacks: CallbackProcess) -> list[Step]:
     for server in servers:
         await asyncio.to_thread(server.start)
     events_after = [0]
     steps: list[Step] = []
     try:
         if opts.warmup > 0:
-            steps.append(await _run_step(opts, target, servers, callbacks, "warm-up", opts.rate, opts.warmup,
-                                         events_after))
+            steps.append(
+                await _run_step(opts, target, servers, callbacks, "warm-up", opts.rate, opts.warmup, events_after)
+            )
             report_step(steps[-1])
-        steps.append(await _run_step(opts, target, servers, callbacks, "fixed", opts.rate, opts.seconds,
-                                     events_after))
+        steps.append(await _run_step(opts, target, servers, callbacks, "fixed", opts.rate, opts.seconds, events_after))
         report_step(steps[-1])
         rate = opts.rate
         if opts.find_max and not steps[-1].held():  # down until a rate is held
             while not steps[-1].held() and rate / opts.step_factor >= MIN_RATE:
                 rate = round(rate / opts.step_factor)
-                steps.append(await _run_step(opts, target, servers, callbacks, "step", rate, opts.step_seconds,
-                                             events_after))
+                steps.append(
+                    await _run_step(opts, target, servers, callbacks, "step", rate, opts.step_seconds, events_after)
+                )
                 report_step(steps[-1])
         else:  # up until one is not
             while opts.find_max and steps[-1].held() and rate * opts.step_factor <= opts.max_rate:
                 rate = round(rate * opts.step_factor)
-                steps.append(await _run_step(opts, target, servers, callbacks, "step", rate, opts.step_seconds,
-                                             events_after))
+                steps.append(
+                    await _run_step(opts, target, servers, callbacks, "step", rate, opts.step_seconds, events_after)
+                )
                 report_step(steps[-1])
     finally:
         for server in servers:
@@ -426,8 +484,9 @@ async def _run_target(opts: Options, target: str, servers: list[bl.Served],
     return steps
 
 
-def _env(opts: Options, target: str, database_url: str | None, callbacks: CallbackProcess,
-         sink_stream: str | None) -> dict[str, str]:
+def _env(
+    opts: Options, target: str, database_url: str | None, callbacks: CallbackProcess, sink_stream: str | None
+) -> dict[str, str]:
     """`receiver serve` as a user runs it (default logging), on the target's own store, calling back to
     the bench's server."""
     env = bl.receiver_env(opts.workdir / f"{target}.db", RECEIVER_DEFAULT_CALLBACK_URL=callbacks.url)
@@ -465,8 +524,12 @@ def run_target(opts: Options, target: str, callbacks: CallbackProcess) -> list[S
     database_url = benchpg.create_database(f"ledger_{target.replace('-', '_')}") if target != "sqlite" else None
     sink = _sink_url(opts, target)
     target_opts = opts if sink is None else Options(**{**opts.__dict__, "sink_redis": sink})
-    servers = [bl.Served(f"ledger-{target}-{i}", "", opts.workdir, cli=True,
-                         env=_env(opts, target, database_url, callbacks, sink)) for i in range(replicas)]
+    servers = [
+        bl.Served(
+            f"ledger-{target}-{i}", "", opts.workdir, cli=True, env=_env(opts, target, database_url, callbacks, sink)
+        )
+        for i in range(replicas)
+    ]
     try:
         return asyncio.run(_run_target(target_opts, target, servers, callbacks))
     finally:
@@ -482,19 +545,26 @@ def run_target(opts: Options, target: str, callbacks: CallbackProcess) -> list[S
 def _pcts(values: list[float]) -> str:
     if not values:
         return "no samples"
-    return (f"p50 {bl.percentile(values, 50):.1f}  p99 {bl.percentile(values, 99):.1f}  "
-            f"p99.9 {bl.percentile(values, 99.9):.1f} ms  ({len(values):,})")
+    return (
+        f"p50 {bl.percentile(values, 50):.1f}  p99 {bl.percentile(values, 99):.1f}  "
+        f"p99.9 {bl.percentile(values, 99.9):.1f} ms  ({len(values):,})"
+    )
 
 
 def behind(step: Step) -> str | None:
     late = [x for x in step.ledger.lag_ms if x > LATE_MS]
     if not late:
         return None
-    why = (f": {step.capped:,} found all {step.connections} connections busy (the cap) and waited for one"
-           if step.capped else ": its own process was late (CPU)")
-    return (f"GENERATOR BEHIND SCHEDULE: {len(late):,} of {len(step.ledger.lag_ms):,} webhooks written more than "
-            f"{LATE_MS:g} ms after they were due (worst {max(late):.0f} ms){why}; their latency still counts "
-            "from when they were due")
+    why = (
+        f": {step.capped:,} found all {step.connections} connections busy (the cap) and waited for one"
+        if step.capped
+        else ": its own process was late (CPU)"
+    )
+    return (
+        f"GENERATOR BEHIND SCHEDULE: {len(late):,} of {len(step.ledger.lag_ms):,} webhooks written more than "
+        f"{LATE_MS:g} ms after they were due (worst {max(late):.0f} ms){why}; their latency still counts "
+        "from when they were due"
+    )
 
 
 def report_step(step: Step) -> None:
@@ -503,15 +573,19 @@ def report_step(step: Step) -> None:
     print(f"\n{head}: {'BALANCED' if lg.balanced else 'VOID'}", flush=True)
     errors = ", ".join(f"{n} {why}" for why, n in sorted(lg.errors.items())) or "0"
     print(f"  sent {lg.sent:,} (scheduled {lg.scheduled:,}) = 2xx {lg.ok:,} + refused {lg.refused:,} + errors {errors}")
-    print(f"  jobs {lg.jobs:,} (of them for errored webhooks: {lg.stored_despite_error}); called back "
-          f"{lg.called_back:,}; duplicate deliveries {lg.duplicates}")
+    print(
+        f"  jobs {lg.jobs:,} (of them for errored webhooks: {lg.stored_despite_error}); called back "
+        f"{lg.called_back:,}; duplicate deliveries {lg.duplicates}"
+    )
     if lg.events is not None:
         print(f"  sink: {lg.events:,} events of these jobs in /v1/events, {lg.in_sink or 0:,} of them in the stream")
     print(f"  scheduled → 2xx       {_pcts(lg.ack_ms)}")
     print(f"  scheduled → callback  {_pcts(lg.callback_ms)}")
     lag = lg.lag_ms
-    print(f"  generator: written p99 {bl.percentile(lag, 99):.1f} ms / worst {max(lag, default=0):.1f} ms after due; "
-          f"{step.connections} connections opened; its CPU {step.generator_cpu_s:.2f} s")
+    print(
+        f"  generator: written p99 {bl.percentile(lag, 99):.1f} ms / worst {max(lag, default=0):.1f} ms after due; "
+        f"{step.connections} connections opened; its CPU {step.generator_cpu_s:.2f} s"
+    )
     if note := behind(step):
         print(f"  {note}")
     for reason in lg.violations:
@@ -522,12 +596,16 @@ def machine(pg_version: str | None) -> str:
     info = bl.machine()
     memory = "unknown"
     try:
-        kib = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        kib = next(
+            int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+        )
         memory = f"{kib / 2**20:.0f} GiB"
     except (OSError, StopIteration):
         pass
-    text = (f"nproc {info['cores']}, CPU {info['cpu']}, memory {memory}, {platform.system()} {platform.release()}, "
-            f"Python {info['python']}, SQLite {info['sqlite']}")
+    text = (
+        f"nproc {info['cores']}, CPU {info['cpu']}, memory {memory}, {platform.system()} {platform.release()}, "
+        f"Python {info['python']}, SQLite {info['sqlite']}"
+    )
     return text + (f", PostgreSQL {pg_version}" if pg_version else "")
 
 
@@ -537,17 +615,33 @@ def _trio(values: list[float]) -> str:
 
 def summary(steps: list[Step], find_max: bool) -> tuple[str, str]:
     """(plain text, markdown) table of the measured runs (not the warm-ups)."""
-    header = ("store", "run", "rate/s", "sent = 2xx + 4xx + errors", "→ 2xx p50/p99/p99.9 ms",
-              "→ callback p50/p99/p99.9 ms", "generator late p99/max ms", "ledger")
+    header = (
+        "store",
+        "run",
+        "rate/s",
+        "sent = 2xx + 4xx + errors",
+        "→ 2xx p50/p99/p99.9 ms",
+        "→ callback p50/p99/p99.9 ms",
+        "generator late p99/max ms",
+        "ledger",
+    )
     rows = []
     for s in steps:
         if s.label == "warm-up":
             continue
         lg = s.ledger
-        rows.append((s.target, s.label, f"{s.rate:,.0f}", f"{lg.sent:,} = {lg.ok:,} + {lg.refused:,} + {lg.error_count:,}",
-                     _trio(lg.ack_ms), _trio(lg.callback_ms),
-                     f"{bl.percentile(lg.lag_ms, 99):.1f}/{max(lg.lag_ms, default=0):.0f}",
-                     "balanced" if lg.balanced else "VOID"))
+        rows.append(
+            (
+                s.target,
+                s.label,
+                f"{s.rate:,.0f}",
+                f"{lg.sent:,} = {lg.ok:,} + {lg.refused:,} + {lg.error_count:,}",
+                _trio(lg.ack_ms),
+                _trio(lg.callback_ms),
+                f"{bl.percentile(lg.lag_ms, 99):.1f}/{max(lg.lag_ms, default=0):.0f}",
+                "balanced" if lg.balanced else "VOID",
+            )
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
@@ -569,31 +663,59 @@ def summary(steps: list[Step], find_max: bool) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.bench ledger", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench ledger",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--stores", default=",".join(STORES), help=f"comma-separated subset of {','.join(STORES)}")
     parser.add_argument("--rate", type=float, default=500.0, help="webhooks per second (default 500)")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the measured run (default 20)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up at the rate, in the ledger "
-                        "but not in the figures (default 2; 0: none)")
-    parser.add_argument("--find-max", action="store_true", help="after the fixed run, step the rate up by "
-                        "--step-factor until a step is not held (unbalanced, not all 2xx, or p99 ≥ 100 ms); "
-                        "down, when the fixed run is not held, until one is")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of warm-up at the rate, in the ledger but not in the figures (default 2; 0: none)",
+    )
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help="after the fixed run, step the rate up by "
+        "--step-factor until a step is not held (unbalanced, not all 2xx, or p99 ≥ 100 ms); "
+        "down, when the fixed run is not held, until one is",
+    )
     parser.add_argument("--step-factor", type=float, default=1.25)
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--max-rate", type=float, default=20_000.0)
-    parser.add_argument("--drain-timeout", type=float, default=60.0,
-                        help="how long to wait for the callbacks (and sink entries) after the last webhook")
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds to wait once every job is called back, for late duplicates")
-    parser.add_argument("--refuse-every", type=int, default=0,
-                        help="send every Nth webhook with a wrong token (each must be refused and stored as nothing)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="how long to wait for the callbacks (and sink entries) after the last webhook",
+    )
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="seconds to wait once every job is called back, for late duplicates"
+    )
+    parser.add_argument(
+        "--refuse-every",
+        type=int,
+        default=0,
+        help="send every Nth webhook with a wrong token (each must be refused and stored as nothing)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="per-webhook answer timeout, seconds")
     parser.add_argument("--max-connections", type=int, default=512, help="the generator's connection cap")
-    parser.add_argument("--sink-redis", metavar="URL", help="give the receivers RECEIVER_SINKS=URL (a stream of "
-                        "the run's own per store) and check every event is in it (needs redis-py)")
-    parser.add_argument("--fault", choices=FAULTS, help="break the books on purpose (the callback server drops, "
-                        "duplicates or re-ids the first callback; or the books lose one webhook): the run must be VOID")
+    parser.add_argument(
+        "--sink-redis",
+        metavar="URL",
+        help="give the receivers RECEIVER_SINKS=URL (a stream of "
+        "the run's own per store) and check every event is in it (needs redis-py)",
+    )
+    parser.add_argument(
+        "--fault",
+        choices=FAULTS,
+        help="break the books on purpose (the callback server drops, "
+        "duplicates or re-ids the first callback; or the books lose one webhook): the run must be VOID",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the summary as markdown to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, logs, raw books)")
     args = parser.parse_args(argv)
@@ -608,9 +730,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             parser.error("--sink-redis needs redis-py: .venv/bin/pip install redis")
     workdir = Path(tempfile.mkdtemp(prefix="receiver-ledger-"))
-    opts = Options(args.rate, args.seconds, args.warmup, args.find_max, args.step_factor, args.step_seconds,
-                   args.max_rate, args.drain_timeout, args.settle, args.refuse_every, args.timeout,
-                   args.max_connections, args.fault, args.sink_redis, workdir)
+    opts = Options(
+        args.rate,
+        args.seconds,
+        args.warmup,
+        args.find_max,
+        args.step_factor,
+        args.step_seconds,
+        args.max_rate,
+        args.drain_timeout,
+        args.settle,
+        args.refuse_every,
+        args.timeout,
+        args.max_connections,
+        args.fault,
+        args.sink_redis,
+        workdir,
+    )
     pg_version = None
     if any(t != "sqlite" for t in targets):
         if (problem := benchpg.unavailable()) is not None:
@@ -624,8 +760,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 benchpg.drop_database(url)
     command = "python -m scripts.bench ledger " + " ".join(argv if argv is not None else sys.argv[2:])
     load_start = os.getloadavg()
-    print(f"ledger: {machine(pg_version)}; load average at start {load_start[0]:.2f} {load_start[1]:.2f} "
-          f"{load_start[2]:.2f}; work directory {workdir}", flush=True)
+    print(
+        f"ledger: {machine(pg_version)}; load average at start {load_start[0]:.2f} {load_start[1]:.2f} "
+        f"{load_start[2]:.2f}; work directory {workdir}",
+        flush=True,
+    )
     started = time.monotonic()
     steps: list[Step] = []
     callbacks = CallbackProcess(args.fault if args.fault in CALLBACK_FAULTS else None)
@@ -639,14 +778,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_end = os.getloadavg()
     text, markdown = summary(steps, args.find_max)
     void = [s for s in steps if not s.ledger.balanced]
-    about = (f"{machine(pg_version)}; load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
-             f"`{command.strip()}` took {time.monotonic() - started:.0f} s")
+    about = (
+        f"{machine(pg_version)}; load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
+        f"`{command.strip()}` took {time.monotonic() - started:.0f} s"
+    )
     print("\n" + text + "\n\n" + about)
     if args.markdown:
         args.markdown.write_text(about + "\n\n" + markdown)
     if void:
-        print(f"\nVOID: {len(void)} run(s) whose ledger does not balance: "
-              + "; ".join(f"{s.target} {s.label} {s.rate:,.0f}/s: {s.ledger.violations[0]}" for s in void))
+        print(
+            f"\nVOID: {len(void)} run(s) whose ledger does not balance: "
+            + "; ".join(f"{s.target} {s.label} {s.rate:,.0f}/s: {s.ledger.violations[0]}" for s in void)
+        )
         return 1
     print("\nevery ledger balanced")
     return 0

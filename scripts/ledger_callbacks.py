@@ -102,12 +102,14 @@ class _Protocol(asyncio.Protocol):
             total = end + 4 + (int(found.group(1)) if found else 0)
             if len(self.buffer) < total:
                 return
-            head, body = bytes(self.buffer[:end]), bytes(self.buffer[end + 4:total])
+            head, body = bytes(self.buffer[:end]), bytes(self.buffer[end + 4 : total])
             del self.buffer[:total]
             status, answer = self.server.handle(head, body)
             assert self.transport is not None
-            self.transport.write(f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
-                                 f"content-length: {len(answer)}\r\n\r\n".encode() + answer)
+            self.transport.write(
+                f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(answer)}\r\n\r\n".encode()
+                + answer
+            )
 
 
 async def serve(secret: str, fault: str | None) -> None:

@@ -84,8 +84,17 @@ class _Connection(asyncio.Protocol):
 class OpenLoop:
     """The schedule, the connections and the books of one run."""
 
-    def __init__(self, ports: list[int], prefix: str, count: int, rate: float, *, refuse_every: int,
-                 timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        ports: list[int],
+        prefix: str,
+        count: int,
+        rate: float,
+        *,
+        refuse_every: int,
+        timeout: float,
+        max_connections: int,
+    ) -> None:
         self.ports = ports
         self.prefix = prefix
         self.count = count
@@ -114,8 +123,10 @@ class OpenLoop:
         port = self.ports[index % len(self.ports)]
         path = REFUSED_PATH if self.refused(index) else HOOK_PATH
         body = pixazo_webhook(f"{self.prefix}-{index}")
-        return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
     def _resolve(self) -> None:
         self.resolved += 1
@@ -149,7 +160,8 @@ class OpenLoop:
     async def _connect(self, port: int) -> None:
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
-                lambda: _Connection(self, port), "127.0.0.1", port)
+                lambda: _Connection(self, port), "127.0.0.1", port
+            )
         except OSError as exc:
             self.open -= 1
             if self.waiting[port]:
@@ -222,10 +234,19 @@ class OpenLoop:
 
     def result(self, cpu_s: float) -> dict[str, object]:
         return {
-            "prefix": self.prefix, "count": self.count, "rate": self.rate, "start": self.start,
-            "ports": self.ports, "refuse_every": self.refuse_every, "connections_opened": self.opened,
+            "prefix": self.prefix,
+            "count": self.count,
+            "rate": self.rate,
+            "start": self.start,
+            "ports": self.ports,
+            "refuse_every": self.refuse_every,
+            "connections_opened": self.opened,
             "capped": self.capped,
-            "cpu_s": cpu_s, "sent": self.sent, "answered": self.answers, "status": self.status, "error": self.error,
+            "cpu_s": cpu_s,
+            "sent": self.sent,
+            "answered": self.answers,
+            "status": self.status,
+            "error": self.error,
         }
 
 
@@ -244,8 +265,15 @@ def main() -> None:
     count = max(1, round(args.rate * args.seconds))
 
     async def go() -> OpenLoop:
-        load = OpenLoop(ports, args.prefix, count, args.rate, refuse_every=args.refuse_every,
-                        timeout=args.timeout, max_connections=args.max_connections)
+        load = OpenLoop(
+            ports,
+            args.prefix,
+            count,
+            args.rate,
+            refuse_every=args.refuse_every,
+            timeout=args.timeout,
+            max_connections=args.max_connections,
+        )
         await load.run()
         return load
 

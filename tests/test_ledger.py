@@ -27,8 +27,25 @@ from tests.support import make_settings, serve_app
 
 
 def run_ledger(*flags: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scripts.bench", "ledger", "--stores", "sqlite", "--warmup", "0",
-                           "--settle", "0.5", *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.bench",
+            "ledger",
+            "--stores",
+            "sqlite",
+            "--warmup",
+            "0",
+            "--settle",
+            "0.5",
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_short_sqlite_run_balances() -> None:
@@ -40,12 +57,15 @@ def test_a_short_sqlite_run_balances() -> None:
     assert "VOID" not in done.stdout and "every ledger balanced" in done.stdout
 
 
-@pytest.mark.parametrize(("fault", "reason"), [
-    ("drop", "1 jobs never called back"),
-    ("duplicate", "1 duplicate deliveries"),
-    ("second-id", "1 jobs called back under more than one webhook-id"),
-    ("lose-webhook", "20 webhooks scheduled but 19 in the books"),
-])
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("drop", "1 jobs never called back"),
+        ("duplicate", "1 duplicate deliveries"),
+        ("second-id", "1 jobs called back under more than one webhook-id"),
+        ("lose-webhook", "20 webhooks scheduled but 19 in the books"),
+    ],
+)
 def test_an_unbalanced_ledger_is_void(fault: str, reason: str) -> None:
     done = run_ledger("--rate", "20", "--seconds", "1", "--drain-timeout", "20", "--fault", fault)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -96,7 +116,9 @@ def test_a_sink_missing_an_event_is_a_violation() -> None:
     assert reckon(3, _books(3), jobs, _called_back(jobs), events, {7: "job_0", 8: "job_1", 9: "job_2"}).balanced
     lg = reckon(3, _books(3), jobs, _called_back(jobs), events, {7: "job_0", 9: "job_1"})
     assert lg.in_sink == 1
-    assert lg.violations == ["2 events not in the sink's stream under their id and job (event 8 (job_1), event 9 (job_2))"]
+    assert lg.violations == [
+        "2 events not in the sink's stream under their id and job (event 8 (job_1), event 9 (job_2))"
+    ]
 
 
 async def test_the_open_loop_writes_on_schedule_whatever_the_answers() -> None:
@@ -134,6 +156,7 @@ async def test_the_open_loop_writes_on_schedule_whatever_the_answers() -> None:
 
 async def test_the_sink_check_reads_a_redis_stream() -> None:
     import redis.asyncio as redis  # a test dependency only: the bench needs it only with --sink-redis
+
     stream = f"receiver:ledger-test-{uuid.uuid4().hex[:8]}"
     url = f"redis://127.0.0.1:6379/0?stream={stream}"
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
@@ -148,10 +171,13 @@ async def test_the_sink_check_reads_a_redis_stream() -> None:
 
 
 def test_a_sink_url_gets_a_stream_of_the_runs_own(tmp_path: Path) -> None:
-    opts = ledger.Options(1, 1, 0, False, 1.25, 1, 1, 1, 0, 0, 1, 8, None, "redis://127.0.0.1:6379/2?maxlen=0",
-                          tmp_path)
+    opts = ledger.Options(
+        1, 1, 0, False, 1.25, 1, 1, 1, 0, 0, 1, 8, None, "redis://127.0.0.1:6379/2?maxlen=0", tmp_path
+    )
     url = ledger._sink_url(opts, "pg-2")
-    assert url is not None and url.startswith("redis://127.0.0.1:6379/2?maxlen=0&stream=receiver%3Aevents%3Aledger-pg-2-")
+    assert url is not None and url.startswith(
+        "redis://127.0.0.1:6379/2?maxlen=0&stream=receiver%3Aevents%3Aledger-pg-2-"
+    )
     assert ledger._redis_stream(url)[0] == "redis://127.0.0.1:6379/2"
 
 
