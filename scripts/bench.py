@@ -3,12 +3,14 @@
     .venv/bin/python -m scripts.bench            # the full run, a few minutes
     .venv/bin/python -m scripts.bench --quick    # a short run, under two minutes
     .venv/bin/python -m scripts.bench --only ingest,e2e --markdown /tmp/bench.md
+    .venv/bin/python -m scripts.bench ledger --help   # the open-loop ledger benchmark (scripts/ledger.py)
 
 (from the repository root: the benchmarks share the tests' plumbing, `tests.support`).
 
-1. ingest: `POST /webhooks/pixazo` (unique ids, each durable before its 2xx) against a bare Starlette
-   endpoint that only reads the body, both `python -m uvicorn` processes with the same options, measured
-   alternately (A B A B …) with the same load generator (wrk, else a built-in asyncio one); median ratio.
+1. ingest: `POST /webhooks/pixazo` (unique ids, each durable before its 2xx) into `receiver serve` (defaults)
+   against a bare Starlette endpoint that reads the body and answers the same JSON under the same uvicorn
+   settings (scripts/bare_app.py), measured alternately (A B A B …) with the same load generator (wrk, else
+   a built-in asyncio one; its CPU share and the load average are printed); median ratio.
    Afterwards the store must hold exactly the jobs that got a 2xx (plus any wrk left unanswered at its stop).
 2. e2e: webhook sent → its downstream callback arrives at a local endpoint (RECEIVER_DEFAULT_CALLBACK_URL),
    p50/p99 at a fixed open-loop 200 req/s, then stepping the rate up until p99 passes 100 ms.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import sys
@@ -48,7 +51,7 @@ from pathlib import Path
 
 from scripts import bench_media, bench_sinks, benchclient, benchpg
 from scripts import benchlib as bl
-from tests.fakes.oxen import API_KEY as OXEN_API_KEY
+from tests.fakes.oxen import API_KEY as OXEN_KEY
 
 INSTALL_WRK = (
     "wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
@@ -200,11 +203,31 @@ def alternate(
 # -- 1. ingest vs bare --------------------------------------------------------------------------------
 
 
+def serve_env(db: Path, **extra: str) -> dict[str, str]:
+    """`receiver serve` with its defaults (logging at INFO, the default access-log policy), on its own store."""
+    env = bl.receiver_env(db, **extra)
+    del env["RECEIVER_LOG_LEVEL"]
+    return env
+
+
+def describe_load(plan: Plan, results: list[bl.LoadResult], streams: int = 1) -> str:
+    """The client, its connections and its CPU: it runs on the same cores as the servers."""
+    each = plan.connections // streams
+    client = (f"{streams} × " if streams > 1 else "") + (
+        f"wrk -t1 -c{each} (a Lua request() per webhook for its unique id)"
+        if plan.generator == "wrk"
+        else f"built-in asyncio closed loop, {each} connections, in the bench process"
+    )
+    share = statistics.median(r.client_share for r in results) if results else 0.0
+    return f"{client}, on the same {os.cpu_count()} cores as the server; client CPU {share:.0%} of a core"
+
+
 def bench_ingest(plan: Plan) -> list[Row]:
     db = plan.workdir / "ingest.db"
-    receiver = bl.Served("receiver", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)
-    bare = bl.Served("bare", "scripts.bare_app:app", plan.workdir, env=bl.receiver_env(db))
+    receiver = bl.Served("receiver", "", plan.workdir, env=serve_env(db), cli=True)
+    bare = bl.Served("bare", "", plan.workdir, env=bl.receiver_env(db), bare=True)
     results: dict[str, list[bl.LoadResult]] = {"receiver": [], "bare": []}
+    load_before = os.getloadavg()[0]
     try:
         receiver.start()
         bare.start()
@@ -213,6 +236,7 @@ def bench_ingest(plan: Plan) -> list[Row]:
     finally:
         receiver.stop()
         bare.stop()
+    load_after = os.getloadavg()[0]
     measured = {name: runs[1:] for name, runs in results.items()}  # without the warm-up
     ratios = [r.rps / b.rps for r, b in zip(measured["receiver"], measured["bare"])]
     ratio = statistics.median(ratios)
@@ -221,12 +245,19 @@ def bench_ingest(plan: Plan) -> list[Row]:
     return [
         Row(
             "ingest",
-            f"receiver, {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
+            f"load: receiver: {describe_load(plan, rx)}; bare: client CPU "
+            f"{statistics.median(r.client_share for r in bx):.0%}; load average {load_before:.2f} before, "
+            f"{load_after:.2f} after",
+            "",
+        ),
+        Row(
+            "ingest",
+            f"`receiver serve` (defaults), {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
             f"{statistics.median(r.rps for r in rx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rx):.1f} ms",
         ),
         Row(
             "ingest",
-            "bare Starlette endpoint (same rounds)",
+            "bare Starlette endpoint: reads the body, answers the same JSON, same uvicorn settings (same rounds)",
             f"{statistics.median(r.rps for r in bx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in bx):.1f} ms",
         ),
         Row(
@@ -362,7 +393,7 @@ async def _stream(plan: Plan) -> list[tuple[int, float]]:
         "receiver.app:create_app",
         plan.workdir,
         factory=True,
-        env=bl.receiver_env(db, RECEIVER_OXEN_API_KEY=OXEN_API_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url),
+        env=bl.receiver_env(db, RECEIVER_OXEN_API_KEY=OXEN_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url),
     )
     await asyncio.to_thread(server.start)
     runs: list[tuple[int, float]] = []
@@ -692,17 +723,11 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
     urls = {"pg-1": benchpg.create_database("one"), "pg-2": benchpg.create_database("two")}
 
     def replica(name: str, url: str) -> bl.Served:
-        return bl.Served(
-            name,
-            "receiver.app:create_app",
-            plan.workdir,
-            factory=True,
-            env=bl.receiver_env(db, RECEIVER_DATABASE_URL=url),
-        )
+        return bl.Served(name, "", plan.workdir, cli=True, env=serve_env(db, RECEIVER_DATABASE_URL=url))
 
-    targets = {
-        "bare": [bl.Served("bare", "scripts.bare_app:app", plan.workdir, env=bl.receiver_env(db))],
-        "sqlite": [bl.Served("sqlite", "receiver.app:create_app", plan.workdir, env=bl.receiver_env(db), factory=True)],
+    targets = {  # served as in "ingest"
+        "bare": [bl.Served("bare", "", plan.workdir, env=bl.receiver_env(db), bare=True)],
+        "sqlite": [bl.Served("sqlite", "", plan.workdir, env=serve_env(db), cli=True)],
         "pg-1": [replica("pg-1", urls["pg-1"])],
         "pg-2": [replica("pg-2a", urls["pg-2"]), replica("pg-2b", urls["pg-2"])],
     }
@@ -751,7 +776,7 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
     rows = [
         Row(
             "pg-ingest",
-            f"load: 2 × {plan.generator} -c{plan.connections // 2} at once, PostgreSQL {version}; "
+            f"load: {describe_load(plan, runs['bare'], streams=2)} (bare); PostgreSQL {version}; "
             f"median of {plan.ingest_rounds} alternated rounds",
             "",
         )
@@ -931,6 +956,10 @@ def render(rows: list[Row], info: dict[str, str], command: str, seconds: float) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["ledger"]:  # its own flags: scripts/ledger.py
+        from scripts import ledger
+
+        return ledger.main((argv if argv is not None else sys.argv[1:])[1:])
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, under two minutes")
     parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
@@ -942,6 +971,9 @@ def main(argv: list[str] | None = None) -> int:
         help="load generator for the throughput runs (default: wrk when installed)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, server logs)")
+    parser.add_argument(
+        "--connections", type=int, help=f"connections of the closed-loop throughput runs (default {Plan.connections})"
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in BENCHES]
@@ -955,6 +987,8 @@ def main(argv: list[str] | None = None) -> int:
     elif generator == "wrk" and not bl.wrk_path():
         parser.error(INSTALL_WRK)
     plan = Plan.make(args.quick, generator)
+    if args.connections:
+        plan.connections = args.connections
     info = bl.machine()
     command = "python -m scripts.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print(

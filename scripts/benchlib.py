@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import sqlite3
@@ -93,8 +94,9 @@ def receiver_env(db_path: Path, **extra: str) -> dict[str, str]:
 
 class Served(ServerProcess):
     """One ASGI app served by its own `python -m uvicorn` process on a loopback port, from the repository root
-    (`app` such as `receiver.app:create_app` or `scripts.bare_app:app`); `cli`: `receiver serve` instead (its
-    own logging set-up). Its output goes to `workdir/<name>.log`."""
+    (`app` such as `receiver.app:create_app`); `cli`: `receiver serve` instead (its own logging set-up and
+    uvicorn configuration); `bare`: the bare endpoint served with its settings (`python -m scripts.bare_app`,
+    `bounded`: with the receiver's request bounds too). Its output goes to `workdir/<name>.log`."""
 
     def __init__(
         self,
@@ -105,8 +107,12 @@ class Served(ServerProcess):
         env: Mapping[str, str] | None = None,
         factory: bool = False,
         cli: bool = False,
+        bare: bool = False,
+        bounded: bool = False,
     ) -> None:
-        if cli:
+        if bare:
+            args = [sys.executable, "-m", "scripts.bare_app", "--port", "{port}", *(["--bounded"] if bounded else [])]
+        elif cli:
             args = [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", "{port}"]
         else:
             args = [sys.executable, "-m", "uvicorn", app, "--port", "{port}", *UVICORN_OPTIONS]
@@ -148,10 +154,16 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     cpu_s: float = 0.0  # CPU time the server used meanwhile
+    client_cpu_s: float = 0.0  # CPU time the load generator used (it shares the cores with the server)
 
     @property
     def rps(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
+
+    @property
+    def client_share(self) -> float:
+        """The load generator's CPU as a share of one core over the run."""
+        return self.client_cpu_s / self.seconds if self.seconds else 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -225,9 +237,11 @@ def run_wrk(url: str, *, prefix: str, seconds: float, connections: int, workdir:
         str(wrk_script(workdir)),
         url,
     ]
+    before = children_cpu()
     done = subprocess.run(
         cmd, env={**os.environ, "BENCH_PREFIX": prefix}, capture_output=True, text=True, timeout=seconds + 60
     )
+    client_cpu = children_cpu() - before
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
@@ -241,7 +255,20 @@ def run_wrk(url: str, *, prefix: str, seconds: float, connections: int, workdir:
         unanswered=max(0, r["built"] - r["requests"]),
         p50_ms=r["p50_us"] / 1000,
         p99_ms=r["p99_us"] / 1000,
+        client_cpu_s=client_cpu,
     )
+
+
+def children_cpu() -> float:
+    """User + system CPU of this process's finished children (wrk), so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu() -> float:
+    """User + system CPU of this process (the built-in generators), so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # -- load: built-in asyncio generators (raw HTTP/1.1 keep-alive) ---------------------------------------
@@ -302,6 +329,7 @@ async def closed_loop(
             conn[1].close()
 
     started = time.perf_counter()
+    cpu = own_cpu()
     await asyncio.gather(*(worker(n) for n in range(connections)))
     return LoadResult(
         "built-in",
@@ -311,6 +339,7 @@ async def closed_loop(
         0,
         percentile(latencies, 50) * 1000,
         percentile(latencies, 99) * 1000,
+        client_cpu_s=own_cpu() - cpu,
     )
 
 

@@ -122,6 +122,7 @@ def split_load(
     each = max(1, connections // streams)
     targets = [servers[i % len(servers)] for i in range(streams)]
     cpu = sum(s.cpu_seconds() for s in servers)
+    client_cpu = bl.children_cpu() if generator == "wrk" else bl.own_cpu()
     run: Callable[[int], bl.LoadResult]
     if generator == "wrk":
 
@@ -166,4 +167,5 @@ def split_load(
         p99_ms=max(r.p99_ms for r in results),
     )
     combined.cpu_s = sum(s.cpu_seconds() for s in servers) - cpu
+    combined.client_cpu_s = (bl.children_cpu() if generator == "wrk" else bl.own_cpu()) - client_cpu
     return combined

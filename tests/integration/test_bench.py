@@ -12,6 +12,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import httpx
+
 from receiver.app import create_app
 from scripts import benchlib as bl
 from scripts import benchpg
@@ -96,3 +98,38 @@ def test_a_load_split_over_two_postgres_replicas_stores_exactly_the_acknowledged
     assert benchpg.count_jobs(postgres_url, "pixazo") == result.ok  # every 2xx is a job, and nothing else is
     assert result.cpu_s > 0 and used > 0
     assert benchpg.commits(postgres_url) > 0
+
+
+async def test_the_bare_endpoint_answers_like_the_receiver(tmp_path: Path) -> None:
+    """The baseline does the receiver's HTTP work: reads the body, a 200 JSON answer of the same shape;
+    `--bounded` adds the receiver's request bounds (so they can be measured apart)."""
+    plain = bl.Served("bare", "", tmp_path, env=bl.receiver_env(tmp_path / "unused.db"), bare=True)
+    bounded = bl.Served("bounded", "", tmp_path, env=bl.receiver_env(tmp_path / "unused.db"), bare=True, bounded=True)
+    refusals: list[bytes] = []
+    for bare in (plain, bounded):
+        await asyncio.to_thread(bare.start)
+        try:
+            async with httpx.AsyncClient(base_url=bare.base_url) as client:
+                answer = await client.post(bl.HOOK_PATH, content=bl.pixazo_webhook("bare-1"))
+            # A request head sent in pieces past 64 KiB: receiver.web.server's bound refuses it; uvicorn has none.
+            reader, writer = await asyncio.open_connection("127.0.0.1", bare.port)
+            answered = asyncio.create_task(reader.read(200))  # in before a refusal breaks the pipe
+            try:
+                writer.write(f"POST {bl.HOOK_PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+                for _ in range(10):
+                    await asyncio.sleep(0.05)
+                    writer.write(b"x-pad: " + b"x" * 8000 + b"\r\n")
+                writer.write(b"content-length: 2\r\n\r\n{}")
+            except ConnectionError:
+                pass  # refused and closed before the rest was written
+            refusals.append(await asyncio.wait_for(answered, 30))
+            writer.close()
+        finally:
+            await asyncio.to_thread(bare.stop)
+    async with serve_app(create_app(make_settings(tmp_path))) as server, server.client() as client:
+        receiver = await client.post(bl.HOOK_PATH, content=bl.pixazo_webhook("bare-1"))
+    assert answer.status_code == receiver.status_code == 200
+    assert answer.headers["content-type"] == receiver.headers["content-type"] == "application/json"
+    assert answer.json().keys() == receiver.json().keys() and answer.json()["outcome"] == "applied"
+    assert abs(len(answer.content) - len(receiver.content)) <= 8
+    assert refusals[0].startswith(b"HTTP/1.1 200 ") and refusals[1].startswith(b"HTTP/1.1 431 ")
