@@ -22,6 +22,22 @@ from receiver.sinks.urls import SinkSpec
 _TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
 
 
+def xadds(spec: SinkSpec, batch: list[Outgoing]) -> bytes:
+    """The batch's XADD commands as RESP, as redis-py would pack `xadd(target, {type, subject, event},
+    id="<seq>-0", maxlen=spec.maxlen, approximate=True)` for each."""
+    head = [b"XADD", spec.target.encode()] + ([b"MAXLEN", b"~", b"%d" % spec.maxlen] if spec.maxlen else [])
+    prefix = b"*%d\r\n%s" % (len(head) + 7, b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in head))
+    frames = []
+    for item in batch:
+        event = item.event
+        entry_id, job_id, kind = b"%d-0" % event.seq, event.job_id.encode(), event.type.encode()
+        frames.append(b"%s$%d\r\n%s\r\n$4\r\ntype\r\n$%d\r\n%s\r\n$7\r\nsubject\r\n$%d\r\n%s\r\n$5\r\nevent\r\n$%d\r\n" % (
+            prefix, len(entry_id), entry_id, len(kind), kind, len(job_id), job_id, len(item.body)))
+        frames.append(item.body)
+        frames.append(b"\r\n")
+    return b"".join(frames)
+
+
 class RedisBroker:
     def __init__(self, spec: SinkSpec) -> None:
         self.spec = spec
@@ -64,18 +80,7 @@ class RedisBroker:
 
     async def _xadds(self, connection: Connection, batch: list[Outgoing]) -> list[Any]:
         """Every XADD of the batch in one write; their replies in order (an error reply as its exception)."""
-        key = self.spec.target.encode()
-        head = [b"XADD", key] + ([b"MAXLEN", b"~", str(self.spec.maxlen).encode()] if self.spec.maxlen else [])
-        prefix = b"*%d\r\n%s" % (len(head) + 7, b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in head))
-        frames = []
-        for item in batch:
-            event = item.event
-            entry_id, job_id, kind = b"%d-0" % event.seq, event.job_id.encode(), event.type.encode()
-            frames.append(b"%s$%d\r\n%s\r\n$4\r\ntype\r\n$%d\r\n%s\r\n$7\r\nsubject\r\n$%d\r\n%s\r\n$5\r\nevent\r\n$%d\r\n" % (
-                prefix, len(entry_id), entry_id, len(kind), kind, len(job_id), job_id, len(item.body)))
-            frames.append(item.body)
-            frames.append(b"\r\n")
-        await connection.send_packed_command(b"".join(frames), check_health=False)
+        await connection.send_packed_command(xadds(self.spec, batch), check_health=False)
         results: list[Any] = []
         for _ in batch:
             try:
