@@ -37,8 +37,9 @@ def test_redis_xadds_framed_as_redis_py_frames_them(url: str) -> None:
     spec = parse_sink_url(url)
     batch = [Outgoing(e, cloudevent(e, "https://r.example")) for e in _events(3)]
     packer = Connection()
+    trim: list[str | int] = ["MAXLEN", "~", spec.maxlen] if spec.maxlen else []
     expected = b"".join(b"".join(packer.pack_command(
-        "XADD", spec.target, *(["MAXLEN", "~", spec.maxlen] if spec.maxlen else []), f"{o.event.seq}-0",
+        "XADD", spec.target, *trim, f"{o.event.seq}-0",
         "type", o.event.type, "subject", o.event.job_id, "event", o.body)) for o in batch)
     assert xadds(spec, batch) == expected
 
