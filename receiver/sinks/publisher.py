@@ -36,7 +36,8 @@ log = logging.getLogger("receiver.sinks")
 
 BATCH = 500  # while the loop is busy with requests
 BATCH_MAX = 5000  # while it has room: a backlog drains in fewer, larger batches
-BUSY_CPU_S = 0.0005  # CPU this thread spends on other work during one yield that makes the loop busy
+BUSY_PASSES = 5
+BUSY_CPU_S = 0.0015  # CPU this thread spends on other work in BUSY_PASSES passes of the loop when it is busy
 DEFER_STEP_S = 0.01
 DEFER_MAX_S = 1.0
 IDLE_BACKSTOP_S = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
@@ -93,11 +94,15 @@ async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
 
 
 async def _loop_busy() -> bool:
-    """Whether other work (requests) fills the event loop: what the thread spends on it while we yield once
-    (CPU time, not wall time: on a shared machine the process being descheduled is not the loop being busy)."""
-    cpu = time.thread_time()
-    await asyncio.sleep(0)
-    return time.thread_time() - cpu >= BUSY_CPU_S
+    """Whether other work (requests) fills the event loop: what the thread spends on it while we yield a few
+    times (CPU time, not wall time: on a shared machine the process being descheduled is not the loop being
+    busy; a few passes, not one: under load a single pass may be short)."""
+    spent = 0.0
+    for _ in range(BUSY_PASSES):
+        cpu = time.thread_time()
+        await asyncio.sleep(0)
+        spent += time.thread_time() - cpu
+    return spent >= BUSY_CPU_S
 
 
 async def _room(runtime: Runtime) -> int:
