@@ -35,7 +35,7 @@ from receiver.store.base import SinkRow
 log = logging.getLogger("receiver.sinks")
 
 BATCH = 500  # while the loop is busy with requests
-BATCH_MAX = 5000  # while it has room: a backlog drains in fewer, larger batches
+BATCH_MAX = 1000  # while it has room: a backlog drains in fewer, larger batches
 BUSY_PASSES = 5
 BUSY_CPU_S = 0.0015  # CPU this thread spends on other work in BUSY_PASSES passes of the loop when it is busy
 DEFER_STEP_S = 0.01
