@@ -7,62 +7,49 @@ import contextlib
 import gc
 import logging
 import time
-from typing import Any, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
+import httpx
 import standardwebhooks
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-import httpx
-
 from receiver import logs
-
-from receiver.api import jobs as api
-
-from receiver.api import events
-
-from receiver.api import generations
-
-from receiver.api import inspector
-
 from receiver.api import actions as job_actions
-
-from receiver.api import openapi
-
-from receiver.api import ops
-
-from receiver.ingest import webhooks
-from receiver.web.auth import BearerAuth, body_too_large, invalid_request
-from receiver.web.http import BodyTooLarge, client_gone, http_error, internal_error
-from receiver.media.service import media_target, open_media
-from receiver.media.routes import serve_media
-from receiver.media.mirror import run_mirror
-from receiver.web.validation import Invalid
+from receiver.api import events, generations, inspector, openapi, ops
+from receiver.api import jobs as api
+from receiver.api import sinks as sink_routes
 from receiver.delivery.worker import run_delivery
-from receiver.tuning import DeliveryLimits
+from receiver.errors import ReceiverError, StoreError, StoreUnavailable
+from receiver.front import Receiver
+from receiver.ingest import webhooks
 from receiver.ingest.lumenfall_calls import fail_orphaned_lumenfall_calls
 from receiver.ingest.oxen_stream import run_oxen_consumer
 from receiver.ingest.reconciler import run_reconciler
 from receiver.ingest.timeouts import run_job_timeouts
-from receiver.refusals import run_refusals
-from receiver.sinks import routes as sink_routes
-from receiver.sinks.publisher import run_sinks
-from receiver.errors import ReceiverError, StoreError, StoreUnavailable
-from receiver.front import Receiver
 from receiver.leader import lead
+from receiver.media.mirror import run_mirror
+from receiver.media.routes import serve_media
+from receiver.media.service import media_target, open_media
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, wait_for
 from receiver.outage import Outage
+from receiver.refusals import run_refusals
 from receiver.runtime import Runtime, resolve_secrets
 from receiver.settings import Settings
+from receiver.sinks.publisher import run_sinks
 from receiver.store import Clock, describe_store, open_store
 from receiver.store.base import HEARTBEAT_S
-from receiver.tuning import MirrorTuning, StreamTuning
+from receiver.tuning import DeliveryLimits, MirrorTuning, StreamTuning
+from receiver.web.auth import BearerAuth, body_too_large, invalid_request
+from receiver.web.http import BodyTooLarge, client_gone, http_error, internal_error
+from receiver.web.validation import Invalid
 
 log = logging.getLogger("receiver.app")
 
@@ -92,8 +79,13 @@ async def run_heartbeat(runtime: Runtime) -> None:
 
 def workers_for(settings: Settings) -> list[Worker]:
     """The background loops this configuration needs."""
-    workers: list[Worker] = [run_delivery, run_reconciler, run_heartbeat, fail_orphaned_lumenfall_calls,
-                             run_job_timeouts]
+    workers: list[Worker] = [
+        run_delivery,
+        run_reconciler,
+        run_heartbeat,
+        fail_orphaned_lumenfall_calls,
+        run_job_timeouts,
+    ]
     workers.append(run_refusals)
     if settings.oxen_api_key is not None:
         workers.append(run_oxen_leader)
@@ -115,20 +107,33 @@ def settle_startup_objects() -> None:
 async def unavailable(request: Request, exc: Exception) -> Response:
     """The database is away (restarting, unreachable, locked): nothing was acknowledged, retry later."""
     log.warning("%s %s: store unavailable: %s", request.method, request.url.path, exc)
-    return JSONResponse({"error": "store_unavailable", "message": "the store is unavailable; retry shortly"},
-                        status_code=503, headers={"Retry-After": "1", "Connection": "close"})
+    return JSONResponse(
+        {"error": "store_unavailable", "message": "the store is unavailable; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "1", "Connection": "close"},
+    )
 
 
-async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving: bool = True,
-                       delivery_limits: DeliveryLimits | None = None, stream_tuning: StreamTuning | None = None,
-                       mirror_tuning: MirrorTuning | None = None,
-                       metrics_clock: Callable[[], float] = time.monotonic) -> Runtime:
+async def open_runtime(
+    settings: Settings,
+    *,
+    clock: Clock = time.time,
+    serving: bool = True,
+    delivery_limits: DeliveryLimits | None = None,
+    stream_tuning: StreamTuning | None = None,
+    mirror_tuning: MirrorTuning | None = None,
+    metrics_clock: Callable[[], float] = time.monotonic,
+) -> Runtime:
     """The store, secrets and clients. `serving`: this process serves (takes the SQLite file's lock,
     creates the store); else it only reads an existing store (`receiver info`). `metrics_clock` times
     the cache of /metrics' job counts."""
     store = await open_store(
-        settings.database_url, default_callback_url=settings.default_callback_url,
-        reconcile_after_s=settings.reconcile_after_s, clock=clock, exclusive=serving, create=serving,
+        settings.database_url,
+        default_callback_url=settings.default_callback_url,
+        reconcile_after_s=settings.reconcile_after_s,
+        clock=clock,
+        exclusive=serving,
+        create=serving,
         mirroring=media_target(settings).enabled,
     )
     try:
@@ -147,10 +152,16 @@ async def open_runtime(settings: Settings, *, clock: Clock = time.time, serving:
     notifier = Notifier()
     store.add_listener(notifier.on_changes)
     return Runtime(
-        settings=settings, secrets=secrets, store=store, notifier=notifier, metrics=Metrics(clock=metrics_clock),
+        settings=settings,
+        secrets=secrets,
+        store=store,
+        notifier=notifier,
+        metrics=Metrics(clock=metrics_clock),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False),
-        delivery_limits=delivery_limits or DeliveryLimits(), stream_tuning=stream_tuning or StreamTuning(),
-        mirror_tuning=mirror_tuning or MirrorTuning(), media=media,
+        delivery_limits=delivery_limits or DeliveryLimits(),
+        stream_tuning=stream_tuning or StreamTuning(),
+        mirror_tuning=mirror_tuning or MirrorTuning(),
+        media=media,
     )
 
 
@@ -190,10 +201,15 @@ def api_routes() -> list[Route]:
     ]
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
-               delivery_limits: DeliveryLimits | None = None, stream_tuning: StreamTuning | None = None,
-               mirror_tuning: MirrorTuning | None = None,
-               metrics_clock: Callable[[], float] = time.monotonic) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = time.time,
+    delivery_limits: DeliveryLimits | None = None,
+    stream_tuning: StreamTuning | None = None,
+    mirror_tuning: MirrorTuning | None = None,
+    metrics_clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
     """The app; `delivery_limits` bound the callback worker, `stream_tuning` and `mirror_tuning` time the
     Oxen consumer and the media mirror (defaults: `DeliveryLimits()`, `StreamTuning()`, `MirrorTuning()`);
     `metrics_clock` times the cache of /metrics' job counts."""
@@ -201,18 +217,32 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
-        runtime = await open_runtime(settings, clock=clock, delivery_limits=delivery_limits,
-                                     stream_tuning=stream_tuning, mirror_tuning=mirror_tuning,
-                                     metrics_clock=metrics_clock)
+        runtime = await open_runtime(
+            settings,
+            clock=clock,
+            delivery_limits=delivery_limits,
+            stream_tuning=stream_tuning,
+            mirror_tuning=mirror_tuning,
+            metrics_clock=metrics_clock,
+        )
         app.state.runtime = runtime  # for `serve`'s signal handler and the tests; routes use request.state
-        tasks = [asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
-                 for worker in workers_for(settings)]
-        log.info("receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url))
-        log.info("inspector: %s (sign in with the API token; `receiver info` prints the tokens and webhook URLs)",
-                 inspector_url(settings))
+        tasks = [
+            asyncio.create_task(worker(runtime), name=getattr(worker, "__name__", "worker"))
+            for worker in workers_for(settings)
+        ]
+        log.info(
+            "receiver ready: public URL %s, store %s", settings.base_public_url, describe_store(settings.database_url)
+        )
+        log.info(
+            "inspector: %s (sign in with the API token; `receiver info` prints the tokens and webhook URLs)",
+            inspector_url(settings),
+        )
         if settings.public_url_unreachable:
-            log.warning("RECEIVER_PUBLIC_URL is not set and no tunnel was found: providers cannot reach %s, so "
-                        "POST /v1/generations is refused until it is set", settings.base_public_url)
+            log.warning(
+                "RECEIVER_PUBLIC_URL is not set and no tunnel was found: providers cannot reach %s, so "
+                "POST /v1/generations is refused until it is set",
+                settings.base_public_url,
+            )
         settle_startup_objects()
         try:
             yield {"runtime": runtime}
@@ -236,6 +266,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.time,
         inspector.ui_mount(),
         Route("/media/{rest:path}", serve_media, methods=["GET", "HEAD"]),
     ]
-    handlers = {StoreUnavailable: unavailable, ClientDisconnect: client_gone, Invalid: invalid_request,
-                BodyTooLarge: body_too_large, HTTPException: http_error, Exception: internal_error}
+    handlers = {
+        StoreUnavailable: unavailable,
+        ClientDisconnect: client_gone,
+        Invalid: invalid_request,
+        BodyTooLarge: body_too_large,
+        HTTPException: http_error,
+        Exception: internal_error,
+    }
     return Receiver(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -7,23 +7,21 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from receiver import __version__, logs
-
-from receiver.relay import listen
-
-from receiver.relay import tunnels
 from receiver.app import create_app, open_runtime
 from receiver.errors import ReceiverError
 from receiver.providers import WEBHOOK_PROVIDERS
-from receiver.web.server import server_config
+from receiver.relay import listen, tunnels
 from receiver.settings import ENV_PREFIX, Settings, unknown_variables, warn_unknown_variables, webhook_url
 from receiver.store import describe_store, open_store
+from receiver.web.server import server_config
 
 
 def load_settings(overrides: dict[str, Any]) -> Settings:
@@ -84,8 +82,13 @@ def serve(settings: Settings, tunnel_note: str | None = None) -> None:
         logging.getLogger("receiver").info("public URL from a local tunnel: %s", tunnel_note)
     app = create_app(settings)
     config = server_config(
-        app, host=settings.host, port=settings.port, log_config=log_config, proxy_headers=True,
-        timeout_graceful_shutdown=5, access_log=settings.access_log != "off",
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config,
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+        access_log=settings.access_log != "off",
     )
     _Server(config, app).run()
 
@@ -97,7 +100,8 @@ def info_warnings(settings: Settings) -> list[str]:
         warnings.append(
             f"RECEIVER_PUBLIC_URL is not set and no tunnel was found: these URLs use {settings.base_public_url}, "
             "reachable only from this machine, and assume `receiver serve` runs on that host and port "
-            "(pass --host/--port as to serve); providers need RECEIVER_PUBLIC_URL set to the receiver's public address")
+            "(pass --host/--port as to serve); providers need RECEIVER_PUBLIC_URL set to the receiver's public address"
+        )
     return warnings
 
 
@@ -106,8 +110,9 @@ async def _info(settings: Settings, tunnel_note: str | None = None) -> str:
     try:
         lines = [f"Public URL from a local tunnel: {tunnel_note}", ""] if tunnel_note else []
         lines += ["Webhook URLs (give each provider its own):"]
-        lines += [f"  {p:<10} {webhook_url(settings, runtime.secrets, p)}" for p in WEBHOOK_PROVIDERS
-                  if p != "lumenfall"]
+        lines += [
+            f"  {p:<10} {webhook_url(settings, runtime.secrets, p)}" for p in WEBHOOK_PROVIDERS if p != "lumenfall"
+        ]
         lines += [
             "  oxen       (no webhook: the receiver subscribes to Oxen's event stream"
             + (")" if settings.oxen_api_key else "; set RECEIVER_OXEN_API_KEY)"),

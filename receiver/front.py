@@ -19,10 +19,16 @@ from receiver.ingest.webhooks import PREFIX, receive_webhook
 class Receiver(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if (scope["type"] == "http" and path.startswith(PREFIX) and scope["method"] == "POST"
-                and not scope.get("root_path") and "/" not in path[len(PREFIX):] and len(path) > len(PREFIX)):
+        if (
+            scope["type"] == "http"
+            and path.startswith(PREFIX)
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and "/" not in path[len(PREFIX) :]
+            and len(path) > len(PREFIX)
+        ):
             scope["app"] = self
-            scope["path_params"] = {"provider": path[len(PREFIX):]}
+            scope["path_params"] = {"provider": path[len(PREFIX) :]}
             try:
                 await receive_webhook(scope, receive, send)
             except Exception as exc:

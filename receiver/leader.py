@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 from receiver.errors import StoreError
 from receiver.notify import wait_for
@@ -30,8 +31,12 @@ class LeaseTiming:
 
 
 async def lead(
-    runtime: Runtime, name: str, work: Callable[[Runtime], Coroutine[Any, Any, None]], *,
-    on_standby: Callable[[], None], timing: LeaseTiming = LeaseTiming(),
+    runtime: Runtime,
+    name: str,
+    work: Callable[[Runtime], Coroutine[Any, Any, None]],
+    *,
+    on_standby: Callable[[], None],
+    timing: LeaseTiming = LeaseTiming(),
 ) -> None:
     """Run `work` whenever this replica holds the lease `name`; call `on_standby` while another does."""
     store = runtime.store

@@ -23,7 +23,9 @@ from receiver.settings import Secrets, Settings
 
 MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words, and are no secret anyway
 
-_TOKEN_IN_QUERY = re.compile(r"((?:t|%[57]4)(?:o|%[46]f)(?:k|%[46]b)(?:e|%[46]5)(?:n|%[46]e)=)[^&\s\"\\]+", re.IGNORECASE)
+_TOKEN_IN_QUERY = re.compile(
+    r"((?:t|%[57]4)(?:o|%[46]f)(?:k|%[46]b)(?:e|%[46]5)(?:n|%[46]e)=)[^&\s\"\\]+", re.IGNORECASE
+)
 _BEARER = re.compile(r"(bearer\s+)[^\s\"\\,]+", re.IGNORECASE)
 _WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s\"]+:)[^@/\s\"]+@")
@@ -43,7 +45,7 @@ class Masker:
                 continue
             forms = {value, quote(value, safe=""), json.dumps(value)[1:-1]}
             if value.startswith("whsec_"):
-                forms.add(value[len("whsec_"):])
+                forms.add(value[len("whsec_") :])
             self._secrets |= {f for f in forms if len(f) >= MIN_SECRET_CHARS}
         if self._secrets:
             self._known = re.compile("|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True)))
@@ -145,8 +147,11 @@ class JsonLines(JsonFormatter):
     access lines also carry `client`, `method`, `path` and `status`."""
 
     def __init__(self) -> None:
-        super().__init__("%(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level", "name": "logger"},
-                         timestamp="time")
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+        )
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
@@ -178,11 +183,15 @@ class FinishedLines:
     def write(self) -> None:
         done, self._pending = self._pending, []
         if len(done) == 1:
-            (job_id, how), = done
+            ((job_id, how),) = done
             self.log.info("job %s finished (%s)", job_id, how, extra={"job_id": job_id})
         elif done:
-            self.log.info("%d jobs finished: %s", len(done), ", ".join(f"{job_id} ({how})" for job_id, how in done),
-                          extra={"job_ids": [job_id for job_id, _ in done]})
+            self.log.info(
+                "%d jobs finished: %s",
+                len(done),
+                ", ".join(f"{job_id} ({how})" for job_id, how in done),
+                extra={"job_ids": [job_id for job_id, _ in done]},
+            )
 
 
 def configure(*, fmt: str = "text", level: str = "INFO", access_log: str = "all") -> dict[str, Any]:
@@ -221,8 +230,12 @@ def secrets_in_force(settings: Settings, secrets: Secrets) -> tuple[str, ...]:
     """The three of `secrets`, the provider API keys, the Lumenfall webhook secret."""
     keys = [settings.api_key(provider) for provider in PROVIDERS]
     keys.append(settings.lumenfall_webhook_secret)
-    return (secrets.api_token, secrets.webhook_token, secrets.signing_secret,
-            *(k.get_secret_value() for k in keys if k is not None))
+    return (
+        secrets.api_token,
+        secrets.webhook_token,
+        secrets.signing_secret,
+        *(k.get_secret_value() for k in keys if k is not None),
+    )
 
 
 def protect_secrets(settings: Settings, secrets: Secrets) -> None:

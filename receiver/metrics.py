@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, get_args
+from collections.abc import Callable
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -18,7 +19,9 @@ JOB_COUNTS_TTL_S = 5.0  # /metrics is unauthenticated: scrapers may not cost a G
 
 
 class Metrics:
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, job_counts_ttl_s: float = JOB_COUNTS_TTL_S) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, job_counts_ttl_s: float = JOB_COUNTS_TTL_S
+    ) -> None:
         self.clock = clock
         self.job_counts_ttl_s = job_counts_ttl_s
         self._job_counts: dict[str, int] | None = None
@@ -27,24 +30,38 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.receipts = Counter(
-            "receiver_receipts", "Inbound webhooks and stream messages stored, by outcome",
-            ["provider", "source", "outcome"], registry=r,
+            "receiver_receipts",
+            "Inbound webhooks and stream messages stored, by outcome",
+            ["provider", "source", "outcome"],
+            registry=r,
         )
         self._receipt_series: dict[tuple[str, str, str], Counter] = {}
         self.webhooks_rejected = Counter(
-            "receiver_webhooks_rejected", "Webhooks refused before anything was stored (provider 'unknown' for 404)",
-            ["provider", "reason"], registry=r,
+            "receiver_webhooks_rejected",
+            "Webhooks refused before anything was stored (provider 'unknown' for 404)",
+            ["provider", "reason"],
+            registry=r,
         )
         self.refusals_recorded = Counter(
-            "receiver_refusals_recorded", "Refused inbound requests kept for the inspector", registry=r)
-        self.refusals_dropped = Counter(
-            "receiver_refusals_dropped", "Refused inbound requests not kept (queue full under a flood, or store down)",
-            registry=r)
-        self.stream_connected = Gauge("receiver_oxen_stream_connected", "1 while the Oxen stream is connected", registry=r)
-        self.stream_state = Gauge(
-            "receiver_oxen_stream_state", "1 for the Oxen consumer's current state (as /readyz says)", ["state"], registry=r
+            "receiver_refusals_recorded", "Refused inbound requests kept for the inspector", registry=r
         )
-        self.stream_reconnects = Counter("receiver_oxen_stream_reconnects", "Oxen stream (re)connect attempts", registry=r)
+        self.refusals_dropped = Counter(
+            "receiver_refusals_dropped",
+            "Refused inbound requests not kept (queue full under a flood, or store down)",
+            registry=r,
+        )
+        self.stream_connected = Gauge(
+            "receiver_oxen_stream_connected", "1 while the Oxen stream is connected", registry=r
+        )
+        self.stream_state = Gauge(
+            "receiver_oxen_stream_state",
+            "1 for the Oxen consumer's current state (as /readyz says)",
+            ["state"],
+            registry=r,
+        )
+        self.stream_reconnects = Counter(
+            "receiver_oxen_stream_reconnects", "Oxen stream (re)connect attempts", registry=r
+        )
         self.deliveries = Counter("receiver_deliveries", "Callback attempts by outcome", ["outcome"], registry=r)
         self.reconcile_polls = Counter(
             "receiver_reconcile_polls", "Status polls at providers", ["provider", "result"], registry=r
@@ -52,17 +69,28 @@ class Metrics:
         self.submissions = Counter(
             "receiver_submissions", "Generations submitted to providers, by result", ["provider", "result"], registry=r
         )
-        self.mirrors = Counter("receiver_media_mirrors", "Output mirror attempts by outcome (stored, gave_up, retry)",
-                               ["outcome"], registry=r)
+        self.mirrors = Counter(
+            "receiver_media_mirrors",
+            "Output mirror attempts by outcome (stored, gave_up, retry)",
+            ["outcome"],
+            registry=r,
+        )
         self.jobs = Gauge("receiver_jobs", "Jobs in the store by status", ["status"], registry=r)
-        self.queue_depth = Gauge("receiver_delivery_queue_depth", "Callback messages waiting to be delivered", registry=r)
+        self.queue_depth = Gauge(
+            "receiver_delivery_queue_depth", "Callback messages waiting to be delivered", registry=r
+        )
         self.oldest_pending_age = Gauge(
             "receiver_delivery_oldest_pending_age_seconds", "Age of the oldest undelivered callback message", registry=r
         )
-        self.sink_lag = Gauge("receiver_sink_lag_events", "Events not yet acknowledged by the sink's broker",
-                              ["sink"], registry=r)
-        self.sink_published = Counter("receiver_sink_published", "Events published to the sink by this replica "
-                                      "(acknowledged by its broker)", ["sink"], registry=r)
+        self.sink_lag = Gauge(
+            "receiver_sink_lag_events", "Events not yet acknowledged by the sink's broker", ["sink"], registry=r
+        )
+        self.sink_published = Counter(
+            "receiver_sink_published",
+            "Events published to the sink by this replica (acknowledged by its broker)",
+            ["sink"],
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, …
         # Series that exist from the start, at 0, so that rate() and alerts see them before the first event.
         for outcome in get_args(AttemptOutcome):

@@ -76,8 +76,14 @@ class Output:
         return self.key or self.url
 
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "media_type": self.media_type, "stored_url": self.stored_url,
-                "sha256": self.sha256, "bytes": self.size, "mirror_error": self.mirror_error}
+        return {
+            "url": self.url,
+            "media_type": self.media_type,
+            "stored_url": self.stored_url,
+            "sha256": self.sha256,
+            "bytes": self.size,
+            "mirror_error": self.mirror_error,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from receiver.util.aio import wait_for
 from receiver.store.base import Changes
+from receiver.util.aio import wait_for
 
 __all__ = ["EVENTS", "OUTBOX", "Notifier", "job_key", "wait_for"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from receiver.errors import StoreError
 
@@ -18,7 +18,7 @@ from receiver.errors import StoreError
 class Outage:
     """The state of one worker's use of the store; `failed` after a pass that failed, `ok` after one that worked."""
 
-    __slots__ = ("log", "what", "clock", "since", "failures")
+    __slots__ = ("clock", "failures", "log", "since", "what")
 
     def __init__(self, log: logging.Logger, what: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
@@ -49,5 +49,6 @@ class Outage:
             return
         away_s, failures = self.clock() - self.since, self.failures
         self.since, self.failures = None, 0
-        self.log.info("%s: store back after %.1f s (%d failed pass%s)", self.what, away_s, failures,
-                      "" if failures == 1 else "es")
+        self.log.info(
+            "%s: store back after %.1f s (%d failed pass%s)", self.what, away_s, failures, "" if failures == 1 else "es"
+        )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from receiver.errors import StoreError
 from receiver.store.refusal_rows import REFUSALS_KEPT, Refusal
@@ -23,8 +24,22 @@ log = logging.getLogger("receiver.refusals")
 
 BODY_KEPT_BYTES = 64 * 1024
 QUEUE_CAPACITY = 1000
-QUEUE_BYTES = 8 * 1024 * 1024  # bodies of up to 64 KiB each: the count alone would allow ~65 MiB
+QUEUE_BYTES = 8 * 1024 * 1024  # all a refusal holds (body, headers, path…): the count alone would allow far more
 BATCH = 200
+BATCH_BYTES = 1024 * 1024  # one write transaction's worth: the webhooks' commits share the store's writer
+
+
+def weight(refusal: Refusal) -> int:
+    """The bytes a queued refusal holds, roughly: every field a client chose."""
+    return (
+        len(refusal.body)
+        + len(refusal.detail or "")
+        + len(refusal.path)
+        + len(refusal.query)
+        + sum(len(k) + len(v) for k, v in refusal.headers.items())
+    )
+
+
 class RefusalQueue:
     """The bounded hand-off between the webhook door and the writer; `offer` never waits."""
 
@@ -37,17 +52,24 @@ class RefusalQueue:
         self.on_drop: Callable[[], None] = lambda: None
 
     def offer(self, refusal: Refusal) -> bool:
-        if len(self._items) >= self.capacity or self._bytes + len(refusal.body) > self.max_bytes:
+        size = weight(refusal)
+        if len(self._items) >= self.capacity or self._bytes + size > self.max_bytes:
             self.on_drop()
             return False
-        self._bytes += len(refusal.body)
+        self._bytes += size
         self._items.append(refusal)
         self._arrived.set()
         return True
 
-    def take(self, limit: int) -> list[Refusal]:
-        taken = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
-        self._bytes -= sum(len(r.body) for r in taken)
+    def take(self, limit: int, max_bytes: int = BATCH_BYTES) -> list[Refusal]:
+        """Up to `limit` refusals and about `max_bytes` (always at least one)."""
+        taken: list[Refusal] = []
+        size = 0
+        while self._items and len(taken) < limit and (not taken or size + weight(self._items[0]) <= max_bytes):
+            refusal = self._items.popleft()
+            size += weight(refusal)
+            taken.append(refusal)
+        self._bytes -= size
         if not self._items:
             self._arrived.clear()
         return taken
@@ -59,7 +81,7 @@ class RefusalQueue:
         return len(self._items)
 
 
-async def run_refusals(runtime: "Runtime") -> None:
+async def run_refusals(runtime: Runtime) -> None:
     """Write queued refusals in batches; a store that fails loses that batch (logged), never the answer."""
     queue = runtime.refusals
     queue.on_drop = runtime.metrics.refusals_dropped.inc
@@ -81,3 +103,7 @@ async def run_refusals(runtime: "Runtime") -> None:
                 log.warning("could not record %d refused requests: %s", len(batch), exc)
                 failing = True
             await asyncio.sleep(1.0)
+        except Exception:  # a refusal the store cannot take must not end the worker: that batch is dropped
+            runtime.metrics.refusals_dropped.inc(len(batch))
+            log.exception("could not record %d refused requests; they are dropped", len(batch))
+        await asyncio.sleep(0)  # the webhooks' commits go between two batches

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets as random_secrets
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import SecretStr
 
-from receiver.tuning import DeliveryLimits
 from receiver.logs import FinishedLines
 from receiver.metrics import Metrics
 from receiver.models import StreamState
@@ -20,7 +20,7 @@ from receiver.refusals import RefusalQueue
 from receiver.settings import Secrets, Settings
 from receiver.signing import new_signing_secret
 from receiver.store import Store
-from receiver.tuning import MirrorTuning, StreamTuning
+from receiver.tuning import DeliveryLimits, MirrorTuning, StreamTuning
 
 if TYPE_CHECKING:
     from receiver.media.service import Media
@@ -49,9 +49,11 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # request-started work, see spawn()
     refusals: RefusalQueue = field(default_factory=RefusalQueue)  # refused requests on their way to the store
-    media: "Media | None" = None  # the media mirror; None with RECEIVER_MEDIA_URL=off (and for `receiver info`)
+    media: Media | None = None  # the media mirror; None with RECEIVER_MEDIA_URL=off (and for `receiver info`)
     # `job … finished` at INFO, a line per burst (see FinishedLines)
-    finished_lines: FinishedLines = field(default_factory=lambda: FinishedLines(logging.getLogger("receiver.ingest.inbound")))
+    finished_lines: FinishedLines = field(
+        default_factory=lambda: FinishedLines(logging.getLogger("receiver.ingest.inbound"))
+    )
 
     def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run `work` past the request that started it; close() cancels and awaits whatever is left."""

@@ -6,7 +6,8 @@ import base64
 import binascii
 import difflib
 import logging
-from typing import Annotated, Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -14,8 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from receiver.media.target import parse_media_url
 from receiver.providers import REGISTRY
 from receiver.relay.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
-from receiver.util.urls import check_callback_url
 from receiver.sinks.urls import SinkSpec, parse_sinks
+from receiver.util.urls import check_callback_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_PREFIX = "RECEIVER_"
@@ -46,8 +47,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     # DATABASE_URL is the PaaS convention; RECEIVER_DATABASE_URL wins when both are set.
-    database_url: str = Field(default="sqlite:///./receiver.db",
-                              validation_alias=AliasChoices("RECEIVER_DATABASE_URL", "DATABASE_URL", "database_url"))
+    database_url: str = Field(
+        default="sqlite:///./receiver.db",
+        validation_alias=AliasChoices("RECEIVER_DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
     api_token: SecretStr | None = None
     webhook_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
@@ -85,7 +88,7 @@ class Settings(BaseSettings):
     lumenfall_webhook_secret: SecretStr | None = None
 
     # Media mirroring (receiver.media.mirror): `off`, `db`, a directory, file:///dir or s3://bucket/prefix;
-    # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media_target.default_media_url).
+    # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media.target.default_media_url).
     media_url: str | None = None
     media_retention_days: float = Field(default=30.0, ge=0)  # 0 keeps objects forever; floats allowed
     media_max_bytes: int = Field(default=52_428_800, gt=0)
@@ -115,9 +118,17 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "api_token", "webhook_token", "signing_secret", "public_url", "default_callback_url",
-        "oxen_api_key", "runware_api_key", "pixazo_api_key", "apiframe_api_key",
-        "lumenfall_api_key", "lumenfall_webhook_secret",
+        "api_token",
+        "webhook_token",
+        "signing_secret",
+        "public_url",
+        "default_callback_url",
+        "oxen_api_key",
+        "runware_api_key",
+        "pixazo_api_key",
+        "apiframe_api_key",
+        "lumenfall_api_key",
+        "lumenfall_webhook_secret",
         mode="before",
     )
     @classmethod
@@ -196,8 +207,12 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     problems = []
     for name in sorted(environ):
         upper = name.upper()
-        if (not upper.startswith(ENV_PREFIX) or upper in known or upper in TEST_ONLY_NAMES
-                or upper.startswith(TEST_ONLY_PREFIXES)):
+        if (
+            not upper.startswith(ENV_PREFIX)
+            or upper in known
+            or upper in TEST_ONLY_NAMES
+            or upper.startswith(TEST_ONLY_PREFIXES)
+        ):
             continue
         closest = difflib.get_close_matches(upper, known, n=1, cutoff=0.0)[0]
         problems.append(f"{name} is not a setting and is ignored: did you mean {closest}?")
@@ -212,7 +227,7 @@ def warn_unknown_variables(environ: Mapping[str, str], log: logging.Logger) -> N
 class Secrets:
     """The three secrets in force, each from the environment or generated once and stored."""
 
-    __slots__ = ("api_token", "webhook_token", "signing_secret")
+    __slots__ = ("api_token", "signing_secret", "webhook_token")
 
     def __init__(self, *, api_token: str, webhook_token: str, signing_secret: str) -> None:
         self.api_token = api_token

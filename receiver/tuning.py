@@ -71,5 +71,7 @@ class DeliveryLimits:
         if self.per_host_held < self.per_host_concurrency:
             raise ValueError("per_host_held must be at least per_host_concurrency")
         if self.per_host_held * 2 > self.max_held or self.per_host_concurrency * 2 > self.max_concurrency:
-            raise ValueError("a destination's limits must be at most half of the overall ones, or one destination "
-                             "could crowd out the others")
+            raise ValueError(
+                "a destination's limits must be at most half of the overall ones, or one destination "
+                "could crowd out the others"
+            )

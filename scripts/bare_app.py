@@ -21,7 +21,9 @@ async def healthz(request: Request) -> Response:
     return Response(b"ok")
 
 
-app = Starlette(routes=[
-    Route("/webhooks/{provider}", receive, methods=["POST"]),
-    Route("/healthz", healthz),
-])
+app = Starlette(
+    routes=[
+        Route("/webhooks/{provider}", receive, methods=["POST"]),
+        Route("/healthz", healthz),
+    ]
+)

@@ -42,16 +42,18 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from scripts import bench_media, bench_sinks, benchclient, benchpg
 from scripts import benchlib as bl
 
-INSTALL_WRK = ("wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
-               "macOS: `brew install wrk`). Using the built-in asyncio load generator meanwhile: it shares the "
-               "CPU with the servers, so its absolute figures are lower; the ratios still compare like with like.")
+INSTALL_WRK = (
+    "wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
+    "macOS: `brew install wrk`). Using the built-in asyncio load generator meanwhile: it shares the "
+    "CPU with the servers, so its absolute figures are lower; the ratios still compare like with like."
+)
 
 
 @dataclass
@@ -94,14 +96,32 @@ class Plan:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="receiver-bench-")))
 
     @classmethod
-    def make(cls, quick: bool, generator: str) -> "Plan":
+    def make(cls, quick: bool, generator: str) -> Plan:
         if not quick:
             return cls(quick, generator)
-        return cls(quick, generator, ingest_rounds=2, ingest_seconds=3.0, warmup_seconds=1.0, e2e_seconds=4.0,
-                   step_seconds=2.0, step_rates=(300, 400, 600), stream_events=5_000, stream_runs=1,
-                   growth_sizes=(0, 100_000), growth_rounds=2, growth_seconds=2.0, drain_rounds=2,
-                   drain_seconds=3.0, logging_rounds=3, logging_seconds=3.0, client_rounds=2, client_posts=2000,
-                   media_seconds=4.0, media_burst=300)
+        return cls(
+            quick,
+            generator,
+            ingest_rounds=2,
+            ingest_seconds=3.0,
+            warmup_seconds=1.0,
+            e2e_seconds=4.0,
+            step_seconds=2.0,
+            step_rates=(300, 400, 600),
+            stream_events=5_000,
+            stream_runs=1,
+            growth_sizes=(0, 100_000),
+            growth_rounds=2,
+            growth_seconds=2.0,
+            drain_rounds=2,
+            drain_seconds=3.0,
+            logging_rounds=3,
+            logging_seconds=3.0,
+            client_rounds=2,
+            client_posts=2000,
+            media_seconds=4.0,
+            media_burst=300,
+        )
 
 
 def verdict(ok: bool) -> str:
@@ -125,11 +145,24 @@ def load(plan: Plan, server: bl.Served, prefix: str, seconds: float) -> bl.LoadR
     """One closed-loop run of unique Pixazo webhooks against `server`, with its CPU time."""
     cpu = server.cpu_seconds()
     if plan.generator == "wrk":
-        result = bl.run_wrk(server.base_url + bl.HOOK_PATH, prefix=prefix, seconds=seconds,
-                            connections=plan.connections, workdir=plan.workdir)
+        result = bl.run_wrk(
+            server.base_url + bl.HOOK_PATH,
+            prefix=prefix,
+            seconds=seconds,
+            connections=plan.connections,
+            workdir=plan.workdir,
+        )
     else:
-        result = asyncio.run(bl.closed_loop(server.port, bl.HOOK_PATH, bl.pixazo_webhook, prefix=prefix,
-                                            seconds=seconds, connections=plan.connections))
+        result = asyncio.run(
+            bl.closed_loop(
+                server.port,
+                bl.HOOK_PATH,
+                bl.pixazo_webhook,
+                prefix=prefix,
+                seconds=seconds,
+                connections=plan.connections,
+            )
+        )
     result.cpu_s = server.cpu_seconds() - cpu
     return result
 
@@ -148,8 +181,9 @@ def check_count(stored: int, results: list[bl.LoadResult], expected_extra: int =
     return text, good
 
 
-def alternate(plan: Plan, servers: list[bl.Served], rounds: int, seconds: float, tag: str,
-              results: dict[str, list[bl.LoadResult]]) -> None:
+def alternate(
+    plan: Plan, servers: list[bl.Served], rounds: int, seconds: float, tag: str, results: dict[str, list[bl.LoadResult]]
+) -> None:
     """A B A B …: one run per server per round, same generator, so drift hits them alike."""
     for server in servers:
         results[server.name].append(load(plan, server, f"{tag}-warm-{server.name}", plan.warmup_seconds))
@@ -184,15 +218,29 @@ def bench_ingest(plan: Plan) -> list[Row]:
     count_text, count_ok = check_count(stored, results["receiver"])
     rx, bx = measured["receiver"], measured["bare"]
     return [
-        Row("ingest", f"receiver, {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
-            f"{statistics.median(r.rps for r in rx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rx):.1f} ms"),
-        Row("ingest", "bare Starlette endpoint (same rounds)",
-            f"{statistics.median(r.rps for r in bx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in bx):.1f} ms"),
-        Row("ingest", "CPU per request, receiver / bare",
+        Row(
+            "ingest",
+            f"receiver, {plan.generator} -c{plan.connections} (median of {len(rx)} rounds)",
+            f"{statistics.median(r.rps for r in rx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rx):.1f} ms",
+        ),
+        Row(
+            "ingest",
+            "bare Starlette endpoint (same rounds)",
+            f"{statistics.median(r.rps for r in bx):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in bx):.1f} ms",
+        ),
+        Row(
+            "ingest",
+            "CPU per request, receiver / bare",
             f"{statistics.median(r.cpu_us_per_request for r in rx):.0f} / "
-            f"{statistics.median(r.cpu_us_per_request for r in bx):.0f} µs"),
-        Row("ingest", "receiver ÷ bare (median ratio; rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
-            f"{ratio:.2f}×", "≥ 0.50×", verdict(ratio >= 0.5)),
+            f"{statistics.median(r.cpu_us_per_request for r in bx):.0f} µs",
+        ),
+        Row(
+            "ingest",
+            "receiver ÷ bare (median ratio; rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+            f"{ratio:.2f}×",
+            "≥ 0.50×",
+            verdict(ratio >= 0.5),
+        ),
         Row("ingest", "jobs in store vs 2xx answers", count_text, "equal", check(count_ok)),
     ]
 
@@ -216,8 +264,10 @@ class Step:
         return self.accepted == self.sent and self.delivered == self.accepted
 
     def describe(self) -> str:
-        text = (f"{self.rate:.0f} req/s: p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
-                f"{self.delivered}/{self.sent} delivered, generator lag ≤ {self.max_lag_ms:.0f} ms")
+        text = (
+            f"{self.rate:.0f} req/s: p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
+            f"{self.delivered}/{self.sent} delivered, generator lag ≤ {self.max_lag_ms:.0f} ms"
+        )
         return text + (f", webhook failures {self.failures}" if self.failures else "")
 
 
@@ -233,14 +283,27 @@ async def _e2e_step(server: bl.Served, sink: bl.CallbackSink, rate: float, secon
     for r in records:
         if r not in accepted:
             failures[str(r.status or "no answer")] = failures.get(str(r.status or "no answer"), 0) + 1
-    return Step(rate, len(records), len(accepted), len(latencies), bl.percentile(latencies, 50),
-                bl.percentile(latencies, 99), max((r.sent_at - r.scheduled_at) * 1000 for r in records), failures)
+    return Step(
+        rate,
+        len(records),
+        len(accepted),
+        len(latencies),
+        bl.percentile(latencies, 50),
+        bl.percentile(latencies, 99),
+        max((r.sent_at - r.scheduled_at) * 1000 for r in records),
+        failures,
+    )
 
 
 async def _e2e(plan: Plan) -> tuple[Step, list[Step], int]:
     sink = await bl.CallbackSink().start()
-    server = bl.Served("receiver-e2e", "receiver.app:create_app", plan.workdir, factory=True,
-                       env=bl.receiver_env(plan.workdir / "e2e.db", RECEIVER_DEFAULT_CALLBACK_URL=sink.url))
+    server = bl.Served(
+        "receiver-e2e",
+        "receiver.app:create_app",
+        plan.workdir,
+        factory=True,
+        env=bl.receiver_env(plan.workdir / "e2e.db", RECEIVER_DEFAULT_CALLBACK_URL=sink.url),
+    )
     await asyncio.to_thread(server.start)
     try:
         await _e2e_step(server, sink, plan.e2e_rate, plan.warmup_seconds, "e2e-warm")
@@ -265,12 +328,24 @@ def bench_e2e(plan: Plan) -> list[Row]:
     best = max((s.rate for s in passing), default=0.0)
     capped = bool(steps) and all(s.p99_ms <= 100 and s.complete for s in steps)
     return [
-        Row("e2e", f"webhook → callback at {fixed.rate:.0f} req/s open loop, p50 / p99 ({fixed.sent:,} webhooks)",
-            f"{fixed.p50_ms:.1f} / {fixed.p99_ms:.1f} ms", "p99 ≤ 25 ms", verdict(fixed.p99_ms <= 25 and fixed.complete)),
-        Row("e2e", "highest rate stepped to with p99 ≤ 100 ms",
+        Row(
+            "e2e",
+            f"webhook → callback at {fixed.rate:.0f} req/s open loop, p50 / p99 ({fixed.sent:,} webhooks)",
+            f"{fixed.p50_ms:.1f} / {fixed.p99_ms:.1f} ms",
+            "p99 ≤ 25 ms",
+            verdict(fixed.p99_ms <= 25 and fixed.complete),
+        ),
+        Row(
+            "e2e",
+            "highest rate stepped to with p99 ≤ 100 ms",
             f"{'≥ ' if capped else ''}{best:,.0f} req/s"
-            + (f" (next step {steps[-1].rate:,.0f}: p99 {steps[-1].p99_ms:.0f} ms, "
-               f"{steps[-1].delivered}/{steps[-1].sent} delivered)" if steps and not capped else "")),
+            + (
+                f" (next step {steps[-1].rate:,.0f}: p99 {steps[-1].p99_ms:.0f} ms, "
+                f"{steps[-1].delivered}/{steps[-1].sent} delivered)"
+                if steps and not capped
+                else ""
+            ),
+        ),
         Row("e2e", "callbacks delivered twice", f"{duplicates}", "0", check(duplicates == 0)),
     ]
 
@@ -281,8 +356,13 @@ def bench_e2e(plan: Plan) -> list[Row]:
 async def _stream(plan: Plan) -> list[tuple[int, float]]:
     oxen = await bl.OxenStream().start()
     db = plan.workdir / "stream.db"
-    server = bl.Served("receiver-stream", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
-        db, RECEIVER_OXEN_API_KEY=bl.OXEN_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url))
+    server = bl.Served(
+        "receiver-stream",
+        "receiver.app:create_app",
+        plan.workdir,
+        factory=True,
+        env=bl.receiver_env(db, RECEIVER_OXEN_API_KEY=bl.OXEN_KEY, RECEIVER_OXEN_BASE_URL=oxen.base_url),
+    )
     await asyncio.to_thread(server.start)
     runs: list[tuple[int, float]] = []
     try:
@@ -300,10 +380,13 @@ async def _stream(plan: Plan) -> list[tuple[int, float]]:
                 await asyncio.sleep(0.005)
             elapsed = time.perf_counter() - started
             runs.append((plan.stream_events, elapsed))
-            log(f"run {number + 1}: {plan.stream_events:,} completions in {elapsed:.2f} s "
-                f"= {plan.stream_events / elapsed:,.0f}/s")
+            log(
+                f"run {number + 1}: {plan.stream_events:,} completions in {elapsed:.2f} s "
+                f"= {plan.stream_events / elapsed:,.0f}/s"
+            )
         receipts = await asyncio.to_thread(
-            bl.count_rows, db, "SELECT COUNT(*) FROM receipts WHERE source = 'stream' AND outcome = 'applied'")
+            bl.count_rows, db, "SELECT COUNT(*) FROM receipts WHERE source = 'stream' AND outcome = 'applied'"
+        )
         if receipts != total:
             raise AssertionError(f"{receipts} applied stream receipts for {total} events")
     finally:
@@ -316,8 +399,15 @@ def bench_stream(plan: Plan) -> list[Row]:
     runs = asyncio.run(_stream(plan))
     rates = [n / s for n, s in runs]
     rate = statistics.median(rates)
-    return [Row("stream", f"Oxen completions applied per second ({runs[0][0]:,} events, median of {len(runs)})",
-                f"{rate:,.0f}/s", "≥ 5,000/s", verdict(rate >= 5000))]
+    return [
+        Row(
+            "stream",
+            f"Oxen completions applied per second ({runs[0][0]:,} events, median of {len(runs)})",
+            f"{rate:,.0f}/s",
+            "≥ 5,000/s",
+            verdict(rate >= 5000),
+        )
+    ]
 
 
 # -- 4. store growth ---------------------------------------------------------------------------------------
@@ -332,18 +422,24 @@ def bench_growth(plan: Plan) -> list[Row]:
         started = time.perf_counter()
         bl.prefill_store(path, size)
         if size:
-            log(f"prefilled {size:,} jobs (with their receipts and events) in {time.perf_counter() - started:.1f} s, "
-                f"{path.stat().st_size / 2**20:,.0f} MiB")
-        servers.append(bl.Served(f"receiver-{name}", "receiver.app:create_app", plan.workdir, factory=True,
-                                 env=bl.receiver_env(path)))
+            log(
+                f"prefilled {size:,} jobs (with their receipts and events) in {time.perf_counter() - started:.1f} s, "
+                f"{path.stat().st_size / 2**20:,.0f} MiB"
+            )
+        servers.append(
+            bl.Served(
+                f"receiver-{name}", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(path)
+            )
+        )
     results: dict[str, list[bl.LoadResult]] = {s.name: [] for s in servers}
     try:
         for server in servers:
             server.start()
         alternate(plan, servers, plan.growth_rounds, plan.growth_seconds, "growth", results)
         memory = {s.name: s.peak_memory_mib() for s in servers}
-        counts = {s.name: bl.count_rows(paths[s.name.removeprefix("receiver-")], "SELECT COUNT(*) FROM jobs")
-                  for s in servers}
+        counts = {
+            s.name: bl.count_rows(paths[s.name.removeprefix("receiver-")], "SELECT COUNT(*) FROM jobs") for s in servers
+        }
     finally:
         for server in servers:
             server.stop()
@@ -356,19 +452,32 @@ def bench_growth(plan: Plan) -> list[Row]:
         count_text, count_ok = check_count(counts[server.name], results[server.name], expected_extra=size)
         label = f"{size:,} jobs" if size else "empty store"
         if server.name == base:
-            rows.append(Row("growth", f"{label}: ingest, peak memory",
-                            f"{rps:,.0f} req/s, VmHWM {memory[server.name]:.0f} MiB"))
+            rows.append(
+                Row("growth", f"{label}: ingest, peak memory", f"{rps:,.0f} req/s, VmHWM {memory[server.name]:.0f} MiB")
+            )
         else:
             ratios = [r.rps / b.rps for r, b in zip(runs, results[base][1:])]
             ratio = statistics.median(ratios)
-            rows.append(Row("growth", f"{label}: ingest ÷ empty (rounds: {', '.join(f'{x:.2f}' for x in ratios)}), "
-                                      "peak memory",
-                            f"{ratio:.2f}× ({rps:,.0f} req/s), VmHWM {memory[server.name]:.0f} MiB",
-                            "≥ 0.90×" if size >= 1_000_000 else "", verdict(ratio >= 0.9) if size >= 1_000_000 else ""))
+            rows.append(
+                Row(
+                    "growth",
+                    f"{label}: ingest ÷ empty (rounds: {', '.join(f'{x:.2f}' for x in ratios)}), peak memory",
+                    f"{ratio:.2f}× ({rps:,.0f} req/s), VmHWM {memory[server.name]:.0f} MiB",
+                    "≥ 0.90×" if size >= 1_000_000 else "",
+                    verdict(ratio >= 0.9) if size >= 1_000_000 else "",
+                )
+            )
         if not count_ok:
             checks.append(f"{label}: {count_text}")
-    rows.append(Row("growth", "jobs in store vs prefilled + 2xx answers, every size", "; ".join(checks) or "equal",
-                    "equal", check(not checks)))
+    rows.append(
+        Row(
+            "growth",
+            "jobs in store vs prefilled + 2xx answers, every size",
+            "; ".join(checks) or "equal",
+            "equal",
+            check(not checks),
+        )
+    )
     return rows
 
 
@@ -387,6 +496,7 @@ async def _drain(plan: Plan, database_url: str | None = None) -> list[tuple[floa
 
     def count_jobs() -> int:
         return benchpg.count_jobs(database_url, "pixazo") if database_url else bl.count_jobs(db, "pixazo")
+
     await asyncio.to_thread(server.start)
     rounds: list[tuple[float, float, int, int]] = []
     try:
@@ -405,8 +515,10 @@ async def _drain(plan: Plan, database_url: str | None = None) -> list[tuple[floa
             drained = len(sink.arrivals) - before
             if number:
                 rounds.append((result.rps, drained / (last - started), result.ok, drained))
-                log(f"round {number}: ingested {result.rps:,.0f}/s, drained {drained / (last - started):,.0f}/s "
-                    f"(last callback {last - started - result.seconds:.1f} s after the burst)")
+                log(
+                    f"round {number}: ingested {result.rps:,.0f}/s, drained {drained / (last - started):,.0f}/s "
+                    f"(last callback {last - started - result.seconds:.1f} s after the burst)"
+                )
         if sink.duplicates:
             raise AssertionError(f"{sink.duplicates} callbacks delivered twice")
     finally:
@@ -433,11 +545,19 @@ def _drain_rows(name: str, plan: Plan, rounds: list[tuple[float, float, int, int
     ratios = [drained / ingested for ingested, drained, _, _ in rounds]
     ratio = statistics.median(ratios)
     return [
-        Row(name, f"burst ({plan.generator} -c{plan.connections}, {plan.drain_seconds:g} s), lean sink: "
-                  "ingested / drained per s (median)",
-            f"{statistics.median(r[0] for r in rounds):,.0f} / {statistics.median(r[1] for r in rounds):,.0f}"),
-        Row(name, "callbacks drained ÷ webhooks ingested per s (rounds: " + ", ".join(f"{x:.2f}" for x in ratios)
-            + ")", f"{ratio:.2f}×", "≥ 0.70×", verdict(ratio >= 0.7)),
+        Row(
+            name,
+            f"burst ({plan.generator} -c{plan.connections}, {plan.drain_seconds:g} s), lean sink: "
+            "ingested / drained per s (median)",
+            f"{statistics.median(r[0] for r in rounds):,.0f} / {statistics.median(r[1] for r in rounds):,.0f}",
+        ),
+        Row(
+            name,
+            "callbacks drained ÷ webhooks ingested per s (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+            f"{ratio:.2f}×",
+            "≥ 0.70×",
+            verdict(ratio >= 0.7),
+        ),
     ]
 
 
@@ -483,13 +603,21 @@ def _logging(plan: Plan, name: str, database_urls: dict[str, str]) -> list[Row]:
     ratio = statistics.median(ratios)
     webhooks = sum(r.ok for r in results[default.name])
     return [
-        Row(name, "`receiver serve` ingest, default logging / RECEIVER_LOG_LEVEL=WARNING (median)",
+        Row(
+            name,
+            "`receiver serve` ingest, default logging / RECEIVER_LOG_LEVEL=WARNING (median)",
             f"{statistics.median(r.rps for r in d):,.0f} / {statistics.median(r.rps for r in q):,.0f} req/s, "
             f"{statistics.median(r.cpu_us_per_request for r in d):.0f} / "
-            f"{statistics.median(r.cpu_us_per_request for r in q):.0f} µs CPU each"),
+            f"{statistics.median(r.cpu_us_per_request for r in q):.0f} µs CPU each",
+        ),
         Row(name, "default logging: bytes logged per webhook", f"{log_bytes / max(1, webhooks):.0f}"),
-        Row(name, "ingest default ÷ WARNING (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
-            f"{ratio:.2f}×", "≥ 0.90×", verdict(ratio >= 0.9)),
+        Row(
+            name,
+            "ingest default ÷ WARNING (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+            f"{ratio:.2f}×",
+            "≥ 0.90×",
+            verdict(ratio >= 0.9),
+        ),
     ]
 
 
@@ -512,10 +640,12 @@ async def _clients(plan: Plan) -> dict[str, list[dict[str, float]]]:
 def bench_client(plan: Plan) -> list[Row]:
     figures = asyncio.run(_clients(plan))
     return [
-        Row("client", f"callback client CPU µs/POST, {kind} ({plan.client_posts:,} POSTs, 8 at a time, "
-                      f"median of {len(runs)})",
+        Row(
+            "client",
+            f"callback client CPU µs/POST, {kind} ({plan.client_posts:,} POSTs, 8 at a time, median of {len(runs)})",
             f"{statistics.median(r['cpu_us_per_post'] for r in runs):.0f} µs "
-            f"({statistics.median(r['posts_per_s'] for r in runs):,.0f} POST/s)")
+            f"({statistics.median(r['posts_per_s'] for r in runs):,.0f} POST/s)",
+        )
         for kind, runs in figures.items()
     ]
 
@@ -524,16 +654,30 @@ def bench_client(plan: Plan) -> list[Row]:
 
 
 def bench_media_mirror(plan: Plan) -> list[Row]:
-    off, on = asyncio.run(bench_media.compare(plan.workdir, rate=plan.media_rate, seconds=plan.media_seconds,
-                                              burst=plan.media_burst))
+    off, on = asyncio.run(
+        bench_media.compare(plan.workdir, rate=plan.media_rate, seconds=plan.media_seconds, burst=plan.media_burst)
+    )
     rows = []
     for run in (off, on):
-        rows.append(Row("media", f"webhook → callback at {plan.media_rate:.0f} req/s, mirroring {run.label}, "
-                                 f"p50 / p99 ({run.sent} webhooks, 200 KB images)",
-                        f"{run.p50_ms:.1f} / {run.p99_ms:.1f} ms", "",
-                        check(run.delivered == run.sent)))
-    rows.append(Row("media", f"mirrored images per second (a burst of {on.burst:,}, 200 KB each, to callback)",
-                    f"{on.per_second:,.0f}/s", "", check(on.burst == plan.media_burst)))
+        rows.append(
+            Row(
+                "media",
+                f"webhook → callback at {plan.media_rate:.0f} req/s, mirroring {run.label}, "
+                f"p50 / p99 ({run.sent} webhooks, 200 KB images)",
+                f"{run.p50_ms:.1f} / {run.p99_ms:.1f} ms",
+                "",
+                check(run.delivered == run.sent),
+            )
+        )
+    rows.append(
+        Row(
+            "media",
+            f"mirrored images per second (a burst of {on.burst:,}, 200 KB each, to callback)",
+            f"{on.per_second:,.0f}/s",
+            "",
+            check(on.burst == plan.media_burst),
+        )
+    )
     return rows
 
 
@@ -547,8 +691,13 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
     urls = {"pg-1": benchpg.create_database("one"), "pg-2": benchpg.create_database("two")}
 
     def replica(name: str, url: str) -> bl.Served:
-        return bl.Served(name, "receiver.app:create_app", plan.workdir, factory=True,
-                         env=bl.receiver_env(db, RECEIVER_DATABASE_URL=url))
+        return bl.Served(
+            name,
+            "receiver.app:create_app",
+            plan.workdir,
+            factory=True,
+            env=bl.receiver_env(db, RECEIVER_DATABASE_URL=url),
+        )
 
     targets = {
         "bare": [bl.Served("bare", "scripts.bare_app:app", plan.workdir, env=bl.receiver_env(db))],
@@ -568,8 +717,9 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
             for name, servers in targets.items():
                 url = urls.get(name)
                 cpu = benchpg.backend_cpu(url) if url else {}
-                result = benchpg.split_load(plan.generator, servers, f"pg-{number}-{name}", seconds,
-                                            plan.connections, plan.workdir)
+                result = benchpg.split_load(
+                    plan.generator, servers, f"pg-{number}-{name}", seconds, plan.connections, plan.workdir
+                )
                 used = benchpg.cpu_used(cpu, benchpg.backend_cpu(url)) if url else 0.0
                 pg_cpu[name].append(used / max(1, result.ok) * 1e6)
                 results[name].append(result)
@@ -578,7 +728,10 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
         memory = {s.name: s.peak_memory_mib() for name in ("pg-1", "pg-2") for s in targets[name]}
         time.sleep(11)  # PostgreSQL flushes an idle backend's statistics within 10 s
         commits = {name: benchpg.commits(url) for name, url in urls.items()}
-        stored = {"sqlite": bl.count_jobs(db, "pixazo"), **{n: benchpg.count_jobs(u, "pixazo") for n, u in urls.items()}}
+        stored = {
+            "sqlite": bl.count_jobs(db, "pixazo"),
+            **{n: benchpg.count_jobs(u, "pixazo") for n, u in urls.items()},
+        }
     finally:
         for servers in targets.values():
             for server in servers:
@@ -588,37 +741,75 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
     runs = {name: r[1:] for name, r in results.items()}
     ratios = {name: [a.rps / b.rps for a, b in zip(runs[name], runs["bare"])] for name in ("sqlite", "pg-1", "pg-2")}
     scaling = [a.rps / b.rps for a, b in zip(runs["pg-2"], runs["pg-1"])]
-    label = {"bare": "bare Starlette endpoint", "sqlite": "receiver on SQLite", "pg-1": "receiver on PostgreSQL, 1 replica",
-             "pg-2": "receiver on PostgreSQL, 2 replicas"}
-    rows = [Row("pg-ingest", f"load: 2 × {plan.generator} -c{plan.connections // 2} at once, PostgreSQL {version}; "
-                             f"median of {plan.ingest_rounds} alternated rounds", "")]
+    label = {
+        "bare": "bare Starlette endpoint",
+        "sqlite": "receiver on SQLite",
+        "pg-1": "receiver on PostgreSQL, 1 replica",
+        "pg-2": "receiver on PostgreSQL, 2 replicas",
+    }
+    rows = [
+        Row(
+            "pg-ingest",
+            f"load: 2 × {plan.generator} -c{plan.connections // 2} at once, PostgreSQL {version}; "
+            f"median of {plan.ingest_rounds} alternated rounds",
+            "",
+        )
+    ]
     for name, rs in runs.items():
-        value = (f"{statistics.median(r.rps for r in rs):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rs):.1f} ms, "
-                 f"{statistics.median(r.cpu_us_per_request for r in rs):.0f} µs CPU/req")
+        value = (
+            f"{statistics.median(r.rps for r in rs):,.0f} req/s, p99 {statistics.median(r.p99_ms for r in rs):.1f} ms, "
+            f"{statistics.median(r.cpu_us_per_request for r in rs):.0f} µs CPU/req"
+        )
         if name.startswith("pg"):
             value += f" + its PostgreSQL backends {statistics.median(pg_cpu[name][1:]):.0f} µs"
         rows.append(Row("pg-ingest", label[name], value))
     for name, values in ratios.items():
-        rows.append(Row("pg-ingest", f"{label[name]} ÷ bare (rounds: {', '.join(f'{x:.2f}' for x in values)})",
-                        f"{statistics.median(values):.2f}×"))
-    rows.append(Row("pg-ingest", f"2 replicas ÷ 1 replica (rounds: {', '.join(f'{x:.2f}' for x in scaling)})",
-                    f"{statistics.median(scaling):.2f}×"))
+        rows.append(
+            Row(
+                "pg-ingest",
+                f"{label[name]} ÷ bare (rounds: {', '.join(f'{x:.2f}' for x in values)})",
+                f"{statistics.median(values):.2f}×",
+            )
+        )
+    rows.append(
+        Row(
+            "pg-ingest",
+            f"2 replicas ÷ 1 replica (rounds: {', '.join(f'{x:.2f}' for x in scaling)})",
+            f"{statistics.median(scaling):.2f}×",
+        )
+    )
     for name in ("pg-1", "pg-2"):
         acked = sum(r.ok for r in results[name])
         busy_ms = sum(r.seconds for r in results[name]) * 1000 * len(targets[name])  # each replica commits serially
-        rows.append(Row("pg-ingest", f"{label[name]}: webhooks per COMMIT (group commit size, whole run; "
-                                     "ms between commits per replica)",
-                        f"{acked / max(1, commits[name]):.1f} ({acked:,} webhooks, {commits[name]:,} commits; "
-                        f"{busy_ms / max(1, commits[name]):.1f} ms)"))
-    rows.append(Row("pg-ingest", "peak RSS (VmHWM) of each PostgreSQL replica",
-                    ", ".join(f"{n} {m:.0f} MiB" for n, m in memory.items())))
+        rows.append(
+            Row(
+                "pg-ingest",
+                f"{label[name]}: webhooks per COMMIT (group commit size, whole run; ms between commits per replica)",
+                f"{acked / max(1, commits[name]):.1f} ({acked:,} webhooks, {commits[name]:,} commits; "
+                f"{busy_ms / max(1, commits[name]):.1f} ms)",
+            )
+        )
+    rows.append(
+        Row(
+            "pg-ingest",
+            "peak RSS (VmHWM) of each PostgreSQL replica",
+            ", ".join(f"{n} {m:.0f} MiB" for n, m in memory.items()),
+        )
+    )
     problems = []
     for name in ("sqlite", "pg-1", "pg-2"):
         text, ok = check_count(stored[name], results[name])
         if not ok:
             problems.append(f"{name}: {text}")
-    rows.append(Row("pg-ingest", "jobs in store vs 2xx answers, each store", "; ".join(problems) or "equal", "equal",
-                    check(not problems)))
+    rows.append(
+        Row(
+            "pg-ingest",
+            "jobs in store vs 2xx answers, each store",
+            "; ".join(problems) or "equal",
+            "equal",
+            check(not problems),
+        )
+    )
     return rows
 
 
@@ -628,10 +819,22 @@ def bench_pg_ingest(plan: Plan) -> list[Row]:
 async def _pg_e2e(plan: Plan, url: str) -> tuple[dict[str, list[Step]], int, dict[str, float]]:
     sink = await bl.CallbackSink().start()
     servers = [
-        bl.Served("e2e-pg", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
-            plan.workdir / "unused.db", RECEIVER_DATABASE_URL=url, RECEIVER_DEFAULT_CALLBACK_URL=sink.url)),
-        bl.Served("e2e-sqlite", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
-            plan.workdir / "pg-e2e.db", RECEIVER_DEFAULT_CALLBACK_URL=sink.url)),
+        bl.Served(
+            "e2e-pg",
+            "receiver.app:create_app",
+            plan.workdir,
+            factory=True,
+            env=bl.receiver_env(
+                plan.workdir / "unused.db", RECEIVER_DATABASE_URL=url, RECEIVER_DEFAULT_CALLBACK_URL=sink.url
+            ),
+        ),
+        bl.Served(
+            "e2e-sqlite",
+            "receiver.app:create_app",
+            plan.workdir,
+            factory=True,
+            env=bl.receiver_env(plan.workdir / "pg-e2e.db", RECEIVER_DEFAULT_CALLBACK_URL=sink.url),
+        ),
     ]
     steps: dict[str, list[Step]] = {s.name: [] for s in servers}
     try:
@@ -662,14 +865,27 @@ def bench_pg_e2e(plan: Plan) -> list[Row]:
     rows = []
     for name, runs in steps.items():
         store = "PostgreSQL, 1 replica" if name == "e2e-pg" else "SQLite"
-        rows.append(Row("pg-e2e", f"{store}: webhook → callback at {plan.e2e_rate:.0f} req/s, p50 / p99 "
-                                  f"(2 alternated rounds of {runs[0].sent:,})",
-                        " and ".join(f"{s.p50_ms:.1f} / {s.p99_ms:.1f} ms" for s in runs)
-                        + f"; peak RSS {memory[name]:.0f} MiB",
-                        "p99 ≤ 25 ms", verdict(all(s.p99_ms <= 25 and s.complete for s in runs))))
+        rows.append(
+            Row(
+                "pg-e2e",
+                f"{store}: webhook → callback at {plan.e2e_rate:.0f} req/s, p50 / p99 "
+                f"(2 alternated rounds of {runs[0].sent:,})",
+                " and ".join(f"{s.p50_ms:.1f} / {s.p99_ms:.1f} ms" for s in runs)
+                + f"; peak RSS {memory[name]:.0f} MiB",
+                "p99 ≤ 25 ms",
+                verdict(all(s.p99_ms <= 25 and s.complete for s in runs)),
+            )
+        )
     complete = all(s.complete for runs in steps.values() for s in runs)
-    rows.append(Row("pg-e2e", "every webhook 2xx'd and called back exactly once", f"{duplicates} twice",
-                    "0", check(complete and duplicates == 0)))
+    rows.append(
+        Row(
+            "pg-e2e",
+            "every webhook 2xx'd and called back exactly once",
+            f"{duplicates} twice",
+            "0",
+            check(complete and duplicates == 0),
+        )
+    )
     return rows
 
 
@@ -683,9 +899,18 @@ def bench_sinks_run(plan: Plan) -> list[Row]:
 # -- the table --------------------------------------------------------------------------------------------
 
 BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
-    "ingest": bench_ingest, "e2e": bench_e2e, "stream": bench_stream, "growth": bench_growth,
-    "drain": bench_drain, "logging": bench_logging, "client": bench_client, "media": bench_media_mirror,
-    "pg-ingest": bench_pg_ingest, "pg-e2e": bench_pg_e2e, "pg-drain": bench_pg_drain, "pg-logging": bench_pg_logging,
+    "ingest": bench_ingest,
+    "e2e": bench_e2e,
+    "stream": bench_stream,
+    "growth": bench_growth,
+    "drain": bench_drain,
+    "logging": bench_logging,
+    "client": bench_client,
+    "media": bench_media_mirror,
+    "pg-ingest": bench_pg_ingest,
+    "pg-e2e": bench_pg_e2e,
+    "pg-drain": bench_pg_drain,
+    "pg-logging": bench_pg_logging,
     "sinks": bench_sinks_run,
 }
 
@@ -696,8 +921,10 @@ def render(rows: list[Row], info: dict[str, str], command: str, seconds: float) 
     cells = [header] + [(r.bench, r.measure, r.value, r.target, r.verdict) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     text = "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells)
-    about = (f"{info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}; "
-             f"load average at start {info['load']}; `{command}` took {seconds:.0f} s")
+    about = (
+        f"{info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}; "
+        f"load average at start {info['load']}; `{command}` took {seconds:.0f} s"
+    )
     md = [about, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c) + " |" for c in cells[1:]]
     return text + "\n\n" + about, "\n".join(md) + "\n"
@@ -708,8 +935,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs, under two minutes")
     parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown to this file")
-    parser.add_argument("--generator", choices=("auto", "wrk", "built-in"), default="auto",
-                        help="load generator for the throughput runs (default: wrk when installed)")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "built-in"),
+        default="auto",
+        help="load generator for the throughput runs (default: wrk when installed)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, server logs)")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -726,8 +957,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.make(args.quick, generator)
     info = bl.machine()
     command = "python -m scripts.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"receiver benchmarks on {info['cores']} cores ({info['cpu']}), Python {info['python']}, "
-          f"load average {info['load']}; work directory {plan.workdir}", flush=True)
+    print(
+        f"receiver benchmarks on {info['cores']} cores ({info['cpu']}), Python {info['python']}, "
+        f"load average {info['load']}; work directory {plan.workdir}",
+        flush=True,
+    )
     started = time.perf_counter()
     rows: list[Row] = []
     try:

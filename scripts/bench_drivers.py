@@ -31,8 +31,13 @@ async def asyncpg_tx(conn: asyncpg.Connection) -> None:
     pid = uuid.uuid4().hex
     async with conn.transaction():
         await conn.fetch("SELECT seq FROM bench_jobs WHERE provider = $1 AND pid = ANY($2::text[])", "pixazo", [pid])
-        await conn.execute("INSERT INTO bench_jobs (id, provider, pid, body) VALUES ($1, $2, $3, $4)",
-                           "job_" + pid, "pixazo", pid, "{}")
+        await conn.execute(
+            "INSERT INTO bench_jobs (id, provider, pid, body) VALUES ($1, $2, $3, $4)",
+            "job_" + pid,
+            "pixazo",
+            pid,
+            "{}",
+        )
         await conn.fetchval("INSERT INTO bench_receipts (provider, body) VALUES ($1, $2) RETURNING id", "pixazo", BODY)
 
 
@@ -40,10 +45,15 @@ async def psycopg_tx(conn: psycopg.AsyncConnection) -> None:
     pid = uuid.uuid4().hex
     async with conn.transaction():
         await conn.execute("SELECT seq FROM bench_jobs WHERE provider = %s AND pid = ANY(%s)", ("pixazo", [pid]))
-        await conn.execute("INSERT INTO bench_jobs (id, provider, pid, body) VALUES (%s, %s, %s, %s)",
-                           ("job_" + pid, "pixazo", pid, "{}"))
-        await (await conn.execute("INSERT INTO bench_receipts (provider, body) VALUES (%s, %s) RETURNING id",
-                                  ("pixazo", BODY))).fetchone()
+        await conn.execute(
+            "INSERT INTO bench_jobs (id, provider, pid, body) VALUES (%s, %s, %s, %s)",
+            ("job_" + pid, "pixazo", pid, "{}"),
+        )
+        await (
+            await conn.execute(
+                "INSERT INTO bench_receipts (provider, body) VALUES (%s, %s) RETURNING id", ("pixazo", BODY)
+            )
+        ).fetchone()
 
 
 async def run(driver: str, dsn: str, n: int, concurrency: int) -> float:
@@ -84,8 +94,10 @@ async def main() -> None:
     await conn.execute("DROP TABLE IF EXISTS bench_jobs, bench_receipts")
     await conn.close()
     for (driver, concurrency), values in sorted(results.items()):
-        print(f"{driver:8} connections={concurrency}: median {statistics.median(values):8.0f} tx/s "
-              f"(runs: {', '.join(f'{v:.0f}' for v in values)})")
+        print(
+            f"{driver:8} connections={concurrency}: median {statistics.median(values):8.0f} tx/s "
+            f"(runs: {', '.join(f'{v:.0f}' for v in values)})"
+        )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from scripts import benchlib as bl
 
@@ -26,7 +26,7 @@ class ImageOrigin:
         self._server: asyncio.AbstractServer | None = None
         self._filler = hashlib.sha256(b"filler").digest() * (IMAGE_BYTES // 32 + 1)
 
-    async def start(self) -> "ImageOrigin":
+    async def start(self) -> ImageOrigin:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -39,8 +39,10 @@ class ImageOrigin:
             head = await reader.readuntil(b"\r\n\r\n")
             key = head.split(b" ", 2)[1]
             body = (key + self._filler)[:IMAGE_BYTES]
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
             await writer.drain()
             self.served += 1
         writer.close()
@@ -52,8 +54,14 @@ class ImageOrigin:
 
 def webhook(origin: ImageOrigin) -> Callable[[str], bytes]:
     def body(request_id: str) -> bytes:
-        return json.dumps({"request_id": request_id, "status": "COMPLETED",
-                           "output": {"media_url": [origin.url(request_id)], "media_type": "image/jpeg"}}).encode()
+        return json.dumps(
+            {
+                "request_id": request_id,
+                "status": "COMPLETED",
+                "output": {"media_url": [origin.url(request_id)], "media_type": "image/jpeg"},
+            }
+        ).encode()
+
     return body
 
 
@@ -81,8 +89,12 @@ async def _wait(sink: bl.CallbackSink, keys: list[str], timeout: float) -> None:
 async def run(workdir: Path, label: str, media_url: str, *, rate: float, seconds: float, burst: int) -> MediaRun:
     sink = await bl.CallbackSink().start()
     origin = await ImageOrigin().start()
-    env = bl.receiver_env(workdir / f"media-{label}.db", RECEIVER_DEFAULT_CALLBACK_URL=sink.url,
-                          RECEIVER_MEDIA_URL=media_url, RECEIVER_MEDIA_ALLOW_PRIVATE="true")
+    env = bl.receiver_env(
+        workdir / f"media-{label}.db",
+        RECEIVER_DEFAULT_CALLBACK_URL=sink.url,
+        RECEIVER_MEDIA_URL=media_url,
+        RECEIVER_MEDIA_ALLOW_PRIVATE="true",
+    )
     server = bl.Served(f"receiver-media-{label}", "receiver.app:create_app", workdir, factory=True, env=env)
     await asyncio.to_thread(server.start)
     make = webhook(origin)

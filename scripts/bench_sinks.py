@@ -18,7 +18,8 @@ import asyncio
 import statistics
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -92,8 +93,13 @@ def backlog(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) 
         tag = uuid.uuid4().hex[:8]
         if kind == "amqp":  # a queue bound, so RabbitMQ stores (and fsyncs) what it confirms
             asyncio.run(_amqp_queue(tag))
-        server = bl.Served(f"sinks-{kind}", "receiver.app:create_app", plan.workdir, factory=True,
-                           env=bl.receiver_env(db, RECEIVER_SINKS=_url(kind, tag)))
+        server = bl.Served(
+            f"sinks-{kind}",
+            "receiver.app:create_app",
+            plan.workdir,
+            factory=True,
+            env=bl.receiver_env(db, RECEIVER_SINKS=_url(kind, tag)),
+        )
         try:
             server.start()
             started = time.perf_counter()
@@ -105,9 +111,15 @@ def backlog(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) 
                 time.sleep(0.05)
             took = time.perf_counter() - started
             rate = size / took
-            rows.append(Row("sinks", f"{kind}: backlog of {size:,} events published (start → position at the newest)",
-                            f"{rate:,.0f} events/s, drained in {took:.1f} s",
-                            "≥ 5,000/s, ≤ 30 s", verdict(rate >= 5000 and took <= 30)))
+            rows.append(
+                Row(
+                    "sinks",
+                    f"{kind}: backlog of {size:,} events published (start → position at the newest)",
+                    f"{rate:,.0f} events/s, drained in {took:.1f} s",
+                    "≥ 5,000/s, ≤ 30 s",
+                    verdict(rate >= 5000 and took <= 30),
+                )
+            )
         finally:
             server.stop()
             asyncio.run(_cleanup(kind, tag))
@@ -230,8 +242,13 @@ def e2e(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -> l
             extra = {"RECEIVER_SINKS": _url("nats", tag)}
             if url:
                 extra["RECEIVER_DATABASE_URL"] = url
-            server = bl.Served(f"sinks-e2e-{store}", "receiver.app:create_app", plan.workdir, factory=True,
-                               env=bl.receiver_env(plan.workdir / "sinks-e2e.db", **extra))
+            server = bl.Served(
+                f"sinks-e2e-{store}",
+                "receiver.app:create_app",
+                plan.workdir,
+                factory=True,
+                env=bl.receiver_env(plan.workdir / "sinks-e2e.db", **extra),
+            )
             try:
                 server.start()
                 asyncio.run(_e2e_one(server, tag, plan.e2e_rate, plan.warmup_seconds, "warm"))
@@ -239,9 +256,16 @@ def e2e(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -> l
             finally:
                 server.stop()
                 asyncio.run(_cleanup("nats", tag))
-            rows.append(Row("sinks", f"{store}: webhook → CloudEvent at a NATS subscriber, {plan.e2e_rate:.0f} req/s, "
-                                     f"p50 / p99 ({arrived}/{sent} arrived)",
-                            f"{p50:.1f} / {p99:.1f} ms", "p99 ≤ 25 ms", verdict(p99 <= 25 and arrived == sent)))
+            rows.append(
+                Row(
+                    "sinks",
+                    f"{store}: webhook → CloudEvent at a NATS subscriber, {plan.e2e_rate:.0f} req/s, "
+                    f"p50 / p99 ({arrived}/{sent} arrived)",
+                    f"{p50:.1f} / {p99:.1f} ms",
+                    "p99 ≤ 25 ms",
+                    verdict(p99 <= 25 and arrived == sent),
+                )
+            )
     finally:
         if pg_url:
             benchpg.drop_database(pg_url)

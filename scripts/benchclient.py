@@ -11,9 +11,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
 
 CALLBACK_CLIENTS = ("httpx", "aiohttp")
 ROOT = Path(__file__).resolve().parent.parent  # where `python -m scripts.benchclient` finds this module
@@ -21,23 +20,44 @@ ROOT = Path(__file__).resolve().parent.parent  # where `python -m scripts.benchc
 
 def callback_body(key: str) -> bytes:
     """A callback as the delivery worker sends it (job.succeeded, one output); `key` is its provider_job_id."""
-    return json.dumps({"type": "job.succeeded", "timestamp": "2026-01-01T00:00:00Z", "data": {
-        "id": f"job_{key}", "provider": "pixazo", "provider_job_id": key, "status": "succeeded",
-        "outputs": [{"url": f"https://cdn.pixazo.ai/{key}/output.jpeg", "media_type": "image/jpeg", "key": None}],
-        "error": None, "metadata": {}, "created_at": "2026-01-01T00:00:00Z", "completed_at": "2026-01-01T00:00:05Z",
-    }}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "type": "job.succeeded",
+            "timestamp": "2026-01-01T00:00:00Z",
+            "data": {
+                "id": f"job_{key}",
+                "provider": "pixazo",
+                "provider_job_id": key,
+                "status": "succeeded",
+                "outputs": [
+                    {"url": f"https://cdn.pixazo.ai/{key}/output.jpeg", "media_type": "image/jpeg", "key": None}
+                ],
+                "error": None,
+                "metadata": {},
+                "created_at": "2026-01-01T00:00:00Z",
+                "completed_at": "2026-01-01T00:00:05Z",
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 async def _post_callbacks(kind: str, url: str, keys: Sequence[str], concurrency: int) -> None:
     """POST one callback per key, `concurrency` at a time, each the way the delivery worker does it (one
     whole-attempt deadline, no redirects, a bounded read of the answer), with `kind`'s pooled client."""
-    headers = {"webhook-id": "msg_bench", "webhook-timestamp": "1767225600", "webhook-signature": "v1,AAAA",
-               "content-type": "application/json", "user-agent": "receiver-callbacks/1"}
+    headers = {
+        "webhook-id": "msg_bench",
+        "webhook-timestamp": "1767225600",
+        "webhook-signature": "v1,AAAA",
+        "content-type": "application/json",
+        "user-agent": "receiver-callbacks/1",
+    }
     if kind == "httpx":
         import httpx
 
-        client = httpx.AsyncClient(timeout=15, follow_redirects=False,
-                                   limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        client = httpx.AsyncClient(
+            timeout=15, follow_redirects=False, limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        )
 
         async def post(body: bytes) -> int:
             async with asyncio.timeout(15):
@@ -50,8 +70,9 @@ async def _post_callbacks(kind: str, url: str, keys: Sequence[str], concurrency:
     elif kind == "aiohttp":
         import aiohttp
 
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, limit_per_host=8),
-                                        auto_decompress=False)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8), auto_decompress=False
+        )
 
         async def post(body: bytes) -> int:
             async with asyncio.timeout(15):
@@ -82,6 +103,7 @@ def _client_main(kind: str, url: str, count: int, concurrency: int) -> None:
 
     try:
         import uvloop  # as under uvicorn
+
         run = uvloop.run
     except ImportError:
         run = asyncio.run
@@ -102,13 +124,23 @@ async def callback_client_cpu(kind: str, url: str, *, count: int, concurrency: i
     """CPU µs per callback POST of `kind` against `url`, measured in a process of its own (so the sink's and
     the caller's CPU are not counted)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "scripts.benchclient", "client", kind, url, str(count), str(concurrency),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "scripts.benchclient",
+        "client",
+        kind,
+        url,
+        str(count),
+        str(concurrency),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     line = next((ln for ln in out.decode().splitlines() if ln.startswith("CLIENTJSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"{kind} client failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return dict(json.loads(line[len("CLIENTJSON "):]))
+    return dict(json.loads(line[len("CLIENTJSON ") :]))
 
 
 if __name__ == "__main__":

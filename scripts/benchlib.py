@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from receiver.store.sqlite.store import SQLiteStore
 from tests.fakes.oxen import API_KEY as OXEN_KEY
@@ -31,27 +31,43 @@ HOOK_PATH = f"/webhooks/pixazo?token={WEBHOOK_TOKEN}"
 
 # One command line for every served app (receiver and bare endpoint alike): only the app differs.
 UVICORN_OPTIONS = (
-    "--host", "127.0.0.1", "--log-level", "warning", "--no-server-header", "--timeout-graceful-shutdown", "5",
+    "--host",
+    "127.0.0.1",
+    "--log-level",
+    "warning",
+    "--no-server-header",
+    "--timeout-graceful-shutdown",
+    "5",
 )
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:[ \t]*(\d+)")
 
 
 def pixazo_webhook(request_id: str) -> bytes:
     """A Pixazo completion webhook, as Pixazo documents it (compact: the same bytes on every run)."""
-    return json.dumps({
-        "request_id": request_id, "status": "COMPLETED", "model_id": "grok-imagine-pro-text-to-image-quality",
-        "error": None,
-        "output": {"media_url": [f"https://cdn.pixazo.ai/{request_id}/output.jpeg"], "media_type": "image/jpeg"},
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "request_id": request_id,
+            "status": "COMPLETED",
+            "model_id": "grok-imagine-pro-text-to-image-quality",
+            "error": None,
+            "output": {"media_url": [f"https://cdn.pixazo.ai/{request_id}/output.jpeg"], "media_type": "image/jpeg"},
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def oxen_event(generation_id: str) -> bytes:
     """One `media_generation_completed` event of Oxen's stream (success data)."""
-    data = json.dumps({
-        "generation_id": generation_id, "status": "succeeded", "media_type": "image",
-        "model": "xai-grok-imagine-image",
-        "url": f"https://cdn.oxen.ai/generations/{generation_id}.png?X-Amz-Signature=abc",
-    }, separators=(",", ":"))
+    data = json.dumps(
+        {
+            "generation_id": generation_id,
+            "status": "succeeded",
+            "media_type": "image",
+            "model": "xai-grok-imagine-image",
+            "url": f"https://cdn.oxen.ai/generations/{generation_id}.png?X-Amz-Signature=abc",
+        },
+        separators=(",", ":"),
+    )
     return f"event: media_generation_completed\ndata: {data}\n\n".encode()
 
 
@@ -61,14 +77,16 @@ def oxen_event(generation_id: str) -> bytes:
 def receiver_env(db_path: Path, **extra: str) -> dict[str, str]:
     """The receiver's settings for a run: its own SQLite file, known tokens, nothing from the caller's shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
-    env.update({
-        "RECEIVER_DATABASE_URL": f"sqlite:///{db_path.resolve()}",
-        "RECEIVER_API_TOKEN": API_TOKEN,
-        "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-        "RECEIVER_SIGNING_SECRET": SIGNING_SECRET,
-        "RECEIVER_LOG_LEVEL": "WARNING",
-        "RECEIVER_MEDIA_URL": "off",  # the media bench turns it on; elsewhere results are not fetched
-    })
+    env.update(
+        {
+            "RECEIVER_DATABASE_URL": f"sqlite:///{db_path.resolve()}",
+            "RECEIVER_API_TOKEN": API_TOKEN,
+            "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+            "RECEIVER_SIGNING_SECRET": SIGNING_SECRET,
+            "RECEIVER_LOG_LEVEL": "WARNING",
+            "RECEIVER_MEDIA_URL": "off",  # the media bench turns it on; elsewhere results are not fetched
+        }
+    )
     env.update(extra)
     return env
 
@@ -78,18 +96,27 @@ class Served(ServerProcess):
     (`app` such as `receiver.app:create_app` or `scripts.bare_app:app`); `cli`: `receiver serve` instead (its
     own logging set-up). Its output goes to `workdir/<name>.log`."""
 
-    def __init__(self, name: str, app: str, workdir: Path, *, env: Mapping[str, str] | None = None,
-                 factory: bool = False, cli: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        app: str,
+        workdir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        factory: bool = False,
+        cli: bool = False,
+    ) -> None:
         if cli:
             args = [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", "{port}"]
         else:
             args = [sys.executable, "-m", "uvicorn", app, "--port", "{port}", *UVICORN_OPTIONS]
             if factory:
                 args.append("--factory")
-        super().__init__(args, env if env is not None else os.environ, cwd=ROOT, log_path=workdir / f"{name}.log",
-                         name=name)
+        super().__init__(
+            args, env if env is not None else os.environ, cwd=ROOT, log_path=workdir / f"{name}.log", name=name
+        )
 
-    def start(self, timeout: float = 60.0) -> "Served":
+    def start(self, timeout: float = 60.0) -> Served:
         return super().start(timeout)
 
     def log_text(self) -> str:
@@ -187,19 +214,33 @@ def wrk_script(workdir: Path) -> Path:
 
 def run_wrk(url: str, *, prefix: str, seconds: float, connections: int, workdir: Path) -> LoadResult:
     """`wrk -t1` with unique ids; `unanswered` are the requests still in flight when wrk stopped."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-           "-s", str(wrk_script(workdir)), url]
-    done = subprocess.run(cmd, env={**os.environ, "BENCH_PREFIX": prefix}, capture_output=True, text=True,
-                          timeout=seconds + 60)
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(wrk_script(workdir)),
+        url,
+    ]
+    done = subprocess.run(
+        cmd, env={**os.environ, "BENCH_PREFIX": prefix}, capture_output=True, text=True, timeout=seconds + 60
+    )
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
-    r = json.loads(line[len("WRKJSON "):])
+    r = json.loads(line[len("WRKJSON ") :])
     errors = r["connect"] + r["read"] + r["write"] + r["timeout"]
     return LoadResult(
-        generator="wrk", seconds=r["duration_us"] / 1e6, ok=r["requests"] - r["status"],
-        failed=r["status"] + errors, unanswered=max(0, r["built"] - r["requests"]),
-        p50_ms=r["p50_us"] / 1000, p99_ms=r["p99_us"] / 1000,
+        generator="wrk",
+        seconds=r["duration_us"] / 1e6,
+        ok=r["requests"] - r["status"],
+        failed=r["status"] + errors,
+        unanswered=max(0, r["built"] - r["requests"]),
+        p50_ms=r["p50_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
     )
 
 
@@ -207,8 +248,10 @@ def run_wrk(url: str, *, prefix: str, seconds: float, connections: int, workdir:
 
 
 def http_post(port: int, path: str, body: bytes) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -227,8 +270,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(head[9:12])
 
 
-async def closed_loop(port: int, path: str, make_body: Callable[[str], bytes], *, prefix: str, seconds: float,
-                      connections: int) -> LoadResult:
+async def closed_loop(
+    port: int, path: str, make_body: Callable[[str], bytes], *, prefix: str, seconds: float, connections: int
+) -> LoadResult:
     """Each connection sends its next request as soon as the previous answer is in; drains at the end."""
     latencies: list[float] = []
     ok = failed = 0
@@ -259,8 +303,15 @@ async def closed_loop(port: int, path: str, make_body: Callable[[str], bytes], *
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(n) for n in range(connections)))
-    return LoadResult("built-in", time.perf_counter() - started, ok, failed, 0,
-                      percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000)
+    return LoadResult(
+        "built-in",
+        time.perf_counter() - started,
+        ok,
+        failed,
+        0,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+    )
 
 
 @dataclass
@@ -272,8 +323,15 @@ class Sent:
     status: int | None = None
 
 
-async def open_loop(port: int, path: str, make_body: Callable[[str], bytes], keys: Sequence[str], *, rate: float,
-                    max_connections: int = 512) -> list[Sent]:
+async def open_loop(
+    port: int,
+    path: str,
+    make_body: Callable[[str], bytes],
+    keys: Sequence[str],
+    *,
+    rate: float,
+    max_connections: int = 512,
+) -> list[Sent]:
     """Send one request per key at a fixed rate, whatever the answers do (a new connection when all are busy)."""
     idle = [await _connect(port) for _ in range(min(16, max_connections))]
     slots = asyncio.Semaphore(max_connections)
@@ -328,7 +386,7 @@ async def open_loop(port: int, path: str, make_body: Callable[[str], bytes], key
 class _HTTPServerProtocol(asyncio.Protocol):
     """Just enough HTTP/1.1 server: content-length framed requests, keep-alive, one handler call each."""
 
-    def __init__(self, handle: Callable[["_HTTPServerProtocol", bytes, bytes], None]) -> None:
+    def __init__(self, handle: Callable[[_HTTPServerProtocol, bytes, bytes], None]) -> None:
         self.handle = handle
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -345,12 +403,12 @@ class _HTTPServerProtocol(asyncio.Protocol):
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = bytes(self.buffer[:end + 2])
+            head = bytes(self.buffer[: end + 2])
             found = _CONTENT_LENGTH.search(head)
             total = end + 4 + (int(found.group(1)) if found else 0)
             if len(self.buffer) < total:
                 return
-            body = bytes(self.buffer[end + 4:total])
+            body = bytes(self.buffer[end + 4 : total])
             del self.buffer[:total]
             self.handle(self, head, body)
 
@@ -374,9 +432,10 @@ class CallbackSink:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    async def start(self) -> "CallbackSink":
+    async def start(self) -> CallbackSink:
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _HTTPServerProtocol(self._handle), "127.0.0.1", 0)
+            lambda: _HTTPServerProtocol(self._handle), "127.0.0.1", 0
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -411,9 +470,10 @@ class OxenStream:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> "OxenStream":
+    async def start(self) -> OxenStream:
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _HTTPServerProtocol(self._handle), "127.0.0.1", 0)
+            lambda: _HTTPServerProtocol(self._handle), "127.0.0.1", 0
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -423,19 +483,22 @@ class OxenStream:
         if not authorized:
             proto.answer("401 Unauthorized", b'{"status":"error","status_message":"unauthorized"}', "application/json")
         elif target.startswith(b"/api/events") and proto.transport is not None:
-            proto.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-                                  b"transfer-encoding: chunked\r\n\r\n")
+            proto.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
             self.stream = proto.transport
             self.connected.set()
         else:
-            proto.answer("404 Not Found", b'{"error":{"type":"resource_not_found"},"status":"error"}',
-                         "application/json")
+            proto.answer(
+                "404 Not Found", b'{"error":{"type":"resource_not_found"},"status":"error"}', "application/json"
+            )
 
     def send(self, data: bytes, chunk: int = 65536) -> None:
         """Write events to the open stream (chunked transfer encoding); the transport buffers the rest."""
         assert self.stream is not None, "no stream connected"
         for i in range(0, len(data), chunk):
-            piece = data[i:i + chunk]
+            piece = data[i : i + chunk]
             self.stream.write(b"%x\r\n%s\r\n" % (len(piece), piece))
 
     async def close(self) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import statistics
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from scripts import benchlib as bl
 from tests.support import POSTGRES_ADMIN_URL as ADMIN_URL
@@ -78,13 +78,18 @@ def server_version(url: str) -> str:
 def backend_cpu(url: str) -> dict[int, float]:
     """CPU seconds (user + system) used so far by each server process serving this database's connections
     (not PostgreSQL's shared background processes, nor other databases' backends on a shared server)."""
+
     async def pids() -> list[int]:
         import asyncpg
 
         conn = await asyncpg.connect(url, timeout=5)
         try:
-            return [r[0] for r in await conn.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+            return [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ]
         finally:
             await conn.close()
 
@@ -101,8 +106,15 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
-def split_load(generator: str, servers: list[bl.Served], prefix: str, seconds: float, connections: int,
-               workdir: Path, streams: int = 2) -> bl.LoadResult:
+def split_load(
+    generator: str,
+    servers: list[bl.Served],
+    prefix: str,
+    seconds: float,
+    connections: int,
+    workdir: Path,
+    streams: int = 2,
+) -> bl.LoadResult:
     """`streams` closed-loop generators at once (connections split evenly), the i-th aimed at server i mod n:
     the same load shape whether it goes to one server or is spread over replicas. Counts add up; latency
     percentiles are the median of the streams'; `cpu_s` is the servers' CPU time meanwhile."""
@@ -111,20 +123,46 @@ def split_load(generator: str, servers: list[bl.Served], prefix: str, seconds: f
     cpu = sum(s.cpu_seconds() for s in servers)
     run: Callable[[int], bl.LoadResult]
     if generator == "wrk":
+
         def run(i: int) -> bl.LoadResult:
-            return bl.run_wrk(targets[i].base_url + bl.HOOK_PATH, prefix=f"{prefix}-{i}", seconds=seconds,
-                              connections=each, workdir=workdir)
+            return bl.run_wrk(
+                targets[i].base_url + bl.HOOK_PATH,
+                prefix=f"{prefix}-{i}",
+                seconds=seconds,
+                connections=each,
+                workdir=workdir,
+            )
+
         with ThreadPoolExecutor(streams) as pool:
             results = list(pool.map(run, range(streams)))
     else:
+
         async def both() -> list[bl.LoadResult]:
-            return list(await asyncio.gather(*(
-                bl.closed_loop(t.port, bl.HOOK_PATH, bl.pixazo_webhook, prefix=f"{prefix}-{i}", seconds=seconds,
-                               connections=each) for i, t in enumerate(targets))))
+            return list(
+                await asyncio.gather(
+                    *(
+                        bl.closed_loop(
+                            t.port,
+                            bl.HOOK_PATH,
+                            bl.pixazo_webhook,
+                            prefix=f"{prefix}-{i}",
+                            seconds=seconds,
+                            connections=each,
+                        )
+                        for i, t in enumerate(targets)
+                    )
+                )
+            )
+
         results = asyncio.run(both())
     combined = bl.LoadResult(
-        generator=generator, seconds=statistics.mean(r.seconds for r in results), ok=sum(r.ok for r in results),
-        failed=sum(r.failed for r in results), unanswered=sum(r.unanswered for r in results),
-        p50_ms=statistics.median(r.p50_ms for r in results), p99_ms=max(r.p99_ms for r in results))
+        generator=generator,
+        seconds=statistics.mean(r.seconds for r in results),
+        ok=sum(r.ok for r in results),
+        failed=sum(r.failed for r in results),
+        unanswered=sum(r.unanswered for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=max(r.p99_ms for r in results),
+    )
     combined.cpu_s = sum(s.cpu_seconds() for s in servers) - cpu
     return combined

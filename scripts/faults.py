@@ -38,15 +38,16 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tests.faults.common import Report
 from tests.faults.crash import sigkill_under_load
 from tests.faults.fuzz import fuzz
+from tests.faults.nginx_rolling import rolling_restart_behind_nginx
 from tests.faults.outage import callback_outage
 from tests.faults.oxen_drops import oxen_drops
-from tests.faults.nginx_rolling import rolling_restart_behind_nginx
 from tests.faults.replicas import replicas_under_faults
 
 FULL: dict[str, dict[str, Any]] = {
@@ -96,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     # connection ends a request: noise here. The receiver processes keep their own log files.
     logging.disable(logging.CRITICAL)
     root = Path(tempfile.mkdtemp(prefix="receiver-faults-"))
-    print(f"machine: {platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
-          f"{_cpus()} CPU(s)\nseed: {seed} · work directory: {root}\n")
+    print(
+        f"machine: {platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
+        f"{_cpus()} CPU(s)\nseed: {seed} · work directory: {root}\n"
+    )
     reports: list[Report] = []
     for name in names:
         options = dict((QUICK if args.quick else FULL)[name])
@@ -109,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = _scenario(name, workdir, seed, options)
         except Exception as exc:  # a scenario that crashes is a failed scenario, not a stopped run
-            report = Report(name, problems=[f"the scenario itself failed: {type(exc).__name__}: {exc}"],
-                            elapsed_s=time.monotonic() - started)
+            report = Report(
+                name,
+                problems=[f"the scenario itself failed: {type(exc).__name__}: {exc}"],
+                elapsed_s=time.monotonic() - started,
+            )
         reports.append(report)
         print(report.text(), "\n", flush=True)
     failed = [r.name for r in reports if not r.ok]

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
 from receiver.app import create_app
 from tests.fakes.oxen import FakeOxen
 from tests.support import (
-    POSTGRES_REQUIRED, RunningServer, make_settings, postgres_database, postgres_reachable, serve_app,
+    POSTGRES_REQUIRED,
+    RunningServer,
+    make_settings,
+    postgres_database,
+    postgres_reachable,
+    serve_app,
 )
 
 

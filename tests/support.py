@@ -12,16 +12,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import weakref
 import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Self, Sequence
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import httpx
 import uvicorn
 
-from receiver.web.server import server_config
 from receiver.settings import Settings
+from receiver.web.server import server_config
 
 if TYPE_CHECKING:
     import pytest
@@ -121,8 +122,16 @@ class ServerProcess:
     and which, once full under load, blocks the server on its next log line. `env` is its whole environment.
     """
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], *, port: int | None = None,
-                 cwd: Path | None = None, log_path: Path | None = None, name: str = "server") -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        port: int | None = None,
+        cwd: Path | None = None,
+        log_path: Path | None = None,
+        name: str = "server",
+    ) -> None:
         self.args = list(args)
         self.env = dict(env)
         self.port = port or free_port()
@@ -138,8 +147,14 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> Self:
         """Start it (again, on the same port) and wait until /healthz answers."""
         started = time.monotonic()
-        self.proc = subprocess.Popen([arg.replace("{port}", str(self.port)) for arg in self.args], env=self.env,
-                                     cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [arg.replace("{port}", str(self.port)) for arg in self.args],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
@@ -208,10 +223,17 @@ def cpu_seconds(pid: int) -> float:
 class ReceiverProcess(ServerProcess):
     """`receiver serve` in its own process, for restarts and SIGKILL; `env` on top of this one's."""
 
-    def __init__(self, env: Mapping[str, str], port: int | None = None, cwd: Path | None = None,
-                 log_path: Path | None = None) -> None:
-        super().__init__([sys.executable, "-m", "receiver", "serve", "--port", "{port}"], {**os.environ, **env},
-                         port=port, cwd=cwd, log_path=log_path, name="receiver")
+    def __init__(
+        self, env: Mapping[str, str], port: int | None = None, cwd: Path | None = None, log_path: Path | None = None
+    ) -> None:
+        super().__init__(
+            [sys.executable, "-m", "receiver", "serve", "--port", "{port}"],
+            {**os.environ, **env},
+            port=port,
+            cwd=cwd,
+            log_path=log_path,
+            name="receiver",
+        )
 
 
 def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -275,6 +297,6 @@ async def postgres_database() -> AsyncIterator[str]:
 UNMIRRORED = {"stored_url": None, "sha256": None, "bytes": None, "mirror_error": None}
 
 
-def errors(caplog: "pytest.LogCaptureFixture") -> list[str]:
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The messages logged at ERROR or above (with the `errors_logged` fixture: uvicorn's too)."""
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -7,11 +7,11 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver.web.http import error, read_body
 from receiver.models import JobStatus
 from receiver.runtime import Runtime
 from receiver.store import FinishedFilter
-from receiver.web.validation import PatchJob, RedeliverTo, Redeliveries, parse_body, parse_time
+from receiver.web.http import error, read_body
+from receiver.web.validation import PatchJob, Redeliveries, RedeliverTo, parse_body, parse_time
 
 REDELIVERY_BATCH = 500  # jobs per transaction of `POST /v1/redeliveries`
 
@@ -62,8 +62,9 @@ async def redeliver(request: Request) -> Response:
         message, retried = await runtime.store.redeliver(job_id) or (None, False)
     if message is None:
         return error(409, "not_redeliverable", "the job cannot be redelivered")
-    return JSONResponse({"message_id": message.id, "url": message.url, "job_id": job_id, "retried": retried},
-                        status_code=202)
+    return JSONResponse(
+        {"message_id": message.id, "url": message.url, "job_id": job_id, "retried": retried}, status_code=202
+    )
 
 
 async def redeliver_many(request: Request) -> Response:
@@ -72,8 +73,10 @@ async def redeliver_many(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     spec = parse_body(Redeliveries, await read_body(request, runtime.settings.max_body_bytes))
     filters = FinishedFilter(
-        since=parse_time(spec.since), until=parse_time(spec.until) if spec.until else None,
-        provider=spec.provider, delivery_status=spec.delivery_status,
+        since=parse_time(spec.since),
+        until=parse_time(spec.until) if spec.until else None,
+        provider=spec.provider,
+        delivery_status=spec.delivery_status,
     )
     count, after = 0, 0
     while True:

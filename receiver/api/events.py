@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from receiver.errors import StoreError
-from receiver.web.http import error
 from receiver.notify import EVENTS, wait_for
 from receiver.runtime import Runtime
 from receiver.store.base import Event
+from receiver.web.http import error
 from receiver.web.validation import invalid, parse_seq, query_time
 
 log = logging.getLogger("receiver.api.events")
@@ -89,9 +89,12 @@ async def stream_events(request: Request) -> Response:
     if after is not None and after > newest:
         # The store was replaced (or the id came from another receiver): streaming from here would
         # silently skip every event up to `after` once the new store reaches it.
-        return error(409, "last_event_id_ahead",
-                     f"Last-Event-ID {after} is above the newest event this receiver has ({newest})",
-                     last_event_id=newest)
+        return error(
+            409,
+            "last_event_id_ahead",
+            f"Last-Event-ID {after} is above the newest event this receiver has ({newest})",
+            last_event_id=newest,
+        )
     if since is None:
         start = newest if after is None else after  # without Last-Event-ID: from now on
     else:

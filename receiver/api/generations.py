@@ -20,18 +20,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from receiver import logs
-
-from receiver.ingest import lumenfall_calls
-from receiver.errors import InvalidPayload, ProviderError
-from receiver.web.http import error, read_body
 from receiver.api.idempotency import fingerprint, idempotency_key, settle
+from receiver.errors import InvalidPayload, ProviderError
+from receiver.ingest import lumenfall_calls
 from receiver.ingest.inbound import storable_text
-from receiver.models import Job, ProviderName
 from receiver.ingest.provider_calls import call
+from receiver.models import Job, ProviderName
 from receiver.providers import REGISTRY, Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
+from receiver.web.http import error, read_body
 from receiver.web.validation import CallbackUrl, invalid, parse_body
 
 log = logging.getLogger("receiver.api.generations")
@@ -71,15 +70,22 @@ async def create_generation(request: Request) -> Response:
     settings = runtime.settings
     spec = parse_body(Generate, await read_body(request, settings.max_body_bytes))
     if settings.public_url_unreachable:
-        return error(422, "public_url_unset",
-                     f"RECEIVER_PUBLIC_URL is not set and the receiver listens on {settings.host}: providers could not "
-                     "reach its webhook URL. Set RECEIVER_PUBLIC_URL to the URL they can reach.",
-                     setting="RECEIVER_PUBLIC_URL")
+        return error(
+            422,
+            "public_url_unset",
+            f"RECEIVER_PUBLIC_URL is not set and the receiver listens on {settings.host}: providers could not "
+            "reach its webhook URL. Set RECEIVER_PUBLIC_URL to the URL they can reach.",
+            setting="RECEIVER_PUBLIC_URL",
+        )
     api_key = settings.api_key(spec.provider)
     if api_key is None:
         setting = f"RECEIVER_{spec.provider.upper()}_API_KEY"
-        return error(422, "provider_not_configured",
-                     f"{setting} is not set, so the receiver cannot submit to {spec.provider}", setting=setting)
+        return error(
+            422,
+            "provider_not_configured",
+            f"{setting} is not set, so the receiver cannot submit to {spec.provider}",
+            setting=setting,
+        )
     key = idempotency_key(request)
     if key is None:
         submission = _Submission()
@@ -95,20 +101,24 @@ async def create_generation(request: Request) -> Response:
         raise invalid("Idempotency-Key", "was used within 24 h for a different request")
     if not settled.ours:
         if settled.claim.state == "unknown":
-            return error(409, "idempotency_outcome_unknown",
-                         "an earlier request with this Idempotency-Key was cut short by a shutdown while "
-                         f"{spec.provider} had not yet answered its submit: whether it accepted (and charged) it is "
-                         "unknown, so it is not submitted again. Look for its result among the jobs "
-                         f"(GET /v1/jobs?provider={spec.provider}), or use a new key to submit anew.",
-                         job_ids=list(settled.claim.job_ids))
+            return error(
+                409,
+                "idempotency_outcome_unknown",
+                "an earlier request with this Idempotency-Key was cut short by a shutdown while "
+                f"{spec.provider} had not yet answered its submit: whether it accepted (and charged) it is "
+                "unknown, so it is not submitted again. Look for its result among the jobs "
+                f"(GET /v1/jobs?provider={spec.provider}), or use a new key to submit anew.",
+                job_ids=list(settled.claim.job_ids),
+            )
         if settled.claim.state != "done":
             return error(409, "idempotency_key_in_use", "a request with this Idempotency-Key is still being submitted")
         found = [await runtime.store.get_job(job_id) for job_id in settled.claim.job_ids]
         return _answer([job for job in found if job is not None])
     submission = _Submission()
     # The submit runs past this request: a shutdown cutting the request still lets it record its outcome.
-    task = runtime.spawn(_submit_keyed(runtime, spec, api_key.get_secret_value(), key, submission),
-                         name=f"submit {spec.provider}")
+    task = runtime.spawn(
+        _submit_keyed(runtime, spec, api_key.get_secret_value(), key, submission), name=f"submit {spec.provider}"
+    )
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -138,8 +148,11 @@ async def _submit_keyed(runtime: Runtime, spec: Generate, api_key: str, key: str
         # Awaited, not shielded: shutdown cancels this task once, then awaits it before the store closes.
         if submission.sent:
             await runtime.store.finish_idempotency_key(key, submission.registered, outcome_unknown=True)
-            log.warning("the submit to %s under an Idempotency-Key was cut before it answered: the key now says "
-                        "its outcome is unknown", spec.provider)
+            log.warning(
+                "the submit to %s under an Idempotency-Key was cut before it answered: the key now says "
+                "its outcome is unknown",
+                spec.provider,
+            )
         else:
             await runtime.store.release_idempotency_key(key)
         raise
@@ -153,14 +166,22 @@ async def _submit_keyed(runtime: Runtime, spec: Generate, api_key: str, key: str
 def _cut(provider: str, sent: bool, *, keyed: bool) -> Response:
     """The answer to a request that the server's shutdown cut short."""
     if not sent:
-        answer = error(503, "shutting_down", "the receiver is shutting down; nothing was submitted: retry",
-                       outcome_unknown=False)
+        answer = error(
+            503, "shutting_down", "the receiver is shutting down; nothing was submitted: retry", outcome_unknown=False
+        )
     else:
-        retry = ("A retry with the same Idempotency-Key is answered 409 instead of being submitted again." if keyed
-                 else "A retry would be a new submit: send an Idempotency-Key to make retries safe.")
-        answer = error(503, "shutting_down",
-                       f"the receiver is shutting down and {provider} had not answered the submit yet: whether it "
-                       f"accepted it is unknown. {retry}", outcome_unknown=True)
+        retry = (
+            "A retry with the same Idempotency-Key is answered 409 instead of being submitted again."
+            if keyed
+            else "A retry would be a new submit: send an Idempotency-Key to make retries safe."
+        )
+        answer = error(
+            503,
+            "shutting_down",
+            f"the receiver is shutting down and {provider} had not answered the submit yet: whether it "
+            f"accepted it is unknown. {retry}",
+            outcome_unknown=True,
+        )
     answer.headers["Retry-After"] = "1"
     return answer
 
@@ -171,8 +192,9 @@ def _answer(outcome: list[Job] | Response) -> Response:
     return JSONResponse({"jobs": [j.to_json() for j in outcome]}, status_code=202)
 
 
-async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency: str | None,
-                    submission: _Submission) -> list[Job] | Response:
+async def _generate(
+    runtime: Runtime, spec: Generate, api_key: str, idempotency: str | None, submission: _Submission
+) -> list[Job] | Response:
     """Submit; the jobs, or the 502 answer of a refusal. `submission` follows how far it got."""
     settings = runtime.settings
     provider = REGISTRY[spec.provider]
@@ -182,13 +204,18 @@ async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency:
     try:
         provider_request = provider.build_submit(
             GenerationSpec(spec.prompt, spec.model, spec.input_image, spec.params),
-            api_key=api_key, webhook_url=webhook_url(settings, runtime.secrets, provider.name), request_id=request_id,
+            api_key=api_key,
+            webhook_url=webhook_url(settings, runtime.secrets, provider.name),
+            request_id=request_id,
         )
     except BadGeneration as exc:
         raise invalid(exc.field, exc.message) from None
     if provider.answers_synchronously:
-        jobs = [await lumenfall_calls.start_call(runtime, provider_request, unique=request_id,
-                                                 callback_url=spec.callback_url, metadata=spec.metadata)]
+        jobs = [
+            await lumenfall_calls.start_call(
+                runtime, provider_request, unique=request_id, callback_url=spec.callback_url, metadata=spec.metadata
+            )
+        ]
     else:
         # Ids we chose ourselves (Runware's taskUUID) are registered before the submit: a result that
         # arrives before the provider's answer then counts for the job as submitted (its image count).
@@ -212,15 +239,22 @@ async def _generate(runtime: Runtime, spec: Generate, api_key: str, idempotency:
         if not jobs:
             jobs = [await _register(runtime, spec, item) for item in submitted]
         runtime.metrics.submissions.labels(provider.name, "accepted").inc()
-    log.info("submitted to %s: %s", provider.name, ", ".join(j.id for j in jobs),
-             extra={"job_id": jobs[0].id} if len(jobs) == 1 else {"job_ids": [j.id for j in jobs]})
+    log.info(
+        "submitted to %s: %s",
+        provider.name,
+        ", ".join(j.id for j in jobs),
+        extra={"job_id": jobs[0].id} if len(jobs) == 1 else {"job_ids": [j.id for j in jobs]},
+    )
     return jobs
 
 
 async def _register(runtime: Runtime, spec: Generate, item: Submitted) -> Job:
     job, _ = await runtime.store.register_job(
-        provider=spec.provider, provider_job_id=item.provider_job_id, callback_url=spec.callback_url,
-        metadata=spec.metadata, expected_outputs=item.expected_outputs,
+        provider=spec.provider,
+        provider_job_id=item.provider_job_id,
+        callback_url=spec.callback_url,
+        metadata=spec.metadata,
+        expected_outputs=item.expected_outputs,
     )
     return job
 
@@ -229,8 +263,12 @@ async def _discard(runtime: Runtime, jobs: list[Job]) -> None:
     """A refused submit leaves no job behind: those registered before it go, unless a result already came."""
     for job in jobs:
         if not await runtime.store.discard_job(job.id):
-            log.warning("job %s was refused by %s but already has a result: kept", job.id, job.provider,
-                        extra={"job_id": job.id})
+            log.warning(
+                "job %s was refused by %s but already has a result: kept",
+                job.id,
+                job.provider,
+                extra={"job_id": job.id},
+            )
 
 
 def _usable(submitted: list[Submitted]) -> list[Submitted]:
@@ -246,6 +284,11 @@ async def _submit(runtime: Runtime, provider: Provider, request: ProviderRequest
         return _usable(provider.parse_submit(request, response.content))
     except InvalidPayload as exc:
         # It may have accepted (and charged) all the same: keep what it said where an operator can find it.
-        log.error("%s answered a submit with %s but unusably (%s): %.500r", provider.name, response.status_code, exc,
-                  response.content)
+        log.error(
+            "%s answered a submit with %s but unusably (%s): %.500r",
+            provider.name,
+            response.status_code,
+            exc,
+            response.content,
+        )
         raise ProviderError(f"unexpected answer from {provider.name}: {exc}", status=response.status_code) from None

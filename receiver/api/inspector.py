@@ -12,10 +12,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.errors import StoreError
-from receiver.web.http import http_error
 from receiver.runtime import Runtime
 from receiver.sinks.publisher import sinks_listing
 from receiver.store import describe_store
+from receiver.web.http import http_error
 from receiver.web.validation import known_params
 
 UI_DIR = Path(__file__).parent.parent / "ui"
@@ -69,18 +69,30 @@ async def stats(request: Request) -> Response:
     try:
         await runtime.store.ping()
     except StoreError:
-        return JSONResponse({"store": describe_store(runtime.settings.database_url), "store_state": "unreachable",
-                             "public_url": runtime.settings.base_public_url, "mirroring": runtime.media is not None,
-                             "oxen_stream": runtime.oxen.state, "oxen_stream_error": runtime.oxen.last_error,
-                             "jobs": {}, "delivery_backlog": {"count": 0, "oldest_age_s": None}})
+        return JSONResponse(
+            {
+                "store": describe_store(runtime.settings.database_url),
+                "store_state": "unreachable",
+                "public_url": runtime.settings.base_public_url,
+                "mirroring": runtime.media is not None,
+                "oxen_stream": runtime.oxen.state,
+                "oxen_stream_error": runtime.oxen.last_error,
+                "jobs": {},
+                "delivery_backlog": {"count": 0, "oldest_age_s": None},
+            }
+        )
     count, oldest = await runtime.store.delivery_backlog()
     age = round(max(0.0, runtime.store.clock() - oldest), 3) if oldest is not None else None
-    return JSONResponse({
-        "store": describe_store(runtime.settings.database_url), "store_state": "ok",
-        "public_url": runtime.settings.base_public_url,  # for the page's `Copy as curl`
-        "mirroring": runtime.media is not None,  # else outputs are never mirrored: not "mirroring…"
-        "oxen_stream": runtime.oxen.state, "oxen_stream_error": runtime.oxen.last_error,
-        "jobs": await runtime.store.job_counts(),
-        "delivery_backlog": {"count": count, "oldest_age_s": age},
-        "sinks": await sinks_listing(runtime),
-    })
+    return JSONResponse(
+        {
+            "store": describe_store(runtime.settings.database_url),
+            "store_state": "ok",
+            "public_url": runtime.settings.base_public_url,  # for the page's `Copy as curl`
+            "mirroring": runtime.media is not None,  # else outputs are never mirrored: not "mirroring…"
+            "oxen_stream": runtime.oxen.state,
+            "oxen_stream_error": runtime.oxen.last_error,
+            "jobs": await runtime.store.job_counts(),
+            "delivery_backlog": {"count": count, "oldest_age_s": age},
+            "sinks": await sinks_listing(runtime),
+        }
+    )

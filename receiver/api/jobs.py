@@ -8,14 +8,21 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver.web.http import error, read_body
 from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome, iso_time
 from receiver.notify import job_key, wait_for
 from receiver.runtime import Runtime
 from receiver.store import JobFilter
 from receiver.store.base import Page
+from receiver.web.http import error, read_body
 from receiver.web.validation import (
-    RegisterJob, known_params, parse_body, query_choice, query_cursor, query_float, query_int, query_text,
+    RegisterJob,
+    known_params,
+    parse_body,
+    query_choice,
+    query_cursor,
+    query_float,
+    query_int,
+    query_text,
     query_time,
 )
 
@@ -23,8 +30,9 @@ MAX_WAIT_S = 60.0
 _STATUSES = tuple(s.value for s in JobStatus)
 _OUTCOMES = tuple(o.value for o in Outcome)
 _DELIVERY_STATUSES = tuple(d.value for d in DeliveryStatus)
-_JOB_PARAMS = frozenset({"provider", "status", "delivery_status", "provider_job_id", "since", "until", "limit", "cursor",
-                         "prefix"})
+_JOB_PARAMS = frozenset(
+    {"provider", "status", "delivery_status", "provider_job_id", "since", "until", "limit", "cursor", "prefix"}
+)
 _RECEIPT_PARAMS = frozenset({"provider", "outcome", "job_id", "limit", "cursor"})
 
 
@@ -32,8 +40,11 @@ async def register_job(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     spec = parse_body(RegisterJob, await read_body(request, runtime.settings.max_body_bytes))
     job, created = await runtime.store.register_job(
-        provider=spec.provider, provider_job_id=spec.provider_job_id, callback_url=spec.callback_url,
-        metadata=spec.metadata, expected_outputs=spec.expected_outputs,
+        provider=spec.provider,
+        provider_job_id=spec.provider_job_id,
+        callback_url=spec.callback_url,
+        metadata=spec.metadata,
+        expected_outputs=spec.expected_outputs,
     )
     return JSONResponse(job.to_json(), status_code=201 if created else 200)
 
@@ -77,14 +88,20 @@ async def list_jobs(request: Request) -> Response:
     q = request.query_params
     known_params(q, _JOB_PARAMS)
     filters = JobFilter(
-        provider=query_choice(q, "provider", PROVIDERS), status=query_choice(q, "status", _STATUSES),
+        provider=query_choice(q, "provider", PROVIDERS),
+        status=query_choice(q, "status", _STATUSES),
         delivery_status=query_choice(q, "delivery_status", _DELIVERY_STATUSES),
-        provider_job_id=query_text(q, "provider_job_id"), since=query_time(q, "since"), until=query_time(q, "until"),
+        provider_job_id=query_text(q, "provider_job_id"),
+        since=query_time(q, "since"),
+        until=query_time(q, "until"),
         prefix=query_text(q, "prefix", max_length=255),
     )
     cursor = query_cursor(q)
     page = await runtime.store.list_jobs(
-        filters=filters, limit=query_int(q, "limit", 50, low=1, high=500), cursor=cursor, count=cursor is None,
+        filters=filters,
+        limit=query_int(q, "limit", 50, low=1, high=500),
+        cursor=cursor,
+        count=cursor is None,
     )
     return JSONResponse({"jobs": [j.to_json() for j in page.items], "next_cursor": page.next_cursor, **_total(page)})
 
@@ -102,9 +119,18 @@ async def list_deliveries(request: Request) -> Response:
     attempts = await runtime.store.list_deliveries(job_id)
     # Then each message still to be sent, after the attempts made: `next_attempt_at` says when it is due,
     # `attempt` the number its next attempt will have, and having made no attempt yet it has no answer.
-    waiting = [{"message_id": m.id, "url": m.url, "attempt": m.attempts + 1, "status_code": None, "error": None,
-                "at": None, "next_attempt_at": iso_time(m.next_attempt_at)}
-               for m in await runtime.store.waiting_messages(job_id)]
+    waiting = [
+        {
+            "message_id": m.id,
+            "url": m.url,
+            "attempt": m.attempts + 1,
+            "status_code": None,
+            "error": None,
+            "at": None,
+            "next_attempt_at": iso_time(m.next_attempt_at),
+        }
+        for m in await runtime.store.waiting_messages(job_id)
+    ]
     return JSONResponse({"deliveries": [a.to_json() for a in attempts] + waiting})
 
 
@@ -115,12 +141,16 @@ async def list_receipts(request: Request) -> Response:
     outcome = query_choice(q, "outcome", _OUTCOMES)
     cursor = query_cursor(q)
     page = await runtime.store.list_receipts(
-        provider=query_choice(q, "provider", PROVIDERS), outcome=Outcome(outcome) if outcome else None,
-        limit=query_int(q, "limit", 50, low=1, high=500), cursor=cursor, job_id=query_text(q, "job_id"),
+        provider=query_choice(q, "provider", PROVIDERS),
+        outcome=Outcome(outcome) if outcome else None,
+        limit=query_int(q, "limit", 50, low=1, high=500),
+        cursor=cursor,
+        job_id=query_text(q, "job_id"),
         count=cursor is None,
     )
-    return JSONResponse({"receipts": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
-                         **_total(page)})
+    return JSONResponse(
+        {"receipts": [r.to_json() for r in page.items], "next_cursor": page.next_cursor, **_total(page)}
+    )
 
 
 _REFUSAL_PARAMS = frozenset({"provider", "reason", "limit", "cursor"})
@@ -134,8 +164,12 @@ async def list_refusals(request: Request) -> Response:
     known_params(q, _REFUSAL_PARAMS)
     cursor = query_cursor(q)
     page = await runtime.store.list_refusals(
-        provider=query_text(q, "provider", max_length=64), reason=query_choice(q, "reason", REFUSAL_REASONS),
-        limit=query_int(q, "limit", 50, low=1, high=100), cursor=cursor, count=cursor is None,
+        provider=query_text(q, "provider", max_length=64),
+        reason=query_choice(q, "reason", REFUSAL_REASONS),
+        limit=query_int(q, "limit", 50, low=1, high=100),
+        cursor=cursor,
+        count=cursor is None,
     )
-    return JSONResponse({"refusals": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
-                         **_total(page)})
+    return JSONResponse(
+        {"refusals": [r.to_json() for r in page.items], "next_cursor": page.next_cursor, **_total(page)}
+    )

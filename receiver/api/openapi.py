@@ -13,9 +13,9 @@ from starlette.responses import JSONResponse, Response
 import receiver
 from receiver.api.generations import Generate
 from receiver.api.idempotency import MAX_KEY_LENGTH
+from receiver.api.sinks import Rewind
 from receiver.models import PROVIDERS, DeliveryStatus, JobStatus, Outcome, ProviderName, ReceiptSource, StreamState
-from receiver.web.validation import PatchJob, RedeliverTo, Redeliveries, RegisterJob
-from receiver.sinks.routes import Rewind
+from receiver.web.validation import PatchJob, Redeliveries, RedeliverTo, RegisterJob
 
 # -- answers ---------------------------------------------------------------------------------------
 
@@ -184,8 +184,20 @@ class ErrorOut(BaseModel):
 # -- the document ----------------------------------------------------------------------------------
 
 _REQUESTS: list[type[BaseModel]] = [RegisterJob, Generate, PatchJob, RedeliverTo, Redeliveries, Rewind]
-_ANSWERS: list[type[BaseModel]] = [JobOut, JobPage, Generated, Deliveries, Redelivered, Count, ReceiptPage, RefusalPage,
-                                   StatsOut, ErrorOut, SinkOut, SinkList]
+_ANSWERS: list[type[BaseModel]] = [
+    JobOut,
+    JobPage,
+    Generated,
+    Deliveries,
+    Redelivered,
+    Count,
+    ReceiptPage,
+    RefusalPage,
+    StatsOut,
+    ErrorOut,
+    SinkOut,
+    SinkList,
+]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -196,9 +208,12 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-_ERRORS = {"401": _json(ErrorOut, "missing or wrong bearer token"), "413": _json(ErrorOut, "body too large"),
-           "422": _json(ErrorOut, "bad request: names the field"),
-           "503": _json(ErrorOut, "the store is unavailable; retry")}
+_ERRORS = {
+    "401": _json(ErrorOut, "missing or wrong bearer token"),
+    "413": _json(ErrorOut, "body too large"),
+    "422": _json(ErrorOut, "bad request: names the field"),
+    "503": _json(ErrorOut, "the store is unavailable; retry"),
+}
 
 
 def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -208,12 +223,20 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
 _TIME = {"type": "string", "description": "ISO 8601, e.g. 2026-11-21T10:00:00Z"}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _SINK = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-_PAGE = [_query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-         _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "next_cursor of the page before")]
+_PAGE = [
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+    _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "next_cursor of the page before"),
+]
 
 
-def _op(summary: str, answers: dict[str, Any], *, body: type[BaseModel] | None = None, required: bool = True,
-        params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _op(
+    summary: str,
+    answers: dict[str, Any],
+    *,
+    body: type[BaseModel] | None = None,
+    required: bool = True,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {**answers, **_ERRORS}, "parameters": params or []}
     if body is not None:
         op["requestBody"] = {"required": required, "content": {"application/json": {"schema": _ref(body)}}}
@@ -225,107 +248,186 @@ def _paths() -> dict[str, Any]:
     conflict = {"409": _json(ErrorOut, "not possible in the job's state")}
     return {
         "/v1/jobs": {
-            "post": _op("Register a job", {"201": _json(JobOut, "created"), "200": _json(JobOut, "already registered")},
-                        body=RegisterJob),
-            "get": _op("List jobs, newest first", {"200": _json(JobPage, "a page")}, params=[
-                _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
-                _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
-                _query("delivery_status", {"type": "string", "enum": [d.value for d in DeliveryStatus]}),
-                _query("provider_job_id", {"type": "string", "maxLength": 512}),
-                _query("prefix", {"type": "string", "maxLength": 255}, "the start of the job's id or provider job id"),
-                _query("since", _TIME, "on created_at"), _query("until", _TIME, "on created_at"), *_PAGE]),
+            "post": _op(
+                "Register a job",
+                {"201": _json(JobOut, "created"), "200": _json(JobOut, "already registered")},
+                body=RegisterJob,
+            ),
+            "get": _op(
+                "List jobs, newest first",
+                {"200": _json(JobPage, "a page")},
+                params=[
+                    _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
+                    _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+                    _query("delivery_status", {"type": "string", "enum": [d.value for d in DeliveryStatus]}),
+                    _query("provider_job_id", {"type": "string", "maxLength": 512}),
+                    _query(
+                        "prefix", {"type": "string", "maxLength": 255}, "the start of the job's id or provider job id"
+                    ),
+                    _query("since", _TIME, "on created_at"),
+                    _query("until", _TIME, "on created_at"),
+                    *_PAGE,
+                ],
+            ),
         },
         "/v1/jobs/{job_id}": {
-            "get": _op("A job; with ?wait=S held until terminal or S seconds", {"200": _json(JobOut, "the job"),
-                                                                                 **not_found},
-                       params=[_JOB_ID, _query("wait", {"type": "number", "minimum": 0, "maximum": 60})]),
-            "patch": _op("Change where its next messages go and what they carry", {"200": _json(JobOut, "the job"),
-                                                                                   **not_found},
-                         body=PatchJob, params=[_JOB_ID]),
+            "get": _op(
+                "A job; with ?wait=S held until terminal or S seconds",
+                {"200": _json(JobOut, "the job"), **not_found},
+                params=[_JOB_ID, _query("wait", {"type": "number", "minimum": 0, "maximum": 60})],
+            ),
+            "patch": _op(
+                "Change where its next messages go and what they carry",
+                {"200": _json(JobOut, "the job"), **not_found},
+                body=PatchJob,
+                params=[_JOB_ID],
+            ),
         },
         "/v1/jobs/{job_id}/cancel": {
-            "post": _op("Cancel a pending job", {"200": _json(JobOut, "cancelled"), **not_found, **conflict},
-                        params=[_JOB_ID]),
+            "post": _op(
+                "Cancel a pending job", {"200": _json(JobOut, "cancelled"), **not_found, **conflict}, params=[_JOB_ID]
+            ),
         },
         "/v1/jobs/{job_id}/deliveries": {
-            "get": _op("Delivery attempts, oldest first", {"200": _json(Deliveries, "attempts"), **not_found},
-                       params=[_JOB_ID]),
+            "get": _op(
+                "Delivery attempts, oldest first", {"200": _json(Deliveries, "attempts"), **not_found}, params=[_JOB_ID]
+            ),
         },
         "/v1/jobs/{job_id}/redeliver": {
-            "post": _op("Send a terminal job's result again, as a new message",
-                        {"202": _json(Redelivered, "queued"), **not_found, **conflict},
-                        body=RedeliverTo, required=False, params=[_JOB_ID]),
+            "post": _op(
+                "Send a terminal job's result again, as a new message",
+                {"202": _json(Redelivered, "queued"), **not_found, **conflict},
+                body=RedeliverTo,
+                required=False,
+                params=[_JOB_ID],
+            ),
         },
         "/v1/redeliveries": {
-            "post": _op("Send again every terminal job that finished in [since, until)",
-                        {"202": _json(Count, "queued")}, body=Redeliveries),
+            "post": _op(
+                "Send again every terminal job that finished in [since, until)",
+                {"202": _json(Count, "queued")},
+                body=Redeliveries,
+            ),
         },
         "/v1/generations": {
-            "post": _op("Submit a generation to a provider", {
-                "202": _json(Generated, "submitted"), "409": _json(ErrorOut, "its Idempotency-Key is in use"),
-                "502": _json(ErrorOut, "the provider refused"),
-            }, body=Generate, params=[{"name": "Idempotency-Key", "in": "header", "required": False,
-                                       "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH}}]),
+            "post": _op(
+                "Submit a generation to a provider",
+                {
+                    "202": _json(Generated, "submitted"),
+                    "409": _json(ErrorOut, "its Idempotency-Key is in use"),
+                    "502": _json(ErrorOut, "the provider refused"),
+                },
+                body=Generate,
+                params=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH},
+                    }
+                ],
+            ),
         },
         "/v1/receipts": {
-            "get": _op("Stored inbound messages, newest first", {"200": _json(ReceiptPage, "a page")}, params=[
-                _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
-                _query("outcome", {"type": "string", "enum": [o.value for o in Outcome]}),
-                _query("job_id", {"type": "string", "maxLength": 512}), *_PAGE]),
+            "get": _op(
+                "Stored inbound messages, newest first",
+                {"200": _json(ReceiptPage, "a page")},
+                params=[
+                    _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
+                    _query("outcome", {"type": "string", "enum": [o.value for o in Outcome]}),
+                    _query("job_id", {"type": "string", "maxLength": 512}),
+                    *_PAGE,
+                ],
+            ),
         },
         "/v1/refusals": {
-            "get": _op("Refused inbound requests (the newest 10,000 kept), newest first", {
-                "200": _json(RefusalPage, "a page")}, params=[
-                _query("provider", {"type": "string", "maxLength": 64}),
-                _query("reason", {"type": "string", "enum": ["unknown_provider", "unauthorized", "bad_signature",
-                                                             "too_large", "invalid_body"]}),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}), _PAGE[1]]),
+            "get": _op(
+                "Refused inbound requests (the newest 10,000 kept), newest first",
+                {"200": _json(RefusalPage, "a page")},
+                params=[
+                    _query("provider", {"type": "string", "maxLength": 64}),
+                    _query(
+                        "reason",
+                        {
+                            "type": "string",
+                            "enum": ["unknown_provider", "unauthorized", "bad_signature", "too_large", "invalid_body"],
+                        },
+                    ),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _PAGE[1],
+                ],
+            ),
         },
         "/v1/stats": {
-            "get": _op("The store, jobs by status, the callback backlog (the Inspector's summary)",
-                       {"200": _json(StatsOut, "the figures")}),
+            "get": _op(
+                "The store, jobs by status, the callback backlog (the Inspector's summary)",
+                {"200": _json(StatsOut, "the figures")},
+            ),
         },
         "/v1/sinks": {
             "get": _op("Each configured sink: state, position, lag, last error", {"200": _json(SinkList, "the sinks")}),
         },
         "/v1/sinks/{name}/rewind": {
-            "post": _op("Publish again from an event id or a completion time", {
-                "200": _json(SinkOut, "the sink"), "404": _json(ErrorOut, "no such sink"),
-                "409": _json(ErrorOut, "last_event_id ahead of the store")}, body=Rewind, params=[_SINK]),
+            "post": _op(
+                "Publish again from an event id or a completion time",
+                {
+                    "200": _json(SinkOut, "the sink"),
+                    "404": _json(ErrorOut, "no such sink"),
+                    "409": _json(ErrorOut, "last_event_id ahead of the store"),
+                },
+                body=Rewind,
+                params=[_SINK],
+            ),
         },
         "/v1/sinks/{name}/pause": {
-            "post": _op("Stop publishing to a sink", {"200": _json(SinkOut, "the sink"),
-                                                       "404": _json(ErrorOut, "no such sink")}, params=[_SINK]),
+            "post": _op(
+                "Stop publishing to a sink",
+                {"200": _json(SinkOut, "the sink"), "404": _json(ErrorOut, "no such sink")},
+                params=[_SINK],
+            ),
         },
         "/v1/sinks/{name}/resume": {
-            "post": _op("Publish again (also after a refused message)", {
-                "200": _json(SinkOut, "the sink"), "404": _json(ErrorOut, "no such sink")}, params=[_SINK]),
+            "post": _op(
+                "Publish again (also after a refused message)",
+                {"200": _json(SinkOut, "the sink"), "404": _json(ErrorOut, "no such sink")},
+                params=[_SINK],
+            ),
         },
         "/v1/events": {
-            "get": _op("Terminal jobs as Server-Sent Events", {
-                "200": {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                "409": _json(ErrorOut, "Last-Event-ID ahead of the store"),
-                "422": _json(ErrorOut, "since is not an ISO 8601 time"),
-            }, params=[_query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,19}$"}),
-                       _query("since", _TIME, "replay the events of jobs completed at or after it (completed_at)"),
-                       {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}]),
+            "get": _op(
+                "Terminal jobs as Server-Sent Events",
+                {
+                    "200": {
+                        "description": "an event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "409": _json(ErrorOut, "Last-Event-ID ahead of the store"),
+                    "422": _json(ErrorOut, "since is not an ISO 8601 time"),
+                },
+                params=[
+                    _query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,19}$"}),
+                    _query("since", _TIME, "replay the events of jobs completed at or after it (completed_at)"),
+                    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                ],
+            ),
         },
     }
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (pure)."""
-    _, requests = models_json_schema([(m, "validation") for m in _REQUESTS],
-                                     ref_template="#/components/schemas/{model}")
-    _, answers = models_json_schema([(m, "serialization") for m in _ANSWERS],
-                                    ref_template="#/components/schemas/{model}")
+    _, requests = models_json_schema(
+        [(m, "validation") for m in _REQUESTS], ref_template="#/components/schemas/{model}"
+    )
+    _, answers = models_json_schema(
+        [(m, "serialization") for m in _ANSWERS], ref_template="#/components/schemas/{model}"
+    )
     schemas = {**requests.get("$defs", {}), **answers.get("$defs", {})}
     return {
         "openapi": "3.1.0",
         "info": {"title": "receiver", "version": receiver.__version__},
         "paths": _paths(),
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
     }
 

@@ -7,16 +7,16 @@ import os
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiohttp
 import standardwebhooks
 
-from receiver.util.backoff import parse_retry_after
-from receiver.tuning import DeliveryLimits
-from receiver.web.masking import masked_headers
-from receiver.store.base import Exchange, Message
 from receiver.signing import signature_headers
+from receiver.store.base import Exchange, Message
+from receiver.tuning import DeliveryLimits
+from receiver.util.backoff import parse_retry_after
+from receiver.web.masking import masked_headers
 
 ERROR_TEXT_CHARS = 200
 DRAIN_BYTES = 65536  # a 2xx body up to this long is read, to keep its connection
@@ -100,16 +100,21 @@ async def _drain(response: aiohttp.ClientResponse, head: bytearray) -> None:
 
 
 async def send(
-    session: aiohttp.ClientSession, webhook: standardwebhooks.Webhook, message: Message, *, timeout: float,
+    session: aiohttp.ClientSession,
+    webhook: standardwebhooks.Webhook,
+    message: Message,
+    *,
+    timeout: float,
 ) -> AttemptResult:
     """POST one message; every way it can go wrong becomes an `AttemptResult`, never an exception."""
-    headers = signed_headers(webhook, message.id, message.body, datetime.now(timezone.utc))
+    headers = signed_headers(webhook, message.id, message.body, datetime.now(UTC))
     status: int | None = None
     answer: dict[str, str] | None = None
     head = bytearray()
 
-    def result(status_code: int | None, error: str | None, retry_after: float | None = None, *,
-               permanent: bool = False) -> AttemptResult:
+    def result(
+        status_code: int | None, error: str | None, retry_after: float | None = None, *, permanent: bool = False
+    ) -> AttemptResult:
         exchange = Exchange(headers, answer, bytes(head) if answer is not None else None)
         return AttemptResult(status_code, error, retry_after, permanent, exchange)
 
@@ -130,7 +135,7 @@ async def send(
         return result(None, f"timeout after {timeout:g}s")
     except aiohttp.NonHttpUrlClientError:
         return result(None, "unusable callback URL: not http or https", permanent=True)
-    except Exception as exc:  # noqa: BLE001  (whatever the client raises is one failed attempt)
+    except Exception as exc:
         if status is None and isinstance(exc, (aiohttp.InvalidURL, ValueError)):  # yarl's are ValueErrors
             return result(None, "unusable callback URL", permanent=True)  # not the URL: it may hold a token
         if status is None:
@@ -149,8 +154,9 @@ def open_session(limits: DeliveryLimits) -> aiohttp.ClientSession:
     """
     connector = aiohttp.TCPConnector(limit=limits.max_concurrency, limit_per_host=limits.per_host_concurrency)
     return aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False,
-        skip_auto_headers=("Accept-Encoding",), trust_env=bool(urllib.request.getproxies()),
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
+        trust_env=bool(urllib.request.getproxies()),
     )
-
-

@@ -11,14 +11,13 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
 import standardwebhooks
 
-from receiver.util import backoff
 from receiver.delivery.client import AttemptResult, open_session, send
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import AttemptOutcome
@@ -26,6 +25,7 @@ from receiver.notify import OUTBOX
 from receiver.outage import Outage
 from receiver.runtime import Runtime
 from receiver.store.base import Message
+from receiver.util import backoff
 
 log = logging.getLogger("receiver.delivery.worker")
 
@@ -52,8 +52,13 @@ class Decision:
 
 
 def decide(
-    *, status_code: int | None, attempts_made: int, schedule: Sequence[float],
-    retry_after: float | None = None, permanent: bool = False, rand: backoff.Random = random.random,
+    *,
+    status_code: int | None,
+    attempts_made: int,
+    schedule: Sequence[float],
+    retry_after: float | None = None,
+    permanent: bool = False,
+    rand: backoff.Random = random.random,
 ) -> Decision:
     """The retry policy. `status_code` None means no answer (timeout, refused connection, …).
 
@@ -121,7 +126,9 @@ class _Deliverer:
         self.webhook = standardwebhooks.Webhook(runtime.secrets.signing_secret)
         self.timeout = runtime.settings.callback_timeout_s
         # Held messages may queue behind their destination's slots: keep them leased meanwhile.
-        self.lease_s = self.timeout * (self.limits.per_host_held // self.limits.per_host_concurrency + 1) + LEASE_MARGIN_S
+        self.lease_s = (
+            self.timeout * (self.limits.per_host_held // self.limits.per_host_concurrency + 1) + LEASE_MARGIN_S
+        )
         self.held: dict[int, asyncio.Task[None]] = {}
         self.hosts: dict[str, _Host] = {}
         self.backlogs: dict[str, _Backlog] = {}
@@ -162,9 +169,10 @@ class _Deliverer:
             return
         try:
             await asyncio.wait_for(self.runtime.store.hand_back_messages(seqs), HAND_BACK_S)
-        except (StoreError, asyncio.TimeoutError) as exc:
-            log.warning("could not hand back %d claimed callback(s) (%s): sent once their leases run out",
-                        len(seqs), exc)
+        except (TimeoutError, StoreError) as exc:
+            log.warning(
+                "could not hand back %d claimed callback(s) (%s): sent once their leases run out", len(seqs), exc
+            )
 
     async def _claim_and_dispatch(self) -> bool:
         """Claim what is due and start it; True if the claim came back full."""
@@ -184,8 +192,9 @@ class _Deliverer:
                 beyond.setdefault(url_host, []).append(message.seq)
                 continue
             host.held += 1
-            self.held[message.seq] = asyncio.create_task(self._deliver(message, url_host, host),
-                                                         name=f"deliver {message.id}")
+            self.held[message.seq] = asyncio.create_task(
+                self._deliver(message, url_host, host), name=f"deliver {message.id}"
+            )
         if beyond:
             await self._postpone(beyond)
         return len(messages) >= room
@@ -253,14 +262,20 @@ class _Deliverer:
         try:
             message, result = await self._attempt(message, host)
             decision = decide(
-                status_code=result.status_code, attempts_made=message.attempts + 1,
-                schedule=self.runtime.settings.retry_schedule, retry_after=result.retry_after,
+                status_code=result.status_code,
+                attempts_made=message.attempts + 1,
+                schedule=self.runtime.settings.retry_schedule,
+                retry_after=result.retry_after,
                 permanent=result.permanent,
             )
             next_at = self.clock() + decision.delay if decision.delay is not None else None
             await self.runtime.store.record_attempt(
-                message, status_code=result.status_code, error=result.error,
-                outcome=decision.outcome, next_attempt_at=next_at, exchange=result.exchange,
+                message,
+                status_code=result.status_code,
+                error=result.error,
+                outcome=decision.outcome,
+                next_attempt_at=next_at,
+                exchange=result.exchange,
             )
             self.runtime.metrics.deliveries.labels(decision.outcome).inc()
             if decision.delay is not None:
@@ -268,8 +283,13 @@ class _Deliverer:
             level = logging.INFO if decision.outcome == "delivered" else logging.WARNING
             if log.isEnabledFor(level):
                 log.log(
-                    level, "callback %s for job %s to %s: attempt %d %s (%s)%s",
-                    message.id, message.job_id, url_host, message.attempts + 1, decision.outcome,
+                    level,
+                    "callback %s for job %s to %s: attempt %d %s (%s)%s",
+                    message.id,
+                    message.job_id,
+                    url_host,
+                    message.attempts + 1,
+                    decision.outcome,
                     result.error or result.status_code,
                     f", next in {decision.delay:.2f}s" if decision.delay is not None else "",
                     extra={"job_id": message.job_id},
@@ -277,8 +297,12 @@ class _Deliverer:
         except asyncio.CancelledError:
             raise
         except StoreUnavailable as exc:
-            log.warning("callback %s for job %s: could not record the attempt (%s); it is sent again once its "
-                        "lease runs out", message.id, message.job_id, exc)
+            log.warning(
+                "callback %s for job %s: could not record the attempt (%s); it is sent again once its lease runs out",
+                message.id,
+                message.job_id,
+                exc,
+            )
         except Exception:  # deliberate: a bug in one attempt must not take the loop down
             # The message stays pending and leased: it is tried again once the lease runs out.
             log.exception("callback %s for job %s: could not record the attempt", message.id, message.job_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from receiver.errors import InvalidPayload
 from receiver.models import ApplyResult, Completion, Outcome, Receipt

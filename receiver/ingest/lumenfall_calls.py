@@ -15,10 +15,10 @@ from typing import Any
 from receiver import logs
 from receiver.errors import ProviderError, StoreError
 from receiver.ingest.inbound import ingest, parse
+from receiver.ingest.provider_calls import MAX_IMAGE_ANSWER_BYTES, send
 from receiver.models import Completion, Job, Outcome, Receipt, dumps
 from receiver.notify import wait_for
 from receiver.outage import Outage
-from receiver.ingest.provider_calls import MAX_IMAGE_ANSWER_BYTES, send
 from receiver.providers import lumenfall
 from receiver.providers._request import ProviderRequest, refusal_message
 from receiver.runtime import Runtime
@@ -30,13 +30,18 @@ CRASHED = "the receiver restarted before Lumenfall answered"
 ORPHAN_CHECK_S = 10.0
 
 
-async def start_call(runtime: Runtime, request: ProviderRequest, *, unique: str, callback_url: str | None,
-                     metadata: dict[str, Any]) -> Job:
+async def start_call(
+    runtime: Runtime, request: ProviderRequest, *, unique: str, callback_url: str | None, metadata: dict[str, Any]
+) -> Job:
     """Register the job (its id made from `unique`), then run `request` in the background."""
     job_id = lumenfall.new_job_id(unique)
     job, _ = await runtime.store.register_job(
-        provider="lumenfall", provider_job_id=job_id, callback_url=callback_url,
-        metadata=metadata, expected_outputs=None, owner=runtime.store.replica_id,
+        provider="lumenfall",
+        provider_job_id=job_id,
+        callback_url=callback_url,
+        metadata=metadata,
+        expected_outputs=None,
+        owner=runtime.store.replica_id,
     )
     runtime.spawn(_run_call(runtime, request, job_id), name=f"lumenfall-{job_id}")
     runtime.metrics.submissions.labels("lumenfall", "started").inc()
@@ -46,21 +51,29 @@ async def start_call(runtime: Runtime, request: ProviderRequest, *, unique: str,
 async def _run_call(runtime: Runtime, request: ProviderRequest, job_id: str) -> None:
     try:
         try:
-            response = await send(runtime, "lumenfall", request, timeout=runtime.settings.lumenfall_timeout_s,
-                                  max_bytes=MAX_IMAGE_ANSWER_BYTES)
+            response = await send(
+                runtime,
+                "lumenfall",
+                request,
+                timeout=runtime.settings.lumenfall_timeout_s,
+                max_bytes=MAX_IMAGE_ANSWER_BYTES,
+            )
         except ProviderError as exc:
             await _fail(runtime, job_id, exc.message)
             return
         body = response.content
         receipt = Receipt("lumenfall", "response", body, {"content-type": response.headers.get("content-type", "")})
         if response.is_success:
-            result = await ingest(runtime, receipt, parse(receipt, lambda: [lumenfall.parse_image_response(job_id, body)]))
+            result = await ingest(
+                runtime, receipt, parse(receipt, lambda: [lumenfall.parse_image_response(job_id, body)])
+            )
             if result.outcome is Outcome.INVALID:
                 # Kept as an invalid receipt; the job must still end, as nothing else will ever answer for it.
                 await _fail(runtime, job_id, f"unusable answer from Lumenfall: {result.error}")
         else:
             message = logs.masker_for(runtime.settings, runtime.secrets).redact(
-                refusal_message(response.status_code, body))
+                refusal_message(response.status_code, body)
+            )
             await ingest(runtime, receipt, [lumenfall.failed_response(job_id, message)])
     except asyncio.CancelledError:
         await asyncio.shield(_fail(runtime, job_id, INTERRUPTED))
@@ -75,8 +88,9 @@ async def _fail(runtime: Runtime, job_id: str, message: str) -> None:
     completion: Completion = lumenfall.failed_response(job_id, message)
     note = dumps({"error": message, "noted_by": "receiver"}).encode()
     try:
-        await ingest(runtime, Receipt("lumenfall", "response", note, {"content-type": "application/json"}),
-                     [completion])
+        await ingest(
+            runtime, Receipt("lumenfall", "response", note, {"content-type": "application/json"}), [completion]
+        )
     except StoreError as exc:  # the store is away: the job timeout (RECEIVER_JOB_TIMEOUT_S) ends it then
         log.error("could not record the failure of Lumenfall job %s: %s", job_id, exc)
 

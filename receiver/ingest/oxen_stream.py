@@ -19,21 +19,22 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
-from receiver.util import backoff
-from receiver.util.bounded_sse import Oversized, aiter_bounded_sse
 from receiver.errors import InvalidPayload, NotConfigured, ReceiverError, StoreError
 from receiver.ingest.inbound import ingest, parse
+from receiver.ingest.polling import poll_job
 from receiver.models import ApplyResult, Job, Receipt
 from receiver.outage import Outage
-from receiver.ingest.polling import poll_job
 from receiver.providers import oxen
 from receiver.runtime import Runtime
 from receiver.tuning import StreamTuning
+from receiver.util import backoff
+from receiver.util.bounded_sse import Oversized, aiter_bounded_sse
 
 log = logging.getLogger("receiver.oxen")
 
@@ -63,7 +64,11 @@ class Reconnects:
 
     def next_delay(self, failure: StreamFailure) -> float:
         t = self.tuning
-        base, cap = (t.unauthorized_base_s, t.unauthorized_cap_s) if failure.unauthorized else (t.backoff_base_s, t.backoff_cap_s)
+        base, cap = (
+            (t.unauthorized_base_s, t.unauthorized_cap_s)
+            if failure.unauthorized
+            else (t.backoff_base_s, t.backoff_cap_s)
+        )
         delay = backoff.exponential(self.attempt, base=base, cap=cap, rand=self.rand)
         self.attempt += 1
         if failure.retry_after is not None:
@@ -146,8 +151,12 @@ class OxenConsumer:
             status.last_error = failure.message
             if failure.unauthorized:
                 status.state = "unauthorized"
-                log.error("Oxen refused RECEIVER_OXEN_API_KEY (%s): no Oxen results arrive until the key is fixed; "
-                          "retrying in %.1f s", failure.message, delay)
+                log.error(
+                    "Oxen refused RECEIVER_OXEN_API_KEY (%s): no Oxen results arrive until the key is fixed; "
+                    "retrying in %.1f s",
+                    failure.message,
+                    delay,
+                )
             else:
                 status.state = "connecting"
                 # While the store is away each reconnect ends the same way: its Outage said so once.
@@ -174,8 +183,9 @@ class OxenConsumer:
     async def _stream_once(self) -> None:
         """One connection, until it ends; raises StreamFailure (or an httpx error) for what went wrong."""
         timeout = httpx.Timeout(self.tuning.connect_timeout_s, read=self.tuning.stall_timeout_s)
-        async with aconnect_sse(self.runtime.http, "GET", self.url, headers=_auth_headers(self.runtime),
-                                timeout=timeout) as source:
+        async with aconnect_sse(
+            self.runtime.http, "GET", self.url, headers=_auth_headers(self.runtime), timeout=timeout
+        ) as source:
             response = source.response
             if response.status_code in (401, 403):
                 raise StreamFailure(f"HTTP {response.status_code} from GET {oxen.STREAM_PATH}", unauthorized=True)
@@ -184,7 +194,9 @@ class OxenConsumer:
                 raise StreamFailure(f"HTTP {response.status_code} from GET {oxen.STREAM_PATH}", retry_after=retry_after)
             content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if content_type != "text/event-stream":
-                raise StreamFailure(f"GET {oxen.STREAM_PATH} answered {content_type or 'no content type'!r}, not an event stream")
+                raise StreamFailure(
+                    f"GET {oxen.STREAM_PATH} answered {content_type or 'no content type'!r}, not an event stream"
+                )
             self._opened()
             # The read timeout is the stall detector: keep-alive comments are bytes too, so it only
             # fires when nothing at all arrived for stall_timeout_s.
@@ -196,10 +208,13 @@ class OxenConsumer:
 
     async def _keep_oversized(self, exc: Oversized) -> None:
         """An oversized line or event, kept (its start only) as an invalid receipt."""
-        receipt = Receipt(provider="oxen", source="stream", body=exc.kept,
-                          headers={"sse-event": exc.event, "truncated": "true"})
+        receipt = Receipt(
+            provider="oxen", source="stream", body=exc.kept, headers={"sse-event": exc.event, "truncated": "true"}
+        )
 
-        await ingest(self.runtime, receipt, InvalidPayload(f"{exc.message} (only the first {len(exc.kept)} bytes kept)"))
+        await ingest(
+            self.runtime, receipt, InvalidPayload(f"{exc.message} (only the first {len(exc.kept)} bytes kept)")
+        )
 
     async def _consume(self, source: EventSource) -> None:
         """Ingest each completion without waiting for the previous ones' COMMIT, at most `in_flight` at once.
@@ -209,8 +224,9 @@ class OxenConsumer:
         """
         window = asyncio.Semaphore(self.tuning.in_flight)
         t = self.tuning
-        events = aiter_bounded_sse(source.response, max_line=t.max_line_chars, max_event=t.max_event_chars,
-                                   keep=t.kept_chars)
+        events = aiter_bounded_sse(
+            source.response, max_line=t.max_line_chars, max_event=t.max_event_chars, keep=t.kept_chars
+        )
         try:
             async with asyncio.TaskGroup() as ingests:
                 async for sse in events:
@@ -248,7 +264,9 @@ class OxenConsumer:
             self.catch_up_wanted.clear()
             try:
                 polled, finished = await poll_pending_oxen_jobs(self.runtime, self.tuning)
-            except Exception as exc:  # deliberate: the store away, or a bug, must not end the consumer (next connect retries)
+            except (
+                Exception
+            ) as exc:  # deliberate: the store away, or a bug, must not end the consumer (next connect retries)
                 self.store_outage.failed(exc)
                 continue
             self.store_outage.ok()
@@ -256,8 +274,9 @@ class OxenConsumer:
                 log.info("caught up after connecting: polled %d pending Oxen job(s), %d finished", polled, finished)
 
 
-async def run_oxen_consumer(runtime: Runtime, *, tuning: StreamTuning | None = None,
-                            rand: Callable[[], float] = random.random) -> None:
+async def run_oxen_consumer(
+    runtime: Runtime, *, tuning: StreamTuning | None = None, rand: Callable[[], float] = random.random
+) -> None:
     """The background worker: runs until cancelled (the app's lifespan does that at shutdown)."""
     if runtime.settings.oxen_api_key is None:
         return

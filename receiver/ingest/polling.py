@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from receiver.errors import InvalidPayload, ProviderError
 from receiver.ingest.inbound import ingest, parse
-from receiver.models import ApplyResult, Completion, Job, JobStatus, PollResult, Receipt
 from receiver.ingest.provider_calls import call
+from receiver.models import ApplyResult, Completion, Job, JobStatus, PollResult, Receipt
 from receiver.providers import REGISTRY
 from receiver.runtime import Runtime
 
@@ -56,11 +56,22 @@ async def _poll(runtime: Runtime, job: Job, *, timeout: float) -> Polled:
         response = await call(runtime, job.provider, request, timeout=timeout)
     except ProviderError as exc:
         if exc.status == 404:
-            log.warning("%s does not know %s (404): job %s left as it is", job.provider, job.provider_job_id,
-                        job.id, extra={"job_id": job.id})
+            log.warning(
+                "%s does not know %s (404): job %s left as it is",
+                job.provider,
+                job.provider_job_id,
+                job.id,
+                extra={"job_id": job.id},
+            )
         else:
-            log.info("polling %s job %s failed (status %s): %s", job.provider, job.id, exc.status, exc.message,
-                     extra={"job_id": job.id})
+            log.info(
+                "polling %s job %s failed (status %s): %s",
+                job.provider,
+                job.id,
+                exc.status,
+                exc.message,
+                extra={"job_id": job.id},
+            )
         return Polled("error")
     body = response.content
     receipt = Receipt(job.provider, "poll", body, {"content-type": response.headers.get("content-type", "")})

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from receiver.util.aio import read_capped
 from receiver.errors import ProviderError
 from receiver.providers._request import ProviderRequest, refusal_message
 from receiver.runtime import Runtime
+from receiver.util.aio import read_capped
 
 log = logging.getLogger("receiver.ingest.provider_calls")
 
@@ -37,19 +37,26 @@ class Answer:
         return 200 <= self.status_code < 300
 
 
-async def send(runtime: Runtime, provider: str, request: ProviderRequest, *, timeout: float,
-               max_bytes: int = MAX_ANSWER_BYTES) -> Answer:
+async def send(
+    runtime: Runtime, provider: str, request: ProviderRequest, *, timeout: float, max_bytes: int = MAX_ANSWER_BYTES
+) -> Answer:
     """Send `request` to `provider`'s base URL; a deadline passed, a network error or an answer over
     `max_bytes` is a ProviderError without status."""
     url = runtime.settings.base_url(provider) + request.path
     try:
         async with asyncio.timeout(timeout):
-            async with runtime.http.stream(request.method, url, headers=request.headers, json=request.json,
-                                           timeout=timeout) as response:
+            async with runtime.http.stream(
+                request.method, url, headers=request.headers, json=request.json, timeout=timeout
+            ) as response:
                 body = await read_capped(response.aiter_bytes(), max_bytes)
                 if body is None:
-                    log.warning("%s answered %s %s with more than %d bytes: call abandoned", provider,
-                                request.method, request.path, max_bytes)
+                    log.warning(
+                        "%s answered %s %s with more than %d bytes: call abandoned",
+                        provider,
+                        request.method,
+                        request.path,
+                        max_bytes,
+                    )
                     raise ProviderError(f"{provider}'s answer exceeds {max_bytes} bytes")
                 return Answer(response.status_code, response.headers, body)
     except (TimeoutError, httpx.TimeoutException):

@@ -13,14 +13,14 @@ import functools
 import logging
 import random
 
-from receiver.util import backoff
+from receiver.ingest.polling import poll_job
 from receiver.models import Job
 from receiver.notify import wait_for
 from receiver.outage import Outage
-from receiver.ingest.polling import poll_job
 from receiver.providers import POLLING_PROVIDERS
 from receiver.runtime import Runtime
 from receiver.settings import Settings
+from receiver.util import backoff
 
 log = logging.getLogger("receiver.ingest.reconciler")
 
@@ -49,8 +49,9 @@ async def _reconcile(runtime: Runtime, job: Job) -> None:
     await runtime.store.schedule_poll(job.id, next_poll_at=runtime.store.clock() + delay)
 
 
-async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: float, concurrency: int,
-                              batch: int) -> None:
+async def _reconcile_provider(
+    runtime: Runtime, provider: str, *, interval: float, concurrency: int, batch: int
+) -> None:
     """Poll one provider's due jobs, at most `concurrency` at once. Each poll runs on its own, within its
     deadline: a slow one holds its slot, never the others nor the next look for due jobs."""
     in_flight: dict[str, asyncio.Task[None]] = {}
@@ -70,10 +71,13 @@ async def _reconcile_provider(runtime: Runtime, provider: str, *, interval: floa
                 try:
                     # Claimed, so pushed POLL_LEASE_S ahead: no other replica (nor this loop) takes them
                     # meanwhile. Only as many as there are free slots, so none waits out its lease.
-                    claimed = await runtime.store.claim_due_polls(providers=[provider], limit=room,
-                                                                  lease_s=POLL_LEASE_S)
+                    claimed = await runtime.store.claim_due_polls(
+                        providers=[provider], limit=room, lease_s=POLL_LEASE_S
+                    )
                     outage.ok()
-                except Exception as exc:  # deliberate: whatever the store raises (asyncpg's too) must not end the worker
+                except (
+                    Exception
+                ) as exc:  # deliberate: whatever the store raises (asyncpg's too) must not end the worker
                     outage.failed(exc)
             for job in claimed:
                 task = asyncio.create_task(_reconcile(runtime, job), name=f"poll-{job.id}")
@@ -100,5 +104,7 @@ async def run_reconciler(
     interval = interval_s if interval_s is not None else poll_interval(runtime.settings)
     async with asyncio.TaskGroup() as loops:
         for provider in providers:
-            loops.create_task(_reconcile_provider(runtime, provider, interval=interval, concurrency=concurrency,
-                                                  batch=batch), name=f"reconcile-{provider}")
+            loops.create_task(
+                _reconcile_provider(runtime, provider, interval=interval, concurrency=concurrency, batch=batch),
+                name=f"reconcile-{provider}",
+            )

@@ -35,8 +35,9 @@ async def sweep_once(runtime: Runtime) -> int:
     timeout_s = runtime.settings.job_timeout_s
     failed = 0
     while True:
-        ids = await runtime.store.expire_jobs(created_before=runtime.store.clock() - timeout_s,
-                                              error=timeout_error(timeout_s), limit=BATCH)
+        ids = await runtime.store.expire_jobs(
+            created_before=runtime.store.clock() - timeout_s, error=timeout_error(timeout_s), limit=BATCH
+        )
         for job_id in ids:
             log.warning("job %s timed out after %g s", job_id, timeout_s, extra={"job_id": job_id})
         failed += len(ids)

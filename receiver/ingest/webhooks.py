@@ -12,20 +12,35 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from receiver.web.http import BodyTooLarge, error, query_value, receive_body, receive_head, secret_equals
 from receiver.ingest.inbound import ingest, parse
 from receiver.models import Outcome, Receipt
 from receiver.providers import REGISTRY, WEBHOOK_PROVIDERS
 from receiver.refusals import BODY_KEPT_BYTES
-from receiver.web.masking import masked_headers, masked_query
-from receiver.store.refusal_rows import Refusal
 from receiver.runtime import Runtime
+from receiver.store.refusal_rows import Refusal
+from receiver.web.http import (
+    MAX_DECLARED_BYTES,
+    BodyTooLarge,
+    error,
+    query_value,
+    receive_body,
+    receive_head,
+    secret_equals,
+)
+from receiver.web.masking import masked_headers, masked_query
 
 # Headers worth keeping with a receipt for later diagnosis (never credentials), as ASGI names them.
-_KEPT_HEADERS = frozenset({
-    b"content-type", b"user-agent", b"x-webhook-event", b"x-webhook-signature",
-    b"webhook-id", b"webhook-timestamp", b"webhook-signature",
-})
+_KEPT_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"user-agent",
+        b"x-webhook-event",
+        b"x-webhook-signature",
+        b"webhook-id",
+        b"webhook-timestamp",
+        b"webhook-signature",
+    }
+)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 PREFIX = "/webhooks/"
 PATH = PREFIX + "{provider}"  # the route: what `front.py` takes at the door, and Starlette's way to the same endpoint
@@ -71,11 +86,26 @@ async def receive_webhook(scope: Scope, receive: Receive, send: Send) -> None:
         message = result.error or "invalid body"
         answer = error(400, "invalid_payload", message, receipt_id=result.receipt_id)
         await answer(scope, receive, send)
-        return _keep(runtime, scope, 400, "invalid_body", message, body[:BODY_KEPT_BYTES], len(body),
-                     receipt_id=result.receipt_id)
-    payload = orjson.dumps({"receipt_id": result.receipt_id, "outcome": result.outcome.value, "job_ids": result.job_ids})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(len(payload)).encode()), *_JSON_HEADERS]})
+        return _keep(
+            runtime,
+            scope,
+            400,
+            "invalid_body",
+            message,
+            body[:BODY_KEPT_BYTES],
+            len(body),
+            receipt_id=result.receipt_id,
+        )
+    payload = orjson.dumps(
+        {"receipt_id": result.receipt_id, "outcome": result.outcome.value, "job_ids": result.job_ids}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(payload)).encode()), *_JSON_HEADERS],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -86,16 +116,42 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code:
     head, size = await receive_head(receive, BODY_KEPT_BYTES)
     await error(status, code, message)(scope, receive, send)
     declared = Headers(scope=scope).get("content-length")
-    _keep(scope["state"]["runtime"], scope, status, code, message, head,
-          max(size, int(declared)) if declared and declared.isdigit() else size)
+    _keep(
+        scope["state"]["runtime"],
+        scope,
+        status,
+        code,
+        message,
+        head,
+        max(size, min(int(declared), MAX_DECLARED_BYTES)) if declared and declared.isdigit() else size,
+    )
 
 
-def _keep(runtime: Runtime, scope: Scope, status: int, reason: str, detail: str, body: bytes, size: int, *,
-          receipt_id: int | None = None) -> None:
+def _keep(
+    runtime: Runtime,
+    scope: Scope,
+    status: int,
+    reason: str,
+    detail: str,
+    body: bytes,
+    size: int,
+    *,
+    receipt_id: int | None = None,
+) -> None:
     """Queue a masked copy of a refused request for the store (never waits: see receiver.refusals)."""
-    runtime.refusals.offer(Refusal(
-        provider=scope["path_params"]["provider"][:64], reason=reason, status=status, detail=detail,
-        method=scope["method"], path=scope["path"][:512], query=masked_query(scope["query_string"]),
-        headers=masked_headers(scope["headers"]), body=body, body_bytes=size, received_at=runtime.store.clock(),
-        receipt_id=receipt_id,
-    ))
+    runtime.refusals.offer(
+        Refusal(
+            provider=scope["path_params"]["provider"][:64],
+            reason=reason,
+            status=status,
+            detail=detail[:512],
+            method=scope["method"],
+            path=scope["path"][:512],
+            query=masked_query(scope["query_string"]),
+            headers=masked_headers(scope["headers"]),
+            body=body,
+            body_bytes=size,
+            received_at=runtime.store.clock(),
+            receipt_id=receipt_id,
+        )
+    )

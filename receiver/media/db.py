@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from receiver.errors import StoreError
 from receiver.media.objects import ObjectMissing, Stored, nothing
@@ -57,7 +57,7 @@ class DbObjects:
         return Stored(sha256, size)
 
     async def exists(self, sha256: str) -> bool:
-        return await self.store.media_chunk(self.key(sha256), 0) is not None
+        return await self.store.has_media_object(self.key(sha256))
 
     async def read(self, sha256: str, *, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of an object, streamed; raises ObjectMissing at once when it is gone."""
@@ -72,7 +72,7 @@ class DbObjects:
         seq, data = start // CHUNK, first
         while True:
             base = seq * CHUNK
-            piece = data[max(0, start - base):end - base]
+            piece = data[max(0, start - base) : end - base]
             if piece:
                 yield piece
             seq += 1

@@ -8,12 +8,11 @@ so they are checked before each request. The Host header and TLS SNI stay the UR
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 from urllib.parse import urljoin
 
 import aiohttp
@@ -22,7 +21,6 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from receiver.errors import ReceiverError
-
 from receiver.media.guard import MirrorFailure, address_allowed, check_content_type, refused
 
 MAX_REDIRECTS = 5
@@ -38,8 +36,12 @@ class GuardedResolver(ThreadedResolver):
         super().__init__()
         self.allow_private = allow_private
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET,
-                      ) -> list[ResolveResult]:
+    async def resolve(
+        self,
+        host: str,
+        port: int = 0,
+        family: socket.AddressFamily = socket.AF_INET,
+    ) -> list[ResolveResult]:
         results = await super().resolve(host, port, family)
         allowed = [r for r in results if address_allowed(r["host"], allow_private=self.allow_private)]
         if not allowed:
@@ -72,8 +74,9 @@ class Body:
                     raise refused(f"larger than {self.max_bytes} bytes (RECEIVER_MEDIA_MAX_BYTES)")
                 yield chunk
         except aiohttp.ClientPayloadError:
-            raise MirrorFailure(f"the body ended after {size} bytes, short of its Content-Length "
-                                f"({self.declared})", transient=True) from None
+            raise MirrorFailure(
+                f"the body ended after {size} bytes, short of its Content-Length ({self.declared})", transient=True
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise MirrorFailure(f"the connection failed while reading ({type(exc).__name__})", transient=True) from None
         if self.declared is not None and size != self.declared:
@@ -108,13 +111,19 @@ class Fetcher:
         self.limits = limits
         self._session: aiohttp.ClientSession | None = None
 
-    async def open(self) -> "Fetcher":
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_private=self.limits.allow_private),
-                                         use_dns_cache=False, limit=32)
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.limits.connect_timeout_s,
-                                        sock_read=self.limits.read_timeout_s)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
-                                              headers={"Accept-Encoding": "identity", "User-Agent": "receiver-mirror"})
+    async def open(self) -> Fetcher:
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(allow_private=self.limits.allow_private), use_dns_cache=False, limit=32
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.limits.connect_timeout_s, sock_read=self.limits.read_timeout_s
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            trust_env=False,
+            headers={"Accept-Encoding": "identity", "User-Agent": "receiver-mirror"},
+        )
         return self
 
     async def close(self) -> None:
@@ -140,7 +149,7 @@ class Fetcher:
                 response = await self._session.get(target, allow_redirects=False)
             except (aiohttp.InvalidURL, ValueError):
                 raise refused("not a valid URL") from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise MirrorFailure("the origin did not answer in time", transient=True) from None
             except (aiohttp.ClientError, OSError) as exc:
                 cause = _refused_cause(exc)
@@ -162,8 +171,10 @@ class Fetcher:
                 content_type = check_content_type(response.headers.get("Content-Type"), hint)
                 declared = response.content_length if "Content-Encoding" not in response.headers else None
                 if declared is not None and declared > self.limits.max_bytes:
-                    raise refused(f"larger than {self.limits.max_bytes} bytes (RECEIVER_MEDIA_MAX_BYTES): "
-                                  f"Content-Length {declared}")
+                    raise refused(
+                        f"larger than {self.limits.max_bytes} bytes (RECEIVER_MEDIA_MAX_BYTES): "
+                        f"Content-Length {declared}"
+                    )
                 yield Body(content_type, declared, response, self.limits.max_bytes)
                 return
             finally:

@@ -65,8 +65,10 @@ def check_content_type(header: str | None, hint: str | None) -> str:
         guess = media_type_of(hint)
         return guess if guess and mirrorable(guess) else OCTET_STREAM
     if kind.startswith("image/"):
-        raise refused(f"the origin sent Content-Type {kind[:80]!r}: only raster images (png, jpeg, gif, webp, "
-                      "avif) and videos are mirrored, since other image types such as SVG can carry script")
+        raise refused(
+            f"the origin sent Content-Type {kind[:80]!r}: only raster images (png, jpeg, gif, webp, "
+            "avif) and videos are mirrored, since other image types such as SVG can carry script"
+        )
     raise refused(f"the origin sent Content-Type {kind[:80]!r}, not an image, a video or application/octet-stream")
 
 

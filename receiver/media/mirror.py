@@ -15,14 +15,13 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
-from receiver.util import backoff
 from receiver.errors import StoreError
-from receiver.media.service import Media
-from receiver.media.objects import STORE_ERRORS
-from receiver.media.fetch import FetchLimits, Fetcher
+from receiver.media.fetch import Fetcher, FetchLimits
 from receiver.media.guard import MirrorFailure, check_content_type, parse_data_uri
+from receiver.media.objects import STORE_ERRORS
+from receiver.media.service import Media
 from receiver.notify import EVENTS, wait_for
 from receiver.outage import Outage
 from receiver.runtime import Runtime
@@ -30,6 +29,7 @@ from receiver.store.base import MirrorTask
 from receiver.store.mirror_fair import origin_of
 from receiver.store.rules import MirrorResult
 from receiver.tuning import MirrorTuning
+from receiver.util import backoff
 
 log = logging.getLogger("receiver.media.mirror")
 
@@ -39,7 +39,7 @@ INCOMING_TTL_S = 3600.0  # an upload unfinished for this long was cut short by a
 
 async def _pieces(data: bytes) -> AsyncIterator[bytes]:
     for start in range(0, len(data), DATA_CHUNK):
-        yield data[start:start + DATA_CHUNK]
+        yield data[start : start + DATA_CHUNK]
 
 
 async def copy_output(fetcher: Fetcher, media: Media, url: str, hint: str | None) -> MirrorResult:
@@ -67,16 +67,21 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
     except MirrorFailure as failure:
         result = await _failed(runtime, task, tuning, failure)
     except TimeoutError:
-        result = await _failed(runtime, task, tuning, MirrorFailure(
-            f"the transfer took longer than {tuning.attempt_timeout_s:g} s", transient=True))
+        result = await _failed(
+            runtime,
+            task,
+            tuning,
+            MirrorFailure(f"the transfer took longer than {tuning.attempt_timeout_s:g} s", transient=True),
+        )
     except asyncio.CancelledError:  # shutting down: hand the task back for the next start or another replica
         with contextlib.suppress(StoreError):
             await runtime.store.retry_mirror_task(task, next_attempt_at=runtime.store.clock(), error="interrupted")
         raise
     except Exception as exc:  # deliberate: the media store failed (disk full, S3 away), or a bug: retried, not lost
         log.warning("mirror of %s output %d: media store error: %s", task.job_id, task.index, type(exc).__name__)
-        result = await _failed(runtime, task, tuning, MirrorFailure(
-            f"the media store failed ({type(exc).__name__})", transient=True))
+        result = await _failed(
+            runtime, task, tuning, MirrorFailure(f"the media store failed ({type(exc).__name__})", transient=True)
+        )
     if result is None:
         runtime.metrics.mirrors.labels("retry").inc()
         return
@@ -86,20 +91,31 @@ async def mirror_one(runtime: Runtime, media: Media, fetcher: Fetcher, task: Mir
     runtime.metrics.mirrors.labels("stored" if result.error is None else "gave_up").inc()
 
 
-async def _failed(runtime: Runtime, task: MirrorTask, tuning: MirrorTuning, failure: MirrorFailure) -> MirrorResult | None:
+async def _failed(
+    runtime: Runtime, task: MirrorTask, tuning: MirrorTuning, failure: MirrorFailure
+) -> MirrorResult | None:
     """A result that gives up, or None once a retry is scheduled."""
     now = runtime.store.clock()
     elapsed = now - task.created_at
     if failure.transient:
-        delay = backoff.exponential(task.attempts - 1, base=tuning.first_retry_s, cap=tuning.max_retry_s,
-                                    rand=random.random)
+        delay = backoff.exponential(
+            task.attempts - 1, base=tuning.first_retry_s, cap=tuning.max_retry_s, rand=random.random
+        )
         if elapsed + delay < tuning.retry_for_s or task.attempts < 2:
             if failure.reason != task.last_error:  # once per change, not once per retry
-                log.info("mirror of %s output %d failed, retrying for up to %g s: %s", task.job_id, task.index,
-                         tuning.retry_for_s, failure.reason)
+                log.info(
+                    "mirror of %s output %d failed, retrying for up to %g s: %s",
+                    task.job_id,
+                    task.index,
+                    tuning.retry_for_s,
+                    failure.reason,
+                )
             await runtime.store.retry_mirror_task(
-                task, next_attempt_at=now + delay, error=failure.reason,
-                shown=f"{failure.reason} (attempt {task.attempts} failed; being retried)")
+                task,
+                next_attempt_at=now + delay,
+                error=failure.reason,
+                shown=f"{failure.reason} (attempt {task.attempts} failed; being retried)",
+            )
             return None
         reason = f"gave up after {task.attempts} attempts in {elapsed:.0f} s: {failure.reason}"
     else:
@@ -116,9 +132,13 @@ async def run_mirror(runtime: Runtime) -> None:
         await settle_when_off(runtime)
         return
     tuning = runtime.mirror_tuning
-    fetcher = await Fetcher(FetchLimits(max_bytes=runtime.settings.media_max_bytes,
-                                        allow_private=runtime.settings.media_allow_private,
-                                        read_timeout_s=tuning.read_timeout_s)).open()
+    fetcher = await Fetcher(
+        FetchLimits(
+            max_bytes=runtime.settings.media_max_bytes,
+            allow_private=runtime.settings.media_allow_private,
+            read_timeout_s=tuning.read_timeout_s,
+        )
+    ).open()
     running: set[asyncio.Task[None]] = set()
     per_origin: Counter[str] = Counter()  # fetches under way by origin: a slow origin holds only its share
 
@@ -128,6 +148,7 @@ async def run_mirror(runtime: Runtime) -> None:
             per_origin[origin] -= 1
             if per_origin[origin] <= 0:
                 del per_origin[origin]
+
         return release
 
     sweeper = asyncio.create_task(run_sweeps(runtime, media, tuning), name="media-sweeps")
@@ -140,8 +161,12 @@ async def run_mirror(runtime: Runtime) -> None:
             if free > 0:
                 try:
                     room = {origin: tuning.per_origin_concurrency - n for origin, n in per_origin.items()}
-                    tasks = await runtime.store.claim_mirror_tasks(limit=free, lease_s=tuning.attempt_timeout_s + 60,
-                                                                   room=room, per_origin=tuning.per_origin_concurrency)
+                    tasks = await runtime.store.claim_mirror_tasks(
+                        limit=free,
+                        lease_s=tuning.attempt_timeout_s + 60,
+                        room=room,
+                        per_origin=tuning.per_origin_concurrency,
+                    )
                     outage.ok()
                 except StoreError as exc:
                     outage.failed(exc)
@@ -173,7 +198,9 @@ async def settle_when_off(runtime: Runtime) -> None:
         try:
             tasks = await runtime.store.claim_mirror_tasks(limit=100, lease_s=60)
             for task in tasks:
-                await runtime.store.finish_mirror_task(task, MirrorResult(error="mirroring is off (RECEIVER_MEDIA_URL)"))
+                await runtime.store.finish_mirror_task(
+                    task, MirrorResult(error="mirroring is off (RECEIVER_MEDIA_URL)")
+                )
         except StoreError as exc:
             log.warning("could not settle mirror tasks: %s", exc)
             return

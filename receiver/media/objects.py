@@ -10,21 +10,22 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, AsyncIterator
+from typing import Any
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
 
 __all__ = ["STORE_ERRORS", "MediaObjects", "NotFoundError", "ObjectMissing", "Stored"]
 
-# What a media store operation raises when the store fails: obstore's own errors, and I/O errors.
-STORE_ERRORS = (BaseError, OSError)
 from obstore.store import LocalStore, S3Store
 
 from receiver.media.target import MediaTarget
 
+# What a media store operation raises when the store fails: obstore's own errors, and I/O errors.
+STORE_ERRORS = (BaseError, OSError)
 # What obstore raises for a missing object: its own error, or (local disk) the built-in one.
 MISSING = (NotFoundError, FileNotFoundError)
 
@@ -83,8 +84,15 @@ class MediaObjects:
         try:
             # The content type is kept in the store's media table; S3 also gets it, for presigned GETs.
             attributes = {"Content-Type": content_type} if self.target.kind == "s3" else None
-            await obstore.put_async(self._store, incoming, hashed(), attributes=attributes,
-                                    use_multipart=True, chunk_size=self._chunk, max_concurrency=2)
+            await obstore.put_async(
+                self._store,
+                incoming,
+                hashed(),
+                attributes=attributes,
+                use_multipart=True,
+                chunk_size=self._chunk,
+                max_concurrency=2,
+            )
             sha256 = digest.hexdigest()
             await obstore.rename_async(self._store, incoming, self.key(sha256), overwrite=True)
         except BaseException:

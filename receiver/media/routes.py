@@ -16,8 +16,11 @@ from receiver.media.sign import Unsatisfiable, parse_range, verified_sha256
 from receiver.runtime import Runtime
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-GUARD = {"Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'; sandbox",
-         "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+GUARD = {
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _not_found() -> Response:
@@ -54,8 +57,13 @@ async def _answer(request: Request) -> Response:
     if obj.deleted_at is not None:
         return _gone()
     etag = f'"{sha256}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes", "Content-Type": obj.content_type,
-               "Content-Disposition": disposition(obj.content_type, sha256)}
+    headers = {
+        "ETag": etag,
+        "Cache-Control": IMMUTABLE,
+        "Accept-Ranges": "bytes",
+        "Content-Type": obj.content_type,
+        "Content-Disposition": disposition(obj.content_type, sha256),
+    }
     cached = etag in request.headers.get("if-none-match", "")
     # The media table says the object exists; the bytes may not be there (another replica's disk, a new
     # deploy): answers that send no bytes ask the media store first, so HEAD and GET agree (404).

@@ -42,8 +42,11 @@ async def open_media(settings: Settings, store: Store, *, shared_store: bool) ->
         return None
     key = await store.secret("media_signing_key", lambda: random_secrets.token_urlsafe(32))
     if target.kind == "local" and shared_store:
-        log.warning("RECEIVER_MEDIA_URL is the local directory %s while the store is PostgreSQL: other replicas "
-                    "cannot serve these files, and the next deploy will not have them unless every replica "
-                    "mounts it; use db (the default with PostgreSQL) or s3://…", target.path)
+        log.warning(
+            "RECEIVER_MEDIA_URL is the local directory %s while the store is PostgreSQL: other replicas "
+            "cannot serve these files, and the next deploy will not have them unless every replica "
+            "mounts it; use db (the default with PostgreSQL) or s3://…",
+            target.path,
+        )
     objects = DbObjects(store) if target.kind == "db" else MediaObjects(target)
     return Media(target, objects, key.encode(), settings.base_public_url)

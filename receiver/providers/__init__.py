@@ -7,8 +7,9 @@ No I/O here. Adding a provider means one new adapter module, its record below, a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from receiver.models import PROVIDERS, Completion
 from receiver.providers import apiframe, lumenfall, oxen, pixazo, runware
@@ -20,8 +21,9 @@ class Submits(Protocol):
 
     BASE_URL: str
 
-    def build_submit(self, spec: GenerationSpec, *, api_key: str, webhook_url: str,
-                     request_id: str) -> ProviderRequest: ...
+    def build_submit(
+        self, spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str
+    ) -> ProviderRequest: ...
 
 
 class ParsesSubmit(Protocol):
@@ -100,8 +102,7 @@ class Provider:
             raise TypeError(f"{self.name} signs no webhooks")
         return self.signed_webhook.verify_webhook(secret, body, headers)
 
-    def build_submit(self, spec: GenerationSpec, *, api_key: str, webhook_url: str,
-                     request_id: str) -> ProviderRequest:
+    def build_submit(self, spec: GenerationSpec, *, api_key: str, webhook_url: str, request_id: str) -> ProviderRequest:
         return self.adapter.build_submit(spec, api_key=api_key, webhook_url=webhook_url, request_id=request_id)
 
     def parse_submit(self, request: ProviderRequest, body: bytes) -> list[Submitted]:
@@ -126,15 +127,32 @@ class Provider:
 
 # Each record names the adapter once per capability it has, so mypy checks the module against
 # that capability's protocol: a missing or mistyped function is a type error, not a runtime surprise.
-REGISTRY: dict[str, Provider] = {p.name: p for p in (  # in the order people see them listed
-    Provider("pixazo", pixazo, submit_answer=pixazo, webhook=pixazo, poll=pixazo),
-    Provider("runware", runware, submit_answer=runware, webhook=runware, poll=runware, early_ids=runware),
-    Provider("apiframe", apiframe, submit_answer=apiframe, webhook=apiframe, webhook_secret="apiframe_api_key",
-             signed_webhook=apiframe, poll=apiframe, forwards_idempotency_key=True),
-    Provider("lumenfall", lumenfall, webhook=lumenfall, webhook_secret="lumenfall_webhook_secret",
-             signed_webhook=lumenfall, answers_synchronously=True),
-    Provider("oxen", oxen, submit_answer=oxen, poll=oxen),
-)}
+REGISTRY: dict[str, Provider] = {
+    p.name: p
+    for p in (  # in the order people see them listed
+        Provider("pixazo", pixazo, submit_answer=pixazo, webhook=pixazo, poll=pixazo),
+        Provider("runware", runware, submit_answer=runware, webhook=runware, poll=runware, early_ids=runware),
+        Provider(
+            "apiframe",
+            apiframe,
+            submit_answer=apiframe,
+            webhook=apiframe,
+            webhook_secret="apiframe_api_key",
+            signed_webhook=apiframe,
+            poll=apiframe,
+            forwards_idempotency_key=True,
+        ),
+        Provider(
+            "lumenfall",
+            lumenfall,
+            webhook=lumenfall,
+            webhook_secret="lumenfall_webhook_secret",
+            signed_webhook=lumenfall,
+            answers_synchronously=True,
+        ),
+        Provider("oxen", oxen, submit_answer=oxen, poll=oxen),
+    )
+}
 assert set(REGISTRY) == set(PROVIDERS), "the registry and models.ProviderName must name the same providers"
 assert not any(p.polls and p.answers_synchronously for p in REGISTRY.values()), "a synchronous call has nothing to poll"
 assert all((p.webhook_secret is None) == (p.signed_webhook is None) for p in REGISTRY.values())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson

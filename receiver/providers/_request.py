@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from receiver.errors import InvalidPayload, ReceiverError
 from receiver.providers._parse import error_text, load_object

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from receiver.errors import InvalidPayload
@@ -32,7 +32,7 @@ def signature_valid(api_key: str, body: bytes, header: str | None) -> bool:
         return False
     value = header.strip()
     if value.lower().startswith("sha256="):
-        value = value[len("sha256="):]
+        value = value[len("sha256=") :]
     key = hashlib.sha256(api_key.encode("utf-8")).digest()
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode("ascii"), value.lower().encode("utf-8", "replace"))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import standardwebhooks
+from collections.abc import Mapping
 
-from typing import Mapping
+import standardwebhooks
 
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
@@ -18,7 +18,9 @@ _EVENTS = {
     "video.canceled": JobStatus.CANCELLED,
 }
 
-BASE_URL = "https://api.lumenfall.ai/openai/v1"  # every path below is joined to it; RECEIVER_LUMENFALL_BASE_URL overrides it
+BASE_URL = (
+    "https://api.lumenfall.ai/openai/v1"  # every path below is joined to it; RECEIVER_LUMENFALL_BASE_URL overrides it
+)
 
 
 def verify_webhook(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:

@@ -14,28 +14,29 @@ import argparse
 import asyncio
 import fcntl
 import os
-import re
 import random
+import re
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Mapping, NoReturn, TextIO
+from typing import IO, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 import httpx
 import standardwebhooks
-from standardwebhooks.webhooks import EmptyWebhookSecretError
 from httpx_sse import ServerSentEvent
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from receiver.util import backoff
-from receiver.util.bounded_sse import Oversized, aiter_bounded_sse
 from receiver.errors import ReceiverError
+from receiver.models import PROVIDERS
 from receiver.relay.events import SourceEvent, parse_ahead, parse_event, parse_event_id, parse_id
 from receiver.relay.state import ListenState, StateError, load_state, save_state
-from receiver.models import PROVIDERS
 from receiver.signing import new_signing_secret, signature_headers
+from receiver.util import backoff
+from receiver.util.bounded_sse import Oversized, aiter_bounded_sse
 from receiver.util.urls import check_callback_url
 
 DEFAULT_STATE_FILE = "./.receiver-listen.json"
@@ -125,8 +126,11 @@ def lock_state(path: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read(32).strip()
         handle.close()
-        raise ListenError(f"another receiver listen{f' (pid {holder})' if holder.isdigit() else ''} is using the "
-                          f"state file {path}: stop it, or give this one its own --state file", 2) from None
+        raise ListenError(
+            f"another receiver listen{f' (pid {holder})' if holder.isdigit() else ''} is using the "
+            f"state file {path}: stop it, or give this one its own --state file",
+            2,
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
@@ -135,8 +139,15 @@ def lock_state(path: Path) -> IO[str]:
 
 
 class Listener:
-    def __init__(self, config: ListenConfig, tuning: ListenTuning = DEFAULT_TUNING, *,
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr, rand: backoff.Random = random.random) -> None:
+    def __init__(
+        self,
+        config: ListenConfig,
+        tuning: ListenTuning = DEFAULT_TUNING,
+        *,
+        out: TextIO = sys.stdout,
+        err: TextIO = sys.stderr,
+        rand: backoff.Random = random.random,
+    ) -> None:
         self.config = config
         self.tuning = tuning
         self.out, self.err, self.rand = out, err, rand
@@ -187,7 +198,9 @@ class Listener:
         if state.source not in (None, config.source_url) and not config.reset:
             raise ListenError(
                 f"{config.state_path} holds a position in the events of {state.source}, not of {config.source_url}: "
-                "pass --reset to start over from now with this one, or use another --state file", 2)
+                "pass --reset to start over from now with this one, or use another --state file",
+                2,
+            )
         if config.reset:
             state = replace(state, last_event_id=None)
         state = replace(state, source=config.source_url)
@@ -203,8 +216,10 @@ class Listener:
         if config.signing_secret is not None:
             self._secret_note = "signing with RECEIVER_SIGNING_SECRET"
         else:
-            self._secret_note = (f"signing with {secret} ({'generated now, ' if generated else ''}kept in "
-                                 f"{config.state_path}; set RECEIVER_SIGNING_SECRET to use your own)")
+            self._secret_note = (
+                f"signing with {secret} ({'generated now, ' if generated else ''}kept in "
+                f"{config.state_path}; set RECEIVER_SIGNING_SECRET to use your own)"
+            )
         self.state = state
 
     def _verified_source(self, newest: int | None) -> None:
@@ -247,8 +262,9 @@ class Listener:
                 reason = str(exc)
             if self._healthy or loop.time() - started >= self.tuning.healthy_after_s:
                 attempt = 0
-            delay = backoff.exponential(attempt, base=self.tuning.backoff_base_s, cap=self.tuning.backoff_cap_s,
-                                        rand=self.rand)
+            delay = backoff.exponential(
+                attempt, base=self.tuning.backoff_base_s, cap=self.tuning.backoff_cap_s, rand=self.rand
+            )
             attempt += 1
             self._say(f"event stream {self.events_url} lost ({reason}); reconnecting in {delay:.1f} s")
             await asyncio.sleep(delay)
@@ -258,8 +274,10 @@ class Listener:
         event_id = parse_id(exc.event_id)
         last = self.state.last_event_id
         if event_id is not None and (last is None or event_id > last or self._replaying_since):
-            self._say(f"skipped event {event_id} ({exc.event or 'message'}): {exc.message} "
-                      f"(the bound is {self.tuning.max_event_bytes} bytes)")
+            self._say(
+                f"skipped event {event_id} ({exc.event or 'message'}): {exc.message} "
+                f"(the bound is {self.tuning.max_event_bytes} bytes)"
+            )
             self._replaying_since = False
             self._save(self.state.after(event_id))
         return describe(exc)
@@ -273,11 +291,15 @@ class Listener:
             f"{self.config.source_url} has no event after {self.state.last_event_id}: its newest is {newest}, "
             "so its store was replaced (or this state file followed another receiver). What happened there "
             "in between cannot be replayed. To start over from now, run again with --reset "
-            f"(or delete {self.config.state_path}).")
+            f"(or delete {self.config.state_path})."
+        )
 
     def _refused(self, status: int) -> ListenError:
-        return ListenError(f"{self.config.source_url} refused the API token (HTTP {status}): "
-                           "pass the source receiver's token with --api-token or RECEIVER_API_TOKEN", 2)
+        return ListenError(
+            f"{self.config.source_url} refused the API token (HTTP {status}): "
+            "pass the source receiver's token with --api-token or RECEIVER_API_TOKEN",
+            2,
+        )
 
     async def _check(self, response: httpx.Response) -> None:
         """Raise for an answer that is not a stream."""
@@ -312,8 +334,11 @@ class Listener:
                 return None
             elif status in (429, 502, 503, 504):  # a receiver (or its proxy) that is busy or restarting
                 raise _Retry(f"HTTP {status} from GET {self.events_url}")
-        raise ListenError(f"{self.config.source_url} is not a receiver: GET {self.events_url} answered HTTP {status} "
-                          f"{content_type or 'without a content type'}, not its event stream", 2)
+        raise ListenError(
+            f"{self.config.source_url} is not a receiver: GET {self.events_url} answered HTTP {status} "
+            f"{content_type or 'without a content type'}, not its event stream",
+            2,
+        )
 
     def _stream_timeout(self) -> httpx.Timeout:
         # The read timeout is the silence detector: keep-alive comments are bytes too.
@@ -328,21 +353,24 @@ class Listener:
             params["since"] = iso(self.config.since)
         elif last is not None:
             headers["Last-Event-ID"] = str(last)
-        async with source.stream("GET", self.events_url, headers=headers, params=params,
-                                 timeout=self._stream_timeout()) as response:
+        async with source.stream(
+            "GET", self.events_url, headers=headers, params=params, timeout=self._stream_timeout()
+        ) as response:
             await self._check(response)
             if params:
                 self._say(f"connected, replaying since {params['since']}")
             else:
                 self._say("connected" + (f", resuming after event {last}" if last is not None else ""))
-            async for sse in aiter_bounded_sse(response, max_line=self.tuning.max_line_bytes,
-                                               max_event=self.tuning.max_event_bytes, keep=200):
+            async for sse in aiter_bounded_sse(
+                response, max_line=self.tuning.max_line_bytes, max_event=self.tuning.max_event_bytes, keep=200
+            ):
                 await self._handle(sse, local)
 
     def _wanted(self, event: SourceEvent) -> bool:
         config = self.config
-        return ((config.types is None or event.type in config.types)
-                and (config.providers is None or event.provider in config.providers))
+        return (config.types is None or event.type in config.types) and (
+            config.providers is None or event.provider in config.providers
+        )
 
     async def _handle(self, sse: ServerSentEvent, local: httpx.AsyncClient) -> None:
         event_id = parse_event_id(sse)
@@ -371,8 +399,10 @@ class Listener:
         attempt = 0
         while True:
             started = loop.time()
-            headers = {**signature_headers(self._webhook, event.webhook_id, body, datetime.now(timezone.utc)),
-                       "user-agent": USER_AGENT}
+            headers = {
+                **signature_headers(self._webhook, event.webhook_id, body, datetime.now(UTC)),
+                "user-agent": USER_AGENT,
+            }
             status: int | None = None
             try:
                 async with local.stream("POST", self.config.forward_url, content=body, headers=headers) as response:
@@ -385,16 +415,19 @@ class Listener:
                 stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
                 print(f"{stamp} {event.type} {event.job_id} {status} {millis}ms", file=self.out, flush=True)
                 return
-            delay = backoff.exponential(attempt, base=self.tuning.backoff_base_s, cap=self.tuning.backoff_cap_s,
-                                        rand=self.rand)
+            delay = backoff.exponential(
+                attempt, base=self.tuning.backoff_base_s, cap=self.tuning.backoff_cap_s, rand=self.rand
+            )
             attempt += 1
-            self._say(f"event {event.id} ({event.type} {event.job_id}): POST {shown_url(self.config.forward_url)} "
-                      f"{problem} after {millis}ms; retrying in {delay:.1f} s")
+            self._say(
+                f"event {event.id} ({event.type} {event.job_id}): POST {shown_url(self.config.forward_url)} "
+                f"{problem} after {millis}ms; retrying in {delay:.1f} s"
+            )
             await asyncio.sleep(delay)
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -411,8 +444,10 @@ def parse_since(value: str, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--since {value!r} is neither a duration (e.g. 90s, 15m, 2h, 1d) nor an ISO 8601 time "
-                         "(e.g. 2026-12-01T09:30:00Z)") from None
+        raise ValueError(
+            f"--since {value!r} is neither a duration (e.g. 90s, 15m, 2h, 1d) nor an ISO 8601 time "
+            "(e.g. 2026-12-01T09:30:00Z)"
+        ) from None
     return moment if moment.tzinfo is not None else moment.astimezone()
 
 
@@ -428,33 +463,60 @@ def parse_choices(flag: str, value: str, known: tuple[str, ...]) -> frozenset[st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", required=True, metavar="URL",
-                        help="the receiver to follow (its base URL)")
+    parser.add_argument(
+        "--from", dest="source", required=True, metavar="URL", help="the receiver to follow (its base URL)"
+    )
     parser.add_argument("--forward-to", required=True, metavar="URL", help="where to POST each event")
     parser.add_argument("--api-token", metavar="T", help="the source's API token (default: RECEIVER_API_TOKEN)")
-    parser.add_argument("--state", default=DEFAULT_STATE_FILE, metavar="FILE",
-                        help=f"where the last forwarded event is kept (default {DEFAULT_STATE_FILE})")
+    parser.add_argument(
+        "--state",
+        default=DEFAULT_STATE_FILE,
+        metavar="FILE",
+        help=f"where the last forwarded event is kept (default {DEFAULT_STATE_FILE})",
+    )
     parser.add_argument("--reset", action="store_true", help="forget the position in the state file: start from now")
-    parser.add_argument("--since", metavar="DURATION|ISO8601",
-                        help="first forward what happened since then (e.g. 2h, or 2026-12-01T09:30:00Z), "
-                             "whatever the state file says")
-    parser.add_argument("--type", dest="types", metavar="TYPE,…",
-                        help=f"forward only these event types ({', '.join(EVENT_TYPES)}); the others still advance "
-                             "the state")
-    parser.add_argument("--provider", dest="providers", metavar="NAME,…",
-                        help="forward only jobs of these providers; the others still advance the state")
-    parser.add_argument("--silence-timeout", type=float, default=DEFAULT_TUNING.silence_s, metavar="S",
-                        help=f"reconnect a stream silent this long (default {DEFAULT_TUNING.silence_s:g})")
-    parser.add_argument("--max-backoff", type=float, default=DEFAULT_TUNING.backoff_cap_s, metavar="S",
-                        help="longest wait between reconnects and between retries of the local endpoint "
-                             f"(default {DEFAULT_TUNING.backoff_cap_s:g})")
+    parser.add_argument(
+        "--since",
+        metavar="DURATION|ISO8601",
+        help="first forward what happened since then (e.g. 2h, or 2026-12-01T09:30:00Z), whatever the state file says",
+    )
+    parser.add_argument(
+        "--type",
+        dest="types",
+        metavar="TYPE,…",
+        help=f"forward only these event types ({', '.join(EVENT_TYPES)}); the others still advance the state",
+    )
+    parser.add_argument(
+        "--provider",
+        dest="providers",
+        metavar="NAME,…",
+        help="forward only jobs of these providers; the others still advance the state",
+    )
+    parser.add_argument(
+        "--silence-timeout",
+        type=float,
+        default=DEFAULT_TUNING.silence_s,
+        metavar="S",
+        help=f"reconnect a stream silent this long (default {DEFAULT_TUNING.silence_s:g})",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=DEFAULT_TUNING.backoff_cap_s,
+        metavar="S",
+        help="longest wait between reconnects and between retries of the local endpoint "
+        f"(default {DEFAULT_TUNING.backoff_cap_s:g})",
+    )
 
 
 def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[ListenConfig, ListenTuning]:
     token = (args.api_token or environ.get("RECEIVER_API_TOKEN") or "").strip()
     if not token:
-        raise ListenError("no API token: pass --api-token or set RECEIVER_API_TOKEN "
-                          "(the source receiver's; `receiver info` there prints it)", 2)
+        raise ListenError(
+            "no API token: pass --api-token or set RECEIVER_API_TOKEN "
+            "(the source receiver's; `receiver info` there prints it)",
+            2,
+        )
     for flag, url in (("--from", args.source), ("--forward-to", args.forward_to)):
         try:
             check_callback_url(url)
@@ -465,18 +527,26 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[L
     since = None
     if args.since is not None:
         try:
-            since = parse_since(args.since, datetime.now(timezone.utc))
+            since = parse_since(args.since, datetime.now(UTC))
         except ValueError as exc:
             raise ListenError(str(exc), 2) from None
     config = ListenConfig(
-        source_url=args.source.rstrip("/"), forward_url=args.forward_to, api_token=token,
-        state_path=Path(args.state), signing_secret=(environ.get("RECEIVER_SIGNING_SECRET") or "").strip() or None,
-        reset=args.reset, since=since,
+        source_url=args.source.rstrip("/"),
+        forward_url=args.forward_to,
+        api_token=token,
+        state_path=Path(args.state),
+        signing_secret=(environ.get("RECEIVER_SIGNING_SECRET") or "").strip() or None,
+        reset=args.reset,
+        since=since,
         types=None if args.types is None else parse_choices("--type", args.types, EVENT_TYPES),
         providers=None if args.providers is None else parse_choices("--provider", args.providers, PROVIDERS),
     )
-    tuning = replace(DEFAULT_TUNING, silence_s=args.silence_timeout, backoff_cap_s=args.max_backoff,
-                     backoff_base_s=min(DEFAULT_TUNING.backoff_base_s, args.max_backoff))
+    tuning = replace(
+        DEFAULT_TUNING,
+        silence_s=args.silence_timeout,
+        backoff_cap_s=args.max_backoff,
+        backoff_base_s=min(DEFAULT_TUNING.backoff_base_s, args.max_backoff),
+    )
     return config, tuning
 
 

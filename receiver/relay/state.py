@@ -25,7 +25,7 @@ class ListenState:
     last_event_id: int | None = None  # None: nothing forwarded yet and no starting point known
     signing_secret: str | None = None  # generated when RECEIVER_SIGNING_SECRET is not set
 
-    def after(self, event_id: int) -> "ListenState":
+    def after(self, event_id: int) -> ListenState:
         return replace(self, last_event_id=event_id)
 
     def to_json(self) -> dict[str, Any]:
@@ -86,4 +86,3 @@ def save_state(path: Path, state: ListenState) -> None:
             raise
     except OSError as exc:
         raise StateError(f"cannot write the state file {path}: {exc.strerror or exc}") from None
-

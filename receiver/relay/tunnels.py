@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,7 +25,9 @@ from receiver.util.aio import read_capped
 NGROK_API_URL = "http://127.0.0.1:4040"
 CLOUDFLARED_METRICS_URLS: tuple[str, ...] = tuple(f"http://127.0.0.1:{port}" for port in range(20241, 20246))
 MAX_ANSWER_BYTES = 262144
-_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
 _LOCAL_NAMES = {"", "localhost"}
 
 
@@ -46,8 +49,10 @@ class Tunnel:
     def describe(self, port: int) -> str:
         if self.port_checked:
             return f"{self.public_url} (an {self.kind} tunnel to port {port})"
-        return (f"{self.public_url} (a {self.kind} quick tunnel; cloudflared does not say where it leads: "
-                f"make sure it forwards to port {port}, or set RECEIVER_PUBLIC_URL)")
+        return (
+            f"{self.public_url} (a {self.kind} quick tunnel; cloudflared does not say where it leads: "
+            f"make sure it forwards to port {port}, or set RECEIVER_PUBLIC_URL)"
+        )
 
 
 # -- pure parts -------------------------------------------------------------------------------

@@ -8,13 +8,12 @@ import asyncio
 import aio_pika
 import aiormq
 import aiormq.exceptions
-from pamqp import commands as spec
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from pamqp import commands as spec
 
 from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
 from receiver.sinks.envelope import CONTENT_TYPE
 from receiver.sinks.urls import SinkSpec
-
 
 WINDOW = 500  # messages in flight at once: each is a task of aiormq's, and RabbitMQ confirms at its pace anyway
 
@@ -32,7 +31,8 @@ class AmqpBroker:
         connection = self._connection = await aio_pika.connect(self.spec.server_url, timeout=CONNECT_TIMEOUT_S)
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
         self._exchange = await self._channel.declare_exchange(
-            self.spec.target, aio_pika.ExchangeType.TOPIC, durable=True, timeout=ACK_TIMEOUT_S)
+            self.spec.target, aio_pika.ExchangeType.TOPIC, durable=True, timeout=ACK_TIMEOUT_S
+        )
         # Published on aiormq's channel itself with wait=False: aio-pika's `publish` holds the channel's lock
         # until each message is written to the socket, so a batch would go out one write at a time.
         raw = await self._channel.get_underlay_channel()
@@ -52,11 +52,25 @@ class AmqpBroker:
         raw = self._raw
         assert raw is not None, "connect() first"
         # Pipelined: every message goes out before the first confirm is awaited; confirms come in order.
-        tasks = [asyncio.ensure_future(raw.basic_publish(
-            item.body, exchange=self.spec.target, routing_key=item.event.type, mandatory=False, wait=False,
-            timeout=ACK_TIMEOUT_S, properties=spec.Basic.Properties(
-                content_type=CONTENT_TYPE, delivery_mode=2, message_id=str(item.event.seq), message_type=item.event.type),
-        )) for item in batch]
+        tasks = [
+            asyncio.ensure_future(
+                raw.basic_publish(
+                    item.body,
+                    exchange=self.spec.target,
+                    routing_key=item.event.type,
+                    mandatory=False,
+                    wait=False,
+                    timeout=ACK_TIMEOUT_S,
+                    properties=spec.Basic.Properties(
+                        content_type=CONTENT_TYPE,
+                        delivery_mode=2,
+                        message_id=str(item.event.seq),
+                        message_type=item.event.type,
+                    ),
+                )
+            )
+            for item in batch
+        ]
         acked = 0
         try:
             for item, task in zip(batch, tasks):
@@ -74,7 +88,13 @@ class AmqpBroker:
         return Published(acked)
 
     async def close(self) -> None:
-        connection, self._connection, self._channel, self._exchange, self._raw = self._connection, None, None, None, None
+        connection, self._connection, self._channel, self._exchange, self._raw = (
+            self._connection,
+            None,
+            None,
+            None,
+            None,
+        )
         if connection is not None:
             try:
                 await asyncio.wait_for(connection.close(), CONNECT_TIMEOUT_S)

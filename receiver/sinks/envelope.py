@@ -13,11 +13,19 @@ def cloudevent(event: Event, source: str) -> bytes:
     """The event as a CloudEvent; `data` is the job JSON exactly as `/v1/events` sends it (spliced, not
     re-encoded), `time` the job's `completed_at`."""
     job = orjson.loads(event.data)
-    head = orjson.dumps({
-        "specversion": "1.0", "id": str(event.seq), "source": source, "type": event.type,
-        "subject": event.job_id, "time": job.get("completed_at"), "datacontenttype": "application/json",
-        "sequence": str(event.seq), "provider": job.get("provider"),
-    })
+    head = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(event.seq),
+            "source": source,
+            "type": event.type,
+            "subject": event.job_id,
+            "time": job.get("completed_at"),
+            "datacontenttype": "application/json",
+            "sequence": str(event.seq),
+            "provider": job.get("provider"),
+        }
+    )
     return head[:-1] + b',"data":' + event.data.encode() + b"}"
 
 

@@ -43,8 +43,12 @@ class NatsBroker:
         # No reconnects inside the client: a broken connection surfaces as an error here, and the loop
         # publishes again from the stored position on a fresh one.
         nc = self._nc = await nats.connect(
-            servers=[self.spec.server_url], allow_reconnect=False, connect_timeout=int(CONNECT_TIMEOUT_S),
-            max_reconnect_attempts=0, error_cb=quiet, name="receiver-sink",
+            servers=[self.spec.server_url],
+            allow_reconnect=False,
+            connect_timeout=int(CONNECT_TIMEOUT_S),
+            max_reconnect_attempts=0,
+            error_cb=quiet,
+            name="receiver-sink",
         )
         js = nc.jetstream(timeout=ACK_TIMEOUT_S)
         try:
@@ -96,8 +100,9 @@ class NatsBroker:
                 frames.append(item.body)
                 frames.append(b"\r\n")
             if frames:
-                await nc._send_command(b"".join(frames))  # noqa: SLF001 (no public call writes framed commands)
-                await nc._flush_pending()  # noqa: SLF001
+                # nats-py's own write path (its pending buffer and flusher): no public call takes framed commands.
+                await nc._send_command(b"".join(frames))
+                await nc._flush_pending()
             if pending:
                 await asyncio.wait([f for _, f in pending], timeout=ACK_TIMEOUT_S)
             acked = 0

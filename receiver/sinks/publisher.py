@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, Callable, Coroutine
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 from receiver import logs
-from receiver.util.backoff import exponential
 from receiver.leader import lead
 from receiver.models import iso_time
 from receiver.notify import EVENTS
@@ -29,8 +28,9 @@ from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Broker, Outgoi
 from receiver.sinks.envelope import Envelopes
 from receiver.sinks.nats import NatsBroker
 from receiver.sinks.redis_streams import RedisBroker
-from receiver.sinks.urls import SinkSpec
+from receiver.sinks.urls import SinkSpec, credentials
 from receiver.store.base import SinkRow
+from receiver.util.backoff import exponential
 
 log = logging.getLogger("receiver.sinks")
 
@@ -66,9 +66,8 @@ def describe(exc: BaseException, spec: SinkSpec) -> str:
 
 
 def passwords(spec: SinkSpec) -> tuple[str, ...]:
-    """The URL's password as written and decoded (a client library may show either)."""
-    password = urlsplit(spec.url).password
-    return (password, unquote(password)) if password else ()
+    """The URL's secrets as written and decoded (a client library may show either)."""
+    return credentials(spec.url)
 
 
 def hide_secrets(text: str, spec: SinkSpec) -> str:
@@ -267,13 +266,18 @@ async def sinks_listing(runtime: Runtime) -> list[dict[str, Any]]:
     out = []
     for spec in specs:
         row = rows[spec.name]
-        out.append({
-            "name": spec.name, "url": spec.shown, "state": state_of(row), "last_event_id": row.position,
-            "lag": max(0, newest - row.position), "last_error": row.last_error,
-            "last_published_at": None if row.last_published_at is None else iso_time(row.last_published_at),
-        })
+        out.append(
+            {
+                "name": spec.name,
+                "url": spec.shown,
+                "state": state_of(row),
+                "last_event_id": row.position,
+                "lag": max(0, newest - row.position),
+                "last_error": row.last_error,
+                "last_published_at": None if row.last_published_at is None else iso_time(row.last_published_at),
+            }
+        )
     return out
-
 
 
 async def refresh_sink_metrics(runtime: Runtime) -> None:

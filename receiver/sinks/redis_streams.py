@@ -45,8 +45,12 @@ class RedisBroker:
 
     async def connect(self) -> None:
         client = aioredis.Redis.from_url(
-            self.spec.server_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=ACK_TIMEOUT_S,
-            retry_on_timeout=False, single_connection_client=True)
+            self.spec.server_url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=ACK_TIMEOUT_S,
+            retry_on_timeout=False,
+            single_connection_client=True,
+        )
         try:
             await client.ping()
         except BaseException:
@@ -70,8 +74,10 @@ class RedisBroker:
                     acked += 1
                     continue
                 if "equal or smaller" in text:
-                    text = (f"the stream already holds ids above {item.event.seq}-0 but not this event "
-                            "(was it reused, or trimmed past it?)")
+                    text = (
+                        f"the stream already holds ids above {item.event.seq}-0 but not this event "
+                        "(was it reused, or trimmed past it?)"
+                    )
                 return Published(acked, f"event {item.event.seq} refused: {text}")
             if isinstance(result, Exception):
                 raise result
@@ -99,7 +105,9 @@ class RedisBroker:
         if not entries or not entries[0][1]:
             return False
         fields = entries[0][1]
-        return bool(fields.get(b"type") == item.event.type.encode() and fields.get(b"subject") == item.event.job_id.encode())
+        return bool(
+            fields.get(b"type") == item.event.type.encode() and fields.get(b"subject") == item.event.job_id.encode()
+        )
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -12,7 +12,9 @@ Kind = Literal["nats", "redis", "amqp"]
 # A NATS subject token or stream name: no spaces, wildcards or separators that would change its meaning.
 _NATS_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _OPTIONS: dict[str, frozenset[str]] = {
-    "nats": frozenset({"stream"}), "redis": frozenset({"stream", "maxlen"}), "amqp": frozenset({"exchange"}),
+    "nats": frozenset({"stream"}),
+    "redis": frozenset({"stream", "maxlen"}),
+    "amqp": frozenset({"exchange"}),
 }
 _DEFAULT_PORTS = {"nats": 4222, "redis": 6379, "amqp": 5672}
 
@@ -45,16 +47,38 @@ class SinkSpec:
 
 
 def hide_password(raw: str) -> str:
-    """`raw` with any password replaced by `***` (for messages, listings and logs)."""
+    """`raw` with its credentials replaced by `***` (for messages, listings and logs): a password, and a
+    user part without one too (NATS reads `nats://TOKEN@host` as a token). A URL that does not parse
+    as one is shown as its scheme only: its credentials could be anywhere in it."""
     try:
         parts = urlsplit(raw)
-        if parts.password is None:
-            return raw
-        netloc = parts.netloc.rpartition("@")
-        user = netloc[0].partition(":")[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+        _ = parts.port  # a bad port is a URL that did not parse
     except ValueError:
-        return "<unreadable URL>"
+        return _scheme_only(raw)
+    if "@" not in parts.netloc:
+        return raw if "@" not in raw else _scheme_only(raw)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    hidden = f"{user}:***" if has_password else "***"
+    return urlunsplit(parts._replace(netloc=f"{hidden}@{host}"))
+
+
+def _scheme_only(raw: str) -> str:
+    scheme = raw.partition("://")[0]
+    return f"{scheme}://***" if scheme.isalnum() else "***"
+
+
+def credentials(raw: str) -> tuple[str, ...]:
+    """The secrets written in a sink URL (a password, or a NATS token in the user part), as written and
+    decoded: whatever a client library might repeat in an error."""
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        return ()
+    found = [parts.password] if parts.password else []
+    if parts.username and (parts.password is None or parts.scheme == "nats"):
+        found.append(parts.username)
+    return tuple(s for secret in found if secret for s in {secret, unquote(secret)})
 
 
 def parse_sink_url(raw: str) -> SinkSpec:
@@ -67,8 +91,8 @@ def parse_sink_url(raw: str) -> SinkSpec:
     try:
         parts = urlsplit(raw)
         port = parts.port
-    except ValueError as exc:
-        raise bad(f"not a URL ({exc})") from None
+    except ValueError:
+        raise bad("not a URL (a password with '/', '#' or '?' in it must be percent-encoded)") from None
     kind = parts.scheme.lower()
     if kind not in _OPTIONS:
         raise bad("unknown scheme (use nats://, redis:// or amqp://)")

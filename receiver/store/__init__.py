@@ -8,13 +8,37 @@ from urllib.parse import parse_qs, urlsplit
 
 from receiver.errors import StoreError
 from receiver.store.base import (
-    Attempt, Changes, Clock, Event, FinishedFilter, JobFilter, KeyClaim, Message, Page, Store,
+    Attempt,
+    Changes,
+    Clock,
+    Event,
+    FinishedFilter,
+    JobFilter,
+    KeyClaim,
+    Message,
+    Page,
+    Store,
 )
 from receiver.store.postgres.store import PostgresStore, describe
 from receiver.store.sqlite.store import SQLiteStore
 
-__all__ = ["Attempt", "Changes", "Clock", "Event", "FinishedFilter", "JobFilter", "KeyClaim", "Message", "Page", "PostgresStore", "SQLiteStore",
-           "Store", "describe_store", "open_store", "sqlite_path"]
+__all__ = [
+    "Attempt",
+    "Changes",
+    "Clock",
+    "Event",
+    "FinishedFilter",
+    "JobFilter",
+    "KeyClaim",
+    "Message",
+    "Page",
+    "PostgresStore",
+    "SQLiteStore",
+    "Store",
+    "describe_store",
+    "open_store",
+    "sqlite_path",
+]
 
 
 def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
@@ -22,7 +46,7 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         raise StoreError(f"not a sqlite URL: {url[:40]!r}")
-    rest = url[len(prefix):]
+    rest = url[len(prefix) :]
     path, _, query = rest.partition("?")
     if not path:
         raise StoreError("sqlite URL needs a path, e.g. sqlite:///./receiver.db")
@@ -45,8 +69,14 @@ def describe_store(url: str) -> str:
 
 
 async def open_store(
-    url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
-    clock: Clock = time.time, exclusive: bool = False, create: bool = True, mirroring: bool = False,
+    url: str,
+    *,
+    default_callback_url: str | None = None,
+    reconcile_after_s: float = 300.0,
+    clock: Clock = time.time,
+    exclusive: bool = False,
+    create: bool = True,
+    mirroring: bool = False,
 ) -> Store:
     """Open the store `url` names. `exclusive`: this process serves it (SQLite: locks the file);
     `create`: make the store when missing (False for `receiver info`, which only reads);
@@ -58,12 +88,22 @@ async def open_store(
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise StoreError(f"unknown synchronous mode {synchronous!r}")
         return await SQLiteStore(
-            path, default_callback_url=default_callback_url, reconcile_after_s=reconcile_after_s,
-            synchronous=synchronous, clock=clock, exclusive=exclusive, create=create, mirroring=mirroring,
+            path,
+            default_callback_url=default_callback_url,
+            reconcile_after_s=reconcile_after_s,
+            synchronous=synchronous,
+            clock=clock,
+            exclusive=exclusive,
+            create=create,
+            mirroring=mirroring,
         ).open()
     if scheme in ("postgres", "postgresql"):
         return await PostgresStore(
-            url, default_callback_url=default_callback_url, reconcile_after_s=reconcile_after_s, clock=clock,
-            create=create, mirroring=mirroring,
+            url,
+            default_callback_url=default_callback_url,
+            reconcile_after_s=reconcile_after_s,
+            clock=clock,
+            create=create,
+            mirroring=mirroring,
         ).open()
     raise StoreError(f"unsupported database URL scheme {scheme!r}: use sqlite:///… or postgresql://…")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, AttemptOutcome, Completion, MessageStatus, Receipt, dumps
-from receiver.store.base import Exchange
-from receiver.store.base import ChangeListener, Changes, Clock, Message
+from receiver.store.base import ChangeListener, Changes, Clock, Exchange, Message
 from receiver.store.rules import UnitOfWork
 
 log = logging.getLogger("receiver.store")
@@ -50,8 +50,11 @@ class AttemptRecord:
         x = self.exchange
         if x is None:
             return None, None, None
-        return (dumps(x.request_headers), dumps(x.response_headers) if x.response_headers is not None else None,
-                x.response_body)
+        return (
+            dumps(x.request_headers),
+            dumps(x.response_headers) if x.response_headers is not None else None,
+            x.response_body,
+        )
 
 
 Item = Write | AttemptRecord
@@ -138,8 +141,16 @@ class BatchedStore:
     from, the inbound entry points, delivery attempts, and the listeners woken after a commit. Each
     backend supplies `_commits` (and its SQL)."""
 
-    def __init__(self, *, replica_id: str, default_callback_url: str | None, reconcile_after_s: float,
-                 clock: Clock, create: bool, mirroring: bool) -> None:
+    def __init__(
+        self,
+        *,
+        replica_id: str,
+        default_callback_url: str | None,
+        reconcile_after_s: float,
+        clock: Clock,
+        create: bool,
+        mirroring: bool,
+    ) -> None:
         self.replica_id = replica_id
         self.default_callback_url = default_callback_url
         self.reconcile_after_s = reconcile_after_s
@@ -150,8 +161,12 @@ class BatchedStore:
         self._commits: GroupCommit | None = None
 
     def _unit(self) -> UnitOfWork:
-        return UnitOfWork(now=self.clock(), reconcile_after_s=self.reconcile_after_s,
-                          default_callback_url=self.default_callback_url, mirroring=self.mirroring)
+        return UnitOfWork(
+            now=self.clock(),
+            reconcile_after_s=self.reconcile_after_s,
+            default_callback_url=self.default_callback_url,
+            mirroring=self.mirroring,
+        )
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
         return await self._submit(Write(receipt, completions, None))  # type: ignore[no-any-return]
@@ -160,14 +175,29 @@ class BatchedStore:
         return (await self._submit(Write(receipt, None, error))).receipt_id  # type: ignore[no-any-return]
 
     async def record_attempt(
-        self, message: Message, *, status_code: int | None, error: str | None,
-        outcome: AttemptOutcome, next_attempt_at: float | None, exchange: Exchange | None = None,
+        self,
+        message: Message,
+        *,
+        status_code: int | None,
+        error: str | None,
+        outcome: AttemptOutcome,
+        next_attempt_at: float | None,
+        exchange: Exchange | None = None,
     ) -> None:
         now = self.clock()
         self._let_go(message.seq)
         # Group-committed with the inbound writes: a busy outbox costs one transaction per batch.
-        await self._submit(AttemptRecord(message, status_code, error, STATUS_AFTER[outcome],
-                                         next_attempt_at if next_attempt_at is not None else now, now, exchange))
+        await self._submit(
+            AttemptRecord(
+                message,
+                status_code,
+                error,
+                STATUS_AFTER[outcome],
+                next_attempt_at if next_attempt_at is not None else now,
+                now,
+                exchange,
+            )
+        )
 
     def _let_go(self, seq: int) -> None:
         """A claimed message is no longer held by this replica (PostgreSQL stops renewing its lease)."""

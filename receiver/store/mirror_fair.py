@@ -7,12 +7,15 @@ An origin is the URL's authority (`host:port`, lower-cased), what lies between `
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # The same key in SQL, to leave out origins with no room before the rows are read.
-SQLITE_ORIGIN = ("lower(CASE WHEN instr(url, '://') = 0 THEN '' ELSE substr(url, instr(url, '://') + 3, "
-                 "CASE WHEN instr(substr(url, instr(url, '://') + 3), '/') = 0 THEN length(url) "
-                 "ELSE instr(substr(url, instr(url, '://') + 3), '/') - 1 END) END)")
+SQLITE_ORIGIN = (
+    "lower(CASE WHEN instr(url, '://') = 0 THEN '' ELSE substr(url, instr(url, '://') + 3, "
+    "CASE WHEN instr(substr(url, instr(url, '://') + 3), '/') = 0 THEN length(url) "
+    "ELSE instr(substr(url, instr(url, '://') + 3), '/') - 1 END) END)"
+)
 POSTGRES_ORIGIN = "lower(coalesce(substring(url from '://([^/]*)'), ''))"
 SCAN = 500  # due rows read per claim at most: what origins with room can choose from
 
@@ -27,8 +30,9 @@ def full_origins(room: Mapping[str, int] | None) -> list[str]:
     return sorted(origin for origin, left in (room or {}).items() if left <= 0 and origin)
 
 
-def pick(rows: Iterable[Any], *, limit: int, room: Mapping[str, int] | None, per_origin: int | None,
-         url_at: int) -> list[Any]:
+def pick(
+    rows: Iterable[Any], *, limit: int, room: Mapping[str, int] | None, per_origin: int | None, url_at: int
+) -> list[Any]:
     """The first `limit` rows (in their order) that keep each origin within its room: `room[origin]`
     when given, else `per_origin` (None: no bound)."""
     taken: dict[str, int] = {}

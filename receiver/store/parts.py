@@ -5,7 +5,8 @@ against the others (mypy) without importing the store it is mixed into."""
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from receiver.store.base import Changes
 from receiver.store.batching import AttemptRecord, BatchedStore

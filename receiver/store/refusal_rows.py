@@ -11,8 +11,12 @@ import orjson
 from receiver.models import dumps, iso_time
 
 REFUSALS_KEPT = 10_000
-REFUSAL_COLUMNS = "id, provider, reason, status, detail, method, path, query, headers, body, body_bytes, receipt_id, received_at"
-REFUSAL_INSERT_COLUMNS = "provider, reason, status, detail, method, path, query, headers, body, body_bytes, receipt_id, received_at"
+REFUSAL_COLUMNS = (
+    "id, provider, reason, status, detail, method, path, query, headers, body, body_bytes, receipt_id, received_at"
+)
+REFUSAL_INSERT_COLUMNS = (
+    "provider, reason, status, detail, method, path, query, headers, body, body_bytes, receipt_id, received_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +39,20 @@ class Refusal:
     id: int = 0
 
     def row(self) -> tuple[Any, ...]:
-        return (self.provider, self.reason, self.status, self.detail, self.method, self.path, self.query,
-                dumps(self.headers), self.body, self.body_bytes, self.receipt_id, self.received_at)
+        return (
+            self.provider,
+            self.reason,
+            self.status,
+            self.detail,
+            self.method,
+            self.path,
+            self.query,
+            dumps(self.headers),
+            self.body,
+            self.body_bytes,
+            self.receipt_id,
+            self.received_at,
+        )
 
     def to_json(self) -> dict[str, Any]:
         try:
@@ -44,11 +60,20 @@ class Refusal:
         except UnicodeDecodeError:
             text = None
         out: dict[str, Any] = {
-            "id": self.id, "provider": self.provider, "reason": self.reason, "status": self.status,
-            "detail": self.detail, "method": self.method, "path": self.path, "query": self.query,
-            "headers": self.headers, "body": text if text is not None else self.body.decode("utf-8", "replace"),
-            "body_bytes": self.body_bytes, "body_truncated": len(self.body) < self.body_bytes,
-            "receipt_id": self.receipt_id, "received_at": iso_time(self.received_at),
+            "id": self.id,
+            "provider": self.provider,
+            "reason": self.reason,
+            "status": self.status,
+            "detail": self.detail,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "body": text if text is not None else self.body.decode("utf-8", "replace"),
+            "body_bytes": self.body_bytes,
+            "body_truncated": len(self.body) < self.body_bytes,
+            "receipt_id": self.receipt_id,
+            "received_at": iso_time(self.received_at),
         }
         if text is None:
             out["body_base64"] = base64.b64encode(self.body).decode("ascii")
@@ -57,9 +82,18 @@ class Refusal:
 
 def refusal_from_row(r: Any) -> Refusal:
     return Refusal(
-        id=int(r["id"]), provider=r["provider"], reason=r["reason"], status=int(r["status"]), detail=r["detail"],
-        method=r["method"], path=r["path"], query=r["query"], headers=orjson.loads(r["headers"]),
-        body=bytes(r["body"]), body_bytes=int(r["body_bytes"]), receipt_id=r["receipt_id"],
+        id=int(r["id"]),
+        provider=r["provider"],
+        reason=r["reason"],
+        status=int(r["status"]),
+        detail=r["detail"],
+        method=r["method"],
+        path=r["path"],
+        query=r["query"],
+        headers=orjson.loads(r["headers"]),
+        body=bytes(r["body"]),
+        body_bytes=int(r["body_bytes"]),
+        receipt_id=r["receipt_id"],
         received_at=float(r["received_at"]),
     )
 

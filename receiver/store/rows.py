@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import orjson
 
-from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, PROVIDERS, StoredReceipt, dumps, iso_time
+from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, dumps, iso_time
 from receiver.store.base import (
-    PAGE_BUDGET_BYTES, Attempt, Event, FinishedFilter, JobFilter, MediaObject, Message, MirrorTask,
+    PAGE_BUDGET_BYTES,
+    Attempt,
+    Event,
+    FinishedFilter,
+    JobFilter,
+    MediaObject,
+    Message,
+    MirrorTask,
+    SinkRow,
 )
 from receiver.store.rules import NewReceipt
 
@@ -21,8 +30,16 @@ JOB_COLUMNS = (
 
 def output_from_json(o: Mapping[str, Any]) -> Output:
     """An output as `rules.outputs_json` stores it (mirror fields only once set)."""
-    return Output(o["url"], o.get("media_type"), o.get("key"), stored_url=o.get("stored_url"), sha256=o.get("sha256"),
-                  size=o.get("bytes"), mirror_error=o.get("mirror_error"), awaiting=bool(o.get("awaiting")))
+    return Output(
+        o["url"],
+        o.get("media_type"),
+        o.get("key"),
+        stored_url=o.get("stored_url"),
+        sha256=o.get("sha256"),
+        size=o.get("bytes"),
+        mirror_error=o.get("mirror_error"),
+        awaiting=bool(o.get("awaiting")),
+    )
 
 
 class Row(Protocol):
@@ -36,11 +53,21 @@ def job_from_row(row: Row) -> Job:
     outputs = [output_from_json(o) for o in orjson.loads(row["outputs"])]
     completed = row["completed_at"]
     return Job(
-        seq=row["seq"], id=row["id"], provider=row["provider"], provider_job_id=row["provider_job_id"],
-        status=JobStatus(row["status"]), outputs=outputs, error=row["error"], metadata=orjson.loads(row["metadata"]),
-        callback_url=row["callback_url"], registered=bool(row["registered"]), expected_outputs=row["expected_outputs"],
-        delivery_status=DeliveryStatus(row["delivery_status"]), created_at=iso_time(row["created_at"]),
-        completed_at=iso_time(completed) if completed is not None else None, poll_count=row["poll_count"],
+        seq=row["seq"],
+        id=row["id"],
+        provider=row["provider"],
+        provider_job_id=row["provider_job_id"],
+        status=JobStatus(row["status"]),
+        outputs=outputs,
+        error=row["error"],
+        metadata=orjson.loads(row["metadata"]),
+        callback_url=row["callback_url"],
+        registered=bool(row["registered"]),
+        expected_outputs=row["expected_outputs"],
+        delivery_status=DeliveryStatus(row["delivery_status"]),
+        created_at=iso_time(row["created_at"]),
+        completed_at=iso_time(completed) if completed is not None else None,
+        poll_count=row["poll_count"],
     )
 
 
@@ -49,8 +76,21 @@ RECEIPT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_ids, err
 
 def receipt_rows(ids: list[int], receipts: list[NewReceipt]) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
     """The rows to insert for new receipts given their ids (RECEIPT_INSERT_COLUMNS), and their links to jobs."""
-    rows = [(rid, r.provider, r.source, r.outcome.value, dumps(r.provider_job_ids), dumps(r.job_ids), r.error,
-             dumps(r.headers), r.body, r.received_at) for rid, r in zip(ids, receipts)]
+    rows = [
+        (
+            rid,
+            r.provider,
+            r.source,
+            r.outcome.value,
+            dumps(r.provider_job_ids),
+            dumps(r.job_ids),
+            r.error,
+            dumps(r.headers),
+            r.body,
+            r.received_at,
+        )
+        for rid, r in zip(ids, receipts)
+    ]
     links = [(job_id, rid) for rid, r in zip(ids, receipts) for job_id in r.job_ids]
     return rows, links
 
@@ -60,8 +100,15 @@ RECEIPT_INSERT_COLUMNS = "id, provider, source, outcome, provider_job_ids, job_i
 
 def receipt_from_row(r: Any) -> StoredReceipt:
     return StoredReceipt(
-        r["id"], r["provider"], r["source"], Outcome(r["outcome"]), orjson.loads(r["provider_job_ids"]),
-        r["error"], bytes(r["body"]), iso_time(r["received_at"]), job_ids=orjson.loads(r["job_ids"]),
+        r["id"],
+        r["provider"],
+        r["source"],
+        Outcome(r["outcome"]),
+        orjson.loads(r["provider_job_ids"]),
+        r["error"],
+        bytes(r["body"]),
+        iso_time(r["received_at"]),
+        job_ids=orjson.loads(r["job_ids"]),
         headers=orjson.loads(r["headers"]),
     )
 
@@ -119,10 +166,14 @@ def job_filter_sql(f: JobFilter, mark: str, *, collate: str = "") -> tuple[list[
             upper = f" AND {column}{collate} < {place(end)}" if end is not None else ""
             ranges.append(f"({extra}{lower}{upper})")
         where.append("(" + " OR ".join(ranges) + ")")
-    for column, op, value in (("provider", "=", f.provider), ("status", "=", f.status),
-                              ("delivery_status", "=", f.delivery_status),
-                              ("provider_job_id", "=", f.provider_job_id),
-                              ("created_at", ">=", f.since), ("created_at", "<", f.until)):
+    for column, op, value in (
+        ("provider", "=", f.provider),
+        ("status", "=", f.status),
+        ("delivery_status", "=", f.delivery_status),
+        ("provider_job_id", "=", f.provider_job_id),
+        ("created_at", ">=", f.since),
+        ("created_at", "<", f.until),
+    ):
         if value is not None:
             where.append(f"{column} {op} {place(value)}")
     if f.provider_job_id is not None and f.provider is None:
@@ -139,8 +190,12 @@ def finished_filter_sql(f: FinishedFilter, mark: str, *, has_default: bool) -> t
     if not has_default:
         where.append("callback_url IS NOT NULL")
     params: list[Any] = []
-    for column, op, value in (("completed_at", ">=", f.since), ("completed_at", "<", f.until),
-                              ("provider", "=", f.provider), ("delivery_status", "=", f.delivery_status)):
+    for column, op, value in (
+        ("completed_at", ">=", f.since),
+        ("completed_at", "<", f.until),
+        ("provider", "=", f.provider),
+        ("delivery_status", "=", f.delivery_status),
+    ):
         if value is not None:
             params.append(value)
             where.append(f"{column} {op} {mark if mark == '?' else f'${len(params)}'}")
@@ -155,22 +210,30 @@ def message_from_row(r: Any) -> Message:
 
 
 # The body sent is the message's (the same bytes on every attempt), read along by a subquery.
-ATTEMPT_COLUMNS = ("message_id, url, attempt, status_code, error, at, request_headers, "
-                   "(SELECT m.body FROM messages m WHERE m.id = attempts.message_id) AS request_body, "
-                   "response_headers, response_body")
+ATTEMPT_COLUMNS = (
+    "message_id, url, attempt, status_code, error, at, request_headers, "
+    "(SELECT m.body FROM messages m WHERE m.id = attempts.message_id) AS request_body, "
+    "response_headers, response_body"
+)
 
 
 def attempt_from_row(r: Any) -> Attempt:
-    return Attempt(r[0], r[1], r[2], r[3], r[4], iso_time(r[5]),
-                   orjson.loads(r[6]) if r[6] is not None else None, bytes(r[7]) if r[7] is not None else None,
-                   orjson.loads(r[8]) if r[8] is not None else None, bytes(r[9]) if r[9] is not None else None)
-
-
-BACKLOG_SQL = "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'pending'"  # the same in both
+    return Attempt(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        iso_time(r[5]),
+        orjson.loads(r[6]) if r[6] is not None else None,
+        bytes(r[7]) if r[7] is not None else None,
+        orjson.loads(r[8]) if r[8] is not None else None,
+        bytes(r[9]) if r[9] is not None else None,
+    )
 
 
 def backlog_from_rows(rows: list[Any]) -> tuple[int, float | None]:
-    """(pending messages, created_at of the oldest) from the rows of BACKLOG_SQL."""
+    """(pending messages, created_at of the oldest) from the rows of `queries.BACKLOG`."""
     return int(rows[0][0]), (float(rows[0][1]) if rows[0][1] is not None else None)
 
 
@@ -190,3 +253,24 @@ def media_from_row(r: Any) -> MediaObject:
 def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows as `width` column lists, for `INSERT … SELECT * FROM unnest($1::type[], …)`."""
     return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
+SINK_COLUMNS = "name, position, epoch, paused, last_error, last_published_at"
+
+
+def sink_from_row(row: Sequence[Any]) -> SinkRow:
+    name, position, epoch, paused, last_error, published_at = row
+    return SinkRow(
+        str(name),
+        int(position),
+        int(epoch),
+        bool(paused),
+        None if last_error is None else str(last_error),
+        None if published_at is None else float(published_at),
+    )
+
+
+def new_epoch(paused: bool | None, position: int | None) -> int:
+    """How much a sink change moves its epoch: 1 for a rewind or a resume, whose position must win over a
+    publisher's older one; 0 for a pause, so the publisher still saves what its broker acknowledged."""
+    return 0 if paused is True and position is None else 1

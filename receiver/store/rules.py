@@ -9,12 +9,24 @@ One unit can carry many webhooks (the group commit), so a burst costs a handful 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from receiver.models import (
-    Completion, DeliveryStatus, Job, JobStatus, Outcome, Output, Receipt, callback_body, dumps, event_type, iso_time,
+    Completion,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    Outcome,
+    Output,
+    Receipt,
+    callback_body,
+    dumps,
+    event_type,
+    iso_time,
 )
+
 
 def outputs_json(outputs: list[Output]) -> str:
     return dumps([_output_json(o) for o in outputs])
@@ -22,8 +34,13 @@ def outputs_json(outputs: list[Output]) -> str:
 
 def _output_json(o: Output) -> dict[str, Any]:
     out: dict[str, Any] = {"url": o.url, "media_type": o.media_type, "key": o.key}
-    for name, value in (("stored_url", o.stored_url), ("sha256", o.sha256), ("bytes", o.size),
-                        ("mirror_error", o.mirror_error), ("awaiting", o.awaiting or None)):
+    for name, value in (
+        ("stored_url", o.stored_url),
+        ("sha256", o.sha256),
+        ("bytes", o.size),
+        ("mirror_error", o.mirror_error),
+        ("awaiting", o.awaiting or None),
+    ):
         if value is not None:
             out[name] = value
     return out
@@ -157,8 +174,9 @@ class Writes:
 
 
 class UnitOfWork:
-    def __init__(self, *, now: float, reconcile_after_s: float, default_callback_url: str | None,
-                 mirroring: bool = False) -> None:
+    def __init__(
+        self, *, now: float, reconcile_after_s: float, default_callback_url: str | None, mirroring: bool = False
+    ) -> None:
         self.now = now
         self.reconcile_after_s = reconcile_after_s
         self.default_callback_url = default_callback_url
@@ -206,17 +224,34 @@ class UnitOfWork:
     # -- the rules -------------------------------------------------------------------------------
 
     def _create(
-        self, provider: str, provider_job_id: str, *, registered: bool, callback_url: str | None = None,
-        metadata: dict[str, Any] | None = None, expected_outputs: int | None = None, owner: str | None = None,
+        self,
+        provider: str,
+        provider_job_id: str,
+        *,
+        registered: bool,
+        callback_url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        expected_outputs: int | None = None,
+        owner: str | None = None,
     ) -> Tracked:
         job = Job(
-            id=self.new_id("job"), provider=provider, provider_job_id=provider_job_id,
-            status=JobStatus.PENDING, outputs=[], error=None, metadata=metadata or {}, callback_url=callback_url,
-            delivery_status=DeliveryStatus.NONE, created_at=self.now_iso, completed_at=None,
-            registered=registered, expected_outputs=expected_outputs,
+            id=self.new_id("job"),
+            provider=provider,
+            provider_job_id=provider_job_id,
+            status=JobStatus.PENDING,
+            outputs=[],
+            error=None,
+            metadata=metadata or {},
+            callback_url=callback_url,
+            delivery_status=DeliveryStatus.NONE,
+            created_at=self.now_iso,
+            completed_at=None,
+            registered=registered,
+            expected_outputs=expected_outputs,
         )
-        tracked = Tracked(job, new=True, created_ts=self.now, next_poll_at=self.now + self.reconcile_after_s,
-                          owner=owner)
+        tracked = Tracked(
+            job, new=True, created_ts=self.now, next_poll_at=self.now + self.reconcile_after_s, owner=owner
+        )
         self._jobs[(provider, provider_job_id)] = tracked
         return tracked
 
@@ -251,19 +286,37 @@ class UnitOfWork:
         return Applied(job, True, True)
 
     def register(
-        self, provider: str, provider_job_id: str, *, callback_url: str | None, metadata: dict[str, Any],
-        expected_outputs: int | None, owner: str | None = None,
+        self,
+        provider: str,
+        provider_job_id: str,
+        *,
+        callback_url: str | None,
+        metadata: dict[str, Any],
+        expected_outputs: int | None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         """Create the job, or claim one whose completion came first; a registered job is returned as is."""
         tracked = self._jobs.get((provider, provider_job_id))
         if tracked is None:
-            tracked = self._create(provider, provider_job_id, registered=True, callback_url=callback_url,
-                                   metadata=metadata, expected_outputs=expected_outputs, owner=owner)
+            tracked = self._create(
+                provider,
+                provider_job_id,
+                registered=True,
+                callback_url=callback_url,
+                metadata=metadata,
+                expected_outputs=expected_outputs,
+                owner=owner,
+            )
             return tracked.job, True
         job = tracked.job
         if job.registered:
             return job, False
-        job.registered, job.callback_url, job.metadata, job.expected_outputs = True, callback_url, metadata, expected_outputs
+        job.registered, job.callback_url, job.metadata, job.expected_outputs = (
+            True,
+            callback_url,
+            metadata,
+            expected_outputs,
+        )
         tracked.dirty = True
         if job.status.terminal and not any(o.awaiting for o in job.outputs):  # else it goes once mirrored
             url = job.callback_url or self.default_callback_url
@@ -324,15 +377,21 @@ class UnitOfWork:
         for i in indexes:
             self._mirror_tasks.append(NewMirrorTask(job.id, i, outputs[i].url, self.now))
 
-    def mirrored(self, job: Job, index: int, result: "MirrorResult") -> bool:
+    def mirrored(self, job: Job, index: int, result: MirrorResult) -> bool:
         """Record the mirror of output `index` (its stored copy, or why not); once the last output the
         job's event waits for is done, the event and callback go out (True)."""
         if index >= len(job.outputs):
             return False
         was_awaiting = job.outputs[index].awaiting
         outputs = list(job.outputs)
-        outputs[index] = replace(outputs[index], stored_url=result.stored_url, sha256=result.sha256,
-                                 size=result.size, mirror_error=result.error, awaiting=False)
+        outputs[index] = replace(
+            outputs[index],
+            stored_url=result.stored_url,
+            sha256=result.sha256,
+            size=result.size,
+            mirror_error=result.error,
+            awaiting=False,
+        )
         job.outputs = outputs
         self.track(job).dirty = True
         if was_awaiting and not any(o.awaiting for o in outputs) and job.status.terminal:
@@ -370,16 +429,30 @@ class UnitOfWork:
         return bool(self._messages)
 
     def add_receipt(
-        self, receipt: Receipt, outcome: Outcome, provider_job_ids: list[str], job_ids: list[str], error: str | None,
+        self,
+        receipt: Receipt,
+        outcome: Outcome,
+        provider_job_ids: list[str],
+        job_ids: list[str],
+        error: str | None,
     ) -> int:
         """Keep a receipt; returns its index among this unit's receipts (the backend assigns ids)."""
-        self._receipts.append(NewReceipt(
-            receipt.provider, receipt.source, outcome, provider_job_ids, job_ids, error, kept_headers(receipt.headers),
-            receipt.body, self.now,
-        ))
+        self._receipts.append(
+            NewReceipt(
+                receipt.provider,
+                receipt.source,
+                outcome,
+                provider_job_ids,
+                job_ids,
+                error,
+                kept_headers(receipt.headers),
+                receipt.body,
+                self.now,
+            )
+        )
         return len(self._receipts) - 1
 
-    def apply_receipt(self, receipt: Receipt, completions: list[Completion] | None, error: str | None) -> "Ingested":
+    def apply_receipt(self, receipt: Receipt, completions: list[Completion] | None, error: str | None) -> Ingested:
         """One inbound message: its completions applied, and its receipt kept with the outcome."""
         if completions is None:
             return Ingested(self.add_receipt(receipt, Outcome.INVALID, [], [], error), Outcome.INVALID, [], [], error)
@@ -409,7 +482,9 @@ class UnitOfWork:
         return Writes(
             new_jobs=[t for t in self._jobs.values() if t.new],
             changed_jobs=[t for t in self._jobs.values() if t.dirty and not t.new],
-            events=list(self._events), messages=list(self._messages), receipts=list(self._receipts),
+            events=list(self._events),
+            messages=list(self._messages),
+            receipts=list(self._receipts),
             mirror_tasks=list(self._mirror_tasks),
         )
 

@@ -51,6 +51,18 @@ const shortId = (id) => el("span", { class: "mono id", title: id, "aria-label": 
 const count = (n) => Number(n).toLocaleString("en-US");
 const badge = (word, text) => el("span", { class: "badge " + word, text: text || word });
 
+// Each broker sink: its state, how far behind the event log it is, and why it is failing.
+function renderSinks(sinks) {
+  $("g-sinks-row").hidden = sinks.length === 0;
+  $("g-sinks").replaceChildren(...sinks.map((sink) => {
+    const line = el("div", { class: "sink", "aria-label": "Sink " + sink.name });
+    line.append(badge(sink.state), " ", el("span", { class: "clip-text", text: sink.name, title: sink.url || "" }),
+      " ", el("small", { text: "lag " + sink.lag + (sink.last_event_id ? ", at event " + sink.last_event_id : "") }));
+    if (sink.last_error) line.append(el("small", { class: "sink-error", text: " " + sink.last_error }));
+    return line;
+  }));
+}
+
 function pretty(text) {
   try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text; }
 }
@@ -212,6 +224,7 @@ async function refreshGlance(seen) {
     el("span", { class: "clip-text", text: stats.store || "", title: stats.store || "" }));
   $("g-oxen").replaceChildren(badge(stats.oxen_stream || "?"));
   if (stats.oxen_stream_error) $("g-oxen").append(el("small", { text: " " + stats.oxen_stream_error }));
+  renderSinks(stats.sinks || []);
   const backlog = stats.delivery_backlog || {};
   $("g-backlog").textContent = backlog.count
     ? backlog.count + " waiting, oldest " + age(backlog.oldest_age_s) : "0 waiting";

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterable
+from collections.abc import AsyncIterable
 
 
 async def wait_for(event: asyncio.Event, timeout: float) -> bool:

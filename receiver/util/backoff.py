@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Callable, Sequence
 
 Random = Callable[[], float]
 
@@ -18,7 +18,9 @@ def exponential(attempt: int, *, base: float, cap: float, jitter: float = 0.5, r
     return delay * (1 - jitter * rand())
 
 
-def scheduled(schedule: Sequence[float], attempts_made: int, *, jitter: float = 0.1, rand: Random = random.random) -> float | None:
+def scheduled(
+    schedule: Sequence[float], attempts_made: int, *, jitter: float = 0.1, rand: Random = random.random
+) -> float | None:
     """Wait before the next attempt after `attempts_made` attempts, or None once the schedule is spent.
 
     `schedule[i]` is the wait before attempt i+2 (the first attempt is immediate), so N values
@@ -44,7 +46,7 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now
     if math.isnan(seconds):
         return None

@@ -5,7 +5,7 @@ but a line or an event's data over its cap ends the reading with `Oversized`, ke
 from __future__ import annotations
 
 import codecs
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 from httpx_sse import ServerSentEvent
@@ -47,14 +47,19 @@ class BoundedSSE:
         pending = sum(map(len, self._lines.buffer))
         if pending > self.max_line:
             start = "".join(self._lines.buffer)[: self.keep]
-            raise Oversized(f"an event-stream line exceeds {self.max_line} characters", start.encode(), self._event,
-                            self._id)
+            raise Oversized(
+                f"an event-stream line exceeds {self.max_line} characters", start.encode(), self._event, self._id
+            )
         return [sse for sse in map(self._line, lines) if sse is not None]
 
     def _line(self, line: str) -> ServerSentEvent | None:
         if len(line) > self.max_line:
-            raise Oversized(f"an event-stream line exceeds {self.max_line} characters",
-                            line[: self.keep].encode(), self._event, self._id)
+            raise Oversized(
+                f"an event-stream line exceeds {self.max_line} characters",
+                line[: self.keep].encode(),
+                self._event,
+                self._id,
+            )
         field, _, value = line.partition(":")
         if field == "event":
             self._event = value.removeprefix(" ")
@@ -65,16 +70,18 @@ class BoundedSSE:
             self._data_chars += len(value)
             if self._data_chars > self.max_event:
                 start = "\n".join(self._data)[: self.keep]
-                raise Oversized(f"an event's data exceeds {self.max_event} characters", start.encode(), self._event,
-                                self._id)
+                raise Oversized(
+                    f"an event's data exceeds {self.max_event} characters", start.encode(), self._event, self._id
+                )
         sse = self._events.decode(line)
         if not line:
             self._event, self._id, self._data, self._data_chars = "", "", [], 0
         return sse
 
 
-async def aiter_bounded_sse(response: httpx.Response, *, max_line: int, max_event: int,
-                            keep: int) -> AsyncIterator[ServerSentEvent]:
+async def aiter_bounded_sse(
+    response: httpx.Response, *, max_line: int, max_event: int, keep: int
+) -> AsyncIterator[ServerSentEvent]:
     """The events of `response`'s body, read as raw bytes; raises Oversized past a cap."""
     decoder = BoundedSSE(max_line=max_line, max_event=max_event, keep=keep)
     async for chunk in response.aiter_bytes():

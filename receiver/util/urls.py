@@ -15,7 +15,7 @@ def check_callback_url(value: str | None) -> str | None:
         raise ValueError("must not contain whitespace or control characters")
     try:
         parts = urlsplit(value)
-        parts.port  # raises on a port that is not a number in 0-65535
+        _ = parts.port  # raises on a port that is not a number in 0-65535
         httpx.URL(value)
     except (ValueError, httpx.InvalidURL):
         raise ValueError("is not a valid URL") from None

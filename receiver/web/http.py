@@ -13,8 +13,11 @@ from starlette.types import Receive
 
 from receiver.errors import ReceiverError
 
-
 log = logging.getLogger("receiver.web.http")
+
+
+# A Content-Length is whatever a client wrote: kept as a number a database column can hold.
+MAX_DECLARED_BYTES = 2**62
 
 
 class BodyTooLarge(ReceiverError):
@@ -68,7 +71,7 @@ async def receive_body(receive: Receive, content_length: str | None, limit: int)
     """`read_body` for a plain ASGI endpoint: a declared length over `limit` is refused before any byte is
     read, a streamed one as soon as it passes it; a client that hangs up raises ClientDisconnect."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-        raise BodyTooLarge(size=int(content_length))
+        raise BodyTooLarge(size=min(int(content_length), MAX_DECLARED_BYTES))
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -111,8 +114,11 @@ async def client_gone(request: Request, exc: Exception) -> Response:
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug: JSON like every other answer, and the connection closed, as its state is unknown. The
     traceback is still logged as an ERROR (by the server, once this answer is sent)."""
-    return JSONResponse({"error": "internal_error", "message": "the receiver failed to answer this request"},
-                        status_code=500, headers={"Connection": "close"})
+    return JSONResponse(
+        {"error": "internal_error", "message": "the receiver failed to answer this request"},
+        status_code=500,
+        headers={"Connection": "close"},
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -120,5 +126,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     headers = getattr(exc, "headers", None)
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-    return JSONResponse({"error": code, "message": str(getattr(exc, "detail", code))}, status_code=status,
-                        headers=headers)
+    return JSONResponse(
+        {"error": code, "message": str(getattr(exc, "detail", code))}, status_code=status, headers=headers
+    )

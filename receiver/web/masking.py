@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode
 
 MASK = "***"
 # Header values never kept: credentials and signatures (a signature is proof made with a secret).
-MASKED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "webhook-signature",
-                            "x-webhook-signature", "x-api-key", "api-key"})
+MASKED_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "webhook-signature",
+        "x-webhook-signature",
+        "x-api-key",
+        "api-key",
+    }
+)
+# Any other header whose name says it carries a credential is masked too (X-Auth-Token, X-Session-Key…).
+CREDENTIAL_WORDS = ("auth", "token", "key", "secret", "session", "cookie", "signature", "password")
 MASKED_PARAMS = frozenset({"token"})
 MAX_HEADERS = 64
 MAX_HEADER_CHARS = 1024
@@ -21,9 +33,15 @@ def masked_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
         key = name.decode("latin-1").lower()[:MAX_HEADER_CHARS]
         if len(kept) >= MAX_HEADERS and key not in kept:
             break
-        text = MASK if key in MASKED_HEADERS else value.decode("latin-1")[:MAX_HEADER_CHARS]
-        kept[key] = f"{kept[key]}, {text}" if key in kept else text
+        text = MASK if is_credential(key) else value.decode("latin-1")[:MAX_HEADER_CHARS]
+        # a header repeated many times stays one bounded value
+        kept[key] = f"{kept[key]}, {text}"[:MAX_HEADER_CHARS] if key in kept else text
     return kept
+
+
+def is_credential(header: str) -> bool:
+    """Whether a (lower-case) header name carries a credential or a signature, by list or by its words."""
+    return header in MASKED_HEADERS or any(word in header for word in CREDENTIAL_WORDS)
 
 
 def masked_query(query_string: bytes) -> str:

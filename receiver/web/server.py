@@ -30,8 +30,10 @@ Phase = Literal["idle", "head", "body"]
 
 def _refusal(status: bytes, code: str, message: str) -> bytes:
     body = json.dumps({"error": code, "message": message}).encode()
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -74,8 +76,13 @@ class BoundedHttpTools(HttpToolsProtocol):
     def _expired(self) -> None:
         log.debug("dropping %s: request %s not received in time", self.client, self._phase)
         if self._phase == "head":
-            self.transport.write(_refusal(b"408 Request Timeout", "request_timeout",
-                                          f"request head not received within {self.head_timeout_s:g} s"))
+            self.transport.write(
+                _refusal(
+                    b"408 Request Timeout",
+                    "request_timeout",
+                    f"request head not received within {self.head_timeout_s:g} s",
+                )
+            )
         # In the body, the app is reading: it sees a disconnect. Idle: a connection that never sent a byte.
         self.transport.close()
 
@@ -96,8 +103,13 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._head_bytes += len(data)
         if self._head_bytes > self.max_head_bytes:
             self._disarm()
-            self.transport.write(_refusal(b"431 Request Header Fields Too Large", "headers_too_large",
-                                          f"request line and headers exceed {self.max_head_bytes} bytes"))
+            self.transport.write(
+                _refusal(
+                    b"431 Request Header Fields Too Large",
+                    "headers_too_large",
+                    f"request line and headers exceed {self.max_head_bytes} bytes",
+                )
+            )
             self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -117,18 +129,29 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._disarm()
 
 
-def bounded_protocol(*, max_head_bytes: int = MAX_HEAD_BYTES, head_timeout_s: float = HEAD_TIMEOUT_S,
-                     body_timeout_s: float = BODY_TIMEOUT_S) -> type[BoundedHttpTools]:
+def bounded_protocol(
+    *,
+    max_head_bytes: int = MAX_HEAD_BYTES,
+    head_timeout_s: float = HEAD_TIMEOUT_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+) -> type[BoundedHttpTools]:
     """`BoundedHttpTools` with these bounds (uvicorn instantiates the class it is given per connection)."""
     bounds = {"max_head_bytes": max_head_bytes, "head_timeout_s": head_timeout_s, "body_timeout_s": body_timeout_s}
     return type("BoundedHttpTools", (BoundedHttpTools,), bounds)
 
 
-def server_config(app: Any, *, max_head_bytes: int = MAX_HEAD_BYTES, head_timeout_s: float = HEAD_TIMEOUT_S,
-                  body_timeout_s: float = BODY_TIMEOUT_S, **options: Any) -> uvicorn.Config:
+def server_config(
+    app: Any,
+    *,
+    max_head_bytes: int = MAX_HEAD_BYTES,
+    head_timeout_s: float = HEAD_TIMEOUT_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    **options: Any,
+) -> uvicorn.Config:
     """The uvicorn configuration of `receiver serve`, which the tests' servers share; `options` are
     uvicorn's own (host, port, log_config, …)."""
-    protocol = bounded_protocol(max_head_bytes=max_head_bytes, head_timeout_s=head_timeout_s,
-                                body_timeout_s=body_timeout_s)
+    protocol = bounded_protocol(
+        max_head_bytes=max_head_bytes, head_timeout_s=head_timeout_s, body_timeout_s=body_timeout_s
+    )
     options.setdefault("server_header", False)
     return uvicorn.Config(app, http=protocol, **options)

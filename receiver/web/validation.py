@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import JSONResponse
 
 from receiver.errors import ReceiverError
-from receiver.web.http import error
 from receiver.models import ProviderName
 from receiver.util.urls import check_callback_url
+from receiver.web.http import error
 
 Model = TypeVar("Model", bound=BaseModel)
 # What the OpenAPI document says of URLs and times; the validators below check more than a schema can.
 URL_SCHEMA: dict[str, Any] = {"pattern": r"^https?://[^\s/?#]+", "format": "uri"}
 TIME_SCHEMA: dict[str, Any] = {"format": "date-time"}
 # A callback URL in a request body (null: none, or the default): the one check, `urls.check_callback_url`.
-CallbackUrl = Annotated[str | None, Field(max_length=2048, json_schema_extra=URL_SCHEMA),
-                        AfterValidator(check_callback_url)]
+CallbackUrl = Annotated[
+    str | None, Field(max_length=2048, json_schema_extra=URL_SCHEMA), AfterValidator(check_callback_url)
+]
 MAX_SEQ = 2**63 - 1  # event ids and page cursors are 64-bit integers in both stores
 
 
@@ -149,9 +150,7 @@ def parse_body(model: type[Model], body: bytes) -> Model:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        fields = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()
-        ]
+        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         raise Invalid(error(422, "invalid_request", summary, fields=fields)) from None
 
@@ -222,7 +221,7 @@ def parse_time(raw: str) -> float:
     except ValueError:
         raise ValueError("must be an ISO 8601 time, e.g. 2026-11-21T10:00:00Z") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 

@@ -19,9 +19,16 @@ API_KEY = "afk_test_4d2c81"
 
 def completed(job_id: str, result: str | list[str] | None = None) -> dict[str, Any]:
     """The `completed` webhook body."""
-    return {"event": "completed", "jobId": job_id, "status": "COMPLETED", "progress": 100,
-            "result": result or f"https://cdn.apiframe.ai/results/{job_id}.png", "model": "grok-imagine-image",
-            "creditCost": 10, "completedAt": "2026-11-21T10:00:09Z"}
+    return {
+        "event": "completed",
+        "jobId": job_id,
+        "status": "COMPLETED",
+        "progress": 100,
+        "result": result or f"https://cdn.apiframe.ai/results/{job_id}.png",
+        "model": "grok-imagine-image",
+        "creditCost": 10,
+        "completedAt": "2026-11-21T10:00:09Z",
+    }
 
 
 def failed(job_id: str, message: str) -> dict[str, Any]:
@@ -31,8 +38,11 @@ def failed(job_id: str, message: str) -> dict[str, Any]:
 def signed(body: dict[str, Any], api_key: str = API_KEY) -> tuple[bytes, dict[str, str]]:
     """The raw body and headers Apiframe would POST to the webhook URL."""
     raw = json.dumps(body).encode()
-    return raw, {"Content-Type": "application/json", "X-Webhook-Event": str(body.get("event")),
-                 "X-Webhook-Signature": apiframe.sign(api_key, raw)}
+    return raw, {
+        "Content-Type": "application/json",
+        "X-Webhook-Event": str(body.get("event")),
+        "X-Webhook-Signature": apiframe.sign(api_key, raw),
+    }
 
 
 class FakeApiframe(FakeProvider):
@@ -40,17 +50,23 @@ class FakeApiframe(FakeProvider):
         super().__init__(api_key)
         self.jobs: dict[str, dict[str, Any]] = {}  # jobId → the `GET /v2/jobs/{id}` answer
         self.by_idempotency_key: dict[str, str] = {}
-        self.app = Starlette(routes=[
-            Route("/v2/images/generate", self._generate, methods=["POST"]),
-            Route("/v2/jobs/{job_id}", self._job, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v2/images/generate", self._generate, methods=["POST"]),
+                Route("/v2/jobs/{job_id}", self._job, methods=["GET"]),
+            ]
+        )
 
     def finish(self, job_id: str, result: str | None = None, error: str | None = None) -> None:
         """Make the jobs endpoint report the job as done (without sending a webhook)."""
         job = self.jobs[job_id]
         if error is None:
-            job.update(status="COMPLETED", progress=100,
-                       result=result or f"https://cdn.apiframe.ai/results/{job_id}.png", completedAt="2026-11-21T10:00:09Z")
+            job.update(
+                status="COMPLETED",
+                progress=100,
+                result=result or f"https://cdn.apiframe.ai/results/{job_id}.png",
+                completedAt="2026-11-21T10:00:09Z",
+            )
         else:
             job.update(status="FAILED", error=error)
 
@@ -74,8 +90,15 @@ class FakeApiframe(FakeProvider):
         job_id = str(uuid.uuid4())
         if key:
             self.by_idempotency_key[key] = job_id
-        self.jobs[job_id] = {"id": job_id, "status": "QUEUED", "result": None, "error": None, "progress": 0,
-                             "createdAt": "2026-11-21T10:00:00Z", "completedAt": None}
+        self.jobs[job_id] = {
+            "id": job_id,
+            "status": "QUEUED",
+            "result": None,
+            "error": None,
+            "progress": 0,
+            "createdAt": "2026-11-21T10:00:00Z",
+            "completedAt": None,
+        }
         return JSONResponse({"jobId": job_id, "status": "QUEUED"}, 202)
 
     async def _job(self, request: Request) -> Response:

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -81,7 +81,7 @@ class HostileProvider:
         return [r for r in self.requests if r[1].startswith(prefix)]
 
     @contextlib.asynccontextmanager
-    async def serve(self, path: str = "") -> AsyncIterator["HostileProvider"]:
+    async def serve(self, path: str = "") -> AsyncIterator[HostileProvider]:
         async with serve_app(self.app) as running:
             self.base_url = running.base_url + path
             try:

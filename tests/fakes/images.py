@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import zlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request

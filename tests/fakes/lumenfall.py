@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import standardwebhooks
@@ -25,13 +25,18 @@ def video_event(video_id: str, event: str = "video.completed", url: str | None =
     return {"type": event, "data": data}
 
 
-def sign(body: bytes, msg_id: str = "msg_test_1", *, secret: str = WEBHOOK_SECRET,
-         timestamp: float | None = None) -> dict[str, str]:
+def sign(
+    body: bytes, msg_id: str = "msg_test_1", *, secret: str = WEBHOOK_SECRET, timestamp: float | None = None
+) -> dict[str, str]:
     """Standard Webhooks headers for `body`, as Lumenfall's video API sends them."""
-    at = datetime.fromtimestamp(time.time() if timestamp is None else timestamp, tz=timezone.utc)
+    at = datetime.fromtimestamp(time.time() if timestamp is None else timestamp, tz=UTC)
     signature = standardwebhooks.Webhook(secret).sign(msg_id, at, body.decode())
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())), "webhook-signature": signature,
-            "content-type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
 
 
 class FakeLumenfall(FakeProvider):
@@ -45,8 +50,10 @@ class FakeLumenfall(FakeProvider):
     async def _generate(self, request: Request) -> Response:
         recorded = await self.record(request)
         if not self.authorized(request.headers.get("authorization"), f"Bearer {self.api_key}"):
-            return JSONResponse({"error": {"message": "Invalid API key", "type": "invalid_request_error",
-                                           "code": "invalid_api_key"}}, 401)
+            return JSONResponse(
+                {"error": {"message": "Invalid API key", "type": "invalid_request_error", "code": "invalid_api_key"}},
+                401,
+            )
         refused = await self.hold()
         if refused is not None:
             return refused
@@ -55,7 +62,15 @@ class FakeLumenfall(FakeProvider):
             return Response(raw, status_code=status, media_type="application/json")
         body = recorded.json
         count = int(body.get("n") or 1)
-        return JSONResponse({"created": int(time.time()), "data": [
-            {"url": f"https://media.lumenfall.ai/generations/{len(self.requests)}-{i}.png",
-             "revised_prompt": f"{body.get('prompt')} (revised)"} for i in range(count)
-        ]})
+        return JSONResponse(
+            {
+                "created": int(time.time()),
+                "data": [
+                    {
+                        "url": f"https://media.lumenfall.ai/generations/{len(self.requests)}-{i}.png",
+                        "revised_prompt": f"{body.get('prompt')} (revised)",
+                    }
+                    for i in range(count)
+                ],
+            }
+        )

@@ -7,13 +7,15 @@ import asyncio
 import contextlib
 import hashlib
 from collections import Counter
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 CHUNK = 64 * 1024
 # Hostile "image": run on the receiver's origin, its script would read the inspector's token.
-SVG_WITH_SCRIPT = (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>'
-                   b'new Image().src = "/leak?t=" + sessionStorage.getItem("receiver.apiToken");'
-                   b'document.title = "pwned";</script></svg>')
+SVG_WITH_SCRIPT = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>'
+    b'new Image().src = "/leak?t=" + sessionStorage.getItem("receiver.apiToken");'
+    b'document.title = "pwned";</script></svg>'
+)
 
 
 def image_bytes(n: int, seed: str = "img") -> bytes:
@@ -65,8 +67,9 @@ class Origin:
             writer.write(body)
         elif kind == "octet":
             body = image_bytes(3000, "octet")
-            await self.head(writer, "200 OK", {"Content-Type": "application/octet-stream",
-                                               "Content-Length": str(len(body))})
+            await self.head(
+                writer, "200 OK", {"Content-Type": "application/octet-stream", "Content-Length": str(len(body))}
+            )
             writer.write(body)
         elif kind == "big":
             total = int(parts[1])
@@ -79,13 +82,15 @@ class Origin:
                 await writer.drain()
                 sent += len(piece)
         elif kind == "svg":
-            await self.head(writer, "200 OK", {"Content-Type": "image/svg+xml",
-                                               "Content-Length": str(len(SVG_WITH_SCRIPT))})
+            await self.head(
+                writer, "200 OK", {"Content-Type": "image/svg+xml", "Content-Length": str(len(SVG_WITH_SCRIPT))}
+            )
             writer.write(SVG_WITH_SCRIPT)
         elif kind == "html":
             body = b"<html><body>not an image</body></html>"
-            await self.head(writer, "200 OK", {"Content-Type": "text/html; charset=utf-8",
-                                               "Content-Length": str(len(body))})
+            await self.head(
+                writer, "200 OK", {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body))}
+            )
             writer.write(body)
         elif kind == "chunked":
             total = int(parts[1])

@@ -15,8 +15,9 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,8 +34,15 @@ COMPLETED = "media_generation_completed"
 # Consumer timings for tests: stall timeout 0.5 s (keep-alive 0.2 s × 2.5) while the fake sends
 # keep-alives every 0.05 s.
 FAST_TUNING = StreamTuning(
-    keep_alive_s=0.2, stall_factor=2.5, connect_timeout_s=2, backoff_base_s=0.02, backoff_cap_s=0.1,
-    unauthorized_base_s=0.1, unauthorized_cap_s=0.2, healthy_after_s=0.3, poll_timeout_s=2,
+    keep_alive_s=0.2,
+    stall_factor=2.5,
+    connect_timeout_s=2,
+    backoff_base_s=0.02,
+    backoff_cap_s=0.1,
+    unauthorized_base_s=0.1,
+    unauthorized_cap_s=0.2,
+    healthy_after_s=0.3,
+    poll_timeout_s=2,
 )
 
 
@@ -73,11 +81,13 @@ class FakeOxen:
         self.generations_per_request = 1
         self._streams: list[_Stream] = []
         self._numbers = itertools.count(1)
-        self.app = Starlette(routes=[
-            Route("/api/events", self._events, methods=["GET"]),
-            Route("/api/ai/queue", self._enqueue, methods=["POST"]),
-            Route("/api/ai/queue/{generation_id}", self._status, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/api/events", self._events, methods=["GET"]),
+                Route("/api/ai/queue", self._enqueue, methods=["POST"]),
+                Route("/api/ai/queue/{generation_id}", self._status, methods=["GET"]),
+            ]
+        )
 
     # -- scripting ---------------------------------------------------------------------------------
 
@@ -85,14 +95,22 @@ class FakeOxen:
         """Create a queued generation, as `POST /api/ai/queue` does; returns its id."""
         generation_id = uuid.uuid4().hex
         self.generations[generation_id] = {
-            "generation_id": generation_id, "model_name": model, "prompt": prompt, "media_type": "image",
-            "status": "queued", "result_url": None, "error_message": None,
-            "enqueued_at": int(time.time()), "started_at": None, "completed_at": None,
+            "generation_id": generation_id,
+            "model_name": model,
+            "prompt": prompt,
+            "media_type": "image",
+            "status": "queued",
+            "result_url": None,
+            "error_message": None,
+            "enqueued_at": int(time.time()),
+            "started_at": None,
+            "completed_at": None,
         }
         return generation_id
 
-    def complete(self, generation_id: str, *, url: str | None = None, error: str | None = None,
-                 emit: bool = True) -> dict[str, Any]:
+    def complete(
+        self, generation_id: str, *, url: str | None = None, error: str | None = None, emit: bool = True
+    ) -> dict[str, Any]:
         """Finish a generation (failed when `error` is given) and fire its event; returns the event data."""
         record = self.generations[generation_id]
         now = int(time.time())
@@ -169,8 +187,14 @@ class FakeOxen:
             request.headers.get("authorization", "").encode(), f"Bearer {self.api_key}".encode()
         ):
             status = self.refuse_auth or 401
-            return JSONResponse({"error": {"type": "unauthorized", "title": "Invalid API key"}, "status": "error",
-                                 "status_message": "unauthorized"}, status_code=status)
+            return JSONResponse(
+                {
+                    "error": {"type": "unauthorized", "title": "Invalid API key"},
+                    "status": "error",
+                    "status_message": "unauthorized",
+                },
+                status_code=status,
+            )
         return None
 
     async def _events(self, request: Request) -> Response:
@@ -178,20 +202,24 @@ class FakeOxen:
         if refused is not None:
             return refused
         if self.refuse_streams is not None:
-            return JSONResponse({"status": "error", "status_message": "unavailable"},
-                                status_code=self.refuse_streams, headers={"Retry-After": "0"})
+            return JSONResponse(
+                {"status": "error", "status_message": "unavailable"},
+                status_code=self.refuse_streams,
+                headers={"Retry-After": "0"},
+            )
         stream = _Stream(next(self._numbers), stalled=self.stall_new_streams)
         self._streams.append(stream)
         self.connections += 1
-        return StreamingResponse(self._stream_body(stream), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            self._stream_body(stream), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     async def _stream_body(self, stream: _Stream) -> AsyncIterator[str]:
         try:
             while True:
                 try:
                     item = await asyncio.wait_for(stream.queue.get(), self.keep_alive_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if not stream.stalled:
                         yield ": keep-alive\n\n"
                     continue
@@ -220,8 +248,9 @@ class FakeOxen:
         except ValueError:
             return JSONResponse({"error": {"type": "bad_request", "title": "body is not JSON"}, "status": "error"}, 400)
         if not isinstance(body, dict) or not body.get("model") or not body.get("prompt"):
-            return JSONResponse({"error": {"type": "bad_request", "title": "model and prompt are required"},
-                                 "status": "error"}, 400)
+            return JSONResponse(
+                {"error": {"type": "bad_request", "title": "model and prompt are required"}, "status": "error"}, 400
+            )
         ids = [self.submit(str(body["prompt"]), str(body["model"])) for _ in range(self.generations_per_request)]
         return JSONResponse({"generations": [{"generation_id": i, "status": "queued"} for i in ids]})
 
@@ -238,9 +267,16 @@ class FakeOxen:
             return StreamingResponse(self._trickle(), media_type="application/json")
         record = self.generations.get(request.path_params["generation_id"])
         if record is None:
-            return JSONResponse({
-                "error": {"type": "resource_not_found", "title": "Generation not found",
-                          "detail": f"no generation {request.path_params['generation_id']}"},
-                "status": "error", "status_message": "resource_not_found",
-            }, status_code=404)
+            return JSONResponse(
+                {
+                    "error": {
+                        "type": "resource_not_found",
+                        "title": "Generation not found",
+                        "detail": f"no generation {request.path_params['generation_id']}",
+                    },
+                    "status": "error",
+                    "status_message": "resource_not_found",
+                },
+                status_code=404,
+            )
         return JSONResponse(record)

@@ -20,24 +20,37 @@ def completed(request_id: str, urls: list[str] | None = None) -> dict[str, Any]:
     """The status response (and webhook body) of a finished request."""
     model = request_id.partition("_")[0]
     urls = urls or [f"https://pub-test.r2.dev/v1/{request_id}/output.jpeg"]
-    return {"request_id": request_id, "status": "COMPLETED", "model_id": model, "error": None,
-            "output": {"media_url": urls, "media_type": "image/jpeg"},
-            "created_at": "2026-03-31T10:00:00.000Z", "completed_at": "2026-03-31T10:00:15.000Z"}
+    return {
+        "request_id": request_id,
+        "status": "COMPLETED",
+        "model_id": model,
+        "error": None,
+        "output": {"media_url": urls, "media_type": "image/jpeg"},
+        "created_at": "2026-03-31T10:00:00.000Z",
+        "completed_at": "2026-03-31T10:00:15.000Z",
+    }
 
 
 def failed(request_id: str, message: str, status: str = "ERROR") -> dict[str, Any]:
-    return {"request_id": request_id, "status": status, "model_id": request_id.partition("_")[0],
-            "error": message, "output": None}
+    return {
+        "request_id": request_id,
+        "status": status,
+        "model_id": request_id.partition("_")[0],
+        "error": message,
+        "output": None,
+    }
 
 
 class FakePixazo(FakeProvider):
     def __init__(self, api_key: str = API_KEY) -> None:
         super().__init__(api_key)
         self.statuses: dict[str, dict[str, Any]] = {}  # request_id → status answer
-        self.app = Starlette(routes=[
-            Route("/v2/requests/status/{request_id}", self._status, methods=["GET"]),
-            Route("/{model}/v1/{operation}", self._generate, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v2/requests/status/{request_id}", self._status, methods=["GET"]),
+                Route("/{model}/v1/{operation}", self._generate, methods=["POST"]),
+            ]
+        )
 
     def _denied(self, request: Request) -> Response | None:
         if self.authorized(request.headers.get("ocp-apim-subscription-key"), self.api_key):
@@ -53,10 +66,21 @@ class FakePixazo(FakeProvider):
         if denied is not None:
             return denied
         request_id = f"{model}_{uuid.uuid4()}"
-        self.statuses[request_id] = {"request_id": request_id, "status": "QUEUED", "model_id": model,
-                                     "error": None, "output": None}
-        return JSONResponse({"request_id": request_id, "status": "QUEUED",
-                             "polling_url": f"{self.base_url}/v2/requests/status/{request_id}"}, 202)
+        self.statuses[request_id] = {
+            "request_id": request_id,
+            "status": "QUEUED",
+            "model_id": model,
+            "error": None,
+            "output": None,
+        }
+        return JSONResponse(
+            {
+                "request_id": request_id,
+                "status": "QUEUED",
+                "polling_url": f"{self.base_url}/v2/requests/status/{request_id}",
+            },
+            202,
+        )
 
     async def _status(self, request: Request) -> Response:
         await self.record(request)

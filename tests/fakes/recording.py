@@ -7,8 +7,9 @@ import contextlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +27,7 @@ class Recorded:
     body: bytes
 
     @classmethod
-    async def read(cls, request: Request) -> "Recorded":
+    async def read(cls, request: Request) -> Recorded:
         return cls(request.method, request.url.path, dict(request.headers), await request.body())
 
     @property
@@ -49,7 +50,7 @@ class FakeProvider:
         self._released = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def serve(self, path: str = "") -> AsyncIterator["FakeProvider"]:
+    async def serve(self, path: str = "") -> AsyncIterator[FakeProvider]:
         async with serve_app(self.app) as running:  # type: ignore[attr-defined]
             self.base_url = running.base_url + path
             try:

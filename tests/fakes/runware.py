@@ -19,14 +19,24 @@ API_KEY = "runware-test-key-0b9e"
 def image(task_uuid: str, number: int = 1) -> dict[str, Any]:
     """One finished image, as a webhook `data` item (each image comes in its own POST)."""
     image_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{task_uuid}/{number}"))
-    return {"taskType": "imageInference", "taskUUID": task_uuid, "imageUUID": image_uuid,
-            "imageURL": f"https://im.runware.ai/image/ws/2/ii/{image_uuid}.jpg", "seed": 1000 + number,
-            "NSFWContent": False, "cost": 0.0013}
+    return {
+        "taskType": "imageInference",
+        "taskUUID": task_uuid,
+        "imageUUID": image_uuid,
+        "imageURL": f"https://im.runware.ai/image/ws/2/ii/{image_uuid}.jpg",
+        "seed": 1000 + number,
+        "NSFWContent": False,
+        "cost": 0.0013,
+    }
 
 
 def error(task_uuid: str, message: str, code: str = "insufficientCredits") -> dict[str, Any]:
-    return {"errors": [{"code": code, "message": message, "parameter": "", "taskType": "imageInference",
-                        "taskUUID": task_uuid}], "data": []}
+    return {
+        "errors": [
+            {"code": code, "message": message, "parameter": "", "taskType": "imageInference", "taskUUID": task_uuid}
+        ],
+        "data": [],
+    }
 
 
 def _is_uuid4(value: Any) -> bool:
@@ -65,8 +75,18 @@ class FakeRunware(FakeProvider):
         for task in tasks:
             task_uuid = task.get("taskUUID")
             if not _is_uuid4(task_uuid):
-                return JSONResponse({"errors": [{"code": "invalidTaskUUID", "parameter": "taskUUID",
-                                                 "message": "taskUUID must be a UUID v4."}]}, 400)
+                return JSONResponse(
+                    {
+                        "errors": [
+                            {
+                                "code": "invalidTaskUUID",
+                                "parameter": "taskUUID",
+                                "message": "taskUUID must be a UUID v4.",
+                            }
+                        ]
+                    },
+                    400,
+                )
             if task.get("taskType") == "getResponse":
                 if task_uuid not in self.tasks:
                     return JSONResponse(error(task_uuid, "Task not found.", "taskNotFound"), 400)

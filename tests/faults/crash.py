@@ -21,7 +21,13 @@ import standardwebhooks
 from tests.fakes.callback import CallbackServer, callback_server
 from tests.fakes.pixazo import completed
 from tests.faults.common import (
-    Report, all_pages, api_client, eventually, hook_path, log_records, retry_schedule,
+    Report,
+    all_pages,
+    api_client,
+    eventually,
+    hook_path,
+    log_records,
+    retry_schedule,
 )
 from tests.support import SIGNING_SECRET, ReceiverProcess, process_env
 
@@ -102,16 +108,24 @@ def callbacks_by_job(sink: CallbackServer, report: Report) -> dict[str, list[str
 
 
 async def sigkill_under_load(
-    workdir: Path, *, kills: int = 20, senders: int = 16, uptime_s: tuple[float, float] = (0.3, 1.5),
-    settle_s: float = 60.0, seed: int | None = None,
+    workdir: Path,
+    *,
+    kills: int = 20,
+    senders: int = 16,
+    uptime_s: tuple[float, float] = (0.3, 1.5),
+    settle_s: float = 60.0,
+    seed: int | None = None,
 ) -> Report:
     rand = random.Random(seed)
     report = Report("SIGKILL under webhook load")
     started = time.monotonic()
     async with callback_server() as sink:
         env = process_env(
-            workdir, RECEIVER_DEFAULT_CALLBACK_URL=sink.url("/hook"), RECEIVER_LOG_FORMAT="json",
-            RECEIVER_LOG_LEVEL="WARNING", RECEIVER_CALLBACK_TIMEOUT_S="5",
+            workdir,
+            RECEIVER_DEFAULT_CALLBACK_URL=sink.url("/hook"),
+            RECEIVER_LOG_FORMAT="json",
+            RECEIVER_LOG_LEVEL="WARNING",
+            RECEIVER_CALLBACK_TIMEOUT_S="5",
             RECEIVER_RETRY_SCHEDULE=",".join(map(str, retry_schedule(30))),
         )
         daemon = ReceiverProcess(env, log_path=workdir / "receiver.log")
@@ -152,14 +166,17 @@ async def sigkill_under_load(
     return report
 
 
-async def _verify(report: Report, daemon: ReceiverProcess, load: WebhookLoad, sink: CallbackServer,
-                  settle_s: float) -> None:
+async def _verify(
+    report: Report, daemon: ReceiverProcess, load: WebhookLoad, sink: CallbackServer, settle_s: float
+) -> None:
     report.check(not load.given_up, f"{len(load.given_up)} webhook(s) never got a 2xx")
     acked = set(load.acked)
     async with api_client(daemon.base_url) as api:
         jobs = {j["provider_job_id"]: j for j in await all_pages(api, "/v1/jobs", "jobs", provider="pixazo")}
         missing = acked - set(jobs)
-        report.check(not missing, f"{len(missing)} acknowledged webhook(s) not in the store, e.g. {sorted(missing)[:3]}")
+        report.check(
+            not missing, f"{len(missing)} acknowledged webhook(s) not in the store, e.g. {sorted(missing)[:3]}"
+        )
         not_done = [pid for pid in acked & set(jobs) if jobs[pid]["status"] != "succeeded"]
         report.check(not not_done, f"{len(not_done)} acknowledged job(s) not succeeded")
         report.check(len(jobs) == len(acked), f"{len(jobs)} jobs in the store for {len(acked)} distinct webhooks")
@@ -181,18 +198,20 @@ async def _verify(report: Report, daemon: ReceiverProcess, load: WebhookLoad, si
     resent = {pid: ids for pid, ids in by_job.items() if len(ids) > len(set(ids))}
     second_messages = {pid: ids for pid, ids in by_job.items() if len(set(ids)) > 1}
     report.check(not second_messages, f"{len(second_messages)} job(s) called back under two webhook-ids")
-    report.figures.update({
-        "jobs in the store": len(jobs),
-        "acknowledged but missing from the store": len(missing),
-        "callbacks received": len(sink.requests),
-        "jobs called back": len(acked & set(by_job)),
-        "jobs never called back": len(undelivered),
-        "duplicate callbacks, same webhook-id (jobs)": len(resent),
-        "duplicate callbacks, same webhook-id (extra requests)": sum(len(v) - len(set(v)) for v in resent.values()),
-        "duplicate callbacks, another webhook-id (jobs)": len(second_messages),
-        "webhooks re-sent after a lost 2xx (duplicate receipts)": duplicates,
-        "last callbacks arrived after load stopped, s": round(arrival_s, 2),
-    })
+    report.figures.update(
+        {
+            "jobs in the store": len(jobs),
+            "acknowledged but missing from the store": len(missing),
+            "callbacks received": len(sink.requests),
+            "jobs called back": len(acked & set(by_job)),
+            "jobs never called back": len(undelivered),
+            "duplicate callbacks, same webhook-id (jobs)": len(resent),
+            "duplicate callbacks, same webhook-id (extra requests)": sum(len(v) - len(set(v)) for v in resent.values()),
+            "duplicate callbacks, another webhook-id (jobs)": len(second_messages),
+            "webhooks re-sent after a lost 2xx (duplicate receipts)": duplicates,
+            "last callbacks arrived after load stopped, s": round(arrival_s, 2),
+        }
+    )
 
 
 def _ids_in(sink: CallbackServer) -> set[str]:

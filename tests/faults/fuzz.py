@@ -16,14 +16,15 @@ import collections
 import json
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import standardwebhooks
-from hypothesis import HealthCheck, Phase, Verbosity, example, given, seed as hypothesis_seed, settings
+from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+from hypothesis import seed as hypothesis_seed
 
 from receiver.providers import apiframe
 from tests.faults.common import Report, log_records
@@ -76,8 +77,12 @@ class Fuzzer:
     def webhook(self, case: WebhookCase) -> None:
         token = quote(WEBHOOK_TOKEN, safe="")
         query = {
-            "right": f"token={token}", "encoded": f"%74oken={token}", "missing": "", "empty": "token=",
-            "wrong": f"token={quote(case.garbage or 'nope', safe='')}", "twice": f"token=nope&token={token}",
+            "right": f"token={token}",
+            "encoded": f"%74oken={token}",
+            "missing": "",
+            "empty": "token=",
+            "wrong": f"token={quote(case.garbage or 'nope', safe='')}",
+            "twice": f"token=nope&token={token}",
         }[case.token]
         url = f"/webhooks/{quote(case.provider, safe='')}" + (f"?{query}" if query else "")
         headers: dict[str, Any] = dict(case.headers)
@@ -130,11 +135,16 @@ class Fuzzer:
             except UnicodeDecodeError:
                 text = None
             if case.signature == "correct" and text is not None:
-                now = datetime.now(timezone.utc)
-                headers.update({
-                    "webhook-id": f"msg_fuzz_{self.sent}", "webhook-timestamp": str(int(now.timestamp())),
-                    "webhook-signature": standardwebhooks.Webhook(LUMENFALL_SECRET).sign(f"msg_fuzz_{self.sent}", now, text),
-                })
+                now = datetime.now(UTC)
+                headers.update(
+                    {
+                        "webhook-id": f"msg_fuzz_{self.sent}",
+                        "webhook-timestamp": str(int(now.timestamp())),
+                        "webhook-signature": standardwebhooks.Webhook(LUMENFALL_SECRET).sign(
+                            f"msg_fuzz_{self.sent}", now, text
+                        ),
+                    }
+                )
                 return True
             if case.signature == "garbage":
                 headers["webhook-signature"] = _visible(case.garbage)
@@ -166,15 +176,21 @@ class Fuzzer:
         ]
         headers: dict[str, Any] = dict(case.headers)
         auth = {
-            "right": f"Bearer {API_TOKEN}", "lower-scheme": f"bearer {API_TOKEN}", "wrong": "Bearer nope",
-            "basic": "Basic dXNlcjpwYXNz", "bearer-empty": "Bearer", "right-plus-junk": f"Bearer {API_TOKEN} x",
+            "right": f"Bearer {API_TOKEN}",
+            "lower-scheme": f"bearer {API_TOKEN}",
+            "wrong": "Bearer nope",
+            "basic": "Basic dXNlcjpwYXNz",
+            "bearer-empty": "Bearer",
+            "right-plus-junk": f"Bearer {API_TOKEN} x",
         }.get(case.auth)
         headers.pop("authorization", None)
         if auth is not None:
             headers["authorization"] = auth.encode()
         where = f"{case.method} {path[:80]} {query!r:.80} ({case.auth})"
         try:
-            with self.client.stream(case.method, path, params=query, headers=_wire(headers), content=case.body) as response:
+            with self.client.stream(
+                case.method, path, params=query, headers=_wire(headers), content=case.body
+            ) as response:
                 streaming = response.headers.get("content-type", "").startswith("text/event-stream")
                 body = b"" if streaming or case.method == "HEAD" else response.read()
         except httpx.LocalProtocolError:
@@ -215,7 +231,7 @@ class Fuzzer:
                     if not chunk:
                         break
                     data += chunk
-        except socket.timeout:
+        except TimeoutError:
             self.raw_timeouts += 1
         except OSError:
             pass
@@ -237,31 +253,38 @@ class Fuzzer:
         cursor: str | None = None
         auth = {"authorization": f"Bearer {API_TOKEN}"}
         while True:
-            page = self.client.get("/v1/receipts", params={"limit": 500, **({"cursor": cursor} if cursor else {})},
-                                   headers=auth).json()
+            page = self.client.get(
+                "/v1/receipts", params={"limit": 500, **({"cursor": cursor} if cursor else {})}, headers=auth
+            ).json()
             stored.update({r["id"]: r for r in page["receipts"] if r["source"] == "webhook"})
             cursor = page["next_cursor"]
             if not cursor:
                 break
-        report.check(set(stored) == set(self.ledger),
-                     f"{len(stored)} webhook receipts stored, {len(self.ledger)} answered 2xx/400; "
-                     f"unexpected {sorted(set(stored) - set(self.ledger))[:5]}, missing {sorted(set(self.ledger) - set(stored))[:5]}")
+        report.check(
+            set(stored) == set(self.ledger),
+            f"{len(stored)} webhook receipts stored, {len(self.ledger)} answered 2xx/400; "
+            f"unexpected {sorted(set(stored) - set(self.ledger))[:5]}, missing {sorted(set(self.ledger) - set(stored))[:5]}",
+        )
         for receipt_id, (outcome, sent) in self.ledger.items():
             receipt = stored.get(receipt_id)
             if receipt is None:
                 continue
             kept = base64.b64decode(receipt["body_base64"]) if "body_base64" in receipt else receipt["body"].encode()
             if receipt["outcome"] != outcome or kept != sent:
-                self.problem(f"receipt {receipt_id}: stored {receipt['outcome']} {kept[:60]!r}, "
-                             f"answered {outcome} for {sent[:60]!r}")
+                self.problem(
+                    f"receipt {receipt_id}: stored {receipt['outcome']} {kept[:60]!r}, "
+                    f"answered {outcome} for {sent[:60]!r}"
+                )
         outcomes = collections.Counter(outcome for outcome, _ in self.ledger.values())
         return {"stored webhook receipts": len(stored), **{f"  {k}": v for k, v in sorted(outcomes.items())}}
 
 
 def _wire(headers: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     """Headers as bytes, as they go on the wire (values may be str, from signing, or bytes, generated)."""
-    return [(name.encode("latin-1"), value if isinstance(value, bytes) else value.encode("latin-1"))
-            for name, value in headers.items()]
+    return [
+        (name.encode("latin-1"), value if isinstance(value, bytes) else value.encode("latin-1"))
+        for name, value in headers.items()
+    ]
 
 
 def _matches(status: int, expected: str | int) -> bool:
@@ -286,18 +309,30 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
     dead.bind(("127.0.0.1", 0))
     dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
     env = process_env(
-        workdir, RECEIVER_LOG_FORMAT="json", RECEIVER_MAX_BODY_BYTES=str(MAX_BODY),
-        RECEIVER_DEFAULT_CALLBACK_URL=f"{dead_url}/hook", RECEIVER_APIFRAME_API_KEY=APIFRAME_KEY,
-        RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET, RECEIVER_RETRY_SCHEDULE="1,1",
+        workdir,
+        RECEIVER_LOG_FORMAT="json",
+        RECEIVER_MAX_BODY_BYTES=str(MAX_BODY),
+        RECEIVER_DEFAULT_CALLBACK_URL=f"{dead_url}/hook",
+        RECEIVER_APIFRAME_API_KEY=APIFRAME_KEY,
+        RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET,
+        RECEIVER_RETRY_SCHEDULE="1,1",
         **{f"RECEIVER_{p.upper()}_BASE_URL": dead_url for p in ("oxen", "runware", "pixazo", "apiframe", "lumenfall")},
     )
     daemon = ReceiverProcess(env, log_path=workdir / "receiver.log")
     daemon.start()
     fuzzer = Fuzzer(daemon, report)
     try:
-        @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-                  verbosity=Verbosity.quiet, print_blob=False)
+
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=derandomize,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.quiet,
+            print_blob=False,
+        )
         @given(case=cases)
         @_known_cases
         def run(case: Case) -> None:
@@ -319,8 +354,13 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
     errors = [r for r in records if r.get("level") in ("ERROR", "CRITICAL")]
     report.check(not errors, f"{len(errors)} ERROR log record(s), first: {str(errors[:1])[:600]}")
     report.check(not other, f"{len(other)} log line(s) that are not JSON, first: {other[:1]}")
-    leaked = [name for name, value in zip(("API token", "webhook token", "signing secret", "Apiframe key",
-                                           "Lumenfall secret"), SECRETS) if value in text]
+    leaked = [
+        name
+        for name, value in zip(
+            ("API token", "webhook token", "signing secret", "Apiframe key", "Lumenfall secret"), SECRETS
+        )
+        if value in text
+    ]
     report.check(not leaked, f"secrets in the log: {leaked}")
     report.figures = {
         "requests and connections": fuzzer.sent,
@@ -338,18 +378,40 @@ def fuzz(workdir: Path, *, examples: int = 300, seed: int | None = None, derando
 _KNOWN: list[Case] = [
     WebhookCase("pixazo", "right", b"[" * 1000 + b"]" * 1000, "none"),
     WebhookCase("pixazo", "right", b'{"request_id": ' + b"9" * 5000 + b', "status": "FAILED"}', "none"),
-    WebhookCase("pixazo", "right", b'{"request_id": "ipv6", "status": "COMPLETED", "output": {"media_url": "http://["}}',
-                "none"),
+    WebhookCase(
+        "pixazo", "right", b'{"request_id": "ipv6", "status": "COMPLETED", "output": {"media_url": "http://["}}', "none"
+    ),
     WebhookCase("pixazo", "encoded", b'{"request_id": "enc", "status": "FAILED"}', "none"),
     WebhookCase("runware", "right", b'{"data": [{"taskUUID": "t", "imageURL": "http://[::1"}]}', "none"),
     WebhookCase("pixazo", "right", b'{"request_id": "\\ud800", "status": "FAILED", "error": "\\udfff"}', "none"),
     ApiCase("POST", "/v1/jobs", None, "", [], "right", b'{"provider": "pixazo", "provider_job_id": "\\udfff"}'),
-    ApiCase("POST", "/v1/jobs", None, "", [], "right",
-            b'{"provider": "pixazo", "provider_job_id": "nan", "metadata": {"a": NaN}}'),
-    ApiCase("POST", "/v1/jobs", None, "", [], "right",
-            b'{"provider": "pixazo", "provider_job_id": "deep", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
-    ApiCase("POST", "/v1/jobs", None, "", [], "right",
-            b'{"provider": "pixazo", "provider_job_id": "wide", "expected_outputs": ' + b"1" * 5000 + b"}"),
+    ApiCase(
+        "POST",
+        "/v1/jobs",
+        None,
+        "",
+        [],
+        "right",
+        b'{"provider": "pixazo", "provider_job_id": "nan", "metadata": {"a": NaN}}',
+    ),
+    ApiCase(
+        "POST",
+        "/v1/jobs",
+        None,
+        "",
+        [],
+        "right",
+        b'{"provider": "pixazo", "provider_job_id": "deep", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ),
+    ApiCase(
+        "POST",
+        "/v1/jobs",
+        None,
+        "",
+        [],
+        "right",
+        b'{"provider": "pixazo", "provider_job_id": "wide", "expected_outputs": ' + b"1" * 5000 + b"}",
+    ),
     ApiCase("GET", "/v1/jobs", None, "", [("cursor", "99999999999999999999999")], "right", None),
     ApiCase("GET", "/v1/receipts", None, "", [("cursor", "²")], "right", None),
 ]

@@ -52,8 +52,9 @@ def nginx_binary() -> str | None:
 
 def nginx_config(workdir: Path, port: int, upstreams: list[int], config: Config) -> str:
     servers = "".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n" for p in upstreams)
-    temp = "".join(f"    {name}_temp_path {workdir}/{name};\n" for name in
-                   ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "".join(
+        f"    {name}_temp_path {workdir}/{name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     return f"""
 worker_processes 1;
 pid {workdir}/nginx.pid;
@@ -99,9 +100,13 @@ class Nginx:
         self.conf.write_text(nginx_config(workdir, self.port, upstreams, config))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Nginx":
-        self.proc = subprocess.Popen([self.binary, "-p", str(self.workdir), "-c", str(self.conf), "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    def start(self) -> Nginx:
+        self.proc = subprocess.Popen(
+            [self.binary, "-p", str(self.workdir), "-c", str(self.conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,15 +133,25 @@ class Nginx:
 
 
 async def rolling_restart_behind_nginx(
-    workdir: Path, *, replicas: int = 3, rate: float = 300.0, rounds: int = 1, gap_s: float = 2.0,
-    config: Config = "rolling", max_in_flight: int = 256,
+    workdir: Path,
+    *,
+    replicas: int = 3,
+    rate: float = 300.0,
+    rounds: int = 1,
+    gap_s: float = 2.0,
+    config: Config = "rolling",
+    max_in_flight: int = 256,
 ) -> Report:
-    report = Report(f"{replicas} replicas behind nginx ({config} config), restarted in turn under "
-                    f"{rate:g} webhooks/s")
+    report = Report(f"{replicas} replicas behind nginx ({config} config), restarted in turn under {rate:g} webhooks/s")
     started = time.monotonic()
     async with postgres_database() as url:
-        env = process_env(workdir, RECEIVER_DATABASE_URL=url, RECEIVER_LOG_FORMAT="json",
-                          RECEIVER_LOG_LEVEL="WARNING", RECEIVER_ACCESS_LOG="off")
+        env = process_env(
+            workdir,
+            RECEIVER_DATABASE_URL=url,
+            RECEIVER_LOG_FORMAT="json",
+            RECEIVER_LOG_LEVEL="WARNING",
+            RECEIVER_ACCESS_LOG="off",
+        )
         daemons = [ReceiverProcess(env, log_path=workdir / f"replica{i}.log") for i in range(replicas)]
         nginx: Nginx | None = None
         try:
@@ -159,25 +174,29 @@ async def rolling_restart_behind_nginx(
             async with api_client(daemons[0].base_url) as api:
                 stored = {job["provider_job_id"] for job in await all_pages(api, "/v1/jobs", "jobs", provider="pixazo")}
             lost = sorted(set(load.acked) - stored)
-            report.figures.update({
-                "webhooks sent": load.sent,
-                "achieved rate, /s": round(load.sent / max(load.elapsed_s, 1e-9), 1),
-                "acknowledged (2xx)": len(load.acked),
-                "errors (non-2xx answers)": sum(load.statuses.values()),
-                "errors (no answer)": sum(load.failures.values()),
-                "acknowledged but missing from the store": len(lost),
-                "restarts": len(restarts),
-                "restart (SIGTERM → healthy again), s max": round(max(restarts, default=0.0), 2),
-                "latency p50 / p99 / max, ms": load.percentiles(),
-            })
+            report.figures.update(
+                {
+                    "webhooks sent": load.sent,
+                    "achieved rate, /s": round(load.sent / max(load.elapsed_s, 1e-9), 1),
+                    "acknowledged (2xx)": len(load.acked),
+                    "errors (non-2xx answers)": sum(load.statuses.values()),
+                    "errors (no answer)": sum(load.failures.values()),
+                    "acknowledged but missing from the store": len(lost),
+                    "restarts": len(restarts),
+                    "restart (SIGTERM → healthy again), s max": round(max(restarts, default=0.0), 2),
+                    "latency p50 / p99 / max, ms": load.percentiles(),
+                }
+            )
             if load.statuses:
                 report.figures["non-2xx answers by status"] = dict(sorted(load.statuses.items()))
             if load.failures:
                 report.figures["failures by kind"] = dict(load.failures)
             report.check(not lost, f"{len(lost)} acknowledged webhooks missing from the store, e.g. {lost[:3]}")
-            report.check(not load.statuses and not load.failures,
-                         f"{sum(load.statuses.values()) + sum(load.failures.values())} webhooks not acknowledged "
-                         "on their first attempt")
+            report.check(
+                not load.statuses and not load.failures,
+                f"{sum(load.statuses.values()) + sum(load.failures.values())} webhooks not acknowledged "
+                "on their first attempt",
+            )
         finally:
             if nginx is not None:
                 await asyncio.to_thread(nginx.stop)
@@ -226,8 +245,11 @@ class SteadyLoad:
         loop = asyncio.get_running_loop()
         begun = loop.time()
         try:
-            response = await client.post(hook_path("pixazo"), content=json.dumps(completed(request_id)),
-                                         headers={"content-type": "application/json"})
+            response = await client.post(
+                hook_path("pixazo"),
+                content=json.dumps(completed(request_id)),
+                headers={"content-type": "application/json"},
+            )
         except httpx.HTTPError as exc:
             self.failures[type(exc).__name__] += 1
         else:
@@ -259,7 +281,7 @@ class ResettingUpstream:
         self.reset = 0
         self._server: asyncio.base_events.Server | None = None
 
-    async def start(self) -> "ResettingUpstream":
+    async def start(self) -> ResettingUpstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -276,13 +298,21 @@ class ResettingUpstream:
         try:
             for number in (1, 2):
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 if number == 1:
                     self.answered += 1
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
-                                 b"connection: keep-alive\r\n\r\n{}")
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
+                        b"connection: keep-alive\r\n\r\n{}"
+                    )
                     await writer.drain()
                 else:
                     self.reset += 1
@@ -310,12 +340,21 @@ async def reset_on_reuse(workdir: Path, config: Config, *, requests: int = 12) -
         async with httpx.AsyncClient(base_url=nginx.base_url, timeout=30) as client:
             for number in range(requests):
                 request_id = f"reset{uuid.uuid4().hex[:6]}_{number}"
-                response = await client.post(hook_path("pixazo"), content=json.dumps(completed(request_id)),
-                                             headers={"content-type": "application/json"})
+                response = await client.post(
+                    hook_path("pixazo"),
+                    content=json.dumps(completed(request_id)),
+                    headers={"content-type": "application/json"},
+                )
                 statuses[response.status_code] += 1
         errors = sum(n for status, n in statuses.items() if not 200 <= status < 300)
-        report.figures.update({"webhooks": requests, "resets on reuse": fake.reset, "answered by status":
-                               dict(sorted(statuses.items())), "errors": errors})
+        report.figures.update(
+            {
+                "webhooks": requests,
+                "resets on reuse": fake.reset,
+                "answered by status": dict(sorted(statuses.items())),
+                "errors": errors,
+            }
+        )
         report.check(fake.reset > 0, "the resetting upstream was never reused: nothing was tested")
         report.check(errors == 0, f"{errors} webhooks answered with an error")
     finally:

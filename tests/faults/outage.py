@@ -38,8 +38,13 @@ async def _fire(client: httpx.AsyncClient, prefix: str, numbers: range, over_s: 
 
 
 async def callback_outage(
-    workdir: Path, *, jobs: int = 300, refused_s: float = 5.0, failing_s: float = 5.0,
-    settle_s: float = 60.0, seed: int | None = None,
+    workdir: Path,
+    *,
+    jobs: int = 300,
+    refused_s: float = 5.0,
+    failing_s: float = 5.0,
+    settle_s: float = 60.0,
+    seed: int | None = None,
 ) -> Report:
     rand = random.Random(seed)
     report = Report("callback endpoint down, then back")
@@ -105,8 +110,14 @@ def _kind(attempt: dict[str, Any]) -> str:
     return "2xx" if 200 <= code < 300 else str(code)
 
 
-def _check(report: Report, settled: bool, listing: list[dict[str, Any]], attempts: dict[str, list[dict[str, Any]]],
-           fake: CallbackServer, job_ids: list[str]) -> None:
+def _check(
+    report: Report,
+    settled: bool,
+    listing: list[dict[str, Any]],
+    attempts: dict[str, list[dict[str, Any]]],
+    fake: CallbackServer,
+    job_ids: list[str],
+) -> None:
     report.check(settled, "not every job reached a final delivery status in time")
     report.check(len(listing) == len(job_ids) == len(set(job_ids)), f"{len(listing)} jobs for {len(job_ids)} webhooks")
     lost = [j["id"] for j in listing if j["delivery_status"] != "delivered"]

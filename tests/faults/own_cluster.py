@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 import os
 import pwd
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 from tests.support import free_port
 
@@ -26,8 +26,10 @@ SERVER_USER = "postgres"
 
 def binaries() -> Path | None:
     """The newest installed server's bin directory (Debian: /usr/lib/postgresql/N/bin), or None."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.parent.name.split(".")])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.parent.name.split(".")],
+    )
     return found[-1].parent if found else None
 
 
@@ -47,11 +49,12 @@ def unavailable() -> str | None:
 
 async def _run(*args: str, timeout: float = 120) -> str:
     command = ["runuser", "-u", SERVER_USER, "--", *args] if os.geteuid() == 0 else list(args)
-    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise RuntimeError(f"{args[0]} did not finish within {timeout:g} s") from None
@@ -73,8 +76,19 @@ class Cluster:
         """`pg_ctl restart -m fast` (every connection is cut); the seconds until it accepts connections again."""
         started = time.monotonic()
         # -l again: without it the new server would write to our pipe, which then never reaches its end.
-        await _run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
-                   "-m", "fast", "-w", "-t", "60", "restart")
+        await _run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
         return time.monotonic() - started
 
 
@@ -91,11 +105,32 @@ async def own_cluster() -> AsyncIterator[Cluster]:
     data, port = root / "data", free_port()
     started = False
     try:
-        await _run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                   "--no-sync", "--no-instructions")
-        await _run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-                   "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
-                   "start")
+        await _run(
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
+        await _run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            "start",
+        )
         started = True
         yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, root)
     finally:

@@ -25,8 +25,13 @@ FAST = replace(FAST_TUNING, poll_timeout_s=5)
 
 
 async def oxen_drops(
-    workdir: Path, *, generations: int = 500, duration_s: float = 20.0, drop_every_s: tuple[float, float] = (0.1, 0.6),
-    settle_s: float = 30.0, seed: int | None = None,
+    workdir: Path,
+    *,
+    generations: int = 500,
+    duration_s: float = 20.0,
+    drop_every_s: tuple[float, float] = (0.1, 0.6),
+    settle_s: float = 30.0,
+    seed: int | None = None,
 ) -> Report:
     rand = random.Random(seed)
     report = Report("Oxen stream dropped while completions fire")
@@ -37,8 +42,10 @@ async def oxen_drops(
         fake.base_url = oxen_server.base_url
         settings = make_settings(workdir, oxen_api_key=API_KEY, oxen_base_url=fake.base_url, reconcile_after_s=3600)
         try:
-            async with serve_app(create_app(settings, stream_tuning=FAST)) as receiver, \
-                    api_client(receiver.base_url) as api:
+            async with (
+                serve_app(create_app(settings, stream_tuning=FAST)) as receiver,
+                api_client(receiver.base_url) as api,
+            ):
                 expected: dict[str, str] = {}  # generation id → succeeded | failed
                 jobs: dict[str, str] = {}  # generation id → job id
                 for _ in range(generations):
@@ -72,8 +79,14 @@ async def oxen_drops(
     no_url = [g for g, s in expected.items() if s == "succeeded" and not listing[g]["outputs"]]
     report.check(not no_url, f"{len(no_url)} succeeded job(s) without their output")
     by_source = collections.Counter((r["source"], r["outcome"]) for r in receipts)
-    reconnects = next((float(line.split()[-1]) for line in metrics.splitlines()
-                       if line.startswith("receiver_oxen_stream_reconnects_total ")), 0.0)
+    reconnects = next(
+        (
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("receiver_oxen_stream_reconnects_total ")
+        ),
+        0.0,
+    )
     report.figures = {
         "generations (registered jobs)": generations,
         "completions fired": len(expected),
@@ -84,7 +97,8 @@ async def oxen_drops(
         "metric stream (re)connects": reconnects,
         "applied from the stream": by_source[("stream", "applied")],
         "applied by the catch-up poll": by_source[("poll", "applied")],
-        "duplicates (stream and poll both saw it)": by_source[("stream", "duplicate")] + by_source[("poll", "duplicate")],
+        "duplicates (stream and poll both saw it)": by_source[("stream", "duplicate")]
+        + by_source[("poll", "duplicate")],
         "status polls at Oxen": len(fake.requests_to("/api/ai/queue/")),
         "jobs not finished": sum(1 for j in listing.values() if j["status"] == "pending"),
         "last fault → all finished, s": round(caught_up_s, 2),
@@ -93,8 +107,9 @@ async def oxen_drops(
     return report
 
 
-async def fire_completions(fake: FakeOxen, generation_ids: list[str], over_s: float, expected: dict[str, str],
-                rand: random.Random) -> None:
+async def fire_completions(
+    fake: FakeOxen, generation_ids: list[str], over_s: float, expected: dict[str, str], rand: random.Random
+) -> None:
     """Complete every generation, in random order, spread over `over_s` seconds; one in five fails."""
     rand.shuffle(generation_ids)
     gap = over_s / max(1, len(generation_ids))

@@ -27,8 +27,9 @@ class SpreadLoad:
     replica in turn; a share of the webhooks goes to two replicas at once (a provider's retry racing its first
     try). A webhook without a 2xx is sent again until one comes, like a provider does."""
 
-    def __init__(self, daemons: list[ReceiverProcess], senders: int, prefix: str, rand: random.Random,
-                 duplicate_share: float) -> None:
+    def __init__(
+        self, daemons: list[ReceiverProcess], senders: int, prefix: str, rand: random.Random, duplicate_share: float
+    ) -> None:
         self.urls = [d.base_url for d in daemons]
         self.senders = senders
         self.prefix = prefix
@@ -159,8 +160,9 @@ async def wait_leader(daemons: list[ReceiverProcess], timeout: float, *, not_ind
     return None
 
 
-async def all_ready(daemons: list[ReceiverProcess], timeout: float,
-                    seen: collections.Counter[int] | None = None) -> bool:
+async def all_ready(
+    daemons: list[ReceiverProcess], timeout: float, seen: collections.Counter[int] | None = None
+) -> bool:
     """Until every replica's /readyz answers 200 (its store reachable); `seen` counts the answers."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:

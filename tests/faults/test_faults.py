@@ -13,10 +13,10 @@ import pytest
 
 from tests.faults.crash import sigkill_under_load
 from tests.faults.fuzz import fuzz
-from tests.faults.outage import callback_outage
-from tests.faults.oxen_drops import oxen_drops
-from tests.faults.own_cluster import unavailable as own_cluster_unavailable
 from tests.faults.nginx_rolling import nginx_binary, reset_on_reuse, rolling_restart_behind_nginx
+from tests.faults.outage import callback_outage
+from tests.faults.own_cluster import unavailable as own_cluster_unavailable
+from tests.faults.oxen_drops import oxen_drops
 from tests.faults.replicas import replicas_under_faults
 from tests.support import POSTGRES_REQUIRED, postgres_reachable
 
@@ -68,8 +68,17 @@ async def test_replicas_on_postgres_lose_nothing_through_kills_and_a_database_re
         if POSTGRES_REQUIRED:
             pytest.fail(problem)
         pytest.skip(problem)
-    report = await replicas_under_faults(tmp_path, senders=6, duration_s=12.0, kills=2, oxen_jobs=60, failovers=1,
-                                         restart_postgres=True, settle_s=60, seed=7)
+    report = await replicas_under_faults(
+        tmp_path,
+        senders=6,
+        duration_s=12.0,
+        kills=2,
+        oxen_jobs=60,
+        failovers=1,
+        restart_postgres=True,
+        settle_s=60,
+        seed=7,
+    )
     assert report.ok, report.text()
     figures = report.figures
     assert figures["webhooks acknowledged (2xx)"] >= 50, report.text()

@@ -13,8 +13,8 @@ import os
 import random
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 import httpx
@@ -22,13 +22,15 @@ import pytest
 
 from receiver.store.postgres.store import EVENTS_LOCK
 from tests.faults.own_cluster import own_cluster, unavailable
-from tests.support import POSTGRES_REQUIRED, ReceiverProcess, eventually, process_env
 from tests.integration.store.test_replicas import hook, pixazo_done
+from tests.support import POSTGRES_REQUIRED, ReceiverProcess, process_env
 
 BOUND_S = 10.0  # the contract's: how long a frozen replica may hold up the others' answers
 # The backend holding the event-id lock (a bigint advisory lock: classid is its high half, objid its low).
-HOLDER_SQL = ("SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-              f"AND l.classid = 0 AND l.objid = {EVENTS_LOCK} AND l.objsubid = 1 AND l.granted")
+HOLDER_SQL = (
+    "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+    f"AND l.classid = 0 AND l.objid = {EVENTS_LOCK} AND l.objsubid = 1 AND l.granted"
+)
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ async def test_a_frozen_replica_holds_up_the_others_at_most_10s(cluster_url: str
         # Those sent at the freeze are answered within the bound of it; none waits longer than the bound.
         assert all(sent + took <= BOUND_S for sent, took, _ in answers[:8]), answers[:8]
         assert max(took for _, took, _ in answers) <= BOUND_S, answers
-        assert len(answers) > 8 + 20  # the answers after the freeze came one after another, promptly
+        assert any(sent > BOUND_S for sent, _, _ in answers[8:]), answers  # and went on past the bound, all 200
         assert ready == 200
         assert frozen.alive  # still there, still frozen: nothing waited for it to come back
     finally:

@@ -27,21 +27,29 @@ def lines_of(output: str) -> list[str]:
 
 
 async def test_an_outage_is_logged_once_per_worker_and_its_end_once(
-        tmp_path: Path, postgres_url: str, fake_oxen: FakeOxen) -> None:
+    tmp_path: Path, postgres_url: str, fake_oxen: FakeOxen
+) -> None:
     target = urlsplit(postgres_url)
     async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         # `receiver serve` as run, its logging as configured there. Every worker that uses the store:
         # delivery, reconciler (polling providers with a key), job timeouts, heartbeat, Lumenfall orphans,
         # the media mirror, the Oxen stream's lease and consumer, PostgreSQL's LISTEN connection.
-        env = process_env(tmp_path, RECEIVER_DATABASE_URL=through(proxy, postgres_url), RECEIVER_PIXAZO_API_KEY="pk",
-                          RECEIVER_RUNWARE_API_KEY="rk", RECEIVER_MEDIA_URL=str(tmp_path / "media"),
-                          RECEIVER_JOB_TIMEOUT_S="2", RECEIVER_OXEN_API_KEY=OXEN_KEY,
-                          RECEIVER_OXEN_BASE_URL=fake_oxen.base_url)
+        env = process_env(
+            tmp_path,
+            RECEIVER_DATABASE_URL=through(proxy, postgres_url),
+            RECEIVER_PIXAZO_API_KEY="pk",
+            RECEIVER_RUNWARE_API_KEY="rk",
+            RECEIVER_MEDIA_URL=str(tmp_path / "media"),
+            RECEIVER_JOB_TIMEOUT_S="2",
+            RECEIVER_OXEN_API_KEY=OXEN_KEY,
+            RECEIVER_OXEN_BASE_URL=fake_oxen.base_url,
+        )
         proc = ReceiverProcess(env, cwd=tmp_path)
         await asyncio.to_thread(proc.start)  # its start goes through the proxy, served by this loop
         try:
-            async with httpx.AsyncClient(base_url=proc.base_url, timeout=10,
-                                         headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
+            async with httpx.AsyncClient(
+                base_url=proc.base_url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as api:
                 ended = asyncio.Event()
 
                 async def follow() -> None:
@@ -62,12 +70,14 @@ async def test_an_outage_is_logged_once_per_worker_and_its_end_once(
                 await proxy.restore()
 
                 def back() -> list[str]:
-                    return [line for line in lines_of(proc.output())[before + len(during):]
-                            if "store back after" in line]
+                    return [
+                        line for line in lines_of(proc.output())[before + len(during) :] if "store back after" in line
+                    ]
 
                 said_down = [line for line in during if "store unavailable" in line]
-                await eventually(lambda: len(back()) >= len(said_down), timeout=40,
-                                 what="a line per worker saying the store is back")
+                await eventually(
+                    lambda: len(back()) >= len(said_down), timeout=40, what="a line per worker saying the store is back"
+                )
                 assert (await api.get("/v1/jobs")).status_code == 200
         finally:
             await asyncio.to_thread(proc.stop)

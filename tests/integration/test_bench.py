@@ -78,7 +78,8 @@ async def test_a_prefilled_store_is_one_the_receiver_serves(tmp_path: Path) -> N
 
 
 def test_a_load_split_over_two_postgres_replicas_stores_exactly_the_acknowledged_webhooks(
-        tmp_path: Path, postgres_url: str) -> None:
+    tmp_path: Path, postgres_url: str
+) -> None:
     env = bl.receiver_env(tmp_path / "unused.db", RECEIVER_DATABASE_URL=postgres_url)
     replicas = [bl.Served(f"pg-{i}", "receiver.app:create_app", tmp_path, env=env, factory=True) for i in range(2)]
     try:

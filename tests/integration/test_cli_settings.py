@@ -23,19 +23,24 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "receiver", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
-@pytest.mark.parametrize(("variable", "value", "says"), [
-    ("RECEIVER_LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
-    ("RECEIVER_LOG_FORMAT", "xml", "'text' or 'json'"),
-    ("RECEIVER_SIGNING_SECRET", "not-a-whsec-secret", "whsec_"),
-    ("RECEIVER_SIGNING_SECRET", "whsec_!!notbase64!!", "base64"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("RECEIVER_LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("RECEIVER_LOG_FORMAT", "xml", "'text' or 'json'"),
+        ("RECEIVER_SIGNING_SECRET", "not-a-whsec-secret", "whsec_"),
+        ("RECEIVER_SIGNING_SECRET", "whsec_!!notbase64!!", "base64"),
+    ],
+)
 @pytest.mark.parametrize("command", ["serve", "info"])
-def test_a_bad_value_stops_serve_and_info_with_one_line(tmp_path: Path, command: str, variable: str, value: str,
-                                                        says: str) -> None:
+def test_a_bad_value_stops_serve_and_info_with_one_line(
+    tmp_path: Path, command: str, variable: str, value: str, says: str
+) -> None:
     result = run([command, "--port", "1"], clean_env(tmp_path, **{variable: value}), tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
@@ -45,8 +50,12 @@ def test_a_bad_value_stops_serve_and_info_with_one_line(tmp_path: Path, command:
 
 
 def test_serve_reports_unknown_variables_and_says_where_the_inspector_is(tmp_path: Path) -> None:
-    env = clean_env(tmp_path, RECEIVER_RETRY_SCHEDUL="1,2", RECEIVER_TEST_POSTGRES_URL="postgresql://x",
-                    RECEIVER_REQUIRE_POSTGRES="1")
+    env = clean_env(
+        tmp_path,
+        RECEIVER_RETRY_SCHEDUL="1,2",
+        RECEIVER_TEST_POSTGRES_URL="postgresql://x",
+        RECEIVER_REQUIRE_POSTGRES="1",
+    )
     proc = ReceiverProcess(env, cwd=tmp_path).start()
     try:
         first = httpx.get(f"{proc.base_url}/", follow_redirects=False)
@@ -80,7 +89,7 @@ def test_info_warns_on_stderr(tmp_path: Path) -> None:
     lines = public.stdout.splitlines()
     # Lumenfall's URL comes with the truth about it: images are synchronous, the URL is for video callbacks.
     at = next(i for i, line in enumerate(lines) if "https://hooks.example.com/webhooks/lumenfall?token=" in line)
-    note = " ".join(lines[at - 3:at])
+    note = " ".join(lines[at - 3 : at])
     assert "lumenfall" in note and "synchronously" in note and "video" in note
     for provider in ("pixazo", "runware", "apiframe"):
         assert any(f"webhooks/{provider}?token=" in line and line.split()[0] == provider for line in lines)
@@ -89,11 +98,17 @@ def test_info_warns_on_stderr(tmp_path: Path) -> None:
 def test_info_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     env = clean_env(tmp_path, RECEIVER_PUBLIC_URL="https://hooks.example.com")
     _stored(tmp_path, env)
-    proc = subprocess.Popen([sys.executable, "-m", "receiver", "info"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "info"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # as `| head -2` does once it has its lines (here before any)
     err = proc.stderr.read().decode()
+    proc.stderr.close()
     assert proc.wait(60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 

@@ -22,15 +22,24 @@ from tests.support import ReceiverProcess, free_port, process_env
 API_TOKEN = "api-Tok3n-6d1f0a9b27c84e55"
 WEBHOOK_TOKEN = "hook-Tok3n-90b1c7e4aa2f"
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"signing-secret-for-the-log-test!").decode()
-PROVIDER_KEYS = {p: f"{p}-KEY-{n}c0ffee{n}" for n, p in enumerate(("oxen", "runware", "pixazo", "apiframe", "lumenfall"))}
+PROVIDER_KEYS = {
+    p: f"{p}-KEY-{n}c0ffee{n}" for n, p in enumerate(("oxen", "runware", "pixazo", "apiframe", "lumenfall"))
+}
 LUMENFALL_SECRET = "whsec_" + base64.b64encode(b"lumenfall-webhook-secret-0123456").decode()
-SECRETS = [API_TOKEN, WEBHOOK_TOKEN, SIGNING_SECRET, SIGNING_SECRET.removeprefix("whsec_"), LUMENFALL_SECRET,
-           *PROVIDER_KEYS.values()]
+SECRETS = [
+    API_TOKEN,
+    WEBHOOK_TOKEN,
+    SIGNING_SECRET,
+    SIGNING_SECRET.removeprefix("whsec_"),
+    LUMENFALL_SECRET,
+    *PROVIDER_KEYS.values(),
+]
 
 
 def _record(msg: str, *args: Any, exc: BaseException | None = None, **extra: Any) -> logging.LogRecord:
-    record = logging.LogRecord("t", logging.WARNING, __file__, 1, msg, args,
-                               (type(exc), exc, exc.__traceback__) if exc else None)
+    record = logging.LogRecord(
+        "t", logging.WARNING, __file__, 1, msg, args, (type(exc), exc, exc.__traceback__) if exc else None
+    )
     record.__dict__.update(extra)
     return record
 
@@ -49,13 +58,23 @@ def test_redaction_masks_known_secrets_and_token_shapes_in_any_part_of_a_line() 
             formatter.format(_record("POST /webhooks/pixazo?t%6Fken=unknown-too")),
             formatter.format(_record("header Authorization: Bearer some-other-token")),
             formatter.format(_record("secret %s and its body %s", SIGNING_SECRET, SIGNING_SECRET[6:])),
-            formatter.format(_record("a stranger whsec_AAAABBBBCCCC and quo\"te\\secret")),
+            formatter.format(_record('a stranger whsec_AAAABBBBCCCC and quo"te\\secret')),
             formatter.format(_record("store postgresql://user:hunter2@db/x")),
             formatter.format(_record("failed", exc=error, job_id="job_1", detail=API_TOKEN)),
         ]
         text = "\n".join(lines)
-        for secret in (API_TOKEN, SIGNING_SECRET, SIGNING_SECRET[6:], "unknown-to-us", "unknown-too",
-                       "some-other-token", "AAAABBBBCCCC", "hunter2", 'quo"te', "quo\\\"te"):
+        for secret in (
+            API_TOKEN,
+            SIGNING_SECRET,
+            SIGNING_SECRET[6:],
+            "unknown-to-us",
+            "unknown-too",
+            "some-other-token",
+            "AAAABBBBCCCC",
+            "hunter2",
+            'quo"te',
+            'quo\\"te',
+        ):
             assert secret not in text, (secret, text)
         assert "%74oken=***&x=1" in text and "Bearer ***" in text and "user:***@db" in text
         assert "abc" not in API_TOKEN and "abc" in formatter.format(_record("abc"))  # too short to be a secret
@@ -67,10 +86,16 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     async with callback_server() as sink:
         env = process_env(
-            tmp_path, RECEIVER_LOG_FORMAT="json", RECEIVER_API_TOKEN=API_TOKEN, RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
-            RECEIVER_SIGNING_SECRET=SIGNING_SECRET, RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET,
-            RECEIVER_DEFAULT_CALLBACK_URL=sink.url("/ok"), RECEIVER_RETRY_SCHEDULE="0.05,0.05",
-            RECEIVER_RECONCILE_AFTER_S="0.2", RECEIVER_ACCESS_LOG="all",
+            tmp_path,
+            RECEIVER_LOG_FORMAT="json",
+            RECEIVER_API_TOKEN=API_TOKEN,
+            RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+            RECEIVER_SIGNING_SECRET=SIGNING_SECRET,
+            RECEIVER_LUMENFALL_WEBHOOK_SECRET=LUMENFALL_SECRET,
+            RECEIVER_DEFAULT_CALLBACK_URL=sink.url("/ok"),
+            RECEIVER_RETRY_SCHEDULE="0.05,0.05",
+            RECEIVER_RECONCILE_AFTER_S="0.2",
+            RECEIVER_ACCESS_LOG="all",
             **{f"RECEIVER_{p.upper()}_API_KEY": key for p, key in PROVIDER_KEYS.items()},
             **{f"RECEIVER_{p.upper()}_BASE_URL": dead for p in PROVIDER_KEYS},
         )
@@ -79,30 +104,58 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
         try:
             api_headers = {"Authorization": f"Bearer {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=daemon.base_url, timeout=10) as client:
-                async def hook(provider: str, body: bytes, query: str = f"token={WEBHOOK_TOKEN}", **headers: str) -> int:
-                    return (await client.post(f"/webhooks/{provider}?{query}", content=body, headers=headers)).status_code
+
+                async def hook(
+                    provider: str, body: bytes, query: str = f"token={WEBHOOK_TOKEN}", **headers: str
+                ) -> int:
+                    return (
+                        await client.post(f"/webhooks/{provider}?{query}", content=body, headers=headers)
+                    ).status_code
 
                 done = json.dumps(completed("lg_1")).encode()
                 assert await hook("pixazo", done) == 200  # delivered to the sink
                 assert await hook("pixazo", json.dumps(completed("lg_2")).encode(), f"%74oken={WEBHOOK_TOKEN}") == 200
                 assert await hook("pixazo", b"{broken") == 400
                 assert await hook("pixazo", done, "token=wrong") == 401
-                assert await hook("apiframe", b'{"jobId": "a", "event": "completed"}', **{"x-webhook-signature": "sha256=00"}) == 401
+                assert (
+                    await hook(
+                        "apiframe", b'{"jobId": "a", "event": "completed"}', **{"x-webhook-signature": "sha256=00"}
+                    )
+                    == 401
+                )
                 signed = b'{"jobId": "lg_af", "event": "failed", "error": "nsfw"}'
-                assert await hook("apiframe", signed, **{"x-webhook-signature": apiframe.sign(PROVIDER_KEYS["apiframe"], signed)}) == 200
+                assert (
+                    await hook(
+                        "apiframe", signed, **{"x-webhook-signature": apiframe.sign(PROVIDER_KEYS["apiframe"], signed)}
+                    )
+                    == 200
+                )
                 assert (await client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"})).status_code == 401
                 # An unknown query parameter is a 422; the token in it must still be masked.
                 assert (await client.get(f"/v1/jobs?token={API_TOKEN}", headers=api_headers)).status_code == 422
                 # A job whose callback URL refuses: attempt, retry, fails.
-                failing = (await client.post("/v1/jobs", headers=api_headers, json={
-                    "provider": "pixazo", "provider_job_id": "lg_3", "callback_url": f"{dead}/x?sig={API_TOKEN}"})).json()
+                failing = (
+                    await client.post(
+                        "/v1/jobs",
+                        headers=api_headers,
+                        json={
+                            "provider": "pixazo",
+                            "provider_job_id": "lg_3",
+                            "callback_url": f"{dead}/x?sig={API_TOKEN}",
+                        },
+                    )
+                ).json()
                 assert await hook("pixazo", json.dumps(completed("lg_3")).encode()) == 200
                 # A pending job the reconciler polls at a provider that cannot be reached.
-                pending = (await client.post("/v1/jobs", headers=api_headers,
-                                             json={"provider": "runware", "provider_job_id": "lg_4"})).json()
+                pending = (
+                    await client.post(
+                        "/v1/jobs", headers=api_headers, json={"provider": "runware", "provider_job_id": "lg_4"}
+                    )
+                ).json()
                 # A submit the provider cannot take (connection refused): 502.
-                refused = await client.post("/v1/generations", headers=api_headers,
-                                            json={"provider": "pixazo", "prompt": "a fox"})
+                refused = await client.post(
+                    "/v1/generations", headers=api_headers, json={"provider": "pixazo", "prompt": "a fox"}
+                )
                 assert refused.status_code == 502
 
                 def logged(predicate: Any) -> bool:
@@ -110,8 +163,12 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
 
                 deadline = asyncio.get_running_loop().time() + 10
                 wanted = {
-                    "the failed delivery": lambda r: r.get("job_id") == failing["id"] and re.search(r"attempt \d+ failed", r["message"]),
-                    "the reconcile poll": lambda r: r["logger"] == "receiver.ingest.reconciler" and r.get("job_id") == pending["id"],
+                    "the failed delivery": lambda r: (
+                        r.get("job_id") == failing["id"] and re.search(r"attempt \d+ failed", r["message"])
+                    ),
+                    "the reconcile poll": lambda r: (
+                        r["logger"] == "receiver.ingest.reconciler" and r.get("job_id") == pending["id"]
+                    ),
                     "a delivery": lambda r: r["logger"] == "receiver.delivery.worker" and "delivered" in r["message"],
                 }
                 while not all(logged(p) for p in wanted.values()):
@@ -136,8 +193,15 @@ async def test_serve_writes_json_lines_with_job_ids_and_no_secret(tmp_path: Path
 
 
 def _access(path: str, status: int) -> logging.LogRecord:
-    return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                             ("127.0.0.1:5000", "POST", path, "1.1", status), None)
+    return logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", path, "1.1", status),
+        None,
+    )
 
 
 def test_access_lines_by_policy() -> None:
@@ -200,8 +264,12 @@ def test_redaction_skips_no_pattern_a_line_could_need() -> None:
 
 
 async def test_default_access_log_leaves_out_accepted_webhooks_only(tmp_path: Path) -> None:
-    env = process_env(tmp_path, RECEIVER_API_TOKEN=API_TOKEN, RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
-                      RECEIVER_SIGNING_SECRET=SIGNING_SECRET)
+    env = process_env(
+        tmp_path,
+        RECEIVER_API_TOKEN=API_TOKEN,
+        RECEIVER_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+        RECEIVER_SIGNING_SECRET=SIGNING_SECRET,
+    )
     daemon = ReceiverProcess(env, log_path=tmp_path / "receiver.log")
     daemon.env.pop("RECEIVER_ACCESS_LOG", None)  # the default, whatever the shell running the tests says
     await asyncio.to_thread(daemon.start)

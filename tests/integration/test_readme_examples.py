@@ -11,7 +11,7 @@ import httpx
 
 from tests.support import WEBHOOK_TOKEN, ReceiverProcess, process_env
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def curl_examples() -> dict[str, tuple[dict[str, str], bytes]]:
@@ -36,8 +36,9 @@ def test_each_readme_webhook_example_is_accepted(tmp_path: Path) -> None:
     try:
         for provider, (headers, body) in examples.items():
             json.loads(body)  # as written, valid JSON
-            reply = httpx.post(f"{proc.base_url}/webhooks/{provider}?token={WEBHOOK_TOKEN}", headers=headers,
-                               content=body, timeout=10)
+            reply = httpx.post(
+                f"{proc.base_url}/webhooks/{provider}?token={WEBHOOK_TOKEN}", headers=headers, content=body, timeout=10
+            )
             assert reply.status_code == 200, (provider, reply.text)
             assert reply.json()["outcome"] == "applied", (provider, reply.text)
     finally:

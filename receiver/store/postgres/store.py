@@ -21,7 +21,8 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -32,18 +33,40 @@ from receiver.models import ApplyResult, Job, Outcome, StoredReceipt, dumps
 from receiver.outage import Outage
 from receiver.store.base import COUNT_CAP, Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
-from receiver.store.rows import (
-    JOB_COLUMNS, RECEIPT_COLUMNS, RECEIPT_INSERT_COLUMNS, budget_events, budget_page, columns, job_filter_sql,
-    job_from_row, receipt_from_row, receipt_rows,
-)
-from receiver.store.postgres.refusals import PostgresRefusals
-from receiver.store.rules import UnitOfWork, outputs_json
 from receiver.store.parts import Conn
-from receiver.store.postgres.mirror import PostgresMirror, insert_mirror_tasks
-from receiver.store.schema import POSTGRES
-from receiver.store.postgres.work import PostgresWork
 from receiver.store.postgres.jobs import PostgresJobActions
+from receiver.store.postgres.mirror import PostgresMirror, insert_mirror_tasks
+from receiver.store.postgres.refusals import PostgresRefusals
 from receiver.store.postgres.sinks import PostgresSinks
+from receiver.store.postgres.work import PostgresWork
+from receiver.store.queries import (
+    CREATE_META,
+    EVENTS_AFTER,
+    EVENTS_AFTER_COMPLETED_FROM,
+    FIRST_EVENT_SEQ,
+    HEARTBEAT,
+    JOB_BY_ID,
+    JOB_COUNTS,
+    KEEP_META_VALUE,
+    LAST_EVENT_SEQ,
+    META_VALUE,
+    SCHEMA_VERSION,
+    SET_SCHEMA_VERSION,
+)
+from receiver.store.rows import (
+    JOB_COLUMNS,
+    RECEIPT_COLUMNS,
+    RECEIPT_INSERT_COLUMNS,
+    budget_events,
+    budget_page,
+    columns,
+    job_filter_sql,
+    job_from_row,
+    receipt_from_row,
+    receipt_rows,
+)
+from receiver.store.rules import UnitOfWork, outputs_json
+from receiver.store.schema import POSTGRES
 
 log = logging.getLogger("receiver.store")
 T = TypeVar("T")
@@ -79,18 +102,32 @@ SESSION_SETUP = (
 )
 # What `ping` (readyz) allows a write to take: a replica whose writes wait longer than this is not ready.
 READY_TIMEOUT_S = 2
-LOAD_JOBS_SQL = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
-                 "(SELECT * FROM unnest($1::text[], $2::text[]))")
-_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)
+LOAD_JOBS_SQL = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE (provider, provider_job_id) IN "
+    "(SELECT * FROM unnest($1::text[], $2::text[]))"
+)
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 # A connection in this state is unusable, whatever the query was (asyncpg reports a connection cut mid-
 # operation as an internal client error at times).
-_BROKEN = (*_UNAVAILABLE, asyncpg.exceptions.InternalClientError,
-           asyncpg.exceptions.IdleInTransactionSessionTimeoutError)
+_BROKEN = (
+    *_UNAVAILABLE,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+)
 # A bound ran out (see SESSION_SETUP): the transaction is rolled back, the connection is still good.
 _TIMED_OUT = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError)
-_RETRY = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
-          asyncpg.exceptions.UniqueViolationError)
+_RETRY = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.UniqueViolationError,
+)
 
 
 def describe(url: str) -> str:
@@ -108,11 +145,24 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     backstop_s: float | None = 1.0
 
     def __init__(
-        self, url: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
-        clock: Clock = time.time, create: bool = True, pool_size: int = 10, mirroring: bool = False,
+        self,
+        url: str,
+        *,
+        default_callback_url: str | None = None,
+        reconcile_after_s: float = 300.0,
+        clock: Clock = time.time,
+        create: bool = True,
+        pool_size: int = 10,
+        mirroring: bool = False,
     ) -> None:
-        super().__init__(replica_id=f"pg-{uuid.uuid4().hex[:12]}", default_callback_url=default_callback_url,
-                         reconcile_after_s=reconcile_after_s, clock=clock, create=create, mirroring=mirroring)
+        super().__init__(
+            replica_id=f"pg-{uuid.uuid4().hex[:12]}",
+            default_callback_url=default_callback_url,
+            reconcile_after_s=reconcile_after_s,
+            clock=clock,
+            create=create,
+            mirroring=mirroring,
+        )
         self.url = url
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -121,11 +171,17 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def open(self) -> "PostgresStore":
+    async def open(self) -> PostgresStore:
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size, timeout=10,
-                                                   command_timeout=COMMAND_TIMEOUT_S, reset=_keep_session,
-                                                   init=_set_up_session)
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=10,
+                command_timeout=COMMAND_TIMEOUT_S,
+                reset=_keep_session,
+                init=_set_up_session,
+            )
             async with self._pool.acquire() as conn:
                 if self._create:
                     await self._migrate(conn)
@@ -136,12 +192,16 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             if isinstance(exc, StoreError):
                 raise
             if isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE, ValueError)):
-                raise StoreError(f"cannot use PostgreSQL at {describe(self.url)}: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}") from None
+                raise StoreError(
+                    f"cannot use PostgreSQL at {describe(self.url)}: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}"
+                ) from None
             raise
         self._commits = GroupCommit(self._commit_batch, name="postgres-group-commit")
-        self._tasks = [asyncio.create_task(self._listen(), name="postgres-listen"),
-                       asyncio.create_task(self._renew_claims(), name="postgres-renew-claims")]
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="postgres-listen"),
+            asyncio.create_task(self._renew_claims(), name="postgres-renew-claims"),
+        ]
         return self
 
     @staticmethod
@@ -151,21 +211,21 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:
-            await conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            version = int(await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") or 0)
+            await conn.execute(CREATE_META.postgres)
+            version = int(await conn.fetchval(SCHEMA_VERSION.postgres) or 0)
             if version and await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_numbering'") is None:
                 # Before the numbers were shared with SQLite, PostgreSQL counted its first two steps as one.
                 version += 1
             async with conn.transaction():
                 await conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', $1), ('schema_numbering', 'shared') "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(version))
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    str(version),
+                )
             for migration in POSTGRES[version:]:
                 async with conn.transaction():
                     await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(migration.number))
+                    await conn.execute(SET_SCHEMA_VERSION.postgres, str(migration.number))
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
             await conn.execute(SESSION_SETUP)  # the bounds again, for the pool's next user
@@ -181,7 +241,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), 5)
-            except (asyncio.TimeoutError, *_UNAVAILABLE):
+            except (TimeoutError, *_UNAVAILABLE):
                 self._pool.terminate()
             self._pool = None
 
@@ -199,7 +259,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 delay = min(delay * 2, 10.0)
                 continue
             try:
-                conn.add_termination_listener(lambda _: lost.set())
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())  # this connection's event
                 await conn.add_listener(CHANNEL, self._on_notification)
                 delay = 0.5
                 outage.ok()
@@ -268,11 +328,10 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     async def ping(self) -> None:
         """A write as the group commit makes them, within READY_TIMEOUT_S: this replica's heartbeat row, and
         the event-id lock (a read-only server, or a lock another replica does not let go, fail it)."""
+
         async def write(conn: Conn) -> None:
             await conn.execute(f"SET LOCAL statement_timeout = '{READY_TIMEOUT_S}s'")
-            await conn.execute(
-                "INSERT INTO replicas (id, heartbeat_at) VALUES ($1, $2) "
-                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", self.replica_id, self.clock())
+            await conn.execute(HEARTBEAT.postgres, self.replica_id, self.clock())
             await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
 
         try:
@@ -283,15 +342,15 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     async def secret(self, name: str, generate: Callable[[], str]) -> str:
         key, value = f"secret:{name}", generate()
         if not self._create:
-            rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+            rows = await self._fetch(META_VALUE.postgres, key)
             if not rows:
                 raise StoreError(f"the store has no {name} yet: start `receiver serve` once")
             return str(rows[0][0])
 
         async def insert_then_read(conn: Conn) -> str:
             # Replicas starting at once all insert; one wins and every one reads the winner back.
-            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
-            return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", key))
+            await conn.execute(KEEP_META_VALUE.postgres, key, value)
+            return str(await conn.fetchval(META_VALUE.postgres, key))
 
         return await self._tx(insert_then_read)
 
@@ -304,13 +363,16 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             unit = self._unit()  # anew on each try: a retried transaction starts from what is committed
             holder[:] = [unit]
             writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
-            await self._load(conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+            await self._load(
+                conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()}
+            )
             ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
             receipt_ids = await self._flush(conn, unit, [b for b in batch if isinstance(b, AttemptRecord)])
             results: list[Any] = [None] * len(batch)
             for i, done in ingested:
-                results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,
-                                         error=done.error)
+                results[i] = ApplyResult(
+                    receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids, error=done.error
+                )
             return results
 
         results = await self._tx(commit)
@@ -328,7 +390,9 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM "
             "(SELECT p || ':' || i AS k FROM unnest($1::text[], $2::text[]) AS t(p, i) ORDER BY 1) AS keys",
-            providers, ids)
+            providers,
+            ids,
+        )
         rows = await conn.fetch(LOAD_JOBS_SQL, providers, ids)
         for row in rows:
             unit.track(job_from_row(row))
@@ -348,10 +412,30 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
                 "$7::text[], $8::text[], $9::boolean[], $10::integer[], $11::text[], $12::float8[], $13::float8[], "
                 "$14::float8[], $15::text[])",
-                *columns([(j.id, j.provider, j.provider_job_id, j.status.value, outputs_json(j.outputs), j.error,
-                           dumps(j.metadata), j.callback_url, j.registered, j.expected_outputs, j.delivery_status.value,
-                           t.created_ts, t.completed_ts, t.next_poll_at, t.owner) for t in w.new_jobs for j in (t.job,)],
-                         15),
+                *columns(
+                    [
+                        (
+                            j.id,
+                            j.provider,
+                            j.provider_job_id,
+                            j.status.value,
+                            outputs_json(j.outputs),
+                            j.error,
+                            dumps(j.metadata),
+                            j.callback_url,
+                            j.registered,
+                            j.expected_outputs,
+                            j.delivery_status.value,
+                            t.created_ts,
+                            t.completed_ts,
+                            t.next_poll_at,
+                            t.owner,
+                        )
+                        for t in w.new_jobs
+                        for j in (t.job,)
+                    ],
+                    15,
+                ),
             )
         if w.changed_jobs:
             await conn.executemany(
@@ -359,27 +443,48 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 "registered = $6, expected_outputs = $7, delivery_status = $8, "
                 "completed_at = COALESCE($9, completed_at), "
                 "next_poll_at = CASE WHEN $1 = 'pending' THEN next_poll_at END WHERE id = $10",
-                [(j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata), j.callback_url, j.registered,
-                  j.expected_outputs, j.delivery_status.value, t.completed_ts, j.id)
-                 for t in w.changed_jobs for j in (t.job,)],
+                [
+                    (
+                        j.status.value,
+                        outputs_json(j.outputs),
+                        j.error,
+                        dumps(j.metadata),
+                        j.callback_url,
+                        j.registered,
+                        j.expected_outputs,
+                        j.delivery_status.value,
+                        t.completed_ts,
+                        j.id,
+                    )
+                    for t in w.changed_jobs
+                    for j in (t.job,)
+                ],
             )
         if w.messages:
             await conn.execute(
                 "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
                 "SELECT i, j, u, b, 'pending', t, t FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
                 "$5::float8[]) AS m(i, j, u, b, t)",
-                *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5))
+                *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5),
+            )
         ids: list[int] = []
         if w.receipts:
-            ids = [r[0] for r in await conn.fetch(
-                "SELECT nextval(pg_get_serial_sequence('receipts', 'id')) FROM generate_series(1, $1)", len(w.receipts))]
+            ids = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT nextval(pg_get_serial_sequence('receipts', 'id')) FROM generate_series(1, $1)",
+                    len(w.receipts),
+                )
+            ]
             rows, links = receipt_rows(ids, w.receipts)
             await conn.execute(
                 f"WITH kept AS (INSERT INTO receipts ({RECEIPT_INSERT_COLUMNS}) SELECT * FROM unnest($1::bigint[], "
                 "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], "
                 "$10::float8[])) INSERT INTO receipt_jobs (job_id, receipt_id) "
                 "SELECT * FROM unnest($11::text[], $12::bigint[]) ON CONFLICT DO NOTHING",
-                *columns(rows, 10), *columns(links, 2))
+                *columns(rows, 10),
+                *columns(links, 2),
+            )
         await insert_mirror_tasks(conn, w)
         if attempts:  # after the key locks, so a batch never holds a job row while it waits for a key lock
             await self._record_attempts_now(conn, attempts)
@@ -389,7 +494,8 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             await conn.execute(
                 "INSERT INTO events (job_id, type, data, created_at) "
                 "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])",
-                *columns([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4))
+                *columns([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4),
+            )
         if w.events or w.messages:
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._payload(unit))
         return ids
@@ -406,38 +512,63 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
     # -- jobs ------------------------------------------------------------------------------------
 
     async def register_job(
-        self, *, provider: str, provider_job_id: str, callback_url: str | None,
-        metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
+        self,
+        *,
+        provider: str,
+        provider_job_id: str,
+        callback_url: str | None,
+        metadata: dict[str, object],
+        expected_outputs: int | None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         async def register(conn: Conn, unit: UnitOfWork) -> tuple[Job, bool]:
             await self._load(conn, unit, {(provider, provider_job_id)})
-            registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
-                                       expected_outputs=expected_outputs, owner=owner)
+            registered = unit.register(
+                provider,
+                provider_job_id,
+                callback_url=callback_url,
+                metadata=metadata,
+                expected_outputs=expected_outputs,
+                owner=owner,
+            )
             await self._flush(conn, unit)
             return registered
 
         return await self._in_unit(register)
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        rows = await self._fetch(JOB_BY_ID.postgres, job_id)
         return job_from_row(rows[0]) if rows else None
 
     async def _page(
-        self, table: str, key: str, size: str, where: list[str], params: list[Any], limit: int, cursor: str | None,
+        self,
+        table: str,
+        key: str,
+        size: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+        cursor: str | None,
     ) -> tuple[list[int], bool]:
         if cursor:
             params = [*params, int(cursor)]
             where = [*where, f"{key} < ${len(params)}"]
         rows = await self._fetch(
             f"SELECT {key}, {size} FROM {table} WHERE {' AND '.join(where) or 'TRUE'} "
-            f"ORDER BY {key} DESC LIMIT ${len(params) + 1}", *params, limit + 1)
+            f"ORDER BY {key} DESC LIMIT ${len(params) + 1}",
+            *params,
+            limit + 1,
+        )
         return budget_page([(int(r[0]), int(r[1] or 0)) for r in rows], limit)
 
     async def _count(self, table: str, where: list[str], params: list[Any]) -> tuple[int, bool]:
         """How many rows match, exact up to COUNT_CAP: (count, exact)."""
         rows = await self._fetch(
             f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {' AND '.join(where) or 'TRUE'} "
-            f"LIMIT ${len(params) + 1}) AS matching", *params, COUNT_CAP + 1)
+            f"LIMIT ${len(params) + 1}) AS matching",
+            *params,
+            COUNT_CAP + 1,
+        )
         found = int(rows[0][0])
         return min(found, COUNT_CAP), found <= COUNT_CAP
 
@@ -450,8 +581,14 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         return Page([job_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def list_receipts(
-        self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
-        job_id: str | None = None, count: bool = False,
+        self,
+        *,
+        provider: str | None,
+        outcome: Outcome | None,
+        limit: int,
+        cursor: str | None,
+        job_id: str | None = None,
+        count: bool = False,
     ) -> Page[StoredReceipt]:
         where: list[str] = []
         params: list[Any] = []
@@ -468,25 +605,21 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def job_counts(self) -> dict[str, int]:
-        return {str(r[0]): int(r[1]) for r in await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+        return {str(r[0]): int(r[1]) for r in await self._fetch(JOB_COUNTS.postgres)}
 
     async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
         if completed_from is None:
-            rows = await self._fetch(
-                "SELECT seq, job_id, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+            rows = await self._fetch(EVENTS_AFTER.postgres, seq, limit)
         else:
-            rows = await self._fetch(
-                "SELECT e.seq, e.job_id, e.type, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
-                "WHERE e.seq > $1 AND j.completed_at >= $2 ORDER BY e.seq LIMIT $3", seq, completed_from, limit)
+            rows = await self._fetch(EVENTS_AFTER_COMPLETED_FROM.postgres, seq, completed_from, limit)
         return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
 
     async def first_event_seq(self, created_from: float) -> int | None:
-        value = (await self._fetch("SELECT MIN(seq) FROM events WHERE created_at >= $1", created_from))[0][0]
+        value = (await self._fetch(FIRST_EVENT_SEQ.postgres, created_from))[0][0]
         return None if value is None else int(value)
 
     async def last_event_seq(self) -> int:
-        return int((await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events"))[0][0])
-
+        return int((await self._fetch(LAST_EVENT_SEQ.postgres))[0][0])
 
 
 async def _set_up_session(conn: Any) -> None:

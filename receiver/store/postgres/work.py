@@ -6,15 +6,29 @@ from __future__ import annotations
 import asyncio
 import logging
 
-
 from receiver.errors import StoreError
 from receiver.models import Job
 from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.batching import AttemptRecord
 from receiver.store.parts import Conn, PostgresPart
+from receiver.store.queries import (
+    BACKLOG,
+    DELIVERIES,
+    HEARTBEAT,
+    ORPHANED_JOBS,
+    PENDING_JOBS,
+    RELEASE_LEASE,
+    SCHEDULE_POLL,
+    WAITING_MESSAGES,
+)
 from receiver.store.rows import (
-    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, columns,
-    job_from_row, message_from_row,
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
+    attempt_from_row,
+    backlog_from_rows,
+    columns,
+    job_from_row,
+    message_from_row,
 )
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
@@ -38,12 +52,18 @@ class PostgresWork(PostgresPart):
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         now = self.clock()
-        rows = await self._tx(lambda conn: conn.fetch(
-            f"UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
-            "SELECT seq FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 "
-            "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
-            f"FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}",
-            now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit))
+        rows = await self._tx(
+            lambda conn: conn.fetch(
+                f"UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
+                "SELECT seq FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 "
+                "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
+                f"FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}",
+                now,
+                now + min(lease_s, MESSAGE_LEASE_S),
+                self.replica_id,
+                limit,
+            )
+        )
         for r in rows:
             self._held[r[0]] = now + lease_s
         return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_at)
@@ -65,13 +85,20 @@ class PostgresWork(PostgresPart):
     async def _renew(self, seqs: list[int], *, until: float) -> None:
         """Lease these messages until `until`, those still this replica's: not one whose lease was cleared
         while the renewal was on its way (its attempt recorded, or handed back at shutdown)."""
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
-            "AND status = 'pending' AND lease_until IS NOT NULL", until, seqs, self.replica_id))
+        await self._tx(
+            lambda conn: conn.execute(
+                "UPDATE messages SET lease_until = $1 WHERE seq = ANY($2) AND lease_owner = $3 "
+                "AND status = 'pending' AND lease_until IS NOT NULL",
+                until,
+                seqs,
+                self.replica_id,
+            )
+        )
 
     async def next_message_due_at(self) -> float | None:
         rows = await self._fetch(
-            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages WHERE status = 'pending'")
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages WHERE status = 'pending'"
+        )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def _let_go(self, seq: int) -> None:
@@ -104,8 +131,23 @@ class PostgresWork(PostgresPart):
             "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
             "response_headers, response_body) "
             "SELECT * FROM counted RETURNING job_id",
-            *columns([(i.message.seq, i.status, i.next_attempt_at, i.status_code, i.error, i.at, i.message.url,
-                       *i.exchange_columns()) for i in items], 10))
+            *columns(
+                [
+                    (
+                        i.message.seq,
+                        i.status,
+                        i.next_attempt_at,
+                        i.status_code,
+                        i.error,
+                        i.at,
+                        i.message.url,
+                        *i.exchange_columns(),
+                    )
+                    for i in items
+                ],
+                10,
+            ),
+        )
         if job_ids:
             await conn.execute(_REFRESH_DELIVERY_STATUS, sorted({r["job_id"] for r in job_ids}))
 
@@ -113,9 +155,14 @@ class PostgresWork(PostgresPart):
         for seq in seqs:
             self._let_go(seq)
         if seqs:
-            await self._tx(lambda conn: conn.execute(
-                "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
-                "AND seq = ANY($2)", until, seqs))
+            await self._tx(
+                lambda conn: conn.execute(
+                    "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
+                    "AND seq = ANY($2)",
+                    until,
+                    seqs,
+                )
+            )
 
     async def hand_back_messages(self, seqs: list[int]) -> None:
         """Clear this replica's leases on them and wake the other replicas: one of them sends them now,
@@ -129,69 +176,76 @@ class PostgresWork(PostgresPart):
             status = await conn.execute(
                 "UPDATE messages SET next_attempt_at = LEAST(next_attempt_at, $1), lease_until = NULL "
                 "WHERE status = 'pending' AND seq = ANY($2) AND lease_owner = $3 AND lease_until IS NOT NULL",
-                self.clock(), seqs, self.replica_id)
+                self.clock(),
+                seqs,
+                self.replica_id,
+            )
             if status != "UPDATE 0":
                 await self._wake_outbox(conn)
 
         await self._tx(hand_back)
 
     async def waiting_messages(self, job_id: str) -> list[Message]:
-        rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = $1 AND status = 'pending' ORDER BY seq", job_id)
+        rows = await self._fetch(WAITING_MESSAGES.postgres, job_id)
         return [message_from_row(r) for r in rows]
 
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY id", job_id)
+        rows = await self._fetch(DELIVERIES.postgres, job_id)
         return [attempt_from_row(r) for r in rows]
 
     async def delivery_backlog(self) -> tuple[int, float | None]:
-        return backlog_from_rows(await self._fetch(BACKLOG_SQL))
+        return backlog_from_rows(await self._fetch(BACKLOG.postgres))
 
     # -- reconciling -----------------------------------------------------------------------------
 
     async def pending_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 ORDER BY seq", provider)
+        rows = await self._fetch(PENDING_JOBS.postgres, provider)
         return [job_from_row(r) for r in rows]
 
     async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
         if not providers:
             return []
         now = self.clock()
-        rows = await self._tx(lambda conn: conn.fetch(
-            f"UPDATE jobs SET next_poll_at = $2 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
-            "AND next_poll_at <= $1 AND provider = ANY($3) ORDER BY next_poll_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {JOB_COLUMNS}", now, now + lease_s, providers, limit))
+        rows = await self._tx(
+            lambda conn: conn.fetch(
+                f"UPDATE jobs SET next_poll_at = $2 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
+                "AND next_poll_at <= $1 AND provider = ANY($3) ORDER BY next_poll_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {JOB_COLUMNS}",
+                now,
+                now + lease_s,
+                providers,
+                limit,
+            )
+        )
         return [job_from_row(r) for r in rows]
 
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE jobs SET next_poll_at = $1, poll_count = poll_count + 1 WHERE id = $2 AND status = 'pending'",
-            next_poll_at, job_id))
+        await self._tx(lambda conn: conn.execute(SCHEDULE_POLL.postgres, next_poll_at, job_id))
 
     # -- replicas --------------------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, *, ttl_s: float) -> int | None:
         now = self.clock()
-        term = await self._tx(lambda conn: conn.fetchval(
-            "INSERT INTO leases AS l (name, owner, term, expires_at) VALUES ($1, $2, 1, $3) "
-            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
-            "term = l.term + CASE WHEN l.owner = excluded.owner THEN 0 ELSE 1 END "
-            "WHERE l.owner = excluded.owner OR l.expires_at <= $4 RETURNING term",
-            name, self.replica_id, now + ttl_s, now))
+        term = await self._tx(
+            lambda conn: conn.fetchval(
+                "INSERT INTO leases AS l (name, owner, term, expires_at) VALUES ($1, $2, 1, $3) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
+                "term = l.term + CASE WHEN l.owner = excluded.owner THEN 0 ELSE 1 END "
+                "WHERE l.owner = excluded.owner OR l.expires_at <= $4 RETURNING term",
+                name,
+                self.replica_id,
+                now + ttl_s,
+                now,
+            )
+        )
         return int(term) if term is not None else None
 
     async def release_lease(self, name: str) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND owner = $2", name, self.replica_id))
+        await self._tx(lambda conn: conn.execute(RELEASE_LEASE.postgres, name, self.replica_id))
 
     async def heartbeat(self) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "INSERT INTO replicas (id, heartbeat_at) VALUES ($1, $2) "
-            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", self.replica_id, self.clock()))
+        await self._tx(lambda conn: conn.execute(HEARTBEAT.postgres, self.replica_id, self.clock()))
 
     async def orphaned_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = $1 AND (owner IS NULL OR owner "
-            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > $2)) ORDER BY seq", provider, self.clock() - REPLICA_TTL_S)
+        rows = await self._fetch(ORPHANED_JOBS.postgres, provider, self.clock() - REPLICA_TTL_S)
         return [job_from_row(r) for r in rows]

@@ -11,8 +11,8 @@ import time
 
 import aiosqlite
 
-from receiver.util.aio import wait_for
 from receiver.errors import StoreError
+from receiver.util.aio import wait_for
 
 log = logging.getLogger("receiver.store")
 
@@ -43,8 +43,10 @@ class FileLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StoreError(f"another receiver is already serving {self.path[:-5]!r} "
-                             "(a SQLite file belongs to one process; use PostgreSQL for replicas)") from None
+            raise StoreError(
+                f"another receiver is already serving {self.path[:-5]!r} "
+                "(a SQLite file belongs to one process; use PostgreSQL for replicas)"
+            ) from None
         self._fd = fd
 
     def release(self) -> None:
@@ -53,9 +55,9 @@ class FileLock:
             self._fd = None
 
 
-
-async def keep_wal_bounded(path: str, checkpointer: aiosqlite.Connection, written: asyncio.Event,
-                           write_lock: asyncio.Lock) -> None:
+async def keep_wal_bounded(
+    path: str, checkpointer: aiosqlite.Connection, written: asyncio.Event, write_lock: asyncio.Lock
+) -> None:
     """Keep the WAL bounded, off the event loop. After writes, a PASSIVE checkpoint copies what it can
     while writes go on. Under steady writes that never empties the WAL, and SQLite starts a WAL over only
     once every frame is copied and no reader uses it. So past `wal_restart_bytes()` more PASSIVE passes
@@ -108,4 +110,3 @@ def wal_size(path: str) -> int:
         return os.stat(path + "-wal").st_size
     except OSError:
         return 0
-

@@ -6,15 +6,7 @@ import sqlite3
 
 from receiver.store.base import SinkRow
 from receiver.store.parts import SQLitePart
-
-SINK_COLUMNS = "name, position, epoch, paused, last_error, last_published_at"
-
-
-def sink_from_row(row: tuple[object, ...]) -> SinkRow:
-    name, position, epoch, paused, last_error, published_at = row
-    return SinkRow(str(name), int(position), int(epoch), bool(paused),  # type: ignore[call-overload]
-                   None if last_error is None else str(last_error),
-                   None if published_at is None else float(published_at))  # type: ignore[arg-type]
+from receiver.store.rows import SINK_COLUMNS, new_epoch, sink_from_row
 
 
 class SQLiteSinks(SQLitePart):
@@ -26,37 +18,53 @@ class SQLiteSinks(SQLitePart):
         marks = ",".join("?" * len(names))
         rows = await self._fetch(f"SELECT {SINK_COLUMNS} FROM sinks WHERE name IN ({marks})", tuple(names))
         if len(rows) < len(names):
-            await self._batch(lambda db: db.executemany(
-                "INSERT INTO sinks (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [(n,) for n in names]))
+            await self._batch(
+                lambda db: db.executemany(
+                    "INSERT INTO sinks (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [(n,) for n in names]
+                )
+            )
             rows = await self._fetch(f"SELECT {SINK_COLUMNS} FROM sinks WHERE name IN ({marks})", tuple(names))
         return {str(r[0]): sink_from_row(tuple(r)) for r in rows}
 
     async def advance_sink(self, name: str, *, epoch: int, position: int) -> bool:
         now = self.clock()
-        changed = await self._batch(lambda db: db.execute(
-            "UPDATE sinks SET position = ?, last_error = NULL, last_published_at = ? "
-            "WHERE name = ? AND epoch = ? AND position < ?", (position, now, name, epoch, position)).rowcount)
+        changed = await self._batch(
+            lambda db: (
+                db.execute(
+                    "UPDATE sinks SET position = ?, last_error = NULL, last_published_at = ? "
+                    "WHERE name = ? AND epoch = ? AND position < ?",
+                    (position, now, name, epoch, position),
+                ).rowcount
+            )
+        )
         return bool(changed)
 
     async def set_sink_error(self, name: str, *, epoch: int, error: str | None) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE sinks SET last_error = ? WHERE name = ? AND epoch = ?",
-            (None if error is None else error[:1000], name, epoch)))
+        await self._batch(
+            lambda db: db.execute(
+                "UPDATE sinks SET last_error = ? WHERE name = ? AND epoch = ?",
+                (None if error is None else error[:1000], name, epoch),
+            )
+        )
 
     async def change_sink(self, name: str, *, paused: bool | None = None, position: int | None = None) -> SinkRow:
         def change(db: sqlite3.Connection) -> SinkRow:
             db.execute("INSERT INTO sinks (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
             db.execute(
-                "UPDATE sinks SET epoch = epoch + 1, last_error = NULL, paused = COALESCE(?, paused), "
+                "UPDATE sinks SET epoch = epoch + ?, last_error = NULL, paused = COALESCE(?, paused), "
                 "position = COALESCE(?, position) WHERE name = ?",
-                (None if paused is None else int(paused), position, name))
-            return sink_from_row(tuple(db.execute(f"SELECT {SINK_COLUMNS} FROM sinks WHERE name = ?", (name,)).fetchone()))
+                (new_epoch(paused, position), None if paused is None else int(paused), position, name),
+            )
+            return sink_from_row(
+                tuple(db.execute(f"SELECT {SINK_COLUMNS} FROM sinks WHERE name = ?", (name,)).fetchone())
+            )
 
         return await self._batch(change)
 
     async def event_seq_before(self, since: float) -> int:
         rows = await self._fetch(
-            "SELECT MIN(seq) FROM events WHERE job_id IN (SELECT id FROM jobs WHERE completed_at >= ?)", (since,))
+            "SELECT MIN(seq) FROM events WHERE job_id IN (SELECT id FROM jobs WHERE completed_at >= ?)", (since,)
+        )
         if rows and rows[0][0] is not None:
             return int(rows[0][0]) - 1
         rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")

@@ -18,31 +18,53 @@ off the same file; `receiver info` reads without it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
+
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, Job, Outcome, StoredReceipt
 from receiver.store.base import COUNT_CAP, Changes, Clock, Event, JobFilter, Page
 from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
-from receiver.store.rows import (
-    JOB_COLUMNS, RECEIPT_COLUMNS, budget_events, budget_page, job_filter_sql, job_from_row, receipt_from_row,
+from receiver.store.queries import (
+    CREATE_META,
+    EVENTS_AFTER,
+    EVENTS_AFTER_COMPLETED_FROM,
+    FIRST_EVENT_SEQ,
+    JOB_BY_ID,
+    JOB_COUNTS,
+    KEEP_META_VALUE,
+    LAST_EVENT_SEQ,
+    META_VALUE,
+    SCHEMA_VERSION,
+    SET_SCHEMA_VERSION,
 )
-from receiver.store.sqlite.refusals import SQLiteRefusals
+from receiver.store.rows import (
+    JOB_COLUMNS,
+    RECEIPT_COLUMNS,
+    budget_events,
+    budget_page,
+    job_filter_sql,
+    job_from_row,
+    receipt_from_row,
+)
 from receiver.store.rules import UnitOfWork
 from receiver.store.schema import SQLITE
-from receiver.store.sqlite.mirror import SQLiteMirror
 from receiver.store.sqlite.file import CHECKPOINT_BUSY_MS, FileLock, keep_wal_bounded, wal_restart_bytes
+from receiver.store.sqlite.jobs import SQLiteJobActions
+from receiver.store.sqlite.mirror import SQLiteMirror
+from receiver.store.sqlite.refusals import SQLiteRefusals
+from receiver.store.sqlite.sinks import SQLiteSinks
 from receiver.store.sqlite.work import SQLiteWork
 from receiver.store.sqlite.writes import STATEMENT_CACHE, flush, load_jobs
-from receiver.store.sqlite.jobs import SQLiteJobActions
-from receiver.store.sqlite.sinks import SQLiteSinks
 
 log = logging.getLogger("receiver.store")
 
@@ -56,12 +78,25 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
     backstop_s: float | None = None  # every commit happens here and wakes its waiters
 
     def __init__(
-        self, path: str, *, default_callback_url: str | None = None, reconcile_after_s: float = 300.0,
-        synchronous: str = "NORMAL", clock: Clock = time.time, exclusive: bool = False, create: bool = True,
+        self,
+        path: str,
+        *,
+        default_callback_url: str | None = None,
+        reconcile_after_s: float = 300.0,
+        synchronous: str = "NORMAL",
+        clock: Clock = time.time,
+        exclusive: bool = False,
+        create: bool = True,
         mirroring: bool = False,
     ) -> None:
-        super().__init__(replica_id=f"sqlite-{uuid.uuid4().hex[:12]}", default_callback_url=default_callback_url,
-                         reconcile_after_s=reconcile_after_s, clock=clock, create=create, mirroring=mirroring)
+        super().__init__(
+            replica_id=f"sqlite-{uuid.uuid4().hex[:12]}",
+            default_callback_url=default_callback_url,
+            reconcile_after_s=reconcile_after_s,
+            clock=clock,
+            create=create,
+            mirroring=mirroring,
+        )
         self.path = path
         self.synchronous = synchronous
         self._exclusive = exclusive
@@ -75,14 +110,15 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         self._inode: int | None = None
         self._fsync_thread: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-fsync")
-            if synchronous.upper() in ("FULL", "EXTRA") else None
+            if synchronous.upper() in ("FULL", "EXTRA")
+            else None
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def open(self) -> "SQLiteStore":
-        if not self._create and not os.path.exists(self.path):
-            raise StoreError(f"no store at {os.path.abspath(self.path)!r}")
+    async def open(self) -> SQLiteStore:
+        if not self._create and not os.path.exists(self.path):  # noqa: ASYNC240 (once, at start)
+            raise StoreError(f"no store at {os.path.abspath(self.path)!r}")  # noqa: ASYNC240
         if self._lock is not None:
             self._lock.acquire()  # before anything reads or writes the data
         try:
@@ -114,13 +150,20 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
     def _connect_now(self) -> sqlite3.Connection:
         """The write connection: never waits on a lock (see `_transact`), never checkpoints."""
         # check_same_thread off: with synchronous=FULL it is used from `_fsync_thread` (always under the write lock).
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               cached_statements=STATEMENT_CACHE)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=STATEMENT_CACHE
+        )
         conn.row_factory = sqlite3.Row
         # temp_store=MEMORY: a statement journal (an UPDATE of many rows) never becomes a temporary file.
-        for pragma in ("busy_timeout=0", "journal_mode=WAL", f"synchronous={self.synchronous}",
-                       "wal_autocheckpoint=0", f"journal_size_limit={wal_restart_bytes()}", "temp_store=MEMORY"):
-            self._retry_busy_now(lambda: conn.execute(f"PRAGMA {pragma}"))
+        for pragma in (
+            "busy_timeout=0",
+            "journal_mode=WAL",
+            f"synchronous={self.synchronous}",
+            "wal_autocheckpoint=0",
+            f"journal_size_limit={wal_restart_bytes()}",
+            "temp_store=MEMORY",
+        ):
+            self._retry_busy_now(functools.partial(conn.execute, f"PRAGMA {pragma}"))
         return conn
 
     @staticmethod
@@ -140,17 +183,13 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        db.execute(CREATE_META.sqlite)
+        row = db.execute(SCHEMA_VERSION.sqlite).fetchone()
         version = int(row[0]) if row else 0
         for migration in SQLITE[version:]:
             for statement in migration.statements():
                 db.execute(statement)
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(migration.number),),
-            )
+            db.execute(SET_SCHEMA_VERSION.sqlite, (str(migration.number),))
 
     async def close(self) -> None:
         """Finish the writes already queued, then close the connections."""
@@ -243,11 +282,11 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         key, value = f"secret:{name}", generate()
 
         def read_or_keep(db: sqlite3.Connection) -> str:
-            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
-            return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+            db.execute(KEEP_META_VALUE.sqlite, (key, value))
+            return str(db.execute(META_VALUE.sqlite, (key,)).fetchone()[0])
 
         if not self._create:  # `receiver info`: read only
-            rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
+            rows = await self._fetch(META_VALUE.sqlite, (key,))
             if not rows:
                 raise StoreError(f"the store at {self.path!r} has no {name} yet: start `receiver serve` once")
             return str(rows[0][0])
@@ -273,8 +312,9 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         receipt_ids = self._flush(db, unit)
         results: list[Any] = [None] * len(batch)
         for i, done in ingested:
-            results[i] = ApplyResult(receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids,
-                                     error=done.error)
+            results[i] = ApplyResult(
+                receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids, error=done.error
+            )
         return results
 
     _load = staticmethod(load_jobs)
@@ -283,15 +323,27 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
     # -- jobs ------------------------------------------------------------------------------------
 
     async def register_job(
-        self, *, provider: str, provider_job_id: str, callback_url: str | None,
-        metadata: dict[str, object], expected_outputs: int | None, owner: str | None = None,
+        self,
+        *,
+        provider: str,
+        provider_job_id: str,
+        callback_url: str | None,
+        metadata: dict[str, object],
+        expected_outputs: int | None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         unit = self._unit()
 
         def register(db: sqlite3.Connection) -> tuple[Job, bool]:
             self._load(db, unit, {(provider, provider_job_id)})
-            registered = unit.register(provider, provider_job_id, callback_url=callback_url, metadata=metadata,
-                                       expected_outputs=expected_outputs, owner=owner)
+            registered = unit.register(
+                provider,
+                provider_job_id,
+                callback_url=callback_url,
+                metadata=metadata,
+                expected_outputs=expected_outputs,
+                owner=owner,
+            )
             self._flush(db, unit)
             return registered
 
@@ -300,11 +352,18 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         return job, created
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        rows = await self._fetch(JOB_BY_ID.sqlite, (job_id,))
         return job_from_row(rows[0]) if rows else None
 
     async def _page(
-        self, table: str, key: str, size: str, where: list[str], params: list[Any], limit: int, cursor: str | None,
+        self,
+        table: str,
+        key: str,
+        size: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+        cursor: str | None,
     ) -> tuple[list[int], bool]:
         """Keys of one page, newest first, cut at `limit` rows or PAGE_BUDGET_BYTES of `size`; (keys, more)."""
         if cursor:
@@ -320,7 +379,8 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         """How many rows match, exact up to COUNT_CAP: (count, exact)."""
         rows = await self._fetch(
             f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {' AND '.join(where) or '1 = 1'} LIMIT ?)",
-            (*params, COUNT_CAP + 1))
+            (*params, COUNT_CAP + 1),
+        )
         found = int(rows[0][0])
         return min(found, COUNT_CAP), found <= COUNT_CAP
 
@@ -331,13 +391,20 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         if not keys:
             return Page([], None, total, exact)
         rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq IN ({','.join('?' * len(keys))}) ORDER BY seq DESC", tuple(keys))
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq IN ({','.join('?' * len(keys))}) ORDER BY seq DESC", tuple(keys)
+        )
         jobs = [job_from_row(r) for r in rows]
         return Page(jobs, str(keys[-1]) if more else None, total, exact)
 
     async def list_receipts(
-        self, *, provider: str | None, outcome: Outcome | None, limit: int, cursor: str | None,
-        job_id: str | None = None, count: bool = False,
+        self,
+        *,
+        provider: str | None,
+        outcome: Outcome | None,
+        limit: int,
+        cursor: str | None,
+        job_id: str | None = None,
+        count: bool = False,
     ) -> Page[StoredReceipt]:
         where, params = [], []
         for column, value in (("provider", provider), ("outcome", outcome.value if outcome else None)):
@@ -358,25 +425,22 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         return Page([receipt_from_row(r) for r in rows], str(keys[-1]) if more else None, total, exact)
 
     async def job_counts(self) -> dict[str, int]:
-        rows = await self._fetch("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        rows = await self._fetch(JOB_COUNTS.sqlite)
         return {str(r[0]): int(r[1]) for r in rows}
 
     # -- events ----------------------------------------------------------------------------------
 
     async def events_after(self, seq: int, limit: int, *, completed_from: float | None = None) -> list[Event]:
         if completed_from is None:
-            rows = await self._fetch(
-                "SELECT seq, job_id, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+            rows = await self._fetch(EVENTS_AFTER.sqlite, (seq, limit))
         else:
-            rows = await self._fetch(
-                "SELECT e.seq, e.job_id, e.type, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
-                "WHERE e.seq > ? AND j.completed_at >= ? ORDER BY e.seq LIMIT ?", (seq, completed_from, limit))
+            rows = await self._fetch(EVENTS_AFTER_COMPLETED_FROM.sqlite, (seq, completed_from, limit))
         return budget_events([Event(r[0], r[1], r[2], r[3]) for r in rows])
 
     async def first_event_seq(self, created_from: float) -> int | None:
-        rows = await self._fetch("SELECT MIN(seq) FROM events WHERE created_at >= ?", (created_from,))
+        rows = await self._fetch(FIRST_EVENT_SEQ.sqlite, (created_from,))
         return None if rows[0][0] is None else int(rows[0][0])
 
     async def last_event_seq(self) -> int:
-        rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")
+        rows = await self._fetch(LAST_EVENT_SEQ.sqlite)
         return int(rows[0][0])

@@ -10,8 +10,22 @@ from receiver.models import Job
 from receiver.store.base import REPLICA_TTL_S, Attempt, Message
 from receiver.store.batching import AttemptRecord
 from receiver.store.parts import SQLitePart
+from receiver.store.queries import (
+    BACKLOG,
+    DELIVERIES,
+    HEARTBEAT,
+    ORPHANED_JOBS,
+    PENDING_JOBS,
+    RELEASE_LEASE,
+    SCHEDULE_POLL,
+    WAITING_MESSAGES,
+)
 from receiver.store.rows import (
-    ATTEMPT_COLUMNS, BACKLOG_SQL, JOB_COLUMNS, MESSAGE_COLUMNS, attempt_from_row, backlog_from_rows, job_from_row,
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
+    attempt_from_row,
+    backlog_from_rows,
+    job_from_row,
     message_from_row,
 )
 
@@ -29,6 +43,7 @@ class SQLiteWork(SQLitePart):
 
     async def release_leases(self) -> None:
         """Forget claims made by a previous run: the file lock says no other process is using them."""
+
         def release(db: sqlite3.Connection) -> None:
             db.execute("UPDATE messages SET lease_until = NULL WHERE status = 'pending'")
             db.execute("UPDATE mirror_tasks SET lease_until = NULL")  # a fetch cut short resumes at once
@@ -45,8 +60,10 @@ class SQLiteWork(SQLitePart):
                 (now, now, limit),
             ).fetchall()
             if rows:
-                db.execute(f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
-                           (now + lease_s, self.replica_id, *[r[0] for r in rows]))
+                db.execute(
+                    f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
+                    (now + lease_s, self.replica_id, *[r[0] for r in rows]),
+                )
             return rows
 
         return [message_from_row(r) for r in await self._batch(claim)]
@@ -54,7 +71,8 @@ class SQLiteWork(SQLitePart):
     async def next_message_due_at(self) -> float | None:
         rows = await self._fetch(
             "SELECT MIN(COALESCE(CASE WHEN lease_until > next_attempt_at THEN lease_until END, next_attempt_at)) "
-            "FROM messages WHERE status = 'pending'")
+            "FROM messages WHERE status = 'pending'"
+        )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     @staticmethod
@@ -69,8 +87,16 @@ class SQLiteWork(SQLitePart):
         db.execute(
             "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
             "response_headers, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (message.id, message.job_id, message.url, attempt, item.status_code, item.error, item.at,
-             *item.exchange_columns()),
+            (
+                message.id,
+                message.job_id,
+                message.url,
+                attempt,
+                item.status_code,
+                item.error,
+                item.at,
+                *item.exchange_columns(),
+            ),
         )
         status, due = (item.status, item.next_attempt_at) if row[2] == message.url else ("pending", item.at)
         db.execute(
@@ -82,35 +108,41 @@ class SQLiteWork(SQLitePart):
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         if not seqs:
             return
-        await self._batch(lambda db: db.execute(
-            f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
-            f"AND seq IN ({','.join('?' * len(seqs))})", (until, *seqs)))
+        await self._batch(
+            lambda db: db.execute(
+                f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
+                f"AND seq IN ({','.join('?' * len(seqs))})",
+                (until, *seqs),
+            )
+        )
 
     async def hand_back_messages(self, seqs: list[int]) -> None:
         if not seqs:
             return
         now = self.clock()
-        await self._batch(lambda db: db.execute(
-            "UPDATE messages SET next_attempt_at = MIN(next_attempt_at, ?), lease_until = NULL WHERE status = 'pending' "
-            f"AND lease_until IS NOT NULL AND seq IN ({','.join('?' * len(seqs))})", (now, *seqs)))
+        await self._batch(
+            lambda db: db.execute(
+                "UPDATE messages SET next_attempt_at = MIN(next_attempt_at, ?), lease_until = NULL WHERE status = 'pending' "
+                f"AND lease_until IS NOT NULL AND seq IN ({','.join('?' * len(seqs))})",
+                (now, *seqs),
+            )
+        )
 
     async def waiting_messages(self, job_id: str) -> list[Message]:
-        rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE job_id = ? AND status = 'pending' ORDER BY seq", (job_id,))
+        rows = await self._fetch(WAITING_MESSAGES.sqlite, (job_id,))
         return [message_from_row(r) for r in rows]
 
     async def list_deliveries(self, job_id: str) -> list[Attempt]:
-        rows = await self._fetch(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY id", (job_id,))
+        rows = await self._fetch(DELIVERIES.sqlite, (job_id,))
         return [attempt_from_row(r) for r in rows]
 
     async def delivery_backlog(self) -> tuple[int, float | None]:
-        return backlog_from_rows(await self._fetch(BACKLOG_SQL))
+        return backlog_from_rows(await self._fetch(BACKLOG.sqlite))
 
     # -- reconciling -----------------------------------------------------------------------------
 
     async def pending_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? ORDER BY seq", (provider,))
+        rows = await self._fetch(PENDING_JOBS.sqlite, (provider,))
         return [job_from_row(r) for r in rows]
 
     async def claim_due_polls(self, *, providers: list[str], limit: int, lease_s: float) -> list[Job]:
@@ -125,17 +157,16 @@ class SQLiteWork(SQLitePart):
                 (now, *providers, limit),
             ).fetchall()
             if rows:
-                db.execute(f"UPDATE jobs SET next_poll_at = ? WHERE seq IN ({','.join('?' * len(rows))})",
-                           (now + lease_s, *[r["seq"] for r in rows]))
+                db.execute(
+                    f"UPDATE jobs SET next_poll_at = ? WHERE seq IN ({','.join('?' * len(rows))})",
+                    (now + lease_s, *[r["seq"] for r in rows]),
+                )
             return rows
 
         return [job_from_row(r) for r in await self._batch(claim)]
 
     async def schedule_poll(self, job_id: str, *, next_poll_at: float) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE jobs SET next_poll_at = ?, poll_count = poll_count + 1 WHERE id = ? AND status = 'pending'",
-            (next_poll_at, job_id),
-        ))
+        await self._batch(lambda db: db.execute(SCHEDULE_POLL.sqlite, (next_poll_at, job_id)))
 
     # -- replicas (one, here: the same interface as PostgreSQL's) --------------------------------
 
@@ -145,31 +176,29 @@ class SQLiteWork(SQLitePart):
         def take(db: sqlite3.Connection) -> int | None:
             row = db.execute("SELECT owner, term, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
             if row is None:
-                db.execute("INSERT INTO leases (name, owner, term, expires_at) VALUES (?, ?, 1, ?)",
-                           (name, self.replica_id, now + ttl_s))
+                db.execute(
+                    "INSERT INTO leases (name, owner, term, expires_at) VALUES (?, ?, 1, ?)",
+                    (name, self.replica_id, now + ttl_s),
+                )
                 return 1
             if row["owner"] != self.replica_id and row["expires_at"] > now:
                 return None
             term = int(row["term"]) + (0 if row["owner"] == self.replica_id else 1)
-            db.execute("UPDATE leases SET owner = ?, term = ?, expires_at = ? WHERE name = ?",
-                       (self.replica_id, term, now + ttl_s, name))
+            db.execute(
+                "UPDATE leases SET owner = ?, term = ?, expires_at = ? WHERE name = ?",
+                (self.replica_id, term, now + ttl_s, name),
+            )
             return term
 
         return await self._batch(take)
 
     async def release_lease(self, name: str) -> None:
-        await self._batch(lambda db: db.execute(
-            "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ?", (name, self.replica_id)))
+        await self._batch(lambda db: db.execute(RELEASE_LEASE.sqlite, (name, self.replica_id)))
 
     async def heartbeat(self) -> None:
         now = self.clock()
-        await self._batch(lambda db: db.execute(
-            "INSERT INTO replicas (id, heartbeat_at) VALUES (?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (self.replica_id, now)))
+        await self._batch(lambda db: db.execute(HEARTBEAT.sqlite, (self.replica_id, now)))
 
     async def orphaned_jobs(self, provider: str) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'pending' AND provider = ? AND (owner IS NULL OR owner "
-            "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ?)) ORDER BY seq",
-            (provider, self.clock() - REPLICA_TTL_S))
+        rows = await self._fetch(ORPHANED_JOBS.sqlite, (provider, self.clock() - REPLICA_TTL_S))
         return [job_from_row(r) for r in rows]

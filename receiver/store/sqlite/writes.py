@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Sequence
 from itertools import chain
-from typing import Any, Sequence
+from typing import Any
 
 from receiver.models import dumps
 from receiver.store.rows import JOB_COLUMNS, RECEIPT_INSERT_COLUMNS, job_from_row, receipt_rows
@@ -49,7 +50,7 @@ def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...
     width, start = len(rows[0]), 0
     for size in CHUNKS:
         while len(rows) - start >= size:
-            db.execute(_values_sql(head, width, size, tail), list(chain.from_iterable(rows[start:start + size])))
+            db.execute(_values_sql(head, width, size, tail), list(chain.from_iterable(rows[start : start + size])))
             start += size
 
 
@@ -59,9 +60,11 @@ def load_jobs(db: sqlite3.Connection, unit: UnitOfWork, keys: set[tuple[str, str
     # where a row-value IN over (provider, provider_job_id) would scan the whole table.
     for provider, ids in unit.missing(keys).items():
         for start in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[start:start + _LOOKUP_CHUNK]
-            sql = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? "
-                   f"AND provider_job_id IN ({','.join('?' * len(chunk))})")
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            sql = (
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE provider = ? "
+                f"AND provider_job_id IN ({','.join('?' * len(chunk))})"
+            )
             for row in db.execute(sql, (provider, *chunk)).fetchall():
                 unit.track(job_from_row(row))
 
@@ -69,15 +72,52 @@ def load_jobs(db: sqlite3.Connection, unit: UnitOfWork, keys: set[tuple[str, str
 def flush(db: sqlite3.Connection, unit: UnitOfWork) -> list[int]:
     """Write everything the unit changed, in bulk; returns the new receipts' ids."""
     w = unit.writes()
-    insert_rows(db, _JOB_INSERT, [
-        (j.id, j.provider, j.provider_job_id, j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata),
-         j.callback_url, int(j.registered), j.expected_outputs, j.delivery_status.value, t.created_ts,
-         t.completed_ts, t.next_poll_at, t.owner) for t in w.new_jobs for j in (t.job,)])
+    insert_rows(
+        db,
+        _JOB_INSERT,
+        [
+            (
+                j.id,
+                j.provider,
+                j.provider_job_id,
+                j.status.value,
+                outputs_json(j.outputs),
+                j.error,
+                dumps(j.metadata),
+                j.callback_url,
+                int(j.registered),
+                j.expected_outputs,
+                j.delivery_status.value,
+                t.created_ts,
+                t.completed_ts,
+                t.next_poll_at,
+                t.owner,
+            )
+            for t in w.new_jobs
+            for j in (t.job,)
+        ],
+    )
     if w.changed_jobs:
-        db.executemany(_JOB_UPDATE, [
-            (j.status.value, outputs_json(j.outputs), j.error, dumps(j.metadata), j.callback_url, int(j.registered),
-             j.expected_outputs, j.delivery_status.value, t.completed_ts, j.status.value, j.id)
-            for t in w.changed_jobs for j in (t.job,)])
+        db.executemany(
+            _JOB_UPDATE,
+            [
+                (
+                    j.status.value,
+                    outputs_json(j.outputs),
+                    j.error,
+                    dumps(j.metadata),
+                    j.callback_url,
+                    int(j.registered),
+                    j.expected_outputs,
+                    j.delivery_status.value,
+                    t.completed_ts,
+                    j.status.value,
+                    j.id,
+                )
+                for t in w.changed_jobs
+                for j in (t.job,)
+            ],
+        )
     _insert_children(db, w)
     if not w.receipts:
         return []
@@ -92,10 +132,19 @@ def flush(db: sqlite3.Connection, unit: UnitOfWork) -> list[int]:
 
 def _insert_children(db: sqlite3.Connection, w: Writes) -> None:
     """The rows that hang off jobs: mirror tasks, events, outbox messages."""
-    insert_rows(db, "INSERT OR ROLLBACK INTO mirror_tasks (job_id, output_index, url, next_attempt_at, created_at)",
-                [(t.job_id, t.index, t.url, t.created_at, t.created_at) for t in w.mirror_tasks],
-                " ON CONFLICT (job_id, output_index) DO NOTHING")
-    insert_rows(db, "INSERT OR ROLLBACK INTO events (job_id, type, data, created_at)",
-                [(e.job_id, e.type, e.data, e.created_at) for e in w.events])
-    insert_rows(db, "INSERT OR ROLLBACK INTO messages (id, job_id, url, body, status, next_attempt_at, created_at)",
-                [(m.id, m.job_id, m.url, m.body, "pending", m.created_at, m.created_at) for m in w.messages])
+    insert_rows(
+        db,
+        "INSERT OR ROLLBACK INTO mirror_tasks (job_id, output_index, url, next_attempt_at, created_at)",
+        [(t.job_id, t.index, t.url, t.created_at, t.created_at) for t in w.mirror_tasks],
+        " ON CONFLICT (job_id, output_index) DO NOTHING",
+    )
+    insert_rows(
+        db,
+        "INSERT OR ROLLBACK INTO events (job_id, type, data, created_at)",
+        [(e.job_id, e.type, e.data, e.created_at) for e in w.events],
+    )
+    insert_rows(
+        db,
+        "INSERT OR ROLLBACK INTO messages (id, job_id, url, body, status, next_attempt_at, created_at)",
+        [(m.id, m.job_id, m.url, m.body, "pending", m.created_at, m.created_at) for m in w.messages],
+    )

@@ -7,15 +7,16 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
 
 from receiver.app import create_app
 from receiver.models import iso_time
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app
+from tests.support import WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app
 
 T0 = 1_900_000_000.0  # a whole second, so the times below show as T0 + n seconds
 
@@ -36,8 +37,10 @@ class HeldOrigin:
             if head.split(b" ", 2)[1].startswith(b"/held/"):
                 await self.release.wait()
             body = b"\x89PNG\r\n\x1a\n" + b"x" * 100
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n"
-                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -72,8 +75,9 @@ async def mirrored(api: httpx.AsyncClient, job_id: str) -> bool:
     return bool(job["outputs"] and job["outputs"][0]["sha256"])
 
 
-async def read_until(api: httpx.AsyncClient, last_job: str, *, params: dict[str, str],
-                     headers: dict[str, str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+async def read_until(
+    api: httpx.AsyncClient, last_job: str, *, params: dict[str, str], headers: dict[str, str] | None = None
+) -> list[tuple[int, dict[str, Any]]]:
     """The events of one stream, as (id, job), up to and including the event of `last_job`."""
     events: list[tuple[int, dict[str, Any]]] = []
     async with asyncio.timeout(15):
@@ -90,10 +94,18 @@ async def test_since_replays_by_completion_time_then_goes_live(tmp_path: Path, s
     now = [T0 + 0.5]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    settings = make_settings(tmp_path, database_url=store_url, media_url=str(tmp_path / "media"),
-                             media_allow_private=True, public_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
-    async with held_origin() as origin, serve_app(create_app(settings, clock=lambda: now[0]), sock=sock) as server, \
-            server.api() as api:
+    settings = make_settings(
+        tmp_path,
+        database_url=store_url,
+        media_url=str(tmp_path / "media"),
+        media_allow_private=True,
+        public_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+    )
+    async with (
+        held_origin() as origin,
+        serve_app(create_app(settings, clock=lambda: now[0]), sock=sock) as server,
+        server.api() as api,
+    ):
         a = await finish(server, "since_a", origin.url("/now/a"))  # completed at T0
         await eventually(lambda: mirrored(api, a), what="a's event")
         now[0] = T0 + 10.5
@@ -113,11 +125,15 @@ async def test_since_replays_by_completion_time_then_goes_live(tmp_path: Path, s
         assert [job["completed_at"] for _, job in everything] == [iso_time(T0 + n) for n in (0, 10, 20, 50)]
         ids = {job["id"]: seq for seq, job in everything}
 
-        cases = {iso_time(T0 + 10): [b, c, d], "1970-01-01T00:00:00Z": [a, b, c, d],
-                 # c's event was written at T0 + 40, but c completed at T0 + 20: before `since`.
-                 iso_time(T0 + 30): [d], iso_time(T0 + 20): [c, d],
-                 # b shows completed_at T0 + 10, before T0 + 10.2: never replayed (nor is a, shown T0).
-                 "2030-03-17T17:46:50.200Z": [c, d]}
+        cases = {
+            iso_time(T0 + 10): [b, c, d],
+            "1970-01-01T00:00:00Z": [a, b, c, d],
+            # c's event was written at T0 + 40, but c completed at T0 + 20: before `since`.
+            iso_time(T0 + 30): [d],
+            iso_time(T0 + 20): [c, d],
+            # b shows completed_at T0 + 10, before T0 + 10.2: never replayed (nor is a, shown T0).
+            "2030-03-17T17:46:50.200Z": [c, d],
+        }
         assert iso_time(T0 + 10) == "2030-03-17T17:46:50Z"
         for since, expected in cases.items():
             got = await read_until(api, d, params={"since": since})

@@ -8,8 +8,9 @@ import json
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ from tests.fakes.harness import hook_url, serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.recording import FakeProvider
-from tests.support import UNMIRRORED, API_TOKEN, ReceiverProcess, RunningServer, free_port, process_env, serve_app
+from tests.support import API_TOKEN, UNMIRRORED, ReceiverProcess, RunningServer, free_port, process_env, serve_app
 
 CALLBACK = "http://127.0.0.1:9/results"  # stored on the job; nothing listens there
 
@@ -57,11 +58,20 @@ async def jobs_of(server: RunningServer, provider: str) -> list[dict[str, Any]]:
 
 async def test_pixazo_submit_then_webhook(tmp_path: Path) -> None:
     fake = px.FakePixazo()
-    async with fake.serve(), serve_receiver(tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url) as server:
-        reply = await generate(server, {
-            "provider": "pixazo", "prompt": "a red fox", "params": {"num_images": 1, "aspect_ratio": "16:9"},
-            "callback_url": CALLBACK, "metadata": {"run": 7},
-        })
+    async with (
+        fake.serve(),
+        serve_receiver(tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url) as server,
+    ):
+        reply = await generate(
+            server,
+            {
+                "provider": "pixazo",
+                "prompt": "a red fox",
+                "params": {"num_images": 1, "aspect_ratio": "16:9"},
+                "callback_url": CALLBACK,
+                "metadata": {"run": 7},
+            },
+        )
         assert reply.status_code == 202, reply.text
         (job,) = reply.json()["jobs"]
         assert job["status"] == "pending" and job["provider"] == "pixazo"
@@ -81,10 +91,13 @@ async def test_pixazo_submit_then_webhook(tmp_path: Path) -> None:
         assert done.status_code == 200 and done.json()["job_ids"] == [job["id"]]
         finished = await get_job(server, job["id"])
         assert finished["status"] == "succeeded"
-        assert finished["outputs"] == [{"url": f"https://pub-test.r2.dev/v1/{request_id}/output.jpeg",
-                                        "media_type": "image/jpeg", **UNMIRRORED}]
+        assert finished["outputs"] == [
+            {"url": f"https://pub-test.r2.dev/v1/{request_id}/output.jpeg", "media_type": "image/jpeg", **UNMIRRORED}
+        ]
 
-        edit = await generate(server, {"provider": "pixazo", "prompt": "sharper", "input_image": "https://i.test/a.png"})
+        edit = await generate(
+            server, {"provider": "pixazo", "prompt": "sharper", "input_image": "https://i.test/a.png"}
+        )
         assert edit.status_code == 202, edit.text
         (sent,) = fake.requests_to("/grok-imagine-pro-edit-quality/")
         assert sent.path == "/grok-imagine-pro-edit-quality/v1/grok-imagine-pro-edit-quality-request"
@@ -93,20 +106,35 @@ async def test_pixazo_submit_then_webhook(tmp_path: Path) -> None:
 
 async def test_runware_submit_then_one_webhook_per_image(tmp_path: Path) -> None:
     fake = rw.FakeRunware()
-    async with fake.serve("/v1"), serve_receiver(
-        tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url
-    ) as server:
-        reply = await generate(server, {"provider": "runware", "prompt": "a red fox", "model": "xai:grok-imagine@image",
-                                        "params": {"numberResults": 2, "outputFormat": "PNG"}})
+    async with (
+        fake.serve("/v1"),
+        serve_receiver(tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url) as server,
+    ):
+        reply = await generate(
+            server,
+            {
+                "provider": "runware",
+                "prompt": "a red fox",
+                "model": "xai:grok-imagine@image",
+                "params": {"numberResults": 2, "outputFormat": "PNG"},
+            },
+        )
         assert reply.status_code == 202, reply.text
         (job,) = reply.json()["jobs"]
         (sent,) = fake.requests_to("/v1")
         assert sent.headers["authorization"] == f"Bearer {rw.API_KEY}"
         (task,) = sent.json
         assert is_uuid4(task["taskUUID"]) and task["taskUUID"] == job["provider_job_id"]
-        assert task == {"taskType": "imageInference", "taskUUID": task["taskUUID"], "model": "xai:grok-imagine@image",
-                        "positivePrompt": "a red fox", "numberResults": 2, "outputFormat": "PNG",
-                        "deliveryMethod": "async", "webhookURL": hook_url(server, "runware")}
+        assert task == {
+            "taskType": "imageInference",
+            "taskUUID": task["taskUUID"],
+            "model": "xai:grok-imagine@image",
+            "positivePrompt": "a red fox",
+            "numberResults": 2,
+            "outputFormat": "PNG",
+            "deliveryMethod": "async",
+            "webhookURL": hook_url(server, "runware"),
+        }
 
         async with server.client() as client:
             first = await client.post(task["webhookURL"], json={"data": [rw.image(task["taskUUID"], 1)]})
@@ -117,9 +145,7 @@ async def test_runware_submit_then_one_webhook_per_image(tmp_path: Path) -> None
             assert second.status_code == 200
         finished = await get_job(server, job["id"])
         assert finished["status"] == "succeeded"
-        assert [o["url"] for o in finished["outputs"]] == [
-            rw.image(task["taskUUID"], n)["imageURL"] for n in (1, 2)
-        ]
+        assert [o["url"] for o in finished["outputs"]] == [rw.image(task["taskUUID"], n)["imageURL"] for n in (1, 2)]
 
         again = await generate(server, {"provider": "runware", "prompt": "again"})
         assert again.status_code == 202
@@ -128,19 +154,31 @@ async def test_runware_submit_then_one_webhook_per_image(tmp_path: Path) -> None
 
 async def test_apiframe_submit_idempotent_then_signed_webhook(tmp_path: Path) -> None:
     fake = af.FakeApiframe()
-    async with fake.serve(), serve_receiver(
-        tmp_path, apiframe_api_key=af.API_KEY, apiframe_base_url=fake.base_url
-    ) as server:
-        reply = await generate(server, {"provider": "apiframe", "prompt": "a red fox", "input_image": "https://i.test/a.png",
-                                        "params": {"grokParams": {"aspectRatio": "2:3"}}})
+    async with (
+        fake.serve(),
+        serve_receiver(tmp_path, apiframe_api_key=af.API_KEY, apiframe_base_url=fake.base_url) as server,
+    ):
+        reply = await generate(
+            server,
+            {
+                "provider": "apiframe",
+                "prompt": "a red fox",
+                "input_image": "https://i.test/a.png",
+                "params": {"grokParams": {"aspectRatio": "2:3"}},
+            },
+        )
         assert reply.status_code == 202, reply.text
         (job,) = reply.json()["jobs"]
         (sent,) = fake.requests_to("/v2/images/generate")
         assert sent.headers["x-api-key"] == af.API_KEY
         assert is_uuid4(sent.headers["idempotency-key"])
-        assert sent.json == {"model": "grok-imagine-image", "prompt": "a red fox",
-                             "grokParams": {"aspectRatio": "2:3", "image": "https://i.test/a.png"},
-                             "webhookUrl": hook_url(server, "apiframe"), "webhookEvents": ["completed", "failed"]}
+        assert sent.json == {
+            "model": "grok-imagine-image",
+            "prompt": "a red fox",
+            "grokParams": {"aspectRatio": "2:3", "image": "https://i.test/a.png"},
+            "webhookUrl": hook_url(server, "apiframe"),
+            "webhookEvents": ["completed", "failed"],
+        }
         assert job["provider_job_id"] in fake.jobs
 
         # A caller retrying with its own Idempotency-Key gets the same job without a second submit (the
@@ -150,21 +188,29 @@ async def test_apiframe_submit_idempotent_then_signed_webhook(tmp_path: Path) ->
         retry = await generate(server, body, **{"Idempotency-Key": "pipeline-run-42"})
         assert first.status_code == retry.status_code == 202
         assert first.json()["jobs"][0]["id"] == retry.json()["jobs"][0]["id"]
-        assert [r.headers["idempotency-key"] for r in fake.requests_to("/v2/images/generate")[1:]] == ["pipeline-run-42"]
+        assert [r.headers["idempotency-key"] for r in fake.requests_to("/v2/images/generate")[1:]] == [
+            "pipeline-run-42"
+        ]
         assert len(fake.jobs) == 2
 
         raw, headers = af.signed(af.completed(job["provider_job_id"]))
         async with server.client() as client:
-            forged = await client.post(sent.json["webhookUrl"], content=raw,
-                                       headers={**headers, "X-Webhook-Signature": "sha256=" + "0" * 64})
+            forged = await client.post(
+                sent.json["webhookUrl"], content=raw, headers={**headers, "X-Webhook-Signature": "sha256=" + "0" * 64}
+            )
             assert forged.status_code == 401
             assert (await get_job(server, job["id"]))["status"] == "pending"
             done = await client.post(sent.json["webhookUrl"], content=raw, headers=headers)
         assert done.status_code == 200, done.text
         finished = await get_job(server, job["id"])
         assert finished["status"] == "succeeded"
-        assert finished["outputs"] == [{"url": f"https://cdn.apiframe.ai/results/{job['provider_job_id']}.png",
-                                        "media_type": "image/png", **UNMIRRORED}]
+        assert finished["outputs"] == [
+            {
+                "url": f"https://cdn.apiframe.ai/results/{job['provider_job_id']}.png",
+                "media_type": "image/png",
+                **UNMIRRORED,
+            }
+        ]
 
 
 async def test_oxen_submit_one_job_per_generation_then_stream(tmp_path: Path) -> None:
@@ -174,14 +220,24 @@ async def test_oxen_submit_one_job_per_generation_then_stream(tmp_path: Path) ->
         fake.base_url = oxen_server.base_url
         async with serve_receiver(tmp_path, oxen_api_key=OXEN_KEY, oxen_base_url=fake.base_url) as server:
             await fake.wait_connections(1)
-            reply = await generate(server, {"provider": "oxen", "prompt": "a red fox",
-                                            "params": {"output_format": "png"}, "metadata": {"batch": "b1"}})
+            reply = await generate(
+                server,
+                {
+                    "provider": "oxen",
+                    "prompt": "a red fox",
+                    "params": {"output_format": "png"},
+                    "metadata": {"batch": "b1"},
+                },
+            )
             assert reply.status_code == 202, reply.text
             jobs = reply.json()["jobs"]
             (sent,) = fake.requests_to("/api/ai/queue", "POST")
             assert sent.headers["authorization"] == f"Bearer {OXEN_KEY}"
-            assert json.loads(sent.body) == {"model": "xai-grok-imagine-image", "prompt": "a red fox",
-                                             "output_format": "png"}
+            assert json.loads(sent.body) == {
+                "model": "xai-grok-imagine-image",
+                "prompt": "a red fox",
+                "output_format": "png",
+            }
             assert sorted(j["provider_job_id"] for j in jobs) == sorted(fake.generations)
             assert all(j["metadata"] == {"batch": "b1"} and j["status"] == "pending" for j in jobs)
 
@@ -195,15 +251,19 @@ async def test_oxen_submit_one_job_per_generation_then_stream(tmp_path: Path) ->
 async def test_lumenfall_answers_at_once_then_completes_in_background(tmp_path: Path) -> None:
     fake = lf.FakeLumenfall()
     fake.delay_s = 10  # until released: the API must answer before Lumenfall does
-    async with fake.serve("/openai/v1"), serve_receiver(
-        tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url
-    ) as server:
-        reply = await generate(server, {"provider": "lumenfall", "prompt": "a red fox", "params": {"n": 2},
-                                        "metadata": {"k": "v"}})
+    async with (
+        fake.serve("/openai/v1"),
+        serve_receiver(tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url) as server,
+    ):
+        reply = await generate(
+            server, {"provider": "lumenfall", "prompt": "a red fox", "params": {"n": 2}, "metadata": {"k": "v"}}
+        )
         assert reply.status_code == 202, reply.text
         (job,) = reply.json()["jobs"]
         assert job["status"] == "pending" and job["metadata"] == {"k": "v"}
-        assert job["provider_job_id"].startswith("receiver-") and is_uuid4(job["provider_job_id"].removeprefix("receiver-"))
+        assert job["provider_job_id"].startswith("receiver-") and is_uuid4(
+            job["provider_job_id"].removeprefix("receiver-")
+        )
         await fake.wait_requests("/openai/v1/images/generations", 1, "POST")
         (sent,) = fake.requests
         assert sent.headers["authorization"] == f"Bearer {lf.API_KEY}"
@@ -214,7 +274,9 @@ async def test_lumenfall_answers_at_once_then_completes_in_background(tmp_path: 
         finished = await wait_job(server, job["id"])
         assert finished["status"] == "succeeded"
         assert [o["url"] for o in finished["outputs"]] == [
-            "https://media.lumenfall.ai/generations/1-0.png", "https://media.lumenfall.ai/generations/1-1.png"]
+            "https://media.lumenfall.ai/generations/1-0.png",
+            "https://media.lumenfall.ai/generations/1-1.png",
+        ]
         async with server.api() as api:
             (receipt,) = (await api.get("/v1/receipts", params={"provider": "lumenfall"})).json()["receipts"]
         assert receipt["source"] == "response" and receipt["outcome"] == "applied"
@@ -224,13 +286,23 @@ async def test_lumenfall_answers_at_once_then_completes_in_background(tmp_path: 
 
 async def test_lumenfall_failures_fail_the_job_with_the_providers_message(tmp_path: Path) -> None:
     fake = lf.FakeLumenfall()
-    async with fake.serve("/openai/v1"), serve_receiver(
-        tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url, lumenfall_timeout_s=0.3
-    ) as server:
+    async with (
+        fake.serve("/openai/v1"),
+        serve_receiver(
+            tmp_path, lumenfall_api_key=lf.API_KEY, lumenfall_base_url=fake.base_url, lumenfall_timeout_s=0.3
+        ) as server,
+    ):
         cases: list[tuple[str, Any, str]] = [
-            ("refusal", (400, {"error": {"message": "Prompt rejected by content policy",
-                                         "type": "invalid_request_error"}}), "Prompt rejected by content policy"),
-            ("answer", (200, b'{"created": 1, "data": []}'), "unusable answer from Lumenfall: 'data' must be a non-empty list"),
+            (
+                "refusal",
+                (400, {"error": {"message": "Prompt rejected by content policy", "type": "invalid_request_error"}}),
+                "Prompt rejected by content policy",
+            ),
+            (
+                "answer",
+                (200, b'{"created": 1, "data": []}'),
+                "unusable answer from Lumenfall: 'data' must be a non-empty list",
+            ),
             ("timeout", None, "lumenfall did not answer within 0.3 s"),
         ]
         for name, script, message in cases:
@@ -280,30 +352,58 @@ class RefusingOxen(FakeProvider):
 
 # Per provider: its fake (and where it serves), and scripted refusals with the message the 502 must carry.
 REFUSALS: dict[str, tuple[Callable[[], FakeProvider], str, list[tuple[int, Any, str]]]] = {
-    "pixazo": (px.FakePixazo, "", [
-        (*px.INSUFFICIENT, "Your wallet does not have enough balance."),
-        (429, {"error": "Too Many Requests", "message": "Rate limit exceeded. Retry in 10 s."},
-         "Rate limit exceeded. Retry in 10 s."),
-        (500, {"error": "Internal Server Error"}, "Internal Server Error"),
-    ]),
-    "runware": (rw.FakeRunware, "/v1", [
-        (402, rw.error(str(uuid.uuid4()), "Insufficient credits to perform this task."),
-         "Insufficient credits to perform this task."),
-        (429, {"errors": [{"code": "rateLimitExceeded", "message": "Too many requests."}]}, "Too many requests."),
-        (500, {"errors": [{"code": "internalError"}]}, "internalError"),
-    ]),
-    "apiframe": (af.FakeApiframe, "", [
-        (402, {"error": "Payment Required", "message": "Not enough credits"}, "Not enough credits"),
-        (429, {"error": "Too Many Requests"}, "Too Many Requests"),
-        (500, {"error": "Internal Server Error", "message": "Something went wrong"}, "Something went wrong"),
-    ]),
-    "oxen": (RefusingOxen, "", [
-        (402, {"error": {"type": "insufficient_funds", "message": "Insufficient credits"}, "status": "error"},
-         "Insufficient credits"),
-        (429, {"status": "error", "status_message": "rate limited", "error": {"type": "rate_limited"}},
-         "rate_limited"),
-        (500, "upstream exploded", "upstream exploded"),
-    ]),
+    "pixazo": (
+        px.FakePixazo,
+        "",
+        [
+            (*px.INSUFFICIENT, "Your wallet does not have enough balance."),
+            (
+                429,
+                {"error": "Too Many Requests", "message": "Rate limit exceeded. Retry in 10 s."},
+                "Rate limit exceeded. Retry in 10 s.",
+            ),
+            (500, {"error": "Internal Server Error"}, "Internal Server Error"),
+        ],
+    ),
+    "runware": (
+        rw.FakeRunware,
+        "/v1",
+        [
+            (
+                402,
+                rw.error(str(uuid.uuid4()), "Insufficient credits to perform this task."),
+                "Insufficient credits to perform this task.",
+            ),
+            (429, {"errors": [{"code": "rateLimitExceeded", "message": "Too many requests."}]}, "Too many requests."),
+            (500, {"errors": [{"code": "internalError"}]}, "internalError"),
+        ],
+    ),
+    "apiframe": (
+        af.FakeApiframe,
+        "",
+        [
+            (402, {"error": "Payment Required", "message": "Not enough credits"}, "Not enough credits"),
+            (429, {"error": "Too Many Requests"}, "Too Many Requests"),
+            (500, {"error": "Internal Server Error", "message": "Something went wrong"}, "Something went wrong"),
+        ],
+    ),
+    "oxen": (
+        RefusingOxen,
+        "",
+        [
+            (
+                402,
+                {"error": {"type": "insufficient_funds", "message": "Insufficient credits"}, "status": "error"},
+                "Insufficient credits",
+            ),
+            (
+                429,
+                {"status": "error", "status_message": "rate limited", "error": {"type": "rate_limited"}},
+                "rate_limited",
+            ),
+            (500, "upstream exploded", "upstream exploded"),
+        ],
+    ),
 }
 
 
@@ -312,9 +412,17 @@ async def test_refusals_and_timeouts_are_502s_leaving_no_job(tmp_path: Path, pro
     """Each scripted refusal → 502 with the provider's status and message; then a timeout; nothing pending left."""
     make_fake, path, cases = REFUSALS[provider]
     fake = make_fake()
-    async with fake.serve(path), serve_receiver(tmp_path, provider_timeout_s=0.3, **{
-        f"{provider}_api_key": fake.api_key, f"{provider}_base_url": fake.base_url,
-    }) as server:
+    async with (
+        fake.serve(path),
+        serve_receiver(
+            tmp_path,
+            provider_timeout_s=0.3,
+            **{
+                f"{provider}_api_key": fake.api_key,
+                f"{provider}_base_url": fake.base_url,
+            },
+        ) as server,
+    ):
         for status, body, message in cases:
             fake.refusal = (status, body)
             reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
@@ -323,8 +431,11 @@ async def test_refusals_and_timeouts_are_502s_leaving_no_job(tmp_path: Path, pro
         fake.refusal, fake.delay_s = None, 60  # held until the fake stops: only the deadline ends the submit
         reply = await generate(server, {"provider": provider, "prompt": "a red fox"})
         assert reply.status_code == 502
-        assert reply.json() == {"error": "provider_refused", "provider_status": None,
-                                "message": f"{provider} did not answer within 0.3 s"}
+        assert reply.json() == {
+            "error": "provider_refused",
+            "provider_status": None,
+            "message": f"{provider} did not answer within 0.3 s",
+        }
         assert await jobs_of(server, provider) == []
         async with server.client() as client:
             metrics = (await client.get("/metrics")).text
@@ -333,15 +444,24 @@ async def test_refusals_and_timeouts_are_502s_leaving_no_job(tmp_path: Path, pro
 
 async def test_unusable_answer_and_unreachable_provider_are_refusals(tmp_path: Path) -> None:
     fake = px.FakePixazo()
-    async with fake.serve(), serve_receiver(
-        tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url,
-        apiframe_api_key=af.API_KEY, apiframe_base_url=f"http://127.0.0.1:{free_port()}",
-    ) as server:
+    async with (
+        fake.serve(),
+        serve_receiver(
+            tmp_path,
+            pixazo_api_key=px.API_KEY,
+            pixazo_base_url=fake.base_url,
+            apiframe_api_key=af.API_KEY,
+            apiframe_base_url=f"http://127.0.0.1:{free_port()}",
+        ) as server,
+    ):
         fake.refusal = (202, {"status": "QUEUED"})  # accepted, but no request_id to follow
         reply = await generate(server, {"provider": "pixazo", "prompt": "x"})
         assert reply.status_code == 502
-        assert reply.json() == {"error": "provider_refused", "provider_status": 202,
-                                "message": "unexpected answer from pixazo: 'request_id' must be a non-empty string"}
+        assert reply.json() == {
+            "error": "provider_refused",
+            "provider_status": 202,
+            "message": "unexpected answer from pixazo: 'request_id' must be a non-empty string",
+        }
         reply = await generate(server, {"provider": "apiframe", "prompt": "x"})
         assert reply.status_code == 502 and reply.json()["provider_status"] is None
         assert reply.json()["message"].startswith("cannot reach apiframe: ConnectError")
@@ -363,25 +483,44 @@ async def test_missing_api_key_names_the_setting(tmp_path: Path, provider: str) 
             assert (await api.get("/v1/jobs")).json()["jobs"] == []
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    pytest.param({"prompt": "x"}, "provider", id="no-provider"),
-    pytest.param({"provider": "midjourney", "prompt": "x"}, "provider", id="unknown-provider"),
-    pytest.param({"provider": "runware"}, "prompt", id="no-prompt"),
-    pytest.param({"provider": "runware", "prompt": "   "}, "prompt", id="blank-prompt"),
-    pytest.param({"provider": "runware", "prompt": "x", "input_image": "file:///etc/passwd"}, "input_image",
-                 id="input-image-a-file"),
-    pytest.param({"provider": "runware", "prompt": "x", "params": [1]}, "params", id="params-not-an-object"),
-    pytest.param({"provider": "runware", "prompt": "x", "callback_url": "ftp://x"}, "callback_url",
-                 id="callback-url-not-http"),
-    pytest.param({"provider": "runware", "prompt": "x", "colour": "red"}, "colour", id="unknown-field"),
-    pytest.param({"provider": "runware", "prompt": "x", "params": {"numberResults": 99}}, "params.numberResults",
-                 id="too-many-results"),
-    pytest.param({"provider": "lumenfall", "prompt": "x", "input_image": "https://i.test/a.png"}, "input_image",
-                 id="lumenfall-edit"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"prompt": "x"}, "provider", id="no-provider"),
+        pytest.param({"provider": "midjourney", "prompt": "x"}, "provider", id="unknown-provider"),
+        pytest.param({"provider": "runware"}, "prompt", id="no-prompt"),
+        pytest.param({"provider": "runware", "prompt": "   "}, "prompt", id="blank-prompt"),
+        pytest.param(
+            {"provider": "runware", "prompt": "x", "input_image": "file:///etc/passwd"},
+            "input_image",
+            id="input-image-a-file",
+        ),
+        pytest.param({"provider": "runware", "prompt": "x", "params": [1]}, "params", id="params-not-an-object"),
+        pytest.param(
+            {"provider": "runware", "prompt": "x", "callback_url": "ftp://x"},
+            "callback_url",
+            id="callback-url-not-http",
+        ),
+        pytest.param({"provider": "runware", "prompt": "x", "colour": "red"}, "colour", id="unknown-field"),
+        pytest.param(
+            {"provider": "runware", "prompt": "x", "params": {"numberResults": 99}},
+            "params.numberResults",
+            id="too-many-results",
+        ),
+        pytest.param(
+            {"provider": "lumenfall", "prompt": "x", "input_image": "https://i.test/a.png"},
+            "input_image",
+            id="lumenfall-edit",
+        ),
+    ],
+)
 async def test_bad_requests_are_422_naming_the_field(tmp_path: Path, body: dict[str, Any], field: str) -> None:
-    async with serve_receiver(tmp_path, lumenfall_api_key=lf.API_KEY, runware_api_key=rw.API_KEY,
-                              lumenfall_base_url=f"http://127.0.0.1:{free_port()}") as server:
+    async with serve_receiver(
+        tmp_path,
+        lumenfall_api_key=lf.API_KEY,
+        runware_api_key=rw.API_KEY,
+        lumenfall_base_url=f"http://127.0.0.1:{free_port()}",
+    ) as server:
         reply = await generate(server, body)
         assert reply.status_code == 422, reply.text
         assert field in [f["field"] for f in reply.json()["fields"]], reply.json()
@@ -391,8 +530,12 @@ async def test_bad_requests_are_422_naming_the_field(tmp_path: Path, body: dict[
 async def test_unauthenticated_or_unreadable_requests_are_refused(tmp_path: Path) -> None:
     async with serve_receiver(tmp_path, runware_api_key=rw.API_KEY) as server:
         async with server.client() as client:
-            assert (await client.post("/v1/generations", json={"provider": "runware", "prompt": "x"})).status_code == 401
-            not_json = await client.post("/v1/generations", content=b"{", headers={"Authorization": "Bearer test-api-token"})
+            assert (
+                await client.post("/v1/generations", json={"provider": "runware", "prompt": "x"})
+            ).status_code == 401
+            not_json = await client.post(
+                "/v1/generations", content=b"{", headers={"Authorization": "Bearer test-api-token"}
+            )
             assert not_json.status_code == 422
         assert await jobs_of(server, "runware") == []
 
@@ -446,8 +589,13 @@ async def test_a_submit_cut_by_shutdown_is_never_submitted_twice(tmp_path: Path,
     fake = px.FakePixazo()
     fake.delay_s = 60  # past the server's shutdown grace
     async with fake.serve():
-        env = process_env(tmp_path, RECEIVER_PIXAZO_API_KEY=px.API_KEY, RECEIVER_PIXAZO_BASE_URL=fake.base_url,
-                          RECEIVER_PUBLIC_URL="https://receiver.example", RECEIVER_DATABASE_URL=store_url)
+        env = process_env(
+            tmp_path,
+            RECEIVER_PIXAZO_API_KEY=px.API_KEY,
+            RECEIVER_PIXAZO_BASE_URL=fake.base_url,
+            RECEIVER_PUBLIC_URL="https://receiver.example",
+            RECEIVER_DATABASE_URL=store_url,
+        )
         proc = ReceiverProcess(env).start()
         headers = {"Authorization": f"Bearer {API_TOKEN}"}
         keyed = {"Idempotency-Key": "nightly-cut-1"}

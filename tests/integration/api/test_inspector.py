@@ -11,9 +11,10 @@ import asyncio
 import json
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,11 +25,19 @@ from tests.fakes.callback import HANG, Reply, callback_server
 from tests.fakes.images import fake_cdn
 from tests.fakes.origin import media_origin
 from tests.integration.media.support import mirroring_receiver
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, make_settings, serve_app, eventually
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, eventually, make_settings, serve_app
 
 CHROMIUM = os.environ.get("RECEIVER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SOON_MS = 10_000  # generous: the page polls every second, a busy machine may be slow
 
 
@@ -37,13 +46,20 @@ def hook(provider: str) -> str:
 
 
 def pixazo_done(request_id: str, *urls: str) -> dict[str, Any]:
-    return {"request_id": request_id, "status": "COMPLETED", "model_id": "grok-imagine-image",
-            # By default a loopback URL nothing listens on: a page showing it never leaves the machine.
-            "output": {"media_url": list(urls) or [f"http://127.0.0.1:9/{request_id}/output.jpeg"],
-                       "media_type": "image/png" if urls else "image/jpeg"}}
+    return {
+        "request_id": request_id,
+        "status": "COMPLETED",
+        "model_id": "grok-imagine-image",
+        # By default a loopback URL nothing listens on: a page showing it never leaves the machine.
+        "output": {
+            "media_url": list(urls) or [f"http://127.0.0.1:9/{request_id}/output.jpeg"],
+            "media_type": "image/png" if urls else "image/jpeg",
+        },
+    }
 
 
 # ---- the browser ----------------------------------------------------------------------------
+
 
 @dataclass
 class Browser:
@@ -109,8 +125,14 @@ async def browser() -> AsyncIterator[Browser]:
             found = Browser(page)
             page.on("request", lambda request: found.requests.append(request))
             page.on("pageerror", lambda exc: found.errors.append(str(exc)))
-            page.on("console", lambda msg: found.errors.append(msg.text)
-                    if msg.type == "error" and "Content Security Policy" in msg.text else None)
+            page.on(
+                "console",
+                lambda msg: (
+                    found.errors.append(msg.text)
+                    if msg.type == "error" and "Content Security Policy" in msg.text
+                    else None
+                ),
+            )
             yield found
         finally:
             await chromium.close()
@@ -123,6 +145,7 @@ def expect(locator: Any) -> Any:
 
 
 # ---- without a browser ----------------------------------------------------------------------
+
 
 async def test_ui_is_served_with_a_strict_content_security_policy(server: RunningServer) -> None:
     async with server.client() as client:
@@ -149,8 +172,9 @@ async def test_stats_needs_the_token_and_shows_jobs_and_backlog(tmp_path: Path) 
                 empty = (await api.get("/v1/stats")).json()
                 assert empty["store"] == f"SQLite file {tmp_path / 'receiver.db'}"
                 assert empty["jobs"] == {} and empty["delivery_backlog"] == {"count": 0, "oldest_age_s": None}
-                await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-s",
-                                                 "callback_url": callback.url()})
+                await api.post(
+                    "/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-s", "callback_url": callback.url()}
+                )
                 await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-t"})
                 await client.post(hook("pixazo"), json=pixazo_done("px-s"))
                 await eventually(lambda: len(callback.requests) == 1)  # held open: the message stays pending
@@ -161,6 +185,7 @@ async def test_stats_needs_the_token_and_shows_jobs_and_backlog(tmp_path: Path) 
 
 
 # ---- in the browser -------------------------------------------------------------------------
+
 
 async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
     server: RunningServer, browser: Browser
@@ -207,9 +232,7 @@ async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_in_the_tab(
     await browser.assert_clean()
 
 
-async def test_new_messages_show_without_reload_and_filters_narrow(
-    server: RunningServer, browser: Browser
-) -> None:
+async def test_new_messages_show_without_reload_and_filters_narrow(server: RunningServer, browser: Browser) -> None:
     page = browser.page
     jobs = page.locator("#job-list tbody tr")
     receipts = page.locator("#receipt-list details")
@@ -217,15 +240,35 @@ async def test_new_messages_show_without_reload_and_filters_narrow(
     await expect(page.locator("#jobs-note")).to_have_text("No jobs yet.")
 
     async with server.client() as client, server.api() as api:
-        pending = (await api.post("/v1/jobs", json={"provider": "apiframe", "provider_job_id": "af-wait",
-                                                    "metadata": {"prompt": "a lighthouse at dusk"}})).json()
+        pending = (
+            await api.post(
+                "/v1/jobs",
+                json={
+                    "provider": "apiframe",
+                    "provider_job_id": "af-wait",
+                    "metadata": {"prompt": "a lighthouse at dusk"},
+                },
+            )
+        ).json()
         first = (await client.post(hook("pixazo"), json=pixazo_done("px-one"))).json()
         await client.post(hook("pixazo"), json=pixazo_done("px-two"))
-        await client.post(hook("apiframe"), json={"event": "progress", "jobId": "af-wait",
-                                                  "status": "PROCESSING", "progress": 45})
-        await client.post(hook("runware"), json={"data": [{
-            "taskType": "imageInference", "taskUUID": "7d1c5a0e-2f7b-4a8e-9c1d-3b6f0e2a9c44",
-            "imageUUID": "img-1", "imageURL": "https://im.runware.ai/image/img-1.jpg", "cost": 0.0013}]})
+        await client.post(
+            hook("apiframe"), json={"event": "progress", "jobId": "af-wait", "status": "PROCESSING", "progress": 45}
+        )
+        await client.post(
+            hook("runware"),
+            json={
+                "data": [
+                    {
+                        "taskType": "imageInference",
+                        "taskUUID": "7d1c5a0e-2f7b-4a8e-9c1d-3b6f0e2a9c44",
+                        "imageUUID": "img-1",
+                        "imageURL": "https://im.runware.ai/image/img-1.jpg",
+                        "cost": 0.0013,
+                    }
+                ]
+            },
+        )
         await client.post(hook("pixazo"), content=b'{"request_id": "px-bad", "status": 5}')
     await expect(jobs).to_have_count(4)
     await expect(receipts).to_have_count(5)
@@ -267,9 +310,17 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
     async with callback_server() as callback, fake_cdn() as cdn, mirroring_receiver(tmp_path, callback) as server:
         await browser.sign_in(server.base_url)
         async with server.client() as client, server.api() as api:
-            job = (await api.post("/v1/jobs", json={
-                "provider": "pixazo", "provider_job_id": "px-fox", "callback_url": callback.url("/hook"),
-                "metadata": {"prompt": "a red fox in fresh snow", "run": 7}})).json()
+            job = (
+                await api.post(
+                    "/v1/jobs",
+                    json={
+                        "provider": "pixazo",
+                        "provider_job_id": "px-fox",
+                        "callback_url": callback.url("/hook"),
+                        "metadata": {"prompt": "a red fox in fresh snow", "run": 7},
+                    },
+                )
+            ).json()
             await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))
             await client.post(hook("pixazo"), json=pixazo_done("px-fox", cdn.url("px-fox/output")))  # a repeat
         await eventually(lambda: len(callback.requests) == 1)
@@ -280,8 +331,10 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         await expect(page.get_by_role("heading", name=f"Job {job['id']}")).to_be_visible()
         await expect(page.locator("#job-fields")).to_contain_text("succeeded")
         await expect(page.locator("#job-metadata")).to_contain_text('"prompt": "a red fox in fresh snow"')
-        await page.wait_for_function("() => { const i = document.querySelector('#job-outputs img');"
-                                     " return i && i.complete && i.naturalWidth > 0; }")
+        await page.wait_for_function(
+            "() => { const i = document.querySelector('#job-outputs img');"
+            " return i && i.complete && i.naturalWidth > 0; }"
+        )
         # The mirrored copy is shown, from the receiver itself; the origin was fetched once, by the mirror.
         assert (await page.locator("#job-outputs img").get_attribute("src")).startswith(f"{server.base_url}/media/")
         assert cdn.fetched == ["/px-fox/output.png"]
@@ -291,7 +344,8 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
         await attempts.first.locator("summary").click()  # what was sent and what came back
         sent = callback.requests[0]
         await expect(attempts.first.get_by_label("Sent headers")).to_contain_text(
-            f"webhook-signature: {sent.headers['webhook-signature']}")
+            f"webhook-signature: {sent.headers['webhook-signature']}"
+        )
         await expect(attempts.first.get_by_label("Sent body")).to_contain_text(f'"id": "{job["id"]}"')
         await expect(attempts.first.get_by_label("Came back: HTTP 200 body")).to_have_text("ok")
 
@@ -311,8 +365,13 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
 
         # The command replays the receipt: against this receiver it is a duplicate.
         replay = await asyncio.to_thread(
-            subprocess.run, ["bash", "-c", curl], capture_output=True, text=True, timeout=30,
-            env={**os.environ, "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN})
+            subprocess.run,
+            ["bash", "-c", curl],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "RECEIVER_WEBHOOK_TOKEN": WEBHOOK_TOKEN},
+        )
         assert json.loads(replay.stdout)["outcome"] == "duplicate", replay.stdout + replay.stderr
 
         await page.get_by_role("button", name="Redeliver").click()
@@ -327,12 +386,15 @@ async def test_job_view_shows_body_attempts_image_and_redelivers(tmp_path: Path,
 
 # ---- v0.3: paging, refusals, attempts in full, compare ------------------------------------------
 
+
 async def test_lists_page_on_say_how_many_match_and_search_by_prefix(server: RunningServer, browser: Browser) -> None:
     page = browser.page
     jobs = page.locator("#job-list tbody tr")
     async with server.client() as client, server.api() as api:
-        ids = [(await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": f"px-{i:03d}"})).json()["id"]
-               for i in range(120)]
+        ids = [
+            (await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": f"px-{i:03d}"})).json()["id"]
+            for i in range(120)
+        ]
         for i in range(55):
             await client.post(hook("pixazo"), json={"request_id": f"px-{i:03d}", "status": "PROCESSING"})
     await browser.sign_in(server.base_url)
@@ -378,8 +440,11 @@ async def test_lists_page_on_say_how_many_match_and_search_by_prefix(server: Run
 async def test_refused_requests_show_what_arrived_without_credentials(server: RunningServer, browser: Browser) -> None:
     page = browser.page
     async with server.client() as client:
-        await client.post("/webhooks/pixazo?token=guessed-token-1", json={"request_id": "px-r"},
-                          headers={"Authorization": "Bearer leaked-bearer", "X-Trace": "trace-7"})
+        await client.post(
+            "/webhooks/pixazo?token=guessed-token-1",
+            json={"request_id": "px-r"},
+            headers={"Authorization": "Bearer leaked-bearer", "X-Trace": "trace-7"},
+        )
         await client.post(f"/webhooks/imagine?token={WEBHOOK_TOKEN}", content=b"{}")
         invalid = (await client.post(hook("pixazo"), content=b'{"request_id": 12')).json()
     await browser.sign_in(server.base_url)
@@ -413,8 +478,9 @@ async def test_compare_two_receipts_side_by_side(server: RunningServer, browser:
     page = browser.page
     async with server.client() as client:
         first = (await client.post(hook("pixazo"), json=pixazo_done("px-left"))).json()
-        second = (await client.post(hook("pixazo"), json=pixazo_done("px-right"),
-                                    headers={"User-Agent": "provider-agent/2"})).json()
+        second = (
+            await client.post(hook("pixazo"), json=pixazo_done("px-right"), headers={"User-Agent": "provider-agent/2"})
+        ).json()
     await browser.sign_in(server.base_url)
     await expect(page.locator("#receipt-list details")).to_have_count(2)
     await page.get_by_role("checkbox", name=f"Compare receipt {first['receipt_id']}", exact=True).check()
@@ -422,7 +488,8 @@ async def test_compare_two_receipts_side_by_side(server: RunningServer, browser:
     await page.get_by_role("checkbox", name=f"Compare receipt {second['receipt_id']}", exact=True).check()
     compare = page.locator("#compare")
     await expect(compare.get_by_role("heading", level=2)).to_have_text(
-        f"Compare receipt {first['receipt_id']} with receipt {second['receipt_id']}")
+        f"Compare receipt {first['receipt_id']} with receipt {second['receipt_id']}"
+    )
     body = compare.get_by_role("table", name="Body compared")
     await expect(body.locator("tr.changed")).to_have_count(2)  # the request_id line and the URL line
     await expect(body.locator("tr.changed td.del").first).to_contain_text('"request_id": "px-left"')
@@ -435,7 +502,10 @@ async def test_compare_two_receipts_side_by_side(server: RunningServer, browser:
     assert await page.locator("#receipt-list details[open]").count() == 0
     await compare.get_by_role("button", name="Close").click()
     await expect(compare).to_be_hidden()
-    assert await page.get_by_role("checkbox", name=f"Compare receipt {first['receipt_id']}", exact=True).is_checked() is False
+    assert (
+        await page.get_by_role("checkbox", name=f"Compare receipt {first['receipt_id']}", exact=True).is_checked()
+        is False
+    )
     await browser.assert_clean()
 
 
@@ -445,8 +515,11 @@ async def test_outputs_still_being_mirrored_say_so(tmp_path: Path, browser: Brow
         tuning = MirrorTuning(attempt_timeout_s=120, read_timeout_s=120, poll_s=0.2)  # the hang outlasts the test
         async with mirroring_receiver(tmp_path, callback, mirror_tuning=tuning) as server:
             async with server.client() as client:
-                done = (await client.post(hook("pixazo"), json=pixazo_done(
-                    "px-slow", origin.url("/hang-once"), origin.url("/img/300")))).json()
+                done = (
+                    await client.post(
+                        hook("pixazo"), json=pixazo_done("px-slow", origin.url("/hang-once"), origin.url("/img/300"))
+                    )
+                ).json()
             await asyncio.wait_for(origin.hanging.wait(), 30)
             await browser.sign_in(server.base_url)
             await page.get_by_role("link", name=done["job_ids"][0]).click()
@@ -464,8 +537,16 @@ async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_pat
         # Retries an hour apart: the message waits until `Retry now`.
         async with serve_app(create_app(make_settings(tmp_path, retry_schedule=(3600.0,)))) as server:
             async with server.client() as client, server.api() as api:
-                job = (await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-wait",
-                                                        "callback_url": callback.url("/hook")})).json()
+                job = (
+                    await api.post(
+                        "/v1/jobs",
+                        json={
+                            "provider": "pixazo",
+                            "provider_job_id": "px-wait",
+                            "callback_url": callback.url("/hook"),
+                        },
+                    )
+                ).json()
                 await client.post(hook("pixazo"), json=pixazo_done("px-wait"))
             await eventually(lambda: len(callback.requests) == 1)
             await browser.sign_in(server.base_url)
@@ -475,8 +556,12 @@ async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_pat
             await expect(attempts.first.locator("summary")).to_contain_text("503")
             await expect(page.locator("#waiting")).to_contain_text("Waiting for a retry")
             await attempts.first.locator("summary").click()
-            await expect(attempts.first.get_by_label("Came back: HTTP 503 headers")).to_contain_text("retry-after: 3600")
-            await expect(attempts.first.get_by_label("Came back: HTTP 503 body")).to_contain_text("down for maintenance")
+            await expect(attempts.first.get_by_label("Came back: HTTP 503 headers")).to_contain_text(
+                "retry-after: 3600"
+            )
+            await expect(attempts.first.get_by_label("Came back: HTTP 503 body")).to_contain_text(
+                "down for maintenance"
+            )
             await browser.screenshot("-waiting")
 
             await page.get_by_role("button", name="Retry now").click()
@@ -499,3 +584,41 @@ async def test_a_waiting_message_is_retried_now_and_two_attempts_compare(tmp_pat
             await expect(answer_body.locator("td.add").first).to_have_text("ok")
             await browser.screenshot("-compare")
     await browser.assert_clean()
+
+
+async def test_the_glance_shows_each_sink_its_state_lag_and_error(tmp_path: Path, browser: Browser) -> None:
+    from tests.integration.sinks.brokers import TestBroker, require
+
+    await require("redis")
+    working = TestBroker("redis")
+    await working.setup()
+    # a second sink nobody answers for: failing, with why; its password never reaches the page
+    dead = "amqp://guest:s3cret-pw@127.0.0.1:1/?exchange=nowhere"
+    try:
+        settings = make_settings(tmp_path, sinks=f"{working.url()},{dead}")
+        async with serve_app(create_app(settings)) as server, server.client() as client:
+            for n in range(3):
+                assert (
+                    await client.post(
+                        hook("pixazo"),
+                        json={
+                            "request_id": f"px-sink-{n}",
+                            "status": "COMPLETED",
+                            "output": {"media_url": ["https://cdn.example/a.png"]},
+                        },
+                    )
+                ).status_code == 200
+            page = browser.page
+            await browser.sign_in(server.base_url)
+            ok = page.get_by_label(f"Sink {working.sink_name}")
+            await expect(ok).to_contain_text("ok")
+            await expect(ok).to_contain_text("lag 0")
+            failing = page.get_by_label("Sink amqp:nowhere")
+            await expect(failing).to_contain_text("failing")
+            await expect(failing).to_contain_text("lag 3")
+            await expect(failing.locator(".sink-error")).not_to_be_empty()
+            assert "s3cret-pw" not in await page.content()
+            await browser.screenshot("-sinks")
+            await browser.assert_clean()
+    finally:
+        await working.cleanup()

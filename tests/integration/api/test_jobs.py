@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from receiver.app import create_app
-from tests.fakes import runware as rw
 from receiver.tuning import DeliveryLimits
+from tests.fakes import runware as rw
 from tests.fakes.callback import HANG, callback_server
 from tests.fakes.harness import hook_url, serve_receiver, wait_job
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, make_settings, process_env, serve_app, eventually
+from tests.support import API_TOKEN, ReceiverProcess, RunningServer, eventually, make_settings, process_env, serve_app
 
 DEAD = "http://127.0.0.1:9/results"  # nothing listens there
 
@@ -32,8 +32,10 @@ async def register(api: httpx.AsyncClient, pid: str, **fields: Any) -> dict[str,
 
 async def complete(server: RunningServer, pid: str) -> None:
     async with server.client() as client:
-        reply = await client.post(hook_url(server, "pixazo"), json={
-            "request_id": pid, "status": "COMPLETED", "output": {"media_url": [f"https://cdn.test/{pid}.png"]}})
+        reply = await client.post(
+            hook_url(server, "pixazo"),
+            json={"request_id": pid, "status": "COMPLETED", "output": {"media_url": [f"https://cdn.test/{pid}.png"]}},
+        )
     assert reply.status_code == 200, reply.text
 
 
@@ -46,8 +48,11 @@ def field_named(reply: httpx.Response, name: str) -> None:
 
 
 async def test_patch_changes_where_messages_go_and_what_they_carry(tmp_path: Path) -> None:
-    async with callback_server() as downstream, serve_app(create_app(make_settings(
-            tmp_path, retry_schedule=(2.0,) * 5))) as server, server.api() as api:
+    async with (
+        callback_server() as downstream,
+        serve_app(create_app(make_settings(tmp_path, retry_schedule=(2.0,) * 5))) as server,
+        server.api() as api,
+    ):
         job = await register(api, "p1", callback_url=DEAD, metadata={"v": 1})
         patched = await api.patch(f"/v1/jobs/{job['id']}", json={"metadata": {"v": 2}})
         assert patched.status_code == 200 and patched.json()["metadata"] == {"v": 2}
@@ -71,10 +76,17 @@ async def test_after_a_patch_every_message_not_yet_sent_goes_to_the_new_url(tmp_
     the PATCH is acknowledged: the queued ones go to the new URL only, and the two in flight, answered
     by the old endpoint afterwards, are logged there and then sent to the new URL too."""
     limits = DeliveryLimits(per_host_concurrency=2)
-    async with callback_server(HANG, HANG) as old, callback_server() as new, serve_app(create_app(
-            make_settings(tmp_path, database_url=store_url, retry_schedule=(3600.0,) * 3, callback_timeout_s=60),
-            delivery_limits=limits)) as server, \
-            server.api() as api:
+    async with (
+        callback_server(HANG, HANG) as old,
+        callback_server() as new,
+        serve_app(
+            create_app(
+                make_settings(tmp_path, database_url=store_url, retry_schedule=(3600.0,) * 3, callback_timeout_s=60),
+                delivery_limits=limits,
+            )
+        ) as server,
+        server.api() as api,
+    ):
         jobs = [await register(api, f"race-{i}", callback_url=old.url("/old")) for i in range(40)]
         for i in range(40):
             await complete(server, f"race-{i}")
@@ -93,15 +105,21 @@ async def test_after_a_patch_every_message_not_yet_sent_goes_to_the_new_url(tmp_
 
         await eventually(all_delivered, what="every job delivered")
         logged = [d for job in jobs for d in (await api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["deliveries"]]
-        assert sorted((d["url"], d["status_code"]) for d in logged if d["url"] == old.url("/old")) == \
-            [(old.url("/old"), 503)] * 2  # logged where they went, with what it answered
+        assert (
+            sorted((d["url"], d["status_code"]) for d in logged if d["url"] == old.url("/old"))
+            == [(old.url("/old"), 503)] * 2
+        )  # logged where they went, with what it answered
         assert [d for d in logged if d["url"] == new.url("/new")] and all(
-            d["status_code"] == 200 for d in logged if d["url"] == new.url("/new"))
+            d["status_code"] == 200 for d in logged if d["url"] == new.url("/new")
+        )
 
 
 async def test_redeliver_retries_the_waiting_message_and_a_patch_sends_it_now(tmp_path: Path) -> None:
-    async with callback_server() as downstream, serve_app(create_app(make_settings(
-            tmp_path, retry_schedule=(3600.0,) * 5))) as server, server.api() as api:
+    async with (
+        callback_server() as downstream,
+        serve_app(create_app(make_settings(tmp_path, retry_schedule=(3600.0,) * 5))) as server,
+        server.api() as api,
+    ):
         job = await register(api, "w1", callback_url=DEAD)
         await complete(server, "w1")
         await eventually(lambda: _attempts(api, job["id"]), timeout=10, what="a first attempt")
@@ -122,7 +140,9 @@ async def test_redeliver_retries_the_waiting_message_and_a_patch_sends_it_now(tm
         await eventually(second_attempt, timeout=10, what="the waiting message's second attempt, made now")
         moved = await api.patch(f"/v1/jobs/{job['id']}", json={"callback_url": downstream.url("/new")})
         assert moved.status_code == 200
-        await eventually(lambda: downstream.requests, timeout=10, what="the waiting message sent at once to the new URL")
+        await eventually(
+            lambda: downstream.requests, timeout=10, what="the waiting message sent at once to the new URL"
+        )
         assert [r.webhook_id for r in downstream.requests] == [attempt["message_id"]]  # one message throughout
         done = await eventually(lambda: _delivered(api, job["id"]), timeout=10, what="delivered")
         assert [d["url"] for d in done] == [DEAD, DEAD, downstream.url("/new")]
@@ -144,8 +164,11 @@ async def _attempts(api: httpx.AsyncClient, job_id: str) -> bool:
 
 
 async def test_cancel_calls_back_and_a_late_result_changes_nothing(tmp_path: Path) -> None:
-    async with callback_server() as downstream, serve_app(create_app(make_settings(tmp_path))) as server, \
-            server.api() as api:
+    async with (
+        callback_server() as downstream,
+        serve_app(create_app(make_settings(tmp_path))) as server,
+        server.api() as api,
+    ):
         job = await register(api, "c1", callback_url=downstream.url())
         cancelled = await api.post(f"/v1/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
@@ -178,8 +201,11 @@ async def _replay(server: RunningServer) -> list[str]:
 
 
 async def test_pending_job_fails_after_the_timeout_and_is_called_back(tmp_path: Path) -> None:
-    async with callback_server() as downstream, serve_app(create_app(make_settings(
-            tmp_path, job_timeout_s=0.5))) as server, server.api() as api:
+    async with (
+        callback_server() as downstream,
+        serve_app(create_app(make_settings(tmp_path, job_timeout_s=0.5))) as server,
+        server.api() as api,
+    ):
         job = await register(api, "t1", callback_url=downstream.url())
         ended = await wait_job(server, job["id"], timeout=10)
         assert ended["status"] == "failed" and "RECEIVER_JOB_TIMEOUT_S" in ended["error"]
@@ -191,8 +217,11 @@ async def test_pending_job_fails_after_the_timeout_and_is_called_back(tmp_path: 
 
 
 async def test_redeliver_to_another_url_and_redeliveries_by_time(tmp_path: Path) -> None:
-    async with callback_server() as downstream, serve_app(create_app(make_settings(tmp_path))) as server, \
-            server.api() as api:
+    async with (
+        callback_server() as downstream,
+        serve_app(create_app(make_settings(tmp_path))) as server,
+        server.api() as api,
+    ):
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 2))
         jobs = [await register(api, f"r{i}", callback_url=downstream.url("/own")) for i in range(3)]
         await register(api, "r-pending", callback_url=downstream.url("/own"))
@@ -223,12 +252,16 @@ async def test_redeliver_to_another_url_and_redeliveries_by_time(tmp_path: Path)
 
 async def test_idempotency_key_answers_the_same_jobs_without_submitting_again(tmp_path: Path) -> None:
     fake = rw.FakeRunware()
-    async with fake.serve("/v1"), serve_receiver(tmp_path, runware_api_key=rw.API_KEY,
-                                                 runware_base_url=fake.base_url) as server, server.api() as api:
+    async with (
+        fake.serve("/v1"),
+        serve_receiver(tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url) as server,
+        server.api() as api,
+    ):
         body = {"provider": "runware", "prompt": "a red fox"}
         fake.delay_s = 0.5  # both requests arrive while the first submit is under way
-        first, second = await asyncio.gather(*(
-            api.post("/v1/generations", json=body, headers={"Idempotency-Key": "run-1"}) for _ in range(2)))
+        first, second = await asyncio.gather(
+            *(api.post("/v1/generations", json=body, headers={"Idempotency-Key": "run-1"}) for _ in range(2))
+        )
         assert first.status_code == second.status_code == 202, (first.text, second.text)
         assert first.json()["jobs"][0]["id"] == second.json()["jobs"][0]["id"]
         assert len(fake.tasks_submitted()) == 1
@@ -237,10 +270,13 @@ async def test_idempotency_key_answers_the_same_jobs_without_submitting_again(tm
         assert third.json()["jobs"][0]["id"] == first.json()["jobs"][0]["id"] and len(fake.tasks_submitted()) == 1
         other = await api.post("/v1/generations", json=body, headers={"Idempotency-Key": "run-2"})
         assert other.status_code == 202 and len(fake.tasks_submitted()) == 2
-        field_named(await api.post("/v1/generations", json={**body, "prompt": "changed"},
-                                   headers={"Idempotency-Key": "run-1"}), "Idempotency-Key")
-        field_named(await api.post("/v1/generations", json=body, headers={"Idempotency-Key": "k" * 256}),
-                    "Idempotency-Key")
+        field_named(
+            await api.post("/v1/generations", json={**body, "prompt": "changed"}, headers={"Idempotency-Key": "run-1"}),
+            "Idempotency-Key",
+        )
+        field_named(
+            await api.post("/v1/generations", json=body, headers={"Idempotency-Key": "k" * 256}), "Idempotency-Key"
+        )
         # A refusal keeps no claim: the same key submits again once the provider accepts.
         fake.refusal = (400, rw.error("x", "Insufficient credits"))
         refused = await api.post("/v1/generations", json=body, headers={"Idempotency-Key": "run-3"})
@@ -252,11 +288,17 @@ async def test_idempotency_key_answers_the_same_jobs_without_submitting_again(tm
 
 async def test_runware_images_before_the_submit_answer_count_for_the_job(tmp_path: Path) -> None:
     fake = rw.FakeRunware()
-    async with fake.serve("/v1"), serve_receiver(tmp_path, runware_api_key=rw.API_KEY,
-                                                 runware_base_url=fake.base_url) as server, server.api() as api:
+    async with (
+        fake.serve("/v1"),
+        serve_receiver(tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url) as server,
+        server.api() as api,
+    ):
         fake.delay_s = 1.0
-        submit = asyncio.create_task(api.post("/v1/generations", json={
-            "provider": "runware", "prompt": "two foxes", "params": {"numberResults": 2}}))
+        submit = asyncio.create_task(
+            api.post(
+                "/v1/generations", json={"provider": "runware", "prompt": "two foxes", "params": {"numberResults": 2}}
+            )
+        )
         await fake.wait_requests("/v1", 1, method="POST")
         task_uuid = fake.requests_to("/v1")[0].json[0]["taskUUID"]
         async with server.client() as client:  # the first image, before Runware answered the submit
@@ -276,8 +318,11 @@ async def test_runware_images_before_the_submit_answer_count_for_the_job(tmp_pat
 
 async def test_runware_refusal_leaves_no_job(tmp_path: Path) -> None:
     fake = rw.FakeRunware()
-    async with fake.serve("/v1"), serve_receiver(tmp_path, runware_api_key=rw.API_KEY,
-                                                 runware_base_url=fake.base_url) as server, server.api() as api:
+    async with (
+        fake.serve("/v1"),
+        serve_receiver(tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url) as server,
+        server.api() as api,
+    ):
         fake.refusal = (400, rw.error("x", "Insufficient credits"))
         reply = await api.post("/v1/generations", json={"provider": "runware", "prompt": "a fox"})
         assert reply.status_code == 502 and reply.json()["error"] == "provider_refused"
@@ -288,7 +333,8 @@ async def test_runware_refusal_leaves_no_job(tmp_path: Path) -> None:
 
 
 async def test_all_interfaces_without_public_url_warns_and_refuses_generations(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="receiver.app")
     settings = make_settings(tmp_path, host="0.0.0.0", runware_api_key=rw.API_KEY, tunnel_discovery=False)
     async with serve_app(create_app(settings)) as server, server.api() as api:
@@ -305,8 +351,9 @@ async def test_held_long_poll_is_answered_at_shutdown(tmp_path: Path) -> None:
     proc = ReceiverProcess(process_env(tmp_path))
     await asyncio.to_thread(proc.start)
     try:
-        async with httpx.AsyncClient(base_url=proc.base_url, timeout=30,
-                                     headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
+        async with httpx.AsyncClient(
+            base_url=proc.base_url, timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        ) as api:
             job = await register(api, "w1")
             held = asyncio.create_task(api.get(f"/v1/jobs/{job['id']}", params={"wait": 60}))
             await asyncio.sleep(2.0)  # the request is held by now
@@ -326,8 +373,11 @@ async def test_held_long_poll_is_answered_at_shutdown(tmp_path: Path) -> None:
 
 
 async def test_job_filters_unknown_parameters_and_receipts_by_job(tmp_path: Path) -> None:
-    async with callback_server() as downstream, serve_app(create_app(make_settings(tmp_path))) as server, \
-            server.api() as api:
+    async with (
+        callback_server() as downstream,
+        serve_app(create_app(make_settings(tmp_path))) as server,
+        server.api() as api,
+    ):
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
         called = await register(api, "q1", callback_url=downstream.url())
         quiet = await register(api, "q2")
@@ -360,24 +410,51 @@ async def _status_is(api: httpx.AsyncClient, job_id: str, delivery_status: str) 
 SINCE = "2026-01-01T00:00:00Z"
 
 
-@pytest.mark.parametrize(("method", "path", "body", "params", "field"), [
-    pytest.param("PATCH", "/v1/jobs/{job}", {"callback_url": "ftp://x.test/"}, None, "callback_url",
-                 id="patch-callback-url-not-http"),
-    pytest.param("PATCH", "/v1/jobs/{job}", {"metadata": [1]}, None, "metadata", id="patch-metadata-not-object"),
-    pytest.param("PATCH", "/v1/jobs/{job}", {"status": "succeeded"}, None, "status", id="patch-status"),
-    pytest.param("POST", "/v1/jobs/{job}/redeliver", {"url": "file:///etc"}, None, "url", id="redeliver-to-a-file"),
-    pytest.param("POST", "/v1/redeliveries", {"since": "yesterday"}, None, "since", id="redeliveries-since-not-a-time"),
-    pytest.param("POST", "/v1/redeliveries", {"since": SINCE, "until": "x"}, None, "until",
-                 id="redeliveries-until-not-a-time"),
-    pytest.param("POST", "/v1/redeliveries", {}, None, "since", id="redeliveries-without-since"),
-    pytest.param("POST", "/v1/redeliveries", {"since": SINCE, "delivery_status": "lost"}, None, "delivery_status",
-                 id="redeliveries-unknown-delivery-status"),
-    pytest.param("GET", "/v1/jobs", None, {"since": "soon"}, "since", id="jobs-since-not-a-time"),
-    pytest.param("GET", "/v1/jobs", None, {"stauts": "pending"}, "stauts", id="jobs-misspelt-filter"),
-    pytest.param("GET", "/v1/receipts", None, {"jobid": "{job}"}, "jobid", id="receipts-misspelt-filter"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "params", "field"),
+    [
+        pytest.param(
+            "PATCH",
+            "/v1/jobs/{job}",
+            {"callback_url": "ftp://x.test/"},
+            None,
+            "callback_url",
+            id="patch-callback-url-not-http",
+        ),
+        pytest.param("PATCH", "/v1/jobs/{job}", {"metadata": [1]}, None, "metadata", id="patch-metadata-not-object"),
+        pytest.param("PATCH", "/v1/jobs/{job}", {"status": "succeeded"}, None, "status", id="patch-status"),
+        pytest.param("POST", "/v1/jobs/{job}/redeliver", {"url": "file:///etc"}, None, "url", id="redeliver-to-a-file"),
+        pytest.param(
+            "POST", "/v1/redeliveries", {"since": "yesterday"}, None, "since", id="redeliveries-since-not-a-time"
+        ),
+        pytest.param(
+            "POST",
+            "/v1/redeliveries",
+            {"since": SINCE, "until": "x"},
+            None,
+            "until",
+            id="redeliveries-until-not-a-time",
+        ),
+        pytest.param("POST", "/v1/redeliveries", {}, None, "since", id="redeliveries-without-since"),
+        pytest.param(
+            "POST",
+            "/v1/redeliveries",
+            {"since": SINCE, "delivery_status": "lost"},
+            None,
+            "delivery_status",
+            id="redeliveries-unknown-delivery-status",
+        ),
+        pytest.param("GET", "/v1/jobs", None, {"since": "soon"}, "since", id="jobs-since-not-a-time"),
+        pytest.param("GET", "/v1/jobs", None, {"stauts": "pending"}, "stauts", id="jobs-misspelt-filter"),
+        pytest.param("GET", "/v1/receipts", None, {"jobid": "{job}"}, "jobid", id="receipts-misspelt-filter"),
+    ],
+)
 async def test_bad_requests_are_422_naming_the_field(
-    server: RunningServer, method: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None,
+    server: RunningServer,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    params: dict[str, str] | None,
     field: str,
 ) -> None:
     async with server.api() as api:

@@ -11,9 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.app import create_app
 from tests.fakes.callback import Reply, callback_server
-from tests.fakes.oxen import API_KEY as OXEN_KEY, FAST_TUNING, FakeOxen
-from tests.fakes.pixazo import API_KEY as PIXAZO_KEY, FakePixazo, completed
-from tests.support import WEBHOOK_TOKEN, RunningServer, free_port, make_settings, serve_app, eventually
+from tests.fakes.oxen import API_KEY as OXEN_KEY
+from tests.fakes.oxen import FAST_TUNING, FakeOxen
+from tests.fakes.pixazo import API_KEY as PIXAZO_KEY
+from tests.fakes.pixazo import FakePixazo, completed
+from tests.support import WEBHOOK_TOKEN, RunningServer, eventually, free_port, make_settings, serve_app
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -23,8 +25,11 @@ async def scrape(server: RunningServer) -> Samples:
         response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -41,18 +46,28 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
     dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: every attempt is refused
     async with callback_server(Reply(500)) as sink, pixazo.serve():
         settings = make_settings(
-            tmp_path, default_callback_url=sink.url(), retry_schedule=(0.05, 60), reconcile_after_s=0.2,
-            oxen_api_key=OXEN_KEY, oxen_base_url=fake_oxen.base_url,
-            pixazo_api_key=PIXAZO_KEY, pixazo_base_url=pixazo.base_url,
+            tmp_path,
+            default_callback_url=sink.url(),
+            retry_schedule=(0.05, 60),
+            reconcile_after_s=0.2,
+            oxen_api_key=OXEN_KEY,
+            oxen_base_url=fake_oxen.base_url,
+            pixazo_api_key=PIXAZO_KEY,
+            pixazo_base_url=pixazo.base_url,
         )
-        async with serve_app(create_app(settings, stream_tuning=FAST_TUNING)) as server, server.client() as client, \
-                server.api() as api:
+        async with (
+            serve_app(create_app(settings, stream_tuning=FAST_TUNING)) as server,
+            server.client() as client,
+            server.api() as api,
+        ):
             server.runtime.metrics.job_counts_ttl_s = 0  # every scrape counts afresh (the cache: test_edges.py)
             await fake_oxen.wait_connections(1)
             before = await scrape(server)
             assert value(before, "receiver_deliveries_total", outcome="failed") == 0  # exists from the start
-            assert ("receiver_receipts_total", (("outcome", "invalid"), ("provider", "runware"),
-                                                ("source", "webhook"))) in before
+            assert (
+                "receiver_receipts_total",
+                (("outcome", "invalid"), ("provider", "runware"), ("source", "webhook")),
+            ) in before
 
             # Webhooks: 2 applied, 1 duplicate, 1 ignored (progress), 1 invalid; 3 refused before storing.
             assert await post(client, "pixazo", completed("m_1")) == 200
@@ -64,13 +79,22 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
             assert await post(client, "nope", completed("m_5")) == 404
             assert await post(client, "made-up-name", completed("m_6")) == 404
             # A job whose own callback URL refuses: attempt 1 refused, attempt 2 refused, then a 60 s wait.
-            reply = await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "m_7", "callback_url": dead})
+            reply = await api.post(
+                "/v1/jobs", json={"provider": "pixazo", "provider_job_id": "m_7", "callback_url": dead}
+            )
             assert reply.status_code == 201
             assert await post(client, "pixazo", completed("m_7")) == 200
             # A pending Pixazo job the reconciler polls; an Oxen job the stream finishes.
-            pixazo.statuses["m_8"] = {"request_id": "m_8", "status": "PROCESSING", "model_id": "m", "error": None,
-                                      "output": None}
-            assert (await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "m_8"})).status_code == 201
+            pixazo.statuses["m_8"] = {
+                "request_id": "m_8",
+                "status": "PROCESSING",
+                "model_id": "m",
+                "error": None,
+                "output": None,
+            }
+            assert (
+                await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "m_8"})
+            ).status_code == 201
             generation = fake_oxen.submit()
             oxen_job = (await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation})).json()
             fake_oxen.complete(generation)
@@ -78,9 +102,11 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
 
             async def settled() -> bool:
                 s = await scrape(server)
-                return (value(s, "receiver_deliveries_total", outcome="delivered") >= 3
-                        and value(s, "receiver_deliveries_total", outcome="retry") >= 3
-                        and value(s, "receiver_reconcile_polls_total", provider="pixazo", result="pending") >= 1)
+                return (
+                    value(s, "receiver_deliveries_total", outcome="delivered") >= 3
+                    and value(s, "receiver_deliveries_total", outcome="retry") >= 3
+                    and value(s, "receiver_reconcile_polls_total", provider="pixazo", result="pending") >= 1
+                )
 
             await eventually(settled, timeout=10, what="deliveries and a reconcile poll")
             s = await scrape(server)
@@ -88,7 +114,12 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
             def receipts(outcome: str, provider: str = "pixazo", source: str = "webhook") -> float:
                 return value(s, "receiver_receipts_total", provider=provider, source=source, outcome=outcome)
 
-            assert (receipts("applied"), receipts("duplicate"), receipts("ignored"), receipts("invalid")) == (3, 1, 1, 1)
+            assert (receipts("applied"), receipts("duplicate"), receipts("ignored"), receipts("invalid")) == (
+                3,
+                1,
+                1,
+                1,
+            )
             assert receipts("applied", "oxen", "stream") == 1
             assert value(s, "receiver_webhooks_rejected_total", provider="pixazo", reason="unauthorized") == 1
             assert value(s, "receiver_webhooks_rejected_total", provider="unknown", reason="unknown_provider") == 2
@@ -119,8 +150,10 @@ async def test_metrics_count_webhooks_deliveries_stream_and_polls(tmp_path: Path
 
             async def reconnecting() -> bool:
                 s = await scrape(server)
-                return (value(s, "receiver_oxen_stream_state", state="connecting") == 1
-                        and value(s, "receiver_oxen_stream_reconnects_total") >= 3)
+                return (
+                    value(s, "receiver_oxen_stream_state", state="connecting") == 1
+                    and value(s, "receiver_oxen_stream_reconnects_total") >= 3
+                )
 
             await eventually(reconnecting, what="the stream reported down and retried")
             s = await scrape(server)
@@ -135,8 +168,17 @@ async def job_status(api: httpx.AsyncClient, job_id: str, status: str) -> bool:
 async def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    async with serve_app(create_app(make_settings(tmp_path / "a"))) as a, \
-            serve_app(create_app(make_settings(tmp_path / "b"))) as b, a.client() as client:
+    async with (
+        serve_app(create_app(make_settings(tmp_path / "a"))) as a,
+        serve_app(create_app(make_settings(tmp_path / "b"))) as b,
+        a.client() as client,
+    ):
         assert await post(client, "pixazo", completed("only_a")) == 200
-        assert value(await scrape(a), "receiver_receipts_total", provider="pixazo", source="webhook", outcome="applied") == 1
-        assert value(await scrape(b), "receiver_receipts_total", provider="pixazo", source="webhook", outcome="applied") == 0
+        assert (
+            value(await scrape(a), "receiver_receipts_total", provider="pixazo", source="webhook", outcome="applied")
+            == 1
+        )
+        assert (
+            value(await scrape(b), "receiver_receipts_total", provider="pixazo", source="webhook", outcome="applied")
+            == 0
+        )

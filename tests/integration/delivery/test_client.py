@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import standardwebhooks
 
 from receiver.delivery.client import ERROR_TEXT_CHARS, AttemptResult, open_session, send
-from receiver.tuning import DeliveryLimits
 from receiver.store.base import Message
+from receiver.tuning import DeliveryLimits
 from tests.support import SIGNING_SECRET, free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -50,7 +50,9 @@ async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     return await reader.readexactly(length)
 
 
@@ -120,8 +122,10 @@ async def test_broken_answers_become_short_errors_without_addresses() -> None:
     cases: list[tuple[Handler, AttemptResult]] = [
         (answering(b"NOT HTTP AT ALL\r\n\r\n", keep_alive=False), AttemptResult(None, "unreadable HTTP answer")),
         (hang_up, AttemptResult(None, "connection closed before an answer")),
-        (answering(b"HTTP/1.1 500 Oops\r\ncontent-length: 100\r\n\r\nshort", keep_alive=False),
-         AttemptResult(500, "HTTP 500, then answer broken off")),
+        (
+            answering(b"HTTP/1.1 500 Oops\r\ncontent-length: 100\r\n\r\nshort", keep_alive=False),
+            AttemptResult(500, "HTTP 500, then answer broken off"),
+        ),
     ]
     for handler, expected in cases:
         async with raw_server(handler) as server:
@@ -132,10 +136,18 @@ async def test_broken_answers_become_short_errors_without_addresses() -> None:
 
 
 async def test_an_unusable_url_fails_for_good_without_repeating_it() -> None:
-    for url in ("ftp://example.com/x?token=secret-1", "http://host:99999/?token=secret-1", "http:///path?token=secret-1"):
+    for url in (
+        "ftp://example.com/x?token=secret-1",
+        "http://host:99999/?token=secret-1",
+        "http:///path?token=secret-1",
+    ):
         result = await attempt(url)
         assert result.permanent and result.status_code is None, url
-        assert result.error is not None and result.error.startswith("unusable callback URL") and "secret" not in result.error
+        assert (
+            result.error is not None
+            and result.error.startswith("unusable callback URL")
+            and "secret" not in result.error
+        )
 
 
 async def test_redirects_are_answers_not_followed() -> None:

@@ -13,8 +13,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -22,15 +23,22 @@ import standardwebhooks
 from httpx_sse import aconnect_sse
 
 from receiver.app import create_app
-from receiver.util.backoff import parse_retry_after
 from receiver.delivery.worker import decide, destination
 from receiver.tuning import DeliveryLimits
+from receiver.util.backoff import parse_retry_after
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
 from tests.support import (
-    eventually,
+    API_TOKEN,
+    SIGNING_SECRET,
     UNMIRRORED,
-    API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, free_port, make_settings,
-    process_env, serve_app,
+    WEBHOOK_TOKEN,
+    ReceiverProcess,
+    RunningServer,
+    eventually,
+    free_port,
+    make_settings,
+    process_env,
+    serve_app,
 )
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -58,7 +66,9 @@ async def complete(client: httpx.AsyncClient, request_id: str, *, failed: bool =
     return list(response.json()["job_ids"])
 
 
-async def register(client: httpx.AsyncClient, request_id: str, callback_url: str | None, **extra: Any) -> dict[str, Any]:
+async def register(
+    client: httpx.AsyncClient, request_id: str, callback_url: str | None, **extra: Any
+) -> dict[str, Any]:
     body = {"provider": "pixazo", "provider_job_id": request_id, "callback_url": callback_url, **extra}
     response = await client.post("/v1/jobs", json=body)
     assert response.status_code in (200, 201), response.text
@@ -159,7 +169,9 @@ def test_destination_keys_by_origin_and_hides_the_rest() -> None:
 # -- signing, retries, Retry-After, 410, exhaustion, redelivery ----------------------------------
 
 
-async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_callback_is_signed_and_verifies_with_standardwebhooks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     async with callback_server(Reply(500)) as fake, receiver(tmp_path) as server, api_client(server.base_url) as client:
         job_id = await finished_job(client, fake.url("/hook/path-secret?token=downstream-secret"))
@@ -171,7 +183,8 @@ async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: P
         assert payload["data"]["id"] == job_id
         assert payload["data"]["status"] == "succeeded"
         assert payload["data"]["outputs"] == [
-            {"url": payload["data"]["outputs"][0]["url"], "media_type": "image/jpeg", **UNMIRRORED}]
+            {"url": payload["data"]["outputs"][0]["url"], "media_type": "image/jpeg", **UNMIRRORED}
+        ]
         assert received.headers["content-type"] == "application/json"
         assert received.webhook_id.startswith("msg_")
         assert abs(int(received.headers["webhook-timestamp"]) - time.time()) < 5
@@ -181,7 +194,7 @@ async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: P
         with pytest.raises(standardwebhooks.WebhookVerificationError):
             standardwebhooks.Webhook(SIGNING_SECRET).verify(tampered, received.headers)
 
-        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
         retried, attempt = await deliveries(client, job_id)
         assert (retried["attempt"], retried["status_code"]) == (1, 500)
         assert attempt["attempt"] == 2 and attempt["status_code"] == 200 and attempt["error"] is None
@@ -197,10 +210,13 @@ async def test_callback_is_signed_and_verifies_with_standardwebhooks(tmp_path: P
 
 
 async def test_retries_keep_the_webhook_id_and_follow_the_schedule(tmp_path: Path) -> None:
-    async with callback_server(Reply(500, body=b"boom"), Reply(503)) as fake, receiver(tmp_path) as server, \
-            api_client(server.base_url) as client:
+    async with (
+        callback_server(Reply(500, body=b"boom"), Reply(503)) as fake,
+        receiver(tmp_path) as server,
+        api_client(server.base_url) as client,
+    ):
         job_id = await finished_job(client, fake.url(), failed=True)
-        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
 
         assert len(fake.requests) == 3
         assert len({r.webhook_id for r in fake.requests}) == 1
@@ -217,10 +233,13 @@ async def test_retries_keep_the_webhook_id_and_follow_the_schedule(tmp_path: Pat
 
 async def test_retry_after_is_honoured_up_to_the_largest_step(tmp_path: Path) -> None:
     # Retry-After: 30 would wait 30 s; capped by the schedule's largest step (0.6 s), well above its 0.05 s.
-    async with callback_server(Reply(429, headers={"Retry-After": "30"})) as fake, \
-            receiver(tmp_path, retry_schedule=(0.05, 0.6)) as server, api_client(server.base_url) as client:
+    async with (
+        callback_server(Reply(429, headers={"Retry-After": "30"})) as fake,
+        receiver(tmp_path, retry_schedule=(0.05, 0.6)) as server,
+        api_client(server.base_url) as client,
+    ):
         job_id = await finished_job(client, fake.url())
-        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
         first, second = fake.requests
         assert first.webhook_id == second.webhook_id
         assert 0.6 <= second.at - first.at < 1.5
@@ -236,8 +255,11 @@ async def test_410_stops_retrying(tmp_path: Path) -> None:
 
 
 async def test_exhausted_delivery_fails_then_redeliver_sends_a_new_message(tmp_path: Path) -> None:
-    async with callback_server(default=Reply(500)) as fake, receiver(tmp_path) as server, \
-            api_client(server.base_url) as client:
+    async with (
+        callback_server(default=Reply(500)) as fake,
+        receiver(tmp_path) as server,
+        api_client(server.base_url) as client,
+    ):
         job_id = await finished_job(client, fake.url())
         await eventually(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
         assert len(fake.requests) == 4  # 3 schedule values: 4 attempts
@@ -261,14 +283,18 @@ async def test_exhausted_delivery_fails_then_redeliver_sends_a_new_message(tmp_p
         assert (await client.post("/v1/jobs/job_nope/redeliver")).status_code == 404
         pending = await register(client, "still-running", fake.url())
         assert (await client.post(f"/v1/jobs/{pending['id']}/redeliver")).status_code == 409
-        assert (await client.post(f"/v1/jobs/{job_id}/redeliver", headers={"Authorization": "Bearer x"})).status_code == 401
+        assert (
+            await client.post(f"/v1/jobs/{job_id}/redeliver", headers={"Authorization": "Bearer x"})
+        ).status_code == 401
 
 
 async def test_timeouts_and_refused_connections_are_retried(tmp_path: Path) -> None:
     refused = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens there
-    async with callback_server(HANG) as fake, \
-            receiver(tmp_path, callback_timeout_s=0.3, retry_schedule=(0.05,)) as server, \
-            api_client(server.base_url) as client:
+    async with (
+        callback_server(HANG) as fake,
+        receiver(tmp_path, callback_timeout_s=0.3, retry_schedule=(0.05,)) as server,
+        api_client(server.base_url) as client,
+    ):
         dead = await finished_job(client, refused)
         slow = await finished_job(client, fake.url())
         await eventually(lambda: delivery_status_is(client, dead, "failed"), what="refused → failed")
@@ -284,8 +310,12 @@ async def test_timeouts_and_refused_connections_are_retried(tmp_path: Path) -> N
 
 
 async def test_redirects_are_not_followed(tmp_path: Path) -> None:
-    async with callback_server() as target, callback_server() as redirector, \
-            receiver(tmp_path, retry_schedule=(0.05,)) as server, api_client(server.base_url) as client:
+    async with (
+        callback_server() as target,
+        callback_server() as redirector,
+        receiver(tmp_path, retry_schedule=(0.05,)) as server,
+        api_client(server.base_url) as client,
+    ):
         redirector.default = Reply(307, headers={"Location": target.url()})
         job_id = await finished_job(client, redirector.url())
         await eventually(lambda: delivery_status_is(client, job_id, "failed"), what="failed")
@@ -298,17 +328,23 @@ async def test_redirects_are_not_followed(tmp_path: Path) -> None:
 
 async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None:
     limits = DeliveryLimits()
-    async with callback_server(default=HANG) as slow, callback_server() as fast, \
-            receiver(tmp_path, callback_timeout_s=10) as server, api_client(server.base_url) as client:
+    async with (
+        callback_server(default=HANG) as slow,
+        callback_server() as fast,
+        receiver(tmp_path, callback_timeout_s=10) as server,
+        api_client(server.base_url) as client,
+    ):
         # More than the worker holds for one destination: the rest is postponed, not lost.
         stuck = [await finished_job(client, slow.url(f"/{i}")) for i in range(limits.per_host_held + 4)]
-        await eventually(lambda: len(slow.requests) >= limits.per_host_concurrency, what="the slow endpoint's slots to fill")
+        await eventually(
+            lambda: len(slow.requests) >= limits.per_host_concurrency, what="the slow endpoint's slots to fill"
+        )
 
         started = time.monotonic()
         job_id = await finished_job(client, fast.url())
         [received] = await eventually(lambda: fast.requests, timeout=2, what="the fast callback")
         assert received.at - started < 0.5
-        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
 
         # Bounded per destination: the others wait their turn instead of piling on.
         assert slow.max_in_flight == limits.per_host_concurrency == len(slow.requests)
@@ -317,15 +353,22 @@ async def test_a_hanging_endpoint_does_not_delay_another(tmp_path: Path) -> None
         slow.default = Reply(200)
         slow.release()  # the hanging ones get a 503 and are retried
         for j in stuck:
-            await eventually(lambda: delivery_status_is(client, j, "delivered"), what="every slow callback delivered")
+            await eventually(
+                lambda j=j: delivery_status_is(client, j, "delivered"), what="every slow callback delivered"
+            )
         assert slow.max_in_flight == limits.per_host_concurrency
         assert {r.path for r in slow.requests} == {f"/{i}" for i in range(len(stuck))}
 
 
 async def test_endpoints_that_never_answer_cannot_crowd_out_a_healthy_one(tmp_path: Path) -> None:
     limits = DeliveryLimits()
-    async with black_hole() as hole_a, black_hole() as hole_b, callback_server() as healthy, \
-            receiver(tmp_path, callback_timeout_s=120) as server, api_client(server.base_url) as client:
+    async with (
+        black_hole() as hole_a,
+        black_hole() as hole_b,
+        callback_server() as healthy,
+        receiver(tmp_path, callback_timeout_s=120) as server,
+        api_client(server.base_url) as client,
+    ):
         # Two destinations that accept and never answer, 150 results each, before the healthy one's.
         for hole in (hole_a, hole_b):
             for start in range(0, 150, 15):
@@ -333,10 +376,13 @@ async def test_endpoints_that_never_answer_cannot_crowd_out_a_healthy_one(tmp_pa
         await eventually(lambda: hole_a.open and hole_b.open, timeout=10, what="both black holes to be called")
         fine = [await finished_job(client, healthy.url(f"/{i}")) for i in range(20)]
 
-        await eventually(lambda: len({r.path for r in healthy.requests}) == len(fine), timeout=10,
-                    what="every healthy callback while the black holes hang")
+        await eventually(
+            lambda: len({r.path for r in healthy.requests}) == len(fine),
+            timeout=10,
+            what="every healthy callback while the black holes hang",
+        )
         for job_id in fine:
-            await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+            await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
         # The black holes still hang: nothing of theirs was answered, and they never got more than their slots.
         assert hole_a.open == hole_b.open == limits.per_host_concurrency
         assert max(hole_a.max_open, hole_b.max_open) == limits.per_host_concurrency
@@ -346,21 +392,27 @@ async def test_endpoints_that_never_answer_cannot_crowd_out_a_healthy_one(tmp_pa
 
 async def test_a_backlog_beyond_a_destinations_share_is_delivered_whole_within_its_limits(tmp_path: Path) -> None:
     small = DeliveryLimits(per_host_concurrency=2, per_host_held=4, max_concurrency=4, max_held=8)
-    async with callback_server() as fake, \
-            serve_app(create_app(make_settings(tmp_path), delivery_limits=small)) as server, \
-            api_client(server.base_url) as client:
+    async with (
+        callback_server() as fake,
+        serve_app(create_app(make_settings(tmp_path), delivery_limits=small)) as server,
+        api_client(server.base_url) as client,
+    ):
         jobs = await asyncio.gather(*(finished_job(client, fake.url(f"/{i}")) for i in range(40)))
         await eventually(lambda: len(fake.requests) >= len(jobs), timeout=20, what="every callback")
         for job_id in jobs:
-            await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+            await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
         assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(40))  # each once
         assert fake.max_in_flight <= small.per_host_concurrency
 
 
 def test_delivery_limits_keep_one_destination_below_half_of_the_worker() -> None:
     assert DeliveryLimits().per_host_held * 2 <= DeliveryLimits().max_held
-    for bad in ({"per_host_held": 300}, {"per_host_concurrency": 200}, {"per_host_held": 4, "per_host_concurrency": 8},
-                {"max_held": 0}):
+    for bad in (
+        {"per_host_held": 300},
+        {"per_host_concurrency": 200},
+        {"per_host_held": 4, "per_host_concurrency": 8},
+        {"max_held": 0},
+    ):
         with pytest.raises(ValueError):
             DeliveryLimits(**bad)
 
@@ -380,21 +432,32 @@ async def test_registering_a_job_whose_result_already_arrived_delivers_at_once(t
         assert received.at - started < 1.0
         payload = verify(received)
         assert payload["data"]["id"] == job_id and payload["data"]["metadata"] == {"user": 7}
-        await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered")
+        await eventually(lambda job_id=job_id: delivery_status_is(client, job_id, "delivered"), what="delivered")
 
 
 async def test_default_callback_url_gets_unregistered_results(tmp_path: Path) -> None:
     async with callback_server() as fake:
-        async with receiver(tmp_path, default_callback_url=fake.url("/default")) as server, \
-                api_client(server.base_url) as client:
+        async with (
+            receiver(tmp_path, default_callback_url=fake.url("/default")) as server,
+            api_client(server.base_url) as client,
+        ):
             [job_id] = await complete(client, "nobody-registered-me")
             [received] = await eventually(lambda: fake.requests, what="the callback")
             assert received.path == "/default" and verify(received)["data"]["id"] == job_id
 
 
 BAD_CALLBACK_URLS = [
-    "ftp://example.com/hook", "javascript:alert(1)", "example.com/hook", "http://", "http:///path",
-    "http://exa mple.com/", "http://host:99999/", "http://host:abc/", "http://[::1/", "https://x/\n", 42,
+    "ftp://example.com/hook",
+    "javascript:alert(1)",
+    "example.com/hook",
+    "http://",
+    "http:///path",
+    "http://exa mple.com/",
+    "http://host:99999/",
+    "http://host:abc/",
+    "http://[::1/",
+    "https://x/\n",
+    42,
 ]
 
 
@@ -407,8 +470,12 @@ async def test_callback_url_must_be_http_or_https(server: RunningServer) -> None
             assert response.json()["fields"][0]["field"] == "callback_url", url
         assert (await client.get("/v1/jobs")).json()["jobs"] == []  # nothing was registered
 
-        for i, url in enumerate(["https://hooks.example.com/a?token=x&y=1", "http://127.0.0.1:9000/cb", "HTTPS://EXAMPLE.com"]):
-            response = await client.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": f"g{i}", "callback_url": url})
+        for i, url in enumerate(
+            ["https://hooks.example.com/a?token=x&y=1", "http://127.0.0.1:9000/cb", "HTTPS://EXAMPLE.com"]
+        ):
+            response = await client.post(
+                "/v1/jobs", json={"provider": "pixazo", "provider_job_id": f"g{i}", "callback_url": url}
+            )
             assert response.status_code == 201, response.text
             assert response.json()["callback_url"] == url
 
@@ -416,9 +483,14 @@ async def test_callback_url_must_be_http_or_https(server: RunningServer) -> None
 # -- GET /v1/events -----------------------------------------------------------------------------
 
 
-async def read_events(client: httpx.AsyncClient, count: int, *, params: dict[str, str] | None = None,
-                      headers: dict[str, str] | None = None, on_open: Callable[[], Awaitable[Any]] | None = None,
-                      ) -> list[tuple[int, str, dict[str, Any]]]:
+async def read_events(
+    client: httpx.AsyncClient,
+    count: int,
+    *,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    on_open: Callable[[], Awaitable[Any]] | None = None,
+) -> list[tuple[int, str, dict[str, Any]]]:
     """The first `count` events of one /v1/events connection, as (id, event, data)."""
     events: list[tuple[int, str, dict[str, Any]]] = []
     async with asyncio.timeout(5):
@@ -436,11 +508,17 @@ async def read_events(client: httpx.AsyncClient, count: int, *, params: dict[str
 
 async def test_events_replay_from_last_event_id_and_go_on_live(server: RunningServer) -> None:
     async with server.api() as client:
-        jobs = [await finished_job(client, None), await finished_job(client, None, failed=True), await finished_job(client, None)]
+        jobs = [
+            await finished_job(client, None),
+            await finished_job(client, None, failed=True),
+            await finished_job(client, None),
+        ]
 
         replay = await read_events(client, 3, headers={"Last-Event-ID": "0"})
         assert [(e[1], e[2]["id"]) for e in replay] == [
-            ("job.succeeded", jobs[0]), ("job.failed", jobs[1]), ("job.succeeded", jobs[2])
+            ("job.succeeded", jobs[0]),
+            ("job.failed", jobs[1]),
+            ("job.succeeded", jobs[2]),
         ]
         ids = [e[0] for e in replay]
         assert ids == sorted(ids) and len(set(ids)) == 3 and ids[0] > 0
@@ -454,7 +532,10 @@ async def test_events_replay_from_last_event_id_and_go_on_live(server: RunningSe
 
         resumed = await read_events(client, 3, headers={"Last-Event-ID": str(ids[0])}, on_open=finish_another)
         assert [e[2]["id"] for e in resumed] == [jobs[1], jobs[2], fourth[0]]
-        assert [e[2]["id"] for e in await read_events(client, 2, params={"last_event_id": str(ids[1])})] == [jobs[2], fourth[0]]
+        assert [e[2]["id"] for e in await read_events(client, 2, params={"last_event_id": str(ids[1])})] == [
+            jobs[2],
+            fourth[0],
+        ]
 
         # Without Last-Event-ID: nothing old, only what finishes after connecting.
         fifth: list[str] = []
@@ -513,8 +594,9 @@ async def test_long_poll_returns_on_completion(server: RunningServer) -> None:
         assert response.status_code == 200 and response.json()["status"] == "succeeded"
 
         # Already terminal: no wait at all.
-        again = await asyncio.wait_for(client.get(f"/v1/jobs/{pending['id']}", params=WAIT, timeout=90),
-                                       ANSWERED_WITHIN_S)
+        again = await asyncio.wait_for(
+            client.get(f"/v1/jobs/{pending['id']}", params=WAIT, timeout=90), ANSWERED_WITHIN_S
+        )
         assert again.json()["status"] == "succeeded"
 
 
@@ -549,11 +631,16 @@ async def test_delivery_resumes_after_sigkill_and_a_delivered_message_is_not_res
 
             await asyncio.to_thread(proc.start)  # same SQLite file; the in-flight attempt is retried
             async with api_client(proc.base_url) as client:
-                await eventually(lambda: delivery_status_is(client, job_id, "delivered"), what="delivered after restart")
+                await eventually(
+                    lambda: delivery_status_is(client, job_id, "delivered"), what="delivered after restart"
+                )
                 assert len(fake.requests) == 3
                 [message_id] = {r.webhook_id for r in fake.requests}
                 assert all(verify(r)["data"]["id"] == job_id for r in fake.requests)
-                assert [(a["attempt"], a["status_code"]) for a in await deliveries(client, job_id)] == [(1, 500), (2, 200)]
+                assert [(a["attempt"], a["status_code"]) for a in await deliveries(client, job_id)] == [
+                    (1, 500),
+                    (2, 200),
+                ]
             await asyncio.to_thread(proc.kill)
 
             await asyncio.to_thread(proc.start)  # the 2xx-acknowledged message must not go out again

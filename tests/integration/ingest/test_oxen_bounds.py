@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from receiver.util.bounded_sse import BoundedSSE, Oversized
 from receiver.tuning import StreamTuning
+from receiver.util.bounded_sse import BoundedSSE, Oversized
 from tests.fakes.harness import serve_receiver, wait_job
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
 from tests.support import RunningServer, eventually
@@ -42,8 +42,9 @@ async def still_works(server: RunningServer, fake: FakeOxen) -> None:
 async def test_an_oversized_line_or_event_is_cut_kept_short_and_the_stream_renewed(
     tmp_path: Path, fake_oxen: FakeOxen, shape: str
 ) -> None:
-    async with serve_receiver(tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=API_KEY,
-                              oxen_base_url=fake_oxen.base_url) as server:
+    async with serve_receiver(
+        tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=API_KEY, oxen_base_url=fake_oxen.base_url
+    ) as server:
         await fake_oxen.wait_connections(1)
         fake_oxen.send_raw(f"event: {COMPLETED}\ndata: ")
         for _ in range(48):  # 3 MiB, three times the cap
@@ -59,7 +60,7 @@ async def test_an_oversized_line_or_event_is_cut_kept_short_and_the_stream_renew
 
 def test_the_bounded_decoder_reads_events_like_httpx_sse() -> None:
     decoder = BoundedSSE(max_line=100, max_event=150, keep=10)
-    events = decoder.feed(b": keep-alive\r\n\r\nevent: done\r\ndata: {\"a\": 1}\r\ndata: 2\r")
+    events = decoder.feed(b': keep-alive\r\n\r\nevent: done\r\ndata: {"a": 1}\r\ndata: 2\r')
     assert events == []
     (sse,) = decoder.feed(b"\n\r\nevent: x\ndata: \xff\n\n")[:1]
     assert (sse.event, sse.data) == ("done", '{"a": 1}\n2')

@@ -7,26 +7,29 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from receiver.app import create_app, open_runtime
 from receiver.errors import StoreError
-from receiver.models import JobStatus, Outcome
 from receiver.ingest.oxen_stream import Reconnects, StreamFailure, run_oxen_consumer
 from receiver.ingest.polling import Polled, poll_job
+from receiver.models import JobStatus, Outcome
 from receiver.runtime import Runtime
 from receiver.tuning import StreamTuning
 from tests.fakes.oxen import API_KEY, COMPLETED, FAST_TUNING, FakeOxen
-from tests.support import UNMIRRORED, RunningServer, free_port, make_settings, serve_app, eventually
+from tests.support import UNMIRRORED, RunningServer, eventually, free_port, make_settings, serve_app
+
 
 @contextlib.asynccontextmanager
-async def running_receiver(tmp_path: Path, base_url: str, *, stream_tuning: StreamTuning = FAST_TUNING,
-                           **overrides: Any) -> AsyncIterator[RunningServer]:
+async def running_receiver(
+    tmp_path: Path, base_url: str, *, stream_tuning: StreamTuning = FAST_TUNING, **overrides: Any
+) -> AsyncIterator[RunningServer]:
     overrides.setdefault("oxen_api_key", API_KEY)
     settings = make_settings(tmp_path, oxen_base_url=base_url, **overrides)
     async with serve_app(create_app(settings, stream_tuning=stream_tuning)) as server:
@@ -96,7 +99,7 @@ async def test_completions_on_the_stream_finish_jobs(receiver: RunningServer, fa
     fake.refuse_streams = 503  # register while disconnected, so the catch-up poll runs before any completion
     fake.drop()
     await wait_state(receiver, "connecting")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         ok_job, bad_job = await register(api, ok_id), await register(api, bad_id)
         fake.refuse_streams = None
         await wait_state(receiver, "connected")
@@ -134,7 +137,7 @@ async def test_completion_before_registration_is_claimed(receiver: RunningServer
     generation_id = fake_oxen.submit()
     await wait_state(receiver, "connected")
     fake_oxen.complete(generation_id)
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         await eventually(lambda: receipts(api, outcome="applied"), what="stream receipt")
         response = await api.post("/v1/jobs", json={"provider": "oxen", "provider_job_id": generation_id})
         assert response.status_code == 200  # the job already existed, made by the completion
@@ -147,7 +150,7 @@ async def test_garbage_is_kept_as_invalid_and_the_consumer_goes_on(
     fake = fake_oxen
     generation_id = fake.submit()
     await wait_state(receiver, "connected")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         fake.emit(COMPLETED, "this is {not json")
         fake.emit(COMPLETED, {"status": "succeeded", "url": "https://cdn.oxen.test/x.png"})  # no generation_id
@@ -187,7 +190,7 @@ async def test_a_failed_store_write_reconnects_and_polling_recovers(
     monkeypatch.setattr(store, "apply", apply_failing_once)
     generation_id = fake_oxen.submit()
     await wait_state(receiver, "connected")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         fake_oxen.complete(generation_id)
         await job_when(api, job_id, "succeeded")
@@ -201,7 +204,7 @@ async def test_nothing_is_lost_across_a_drop(receiver: RunningServer, fake_oxen:
     fake = fake_oxen
     await wait_state(receiver, "connected")
     ok_id, bad_id, later_id = fake.submit(), fake.submit(), fake.submit()
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         jobs = {g: await register(api, g) for g in (ok_id, bad_id, later_id)}
         fake.refuse_streams = 503
         assert fake.drop(abort=abort) == 1
@@ -249,7 +252,7 @@ async def test_a_stall_is_detected_and_reconnected(
     assert f"no data from Oxen for {FAST_TUNING.stall_timeout_s:g} s: stalled connection" in caplog.text
 
     generation_id = fake.submit()
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         await wait_state(receiver, "connected")
         fake.complete(generation_id)
@@ -293,9 +296,7 @@ async def test_oxen_unreachable_is_reported(tmp_path: Path) -> None:
 # -- polling -------------------------------------------------------------------------------------
 
 
-async def test_catch_up_polls_every_pending_oxen_job_after_connecting(
-    tmp_path: Path, fake_oxen: FakeOxen
-) -> None:
+async def test_catch_up_polls_every_pending_oxen_job_after_connecting(tmp_path: Path, fake_oxen: FakeOxen) -> None:
     fake = fake_oxen
     fake.refuse_streams = 503
     done_id, queued_id, cancelled_id = fake.submit(), fake.submit(), fake.submit()
@@ -327,7 +328,7 @@ async def test_cancelled_generation_is_seen_by_polling(receiver: RunningServer, 
     fake = fake_oxen
     generation_id = fake.submit()
     await wait_state(receiver, "connected")
-    async with receiver.api.jobs() as api:
+    async with receiver.api() as api:
         job_id = await register(api, generation_id)
         fake.cancel(generation_id)  # no event: the stream never says so
         assert not fake.lost
@@ -355,8 +356,9 @@ async def test_cancelled_generation_is_seen_while_the_stream_stays_up(tmp_path: 
 
 @pytest.fixture
 async def runtime(tmp_path: Path, fake_oxen: FakeOxen) -> AsyncIterator[Runtime]:
-    rt = await open_runtime(make_settings(tmp_path, oxen_api_key=API_KEY, oxen_base_url=fake_oxen.base_url),
-                            stream_tuning=FAST_TUNING)
+    rt = await open_runtime(
+        make_settings(tmp_path, oxen_api_key=API_KEY, oxen_base_url=fake_oxen.base_url), stream_tuning=FAST_TUNING
+    )
     try:
         yield rt
     finally:
@@ -386,8 +388,9 @@ async def test_poll_oxen_job_answers(runtime: Runtime, fake_oxen: FakeOxen) -> N
     assert result is not None and result.outcome is Outcome.APPLIED and result.terminal_job_ids == [done.id]
     job = await runtime.store.get_job(done.id)
     assert job is not None and job.status is JobStatus.SUCCEEDED
-    assert [o.to_json() for o in job.outputs] == [{"url": "https://cdn.oxen.test/a.webp", "media_type": "image/webp",
-                                                   **UNMIRRORED}]
+    assert [o.to_json() for o in job.outputs] == [
+        {"url": "https://cdn.oxen.test/a.webp", "media_type": "image/webp", **UNMIRRORED}
+    ]
     again = await poll_job(runtime, done, timeout=5)
     assert again.result == "terminal" and not again.finished
     assert again.applied is not None and again.applied.outcome is Outcome.DUPLICATE
@@ -424,8 +427,9 @@ async def test_poll_oxen_job_failures(runtime: Runtime, fake_oxen: FakeOxen) -> 
     # Answers that cannot be used are kept as invalid receipts, as the reconciler keeps them for every provider.
     fake.generations[job.provider_job_id]["status"] = "exploded"
     assert (await poll_job(runtime, job, timeout=5)).result == "invalid"
-    fake.generations[job.provider_job_id].update(status="succeeded", result_url="https://x.test/1.png",
-                                                 generation_id="someone-else")
+    fake.generations[job.provider_job_id].update(
+        status="succeeded", result_url="https://x.test/1.png", generation_id="someone-else"
+    )
     assert (await poll_job(runtime, job, timeout=5)).result == "invalid"
     kept = (await runtime.store.list_receipts(provider="oxen", outcome=None, limit=5, cursor=None)).items
     assert [(r.source, r.outcome) for r in kept] == [("poll", Outcome.INVALID)] * 2
@@ -542,8 +546,9 @@ async def test_fake_oxen_queue_api(fake_oxen: FakeOxen) -> None:
     auth = {"Authorization": f"Bearer {API_KEY}"}
     async with httpx.AsyncClient(base_url=fake_oxen.base_url) as client:
         fake_oxen.generations_per_request = 2
-        answer = await client.post("/api/ai/queue", json={"model": "xai-grok-imagine-image", "prompt": "owl"},
-                                   headers=auth)
+        answer = await client.post(
+            "/api/ai/queue", json={"model": "xai-grok-imagine-image", "prompt": "owl"}, headers=auth
+        )
         assert answer.status_code == 200
         generations = answer.json()["generations"]
         assert [g["status"] for g in generations] == ["queued", "queued"]

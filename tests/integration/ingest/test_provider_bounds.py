@@ -15,10 +15,10 @@ from receiver.ingest.provider_calls import MAX_ANSWER_BYTES
 from tests.fakes import pixazo as px
 from tests.fakes import runware as rw
 from tests.fakes.harness import serve_receiver, wait_job
-from tests.fakes.hostile import MiB, HostileProvider, huge, trickle
+from tests.fakes.hostile import HostileProvider, MiB, huge, trickle
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 from tests.fakes.oxen import FAST_TUNING, FakeOxen
-from tests.support import API_TOKEN, ReceiverProcess, RunningServer, process_env, eventually
+from tests.support import API_TOKEN, ReceiverProcess, RunningServer, eventually, process_env
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
 
@@ -37,9 +37,12 @@ async def receipts(server: RunningServer, provider: str) -> list[dict[str, Any]]
 
 async def test_a_submit_to_a_trickling_provider_is_a_502_at_its_deadline(tmp_path: Path) -> None:
     hostile = HostileProvider(default=trickle(every_s=0.2))
-    async with hostile.serve(), serve_receiver(
-        tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url, provider_timeout_s=1
-    ) as server:
+    async with (
+        hostile.serve(),
+        serve_receiver(
+            tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url, provider_timeout_s=1
+        ) as server,
+    ):
         async with server.api() as api:
             reply = await asyncio.wait_for(api.post("/v1/generations", json=GENERATE, timeout=30), 30)
             assert reply.status_code == 502, reply.text
@@ -50,11 +53,19 @@ async def test_a_submit_to_a_trickling_provider_is_a_502_at_its_deadline(tmp_pat
 async def test_a_trickling_poll_holds_up_no_other_job_or_provider(tmp_path: Path) -> None:
     hostile = HostileProvider(default=trickle(every_s=0.2))  # Pixazo's status endpoint never finishes
     runware = rw.FakeRunware()
-    async with hostile.serve(), runware.serve("/v1"), serve_receiver(
-        tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url,
-        runware_api_key=rw.API_KEY, runware_base_url=runware.base_url,
-        reconcile_after_s=0.2, provider_timeout_s=600,  # only independence can finish the Runware job in time
-    ) as server:
+    async with (
+        hostile.serve(),
+        runware.serve("/v1"),
+        serve_receiver(
+            tmp_path,
+            pixazo_api_key=px.API_KEY,
+            pixazo_base_url=hostile.base_url,
+            runware_api_key=rw.API_KEY,
+            runware_base_url=runware.base_url,
+            reconcile_after_s=0.2,
+            provider_timeout_s=600,  # only independence can finish the Runware job in time
+        ) as server,
+    ):
         for n in range(6):  # more stuck polls than the reconciler runs at once
             await register(server, "pixazo", f"grok_{n}")
         await eventually(lambda: len(hostile.requests_to("/v2/requests/status/")) >= 1, 10, "a Pixazo poll")
@@ -68,8 +79,9 @@ async def test_a_trickling_poll_holds_up_no_other_job_or_provider(tmp_path: Path
 async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path, fake_oxen: FakeOxen) -> None:
     stuck, other = fake_oxen.submit(), fake_oxen.submit()
     fake_oxen.trickle_polls.add(stuck)
-    async with serve_receiver(tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=OXEN_KEY,
-                              oxen_base_url=fake_oxen.base_url) as server:
+    async with serve_receiver(
+        tmp_path, stream_tuning=FAST_TUNING, oxen_api_key=OXEN_KEY, oxen_base_url=fake_oxen.base_url
+    ) as server:
         await register(server, "oxen", stuck)
         job = await register(server, "oxen", other)
         await fake_oxen.wait_connections(1)
@@ -86,9 +98,12 @@ async def test_the_oxen_catch_up_is_not_held_by_a_trickling_poll(tmp_path: Path,
 
 async def test_a_trickling_lumenfall_call_fails_the_job_at_its_deadline(tmp_path: Path) -> None:
     hostile = HostileProvider(default=trickle(every_s=0.2))
-    async with hostile.serve("/openai/v1"), serve_receiver(
-        tmp_path, lumenfall_api_key="lf-key-1234", lumenfall_base_url=hostile.base_url, lumenfall_timeout_s=1
-    ) as server:
+    async with (
+        hostile.serve("/openai/v1"),
+        serve_receiver(
+            tmp_path, lumenfall_api_key="lf-key-1234", lumenfall_base_url=hostile.base_url, lumenfall_timeout_s=1
+        ) as server,
+    ):
         async with server.api() as api:
             reply = await api.post("/v1/generations", json={"provider": "lumenfall", "prompt": "a red fox"})
         assert reply.status_code == 202, reply.text
@@ -101,9 +116,12 @@ async def test_an_oversized_poll_answer_is_a_failed_poll_and_nothing_is_stored(
 ) -> None:
     hostile = HostileProvider(default=huge(64 * MiB))
     caplog.set_level(logging.INFO, "receiver")
-    async with hostile.serve(), serve_receiver(
-        tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url, reconcile_after_s=0.2
-    ) as server:
+    async with (
+        hostile.serve(),
+        serve_receiver(
+            tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url, reconcile_after_s=0.2
+        ) as server,
+    ):
         await register(server, "pixazo", "grok_1")
         await eventually(lambda: "exceeds" in caplog.text, 10, "the refused poll logged")
         assert await receipts(server, "pixazo") == []
@@ -113,13 +131,18 @@ async def test_an_oversized_poll_answer_is_a_failed_poll_and_nothing_is_stored(
 async def test_a_300_mib_answer_is_refused_without_taking_the_memory(tmp_path: Path) -> None:
     hostile = HostileProvider(default=huge(300 * MiB))
     async with hostile.serve():
-        env = process_env(tmp_path, RECEIVER_PIXAZO_API_KEY=px.API_KEY, RECEIVER_PIXAZO_BASE_URL=hostile.base_url,
-                          RECEIVER_PROVIDER_TIMEOUT_S="60")
+        env = process_env(
+            tmp_path,
+            RECEIVER_PIXAZO_API_KEY=px.API_KEY,
+            RECEIVER_PIXAZO_BASE_URL=hostile.base_url,
+            RECEIVER_PROVIDER_TIMEOUT_S="60",
+        )
         proc = ReceiverProcess(env).start()
         try:
             before = proc.memory_kib()["VmHWM"]
-            async with httpx.AsyncClient(base_url=proc.base_url, timeout=60,
-                                         headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
+            async with httpx.AsyncClient(
+                base_url=proc.base_url, timeout=60, headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as api:
                 reply = await api.post("/v1/generations", json=GENERATE)
             assert reply.status_code == 502 and "exceeds" in reply.json()["message"], reply.text
             grown_mib = (proc.memory_kib()["VmHWM"] - before) / 1024

@@ -49,9 +49,10 @@ async def test_pixazo_lost_webhook_completed_by_polling_with_backoff(tmp_path: P
             fake.statuses[request_id] = px.completed(request_id)
 
     fake.on_poll = on_poll
-    async with fake.serve(), serve_receiver(
-        tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url, **FAST
-    ) as server:
+    async with (
+        fake.serve(),
+        serve_receiver(tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url, **FAST) as server,
+    ):
         job = await submit(server, "pixazo")
         finished = await wait_job(server, job["id"])
         assert finished["status"] == "succeeded"
@@ -70,9 +71,10 @@ async def test_pixazo_lost_webhook_completed_by_polling_with_backoff(tmp_path: P
 
 async def test_runware_lost_webhooks_completed_by_get_response(tmp_path: Path) -> None:
     fake = rw.FakeRunware()
-    async with fake.serve("/v1"), serve_receiver(
-        tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url, **FAST
-    ) as server:
+    async with (
+        fake.serve("/v1"),
+        serve_receiver(tmp_path, runware_api_key=rw.API_KEY, runware_base_url=fake.base_url, **FAST) as server,
+    ):
         job = await submit(server, "runware", params={"numberResults": 2})
         task_uuid = job["provider_job_id"]
         await eventually(lambda: fake.polls(), what="a getResponse poll")  # answered "processing"
@@ -85,16 +87,22 @@ async def test_runware_lost_webhooks_completed_by_get_response(tmp_path: Path) -
 
 async def test_apiframe_lost_webhooks_completed_and_failed_by_polling(tmp_path: Path) -> None:
     fake = af.FakeApiframe()
-    async with fake.serve(), serve_receiver(
-        tmp_path, apiframe_api_key=af.API_KEY, apiframe_base_url=fake.base_url, **FAST
-    ) as server:
+    async with (
+        fake.serve(),
+        serve_receiver(tmp_path, apiframe_api_key=af.API_KEY, apiframe_base_url=fake.base_url, **FAST) as server,
+    ):
         good, bad = await submit(server, "apiframe"), await submit(server, "apiframe")
         fake.finish(good["provider_job_id"])
         fake.finish(bad["provider_job_id"], error="Provider returned an error: content moderated")
         good, bad = await wait_job(server, good["id"]), await wait_job(server, bad["id"])
         assert good["status"] == "succeeded"
-        assert good["outputs"] == [{"url": f"https://cdn.apiframe.ai/results/{good['provider_job_id']}.png",
-                                    "media_type": "image/png", **UNMIRRORED}]
+        assert good["outputs"] == [
+            {
+                "url": f"https://cdn.apiframe.ai/results/{good['provider_job_id']}.png",
+                "media_type": "image/png",
+                **UNMIRRORED,
+            }
+        ]
         assert (bad["status"], bad["error"]) == ("failed", "Provider returned an error: content moderated")
         polls = fake.requests_to("/v2/jobs/", "GET")
         assert {r.path for r in polls} == {f"/v2/jobs/{good['provider_job_id']}", f"/v2/jobs/{bad['provider_job_id']}"}
@@ -130,9 +138,10 @@ async def test_polling_never_overrides_a_job_finished_by_webhook_meanwhile(tmp_p
         fake.statuses[request_id] = px.failed(request_id, "a late, contradicting poll answer", status="FAILED")
 
     fake.on_poll = on_poll
-    async with fake.serve(), serve_receiver(
-        tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url, **FAST
-    ) as server:
+    async with (
+        fake.serve(),
+        serve_receiver(tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url, **FAST) as server,
+    ):
         server_box.append(server)
         job = await submit(server, "pixazo")
         (sent,) = fake.requests_to("/grok-imagine-pro")
@@ -155,10 +164,17 @@ async def test_polling_never_overrides_a_job_finished_by_webhook_meanwhile(tmp_p
 
 async def test_providers_without_key_are_not_polled(tmp_path: Path) -> None:
     pixazo, apiframe = px.FakePixazo(), af.FakeApiframe()
-    async with pixazo.serve(), apiframe.serve(), serve_receiver(
-        tmp_path, pixazo_base_url=pixazo.base_url, apiframe_api_key=af.API_KEY,
-        apiframe_base_url=apiframe.base_url, **FAST,
-    ) as server:
+    async with (
+        pixazo.serve(),
+        apiframe.serve(),
+        serve_receiver(
+            tmp_path,
+            pixazo_base_url=pixazo.base_url,
+            apiframe_api_key=af.API_KEY,
+            apiframe_base_url=apiframe.base_url,
+            **FAST,
+        ) as server,
+    ):
         async with server.api() as api:  # registered by hand: there is no key to submit with
             reply = await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "px-unpolled"})
         assert reply.status_code == 201

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
@@ -12,12 +12,21 @@ import pytest
 from receiver.app import create_app
 from receiver.providers import apiframe
 from tests.support import (
+    API_TOKEN,
     UNMIRRORED,
-    API_TOKEN, WEBHOOK_TOKEN, ReceiverProcess, RunningServer, make_settings, process_env, serve_app,
+    WEBHOOK_TOKEN,
+    ReceiverProcess,
+    RunningServer,
+    make_settings,
+    process_env,
+    serve_app,
 )
 
-PIXAZO_DONE = {"request_id": "px-1", "status": "COMPLETED",
-               "output": {"media_url": ["https://cdn.pixazo.ai/px-1/output.jpeg"], "media_type": "image/jpeg"}}
+PIXAZO_DONE = {
+    "request_id": "px-1",
+    "status": "COMPLETED",
+    "output": {"media_url": ["https://cdn.pixazo.ai/px-1/output.jpeg"], "media_type": "image/jpeg"},
+}
 
 
 def hook(provider: str, token: str | None = WEBHOOK_TOKEN) -> str:
@@ -37,8 +46,9 @@ async def test_webhook_applies_and_get_shows_it(server: RunningServer) -> None:
         (job_id,) = reply.json()["job_ids"]
         job = (await api.get(f"/v1/jobs/{job_id}")).json()
         assert job["status"] == "succeeded"
-        assert job["outputs"] == [{"url": "https://cdn.pixazo.ai/px-1/output.jpeg", "media_type": "image/jpeg",
-                                   **UNMIRRORED}]
+        assert job["outputs"] == [
+            {"url": "https://cdn.pixazo.ai/px-1/output.jpeg", "media_type": "image/jpeg", **UNMIRRORED}
+        ]
         assert job["provider"] == "pixazo" and job["provider_job_id"] == "px-1"
         assert job["created_at"].endswith("Z") and job["completed_at"].endswith("Z")
         assert job["delivery_status"] == "none" and job["callback_url"] is None
@@ -92,6 +102,7 @@ async def test_bad_bodies_are_400_and_kept_as_invalid(server: RunningServer, raw
     assert kept["error"] and says in kept["error"]
     if "body_base64" in kept:
         import base64
+
         assert base64.b64decode(kept["body_base64"]) == raw
     else:
         assert kept["body"].encode() == raw
@@ -103,7 +114,7 @@ async def test_body_over_limit_is_413_declared_or_streamed(tmp_path: Path) -> No
 
         async def chunked() -> AsyncIterator[bytes]:
             for i in range(0, len(big), 100):
-                yield big[i:i + 100]
+                yield big[i : i + 100]
 
         async with server.client() as client:
             assert (await client.post(hook("pixazo"), content=big)).status_code == 413
@@ -115,19 +126,34 @@ async def test_body_over_limit_is_413_declared_or_streamed(tmp_path: Path) -> No
 
 async def test_apiframe_signature_checked_when_key_set(tmp_path: Path) -> None:
     key = "apiframe-key"
-    body = json.dumps({"event": "completed", "jobId": "af-9", "status": "COMPLETED",
-                       "result": "https://cdn.apiframe.ai/results/af-9.png"}).encode()
+    body = json.dumps(
+        {
+            "event": "completed",
+            "jobId": "af-9",
+            "status": "COMPLETED",
+            "result": "https://cdn.apiframe.ai/results/af-9.png",
+        }
+    ).encode()
     async with serve_app(create_app(make_settings(tmp_path, apiframe_api_key=key))) as server:
         async with server.client() as client:
-            forged = await client.post(hook("apiframe"), content=body, headers={"X-Webhook-Signature": apiframe.sign("x", body)})
+            forged = await client.post(
+                hook("apiframe"), content=body, headers={"X-Webhook-Signature": apiframe.sign("x", body)}
+            )
             missing = await client.post(hook("apiframe"), content=body)
             assert forged.status_code == missing.status_code == 401
             assert await receipts(server) == []
-            good = await client.post(hook("apiframe"), content=body,
-                                     headers={"X-Webhook-Signature": apiframe.sign(key, body), "X-Webhook-Event": "completed"})
+            good = await client.post(
+                hook("apiframe"),
+                content=body,
+                headers={"X-Webhook-Signature": apiframe.sign(key, body), "X-Webhook-Event": "completed"},
+            )
             assert good.status_code == 200 and good.json()["outcome"] == "applied"
-            progress = json.dumps({"event": "progress", "jobId": "af-9", "status": "PROCESSING", "progress": 45}).encode()
-            late = await client.post(hook("apiframe"), content=progress, headers={"X-Webhook-Signature": apiframe.sign(key, progress)})
+            progress = json.dumps(
+                {"event": "progress", "jobId": "af-9", "status": "PROCESSING", "progress": 45}
+            ).encode()
+            late = await client.post(
+                hook("apiframe"), content=progress, headers={"X-Webhook-Signature": apiframe.sign(key, progress)}
+            )
             assert late.json()["outcome"] == "ignored"
         async with server.api() as api:
             job = (await api.get(f"/v1/jobs/{good.json()['job_ids'][0]}")).json()
@@ -140,8 +166,17 @@ async def test_runware_images_collected_over_http(server: RunningServer) -> None
         reg = await api.post("/v1/jobs", json={"provider": "runware", "provider_job_id": task, "expected_outputs": 2})
         job_id = reg.json()["id"]
         for key in ("img-1", "img-1", "img-2"):
-            body = {"data": [{"taskType": "imageInference", "taskUUID": task, "imageUUID": key,
-                              "imageURL": f"https://im.runware.ai/image/{key}.jpg", "cost": 0.001}]}
+            body = {
+                "data": [
+                    {
+                        "taskType": "imageInference",
+                        "taskUUID": task,
+                        "imageUUID": key,
+                        "imageURL": f"https://im.runware.ai/image/{key}.jpg",
+                        "cost": 0.001,
+                    }
+                ]
+            }
             assert (await client.post(hook("runware"), json=body)).status_code == 200
         job = (await api.get(f"/v1/jobs/{job_id}")).json()
         assert job["status"] == "succeeded" and len(job["outputs"]) == 2
@@ -153,8 +188,13 @@ async def test_runware_images_collected_over_http(server: RunningServer) -> None
 
 async def test_api_needs_the_bearer_token(server: RunningServer) -> None:
     async with server.client() as client:
-        for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/receipts"),
-                             ("GET", "/v1/jobs/x"), ("GET", "/v1/events")]:
+        for method, path in [
+            ("GET", "/v1/jobs"),
+            ("POST", "/v1/jobs"),
+            ("GET", "/v1/receipts"),
+            ("GET", "/v1/jobs/x"),
+            ("GET", "/v1/events"),
+        ]:
             reply = await client.request(method, path)
             assert reply.status_code == 401, path
             wrong = await client.request(method, path, headers={"Authorization": "Bearer nope"})
@@ -189,7 +229,7 @@ async def test_api_rejects_non_json_and_bad_queries(server: RunningServer) -> No
         for params in ({"limit": "0"}, {"limit": "x"}, {"status": "done"}, {"provider": "x"}, {"cursor": "abc"}):
             reply = await api.get("/v1/jobs", params=params)
             assert reply.status_code == 422, params
-            assert list(params)[0] in reply.json()["message"]
+            assert next(iter(params)) in reply.json()["message"]
         assert (await api.get("/v1/receipts", params={"outcome": "weird"})).status_code == 422
         assert (await api.get("/v1/jobs/job_missing")).status_code == 404
 
@@ -222,8 +262,13 @@ async def test_generated_secrets_persist_across_restarts(tmp_path: Path) -> None
     import sys
 
     def info() -> str:
-        return subprocess.run([sys.executable, "-m", "receiver", "info"], env={**__import__("os").environ, **env},
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "receiver", "info"],
+            env={**__import__("os").environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     proc = ReceiverProcess(env).start()  # the first start generates the secrets and keeps them in the store
     first = info()

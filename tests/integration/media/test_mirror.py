@@ -18,9 +18,14 @@ from tests.support import API_TOKEN, eventually
 
 
 async def test_outputs_are_mirrored_before_the_callback_and_served(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, mirroring_receiver(tmp_path, callback) as server:
-        job_id = await deliver(server, "px-m1", origin.url("/img/5000-a"), origin.url("/img/7000-b"),
-                               media_type="image/png")
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback) as server,
+    ):
+        job_id = await deliver(
+            server, "px-m1", origin.url("/img/5000-a"), origin.url("/img/7000-b"), media_type="image/png"
+        )
         body = await callback_for(callback, job_id)
         outputs = body["data"]["outputs"]
         for output, (n, seed) in zip(outputs, ((5000, "a"), (7000, "b"))):
@@ -70,7 +75,11 @@ async def test_outputs_are_mirrored_before_the_callback_and_served(tmp_path: Pat
 async def test_same_bytes_are_stored_once_and_data_uris_are_decoded(tmp_path: Path) -> None:
     data = image_bytes(3000, "d")
     uri = "data:image/webp;base64," + base64.b64encode(data).decode()
-    async with media_origin() as origin, callback_server() as callback, mirroring_receiver(tmp_path, callback) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback) as server,
+    ):
         first = await deliver(server, "px-d1", origin.url("/img/3000-d"))
         second = await deliver(server, "px-d2", uri)
         a = (await callback_for(callback, first))["data"]["outputs"][0]
@@ -80,23 +89,31 @@ async def test_same_bytes_are_stored_once_and_data_uris_are_decoded(tmp_path: Pa
         assert (await get(b["stored_url"])).content == data
 
 
-@pytest.mark.parametrize(("path", "why"), [
-    ("/html", "text/html"),
-    ("/chunked/5000", "larger than 4000 bytes"),
-    ("/big/5000", "larger than 4000 bytes"),
-    ("/loop", "more than 5 redirects"),
-    ("/redirect?to=http%3A%2F%2F0.0.0.0%3A9%2Fx", "refused destination"),
-    ("/redirect?to=file%3A%2F%2F%2Fetc%2Fpasswd", "only http(s)"),
-    ("/status/404", "answered 404"),
-    ("/status/503", "answered 503"),
-    ("/trickle", "longer than 1.5 s"),
-    ("/liar", "Content-Length"),
-])
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("/html", "text/html"),
+        ("/chunked/5000", "larger than 4000 bytes"),
+        ("/big/5000", "larger than 4000 bytes"),
+        ("/loop", "more than 5 redirects"),
+        ("/redirect?to=http%3A%2F%2F0.0.0.0%3A9%2Fx", "refused destination"),
+        ("/redirect?to=file%3A%2F%2F%2Fetc%2Fpasswd", "only http(s)"),
+        ("/status/404", "answered 404"),
+        ("/status/503", "answered 503"),
+        ("/trickle", "longer than 1.5 s"),
+        ("/liar", "Content-Length"),
+    ],
+)
 async def test_misbehaving_origins_give_up_and_the_callback_still_goes(
-    tmp_path: Path, path: str, why: str,
+    tmp_path: Path,
+    path: str,
+    why: str,
 ) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, media_max_bytes=4000) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback, media_max_bytes=4000) as server,
+    ):
         job_id = await deliver(server, "px-bad", origin.url(path), origin.url("/img/1000"))
         bad, good = (await callback_for(callback, job_id))["data"]["outputs"]
         assert why in (bad["mirror_error"] or ""), bad
@@ -107,8 +124,14 @@ async def test_misbehaving_origins_give_up_and_the_callback_still_goes(
 
 
 async def test_transient_failures_are_retried(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, mirroring_receiver(tmp_path, callback) as server:
-        job_id = await deliver(server, "px-flaky", origin.url("/flaky/2"), origin.url("/octet"), media_type="image/jpeg")
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback) as server,
+    ):
+        job_id = await deliver(
+            server, "px-flaky", origin.url("/flaky/2"), origin.url("/octet"), media_type="image/jpeg"
+        )
         flaky, octet = (await callback_for(callback, job_id))["data"]["outputs"]
         assert flaky["bytes"] == 2000 and flaky["mirror_error"] is None and origin.hits["/flaky/2"] == 3
         assert octet["bytes"] == 3000 and octet["mirror_error"] is None
@@ -116,8 +139,11 @@ async def test_transient_failures_are_retried(tmp_path: Path) -> None:
 
 
 async def test_loopback_origins_are_refused_unless_allowed(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, media_allow_private=False) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback, media_allow_private=False) as server,
+    ):
         by_name = origin.url("/img/100").replace("127.0.0.1", "localhost")
         job_id = await deliver(server, "px-private", origin.url("/img/100"), by_name)
         outputs = (await callback_for(callback, job_id))["data"]["outputs"]
@@ -127,8 +153,11 @@ async def test_loopback_origins_are_refused_unless_allowed(tmp_path: Path) -> No
 
 
 async def test_retention_sweep_deletes_objects_and_their_urls_answer_410(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, media_retention_days=1.5 / 86400) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback, media_retention_days=1.5 / 86400) as server,
+    ):
         job_id = await deliver(server, "px-old", origin.url("/img/1000"))
         url = (await callback_for(callback, job_id))["data"]["outputs"][0]["stored_url"]
 
@@ -141,18 +170,31 @@ async def test_retention_sweep_deletes_objects_and_their_urls_answer_410(tmp_pat
 
 
 async def test_mirroring_off_serves_no_media_and_calls_back_at_once(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, media_url="off") as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback, media_url="off") as server,
+    ):
         job_id = await deliver(server, "px-off", origin.url("/img/100"), media_type="image/png")
         output = (await callback_for(callback, job_id))["data"]["outputs"][0]
-        assert output == {"url": origin.url("/img/100"), "media_type": "image/png", "stored_url": None,
-                          "sha256": None, "bytes": None, "mirror_error": None}
+        assert output == {
+            "url": origin.url("/img/100"),
+            "media_type": "image/png",
+            "stored_url": None,
+            "sha256": None,
+            "bytes": None,
+            "mirror_error": None,
+        }
         assert sum(origin.hits.values()) == 0 and not (tmp_path / "media").exists()
         assert (await get(f"{server.base_url}/media/x/y")).status_code == 404
 
 
 async def test_long_poll_sees_the_job_succeeded_before_its_mirror(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, mirroring_receiver(tmp_path, callback) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback) as server,
+    ):
         job_id = await deliver(server, "px-lp", origin.url("/trickle"))
         async with server.api() as api:
             job = (await api.get(f"/v1/jobs/{job_id}", params={"wait": "5"})).json()
@@ -163,7 +205,9 @@ async def test_long_poll_sees_the_job_succeeded_before_its_mirror(tmp_path: Path
 
 
 async def test_a_local_directory_with_postgresql_warns_at_start(
-    tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from receiver.app import open_runtime
     from tests.support import make_settings
@@ -172,8 +216,10 @@ async def test_a_local_directory_with_postgresql_warns_at_start(
     with caplog.at_level("WARNING", logger="receiver.media.service"):
         runtime = await open_runtime(settings)
         await runtime.close()
-    assert any("other replicas cannot serve these files" in r.getMessage() and "next deploy" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "other replicas cannot serve these files" in r.getMessage() and "next deploy" in r.getMessage()
+        for r in caplog.records
+    )
     assert runtime.media is not None and runtime.store.mirroring
 
 
@@ -182,8 +228,10 @@ async def test_tasks_queued_while_mirroring_was_on_settle_when_it_is_off(tmp_pat
     from receiver.store import open_store
 
     store = await open_store(f"sqlite:///{tmp_path / 'receiver.db'}", mirroring=True)
-    result = await store.apply(Receipt("pixazo", "webhook", b"{}"),
-                               [Completion("pixazo", "px-was-on", JobStatus.SUCCEEDED, (Output("https://x.test/a.png"),))])
+    result = await store.apply(
+        Receipt("pixazo", "webhook", b"{}"),
+        [Completion("pixazo", "px-was-on", JobStatus.SUCCEEDED, (Output("https://x.test/a.png"),))],
+    )
     await store.close()
     async with callback_server() as callback, mirroring_receiver(tmp_path, callback, media_url="off"):
         output = (await callback_for(callback, result.job_ids[0]))["data"]["outputs"][0]
@@ -208,7 +256,8 @@ async def test_uploads_cut_short_are_cleaned_up(tmp_path: Path) -> None:
 
 
 async def test_two_postgresql_replicas_mirror_each_output_once_and_both_serve_it(
-    tmp_path: Path, postgres_url: str,
+    tmp_path: Path,
+    postgres_url: str,
 ) -> None:
     import contextlib
 

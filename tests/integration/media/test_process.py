@@ -20,13 +20,17 @@ from tests.support import WEBHOOK_TOKEN, ReceiverProcess, free_port, process_env
 BIG = 50 * 1024 * 1024
 
 
-def mirroring_process(tmp_path: Path, callback_url: str, media_url: str | None = None,
-                      **extra: str) -> ReceiverProcess:
+def mirroring_process(tmp_path: Path, callback_url: str, media_url: str | None = None, **extra: str) -> ReceiverProcess:
     """A receiver mirroring to `media_url` (default: tmp_path/media; "" leaves RECEIVER_MEDIA_URL unset)."""
     port = free_port()
-    env = process_env(tmp_path, **extra, RECEIVER_MEDIA_URL=media_url or str(tmp_path / "media"),
-                      RECEIVER_MEDIA_ALLOW_PRIVATE="true",
-                      RECEIVER_DEFAULT_CALLBACK_URL=callback_url, RECEIVER_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    env = process_env(
+        tmp_path,
+        **extra,
+        RECEIVER_MEDIA_URL=media_url or str(tmp_path / "media"),
+        RECEIVER_MEDIA_ALLOW_PRIVATE="true",
+        RECEIVER_DEFAULT_CALLBACK_URL=callback_url,
+        RECEIVER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+    )
     if media_url == "":
         del env["RECEIVER_MEDIA_URL"]
     return ReceiverProcess(env, port=port)
@@ -84,8 +88,10 @@ async def stream_50_mb(tmp_path: Path, media_url: str | None, **extra: str) -> N
             peak = proc.memory_kib()["VmHWM"]
             assert output["bytes"] == BIG and output["mirror_error"] is None, output
             growth_mib = (peak - before) / 1024
-            print(f"50 MB mirror: RSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
-                  f"growth {growth_mib:.1f} MiB")
+            print(
+                f"50 MB mirror: RSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
+                f"growth {growth_mib:.1f} MiB"
+            )
             assert growth_mib < 25, f"peak RSS grew by {growth_mib:.1f} MiB while mirroring 50 MB"
             async with httpx.AsyncClient(timeout=30) as client:
                 head = await client.head(output["stored_url"])

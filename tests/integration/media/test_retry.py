@@ -19,15 +19,22 @@ PATIENT = dataclasses.replace(FAST, retry_for_s=60.0, first_retry_s=0.3, max_ret
 
 
 async def test_a_retried_output_shows_its_last_failure_and_is_logged_once(
-    tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    store_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, mirror_tuning=PATIENT, database_url=store_url,
-                               media_url=str(tmp_path / "media")) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(
+            tmp_path, callback, mirror_tuning=PATIENT, database_url=store_url, media_url=str(tmp_path / "media")
+        ) as server,
+    ):
         caplog.set_level(logging.INFO, logger="receiver.media.mirror")
         job_id = await deliver(server, "px-retry", origin.url("/flaky/6"), origin.url("/img/1000"))
 
         async with server.api() as api:
+
             async def retrying() -> dict[str, Any] | None:
                 job: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
                 error = job["outputs"][0]["mirror_error"] or ""
@@ -49,9 +56,14 @@ SLOW = dataclasses.replace(FAST, attempt_timeout_s=60.0, read_timeout_s=10.0, re
 
 
 async def test_a_trickling_origin_delays_only_its_own_jobs(tmp_path: Path, store_url: str) -> None:
-    async with media_origin() as slow, media_origin() as fast, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, mirror_tuning=SLOW, database_url=store_url,
-                               media_url=str(tmp_path / "media")) as server:
+    async with (
+        media_origin() as slow,
+        media_origin() as fast,
+        callback_server() as callback,
+        mirroring_receiver(
+            tmp_path, callback, mirror_tuning=SLOW, database_url=store_url, media_url=str(tmp_path / "media")
+        ) as server,
+    ):
         # More trickling outputs than the replica fetches at once: before, they took every slot.
         trickling = await deliver(server, "px-cdn", *(slow.url(f"/trickle?{i}") for i in range(SLOW.concurrency + 4)))
         await eventually(lambda: sum(slow.hits.values()) >= SLOW.per_origin_concurrency, 20, "the trickles to start")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -16,14 +17,14 @@ import pytest
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import image_bytes, media_origin
 from tests.integration.media.support import callback_for, deliver, get, mirroring_receiver
-from tests.support import free_port, eventually
+from tests.support import eventually, free_port
 
 S3_REQUIRED = os.environ.get("RECEIVER_REQUIRE_S3") == "1"
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator["S3"]:
-    """A moto S3 server on 127.0.0.1 with an empty bucket; the AWS_* variables point at it. """
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
+    """A moto S3 server on 127.0.0.1 with an empty bucket; the AWS_* variables point at it."""
     try:
         import boto3
         from moto.server import ThreadedMotoServer
@@ -35,14 +36,23 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator["S3"]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
-                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     bucket = f"receiver-test-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server: a bucket per test
     client.create_bucket(Bucket=bucket)
     try:
@@ -61,8 +71,11 @@ class S3:
 
 
 async def test_s3_mirror_redirects_to_a_presigned_url(tmp_path: Path, s3: S3) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}/mirror") as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}/mirror") as server,
+    ):
         job_id = await deliver(server, "px-s3", origin.url("/img/6000-s"), media_type="image/png")
         output = (await callback_for(callback, job_id))["data"]["outputs"][0]
         data = image_bytes(6000, "s")
@@ -85,8 +98,13 @@ async def test_s3_mirror_redirects_to_a_presigned_url(tmp_path: Path, s3: S3) ->
 
 
 async def test_s3_retention_deletes_the_object(tmp_path: Path, s3: S3) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}", media_retention_days=1.5 / 86400) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(
+            tmp_path, callback, media_url=f"s3://{s3.bucket}", media_retention_days=1.5 / 86400
+        ) as server,
+    ):
         job_id = await deliver(server, "px-s3-old", origin.url("/img/800"))
         url = (await callback_for(callback, job_id))["data"]["outputs"][0]["stored_url"]
 
@@ -98,8 +116,11 @@ async def test_s3_retention_deletes_the_object(tmp_path: Path, s3: S3) -> None:
 
 
 async def test_s3_object_gone_from_the_bucket_is_404_to_get_and_head(tmp_path: Path, s3: S3) -> None:
-    async with media_origin() as origin, callback_server() as callback, \
-            mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}") as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback, media_url=f"s3://{s3.bucket}") as server,
+    ):
         job_id = await deliver(server, "px-s3-gone", origin.url("/img/900"))
         url = (await callback_for(callback, job_id))["data"]["outputs"][0]["stored_url"]
         assert (await get(url)).status_code == 307

@@ -7,17 +7,17 @@ import base64
 import contextlib
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
 
 from tests.fakes.callback import callback_server
 from tests.fakes.origin import SVG_WITH_SCRIPT, media_origin
-from tests.integration.media.support import callback_for, deliver, get, mirroring_receiver
+from tests.integration.api.test_inspector import Browser, expect
+from tests.integration.media.support import callback_for, deliver, mirroring_receiver
 from tests.support import API_TOKEN, RunningServer
-from tests.integration.api.test_inspector import Browser, browser, expect  # noqa: F401 (browser is a fixture)
 
 SVG_URI = "data:image/svg+xml;base64," + base64.b64encode(SVG_WITH_SCRIPT).decode()
 
@@ -37,13 +37,19 @@ async def stored_as(server: RunningServer, tmp_path: Path, data: bytes, content_
 
     stored = await media.objects.put(pieces(), content_type=content_type)
     with contextlib.closing(sqlite3.connect(tmp_path / "receiver.db")) as db, db:
-        db.execute("INSERT INTO media (sha256, size, content_type, created_at) VALUES (?, ?, ?, ?)",
-                   (stored.sha256, stored.size, content_type, time.time()))
+        db.execute(
+            "INSERT INTO media (sha256, size, content_type, created_at) VALUES (?, ?, ?, ?)",
+            (stored.sha256, stored.size, content_type, time.time()),
+        )
     return str(media.stored_url(stored.sha256))
 
 
 async def test_svg_and_other_non_raster_images_are_not_mirrored(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, mirroring_receiver(tmp_path, callback) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback) as server,
+    ):
         job_id = await deliver(server, "px-svg", SVG_URI, origin.url("/svg"), origin.url("/img/1000"))
         svg_uri, svg_url, png = (await callback_for(callback, job_id))["data"]["outputs"]
         for refused in (svg_uri, svg_url):
@@ -56,7 +62,11 @@ async def test_svg_and_other_non_raster_images_are_not_mirrored(tmp_path: Path) 
 
 
 async def test_every_media_answer_forbids_script_and_only_raster_is_inline(tmp_path: Path) -> None:
-    async with media_origin() as origin, callback_server() as callback, mirroring_receiver(tmp_path, callback) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback) as server,
+    ):
         job_id = await deliver(server, "px-hdr", origin.url("/img/1000"), origin.url("/octet"))
         png, octet = (await callback_for(callback, job_id))["data"]["outputs"]
         legacy = await stored_as(server, tmp_path, SVG_WITH_SCRIPT, "image/svg+xml")
@@ -79,7 +89,11 @@ async def test_every_media_answer_forbids_script_and_only_raster_is_inline(tmp_p
 
 async def test_an_svg_output_cannot_run_script_on_the_receiver_origin(tmp_path: Path, browser: Browser) -> None:
     page = browser.page
-    async with media_origin() as origin, callback_server() as callback, mirroring_receiver(tmp_path, callback) as server:
+    async with (
+        media_origin() as origin,
+        callback_server() as callback,
+        mirroring_receiver(tmp_path, callback) as server,
+    ):
         await page.goto(f"{server.base_url}/ui/")
         await browser.sign_in(server.base_url)
         job_id = await deliver(server, "px-svg-ui", SVG_URI, origin.url("/svg"))

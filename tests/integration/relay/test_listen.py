@@ -12,9 +12,10 @@ import signal
 import stat
 import sys
 import uuid
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import standardwebhooks
@@ -24,11 +25,19 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from receiver.app import create_app
-from receiver.util.bounded_sse import BoundedSSE, Oversized
-from receiver.relay.listen import ListenConfig, Listener, ListenTuning, parse_since, shown_url
 from receiver.relay.events import SourceEvent, parse_ahead
-from tests.support import (API_TOKEN, SIGNING_SECRET, WEBHOOK_TOKEN, RunningServer, eventually, free_port,
-                           make_settings, serve_app)
+from receiver.relay.listen import ListenConfig, Listener, ListenTuning, parse_since, shown_url
+from receiver.util.bounded_sse import BoundedSSE, Oversized
+from tests.support import (
+    API_TOKEN,
+    SIGNING_SECRET,
+    WEBHOOK_TOKEN,
+    RunningServer,
+    eventually,
+    free_port,
+    make_settings,
+    serve_app,
+)
 
 FAST = ["--silence-timeout", "5", "--max-backoff", "0.2"]
 
@@ -66,7 +75,9 @@ class LocalEndpoint:
 class Listen:
     """`python -m receiver.cli listen …` as a subprocess, its stdout and stderr collected line by line."""
 
-    def __init__(self, source: str, forward_to: str, state: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, source: str, forward_to: str, state: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.args = ["--from", source, "--forward-to", forward_to, "--state", str(state), *extra]
         base = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
         self.env = {**base, "RECEIVER_API_TOKEN": API_TOKEN, "RECEIVER_SIGNING_SECRET": SIGNING_SECRET, **(env or {})}
@@ -76,16 +87,25 @@ class Listen:
         self.proc: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
 
-    async def start(self) -> "Listen":
+    async def start(self) -> Listen:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "receiver.cli", "listen", *self.args, env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "receiver.cli",
+            "listen",
+            *self.args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         assert self.proc.stdout and self.proc.stderr
-        self._readers = [asyncio.create_task(self._read(self.proc.stdout, self.out)),
-                         asyncio.create_task(self._read(self.proc.stderr, self.err))]
+        self._readers = [
+            asyncio.create_task(self._read(self.proc.stdout, self.out)),
+            asyncio.create_task(self._read(self.proc.stderr, self.err)),
+        ]
         return self
 
-    async def connected(self) -> "Listen":
+    async def connected(self) -> Listen:
         await eventually(lambda: self.said("connected") or self.exited, what="the listener to connect")
         assert not self.exited, self.stderr
         return self
@@ -146,8 +166,10 @@ async def complete_jobs(source: RunningServer, count: int, *, failed: bool = Fal
         for _ in range(count):
             request_id = f"px-{uuid.uuid4().hex[:10]}"
             body: dict[str, Any] = {
-                "request_id": request_id, "status": "COMPLETED",
-                "output": {"media_url": [f"https://cdn.pixazo.ai/{request_id}/out.jpeg"], "media_type": "image/jpeg"}}
+                "request_id": request_id,
+                "status": "COMPLETED",
+                "output": {"media_url": [f"https://cdn.pixazo.ai/{request_id}/out.jpeg"], "media_type": "image/jpeg"},
+            }
             if failed:
                 body = {"request_id": request_id, "status": "ERROR", "error": "content policy", "output": None}
             reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", json=body)
@@ -260,8 +282,12 @@ async def test_refuses_to_resume_ahead_of_a_replaced_store(source: RunningServer
 
 async def test_a_refused_token_is_a_clear_error(source: RunningServer, tmp_path: Path) -> None:
     async with local_endpoint() as (_, url):
-        async with listening(source.base_url, url, tmp_path / "listen.json",  # default timings
-                             env={"RECEIVER_API_TOKEN": "wrong-token-5e2b"}) as listener:
+        async with listening(
+            source.base_url,
+            url,
+            tmp_path / "listen.json",  # default timings
+            env={"RECEIVER_API_TOKEN": "wrong-token-5e2b"},
+        ) as listener:
             assert await listener.wait() != 0
     assert listener.said("refused the API token") and "wrong-token-5e2b" not in listener.stderr
 
@@ -295,8 +321,9 @@ class SilentSource:
 async def test_reconnects_a_silent_stream(tmp_path: Path) -> None:
     fake = SilentSource()
     async with serve_app(fake.app) as running, local_endpoint() as (local, url):
-        async with listening(running.base_url, url, tmp_path / "listen.json",
-                             "--silence-timeout", "0.5", "--max-backoff", "0.2") as listener:
+        async with listening(
+            running.base_url, url, tmp_path / "listen.json", "--silence-timeout", "0.5", "--max-backoff", "0.2"
+        ) as listener:
             await eventually(lambda: len(local.received) == 1, what="the event sent after the reconnect")
             assert fake.streams >= 2 and fake.last_event_ids[:2] == ["0", "0"]
             assert listener.said("nothing received for 0.5 s")
@@ -336,8 +363,13 @@ async def test_a_line_over_the_bound_ends_the_connection(tmp_path: Path) -> None
     fake = LongLineSource()
     err = io.StringIO()
     async with serve_app(fake.app) as running, local_endpoint() as (local, url):
-        config = ListenConfig(source_url=running.base_url, forward_url=url, api_token=API_TOKEN,
-                              state_path=tmp_path / "listen.json", signing_secret=SIGNING_SECRET)
+        config = ListenConfig(
+            source_url=running.base_url,
+            forward_url=url,
+            api_token=API_TOKEN,
+            state_path=tmp_path / "listen.json",
+            signing_secret=SIGNING_SECRET,
+        )
         tuning = ListenTuning(silence_s=5, backoff_base_s=0.05, backoff_cap_s=0.1, max_line_bytes=65536)
         task = asyncio.create_task(Listener(config, tuning, out=io.StringIO(), err=err).run())
         try:
@@ -417,7 +449,8 @@ def test_the_event_bound_counts_every_data_line() -> None:
 
 
 async def test_since_forwards_what_happened_since_then_whatever_the_state_says(
-        source: RunningServer, tmp_path: Path) -> None:
+    source: RunningServer, tmp_path: Path
+) -> None:
     """Needs `GET /v1/events?since=` on the source (the receiver's own, served here)."""
     state = tmp_path / "listen.json"
     async with local_endpoint() as (local, url):
@@ -428,7 +461,7 @@ async def test_since_forwards_what_happened_since_then_whatever_the_state_says(
             await eventually(lambda: saved(state)["last_event_id"] == 2, what="the position saved")
             assert await first.stop() == 0
         await asyncio.sleep(1.1)  # `since` has a precision of seconds on the wire
-        cut = datetime.now(timezone.utc).isoformat()
+        cut = datetime.now(UTC).isoformat()
         await asyncio.sleep(1.1)
         after = await complete_jobs(source, 2)
         async with listening(source.base_url, url, state, *FAST) as second:  # the state is past both of `before`
@@ -454,7 +487,8 @@ async def test_since_forwards_what_happened_since_then_whatever_the_state_says(
 
 
 async def test_type_and_provider_filters_forward_only_those_and_advance_the_state(
-        source: RunningServer, tmp_path: Path) -> None:
+    source: RunningServer, tmp_path: Path
+) -> None:
     state = tmp_path / "listen.json"
     async with local_endpoint() as (local, url):
         async with listening(source.base_url, url, state, "--type", "job.failed", *FAST) as only_failed:
@@ -498,7 +532,8 @@ async def test_two_listeners_cannot_share_a_state_file(source: RunningServer, tm
 
 
 async def test_not_a_receiver_or_a_refused_token_exits_2_at_once_writing_nothing(
-        source: RunningServer, tmp_path: Path) -> None:
+    source: RunningServer, tmp_path: Path
+) -> None:
     async def page(request: Request) -> Response:
         return Response("<html>hello</html>", media_type="text/html", status_code=404)
 
@@ -531,21 +566,34 @@ async def test_a_failure_line_names_the_full_local_url(source: RunningServer, tm
 def test_the_relay_imports_no_server_module() -> None:
     import subprocess
 
-    code = ("import sys, receiver.relay.listen; "
-            "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('receiver', 'starlette', 'aiohttp', "
-            "'asyncpg', 'uvicorn', 'prometheus_client')))")
+    code = (
+        "import sys, receiver.relay.listen; "
+        "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('receiver', 'starlette', 'aiohttp', "
+        "'asyncpg', 'uvicorn', 'prometheus_client')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    server = {"receiver.app", "receiver.runtime", "receiver.delivery.worker", "receiver.delivery.client", "receiver.store",
-              "receiver.settings", "receiver.web.validation", "starlette", "aiohttp", "asyncpg", "uvicorn"}
+    server = {
+        "receiver.app",
+        "receiver.runtime",
+        "receiver.delivery.worker",
+        "receiver.delivery.client",
+        "receiver.store",
+        "receiver.settings",
+        "receiver.web.validation",
+        "starlette",
+        "aiohttp",
+        "asyncpg",
+        "uvicorn",
+    }
     assert not server & set(loaded), sorted(server & set(loaded))
 
 
 def test_since_and_url_parsing() -> None:
-    now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
-    assert parse_since("2h", now) == datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
-    assert parse_since("1d1h30m", now) == datetime(2026, 12, 6, 10, 30, tzinfo=timezone.utc)
-    assert parse_since("2026-12-01T09:30:00Z", now) == datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
-    assert parse_since("2026-12-01T10:30:00+01:00", now) == datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    assert parse_since("2h", now) == datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    assert parse_since("1d1h30m", now) == datetime(2026, 12, 6, 10, 30, tzinfo=UTC)
+    assert parse_since("2026-12-01T09:30:00Z", now) == datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    assert parse_since("2026-12-01T10:30:00+01:00", now) == datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
     for bad in ("", "2 hours", "h", "yesterday"):
         with pytest.raises(ValueError, match="neither a duration"):
             parse_since(bad, now)

@@ -8,8 +8,9 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,11 +30,14 @@ CLOUDFLARED_HOST = "tiny-river-lamp.trycloudflare.com"
 
 def ngrok_answer(port: int) -> dict[str, Any]:
     """An agent with a tunnel to another port, an http twin of ours, and ours."""
-    return {"tunnels": [
-        {"public_url": "https://other.ngrok-free.app", "proto": "https", "config": {"addr": "http://localhost:9"}},
-        {"public_url": f"http://{NGROK_URL[8:]}", "proto": "http", "config": {"addr": f"http://localhost:{port}"}},
-        {"public_url": NGROK_URL, "proto": "https", "config": {"addr": f"http://localhost:{port}"}},
-    ], "uri": "/api/tunnels"}
+    return {
+        "tunnels": [
+            {"public_url": "https://other.ngrok-free.app", "proto": "https", "config": {"addr": "http://localhost:9"}},
+            {"public_url": f"http://{NGROK_URL[8:]}", "proto": "http", "config": {"addr": f"http://localhost:{port}"}},
+            {"public_url": NGROK_URL, "proto": "https", "config": {"addr": f"http://localhost:{port}"}},
+        ],
+        "uri": "/api/tunnels",
+    }
 
 
 class FakeAgents:
@@ -74,16 +78,34 @@ def closed_url() -> str:
 
 
 def probe(ngrok: str | None = None, cloudflared: str | None = None) -> TunnelProbe:
-    return TunnelProbe(ngrok_api_url=ngrok or closed_url(), cloudflared_metrics_urls=(cloudflared or closed_url(), closed_url()))
+    return TunnelProbe(
+        ngrok_api_url=ngrok or closed_url(), cloudflared_metrics_urls=(cloudflared or closed_url(), closed_url())
+    )
 
 
 def test_addr_port_reads_every_form_ngrok_writes() -> None:
-    for addr in ("8000", 8000, "localhost:8000", "http://localhost:8000", "127.0.0.1:8000", "https://127.0.0.1:8000",
-                 "http://[::1]:8000", "0.0.0.0:8000"):
+    for addr in (
+        "8000",
+        8000,
+        "localhost:8000",
+        "http://localhost:8000",
+        "127.0.0.1:8000",
+        "https://127.0.0.1:8000",
+        "http://[::1]:8000",
+        "0.0.0.0:8000",
+    ):
         assert addr_port(addr) == 8000, addr
     assert addr_port("https://localhost") == 443 and addr_port("http://localhost") == 80
-    elsewhere: tuple[object, ...] = ("192.0.2.10:8000", "http://example.com:8000", "file:///srv", "", None, True,
-                                     "localhost:99999", "x:y")
+    elsewhere: tuple[object, ...] = (
+        "192.0.2.10:8000",
+        "http://example.com:8000",
+        "file:///srv",
+        "",
+        None,
+        True,
+        "localhost:99999",
+        "x:y",
+    )
     for other in elsewhere:
         assert addr_port(other) is None, other
 
@@ -131,8 +153,15 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     if args[0] == "info":  # info reads the store a server made; it never creates one
         await (await open_store(env["RECEIVER_DATABASE_URL"])).close()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "receiver", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "receiver",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
@@ -150,11 +179,18 @@ async def test_info_shows_the_discovered_url(tmp_path: Path) -> None:
         assert "http://127.0.0.1:8124/webhooks/pixazo?token=" in out and "tunnel to port" not in out
         assert "no tunnel was found" in out  # and it says these URLs are local only
 
-        env_cf = {**env, "RECEIVER_NGROK_API_URL": closed_url(), "RECEIVER_CLOUDFLARED_METRICS_URLS": f"{closed_url()},{url}"}
+        env_cf = {
+            **env,
+            "RECEIVER_NGROK_API_URL": closed_url(),
+            "RECEIVER_CLOUDFLARED_METRICS_URLS": f"{closed_url()},{url}",
+        }
         code, out = await run_cli(env_cf, "info", "--port", "8124")
         assert code == 0 and f"https://{CLOUDFLARED_HOST}/webhooks/runware?token=" in out and "cloudflared" in out
 
-        for env_off in ({**env, "RECEIVER_TUNNEL_DISCOVERY": "off"}, {**env, "RECEIVER_PUBLIC_URL": "https://mine.example"}):
+        for env_off in (
+            {**env, "RECEIVER_TUNNEL_DISCOVERY": "off"},
+            {**env, "RECEIVER_PUBLIC_URL": "https://mine.example"},
+        ):
             code, out = await run_cli(env_off, "info", "--port", "8123")
             assert code == 0 and NGROK_URL not in out and "tunnel to port" not in out
 
@@ -163,8 +199,17 @@ async def test_serve_uses_and_logs_the_discovered_url(tmp_path: Path) -> None:
     port = free_port()
     async with agents(port) as (_, url):
         env = cli_env(tmp_path, RECEIVER_NGROK_API_URL=url, RECEIVER_CLOUDFLARED_METRICS_URLS=closed_url())
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "receiver", "serve", "--port", str(port),
-                                                    env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "receiver",
+            "serve",
+            "--port",
+            str(port),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         try:
             async with httpx.AsyncClient() as client:
                 deadline = time.monotonic() + 20

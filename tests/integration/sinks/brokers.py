@@ -20,7 +20,7 @@ async def reachable(kind: str) -> str | None:
     """None when the broker answers on its port, else why not."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", PORTS[kind]), 3)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         return f"no {kind} broker on 127.0.0.1:{PORTS[kind]} ({type(exc).__name__}: {exc})"
     writer.close()
     return None
@@ -91,8 +91,13 @@ class TestBroker:
                 out = []
                 for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else []:
                     msg = await js.get_msg(self.name, seq)
-                    out.append(Received(orjson.loads(msg.data or b"{}"), (msg.headers or {}).get("Nats-Msg-Id", ""),
-                                        {"subject": msg.subject, "headers": dict(msg.headers or {})}))
+                    out.append(
+                        Received(
+                            orjson.loads(msg.data or b"{}"),
+                            (msg.headers or {}).get("Nats-Msg-Id", ""),
+                            {"subject": msg.subject, "headers": dict(msg.headers or {})},
+                        )
+                    )
                 return out
             finally:
                 await nc.close()
@@ -104,15 +109,29 @@ class TestBroker:
                 entries = await client.xrange(self.name)
             finally:
                 await client.aclose()
-            return [Received(orjson.loads(fields[b"event"]), entry_id.decode(),
-                             {k.decode(): v.decode() for k, v in fields.items()}) for entry_id, fields in entries]
+            return [
+                Received(
+                    orjson.loads(fields[b"event"]),
+                    entry_id.decode(),
+                    {k.decode(): v.decode() for k, v in fields.items()},
+                )
+                for entry_id, fields in entries
+            ]
         while True:
             msg = await self._queue.get(no_ack=True, fail=False, timeout=5)
             if msg is None:
                 break
-            self._got.append(Received(orjson.loads(msg.body), msg.message_id or "",
-                                      {"routing_key": msg.routing_key, "content_type": msg.content_type,
-                                       "delivery_mode": int(msg.delivery_mode or 0)}))
+            self._got.append(
+                Received(
+                    orjson.loads(msg.body),
+                    msg.message_id or "",
+                    {
+                        "routing_key": msg.routing_key,
+                        "content_type": msg.content_type,
+                        "delivery_mode": int(msg.delivery_mode or 0),
+                    },
+                )
+            )
         return list(self._got)
 
     async def cleanup(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tests.fakes.pixazo import completed
-from tests.integration.sinks.brokers import Received, TestBroker
+from tests.integration.sinks.brokers import Received
 from tests.support import WEBHOOK_TOKEN, eventually
 
 

@@ -5,8 +5,9 @@ the same id (and, on NATS and Redis, none kept twice)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -21,8 +22,10 @@ BACKLOG = 3000
 
 
 def clients(proc: ReceiverProcess) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
-    return (httpx.AsyncClient(base_url=proc.base_url, timeout=30),
-            httpx.AsyncClient(base_url=proc.base_url, timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"}))
+    return (
+        httpx.AsyncClient(base_url=proc.base_url, timeout=30),
+        httpx.AsyncClient(base_url=proc.base_url, timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"}),
+    )
 
 
 @pytest.fixture
@@ -73,19 +76,28 @@ async def test_sigkill_mid_backlog_then_restart(tmp_path: Path, broker: TestBrok
         proc.kill()
 
 
-async def test_failover_between_replicas(tmp_path: Path, broker: TestBroker, slow_proxy: TcpProxy,
-                                         postgres_url: str) -> None:
+async def test_failover_between_replicas(
+    tmp_path: Path, broker: TestBroker, slow_proxy: TcpProxy, postgres_url: str
+) -> None:
     # Replicas behind one load balancer share their public URL, so a repeat from the other is the same CloudEvent.
-    env = process_env(tmp_path, RECEIVER_DATABASE_URL=postgres_url, RECEIVER_SINKS=broker.url(slow_proxy.port),
-                      RECEIVER_PUBLIC_URL="https://receiver.example")
+    env = process_env(
+        tmp_path,
+        RECEIVER_DATABASE_URL=postgres_url,
+        RECEIVER_SINKS=broker.url(slow_proxy.port),
+        RECEIVER_PUBLIC_URL="https://receiver.example",
+    )
     first, second = ReceiverProcess(env), ReceiverProcess(env)
     await asyncio.to_thread(first.start)
     try:
+
         async def leased() -> bool:
             conn = await asyncpg.connect(postgres_url)
             try:
-                return bool(await conn.fetchval("SELECT count(*) FROM leases WHERE name = $1 AND expires_at > 0",
-                                                f"sink:{broker.sink_name}"))
+                return bool(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM leases WHERE name = $1 AND expires_at > 0", f"sink:{broker.sink_name}"
+                    )
+                )
             finally:
                 await conn.close()
 

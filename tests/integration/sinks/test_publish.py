@@ -31,11 +31,22 @@ async def test_cloudevents_in_order(tmp_path: Path, broker: TestBroker) -> None:
         got = await eventually(lambda: _at_least(broker, 40), 30, "40 messages at the broker")
         check_complete(got, list(range(1, 41)), duplicates_kept=False)
         import orjson
+
         for m in got:
             ce = m.event
             seq = int(ce["id"])
-            assert set(ce) == {"specversion", "id", "source", "type", "subject", "time", "datacontenttype",
-                               "sequence", "provider", "data"}
+            assert set(ce) == {
+                "specversion",
+                "id",
+                "source",
+                "type",
+                "subject",
+                "time",
+                "datacontenttype",
+                "sequence",
+                "provider",
+                "data",
+            }
             assert ce["specversion"] == "1.0" and ce["source"] == PUBLIC and ce["sequence"] == str(seq)
             assert ce["datacontenttype"] == "application/json" and ce["provider"] == "pixazo"
             job = orjson.loads(sse[seq])
@@ -47,8 +58,11 @@ async def test_cloudevents_in_order(tmp_path: Path, broker: TestBroker) -> None:
             elif broker.kind == "redis":
                 assert m.broker_id == f"{seq}-0" and m.raw["type"] == "job.succeeded" and m.raw["subject"] == job["id"]
             else:
-                assert m.raw == {"routing_key": "job.succeeded", "content_type": "application/cloudevents+json",
-                                 "delivery_mode": 2}
+                assert m.raw == {
+                    "routing_key": "job.succeeded",
+                    "content_type": "application/cloudevents+json",
+                    "delivery_mode": 2,
+                }
         assert listed["url"] == broker.url().replace("guest:guest@", "guest:***@") and listed["last_error"] is None
         assert listed["last_published_at"] is not None
         metrics = (await client.get("/metrics")).text
@@ -70,8 +84,11 @@ async def _at_least(broker: TestBroker, n: int):  # type: ignore[no-untyped-def]
 async def test_outage_then_complete_in_order(tmp_path: Path, broker: TestBroker) -> None:
     proxy = await TcpProxy(PORTS[broker.kind]).start()
     try:
-        async with serve_app(app_for(tmp_path, broker.url(proxy.port))) as server, server.client() as client, \
-                server.api() as api:
+        async with (
+            serve_app(app_for(tmp_path, broker.url(proxy.port))) as server,
+            server.client() as client,
+            server.api() as api,
+        ):
             await fire(client, "pix_out1", 30)
             await drained(api, broker.sink_name, 30)
             await proxy.down()
@@ -95,8 +112,11 @@ async def _state(api: httpx.AsyncClient, name: str, state: str):  # type: ignore
 async def test_unreachable_at_start_is_failing_then_ok(tmp_path: Path, broker: TestBroker) -> None:
     proxy = TcpProxy(PORTS[broker.kind])  # not listening yet: the broker's address refuses connections
     try:
-        async with serve_app(app_for(tmp_path, broker.url(proxy.port))) as server, server.client() as client, \
-                server.api() as api:
+        async with (
+            serve_app(app_for(tmp_path, broker.url(proxy.port))) as server,
+            server.client() as client,
+            server.api() as api,
+        ):
             assert (await client.get("/readyz")).status_code == 200
             await fire(client, "pix_late", 10)
             failing = await eventually(lambda: _state(api, broker.sink_name, "failing"), 60, "sink failing")
@@ -111,8 +131,11 @@ async def test_unreachable_at_start_is_failing_then_ok(tmp_path: Path, broker: T
 async def test_frozen_broker_never_slows_webhooks(tmp_path: Path, broker: TestBroker) -> None:
     proxy = await TcpProxy(PORTS[broker.kind]).start()
     try:
-        async with serve_app(app_for(tmp_path, broker.url(proxy.port))) as server, server.client() as client, \
-                server.api() as api:
+        async with (
+            serve_app(app_for(tmp_path, broker.url(proxy.port))) as server,
+            server.client() as client,
+            server.api() as api,
+        ):
             await fire(client, "pix_fz1", 5)
             await drained(api, broker.sink_name, 5)
             proxy.freeze()
@@ -184,8 +207,7 @@ async def test_refused_for_good_stops_the_sink(tmp_path: Path, kind: str) -> Non
             client_r = aioredis.Redis()
             await client_r.xadd(broker.name, {"other": "data"}, id="1000000-0")
             await client_r.aclose()
-        async with serve_app(app_for(tmp_path, broker.url())) as server, server.client() as client, \
-                server.api() as api:
+        async with serve_app(app_for(tmp_path, broker.url())) as server, server.client() as client, server.api() as api:
             await fire(client, "pix_ref", 3)
             failing = await eventually(lambda: _state(api, broker.sink_name, "failing"), 60, "sink failing")
             assert "event 1 refused" in failing["last_error"] and failing["last_event_id"] == 0
@@ -203,11 +225,12 @@ async def test_redis_repeat_already_held_is_success(tmp_path: Path) -> None:
     await require("redis")
     broker = TestBroker("redis")
     try:
-        async with serve_app(app_for(tmp_path, broker.url())) as server, server.client() as client, \
-                server.api() as api:
+        async with serve_app(app_for(tmp_path, broker.url())) as server, server.client() as client, server.api() as api:
             await fire(client, "pix_rep", 5)
             await drained(api, broker.sink_name, 5)
-            assert (await api.post(f"/v1/sinks/{broker.sink_name}/rewind", json={"last_event_id": 0})).status_code == 200
+            assert (
+                await api.post(f"/v1/sinks/{broker.sink_name}/rewind", json={"last_event_id": 0})
+            ).status_code == 200
             await drained(api, broker.sink_name, 5)
             check_complete(await broker.messages(), list(range(1, 6)), duplicates_kept=False)
     finally:
@@ -233,13 +256,14 @@ async def test_redis_repeat_written_with_another_source_is_still_the_event(tmp_p
     await require("redis")
     broker = TestBroker("redis")
     try:
-        async with serve_app(app_for(tmp_path, broker.url())) as server, server.client() as client, \
-                server.api() as api:
+        async with serve_app(app_for(tmp_path, broker.url())) as server, server.client() as client, server.api() as api:
             await fire(client, "pix_src", 3)
             await drained(api, broker.sink_name, 3)
         settings = make_settings(tmp_path, sinks=broker.url(), public_url="https://elsewhere.example")
         async with serve_app(create_app(settings)) as server, server.api() as api:
-            assert (await api.post(f"/v1/sinks/{broker.sink_name}/rewind", json={"last_event_id": 0})).status_code == 200
+            assert (
+                await api.post(f"/v1/sinks/{broker.sink_name}/rewind", json={"last_event_id": 0})
+            ).status_code == 200
             await drained(api, broker.sink_name, 3)
             assert (await sink(api, broker.sink_name))["state"] == "ok"
         got = await broker.messages()

@@ -3,7 +3,7 @@ rewind, errors, and the position a `since` rewind starts from."""
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -36,17 +36,22 @@ async def test_rows_positions_and_epochs(store: Store) -> None:
     row = (await store.sink_rows(["nats:A"]))["nats:A"]
     assert (row.position, row.last_error) == (2, None)
     paused = await store.change_sink("nats:A", paused=True)
-    assert paused.paused and paused.epoch == 2 and paused.position == 2
+    assert paused.paused and paused.epoch == 1 and paused.position == 2
+    # A pause does not fence the publisher off: what its broker acknowledged before it stopped is kept,
+    # so a resume does not publish it again (RabbitMQ would hold it twice).
+    assert await store.advance_sink("nats:A", epoch=1, position=4)
     resumed = await store.change_sink("nats:A", paused=False)
-    assert not resumed.paused and resumed.epoch == 3
+    assert not resumed.paused and resumed.epoch == 2 and resumed.position == 4
     assert (await store.sink_rows(["redis:b"]))["redis:b"].position == 0  # each sink its own row
 
 
 async def test_event_seq_before_since(store: Store) -> None:
     assert await store.event_seq_before(0.0) == 0
     for n in range(3):
-        await store.apply(Receipt(provider="pixazo", source="webhook", body=b"{}"),
-                          [Completion("pixazo", f"s{n}", JobStatus.SUCCEEDED, outputs=(Output("https://a/x.jpg", None),))])
+        await store.apply(
+            Receipt(provider="pixazo", source="webhook", body=b"{}"),
+            [Completion("pixazo", f"s{n}", JobStatus.SUCCEEDED, outputs=(Output("https://a/x.jpg", None),))],
+        )
     events = await store.events_after(0, 10)
     assert [e.seq for e in events] == [1, 2, 3]
     assert await store.event_seq_before(0.0) == 0  # everything

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -48,7 +48,13 @@ def done(pid: str, *urls: str, provider: str = "pixazo") -> Completion:
 
 
 def image(task: str, key: str) -> Completion:
-    return Completion("runware", task, JobStatus.SUCCEEDED, outputs=(Output(f"https://im/{key}.jpg", "image/jpeg", key),), partial=True)
+    return Completion(
+        "runware",
+        task,
+        JobStatus.SUCCEEDED,
+        outputs=(Output(f"https://im/{key}.jpg", "image/jpeg", key),),
+        partial=True,
+    )
 
 
 async def test_completion_before_registration_is_claimed(store: Store) -> None:
@@ -83,7 +89,11 @@ async def test_duplicate_changes_nothing_and_terminal_never_reverts(store: Store
     dup = await store.apply(receipt(), [done("r3", "https://a/3.jpg")])
     late_failure = await store.apply(receipt(), [Completion("pixazo", "r3", JobStatus.FAILED, error="late")])
     progress = await store.apply(receipt(), [Completion("pixazo", "r3", JobStatus.PENDING)])
-    assert (dup.outcome, late_failure.outcome, progress.outcome) == (Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.IGNORED)
+    assert (dup.outcome, late_failure.outcome, progress.outcome) == (
+        Outcome.DUPLICATE,
+        Outcome.DUPLICATE,
+        Outcome.IGNORED,
+    )
     job = await store.get_job(first.job_ids[0])
     assert job is not None and job.status is JobStatus.SUCCEEDED and job.error is None
     assert len(await store.events_after(0, 10)) == 1
@@ -161,8 +171,6 @@ async def test_pagination_newest_first(store: Store) -> None:
     assert (await store.list_jobs(filters=JobFilter(provider="oxen"), limit=3, cursor=None)).items == []
 
 
-
-
 # -- several replicas at once ------------------------------------------------------------------------
 
 
@@ -176,7 +184,9 @@ class FakeClock:
 
 async def test_same_delivery_on_several_replicas_changes_the_job_once(open_stores: Opener) -> None:
     stores = [await open_stores(default_callback_url="http://127.0.0.1:9/cb") for _ in range(4)]
-    results = await asyncio.gather(*(s.apply(receipt(), [done("dup1", "https://a/d.jpg")]) for s in stores for _ in range(3)))
+    results = await asyncio.gather(
+        *(s.apply(receipt(), [done("dup1", "https://a/d.jpg")]) for s in stores for _ in range(3))
+    )
     assert sorted(r.outcome.value for r in results) == ["applied"] + ["duplicate"] * 11
     assert len({r.job_ids[0] for r in results}) == 1
     assert len(await stores[0].events_after(0, 10)) == 1
@@ -186,8 +196,9 @@ async def test_same_delivery_on_several_replicas_changes_the_job_once(open_store
 
 async def test_runware_images_at_once_on_several_replicas(open_stores: Opener) -> None:
     stores = [await open_stores() for _ in range(3)]
-    job, _ = await stores[0].register_job(provider="runware", provider_job_id="par", callback_url=None, metadata={},
-                                          expected_outputs=6)
+    job, _ = await stores[0].register_job(
+        provider="runware", provider_job_id="par", callback_url=None, metadata={}, expected_outputs=6
+    )
     await asyncio.gather(*(stores[i % 3].apply(receipt("runware"), [image("par", f"k{i}")]) for i in range(6)))
     got = await stores[2].get_job(job.id)
     assert got is not None and got.status is JobStatus.SUCCEEDED
@@ -208,8 +219,9 @@ async def test_poll_claims_are_exclusive_and_leased(open_stores: Opener) -> None
     clock = FakeClock()
     stores = [await open_stores(reconcile_after_s=10, clock=clock) for _ in range(3)]
     for i in range(12):
-        await stores[0].register_job(provider="pixazo", provider_job_id=f"poll{i}", callback_url=None, metadata={},
-                                     expected_outputs=None)
+        await stores[0].register_job(
+            provider="pixazo", provider_job_id=f"poll{i}", callback_url=None, metadata={}, expected_outputs=None
+        )
     assert await stores[1].claim_due_polls(providers=["pixazo"], limit=50, lease_s=60) == []  # not due yet
     clock.now += 11
     claims = await asyncio.gather(*(s.claim_due_polls(providers=["pixazo"], limit=5, lease_s=60) for s in stores))
@@ -274,8 +286,14 @@ async def test_calls_of_a_gone_replica_are_orphans(open_stores: Opener) -> None:
     a, b = await open_stores(clock=clock), await open_stores(clock=clock)
     await a.heartbeat()
     await b.heartbeat()
-    job, _ = await a.register_job(provider="lumenfall", provider_job_id="lf_x", callback_url=None, metadata={},
-                                  expected_outputs=None, owner=a.replica_id)
+    job, _ = await a.register_job(
+        provider="lumenfall",
+        provider_job_id="lf_x",
+        callback_url=None,
+        metadata={},
+        expected_outputs=None,
+        owner=a.replica_id,
+    )
     assert await b.orphaned_jobs("lumenfall") == []  # its replica is alive
     clock.now += store_base.REPLICA_TTL_S + 1
     await b.heartbeat()  # b lives on, a has stopped
@@ -294,15 +312,28 @@ async def test_receipts_know_their_jobs_and_filter_by_job(store: Store) -> None:
 async def test_job_filters(store: Store) -> None:
     clock_jobs = []
     for i in range(3):
-        clock_jobs.append((await store.register_job(provider="runware", provider_job_id=f"f{i}", callback_url=None,
-                                                    metadata={}, expected_outputs=None))[0])
+        clock_jobs.append(
+            (
+                await store.register_job(
+                    provider="runware", provider_job_id=f"f{i}", callback_url=None, metadata={}, expected_outputs=None
+                )
+            )[0]
+        )
     await store.apply(receipt("runware"), [image("f1", "x")])
-    assert [j.provider_job_id for j in (await store.list_jobs(filters=JobFilter(provider_job_id="f2"), limit=10,
-                                                              cursor=None)).items] == ["f2"]
-    assert [j.provider_job_id for j in (await store.list_jobs(filters=JobFilter(status="succeeded"), limit=10,
-                                                              cursor=None)).items] == ["f1"]
-    assert [j.provider_job_id for j in (await store.list_jobs(filters=JobFilter(delivery_status="none", status="pending"),
-                                                              limit=10, cursor=None)).items] == ["f2", "f0"]
+    assert [
+        j.provider_job_id
+        for j in (await store.list_jobs(filters=JobFilter(provider_job_id="f2"), limit=10, cursor=None)).items
+    ] == ["f2"]
+    assert [
+        j.provider_job_id
+        for j in (await store.list_jobs(filters=JobFilter(status="succeeded"), limit=10, cursor=None)).items
+    ] == ["f1"]
+    assert [
+        j.provider_job_id
+        for j in (
+            await store.list_jobs(filters=JobFilter(delivery_status="none", status="pending"), limit=10, cursor=None)
+        ).items
+    ] == ["f2", "f0"]
     assert (await store.list_jobs(filters=JobFilter(since=4_000_000_000), limit=10, cursor=None)).items == []
     assert len((await store.list_jobs(filters=JobFilter(until=4_000_000_000), limit=10, cursor=None)).items) == 3
 
@@ -322,7 +353,10 @@ async def test_pages_stop_at_the_byte_budget(store: Store, monkeypatch: pytest.M
         if cursor is None:
             break
     assert seen == sorted(ids, reverse=True) and pages > 1
+
+
 # -- media mirroring: mirror tasks hold a succeeded job's event and callback back -------------------
+
 
 async def test_mirroring_defers_event_and_callback_until_outputs_are_done(open_stores: Opener) -> None:
     from receiver.store.rules import MirrorResult
@@ -337,7 +371,9 @@ async def test_mirroring_defers_event_and_callback_until_outputs_are_done(open_s
 
     tasks = await store.claim_mirror_tasks(limit=10, lease_s=60)
     assert sorted((t.job_id, t.index, t.url, t.attempts) for t in tasks) == [
-        (job.id, 0, "https://a/1.jpg", 1), (job.id, 1, "https://a/2.jpg", 1)]
+        (job.id, 0, "https://a/1.jpg", 1),
+        (job.id, 1, "https://a/2.jpg", 1),
+    ]
     assert await store.claim_mirror_tasks(limit=10, lease_s=60) == []  # leased: nobody else takes them
     first, second = sorted(tasks, key=lambda t: t.index)
     await store.finish_mirror_task(first, MirrorResult("http://r/media/x", "ab" * 32, 5, "image/jpeg"))
@@ -383,7 +419,9 @@ async def test_mirroring_off_and_failed_jobs_are_announced_at_once(open_stores: 
     assert len(await plain.events_after(0, 10)) == 1 and await plain.claim_mirror_tasks(limit=10, lease_s=5) == []
     mirroring = await open_stores(mirroring=True)
     await mirroring.apply(receipt(), [Completion("pixazo", "m4", JobStatus.FAILED, error="no")])
-    assert len(await mirroring.events_after(0, 10)) == 2 and await mirroring.claim_mirror_tasks(limit=10, lease_s=5) == []
+    assert (
+        len(await mirroring.events_after(0, 10)) == 2 and await mirroring.claim_mirror_tasks(limit=10, lease_s=5) == []
+    )
 
 
 async def test_registration_of_a_job_awaiting_its_mirror_calls_back_once(open_stores: Opener) -> None:
@@ -391,8 +429,13 @@ async def test_registration_of_a_job_awaiting_its_mirror_calls_back_once(open_st
 
     store = await open_stores(mirroring=True)
     result = await store.apply(receipt(), [done("m5", "https://a/5.jpg")])
-    await store.register_job(provider="pixazo", provider_job_id="m5", callback_url="http://127.0.0.1:9/mine",
-                             metadata={}, expected_outputs=None)
+    await store.register_job(
+        provider="pixazo",
+        provider_job_id="m5",
+        callback_url="http://127.0.0.1:9/mine",
+        metadata={},
+        expected_outputs=None,
+    )
     assert await store.claim_due_messages(limit=10, lease_s=30) == []  # not before its mirror
     (task,) = await store.claim_mirror_tasks(limit=10, lease_s=60)
     await store.finish_mirror_task(task, MirrorResult(error="refused"))
@@ -406,17 +449,32 @@ async def test_replicas_claim_disjoint_mirror_tasks(open_stores: Opener) -> None
     first = await open_stores(mirroring=True)
     second = await open_stores(mirroring=True)
     await first.apply(receipt(), [done("m6", *[f"https://a/6-{i}.jpg" for i in range(12)])])
-    a, b = await asyncio.gather(first.claim_mirror_tasks(limit=8, lease_s=60),
-                                second.claim_mirror_tasks(limit=8, lease_s=60))
+    a, b = await asyncio.gather(
+        first.claim_mirror_tasks(limit=8, lease_s=60), second.claim_mirror_tasks(limit=8, lease_s=60)
+    )
     claimed = [t.index for t in a] + [t.index for t in b]
     assert sorted(claimed) == list(range(12))  # each output once, by one replica
     assert await second.claim_mirror_tasks(limit=8, lease_s=60) == []
+
+
 # -- what the jobs API asks of the store: patch, cancel, timeouts, redelivery, idempotency ----------
 
-async def register(store: Store, pid: str, *, provider: str = "pixazo", callback_url: str | None = None,
-                   expected_outputs: int | None = None) -> str:
-    job, _ = await store.register_job(provider=provider, provider_job_id=pid, callback_url=callback_url,
-                                      metadata={"m": 1}, expected_outputs=expected_outputs)
+
+async def register(
+    store: Store,
+    pid: str,
+    *,
+    provider: str = "pixazo",
+    callback_url: str | None = None,
+    expected_outputs: int | None = None,
+) -> str:
+    job, _ = await store.register_job(
+        provider=provider,
+        provider_job_id=pid,
+        callback_url=callback_url,
+        metadata={"m": 1},
+        expected_outputs=expected_outputs,
+    )
     return job.id
 
 
@@ -486,7 +544,10 @@ async def test_expire_from_two_replicas_fails_each_job_once(open_stores: Opener)
     ids = [await register(first, f"x{i}") for i in range(20)]
     cutoff = first.clock() + 1
     import asyncio
-    a, b = await asyncio.gather(*(s.expire_jobs(created_before=cutoff, error="late", limit=50) for s in (first, second)))
+
+    a, b = await asyncio.gather(
+        *(s.expire_jobs(created_before=cutoff, error="late", limit=50) for s in (first, second))
+    )
     assert sorted(a + b) == sorted(ids)
     assert len(await first.events_after(0, 100)) == 20
 
@@ -523,9 +584,11 @@ async def test_discard_only_untouched_jobs(store: Store) -> None:
 
 async def test_idempotency_key_claims(open_stores: Opener) -> None:
     import asyncio
+
     first, second = await open_stores(), await open_stores()
-    claims = await asyncio.gather(*(s.claim_idempotency_key("k1", fingerprint="f", ttl_s=60, stale_s=30)
-                                    for s in (first, second, first, second)))
+    claims = await asyncio.gather(
+        *(s.claim_idempotency_key("k1", fingerprint="f", ttl_s=60, stale_s=30) for s in (first, second, first, second))
+    )
     assert sorted(c.state for c in claims) == ["new", "pending", "pending", "pending"]
     await first.finish_idempotency_key("k1", ["job_a", "job_b"])
     done_claim = await second.claim_idempotency_key("k1", fingerprint="g", ttl_s=60, stale_s=30)
@@ -539,8 +602,9 @@ async def test_idempotency_key_claims(open_stores: Opener) -> None:
 
 
 async def test_progress_names_its_job_without_changing_it(store: Store) -> None:
-    job, _ = await store.register_job(provider="apiframe", provider_job_id="prog1", callback_url=None, metadata={},
-                                      expected_outputs=None)
+    job, _ = await store.register_job(
+        provider="apiframe", provider_job_id="prog1", callback_url=None, metadata={}, expected_outputs=None
+    )
     result = await store.apply(receipt("apiframe"), [Completion("apiframe", "prog1", JobStatus.PENDING)])
     assert result.outcome is Outcome.IGNORED and result.job_ids == [job.id] and result.terminal_job_ids == []
     (stored,) = (await store.list_receipts(provider=None, outcome=None, limit=5, cursor=None, job_id=job.id)).items
@@ -612,8 +676,9 @@ async def test_a_patch_makes_waiting_messages_due_now_to_the_new_url(store: Stor
     job_id = await register(store, "wait2", callback_url=OLD)
     await store.apply(receipt(), [done("wait2", "https://a/wait2.jpg")])
     (claimed,) = await store.claim_due_messages(limit=10, lease_s=30)
-    await store.record_attempt(claimed, status_code=None, error="timeout", outcome="retry",
-                               next_attempt_at=store.clock() + 3600)
+    await store.record_attempt(
+        claimed, status_code=None, error="timeout", outcome="retry", next_attempt_at=store.clock() + 3600
+    )
     await store.update_job(job_id, {"callback_url": NEW})
     (due,) = await store.claim_due_messages(limit=10, lease_s=30)
     assert (due.id, due.url) == (claimed.id, NEW)
@@ -629,8 +694,9 @@ async def test_messages_handed_back_are_due_for_another_replica_at_once(open_sto
     (taken,) = await staying.claim_due_messages(limit=10, lease_s=30)
     assert taken.id == claimed.id
     # A message no longer leased (its attempt recorded, a retry an hour away) is not made due by a hand-back.
-    await staying.record_attempt(taken, status_code=503, error="HTTP 503", outcome="retry",
-                                 next_attempt_at=staying.clock() + 3600)
+    await staying.record_attempt(
+        taken, status_code=503, error="HTTP 503", outcome="retry", next_attempt_at=staying.clock() + 3600
+    )
     await leaving.hand_back_messages([claimed.seq])
     assert await staying.claim_due_messages(limit=10, lease_s=30) == []
     assert (await staying.waiting_messages(job_id))[0].attempts == 1
@@ -643,11 +709,40 @@ async def test_redeliveries_by_time_make_waiting_messages_due_instead_of_doublin
         await store.apply(receipt(), [done(f"rw{i}", f"https://a/rw{i}.jpg")])
     claimed = await store.claim_due_messages(limit=100, lease_s=30)
     for message in claimed[:2]:  # two wait for a retry an hour away; two are being sent (leased)
-        await store.record_attempt(message, status_code=503, error="HTTP 503", outcome="retry",
-                                   next_attempt_at=store.clock() + 3600)
+        await store.record_attempt(
+            message, status_code=503, error="HTTP 503", outcome="retry", next_attempt_at=store.clock() + 3600
+        )
     queued, _ = await store.redeliver_finished(FinishedFilter(since=since), after_seq=0, limit=10)
     assert queued == 4
     due = await store.claim_due_messages(limit=100, lease_s=30)
     # The waiting two, due now under their own ids; the two in flight get a new message each.
     assert sorted(m.id for m in due if m.attempts == 1) == sorted(m.id for m in claimed[:2])
     assert len(due) == 4 and not {m.id for m in due} & {m.id for m in claimed[2:]}
+
+
+async def test_a_media_chunk_written_again_keeps_the_new_bytes_and_its_first_time(open_stores: Opener) -> None:
+    clock = FakeClock()
+    store = await open_stores(clock=clock)
+    first = clock.now
+    await store.put_media_chunk("again", 0, b"old")
+    clock.now += 100
+    await store.put_media_chunk("again", 0, b"new")  # a retried write of the same chunk
+    await store.name_media_upload("again", "objects/again")
+    assert await store.media_chunk("objects/again", 0) == b"new"
+    # Unnamed, the upload is as old as its first write on either backend (one upsert, written once).
+    await store.put_media_chunk("cut", 0, b"x")
+    clock.now += 100
+    await store.put_media_chunk("cut", 0, b"y")
+    assert await store.forget_media_uploads(older_than=first + 150) == 1
+    assert await store.forget_media_uploads(older_than=clock.now + 1) == 0
+
+
+async def test_a_media_object_is_known_by_name_alone(open_stores: Opener) -> None:
+    store = await open_stores()
+    assert not await store.has_media_object("objects/none")
+    await store.put_media_chunk("up", 0, b"bytes")
+    assert not await store.has_media_object("objects/up")  # an unnamed upload is not an object yet
+    await store.name_media_upload("up", "objects/up")
+    assert await store.has_media_object("objects/up")
+    await store.delete_media_object("objects/up")
+    assert not await store.has_media_object("objects/up")

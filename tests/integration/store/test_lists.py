@@ -20,8 +20,9 @@ async def store(store_url: str) -> Store:  # type: ignore[misc]
 async def _register(store: Store, n: int, provider: str = "pixazo") -> list[str]:
     ids = []
     for i in range(n):
-        job, _ = await store.register_job(provider=provider, provider_job_id=f"px-{i:04d}", callback_url=None,
-                                          metadata={}, expected_outputs=None)
+        job, _ = await store.register_job(
+            provider=provider, provider_job_id=f"px-{i:04d}", callback_url=None, metadata={}, expected_outputs=None
+        )
         ids.append(job.id)
     return ids
 
@@ -46,8 +47,9 @@ async def test_jobs_page_past_the_first_page_with_a_total(store: Store) -> None:
         seen += [j.id for j in page.items]
         cursor = page.next_cursor
     assert seen == ids[::-1]
-    pending = await store.list_jobs(filters=JobFilter(status="pending", provider="pixazo"), limit=5, cursor=None,
-                                    count=True)
+    pending = await store.list_jobs(
+        filters=JobFilter(status="pending", provider="pixazo"), limit=5, cursor=None, count=True
+    )
     assert pending.total == 120 and len(pending.items) == 5
     none = await store.list_jobs(filters=JobFilter(status="failed"), limit=5, cursor=None, count=True)
     assert (none.items, none.total) == ([], 0)
@@ -88,9 +90,19 @@ async def test_prefix_search_finds_jobs_by_the_start_of_either_id(store: Store) 
 
 
 def _refusal(i: int, reason: str = "unauthorized", provider: str = "pixazo") -> Refusal:
-    return Refusal(provider=provider, reason=reason, status=401, detail="missing or wrong ?token=", method="POST",
-                   path=f"/webhooks/{provider}", query="token=***", headers={"content-type": "application/json"},
-                   body=b'{"n": %d}' % i, body_bytes=9, received_at=1_800_000_000.0 + i)
+    return Refusal(
+        provider=provider,
+        reason=reason,
+        status=401,
+        detail="missing or wrong ?token=",
+        method="POST",
+        path=f"/webhooks/{provider}",
+        query="token=***",
+        headers={"content-type": "application/json"},
+        body=b'{"n": %d}' % i,
+        body_bytes=9,
+        received_at=1_800_000_000.0 + i,
+    )
 
 
 async def test_refusals_are_kept_newest_first_and_trimmed_to_the_bound(store: Store) -> None:
@@ -108,4 +120,6 @@ async def test_refusals_are_kept_newest_first_and_trimmed_to_the_bound(store: St
     assert bodies == [b'{"n": %d}' % i for i in range(24, 12, -1)]
     await store.record_refusals([_refusal(99, "too_large", "runware")], keep=12)
     large = await store.list_refusals(provider=None, reason="too_large", limit=5, cursor=None, count=True)
-    assert large.total == 1 and large.items[0].provider == "runware" and large.items[0].to_json()["query"] == "token=***"
+    assert (
+        large.total == 1 and large.items[0].provider == "runware" and large.items[0].to_json()["query"] == "token=***"
+    )

@@ -19,8 +19,10 @@ import httpx
 from receiver.app import create_app
 from tests.support import make_settings, serve_app
 
-TERMINATE = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-             "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+TERMINATE = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
 
 
 async def test_terminated_backends_give_503_never_500(tmp_path: Path, postgres_url: str) -> None:

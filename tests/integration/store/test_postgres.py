@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from receiver.store import JobFilter, open_store
 from receiver.models import Completion, JobStatus, Output, Receipt
+from receiver.store import JobFilter, open_store
 from receiver.store.postgres.store import LOAD_JOBS_SQL, PostgresStore
 from receiver.store.schema import POSTGRES
 
@@ -20,15 +20,24 @@ from receiver.store.schema import POSTGRES
 def serve(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_") and k != "DATABASE_URL"}
     env.update(RECEIVER_DATABASE_URL=url, RECEIVER_TUNNEL_DISCOVERY="off")
-    return subprocess.run([sys.executable, "-m", "receiver", "serve", "--port", "1"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", "serve", "--port", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("suffix, why", [
-    ("@127.0.0.1:1/receiver", "unreachable server"),
-    ("@127.0.0.1:5432/no_such_database_here", "database does not exist"),
-    ("@[not-a-host/receiver", "malformed URL"),
-])
+@pytest.mark.parametrize(
+    "suffix, why",
+    [
+        ("@127.0.0.1:1/receiver", "unreachable server"),
+        ("@127.0.0.1:5432/no_such_database_here", "database does not exist"),
+        ("@[not-a-host/receiver", "malformed URL"),
+    ],
+)
 def test_a_bad_database_url_is_one_clear_line(suffix: str, why: str, tmp_path: Path, postgres_url: str) -> None:
     result = serve(f"postgresql://postgres:s3cret-pw{suffix}", tmp_path)
     assert result.returncode != 0, why
@@ -49,7 +58,10 @@ def test_wrong_credentials_and_missing_rights(tmp_path: Path, postgres_url: str)
 
     asyncio.run(make_role())
     base, db = postgres_url.rsplit("/", 1)
-    for url in (f"postgresql://no_such_role_here@127.0.0.1:5432/{db}", f"postgresql://receiver_no_rights@127.0.0.1:5432/{db}"):
+    for url in (
+        f"postgresql://no_such_role_here@127.0.0.1:5432/{db}",
+        f"postgresql://receiver_no_rights@127.0.0.1:5432/{db}",
+    ):
         result = serve(url, tmp_path)
         assert result.returncode != 0
         assert result.stderr.strip().startswith("receiver: cannot use PostgreSQL"), result.stderr
@@ -102,13 +114,17 @@ async def test_the_job_lookup_is_planned_for_the_table_as_it_grows(postgres_url:
         async with store._connection() as conn:
             await conn.execute(f"PREPARE lookup(text[], text[]) AS {LOAD_JOBS_SQL}")
             keys = "('{pixazo,pixazo}', '{p_1,p_2}')"
-            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
-                               "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(1, 50) g")
+            await conn.execute(
+                "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 FROM generate_series(1, 50) g"
+            )
             for _ in range(6):  # past the runs after which PostgreSQL may settle on one generic plan
                 assert len(await conn.fetch(f"EXECUTE lookup{keys}")) == 2
-            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
-                               "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 "
-                               "FROM generate_series(51, 30000) g")
+            await conn.execute(
+                "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'succeeded', 0 "
+                "FROM generate_series(51, 30000) g"
+            )
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE lookup{keys}"))
             await conn.execute("DEALLOCATE lookup")
     finally:
@@ -123,10 +139,14 @@ async def test_a_provider_job_id_alone_is_searched_not_scanned(postgres_url: str
     reads: list[tuple[str, tuple[object, ...]]] = []
     try:
         async with store._connection() as conn:  # type: ignore[attr-defined]
-            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
-                               "SELECT 'job_' || g, 'pixazo', 'p' || g, 'succeeded', 0 FROM generate_series(1, 30000) g")
-            await conn.execute("INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
-                               "VALUES ('job_oxen_7', 'oxen', 'p7', 'succeeded', 0)")
+            await conn.execute(
+                "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                "SELECT 'job_' || g, 'pixazo', 'p' || g, 'succeeded', 0 FROM generate_series(1, 30000) g"
+            )
+            await conn.execute(
+                "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+                "VALUES ('job_oxen_7', 'oxen', 'p7', 'succeeded', 0)"
+            )
             await conn.execute("ANALYZE jobs")
         fetch = store._fetch  # type: ignore[attr-defined]
 
@@ -150,8 +170,10 @@ async def test_a_renewal_on_its_way_does_not_take_back_a_handed_back_message(pos
     staying = await open_store(postgres_url, default_callback_url="http://127.0.0.1:9/cb")
     try:
         assert isinstance(leaving, PostgresStore)
-        await staying.apply(Receipt(provider="pixazo", source="webhook", body=b"{}"), [Completion(
-            "pixazo", "renew1", JobStatus.SUCCEEDED, outputs=(Output("https://a/r.jpg", "image/jpeg"),))])
+        await staying.apply(
+            Receipt(provider="pixazo", source="webhook", body=b"{}"),
+            [Completion("pixazo", "renew1", JobStatus.SUCCEEDED, outputs=(Output("https://a/r.jpg", "image/jpeg"),))],
+        )
         (claimed,) = await leaving.claim_due_messages(limit=10, lease_s=300)
         held = [claimed.seq]  # what the renewal loop read before the hand-back
         await leaving.hand_back_messages(held)
@@ -160,3 +182,22 @@ async def test_a_renewal_on_its_way_does_not_take_back_a_handed_back_message(pos
     finally:
         await leaving.close()
         await staying.close()
+
+
+async def test_libpq_query_parameters_in_the_url_are_honoured(postgres_url: str) -> None:
+    name = f"receiver-{os.getpid()}"
+    store = await open_store(f"{postgres_url}?sslmode=disable&application_name={name}")
+    try:
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            names = {
+                r[0]
+                for r in await admin.fetch(
+                    "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+                )
+            }
+        finally:
+            await admin.close()
+        assert name in names
+    finally:
+        await store.close()

@@ -9,23 +9,29 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 
 from tests.fakes.callback import HANG, callback_server
-from tests.fakes.oxen import API_KEY as OXEN_KEY, FakeOxen
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, ReceiverProcess, process_env, serve_app, eventually
+from tests.fakes.oxen import API_KEY as OXEN_KEY
+from tests.fakes.oxen import FakeOxen
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, ReceiverProcess, eventually, process_env, serve_app
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 Start = Callable[..., Awaitable[ReceiverProcess]]
 
 
 def pixazo_done(request_id: str) -> bytes:
-    return json.dumps({"request_id": request_id, "status": "COMPLETED",
-                       "output": {"media_url": [f"https://cdn.pixazo.test/{request_id}.png"]}}).encode()
+    return json.dumps(
+        {
+            "request_id": request_id,
+            "status": "COMPLETED",
+            "output": {"media_url": [f"https://cdn.pixazo.test/{request_id}.png"]},
+        }
+    ).encode()
 
 
 def hook(base_url: str) -> str:
@@ -87,8 +93,9 @@ async def test_replicas_behave_as_one_receiver(start_replica: Start) -> None:
 async def test_event_stream_and_long_poll_see_another_replicas_commit(start_replica: Start) -> None:
     a, b = await start_replica(), await start_replica()
     async with httpx.AsyncClient(timeout=30) as client:
-        registered = await client.post(f"{a.base_url}/v1/jobs", headers=AUTH,
-                                       json={"provider": "pixazo", "provider_job_id": "cross-1"})
+        registered = await client.post(
+            f"{a.base_url}/v1/jobs", headers=AUTH, json={"provider": "pixazo", "provider_job_id": "cross-1"}
+        )
         job_id = registered.json()["id"]
         events: list[str] = []
 
@@ -152,10 +159,13 @@ async def test_oxen_stream_has_one_consumer_and_fails_over(start_replica: Start)
                 return sorted(await states()) == ["connected", "standby"]
 
             await eventually(one_leader, 30, "one consumer, one standby")
-            leader, other = (replicas[0], replicas[1]) if (await states())[0] == "connected" else (replicas[1], replicas[0])
+            leader, other = (
+                (replicas[0], replicas[1]) if (await states())[0] == "connected" else (replicas[1], replicas[0])
+            )
             generation = fake.submit()
-            registered = await client.post(f"{other.base_url}/v1/jobs", headers=AUTH,
-                                           json={"provider": "oxen", "provider_job_id": generation})
+            registered = await client.post(
+                f"{other.base_url}/v1/jobs", headers=AUTH, json={"provider": "oxen", "provider_job_id": generation}
+            )
             job_id = registered.json()["id"]
             leader.kill()
             killed_at = time.monotonic()
@@ -203,8 +213,10 @@ async def test_lost_database_connections_give_503_then_recover(start_replica: St
             workers = [asyncio.create_task(load(w)) for w in range(8)]
             for _ in range(15):  # cut every connection of the receiver's, under load
                 await asyncio.sleep(0.2)
-                await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
             stop.set()
             await asyncio.gather(*workers)
             for i in range(10):
@@ -251,8 +263,10 @@ async def test_readyz_is_503_while_the_store_cannot_take_writes(start_replica: S
         """Every new session of the database read-only (as on a standby) or not, and the replica's sessions
         cut, so that it opens new ones."""
         await admin.execute(f'ALTER DATABASE "{database}" {setting}')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
     try:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -262,7 +276,6 @@ async def test_readyz_is_503_while_the_store_cannot_take_writes(start_replica: S
 
             assert await ready(200)
             await reconnect_with("SET default_transaction_read_only = on")
-
 
             async def reads() -> bool:
                 return (await client.get(f"{replica.base_url}/v1/jobs", headers=AUTH)).status_code == 200

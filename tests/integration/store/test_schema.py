@@ -26,8 +26,9 @@ def sqlite_shape(path: Path) -> Shape:
             for statement in migration.statements():
                 db.execute(statement)
         shape: Shape = {}
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                           "AND name NOT LIKE 'sqlite_%'")]
+        tables = [
+            r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        ]
         for table in tables:
             columns = frozenset(r[1] for r in db.execute(f"PRAGMA table_info({table})"))
             indexes = set()
@@ -48,10 +49,15 @@ async def postgres_shape(url: str) -> Shape:
         for migration in POSTGRES:
             await conn.execute(migration.sql)
         shape: Shape = {}
-        for table in [r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables "
-                                                                "WHERE schemaname = 'public'")]:
-            columns = frozenset(r["column_name"] for r in await conn.fetch(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table))
+        for table in [
+            r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]:
+            columns = frozenset(
+                r["column_name"]
+                for r in await conn.fetch(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table
+                )
+            )
             rows = await conn.fetch(
                 """SELECT i.relname AS name, ix.indpred IS NOT NULL AS partial,
                           array(SELECT a.attname FROM unnest(ix.indkey) WITH ORDINALITY k(n, o)
@@ -59,9 +65,15 @@ async def postgres_shape(url: str) -> Shape:
                                 ORDER BY k.o) AS cols
                    FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid JOIN pg_class t ON t.oid = ix.indrelid
                    WHERE t.relname = $1 AND NOT ix.indisprimary
-                     AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)""", table)
-            shape[table] = (columns, frozenset((r["name"], tuple(r["cols"]), r["partial"]) for r in rows
-                                               if r["name"] not in POSTGRES_ONLY_INDEXES))
+                     AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)""",
+                table,
+            )
+            shape[table] = (
+                columns,
+                frozenset(
+                    (r["name"], tuple(r["cols"]), r["partial"]) for r in rows if r["name"] not in POSTGRES_ONLY_INDEXES
+                ),
+            )
         return shape
     finally:
         await conn.close()

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from receiver.app import create_app
 from receiver.models import DeliveryStatus, JobStatus, Outcome
 from receiver.store import JobFilter, open_store
@@ -91,8 +93,13 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def pixazo(request_id: str) -> bytes:
-    return json.dumps({"request_id": request_id, "status": "COMPLETED",
-                       "output": {"media_url": [f"https://cdn.test/{request_id}.png"]}}).encode()
+    return json.dumps(
+        {
+            "request_id": request_id,
+            "status": "COMPLETED",
+            "output": {"media_url": [f"https://cdn.test/{request_id}.png"]},
+        }
+    ).encode()
 
 
 async def test_a_read_sees_every_write_acknowledged_before_it(tmp_path: Path) -> None:
@@ -129,7 +136,8 @@ async def test_a_read_sees_every_write_acknowledged_before_it(tmp_path: Path) ->
 
 
 async def test_the_wal_stays_bounded_under_load_and_shrinks_when_idle(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from receiver.store.sqlite import file as sqlite_file
 
     # The ceiling is a ceiling, never a trigger: scaled down so that this load passes its restart point
@@ -153,11 +161,17 @@ async def test_the_wal_stays_bounded_under_load_and_shrinks_when_idle(
             await asyncio.sleep(0.002)
 
     async with serve_app(create_app(make_settings(tmp_path))) as server, server.client() as client:
+
         async def load(worker: int) -> None:
             nonlocal peak
             for i in range(300):
-                body = json.dumps({"request_id": f"w{worker}-{i}", "status": "COMPLETED",
-                                   "output": {"media_url": [f"https://cdn.test/{'x' * 2000}/{i}.png"]}}).encode()
+                body = json.dumps(
+                    {
+                        "request_id": f"w{worker}-{i}",
+                        "status": "COMPLETED",
+                        "output": {"media_url": [f"https://cdn.test/{'x' * 2000}/{i}.png"]},
+                    }
+                ).encode()
                 await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=body)
                 peak = max(peak, wal_bytes())
 
@@ -193,7 +207,9 @@ db.execute("COMMIT")
 
 
 def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -201,7 +217,9 @@ def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
 async def test_another_process_holding_the_lock_never_blocks_the_loop(tmp_path: Path) -> None:
     async with serve_app(create_app(make_settings(tmp_path))) as server, server.client() as client:
         holder = await asyncio.to_thread(hold_write_lock, tmp_path / "receiver.db", 3)
-        webhook = asyncio.create_task(client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=pixazo("locked-1")))
+        webhook = asyncio.create_task(
+            client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=pixazo("locked-1"))
+        )
         await asyncio.sleep(0.3)
         started = time.monotonic()
         assert (await client.get("/healthz")).status_code == 200
@@ -215,7 +233,9 @@ async def test_another_process_holding_the_lock_never_blocks_the_loop(tmp_path: 
             assert late.status_code == 503 and late.json()["error"] == "store_unavailable"  # never a 500
         finally:
             await asyncio.to_thread(holder.communicate)
-        assert (await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=pixazo("locked-2"))).status_code == 200
+        assert (
+            await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=pixazo("locked-2"))
+        ).status_code == 200
     assert health_s < 1.0, health_s  # the old store blocked the loop for the whole busy timeout (5 s)
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from receiver.app import create_app
 from tests.fakes import apiframe as af
 from tests.fakes import pixazo as px
 from tests.fakes.callback import Reply, callback_server
 from tests.fakes.harness import serve_receiver
 from tests.fakes.hostile import HostileProvider, raw
-from receiver.app import create_app
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, RunningServer, errors, eventually, make_settings, serve_app
 
 GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
@@ -26,11 +26,16 @@ GENERATE = {"provider": "pixazo", "prompt": "a red fox"}
 
 async def test_a_non_ascii_idempotency_key_is_a_422(tmp_path: Path) -> None:
     fake = af.FakeApiframe()
-    async with fake.serve(), serve_receiver(tmp_path, apiframe_api_key=af.API_KEY,
-                                            apiframe_base_url=fake.base_url) as server:
+    async with (
+        fake.serve(),
+        serve_receiver(tmp_path, apiframe_api_key=af.API_KEY, apiframe_base_url=fake.base_url) as server,
+    ):
         async with server.api() as api:
-            reply = await api.post("/v1/generations", json={"provider": "apiframe", "prompt": "a red fox"},
-                                   headers={"Idempotency-Key": b"key-\xff-1"})
+            reply = await api.post(
+                "/v1/generations",
+                json={"provider": "apiframe", "prompt": "a red fox"},
+                headers={"Idempotency-Key": b"key-\xff-1"},
+            )
         assert reply.status_code == 422, reply.text
         assert reply.json()["fields"][0]["field"] == "Idempotency-Key"
         assert fake.requests_to("/v2/images/generate") == []
@@ -38,8 +43,10 @@ async def test_a_non_ascii_idempotency_key_is_a_422(tmp_path: Path) -> None:
 
 async def test_a_refusal_holding_a_lone_surrogate_is_the_normal_502(tmp_path: Path) -> None:
     hostile = HostileProvider(default=raw(b'{"message": "no credit \\ud800 left"}', status=402))
-    async with hostile.serve(), serve_receiver(tmp_path, pixazo_api_key=px.API_KEY,
-                                               pixazo_base_url=hostile.base_url) as server:
+    async with (
+        hostile.serve(),
+        serve_receiver(tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url) as server,
+    ):
         async with server.api() as api:
             reply = await api.post("/v1/generations", json=GENERATE)
         assert reply.status_code == 502, reply.text
@@ -50,8 +57,10 @@ async def test_an_accepted_id_holding_a_lone_surrogate_is_a_clear_502(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     hostile = HostileProvider(default=raw(b'{"request_id": "grok_\\ud800", "status": "QUEUED"}', status=202))
-    async with hostile.serve(), serve_receiver(tmp_path, pixazo_api_key=px.API_KEY,
-                                               pixazo_base_url=hostile.base_url) as server:
+    async with (
+        hostile.serve(),
+        serve_receiver(tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=hostile.base_url) as server,
+    ):
         async with server.api() as api:
             reply = await api.post("/v1/generations", json=GENERATE)
             assert reply.status_code == 502, reply.text
@@ -61,12 +70,15 @@ async def test_an_accepted_id_holding_a_lone_surrogate_is_a_clear_502(
     assert any("grok_\\\\ud800" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 
-async def test_a_webhook_cut_mid_body_is_no_error(server: RunningServer,
-                                                  errors_logged: pytest.LogCaptureFixture) -> None:
+async def test_a_webhook_cut_mid_body_is_no_error(
+    server: RunningServer, errors_logged: pytest.LogCaptureFixture
+) -> None:
     port = int(server.base_url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"POST /webhooks/pixazo?token={WEBHOOK_TOKEN} HTTP/1.1\r\nHost: x\r\n"
-                 "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"request_id\": ".encode())
+    writer.write(
+        f"POST /webhooks/pixazo?token={WEBHOOK_TOKEN} HTTP/1.1\r\nHost: x\r\n"
+        'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"request_id": '.encode()
+    )
     await writer.drain()
     await asyncio.sleep(0.3)
     writer.close()
@@ -76,8 +88,9 @@ async def test_a_webhook_cut_mid_body_is_no_error(server: RunningServer,
     assert errors(errors_logged) == []
 
 
-async def test_an_unhandled_error_answers_json_and_closes(server: RunningServer, monkeypatch: pytest.MonkeyPatch,
-                                                          errors_logged: pytest.LogCaptureFixture) -> None:
+async def test_an_unhandled_error_answers_json_and_closes(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, errors_logged: pytest.LogCaptureFixture
+) -> None:
     async def broken(job_id: str) -> Any:
         raise RuntimeError("the store broke")
 
@@ -93,10 +106,12 @@ async def test_an_unhandled_error_answers_json_and_closes(server: RunningServer,
 # -- ids and URLs that cannot work ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_job_id", [" spaced", "tail ", "a\tb", "a\nb", "\t", "a\x00b"],
-                         ids=["leading-space", "trailing-space", "tab", "newline", "only-a-tab", "nul"])
-async def test_provider_job_ids_adapters_would_never_match_are_422(server: RunningServer,
-                                                                   provider_job_id: str) -> None:
+@pytest.mark.parametrize(
+    "provider_job_id",
+    [" spaced", "tail ", "a\tb", "a\nb", "\t", "a\x00b"],
+    ids=["leading-space", "trailing-space", "tab", "newline", "only-a-tab", "nul"],
+)
+async def test_provider_job_ids_adapters_would_never_match_are_422(server: RunningServer, provider_job_id: str) -> None:
     async with server.api() as api:
         reply = await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": provider_job_id})
         assert reply.status_code == 422, reply.text
@@ -104,9 +119,11 @@ async def test_provider_job_ids_adapters_would_never_match_are_422(server: Runni
         assert (await api.get("/v1/jobs")).json()["jobs"] == []
 
 
-@pytest.mark.parametrize("url", ["javascript:alert(1)", "file:///etc/passwd", "ftp://x/y.png",
-                                 "https://cdn.test/" + "a" * 9000 + ".png"],
-                         ids=["javascript", "file", "ftp", "over-8192-characters"])
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", "file:///etc/passwd", "ftp://x/y.png", "https://cdn.test/" + "a" * 9000 + ".png"],
+    ids=["javascript", "file", "ftp", "over-8192-characters"],
+)
 async def test_output_urls_that_cannot_work_make_the_message_invalid(server: RunningServer, url: str) -> None:
     body = {"request_id": "grok_1", "status": "COMPLETED", "output": {"media_url": [url]}}
     async with server.client() as client, server.api() as api:
@@ -120,8 +137,11 @@ async def test_output_urls_that_cannot_work_make_the_message_invalid(server: Run
 
 async def test_data_uris_and_ordinary_urls_still_apply(server: RunningServer) -> None:
     data_uri = "data:image/png;base64," + "A" * 200_000
-    body = {"request_id": "grok_2", "status": "COMPLETED",
-            "output": {"media_url": [data_uri, "HTTPS://cdn.test/x.png"]}}
+    body = {
+        "request_id": "grok_2",
+        "status": "COMPLETED",
+        "output": {"media_url": [data_uri, "HTTPS://cdn.test/x.png"]},
+    }
     async with server.client() as client:
         reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", json=body)
     assert reply.status_code == 200 and reply.json()["outcome"] == "applied", reply.text
@@ -133,8 +153,10 @@ async def test_data_uris_and_ordinary_urls_still_apply(server: RunningServer) ->
 async def test_a_502_never_repeats_a_secret(tmp_path: Path) -> None:
     fake = px.FakePixazo()
     fake.refusal = (401, {"message": f"key {px.API_KEY} refused; token {API_TOKEN} and {WEBHOOK_TOKEN} seen"})
-    async with fake.serve(), serve_receiver(tmp_path, pixazo_api_key=px.API_KEY,
-                                            pixazo_base_url=fake.base_url) as server:
+    async with (
+        fake.serve(),
+        serve_receiver(tmp_path, pixazo_api_key=px.API_KEY, pixazo_base_url=fake.base_url) as server,
+    ):
         async with server.api() as api:
             reply = await api.post("/v1/generations", json=GENERATE)
     assert reply.status_code == 502, reply.text
@@ -144,11 +166,16 @@ async def test_a_502_never_repeats_a_secret(tmp_path: Path) -> None:
 
 async def test_a_callback_answer_is_kept_short_in_the_delivery_record(tmp_path: Path) -> None:
     secretish = b"<html>internal admin panel " + b"x" * 100_000 + b"</html>"
-    async with callback_server(default=Reply(status=500, body=secretish)) as endpoint, \
-            serve_receiver(tmp_path) as server:
+    async with (
+        callback_server(default=Reply(status=500, body=secretish)) as endpoint,
+        serve_receiver(tmp_path) as server,
+    ):
         async with server.api() as api, server.client() as client:
-            job = (await api.post("/v1/jobs", json={"provider": "pixazo", "provider_job_id": "grok_3",
-                                                    "callback_url": endpoint.url()})).json()
+            job = (
+                await api.post(
+                    "/v1/jobs", json={"provider": "pixazo", "provider_job_id": "grok_3", "callback_url": endpoint.url()}
+                )
+            ).json()
             await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", json=px.completed("grok_3"))
 
             async def attempts() -> list[dict[str, Any]]:

@@ -13,14 +13,20 @@ from receiver.app import create_app
 from receiver.errors import StoreUnavailable
 from tests.support import WEBHOOK_TOKEN, RunningServer, errors, make_settings, serve_app
 
-BODY = json.dumps({"request_id": "req_front", "status": "COMPLETED",
-                   "output": {"media_url": ["https://cdn.pixazo.ai/req_front/output.jpeg"]}})
+BODY = json.dumps(
+    {
+        "request_id": "req_front",
+        "status": "COMPLETED",
+        "output": {"media_url": ["https://cdn.pixazo.ai/req_front/output.jpeg"]},
+    }
+)
 
 
 async def post_webhook(server: RunningServer, path: str = "/webhooks/pixazo") -> Any:
     async with server.client() as client:
-        return await client.post(f"{path}?token={WEBHOOK_TOKEN}", content=BODY,
-                                 headers={"content-type": "application/json"})
+        return await client.post(
+            f"{path}?token={WEBHOOK_TOKEN}", content=BODY, headers={"content-type": "application/json"}
+        )
 
 
 async def test_a_webhook_is_stored_and_answered(server: RunningServer) -> None:
@@ -42,7 +48,8 @@ async def test_a_lost_store_is_the_apps_503(server: RunningServer, monkeypatch: 
 
 
 async def test_a_bug_is_the_apps_500_and_its_traceback_is_logged(
-        server: RunningServer, monkeypatch: pytest.MonkeyPatch, errors_logged: pytest.LogCaptureFixture) -> None:
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, errors_logged: pytest.LogCaptureFixture
+) -> None:
     async def broken(*args: Any) -> Any:
         raise RuntimeError("the store broke")
 
@@ -54,14 +61,19 @@ async def test_a_bug_is_the_apps_500_and_its_traceback_is_logged(
     assert errors(errors_logged)  # an ERROR with its traceback, as for every other route
 
 
-@pytest.mark.parametrize(("method", "path", "status", "error"), [
-    ("GET", "/webhooks/pixazo", 405, "method_not_allowed"),
-    ("POST", "/webhooks/pixazo/more", 404, "not_found"),
-    ("POST", "/webhooks/", 404, "not_found"),
-    ("POST", "/webhooks/nobody", 404, "unknown_provider"),
-], ids=["get", "deeper", "no-provider", "unknown-provider"])
-async def test_what_is_not_a_webhook_is_answered_as_before(server: RunningServer, method: str, path: str,
-                                                           status: int, error: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/webhooks/pixazo", 405, "method_not_allowed"),
+        ("POST", "/webhooks/pixazo/more", 404, "not_found"),
+        ("POST", "/webhooks/", 404, "not_found"),
+        ("POST", "/webhooks/nobody", 404, "unknown_provider"),
+    ],
+    ids=["get", "deeper", "no-provider", "unknown-provider"],
+)
+async def test_what_is_not_a_webhook_is_answered_as_before(
+    server: RunningServer, method: str, path: str, status: int, error: str
+) -> None:
     async with server.client() as client:
         reply = await client.request(method, f"{path}?token={WEBHOOK_TOKEN}", content=BODY)
     assert (reply.status_code, reply.json()["error"]) == (status, error)

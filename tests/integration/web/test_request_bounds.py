@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
@@ -29,8 +29,9 @@ async def connect(server: RunningServer) -> tuple[asyncio.StreamReader, asyncio.
     return await asyncio.open_connection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]))
 
 
-async def closed_within(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float,
-                        trickle: bytes = b"") -> bytes:
+async def closed_within(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float, trickle: bytes = b""
+) -> bytes:
     """Whatever the server answers until it closes; a byte of `trickle` is sent every 0.2 s meanwhile.
     Our end is closed too, whatever happens."""
     try:
@@ -39,14 +40,15 @@ async def closed_within(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         writer.close()
 
 
-async def _read_until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float,
-                             trickle: bytes) -> bytes:
+async def _read_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float, trickle: bytes
+) -> bytes:
     answer = bytearray()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             chunk = await asyncio.wait_for(reader.read(65536), 0.2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if trickle:
                 try:
                     writer.write(trickle)
@@ -98,8 +100,6 @@ async def test_many_headers_over_the_cap_are_a_431(bounded: RunningServer) -> No
     assert b'"error": "headers_too_large"' in answer
 
 
-
-
 async def test_silent_and_half_sent_connections_are_dropped(bounded: RunningServer) -> None:
     connections = [await connect(bounded) for _ in range(100)]
     for n, (_, writer) in enumerate(connections):
@@ -112,8 +112,11 @@ async def test_silent_and_half_sent_connections_are_dropped(bounded: RunningServ
 
 SLOW_STARTS = {  # what a trickling client sends before its byte every 0.2 s, and that byte
     "head": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a"),
-    "body": (f"POST /webhooks/pixazo?token={WEBHOOK_TOKEN} HTTP/1.1\r\nHost: x\r\n"
-             "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{".encode(), b" "),
+    "body": (
+        f"POST /webhooks/pixazo?token={WEBHOOK_TOKEN} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{".encode(),
+        b" ",
+    ),
 }
 
 

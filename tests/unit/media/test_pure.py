@@ -22,13 +22,26 @@ def test_media_url_forms() -> None:
             parse_media_url(bad)
 
 
-@pytest.mark.parametrize(("address", "public", "private"), [
-    ("93.184.216.34", True, True), ("2606:4700::1111", True, True),
-    ("127.0.0.1", False, True), ("10.1.2.3", False, True), ("192.168.0.1", False, True),
-    ("172.16.0.1", False, True), ("169.254.169.254", False, True), ("::1", False, True),
-    ("fe80::1%eth0", False, True), ("fc00::1", False, True), ("::ffff:127.0.0.1", False, True),
-    ("100.64.0.1", False, True), ("0.0.0.0", False, False), ("224.0.0.1", False, False), ("not-an-ip", False, False),
-])
+@pytest.mark.parametrize(
+    ("address", "public", "private"),
+    [
+        ("93.184.216.34", True, True),
+        ("2606:4700::1111", True, True),
+        ("127.0.0.1", False, True),
+        ("10.1.2.3", False, True),
+        ("192.168.0.1", False, True),
+        ("172.16.0.1", False, True),
+        ("169.254.169.254", False, True),
+        ("::1", False, True),
+        ("fe80::1%eth0", False, True),
+        ("fc00::1", False, True),
+        ("::ffff:127.0.0.1", False, True),
+        ("100.64.0.1", False, True),
+        ("0.0.0.0", False, False),
+        ("224.0.0.1", False, False),
+        ("not-an-ip", False, False),
+    ],
+)
 def test_address_policy(address: str, public: bool, private: bool) -> None:
     assert address_allowed(address, allow_private=False) is public
     assert address_allowed(address, allow_private=True) is private
@@ -64,11 +77,21 @@ def test_signed_paths() -> None:
         assert verified_sha256(key, bad) is None
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    (None, None), ("bytes=0-9", ByteRange(0, 10)), ("bytes=90-", ByteRange(90, 100)), ("bytes=-10", ByteRange(90, 100)),
-    ("bytes=-500", ByteRange(0, 100)), ("bytes=95-200", ByteRange(95, 100)), ("bytes=0-1,5-6", None),
-    ("items=0-1", None), ("bytes=9-3", None), ("bytes=-", None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-9", ByteRange(0, 10)),
+        ("bytes=90-", ByteRange(90, 100)),
+        ("bytes=-10", ByteRange(90, 100)),
+        ("bytes=-500", ByteRange(0, 100)),
+        ("bytes=95-200", ByteRange(95, 100)),
+        ("bytes=0-1,5-6", None),
+        ("items=0-1", None),
+        ("bytes=9-3", None),
+        ("bytes=-", None),
+    ],
+)
 def test_ranges(header: str | None, expected: ByteRange | None) -> None:
     assert parse_range(header, 100) == expected
 
@@ -79,8 +102,15 @@ def test_unsatisfiable_ranges(header: str) -> None:
         parse_range(header, 100)
 
 
-ORIGIN_URLS = ["https://CDN.example.com/a/b.png", "http://127.0.0.1:8080/x", "https://h.test", "https://h.test?q=1/2",
-               "data:image/png;base64,AAAA", "http://user@Host:1/p://q", ""]
+ORIGIN_URLS = [
+    "https://CDN.example.com/a/b.png",
+    "http://127.0.0.1:8080/x",
+    "https://h.test",
+    "https://h.test?q=1/2",
+    "data:image/png;base64,AAAA",
+    "http://user@Host:1/p://q",
+    "",
+]
 
 
 def test_the_origin_of_a_url_is_the_same_in_python_and_in_sqlite() -> None:
@@ -102,7 +132,9 @@ async def test_the_origin_of_a_url_is_the_same_in_python_and_in_postgresql(postg
     conn = await asyncpg.connect(postgres_url)
     try:
         for url in ORIGIN_URLS:
-            assert await conn.fetchval(f"SELECT {POSTGRES_ORIGIN} FROM (SELECT $1::text AS url) t", url) == origin_of(url)
+            assert await conn.fetchval(f"SELECT {POSTGRES_ORIGIN} FROM (SELECT $1::text AS url) t", url) == origin_of(
+                url
+            )
     finally:
         await conn.close()
 

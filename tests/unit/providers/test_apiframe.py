@@ -11,9 +11,16 @@ from receiver.providers import apiframe
 from receiver.providers._request import BadGeneration, GenerationSpec
 from tests.unit.providers.common import HOOK, IMAGE, body, build
 
-DONE = {"event": "completed", "jobId": "b2c3", "status": "COMPLETED", "progress": 100,
-        "result": "https://cdn.apiframe.ai/results/b2c3.png", "model": "grok-imagine-image",
-        "creditCost": 10, "completedAt": "2026-11-21T10:00:00Z"}
+DONE = {
+    "event": "completed",
+    "jobId": "b2c3",
+    "status": "COMPLETED",
+    "progress": 100,
+    "result": "https://cdn.apiframe.ai/results/b2c3.png",
+    "model": "grok-imagine-image",
+    "creditCost": 10,
+    "completedAt": "2026-11-21T10:00:00Z",
+}
 
 
 # -- the webhook ----------------------------------------------------------------------------------
@@ -81,9 +88,13 @@ def test_request() -> None:
     request = build(apiframe, spec, request_id="idem-1")
     assert (request.method, request.path) == ("POST", "/v2/images/generate")
     assert request.headers == {"X-API-Key": "K", "Idempotency-Key": "idem-1"}
-    assert request.json == {"model": "grok-imagine-image", "prompt": "a fox",
-                            "grokParams": {"aspectRatio": "2:3", "image": IMAGE},
-                            "webhookUrl": HOOK, "webhookEvents": ["completed", "failed"]}
+    assert request.json == {
+        "model": "grok-imagine-image",
+        "prompt": "a fox",
+        "grokParams": {"aspectRatio": "2:3", "image": IMAGE},
+        "webhookUrl": HOOK,
+        "webhookEvents": ["completed", "failed"],
+    }
     (submitted,) = apiframe.parse_submit(request, b'{"jobId": "b2c3", "status": "QUEUED"}')
     assert submitted.provider_job_id == "b2c3" and submitted.expected_outputs is None
     with pytest.raises(BadGeneration) as bad:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ from receiver.providers import lumenfall
 from receiver.providers._request import BadGeneration, GenerationSpec
 from tests.fakes import lumenfall as lf
 from tests.fakes.harness import hook_url, serve_receiver
-from tests.unit.providers.common import IMAGE, body, build
 from tests.support import UNMIRRORED, RunningServer
+from tests.unit.providers.common import IMAGE, body, build
 
 OTHER_SECRET = "whsec_b3RoZXItc2VjcmV0LW5vdC1sdW1lbmZhbGxzLTMyYg=="
 
@@ -27,15 +28,21 @@ OTHER_SECRET = "whsec_b3RoZXItc2VjcmV0LW5vdC1sdW1lbmZhbGxzLTMyYg=="
 
 
 def test_video_completed() -> None:
-    raw = {"type": "video.completed", "data": {"id": "vid_1", "status": "completed",
-                                                 "output": {"url": "https://media.lumenfall.ai/v.mp4"}}}
+    raw = {
+        "type": "video.completed",
+        "data": {"id": "vid_1", "status": "completed", "output": {"url": "https://media.lumenfall.ai/v.mp4"}},
+    }
     (c,) = lumenfall.parse_webhook({}, body(raw))
     assert (c.provider_job_id, c.status, c.outputs[0].media_type) == ("vid_1", JobStatus.SUCCEEDED, "video/mp4")
 
 
-@pytest.mark.parametrize("event, status", [("video.failed", JobStatus.FAILED), ("video.cancelled", JobStatus.CANCELLED)])
+@pytest.mark.parametrize(
+    "event, status", [("video.failed", JobStatus.FAILED), ("video.cancelled", JobStatus.CANCELLED)]
+)
 def test_video_failed_or_cancelled(event: str, status: JobStatus) -> None:
-    (c,) = lumenfall.parse_webhook({}, body({"type": event, "data": {"id": "v", "status": "x", "error": {"message": "m"}}}))
+    (c,) = lumenfall.parse_webhook(
+        {}, body({"type": event, "data": {"id": "v", "status": "x", "error": {"message": "m"}}})
+    )
     assert c.status is status
 
 
@@ -50,11 +57,14 @@ def test_image_response() -> None:
     assert (c.provider_job_id, c.status, c.outputs[0].media_type) == ("lf_1", JobStatus.SUCCEEDED, "image/png")
 
 
-@pytest.mark.parametrize("raw", [
-    pytest.param(body({"type": "video.completed", "data": {"id": "v"}}), id="completed-without-output"),
-    pytest.param(body({"data": {}}), id="no-type"),
-    pytest.param(body({"type": "x"}), id="no-data"),
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(body({"type": "video.completed", "data": {"id": "v"}}), id="completed-without-output"),
+        pytest.param(body({"data": {}}), id="no-type"),
+        pytest.param(body({"type": "x"}), id="no-data"),
+    ],
+)
 def test_bad_shapes(raw: bytes) -> None:
     with pytest.raises(InvalidPayload):
         lumenfall.parse_webhook({}, raw)
@@ -70,7 +80,11 @@ def test_request() -> None:
     assert bad.value.field == "input_image"
     failed = lumenfall.failed_response("j1", "content policy")
     assert (failed.provider, failed.provider_job_id, failed.status, failed.error) == (
-        "lumenfall", "j1", JobStatus.FAILED, "content policy")
+        "lumenfall",
+        "j1",
+        JobStatus.FAILED,
+        "content policy",
+    )
 
 
 # -- POST /webhooks/lumenfall ---------------------------------------------------------------------
@@ -128,14 +142,16 @@ async def test_signed_deliveries_are_verified(tmp_path: Path) -> None:
         assert reply.json()["outcome"] == "applied"
         (receipt,), (job,) = await stored(server)
         assert (job["provider_job_id"], job["status"]) == ("vid_1", "succeeded")
-        assert job["outputs"] == [{"url": "https://media.lumenfall.ai/videos/vid_1.mp4", "media_type": "video/mp4",
-                                   **UNMIRRORED}]
+        assert job["outputs"] == [
+            {"url": "https://media.lumenfall.ai/videos/vid_1.mp4", "media_type": "video/mp4", **UNMIRRORED}
+        ]
         again = await post(server, body, headers)  # Lumenfall retrying the same delivery
         assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
 
         rotated = lf.sign(body, "msg_3")
-        rotated["webhook-signature"] = lf.sign(body, "msg_3", secret=OTHER_SECRET)["webhook-signature"] + " " + \
-            rotated["webhook-signature"]  # several signatures: one valid is enough
+        rotated["webhook-signature"] = (
+            lf.sign(body, "msg_3", secret=OTHER_SECRET)["webhook-signature"] + " " + rotated["webhook-signature"]
+        )  # several signatures: one valid is enough
         assert (await post(server, body, rotated)).status_code == 200
 
         failed = json.dumps(lf.video_event("vid_9", "video.failed")).encode()

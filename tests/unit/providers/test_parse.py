@@ -32,28 +32,34 @@ def test_it_reads_what_the_standard_library_reads(obj: dict[str, object], ascii_
     assert repr(load_object(body)) == repr(expected)
 
 
-@pytest.mark.parametrize("body, check", [
-    (b'{"id": 123456789012345678901234567890}', lambda o: o["id"] == 123456789012345678901234567890),
-    (b'{"id": -18446744073709551617}', lambda o: o["id"] == -18446744073709551617),
-    (b'{"id": 18446744073709551615}', lambda o: o["id"] == 18446744073709551615 and isinstance(o["id"], int)),
-    (b'{"e": "\\ud800"}', lambda o: o["e"] == "\ud800"),
-    (b'{"x": NaN, "y": Infinity}', lambda o: math.isnan(o["x"]) and o["y"] == math.inf),
-    (b'{"x": 1e400}', lambda o: o["x"] == math.inf),
-])
+@pytest.mark.parametrize(
+    "body, check",
+    [
+        (b'{"id": 123456789012345678901234567890}', lambda o: o["id"] == 123456789012345678901234567890),
+        (b'{"id": -18446744073709551617}', lambda o: o["id"] == -18446744073709551617),
+        (b'{"id": 18446744073709551615}', lambda o: o["id"] == 18446744073709551615 and isinstance(o["id"], int)),
+        (b'{"e": "\\ud800"}', lambda o: o["e"] == "\ud800"),
+        (b'{"x": NaN, "y": Infinity}', lambda o: math.isnan(o["x"]) and o["y"] == math.inf),
+        (b'{"x": 1e400}', lambda o: o["x"] == math.inf),
+    ],
+)
 def test_json_orjson_would_read_otherwise_is_read_as_json_reads_it(body: bytes, check: object) -> None:
     assert callable(check) and check(load_object(body))
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"", "empty body"),
-    (b"  \n", "empty body"),
-    (b"[1, 2]", "expected a JSON object, got list"),
-    (b'"text"', "expected a JSON object, got str"),
-    (b'{"a": 1,}', "body is not JSON: .* line 1 column 9"),
-    (b'{"a": "\xff"}', r"not valid UTF-8 \(byte 7\)"),
-    (b"\xef\xbb\xbf{}", "body is not JSON: Unexpected UTF-8 BOM"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "empty body"),
+        (b"  \n", "empty body"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b'"text"', "expected a JSON object, got str"),
+        (b'{"a": 1,}', "body is not JSON: .* line 1 column 9"),
+        (b'{"a": "\xff"}', r"not valid UTF-8 \(byte 7\)"),
+        (b"\xef\xbb\xbf{}", "body is not JSON: Unexpected UTF-8 BOM"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
 def test_what_is_not_an_object_is_named(body: bytes, message: str) -> None:
     with pytest.raises(InvalidPayload, match=message):
         load_object(body)

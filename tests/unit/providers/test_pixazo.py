@@ -18,8 +18,10 @@ DONE = {
     "status": "COMPLETED",
     "model_id": "grok-imagine-pro",
     "error": None,
-    "output": {"media_url": ["https://cdn.pixazo.ai/a/output.jpeg", "https://cdn.pixazo.ai/b/output.jpeg"],
-               "media_type": "image/jpeg"},
+    "output": {
+        "media_url": ["https://cdn.pixazo.ai/a/output.jpeg", "https://cdn.pixazo.ai/b/output.jpeg"],
+        "media_type": "image/jpeg",
+    },
     "created_at": "2026-11-21T10:00:00Z",
     "completed_at": "2026-11-21T10:00:09Z",
 }
@@ -80,10 +82,16 @@ def test_progress_is_pending(status: str) -> None:
         pytest.param(body({"request_id": "r", "status": "WEIRD"}), "status", id="unknown-status"),
         pytest.param(body({"request_id": "r", "status": 3}), "status", id="numeric-status"),
         pytest.param(body({"request_id": "r", "status": "COMPLETED", "output": None}), "output", id="no-output"),
-        pytest.param(body({"request_id": "r", "status": "COMPLETED", "output": {"media_url": []}}), "media_url",
-                     id="no-media-url"),
-        pytest.param(body({"request_id": "r", "status": "COMPLETED", "output": {"media_url": [3]}}), "media_url",
-                     id="numeric-media-url"),
+        pytest.param(
+            body({"request_id": "r", "status": "COMPLETED", "output": {"media_url": []}}),
+            "media_url",
+            id="no-media-url",
+        ),
+        pytest.param(
+            body({"request_id": "r", "status": "COMPLETED", "output": {"media_url": [3]}}),
+            "media_url",
+            id="numeric-media-url",
+        ),
     ],
 )
 def test_bad_shapes_say_what_is_wrong(raw: bytes, says: str) -> None:

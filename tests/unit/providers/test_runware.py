@@ -14,9 +14,13 @@ from receiver.providers._request import BadGeneration, GenerationSpec
 from tests.unit.providers.common import HOOK, IMAGE, body, build
 
 IMAGE_DONE = {
-    "taskType": "imageInference", "taskUUID": "a770f077-f413-47de-9dac-be0b26a35da6",
-    "imageUUID": "77da2d99-a6d3-44d9-b8c0-ae9fb06b6200", "imageURL": "https://im.runware.ai/image/ws/0.5/ii/77da.jpg",
-    "seed": 123, "NSFWContent": False, "cost": 0.0013,
+    "taskType": "imageInference",
+    "taskUUID": "a770f077-f413-47de-9dac-be0b26a35da6",
+    "imageUUID": "77da2d99-a6d3-44d9-b8c0-ae9fb06b6200",
+    "imageURL": "https://im.runware.ai/image/ws/0.5/ii/77da.jpg",
+    "seed": 123,
+    "NSFWContent": False,
+    "cost": 0.0013,
 }
 
 
@@ -39,8 +43,18 @@ def test_several_tasks_in_one_body() -> None:
 
 
 def test_errors_fail_their_task() -> None:
-    raw = {"data": [], "errors": [{"code": "invalidPrompt", "message": "Prompt rejected", "parameter": "positivePrompt",
-                                   "taskType": "imageInference", "taskUUID": "t1"}]}
+    raw = {
+        "data": [],
+        "errors": [
+            {
+                "code": "invalidPrompt",
+                "message": "Prompt rejected",
+                "parameter": "positivePrompt",
+                "taskType": "imageInference",
+                "taskUUID": "t1",
+            }
+        ],
+    }
     (c,) = runware.parse_webhook({}, body(raw))
     assert (c.provider_job_id, c.status, c.error) == ("t1", JobStatus.FAILED, "Prompt rejected")
 
@@ -79,18 +93,34 @@ def test_bad_shapes(raw: bytes, says: str) -> None:
 
 
 def test_task() -> None:
-    spec = GenerationSpec("a fox", input_image=IMAGE, params={
-        "numberResults": 3, "outputFormat": "PNG", "inputs": {"seedImage": "x"},
-        "webhookURL": "https://elsewhere", "deliveryMethod": "sync", "taskUUID": "mine",
-    })
+    spec = GenerationSpec(
+        "a fox",
+        input_image=IMAGE,
+        params={
+            "numberResults": 3,
+            "outputFormat": "PNG",
+            "inputs": {"seedImage": "x"},
+            "webhookURL": "https://elsewhere",
+            "deliveryMethod": "sync",
+            "taskUUID": "mine",
+        },
+    )
     request = build(runware, spec, request_id="8b0f3b61-3c8a-4d52-9d1e-2f3a4b5c6d7e")
     assert (request.method, request.path) == ("POST", "")
     assert request.headers == {"Authorization": "Bearer K"}
-    assert request.json == [{
-        "taskType": "imageInference", "taskUUID": "8b0f3b61-3c8a-4d52-9d1e-2f3a4b5c6d7e",
-        "model": "xai:grok-imagine@image", "positivePrompt": "a fox", "numberResults": 3, "outputFormat": "PNG",
-        "inputs": {"seedImage": "x", "referenceImages": [IMAGE]}, "deliveryMethod": "async", "webhookURL": HOOK,
-    }]
+    assert request.json == [
+        {
+            "taskType": "imageInference",
+            "taskUUID": "8b0f3b61-3c8a-4d52-9d1e-2f3a4b5c6d7e",
+            "model": "xai:grok-imagine@image",
+            "positivePrompt": "a fox",
+            "numberResults": 3,
+            "outputFormat": "PNG",
+            "inputs": {"seedImage": "x", "referenceImages": [IMAGE]},
+            "deliveryMethod": "async",
+            "webhookURL": HOOK,
+        }
+    ]
     ack = {"data": [{"taskType": "imageInference", "taskUUID": "8b0f3b61-3c8a-4d52-9d1e-2f3a4b5c6d7e"}]}
     (submitted,) = runware.parse_submit(request, json.dumps(ack).encode())
     assert (submitted.provider_job_id, submitted.expected_outputs) == ("8b0f3b61-3c8a-4d52-9d1e-2f3a4b5c6d7e", 3)
@@ -110,5 +140,7 @@ def test_number_results_checked(count: object) -> None:
 def test_poll() -> None:
     poll = runware.build_poll("t-1", api_key="K")
     assert (poll.method, poll.path, poll.json) == ("POST", "", [{"taskType": "getResponse", "taskUUID": "t-1"}])
-    processing = runware.parse_poll(b'{"data": [{"taskType": "imageInference", "taskUUID": "t-1", "status": "processing"}]}')
+    processing = runware.parse_poll(
+        b'{"data": [{"taskType": "imageInference", "taskUUID": "t-1", "status": "processing"}]}'
+    )
     assert [c.status for c in processing] == [JobStatus.PENDING]

@@ -20,7 +20,9 @@ def unit(*, default_callback_url: str | None = None, mirroring: bool = False, no
 
 
 def receipt(provider: str = "pixazo") -> Receipt:
-    return Receipt(provider=provider, source="webhook", body=b"{}", headers={"authorization": "Bearer x", "user-agent": "t"})
+    return Receipt(
+        provider=provider, source="webhook", body=b"{}", headers={"authorization": "Bearer x", "user-agent": "t"}
+    )
 
 
 def done(pid: str, *urls: str, provider: str = "pixazo", partial: bool = False) -> Completion:
@@ -83,15 +85,24 @@ def test_a_body_the_adapter_refused_is_kept_as_an_invalid_receipt() -> None:
 def test_runware_images_are_collected_until_the_expected_count() -> None:
     u = unit()
     u.register("runware", "t1", callback_url=None, metadata={}, expected_outputs=2)
-    first = u.apply_receipt(receipt("runware"), [done("t1", "https://im.test/a.png", provider="runware", partial=True)], None)
-    same = u.apply_receipt(receipt("runware"), [done("t1", "https://im.test/a.png", provider="runware", partial=True)], None)
-    second = u.apply_receipt(receipt("runware"), [done("t1", "https://im.test/b.png", provider="runware", partial=True)], None)
+    first = u.apply_receipt(
+        receipt("runware"), [done("t1", "https://im.test/a.png", provider="runware", partial=True)], None
+    )
+    same = u.apply_receipt(
+        receipt("runware"), [done("t1", "https://im.test/a.png", provider="runware", partial=True)], None
+    )
+    second = u.apply_receipt(
+        receipt("runware"), [done("t1", "https://im.test/b.png", provider="runware", partial=True)], None
+    )
     assert (first.outcome, first.terminal_job_ids) == (Outcome.APPLIED, [])
     assert same.outcome is Outcome.DUPLICATE
     assert second.terminal_job_ids == second.job_ids
     job = u.job("runware", "t1")
-    assert job is not None and job.status is JobStatus.SUCCEEDED and [o.url for o in job.outputs] == [
-        "https://im.test/a.png", "https://im.test/b.png"]
+    assert (
+        job is not None
+        and job.status is JobStatus.SUCCEEDED
+        and [o.url for o in job.outputs] == ["https://im.test/a.png", "https://im.test/b.png"]
+    )
 
 
 def test_with_mirroring_a_succeeded_job_waits_for_its_mirror_before_its_event() -> None:
@@ -107,7 +118,9 @@ def test_ids_have_one_shape_and_sort_by_the_time_they_were_made(prefix: str) -> 
     made = [sortable_id(prefix, NOW + step, os.urandom(10)) for step in (0.0, 0.001, 0.5, 60.0, 86_400.0)]
     assert all(re.fullmatch(rf"{prefix}_[0-9a-f]{{32}}", i) for i in made)
     assert sorted(made) == made and len(set(made)) == len(made)
-    assert len({sortable_id(prefix, NOW, os.urandom(10)) for _ in range(1000)}) == 1000  # the same millisecond: random part
+    assert (
+        len({sortable_id(prefix, NOW, os.urandom(10)) for _ in range(1000)}) == 1000
+    )  # the same millisecond: random part
 
 
 def test_a_units_ids_draw_fresh_randomness_from_one_pool() -> None:

@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import receiver
-from receiver.web.http import error, read_body
 from receiver.runtime import Runtime
 from receiver.sinks.envelope import CONTENT_TYPE
 from receiver.sinks.publisher import sink_key, sinks_listing
 from receiver.sinks.urls import SinkSpec
+from receiver.web.http import error, read_body
 from receiver.web.validation import TIME_SCHEMA, known_params, parse_body, parse_time
 
 
@@ -35,7 +35,7 @@ class Rewind(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one(self) -> "Rewind":
+    def _one(self) -> Rewind:
         if (self.last_event_id is None) == (self.since is None):
             raise ValueError("give exactly one of last_event_id and since")
         return self
@@ -91,8 +91,12 @@ async def rewind(request: Request) -> Response:
     newest = await runtime.store.last_event_seq()
     if body.last_event_id is not None:
         if body.last_event_id > newest:
-            return error(409, "last_event_id_ahead",
-                         f"last_event_id {body.last_event_id} is above the newest event ({newest})", last_event_id=newest)
+            return error(
+                409,
+                "last_event_id_ahead",
+                f"last_event_id {body.last_event_id} is above the newest event ({newest})",
+                last_event_id=newest,
+            )
         position = body.last_event_id
     else:
         position = await runtime.store.event_seq_before(parse_time(body.since or ""))
@@ -114,10 +118,14 @@ def _channel(spec: SinkSpec) -> dict[str, Any]:
         description = "Redis stream: entry id `<event id>-0`, fields `type`, `subject`, `event` (the CloudEvent)"
     else:
         address = "{type}"
-        description = (f"durable topic exchange {spec.target}: routing key = type, persistent, "
-                       "message_id = event id, publisher confirms")
+        description = (
+            f"durable topic exchange {spec.target}: routing key = type, persistent, "
+            "message_id = event id, publisher confirms"
+        )
     channel: dict[str, Any] = {
-        "address": address, "description": description, "servers": [{"$ref": f"#/servers/{_key(spec)}"}],
+        "address": address,
+        "description": description,
+        "servers": [{"$ref": f"#/servers/{_key(spec)}"}],
         "messages": {"jobEvent": {"$ref": "#/components/messages/jobEvent"}},
     }
     if "{type}" in address:
@@ -131,21 +139,39 @@ def _key(spec: SinkSpec) -> str:
 
 def asyncapi_document(specs: tuple[SinkSpec, ...]) -> dict[str, Any]:
     """AsyncAPI 3.0: each configured sink a channel; the payload's `data` is the job schema of `/openapi.json`."""
-    from receiver.api.openapi import JobOut  # the one job schema, shared with /openapi.json
+    from receiver.api.openapi import (
+        JobOut,
+    )  # the one job schema, shared with /openapi.json (imported late: it imports this module)
 
     _, defs = models_json_schema([(JobOut, "serialization")], ref_template="#/components/schemas/{model}")
     # Host and port only: the document is public, like /openapi.json, and a user name is nobody's business.
     servers = {_key(s): {"host": f"{s.host}:{s.port}", "protocol": _PROTOCOLS[s.kind]} for s in specs}
     channels = {_key(s): _channel(s) for s in specs}
-    operations = {f"publish_{_key(s)}": {"action": "send", "channel": {"$ref": f"#/channels/{_key(s)}"},
-                                         "messages": [{"$ref": f"#/channels/{_key(s)}/messages/jobEvent"}]}
-                  for s in specs}
+    operations = {
+        f"publish_{_key(s)}": {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{_key(s)}"},
+            "messages": [{"$ref": f"#/channels/{_key(s)}/messages/jobEvent"}],
+        }
+        for s in specs
+    }
     cloudevent = {
         "type": "object",
-        "required": ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "sequence",
-                     "provider", "data"],
+        "required": [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "subject",
+            "time",
+            "datacontenttype",
+            "sequence",
+            "provider",
+            "data",
+        ],
         "properties": {
-            "specversion": {"const": "1.0"}, "id": {"type": "string", "description": "the event id"},
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "description": "the event id"},
             "source": {"type": "string", "format": "uri"},
             "type": {"enum": ["job.succeeded", "job.failed", "job.cancelled"]},
             "subject": {"type": "string", "description": "the job id"},
@@ -158,16 +184,24 @@ def asyncapi_document(specs: tuple[SinkSpec, ...]) -> dict[str, Any]:
     }
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "receiver events", "version": receiver.__version__,
-                 "description": "Every event of GET /v1/events, as a CloudEvents 1.0 message in structured JSON mode."},
+        "info": {
+            "title": "receiver events",
+            "version": receiver.__version__,
+            "description": "Every event of GET /v1/events, as a CloudEvents 1.0 message in structured JSON mode.",
+        },
         "defaultContentType": CONTENT_TYPE,
         "servers": servers,
         "channels": channels,
         "operations": operations,
         "components": {
             "schemas": {**defs.get("$defs", {}), "CloudEvent": cloudevent},
-            "messages": {"jobEvent": {"name": "jobEvent", "contentType": CONTENT_TYPE,
-                                      "payload": {"$ref": "#/components/schemas/CloudEvent"}}},
+            "messages": {
+                "jobEvent": {
+                    "name": "jobEvent",
+                    "contentType": CONTENT_TYPE,
+                    "payload": {"$ref": "#/components/schemas/CloudEvent"},
+                }
+            },
         },
     }
 
