@@ -33,7 +33,7 @@ class Envelopes:
     """Each event's CloudEvent made once for all the sinks of this process: they publish the same events at
     about the same time, so the second sink finds the first one's bytes. Bounded: the oldest go first."""
 
-    def __init__(self, source: str, size: int = 20_000) -> None:
+    def __init__(self, source: str, size: int = 4_000) -> None:
         self.source = source
         self.size = size
         self._bodies: dict[int, bytes] = {}
