@@ -38,7 +38,7 @@ BATCH = 500  # while the loop is busy with requests
 BATCH_MAX = 1000  # while it has room: a backlog drains in fewer, larger batches
 BUSY_PASSES = 5
 BUSY_CPU_S = 0.0015  # CPU this thread spends on other work in BUSY_PASSES passes of the loop when it is busy
-DEFER_STEP_S = 0.05
+DEFER_FIRST_S, DEFER_STEP_S = 0.002, 0.05
 DEFER_MAX_S = 1.0
 IDLE_BACKSTOP_S = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
 RETRY_BASE_S, RETRY_CAP_S = 0.5, 30.0
@@ -108,10 +108,12 @@ async def _room(runtime: Runtime) -> int:
     """Wait, up to DEFER_MAX_S, for the loop to have room; how many events to publish next."""
     loop = asyncio.get_running_loop()
     start = loop.time()
+    step = DEFER_FIRST_S  # a moment of work (a GC pass, a burst) costs a new event little; a steady load is checked less often
     while await _loop_busy():
         if loop.time() - start >= DEFER_MAX_S or runtime.stopping.is_set():
             return BATCH
-        await asyncio.sleep(DEFER_STEP_S)
+        await asyncio.sleep(step)
+        step = min(step * 2, DEFER_STEP_S)
     return BATCH_MAX
 
 
