@@ -5,7 +5,7 @@ one replica publishes to it at a time, and in its own task, so a broker that is 
 nothing but its own sink.
 
 Publishing shares the process with the request path and yields to it: while the event loop is busy with
-other work, a sink waits (a backlog builds) and publishes one small batch at most every DEFER_MAX_S, then
+other work, a sink waits (a backlog builds), publishing one small batch at least every DEFER_MAX_S, and
 drains the backlog in large batches once the loop has room again. Order and completeness hold; lag
 under a saturating load is the price."""
 
