@@ -145,11 +145,24 @@ def _load(plan: Any, server: bl.Served, prefix: str, seconds: float) -> bl.LoadR
     """One closed-loop run of unique Pixazo webhooks, with the server's CPU time (as `ingest` runs it)."""
     cpu = server.cpu_seconds()
     if plan.generator == "wrk":
-        result = bl.run_wrk(server.base_url + bl.HOOK_PATH, prefix=prefix, seconds=seconds,
-                            connections=plan.connections, workdir=plan.workdir)
+        result = bl.run_wrk(
+            server.base_url + bl.HOOK_PATH,
+            prefix=prefix,
+            seconds=seconds,
+            connections=plan.connections,
+            workdir=plan.workdir,
+        )
     else:
-        result = asyncio.run(bl.closed_loop(server.port, bl.HOOK_PATH, bl.pixazo_webhook, prefix=prefix,
-                                            seconds=seconds, connections=plan.connections))
+        result = asyncio.run(
+            bl.closed_loop(
+                server.port,
+                bl.HOOK_PATH,
+                bl.pixazo_webhook,
+                prefix=prefix,
+                seconds=seconds,
+                connections=plan.connections,
+            )
+        )
     result.cpu_s = server.cpu_seconds() - cpu
     return result
 
@@ -158,10 +171,20 @@ def ingest(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -
     if not (_reachable(4222) and _reachable(6379)):
         return [Row("sinks", "ingest with two sinks: skipped (needs NATS and Redis)", "")]
     tag = uuid.uuid4().hex[:8]
-    with_sinks = bl.Served("sinks-two", "receiver.app:create_app", plan.workdir, factory=True, env=bl.receiver_env(
-        plan.workdir / "sinks-two.db", RECEIVER_SINKS=f"{_url('nats', tag)},{_url('redis', tag)}"))
-    without = bl.Served("sinks-none", "receiver.app:create_app", plan.workdir, factory=True,
-                        env=bl.receiver_env(plan.workdir / "sinks-none.db"))
+    with_sinks = bl.Served(
+        "sinks-two",
+        "receiver.app:create_app",
+        plan.workdir,
+        factory=True,
+        env=bl.receiver_env(plan.workdir / "sinks-two.db", RECEIVER_SINKS=f"{_url('nats', tag)},{_url('redis', tag)}"),
+    )
+    without = bl.Served(
+        "sinks-none",
+        "receiver.app:create_app",
+        plan.workdir,
+        factory=True,
+        env=bl.receiver_env(plan.workdir / "sinks-none.db"),
+    )
     two: list[Any] = []
     none: list[Any] = []
     lags: list[int] = []
@@ -180,8 +203,10 @@ def ingest(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -
             result.cpu_s += with_sinks.cpu_seconds() - cpu
             two.append(result)
             none.append(_load(plan, without, f"sinks-{tag}-{number}-none", seconds))
-            bl_log = f"round {number}: sinks-two {result.rps:,.0f}/s (lag {lags[-1]}, drained in {drains[-1]:.1f} s), " \
-                     f"sinks-none {none[-1].rps:,.0f}/s"
+            bl_log = (
+                f"round {number}: sinks-two {result.rps:,.0f}/s (lag {lags[-1]}, drained in {drains[-1]:.1f} s), "
+                f"sinks-none {none[-1].rps:,.0f}/s"
+            )
             print(f"  · {bl_log}", flush=True)
     finally:
         with_sinks.stop()
@@ -193,14 +218,23 @@ def ingest(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -
     ratio = statistics.median(ratios)
     cpu_ratio = statistics.median(x.cpu_us_per_request / y.cpu_us_per_request for x, y in zip(a, b))
     return [
-        Row("sinks", "ingest with two sinks (NATS, Redis) ÷ without (median; rounds: "
-            + ", ".join(f"{r:.2f}" for r in ratios) + ")",
+        Row(
+            "sinks",
+            "ingest with two sinks (NATS, Redis) ÷ without (median; rounds: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + ")",
             f"{ratio:.2f}× ({statistics.median(x.rps for x in a):,.0f} vs {statistics.median(y.rps for y in b):,.0f} "
             f"req/s; lag at a round's end up to {max(lags[1:]):,}, drained in ≤ {max(drains[1:]):.1f} s)",
-            "≥ 0.95×", verdict(ratio >= 0.95)),
-        Row("sinks", "CPU per webhook with two sinks (publishing and its catch-up included) ÷ without (median)",
+            "≥ 0.95×",
+            verdict(ratio >= 0.95),
+        ),
+        Row(
+            "sinks",
+            "CPU per webhook with two sinks (publishing and its catch-up included) ÷ without (median)",
             f"{cpu_ratio:.2f}× ({statistics.median(x.cpu_us_per_request for x in a):,.0f} vs "
-            f"{statistics.median(y.cpu_us_per_request for y in b):,.0f} µs)", ""),
+            f"{statistics.median(y.cpu_us_per_request for y in b):,.0f} µs)",
+            "",
+        ),
     ]
 
 
@@ -272,7 +306,8 @@ def e2e(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str]) -> l
     return rows
 
 
-def run(plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], alternate: Callable[..., None]) -> list[Any]:
+def run(
+    plan: Any, Row: Callable[..., Any], verdict: Callable[[bool], str], alternate: Callable[..., None]
+) -> list[Any]:
     # `alternate` is not used: `ingest` alternates by itself, waiting for the sinks to catch up between rounds.
     return backlog(plan, Row, verdict) + ingest(plan, Row, verdict) + e2e(plan, Row, verdict)
-

@@ -42,9 +42,9 @@ class AmqpBroker:
     async def publish(self, batch: list[Outgoing]) -> Published:
         acked = 0
         for start in range(0, len(batch), WINDOW):
-            result = await self._publish(batch[start:start + WINDOW])
+            result = await self._publish(batch[start : start + WINDOW])
             acked += result.acked
-            if result.refused is not None or result.acked < len(batch[start:start + WINDOW]):
+            if result.refused is not None or result.acked < len(batch[start : start + WINDOW]):
                 return Published(acked, result.refused)
         return Published(acked)
 

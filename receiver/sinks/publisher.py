@@ -117,8 +117,13 @@ async def _room(runtime: Runtime) -> int:
     return BATCH_MAX
 
 
-async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[SinkSpec], Broker] = make_broker,
-                       envelopes: Envelopes | None = None) -> None:
+async def publish_loop(
+    runtime: Runtime,
+    spec: SinkSpec,
+    *,
+    make: Callable[[SinkSpec], Broker] = make_broker,
+    envelopes: Envelopes | None = None,
+) -> None:
     """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease.
 
     The position is kept here while publishing and written to the store at most every SAVE_EVERY_S (and

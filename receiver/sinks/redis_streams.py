@@ -31,8 +31,10 @@ def xadds(spec: SinkSpec, batch: list[Outgoing]) -> bytes:
     for item in batch:
         event = item.event
         entry_id, job_id, kind = b"%d-0" % event.seq, event.job_id.encode(), event.type.encode()
-        frames.append(b"%s$%d\r\n%s\r\n$4\r\ntype\r\n$%d\r\n%s\r\n$7\r\nsubject\r\n$%d\r\n%s\r\n$5\r\nevent\r\n$%d\r\n" % (
-            prefix, len(entry_id), entry_id, len(kind), kind, len(job_id), job_id, len(item.body)))
+        frames.append(
+            b"%s$%d\r\n%s\r\n$4\r\ntype\r\n$%d\r\n%s\r\n$7\r\nsubject\r\n$%d\r\n%s\r\n$5\r\nevent\r\n$%d\r\n"
+            % (prefix, len(entry_id), entry_id, len(kind), kind, len(job_id), job_id, len(item.body))
+        )
         frames.append(item.body)
         frames.append(b"\r\n")
     return b"".join(frames)

@@ -38,9 +38,23 @@ def test_redis_xadds_framed_as_redis_py_frames_them(url: str) -> None:
     batch = [Outgoing(e, cloudevent(e, "https://r.example")) for e in _events(3)]
     packer = Connection()
     trim: list[str | int] = ["MAXLEN", "~", spec.maxlen] if spec.maxlen else []
-    expected = b"".join(b"".join(packer.pack_command(
-        "XADD", spec.target, *trim, f"{o.event.seq}-0",
-        "type", o.event.type, "subject", o.event.job_id, "event", o.body)) for o in batch)
+    expected = b"".join(
+        b"".join(
+            packer.pack_command(
+                "XADD",
+                spec.target,
+                *trim,
+                f"{o.event.seq}-0",
+                "type",
+                o.event.type,
+                "subject",
+                o.event.job_id,
+                "event",
+                o.body,
+            )
+        )
+        for o in batch
+    )
     assert xadds(spec, batch) == expected
 
 
