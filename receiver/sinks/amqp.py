@@ -15,6 +15,8 @@ from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Publ
 from receiver.sinks.envelope import CONTENT_TYPE
 from receiver.sinks.urls import SinkSpec
 
+WINDOW = 500  # messages in flight at once: each is a task of aiormq's, and RabbitMQ confirms at its pace anyway
+
 
 class AmqpBroker:
     def __init__(self, spec: SinkSpec) -> None:
@@ -38,6 +40,15 @@ class AmqpBroker:
         self._raw = raw
 
     async def publish(self, batch: list[Outgoing]) -> Published:
+        acked = 0
+        for start in range(0, len(batch), WINDOW):
+            result = await self._publish(batch[start : start + WINDOW])
+            acked += result.acked
+            if result.refused is not None or result.acked < len(batch[start : start + WINDOW]):
+                return Published(acked, result.refused)
+        return Published(acked)
+
+    async def _publish(self, batch: list[Outgoing]) -> Published:
         raw = self._raw
         assert raw is not None, "connect() first"
         # Pipelined: every message goes out before the first confirm is awaited; confirms come in order.

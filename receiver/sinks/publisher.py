@@ -2,12 +2,18 @@
 batch pipelined, advance the position to the last event acknowledged in a row, repeat; wake on new
 events as `/v1/events` does, with a backstop. Each sink runs under its own lease (receiver.leader), so
 one replica publishes to it at a time, and in its own task, so a broker that is down or slow delays
-nothing but its own sink."""
+nothing but its own sink.
+
+Publishing shares the process with the request path and yields to it: while the event loop is busy with
+other work, a sink waits (a backlog builds), publishing one small batch at least every DEFER_MAX_S, and
+drains the backlog in large batches once the loop has room again. Order and completeness hold; lag
+under a saturating load is the price."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
@@ -19,7 +25,7 @@ from receiver.notify import EVENTS
 from receiver.runtime import Runtime
 from receiver.sinks.amqp import AmqpBroker
 from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Broker, Outgoing
-from receiver.sinks.envelope import cloudevent
+from receiver.sinks.envelope import Envelopes
 from receiver.sinks.nats import NatsBroker
 from receiver.sinks.redis_streams import RedisBroker
 from receiver.sinks.urls import SinkSpec, credentials
@@ -28,7 +34,12 @@ from receiver.util.backoff import exponential
 
 log = logging.getLogger("receiver.sinks")
 
-BATCH = 500
+BATCH = 500  # while the loop is busy with requests
+BATCH_MAX = 1000  # while it has room: a backlog drains in fewer, larger batches
+BUSY_PASSES = 5
+BUSY_CPU_S = 0.0015  # CPU this thread spends on other work in BUSY_PASSES passes of the loop when it is busy
+DEFER_FIRST_S, DEFER_STEP_S = 0.002, 0.05
+DEFER_MAX_S = 1.0
 IDLE_BACKSTOP_S = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
 RETRY_BASE_S, RETRY_CAP_S = 0.5, 30.0
 SAVE_EVERY_S = 0.5
@@ -81,14 +92,45 @@ async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
             waiter.cancel()
 
 
-async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[SinkSpec], Broker] = make_broker) -> None:
+async def _loop_busy() -> bool:
+    """Whether other work (requests) fills the event loop: what the thread spends on it while we yield a few
+    times (CPU time, not wall time: on a shared machine the process being descheduled is not the loop being
+    busy; a few passes, not one: under load a single pass may be short)."""
+    spent = 0.0
+    for _ in range(BUSY_PASSES):
+        cpu = time.thread_time()
+        await asyncio.sleep(0)
+        spent += time.thread_time() - cpu
+    return spent >= BUSY_CPU_S
+
+
+async def _room(runtime: Runtime) -> int:
+    """Wait, up to DEFER_MAX_S, for the loop to have room; how many events to publish next."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    step = DEFER_FIRST_S  # a moment of work (a GC pass, a burst) costs a new event little; a steady load is checked less often
+    while await _loop_busy():
+        if loop.time() - start >= DEFER_MAX_S or runtime.stopping.is_set():
+            return BATCH
+        await asyncio.sleep(step)
+        step = min(step * 2, DEFER_STEP_S)
+    return BATCH_MAX
+
+
+async def publish_loop(
+    runtime: Runtime,
+    spec: SinkSpec,
+    *,
+    make: Callable[[SinkSpec], Broker] = make_broker,
+    envelopes: Envelopes | None = None,
+) -> None:
     """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease.
 
     The position is kept here while publishing and written to the store at most every SAVE_EVERY_S (and
     whenever publishing pauses), so a busy sink adds no write per batch to the store's writer; a kill
     loses at most that much of the position, and what follows it is published again with the same ids."""
     store, notifier, name = runtime.store, runtime.notifier, spec.name
-    source = runtime.settings.base_public_url
+    envelopes = envelopes or Envelopes(runtime.settings.base_public_url)
     published = runtime.metrics.sink_published.labels(name)
     backstop = store.backstop_s or IDLE_BACKSTOP_S
     loop = asyncio.get_running_loop()
@@ -154,7 +196,8 @@ async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[Sink
                     row = replace(row, last_error=None)
                     log.info("sink %s is back", name)
             new_events = notifier.event(EVENTS)
-            events = await store.events_after(position, BATCH)
+            limit = await _room(runtime)
+            events = await store.events_after(position, limit)
             if not events:
                 unsaved = position > row.position
                 if unsaved and loop.time() - saved_at >= SAVE_EVERY_S:
@@ -167,7 +210,7 @@ async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[Sink
                     # events instead of each commit's few (the read, the wake-up and the batch cost the same).
                     await asyncio.sleep(LINGER_S)
                 continue
-            batch = [Outgoing(event, cloudevent(event, source)) for event in events]
+            batch = [Outgoing(event, envelopes.of(event)) for event in events]
             try:
                 result = await broker.publish(batch)
             except Exception as exc:  # what was not acknowledged is published again, with the same ids
@@ -196,11 +239,11 @@ async def publish_loop(runtime: Runtime, spec: SinkSpec, *, make: Callable[[Sink
                 pass
 
 
-def sink_worker(spec: SinkSpec) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
+def sink_worker(spec: SinkSpec, envelopes: Envelopes | None = None) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
     """The sink's loop, run by whichever replica holds the lease `sink:<name>`."""
 
     async def work(runtime: Runtime) -> None:
-        await publish_loop(runtime, spec)
+        await publish_loop(runtime, spec, envelopes=envelopes)
 
     return work
 
@@ -211,10 +254,11 @@ async def run_sinks(runtime: Runtime) -> None:
     for spec in specs:  # series at 0 from the start, so rate() and alerts see them before the first event
         runtime.metrics.sink_published.labels(spec.name)
     logs.protect(*(secret for spec in specs for secret in passwords(spec)))
+    envelopes = Envelopes(runtime.settings.base_public_url)  # one CloudEvent per event for all the sinks
 
     async def one(spec: SinkSpec) -> None:
         # Another replica publishes; nothing to do but stand by (its state is in the store).
-        await lead(runtime, f"sink:{spec.name}", sink_worker(spec), on_standby=lambda: None)
+        await lead(runtime, f"sink:{spec.name}", sink_worker(spec, envelopes), on_standby=lambda: None)
 
     await asyncio.gather(*(one(spec) for spec in specs))
 
