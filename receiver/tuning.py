@@ -145,3 +145,26 @@ HTTP = HttpTuning()
 EVENT_STREAM = EventsTuning()
 INGEST = IngestTuning()
 REPLICAS = ReplicaTuning()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkTuning:
+    """The broker sinks' publishers (receiver.sinks)."""
+
+    ack_timeout_s: float = 10.0  # a broker that has not acknowledged a batch by then is treated as down
+    connect_timeout_s: float = 5.0
+    # The publisher gives way to requests: it counts the loop as busy when other work takes this much CPU
+    # while it yields a few times, then checks again after defer_first_s, backing off to defer_step_s, and
+    # publishes at least once every defer_max_s however busy the loop is.
+    busy_cpu_s: float = 0.0015
+    defer_first_s: float = 0.002
+    defer_step_s: float = 0.05
+    defer_max_s: float = 1.0
+    idle_backstop_s: float = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
+    retry_base_s: float = 0.5  # a failing broker is retried with backoff from here…
+    retry_cap_s: float = 30.0  # …to here
+    save_every_s: float = 0.5  # the position is written to the store at most this often while publishing
+    linger_s: float = 0.005  # added to a new event's way to the broker, at most: one batch carries several commits
+
+
+SINKS = SinkTuning()

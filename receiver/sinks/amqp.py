@@ -11,9 +11,10 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from pamqp import commands as spec
 
-from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
+from receiver.sinks.base import Outgoing, Published
 from receiver.sinks.envelope import CONTENT_TYPE
 from receiver.sinks.urls import SinkSpec
+from receiver.tuning import SINKS
 
 WINDOW = 500  # messages in flight at once: each is a task of aiormq's, and RabbitMQ confirms at its pace anyway
 
@@ -28,10 +29,10 @@ class AmqpBroker:
 
     async def connect(self) -> None:
         # A plain (not robust) connection: the loop reconnects and publishes again from the position.
-        connection = self._connection = await aio_pika.connect(self.spec.server_url, timeout=CONNECT_TIMEOUT_S)
+        connection = self._connection = await aio_pika.connect(self.spec.server_url, timeout=SINKS.connect_timeout_s)
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
         self._exchange = await self._channel.declare_exchange(
-            self.spec.target, aio_pika.ExchangeType.TOPIC, durable=True, timeout=ACK_TIMEOUT_S
+            self.spec.target, aio_pika.ExchangeType.TOPIC, durable=True, timeout=SINKS.ack_timeout_s
         )
         # Published on aiormq's channel itself with wait=False: aio-pika's `publish` holds the channel's lock
         # until each message is written to the socket, so a batch would go out one write at a time.
@@ -60,7 +61,7 @@ class AmqpBroker:
                     routing_key=item.event.type,
                     mandatory=False,
                     wait=False,
-                    timeout=ACK_TIMEOUT_S,
+                    timeout=SINKS.ack_timeout_s,
                     properties=spec.Basic.Properties(
                         content_type=CONTENT_TYPE,
                         delivery_mode=2,
@@ -97,6 +98,6 @@ class AmqpBroker:
         )
         if connection is not None:
             try:
-                await asyncio.wait_for(connection.close(), CONNECT_TIMEOUT_S)
+                await asyncio.wait_for(connection.close(), SINKS.connect_timeout_s)
             except Exception:  # closing a broken connection: nothing to save
                 pass

@@ -7,9 +7,6 @@ from typing import Protocol
 
 from receiver.store.base import Event
 
-ACK_TIMEOUT_S = 10.0  # a broker that has not acknowledged a batch by then is treated as down
-CONNECT_TIMEOUT_S = 5.0
-
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:

@@ -21,9 +21,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StorageType
 
-from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
+from receiver.sinks.base import Outgoing, Published
 from receiver.sinks.envelope import CONTENT_TYPE
 from receiver.sinks.urls import SinkSpec
+from receiver.tuning import SINKS
 
 NO_RESPONDERS = {"error": {"code": 503, "description": "no stream answered (is it gone?)"}}
 
@@ -45,19 +46,19 @@ class NatsBroker:
         nc = self._nc = await nats.connect(
             servers=[self.spec.server_url],
             allow_reconnect=False,
-            connect_timeout=int(CONNECT_TIMEOUT_S),
+            connect_timeout=int(SINKS.connect_timeout_s),
             max_reconnect_attempts=0,
             error_cb=quiet,
             name="receiver-sink",
         )
-        js = nc.jetstream(timeout=ACK_TIMEOUT_S)
+        js = nc.jetstream(timeout=SINKS.ack_timeout_s)
         try:
             await js.stream_info(self.spec.target)
         except nats.js.errors.NotFoundError:
             await js.add_stream(name=self.spec.target, subjects=[f"{self.spec.prefix}.>"], storage=StorageType.FILE)
         self._inbox = nc.new_inbox()
         await nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
-        await nc.flush(int(ACK_TIMEOUT_S))  # the SUB is in before the first HPUB can be acknowledged
+        await nc.flush(int(SINKS.ack_timeout_s))  # the SUB is in before the first HPUB can be acknowledged
 
     async def _on_ack(self, msg: Msg) -> None:
         future = self._acks.pop(msg.subject.rpartition(".")[2], None)
@@ -104,11 +105,11 @@ class NatsBroker:
                 await nc._send_command(b"".join(frames))
                 await nc._flush_pending()
             if pending:
-                await asyncio.wait([f for _, f in pending], timeout=ACK_TIMEOUT_S)
+                await asyncio.wait([f for _, f in pending], timeout=SINKS.ack_timeout_s)
             acked = 0
             for (_, future), item in zip(pending, batch):
                 if not future.done():
-                    raise TimeoutError(f"no acknowledgement of event {item.event.seq} within {ACK_TIMEOUT_S:g} s")
+                    raise TimeoutError(f"no acknowledgement of event {item.event.seq} within {SINKS.ack_timeout_s:g} s")
                 error = future.result().get("error")
                 if error is not None:  # a duplicate is acknowledged without one ("duplicate": true)
                     code = int(error.get("code") or 0)
@@ -128,6 +129,6 @@ class NatsBroker:
         self._acks.clear()
         if nc is not None:
             try:
-                await asyncio.wait_for(nc.close(), CONNECT_TIMEOUT_S)
+                await asyncio.wait_for(nc.close(), SINKS.connect_timeout_s)
             except Exception:  # closing a broken connection: nothing to save
                 pass

@@ -5,7 +5,7 @@ one replica publishes to it at a time, and in its own task, so a broker that is 
 nothing but its own sink.
 
 Publishing shares the process with the request path and yields to it: while the event loop is busy with
-other work, a sink waits (a backlog builds), publishing one small batch at least every DEFER_MAX_S, and
+other work, a sink waits (a backlog builds), publishing one small batch at least every SINKS.defer_max_s, and
 drains the backlog in large batches once the loop has room again. Order and completeness hold; lag
 under a saturating load is the price."""
 
@@ -24,12 +24,13 @@ from receiver.models import iso_time
 from receiver.notify import EVENTS
 from receiver.runtime import Runtime
 from receiver.sinks.amqp import AmqpBroker
-from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Broker, Outgoing
+from receiver.sinks.base import Broker, Outgoing
 from receiver.sinks.envelope import Envelopes
 from receiver.sinks.nats import NatsBroker
 from receiver.sinks.redis_streams import RedisBroker
 from receiver.sinks.urls import SinkSpec, credentials
 from receiver.store.base import SinkRow
+from receiver.tuning import SINKS
 from receiver.util.backoff import exponential
 
 log = logging.getLogger("receiver.sinks")
@@ -37,13 +38,6 @@ log = logging.getLogger("receiver.sinks")
 BATCH = 500  # while the loop is busy with requests
 BATCH_MAX = 1000  # while it has room: a backlog drains in fewer, larger batches
 BUSY_PASSES = 5
-BUSY_CPU_S = 0.0015  # CPU this thread spends on other work in BUSY_PASSES passes of the loop when it is busy
-DEFER_FIRST_S, DEFER_STEP_S = 0.002, 0.05
-DEFER_MAX_S = 1.0
-IDLE_BACKSTOP_S = 5.0  # one process: every change wakes the loop; this only bounds a missed wake-up
-RETRY_BASE_S, RETRY_CAP_S = 0.5, 30.0
-SAVE_EVERY_S = 0.5
-LINGER_S = 0.005  # added to a new event's way to the broker, at most
 
 
 def sink_key(name: str) -> str:
@@ -101,19 +95,21 @@ async def _loop_busy() -> bool:
         cpu = time.thread_time()
         await asyncio.sleep(0)
         spent += time.thread_time() - cpu
-    return spent >= BUSY_CPU_S
+    return spent >= SINKS.busy_cpu_s
 
 
 async def _room(runtime: Runtime) -> int:
-    """Wait, up to DEFER_MAX_S, for the loop to have room; how many events to publish next."""
+    """Wait, up to SINKS.defer_max_s, for the loop to have room; how many events to publish next."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    step = DEFER_FIRST_S  # a moment of work (a GC pass, a burst) costs a new event little; a steady load is checked less often
+    step = (
+        SINKS.defer_first_s
+    )  # a moment of work (a GC pass, a burst) costs a new event little; a steady load is checked less often
     while await _loop_busy():
-        if loop.time() - start >= DEFER_MAX_S or runtime.stopping.is_set():
+        if loop.time() - start >= SINKS.defer_max_s or runtime.stopping.is_set():
             return BATCH
         await asyncio.sleep(step)
-        step = min(step * 2, DEFER_STEP_S)
+        step = min(step * 2, SINKS.defer_step_s)
     return BATCH_MAX
 
 
@@ -126,13 +122,13 @@ async def publish_loop(
 ) -> None:
     """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease.
 
-    The position is kept here while publishing and written to the store at most every SAVE_EVERY_S (and
+    The position is kept here while publishing and written to the store at most every SINKS.save_every_s (and
     whenever publishing pauses), so a busy sink adds no write per batch to the store's writer; a kill
     loses at most that much of the position, and what follows it is published again with the same ids."""
     store, notifier, name = runtime.store, runtime.notifier, spec.name
     envelopes = envelopes or Envelopes(runtime.settings.base_public_url)
     published = runtime.metrics.sink_published.labels(name)
-    backstop = store.backstop_s or IDLE_BACKSTOP_S
+    backstop = store.backstop_s or SINKS.idle_backstop_s
     loop = asyncio.get_running_loop()
     broker = make(spec)
     connected = False
@@ -162,7 +158,7 @@ async def publish_loop(
             row = replace(row, last_error=error)
         if failures == 0:
             log.warning("sink %s failing: %s (retrying with backoff)", name, error)
-        delay = exponential(failures, base=RETRY_BASE_S, cap=RETRY_CAP_S)
+        delay = exponential(failures, base=SINKS.retry_base_s, cap=SINKS.retry_cap_s)
         failures += 1
         await _wait_any([woken, runtime.stopping], delay)
 
@@ -186,7 +182,7 @@ async def publish_loop(
             stopped_epoch = None
             if not connected:
                 try:
-                    await asyncio.wait_for(broker.connect(), CONNECT_TIMEOUT_S + ACK_TIMEOUT_S)
+                    await asyncio.wait_for(broker.connect(), SINKS.connect_timeout_s + SINKS.ack_timeout_s)
                 except Exception as exc:  # down, refusing, slow, bad credentials: all retried
                     await failed(describe(exc, spec))
                     continue
@@ -200,15 +196,15 @@ async def publish_loop(
             events = await store.events_after(position, limit)
             if not events:
                 unsaved = position > row.position
-                if unsaved and loop.time() - saved_at >= SAVE_EVERY_S:
+                if unsaved and loop.time() - saved_at >= SINKS.save_every_s:
                     await save()
                     unsaved = False
-                wait_s = SAVE_EVERY_S - (loop.time() - saved_at) if unsaved else backstop
+                wait_s = SINKS.save_every_s - (loop.time() - saved_at) if unsaved else backstop
                 await _wait_any([woken, new_events, runtime.stopping], max(0.0, min(wait_s, backstop)))
                 if new_events.is_set() and not woken.is_set():
                     # Let the commits that follow this one in: under load one read and one batch carry many
                     # events instead of each commit's few (the read, the wake-up and the batch cost the same).
-                    await asyncio.sleep(LINGER_S)
+                    await asyncio.sleep(SINKS.linger_s)
                 continue
             batch = [Outgoing(event, envelopes.of(event)) for event in events]
             try:
@@ -220,7 +216,7 @@ async def publish_loop(
             if result.acked:
                 position = events[result.acked - 1].seq
                 published.inc(result.acked)
-                if loop.time() - saved_at >= SAVE_EVERY_S:
+                if loop.time() - saved_at >= SINKS.save_every_s:
                     await save()
             if result.refused is not None:
                 refused = hide_secrets(result.refused, spec)

@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
-from receiver.sinks.base import ACK_TIMEOUT_S, CONNECT_TIMEOUT_S, Outgoing, Published
+from receiver.sinks.base import Outgoing, Published
 from receiver.sinks.urls import SinkSpec
+from receiver.tuning import SINKS
 
 # Errors of a server that will take the write later (full memory, loading, a replica, failover).
 _TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
@@ -48,8 +49,8 @@ class RedisBroker:
     async def connect(self) -> None:
         client = aioredis.Redis.from_url(
             self.spec.server_url,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_timeout=ACK_TIMEOUT_S,
+            socket_connect_timeout=SINKS.connect_timeout_s,
+            socket_timeout=SINKS.ack_timeout_s,
             retry_on_timeout=False,
             single_connection_client=True,
         )
@@ -65,7 +66,7 @@ class RedisBroker:
         assert client is not None, "connect() first"
         connection = client.connection
         assert isinstance(connection, Connection), "connect() first"
-        results: list[Any] = await asyncio.wait_for(self._xadds(connection, batch), ACK_TIMEOUT_S * 2)
+        results: list[Any] = await asyncio.wait_for(self._xadds(connection, batch), SINKS.ack_timeout_s * 2)
         acked = 0
         for item, result in zip(batch, results):
             if isinstance(result, ResponseError):
@@ -115,6 +116,6 @@ class RedisBroker:
         client, self._client = self._client, None
         if client is not None:
             try:
-                await asyncio.wait_for(client.aclose(), CONNECT_TIMEOUT_S)
+                await asyncio.wait_for(client.aclose(), SINKS.connect_timeout_s)
             except Exception:  # closing a broken connection: nothing to save
                 pass
