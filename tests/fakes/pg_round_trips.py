@@ -21,16 +21,7 @@ class RoundTripProxy(TcpProxy):
         super().__init__(target_host, target_port)
         self.round_trips = 0
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(self._count(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _count(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The client's messages, counted and forwarded one by one."""
         try:
             typed = False
@@ -50,16 +41,11 @@ class RoundTripProxy(TcpProxy):
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.close()
 
 
 @contextlib.asynccontextmanager
 async def round_trip_proxy(target_host: str, target_port: int) -> AsyncIterator[RoundTripProxy]:
-    proxy = RoundTripProxy(target_host, target_port)
-    await proxy.start()
+    proxy = await RoundTripProxy(target_host, target_port).start()
     try:
         yield proxy
     finally:

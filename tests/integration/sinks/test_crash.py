@@ -13,9 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.sinks.brokers import PORTS, TestBroker
 from tests.integration.sinks.common import check_complete, drained, fire, sink
-from tests.integration.sinks.proxy import TcpProxy
 from tests.support import API_TOKEN, ReceiverProcess, eventually, process_env
 
 BACKLOG = 3000
@@ -31,7 +31,7 @@ def clients(proc: ReceiverProcess) -> tuple[httpx.AsyncClient, httpx.AsyncClient
 @pytest.fixture
 async def slow_proxy(broker: TestBroker) -> AsyncIterator[TcpProxy]:
     """Between the receiver and the broker, each chunk held a little: a backlog takes long enough to kill."""
-    proxy = await TcpProxy(PORTS[broker.kind]).start()
+    proxy = await TcpProxy("127.0.0.1", PORTS[broker.kind]).start()
     proxy.delay = 0.03
     try:
         yield proxy

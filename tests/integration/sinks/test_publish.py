@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from receiver.app import create_app
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.sinks.brokers import PORTS, TestBroker
 from tests.integration.sinks.common import check_complete, drained, fire, read_events, sink
-from tests.integration.sinks.proxy import TcpProxy
 from tests.support import API_TOKEN, eventually, make_settings, serve_app
 
 PUBLIC = "https://receiver.example"
@@ -82,7 +82,7 @@ async def _at_least(broker: TestBroker, n: int):
 
 
 async def test_outage_then_complete_in_order(tmp_path: Path, broker: TestBroker) -> None:
-    proxy = await TcpProxy(PORTS[broker.kind]).start()
+    proxy = await TcpProxy("127.0.0.1", PORTS[broker.kind]).start()
     try:
         async with (
             serve_app(app_for(tmp_path, broker.url(proxy.port))) as server,
@@ -91,7 +91,7 @@ async def test_outage_then_complete_in_order(tmp_path: Path, broker: TestBroker)
         ):
             await fire(client, "pix_out1", 30)
             await drained(api, broker.sink_name, 30)
-            await proxy.down()
+            await proxy.cut()
             await fire(client, "pix_out2", 50)  # every webhook still answered while the broker is away
             failing = await eventually(lambda: _state(api, broker.sink_name, "failing"), 60, "sink failing")
             assert failing["last_error"] and failing["lag"] > 0
@@ -110,7 +110,7 @@ async def _state(api: httpx.AsyncClient, name: str, state: str):
 
 
 async def test_unreachable_at_start_is_failing_then_ok(tmp_path: Path, broker: TestBroker) -> None:
-    proxy = TcpProxy(PORTS[broker.kind])  # not listening yet: the broker's address refuses connections
+    proxy = TcpProxy("127.0.0.1", PORTS[broker.kind])  # not listening yet: the broker's address refuses connections
     try:
         async with (
             serve_app(app_for(tmp_path, broker.url(proxy.port))) as server,
@@ -129,7 +129,7 @@ async def test_unreachable_at_start_is_failing_then_ok(tmp_path: Path, broker: T
 
 
 async def test_frozen_broker_never_slows_webhooks(tmp_path: Path, broker: TestBroker) -> None:
-    proxy = await TcpProxy(PORTS[broker.kind]).start()
+    proxy = await TcpProxy("127.0.0.1", PORTS[broker.kind]).start()
     try:
         async with (
             serve_app(app_for(tmp_path, broker.url(proxy.port))) as server,
