@@ -937,6 +937,7 @@ BENCHES: dict[str, Callable[[Plan], list[Row]]] = {
     "pg-e2e": bench_pg_e2e,
     "pg-drain": bench_pg_drain,
     "pg-logging": bench_pg_logging,
+    "sinks": bench_sinks_run,
 }
 
 
