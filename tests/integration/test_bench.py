@@ -133,3 +133,20 @@ async def test_the_bare_endpoint_answers_like_the_receiver(tmp_path: Path) -> No
     assert answer.json().keys() == receiver.json().keys() and answer.json()["outcome"] == "applied"
     assert abs(len(answer.content) - len(receiver.content)) <= 8
     assert refusals[0].startswith(b"HTTP/1.1 200 ") and refusals[1].startswith(b"HTTP/1.1 431 ")
+
+
+def test_every_benchmark_the_docs_name_exists() -> None:
+    """`--only` names in the README and docs/benchmarks.md are benchmarks `python -m scripts.bench` knows."""
+    import re
+    from pathlib import Path
+
+    from scripts.bench import BENCHES
+
+    root = Path(__file__).resolve().parents[2]
+    named = {
+        name
+        for doc in ("README.md", "docs/benchmarks.md")
+        for group in re.findall(r"scripts\.bench --only ([a-z0-9,-]+)", (root / doc).read_text())
+        for name in group.split(",")
+    }
+    assert "sinks" in named and named <= set(BENCHES), named - set(BENCHES)
