@@ -64,21 +64,20 @@ async def list_sinks(request: Request) -> Response:
 
 
 async def pause(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
-    spec = _spec(request)
-    if spec is None:
-        return _unknown(request)
-    await runtime.store.change_sink(spec.name, paused=True)
-    return await _answer(runtime, spec.name)
+    return await _set_paused(request, True)
 
 
 async def resume(request: Request) -> Response:
     """Resume a paused sink, or retry one stopped by a message its broker refused."""
+    return await _set_paused(request, False)
+
+
+async def _set_paused(request: Request, paused: bool) -> Response:
     runtime: Runtime = request.state.runtime
     spec = _spec(request)
     if spec is None:
         return _unknown(request)
-    await runtime.store.change_sink(spec.name, paused=False)
+    await runtime.store.change_sink(spec.name, paused=paused)
     return await _answer(runtime, spec.name)
 
 

@@ -27,6 +27,7 @@ from receiver.runtime import Runtime
 from receiver.store.base import Message
 from receiver.tuning import DELIVERY
 from receiver.util import backoff
+from receiver.util.aio import wait_any
 
 log = logging.getLogger("receiver.delivery.worker")
 
@@ -146,7 +147,7 @@ class _Deliverer:
                     outage.failed(exc)  # logged once per outage (a traceback only if not a store error)
                     await asyncio.sleep(1.0)
                     continue
-                await _wait_any((woken, self.freed), timeout=wait)
+                await wait_any((woken, self.freed), timeout=wait)
         finally:
             held, tasks = list(self.held), list(self.held.values())
             for task in tasks:
@@ -309,15 +310,6 @@ class _Deliverer:
         host.held -= 1
         if host.held <= 0 and self.hosts.get(url_host) is host:
             del self.hosts[url_host]
-
-
-async def _wait_any(events: Sequence[asyncio.Event], *, timeout: float | None) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def run_delivery(runtime: Runtime) -> None:

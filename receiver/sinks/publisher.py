@@ -31,6 +31,7 @@ from receiver.sinks.redis_streams import RedisBroker
 from receiver.sinks.urls import SinkSpec, credentials
 from receiver.store.base import SinkRow
 from receiver.tuning import SINKS
+from receiver.util.aio import wait_any
 from receiver.util.backoff import exponential
 
 log = logging.getLogger("receiver.sinks")
@@ -75,15 +76,6 @@ def state_of(row: SinkRow) -> str:
     if row.paused:
         return "paused"
     return "failing" if row.last_error else "ok"
-
-
-async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
-    waiters = [asyncio.ensure_future(ev.wait()) for ev in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def _loop_busy() -> bool:
@@ -160,7 +152,7 @@ async def publish_loop(
             log.warning("sink %s failing: %s (retrying with backoff)", name, error)
         delay = exponential(failures, base=SINKS.retry_base_s, cap=SINKS.retry_cap_s)
         failures += 1
-        await _wait_any([woken, runtime.stopping], delay)
+        await wait_any([woken, runtime.stopping], delay)
 
     try:
         while not runtime.stopping.is_set():
@@ -177,7 +169,7 @@ async def publish_loop(
                 if connected:
                     await broker.close()
                     connected = False
-                await _wait_any([woken, runtime.stopping], backstop)
+                await wait_any([woken, runtime.stopping], backstop)
                 continue
             stopped_epoch = None
             if not connected:
@@ -200,7 +192,7 @@ async def publish_loop(
                     await save()
                     unsaved = False
                 wait_s = SINKS.save_every_s - (loop.time() - saved_at) if unsaved else backstop
-                await _wait_any([woken, new_events, runtime.stopping], max(0.0, min(wait_s, backstop)))
+                await wait_any([woken, new_events, runtime.stopping], max(0.0, min(wait_s, backstop)))
                 if new_events.is_set() and not woken.is_set():
                     # Let the commits that follow this one in: under load one read and one batch carry many
                     # events instead of each commit's few (the read, the wake-up and the batch cost the same).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 
 
 async def wait_for(event: asyncio.Event, timeout: float) -> bool:
@@ -17,6 +17,16 @@ async def wait_for(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def wait_any(events: Sequence[asyncio.Event], timeout: float | None) -> None:
+    """Until any of `events` fires, or `timeout` seconds pass."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def read_capped(chunks: AsyncIterable[bytes], limit: int) -> bytes | None:
