@@ -15,6 +15,7 @@ from typing import Any
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, AttemptOutcome, Completion, MessageStatus, Receipt, dumps
 from receiver.store.base import ChangeListener, Changes, Clock, Exchange, Message
+from receiver.store.rows import message_from_row
 from receiver.store.rules import UnitOfWork
 
 log = logging.getLogger("receiver.store")
@@ -140,6 +141,19 @@ class BatchedStore:
     """What both stores share around the group commit: their settings, the unit of work each write starts
     from, the inbound entry points, delivery attempts, and the listeners woken after a commit. Each
     backend supplies `_commits` (and its SQL)."""
+
+    async def redeliver(self, job_id: str) -> tuple[Message, bool] | None:
+        found = await self._redeliver(job_id, None)
+        return (message_from_row(found[0]), found[1]) if found is not None else None
+
+    async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
+        found = await self._redeliver(job_id, url)
+        return message_from_row(found[0]) if found is not None else None
+
+    async def _redeliver(self, job_id: str, url: str | None) -> tuple[Any, bool] | None:
+        """The message row and whether it was one already waiting (see `Store.redeliver`); with `url`,
+        always a new message. Each backend's SQL."""
+        raise NotImplementedError
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from receiver.models import Job, JobStatus, dumps
-from receiver.store.base import Changes, FinishedFilter, KeyClaim, Message
+from receiver.store.base import Changes, FinishedFilter, KeyClaim
 from receiver.store.parts import SQLitePart
 from receiver.store.queries import (
     DISCARD_JOB,
@@ -20,7 +20,7 @@ from receiver.store.queries import (
     PRUNE_IDEMPOTENCY_KEYS,
     RELEASE_IDEMPOTENCY_KEY,
 )
-from receiver.store.rows import JOB_COLUMNS, MESSAGE_COLUMNS, finished_filter_sql, job_from_row, message_from_row
+from receiver.store.rows import JOB_COLUMNS, MESSAGE_COLUMNS, finished_filter_sql, job_from_row
 from receiver.store.rules import UnitOfWork
 
 
@@ -88,14 +88,6 @@ class SQLiteJobActions(SQLitePart):
         ids = await self._batch(expire)
         self._notify(Changes(tuple(ids), unit.queued_messages))
         return ids
-
-    async def redeliver(self, job_id: str) -> tuple[Message, bool] | None:
-        found = await self._redeliver(job_id, None)
-        return (message_from_row(found[0]), found[1]) if found is not None else None
-
-    async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
-        found = await self._redeliver(job_id, url)
-        return message_from_row(found[0]) if found is not None else None
 
     async def _redeliver(self, job_id: str, url: str | None) -> tuple[Any, bool] | None:
         """The message row and whether it was one already waiting (see `Store.redeliver`); with `url`,
