@@ -167,11 +167,7 @@ class StoredReceipt:
     headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        try:
-            text: str | None = self.body.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        out: dict[str, Any] = {
+        return {
             "id": self.id,
             "provider": self.provider,
             "source": self.source,
@@ -179,14 +175,19 @@ class StoredReceipt:
             "provider_job_ids": self.provider_job_ids,
             "job_ids": self.job_ids,
             "error": self.error,
-            "body": text if text is not None else self.body.decode("utf-8", "replace"),
+            **body_fields(self.body),
             "received_at": self.received_at,
             # A signature is proof made with the provider's secret: shown as present, never its value.
             "headers": {k: ("***" if "signature" in k else v) for k, v in self.headers.items()},
         }
-        if text is None:
-            out["body_base64"] = base64.b64encode(self.body).decode("ascii")
-        return out
+
+
+def body_fields(body: bytes) -> dict[str, str]:
+    """Raw bytes as an answer shows them: `body` as text, plus `body_base64` when they are not UTF-8."""
+    try:
+        return {"body": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body": body.decode("utf-8", "replace"), "body_base64": base64.b64encode(body).decode("ascii")}
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from receiver.models import dumps, iso_time
+from receiver.models import body_fields, dumps, iso_time
 
 REFUSALS_KEPT = 10_000
 REFUSAL_COLUMNS = (
@@ -55,11 +54,7 @@ class Refusal:
         )
 
     def to_json(self) -> dict[str, Any]:
-        try:
-            text: str | None = self.body.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        out: dict[str, Any] = {
+        return {
             "id": self.id,
             "provider": self.provider,
             "reason": self.reason,
@@ -69,15 +64,12 @@ class Refusal:
             "path": self.path,
             "query": self.query,
             "headers": self.headers,
-            "body": text if text is not None else self.body.decode("utf-8", "replace"),
+            **body_fields(self.body),
             "body_bytes": self.body_bytes,
             "body_truncated": len(self.body) < self.body_bytes,
             "receipt_id": self.receipt_id,
             "received_at": iso_time(self.received_at),
         }
-        if text is None:
-            out["body_base64"] = base64.b64encode(self.body).decode("ascii")
-        return out
 
 
 def refusal_from_row(r: Any) -> Refusal:
