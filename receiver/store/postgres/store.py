@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -104,10 +104,15 @@ SESSION_SETUP = (
 )
 # What `ping` (readyz) allows a write to take: a replica whose writes wait longer than this is not ready.
 READY_TIMEOUT_S = 2
-# A group commit's two calls between BEGIN and COMMIT (schema 0012): lock the keys then read their jobs,
-# and write every row. Four round trips in all, however many webhooks and attempts the batch holds.
+# Writers other than the group commit (actions, the mirror) lock their keys and read their jobs in one call
+# inside their transaction (schema 0012); every writer writes every row in one call (0013).
 LOCK_JOBS_SQL = "SELECT * FROM receiver_lock_jobs($1::text[], $2::text[])"
-WRITE_SQL = f"SELECT receiver_write({', '.join(f'${n}' for n in range(1, 63))})"
+WRITE_SQL = f"SELECT receiver_write({', '.join(f'${n}' for n in range(1, 67))})"
+# The group commit's read (schema 0013): no lock, no transaction; `receiver_write` checks the row versions.
+READ_JOBS_SQL = (
+    "SELECT *, xmin::text AS row_version FROM jobs "
+    "WHERE (provider, provider_job_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
 _UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
@@ -364,16 +369,16 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
 
     async def _commit_batch(self, batch: list[Item]) -> list[Any]:
         holder: list[UnitOfWork] = []
+        writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
+        keys = sorted({(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+        attempts = [b for b in batch if isinstance(b, AttemptRecord)]
 
         async def commit(conn: Conn) -> list[Any]:
-            unit = self._unit()  # anew on each try: a retried transaction starts from what is committed
+            unit = self._unit()  # anew on each try: a retried commit starts from what is committed
             holder[:] = [unit]
-            writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
-            await self._load(
-                conn, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()}
-            )
+            seen = await self._read(conn, unit, keys)
             ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
-            receipt_ids = await self._flush(conn, unit, [b for b in batch if isinstance(b, AttemptRecord)])
+            receipt_ids = await self._flush(conn, unit, attempts, keys=keys, seen=seen)
             results: list[Any] = [None] * len(batch)
             for i, done in ingested:
                 results[i] = ApplyResult(
@@ -381,11 +386,22 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 )
             return results
 
-        # A batch with no job to lock (delivery attempts, receipts that name no job) is one call, receiver_write.
-        single = not any(isinstance(item, Write) and item.completions for item in batch)
-        results = await self._tx(commit, single=single)
+        # Two statements, each its own transaction: the read, and `receiver_write`, which fails (and `_tx`
+        # runs `commit` again) when a job read has changed since. No BEGIN or COMMIT round trips.
+        results = await self._tx(commit, single=True)
         self._notify(Changes(tuple(holder[0].terminal_job_ids), holder[0].queued_messages))
         return results
+
+    @staticmethod
+    async def _read(conn: Conn, unit: UnitOfWork, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The jobs of these keys as committed, unlocked; (job id, row version) of each, for the write to check."""
+        if not keys:
+            return []
+        seen = []
+        for row in await conn.fetch(READ_JOBS_SQL, [p for p, _ in keys], [i for _, i in keys]):
+            job = unit.track(job_from_row(row)).job
+            seen.append((job.id, str(row["row_version"])))
+        return seen
 
     @staticmethod
     async def _load(conn: Conn, unit: UnitOfWork, keys: set[tuple[str, str]]) -> None:
@@ -399,12 +415,21 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         for row in await conn.fetch(LOCK_JOBS_SQL, providers, ids):
             unit.track(job_from_row(row))
 
-    async def _flush(self, conn: Conn, unit: UnitOfWork, attempts: list[AttemptRecord] | None = None) -> list[int]:
+    async def _flush(
+        self,
+        conn: Conn,
+        unit: UnitOfWork,
+        attempts: list[AttemptRecord] | None = None,
+        *,
+        keys: Sequence[tuple[str, str]] = (),
+        seen: Sequence[tuple[str, str]] = (),
+    ) -> list[int]:
         """Write everything the unit changed, and `attempts`, in one call (`receiver_write`: one array per
         column, one statement per table); returns the new receipts' ids. The event-id lock comes after every
         row the transaction writes: one that held it while waiting for a row another replica holds, which
         waits for the event-id lock in turn, would deadlock (PostgreSQL breaks it after a second, and the
-        event ids of every replica wait that long)."""
+        event ids of every replica wait that long). `keys` and `seen`: the group commit's optimistic check
+        (schema 0013); the other writers hold their keys' locks already (`_load`) and pass none."""
         w = unit.writes()
         attempts = sorted(attempts or (), key=lambda i: i.message.seq)  # rows locked in one order
         if not (w.new_jobs or w.changed_jobs or w.messages or w.receipts or w.mirror_tasks or attempts or w.events):
@@ -480,6 +505,8 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
             EVENTS_LOCK,
             CHANNEL,
             self._payload(unit) if w.events or w.messages else None,
+            *columns(list(keys), 2),
+            *columns(list(seen), 2),
         )
         return list(ids)
 

@@ -13,7 +13,7 @@ import pytest
 
 from receiver.models import Completion, JobStatus, Output, Receipt
 from receiver.store import JobFilter, open_store
-from receiver.store.postgres.store import PostgresStore
+from receiver.store.postgres.store import READ_JOBS_SQL, PostgresStore
 from receiver.store.schema import POSTGRES
 
 
@@ -108,11 +108,9 @@ async def test_info_reads_without_creating(postgres_url: str) -> None:
 
 async def test_the_job_lookup_is_planned_for_the_table_as_it_grows(postgres_url: str) -> None:
     """A plan cached while the jobs table was tiny (a seq scan) must not outlive its growth: the store's
-    connections plan each run, so a lookup of a few keys uses the unique index at any size. (The group
-    commit's own lookup, inside `receiver_lock_jobs`, is held to the same by test_pg_group_commit.py.)"""
-    lookup = (
-        "SELECT seq, id FROM jobs WHERE (provider, provider_job_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-    )
+    connections plan each run, so the group commit's read of a few keys uses the unique index at any size.
+    (The lookup inside `receiver_lock_jobs` is held to the same by test_pg_group_commit.py.)"""
+    lookup = READ_JOBS_SQL
     store = await open_store(postgres_url)
     assert isinstance(store, PostgresStore)
     try:
