@@ -86,7 +86,7 @@ def workers_for(settings: Settings) -> list[Worker]:
         run_job_timeouts,
     ]
     workers.append(run_refusals)
-    if settings.oxen_api_key is not None:
+    if settings.api_key("oxen") is not None:
         workers.append(run_oxen_leader)
     workers.append(run_mirror)  # with mirroring off it only settles tasks queued while it was on
     if settings.sinks:

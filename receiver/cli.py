@@ -115,7 +115,7 @@ async def _info(settings: Settings, tunnel_note: str | None = None) -> str:
         ]
         lines += [
             "  oxen       (no webhook: the receiver subscribes to Oxen's event stream"
-            + (")" if settings.oxen_api_key else "; set RECEIVER_OXEN_API_KEY)"),
+            + (")" if settings.api_key("oxen") else "; set RECEIVER_OXEN_API_KEY)"),
             "  lumenfall  (no webhook: Lumenfall answers image generations synchronously, in the call the receiver",
             "             makes for POST /v1/generations; this URL only receives the callbacks of its asynchronous",
             "             video API, signed with RECEIVER_LUMENFALL_WEBHOOK_SECRET)",

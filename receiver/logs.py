@@ -16,10 +16,9 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
 
-from receiver.settings import PROVIDER_SECRETS, Secrets, Settings
+from receiver.settings import Secrets, Settings
 
 MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words, and are no secret anyway
 
@@ -227,14 +226,12 @@ def protect(*values: str | None) -> None:
 
 
 def secrets_in_force(settings: Settings, secrets: Secrets) -> tuple[str, ...]:
-    """The three of `secrets`, the provider API keys, the Lumenfall webhook secret."""
-    keys: list[SecretStr | None] = [getattr(settings, name) for name in PROVIDER_SECRETS]
-    keys.append(settings.lumenfall_webhook_secret)
+    """The three of `secrets`, and every provider secret set (API keys, Lumenfall's webhook secret, …)."""
     return (
         secrets.api_token,
         secrets.webhook_token,
         secrets.signing_secret,
-        *(k.get_secret_value() for k in keys if k is not None),
+        *(k.get_secret_value() for k in settings.provider_secrets()),
     )
 
 

@@ -7,12 +7,9 @@ import enum
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import orjson
-
-ProviderName = Literal["oxen", "runware", "pixazo", "apiframe", "lumenfall"]
-PROVIDERS: tuple[str, ...] = get_args(ProviderName)
 
 # `Idempotency-Key` on `POST /v1/generations`, passed on as the provider's own key where it takes one: 1 to
 # IDEMPOTENCY_KEY_MAX_LENGTH printable ASCII characters (what the providers accept), and a repeat within

@@ -7,13 +7,13 @@ import binascii
 import difflib
 import logging
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, create_model, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from receiver.media.target import parse_media_url
-from receiver.providers import REGISTRY
+from receiver.providers import REGISTRY, RegistryError
 from receiver.relay.tunnels import CLOUDFLARED_METRICS_URLS, NGROK_API_URL
 from receiver.sinks.urls import SinkSpec, parse_sinks
 from receiver.util.urls import check_callback_url
@@ -36,17 +36,35 @@ def check_signing_secret(secret: str) -> None:
         raise ValueError("must be whsec_ followed by base64 (the part after whsec_ is not base64)") from None
 
 
-DEFAULT_BASE_URLS: dict[str, str] = {name: provider.base_url for name, provider in REGISTRY.items()}
-# Secrets each provider may have: its API key, and the setting that verifies its webhooks (if another).
+def _provider_settings() -> dict[str, Any]:
+    """Each provider's settings, as fields: `{name}_api_key`, `{name}_base_url` (default: its adapter's
+    BASE_URL) and a secret field for each of its record's `secret_settings` (`lumenfall_webhook_secret`)."""
+    fields: dict[str, Any] = {}
+    for name, provider in REGISTRY.items():
+        fields[f"{name}_api_key"] = (SecretStr | None, None)
+        fields[f"{name}_base_url"] = (str, provider.base_url)
+        for key in provider.secret_settings:
+            fields[f"{name}_{key}"] = (SecretStr | None, None)
+    return fields
+
+
+# Every provider's secrets, as field names: its API key and the others its record declares.
 PROVIDER_SECRETS: tuple[str, ...] = tuple(
-    dict.fromkeys(
-        [f"{name}_api_key" for name in REGISTRY]
-        + [p.webhook_secret for p in REGISTRY.values() if p.webhook_secret is not None]
-    )
+    f"{name}_{key}" for name, p in REGISTRY.items() for key in ("api_key", *p.secret_settings)
 )
 
+# The per-provider fields are made from the registry, so that adding a provider adds its settings. They are
+# ordinary fields of the model (a base class made by pydantic), so the environment variables
+# (`RECEIVER_PIXAZO_API_KEY`, …), keyword arguments (`Settings(pixazo_base_url=…)`), validation errors and
+# `setting_names` treat them as every other setting. mypy does not know them: read them with
+# `Settings.api_key`, `.base_url` and `.provider_secret`.
+if TYPE_CHECKING:
+    _ProviderSettings = BaseSettings
+else:
+    _ProviderSettings = create_model("_ProviderSettings", __base__=BaseSettings, **_provider_settings())
 
-class Settings(BaseSettings):
+
+class Settings(_ProviderSettings):
     """Typed settings. Unset tokens and the signing secret are filled from the store at startup."""
 
     model_config = SettingsConfigDict(env_prefix="RECEIVER_", extra="ignore", frozen=True, populate_by_name=True)
@@ -79,22 +97,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Not in the contract: uvicorn's access lines (see receiver.logs.AccessLines).
     access_log: Literal["all", "webhook-errors", "errors", "off"] = "webhook-errors"
-
-    # One pair per provider in the registry, written out so that mypy knows them (the import-time check
-    # below the class fails on a provider without its pair, or a pair without its provider).
-    oxen_api_key: SecretStr | None = None
-    runware_api_key: SecretStr | None = None
-    pixazo_api_key: SecretStr | None = None
-    apiframe_api_key: SecretStr | None = None
-    lumenfall_api_key: SecretStr | None = None
-
-    oxen_base_url: str = DEFAULT_BASE_URLS["oxen"]
-    runware_base_url: str = DEFAULT_BASE_URLS["runware"]
-    pixazo_base_url: str = DEFAULT_BASE_URLS["pixazo"]
-    apiframe_base_url: str = DEFAULT_BASE_URLS["apiframe"]
-    lumenfall_base_url: str = DEFAULT_BASE_URLS["lumenfall"]
-
-    lumenfall_webhook_secret: SecretStr | None = None
 
     # Media mirroring (receiver.media.mirror): `off`, `db`, a directory, file:///dir or s3://bucket/prefix;
     # unset: `db` with PostgreSQL, ./receiver-media with SQLite (receiver.media.target.default_media_url).
@@ -132,15 +134,10 @@ class Settings(BaseSettings):
         "signing_secret",
         "public_url",
         "default_callback_url",
-        "oxen_api_key",
-        "runware_api_key",
-        "pixazo_api_key",
-        "apiframe_api_key",
-        "lumenfall_api_key",
-        "lumenfall_webhook_secret",
+        *PROVIDER_SECRETS,
         mode="before",
-        check_fields=False,
-    )  # missing ones: see below the class
+        check_fields=False,  # the provider fields are the base class's
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -192,23 +189,36 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def api_key(self, provider: str) -> SecretStr | None:
-        key: SecretStr | None = getattr(self, f"{provider}_api_key")
-        return key
+        """`RECEIVER_{PROVIDER}_API_KEY`."""
+        return self.provider_secret(provider, "api_key")
 
     def base_url(self, provider: str) -> str:
+        """`RECEIVER_{PROVIDER}_BASE_URL`, by default the adapter's `BASE_URL`."""
+        if provider not in REGISTRY:
+            raise KeyError(f"no provider {provider!r}")
         return str(getattr(self, f"{provider}_base_url")).rstrip("/")
 
+    def provider_secret(self, provider: str, key: str) -> SecretStr | None:
+        """`RECEIVER_{PROVIDER}_{KEY}`: the provider's API key (`api_key`) or a secret its record declares."""
+        if key not in ("api_key", *REGISTRY[provider].secret_settings):
+            raise KeyError(f"{provider} has no secret setting {key!r}")
+        value: SecretStr | None = getattr(self, f"{provider}_{key}")
+        return value
 
-def _provider_settings_match_registry() -> None:
-    fields = Settings.model_fields
-    pairs = {name for name in fields if name.endswith(("_api_key", "_base_url"))}
-    expected = {f"{provider}_{kind}" for provider in REGISTRY for kind in ("api_key", "base_url")}
-    assert pairs == expected, f"Settings' provider fields differ from the registry: {sorted(pairs ^ expected)}"
-    assert all(fields[f"{name}_base_url"].default == p.base_url for name, p in REGISTRY.items())
-    assert set(PROVIDER_SECRETS) <= set(fields), "a provider's webhook_secret names no setting"
+    def provider_secrets(self) -> list[SecretStr]:
+        """Every provider secret that is set (to be masked in logs)."""
+        values: list[SecretStr | None] = [getattr(self, name) for name in PROVIDER_SECRETS]
+        return [v for v in values if v is not None]
 
 
-_provider_settings_match_registry()
+def _provider_settings_are_new() -> None:
+    """A provider's setting must not be a setting of the receiver's own (`lumenfall_timeout_s` is one)."""
+    own = set(Settings.__annotations__)
+    if clash := sorted(own & set(_provider_settings())):
+        raise RegistryError(f"provider settings named as the receiver's own: {', '.join(clash)}")
+
+
+_provider_settings_are_new()
 
 
 def setting_names() -> list[str]:

@@ -25,13 +25,13 @@ from receiver.errors import InvalidPayload, ProviderError
 from receiver.ingest import lumenfall_calls
 from receiver.ingest.inbound import storable_text
 from receiver.ingest.provider_calls import call
-from receiver.models import IDEMPOTENCY_TTL_S, Job, ProviderName
+from receiver.models import IDEMPOTENCY_TTL_S, Job
 from receiver.providers import REGISTRY, Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted
 from receiver.runtime import Runtime
 from receiver.settings import webhook_url
 from receiver.web.http import error, read_body
-from receiver.web.validation import CallbackUrl, invalid, parse_body
+from receiver.web.validation import CallbackUrl, ProviderName, invalid, parse_body
 
 log = logging.getLogger("receiver.api.generations")
 

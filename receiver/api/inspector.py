@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.errors import StoreError
+from receiver.providers import REGISTRY
 from receiver.runtime import Runtime
 from receiver.sinks.publisher import sinks_listing
 from receiver.store import describe_store
@@ -61,9 +62,14 @@ def ui_mount() -> Mount:
     return Mount("/ui", app=SecurityHeaders(StaticFiles(directory=UI_DIR, html=True)), name="ui")
 
 
+# The providers in listing order, and which take webhooks: the page's filters and `Copy as curl` follow it.
+PROVIDERS_LISTING = [{"name": p.name, "webhooks": p.webhooks} for p in REGISTRY.values()]
+
+
 async def stats(request: Request) -> Response:
     """`GET /v1/stats`: which store (never its password) and whether it answers, the Oxen stream's state,
-    jobs by status, callback backlog (count, oldest age): all the inspector's glance, behind the token."""
+    jobs by status, callback backlog (count, oldest age), the providers: all the inspector's glance, behind
+    the token."""
     runtime: Runtime = request.state.runtime
     known_params(request.query_params, frozenset())
     try:
@@ -79,6 +85,7 @@ async def stats(request: Request) -> Response:
                 "oxen_stream_error": runtime.oxen.last_error,
                 "jobs": {},
                 "delivery_backlog": {"count": 0, "oldest_age_s": None},
+                "providers": PROVIDERS_LISTING,
             }
         )
     count, oldest = await runtime.store.delivery_backlog()
@@ -94,5 +101,6 @@ async def stats(request: Request) -> Response:
             "jobs": await runtime.store.job_counts(),
             "delivery_backlog": {"count": count, "oldest_age_s": age},
             "sinks": await sinks_listing(runtime),
+            "providers": PROVIDERS_LISTING,
         }
     )

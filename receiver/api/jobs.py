@@ -8,8 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome, iso_time
+from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, iso_time
 from receiver.notify import job_key, wait_for
+from receiver.providers import PROVIDER_NAMES
 from receiver.runtime import Runtime
 from receiver.store import JobFilter
 from receiver.store.base import Page
@@ -88,7 +89,7 @@ async def list_jobs(request: Request) -> Response:
     q = request.query_params
     known_params(q, _JOB_PARAMS)
     filters = JobFilter(
-        provider=query_choice(q, "provider", PROVIDERS),
+        provider=query_choice(q, "provider", PROVIDER_NAMES),
         status=query_choice(q, "status", _STATUSES),
         delivery_status=query_choice(q, "delivery_status", _DELIVERY_STATUSES),
         provider_job_id=query_text(q, "provider_job_id"),
@@ -141,7 +142,7 @@ async def list_receipts(request: Request) -> Response:
     outcome = query_choice(q, "outcome", _OUTCOMES)
     cursor = query_cursor(q)
     page = await runtime.store.list_receipts(
-        provider=query_choice(q, "provider", PROVIDERS),
+        provider=query_choice(q, "provider", PROVIDER_NAMES),
         outcome=Outcome(outcome) if outcome else None,
         limit=query_int(q, "limit", 50, low=1, high=500),
         cursor=cursor,

@@ -16,15 +16,14 @@ from receiver.api.sinks import Rewind
 from receiver.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     IDEMPOTENCY_TTL_S,
-    PROVIDERS,
     DeliveryStatus,
     JobStatus,
     Outcome,
-    ProviderName,
     ReceiptSource,
     StreamState,
 )
-from receiver.web.validation import PatchJob, Redeliveries, RedeliverTo, RegisterJob
+from receiver.providers import PROVIDER_NAMES
+from receiver.web.validation import PatchJob, ProviderName, Redeliveries, RedeliverTo, RegisterJob
 
 # -- answers ---------------------------------------------------------------------------------------
 
@@ -178,6 +177,13 @@ class SinkList(BaseModel):
     sinks: list[SinkOut]
 
 
+class ProviderOut(BaseModel):
+    model_config = ConfigDict(title="Provider")
+
+    name: ProviderName
+    webhooks: bool  # takes webhooks at /webhooks/{name}
+
+
 class StatsOut(BaseModel):
     model_config = ConfigDict(title="Stats")
 
@@ -190,6 +196,7 @@ class StatsOut(BaseModel):
     jobs: dict[str, int]
     delivery_backlog: Backlog
     sinks: list[SinkOut] = []
+    providers: list[ProviderOut]  # in the order they are listed
 
 
 class FieldError(BaseModel):
@@ -284,7 +291,7 @@ def _paths() -> dict[str, Any]:
                 "List jobs, newest first",
                 {"200": _json(JobPage, "a page")},
                 params=[
-                    _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
+                    _query("provider", {"type": "string", "enum": list(PROVIDER_NAMES)}),
                     _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
                     _query("delivery_status", {"type": "string", "enum": [d.value for d in DeliveryStatus]}),
                     _query("provider_job_id", {"type": "string", "maxLength": 512}),
@@ -361,7 +368,7 @@ def _paths() -> dict[str, Any]:
                 "Stored inbound messages, newest first",
                 {"200": _json(ReceiptPage, "a page")},
                 params=[
-                    _query("provider", {"type": "string", "enum": list(PROVIDERS)}),
+                    _query("provider", {"type": "string", "enum": list(PROVIDER_NAMES)}),
                     _query("outcome", {"type": "string", "enum": [o.value for o in Outcome]}),
                     _query("job_id", {"type": "string", "maxLength": 512}),
                     *_PAGE,

@@ -89,7 +89,7 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _auth_headers(runtime: Runtime) -> dict[str, str]:
-    key = runtime.settings.oxen_api_key
+    key = runtime.settings.api_key("oxen")
     if key is None:
         raise NotConfigured("RECEIVER_OXEN_API_KEY")
     return oxen.stream_headers(key.get_secret_value())
@@ -278,6 +278,6 @@ async def run_oxen_consumer(
     runtime: Runtime, *, tuning: StreamTuning | None = None, rand: Callable[[], float] = random.random
 ) -> None:
     """The background worker: runs until cancelled (the app's lifespan does that at shutdown)."""
-    if runtime.settings.oxen_api_key is None:
+    if runtime.settings.api_key("oxen") is None:
         return
     await OxenConsumer(runtime, tuning or runtime.stream_tuning, rand).run()

@@ -72,7 +72,7 @@ async def receive_webhook(scope: Scope, receive: Receive, send: Send) -> None:
         _keep(runtime, scope, 413, "too_large", f"body over {settings.max_body_bytes} bytes", exc.head, exc.size)
         raise
 
-    secret = getattr(settings, known.webhook_secret) if known.webhook_secret else None
+    secret = settings.provider_secret(provider, known.webhook_secret) if known.webhook_secret else None
     if secret is not None and not known.verify_webhook(secret.get_secret_value(), body, headers):
         runtime.metrics.webhooks_rejected.labels(provider, "bad_signature").inc()
         message = "the webhook's signature is missing, stale or wrong"

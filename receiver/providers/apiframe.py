@@ -10,6 +10,7 @@ from urllib.parse import quote
 from receiver.errors import InvalidPayload
 from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH, Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, url_list
+from receiver.providers._record import Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
 SIGNATURE_HEADER = "x-webhook-signature"
@@ -122,3 +123,18 @@ def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
 
 def parse_poll(body: bytes) -> list[Completion]:
     return [parse_job(body)]
+
+
+PROVIDER = Provider(
+    name="apiframe",
+    order=30,
+    base_url=BASE_URL,
+    build_submit=build_submit,
+    submit_answer=parse_submit,
+    webhook=parse_webhook,
+    webhook_signature=verify_webhook,
+    webhook_secret="api_key",  # Apiframe signs with (a hash of) the API key itself
+    poll=build_poll,
+    poll_answer=parse_poll,
+    forwards_idempotency_key=True,
+)

@@ -9,6 +9,7 @@ import standardwebhooks
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, object_list, require_id
+from receiver.providers._record import Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, merge
 
 _EVENTS = {
@@ -97,3 +98,16 @@ def build_submit(spec: GenerationSpec, *, api_key: str, webhook_url: str, reques
 def failed_response(job_id: str, message: str) -> Completion:
     """A refusal or a failed call: the job fails with the provider's message."""
     return Completion("lumenfall", job_id, JobStatus.FAILED, error=message)
+
+
+PROVIDER = Provider(
+    name="lumenfall",
+    order=40,
+    base_url=BASE_URL,
+    build_submit=build_submit,
+    webhook=parse_webhook,
+    webhook_signature=verify_webhook,
+    webhook_secret="webhook_secret",
+    secret_settings=("webhook_secret",),  # RECEIVER_LUMENFALL_WEBHOOK_SECRET: its video webhooks' signing key
+    answers_synchronously=True,
+)

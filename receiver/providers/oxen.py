@@ -10,6 +10,7 @@ from urllib.parse import quote
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, object_list, require_id, status_of
+from receiver.providers._record import Provider
 from receiver.providers._request import GenerationSpec, ProviderRequest, Submitted, merge
 
 COMPLETED_EVENT = "media_generation_completed"
@@ -94,3 +95,14 @@ def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
 
 def parse_poll(body: bytes) -> list[Completion]:
     return [parse_status(body)]
+
+
+PROVIDER = Provider(
+    name="oxen",
+    order=50,
+    base_url=BASE_URL,
+    build_submit=build_submit,
+    submit_answer=parse_submit,
+    poll=build_poll,
+    poll_answer=parse_poll,
+)

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object, require_id, status_of, url_list
+from receiver.providers._record import Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
 _STATUS = {
@@ -87,3 +88,15 @@ def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
 
 def parse_poll(body: bytes) -> list[Completion]:
     return [parse_status(body)]
+
+
+PROVIDER = Provider(
+    name="pixazo",
+    order=10,
+    base_url=BASE_URL,
+    build_submit=build_submit,
+    submit_answer=parse_submit,
+    webhook=parse_webhook,
+    poll=build_poll,
+    poll_answer=parse_poll,
+)

@@ -8,6 +8,7 @@ from typing import Any
 from receiver.errors import InvalidPayload
 from receiver.models import Completion, JobStatus, Output
 from receiver.providers._parse import error_text, guess_media_type, load_object
+from receiver.providers._record import Provider
 from receiver.providers._request import BadGeneration, GenerationSpec, ProviderRequest, Submitted, merge
 
 _FORMATS = {"JPG": "image/jpeg", "JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -116,3 +117,16 @@ def build_poll(provider_job_id: str, *, api_key: str) -> ProviderRequest:
 
 def parse_poll(body: bytes) -> list[Completion]:
     return parse_response(body)
+
+
+PROVIDER = Provider(
+    name="runware",
+    order=20,
+    base_url=BASE_URL,
+    build_submit=build_submit,
+    submit_answer=parse_submit,
+    webhook=parse_webhook,
+    poll=build_poll,
+    poll_answer=parse_poll,
+    early_ids=submitted_before,
+)

@@ -31,7 +31,7 @@ from httpx_sse import ServerSentEvent
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from receiver.errors import ReceiverError
-from receiver.models import PROVIDERS
+from receiver.providers import PROVIDER_NAMES
 from receiver.relay.events import SourceEvent, parse_ahead, parse_event, parse_event_id, parse_id
 from receiver.relay.state import ListenState, StateError, load_state, save_state
 from receiver.signing import new_signing_secret, signature_headers
@@ -539,7 +539,7 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[L
         reset=args.reset,
         since=since,
         types=None if args.types is None else parse_choices("--type", args.types, EVENT_TYPES),
-        providers=None if args.providers is None else parse_choices("--provider", args.providers, PROVIDERS),
+        providers=None if args.providers is None else parse_choices("--provider", args.providers, PROVIDER_NAMES),
     )
     tuning = replace(
         DEFAULT_TUNING,

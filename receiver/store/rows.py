@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from receiver.models import PROVIDERS, DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, dumps, iso_time
+from receiver.models import DeliveryStatus, Job, JobStatus, Outcome, Output, StoredReceipt, dumps, iso_time
+from receiver.providers import PROVIDER_NAMES
 from receiver.store.base import (
     PAGE_BUDGET_BYTES,
     Attempt,
@@ -181,7 +182,7 @@ def job_filter_sql(f: JobFilter, mark: str, *, collate: str = "") -> tuple[list[
     return where, params
 
 
-_ANY_PROVIDER = f"provider IN ({', '.join(repr(p) for p in PROVIDERS)})"
+_ANY_PROVIDER = f"provider IN ({', '.join(repr(p) for p in PROVIDER_NAMES)})"
 
 
 def finished_filter_sql(f: FinishedFilter, mark: str, *, has_default: bool) -> tuple[list[str], list[Any]]:

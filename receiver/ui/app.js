@@ -3,8 +3,6 @@
 "use strict";
 
 const TOKEN_KEY = "receiver.apiToken";
-const PROVIDERS = ["pixazo", "runware", "apiframe", "lumenfall", "oxen"];
-const WEBHOOK_PROVIDERS = ["pixazo", "runware", "apiframe", "lumenfall"];
 const POLL_MS = 1000; // new receipts and jobs must show within 2 s
 const LIST_LIMIT = 50;
 
@@ -16,6 +14,7 @@ let pollAgain = false;
 let lastJobSig = "";
 let publicUrl = ""; // the receiver's public URL as the server knows it (/v1/stats), for `Copy as curl`
 let mirroring = false; // whether outputs get mirrored at all (else stored_url stays null: not "mirroring…")
+let providers = []; // the receiver's providers in listing order, [{name, webhooks}], as /v1/stats says
 let view = 0; // bumped on sign-in, sign-out and navigation: answers for an older view are dropped
 const current = (seen) => seen === view && token !== null;
 
@@ -200,7 +199,7 @@ async function signIn(candidate) {
   view += 1;
   $("signin-error").textContent = "";
   try {
-    await json("/v1/stats");
+    knowProviders(await json("/v1/stats"));
   } catch (err) {
     const message = err instanceof Unauthorized
       ? "That API token was refused (401 Unauthorized). Check it with `receiver info` and try again."
@@ -215,9 +214,22 @@ async function signIn(candidate) {
 
 // ---- at a glance -----------------------------------------------------------------------------
 
+// The provider filters list what the receiver knows (its registry, as /v1/stats says), keeping a choice made.
+function knowProviders(stats) {
+  const known = Array.isArray(stats.providers) ? stats.providers : [];
+  if (JSON.stringify(known) === JSON.stringify(providers)) return;
+  providers = known;
+  for (const select of document.querySelectorAll("select[data-providers]")) {
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "", text: "Any" }), ...providers.map((p) => el("option", { text: p.name })));
+    select.value = providers.some((p) => p.name === chosen) ? chosen : "";
+  }
+}
+
 async function refreshGlance(seen) {
   const stats = await json("/v1/stats");
   if (!current(seen)) return;
+  knowProviders(stats);
   publicUrl = stats.public_url || location.origin;
   mirroring = Boolean(stats.mirroring);
   $("g-store").replaceChildren(badge(stats.store_state || "?"), " ",
@@ -330,7 +342,7 @@ function receiptItem(r) {
     r.error ? el("p", { class: "error", text: "Error: " + r.error }) : null,
     el("pre", { class: "code", text: pretty(r.body), "aria-label": "Raw body of receipt " + r.id }),
     headers ? el("pre", { class: "code headers", text: headers, "aria-label": "Headers of receipt " + r.id }) : null);
-  if (r.source === "webhook" && WEBHOOK_PROVIDERS.includes(r.provider)) {
+  if (r.source === "webhook" && providers.some((p) => p.name === r.provider && p.webhooks)) {
     const out = el("pre", { class: "code curl", hidden: true, "aria-label": "curl command for receipt " + r.id });
     const note = el("span", { role: "status", class: "muted" });
     const button = el("button", { type: "button", text: "Copy as curl", class: "secondary" });
@@ -394,7 +406,7 @@ const REASONS = { unknown_provider: "unknown provider", unauthorized: "wrong tok
 function showReceipt(r) {
   focusReceipt = r.receipt_id;
   $("receipt-outcome").value = "invalid";
-  $("receipt-provider").value = PROVIDERS.includes(r.provider) ? r.provider : "";
+  $("receipt-provider").value = providers.some((p) => p.name === r.provider) ? r.provider : "";
   resetList(lists.receipts);
   view += 1;
   poll();
@@ -758,9 +770,7 @@ async function poll() {
 }
 
 function init() {
-  for (const select of document.querySelectorAll("select[data-providers]")) {
-    select.append(el("option", { value: "", text: "Any" }), ...PROVIDERS.map((p) => el("option", { text: p })));
-  }
+  for (const select of document.querySelectorAll("select[data-providers]")) select.append(el("option", { value: "", text: "Any" }));
   $("signin-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const value = $("token").value.trim();

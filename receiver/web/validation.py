@@ -7,11 +7,12 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse
 
 from receiver.errors import ReceiverError
-from receiver.models import ProviderName
+from receiver.providers import PROVIDER_NAMES
 from receiver.util.urls import check_callback_url
 from receiver.web.http import error
 
@@ -22,6 +23,24 @@ TIME_SCHEMA: dict[str, Any] = {"format": "date-time"}
 # A callback URL in a request body (null: none, or the default): the one check, `urls.check_callback_url`.
 CallbackUrl = Annotated[
     str | None, Field(max_length=2048, json_schema_extra=URL_SCHEMA), AfterValidator(check_callback_url)
+]
+
+
+# An unknown provider's error, worded as pydantic words a Literal's: "Input should be 'pixazo', … or 'oxen'".
+_NAMES = [repr(name) for name in PROVIDER_NAMES]
+_EXPECTED = " or ".join(filter(None, [", ".join(_NAMES[:-1]), _NAMES[-1]]))
+
+
+def _known_provider(value: str) -> str:
+    if value not in PROVIDER_NAMES:
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": _EXPECTED})
+    return value
+
+
+# A provider's name in a request or an answer: one of the registry's (receiver.providers), listed as an
+# enum in the OpenAPI document.
+ProviderName = Annotated[
+    str, AfterValidator(_known_provider), WithJsonSchema({"type": "string", "enum": list(PROVIDER_NAMES)})
 ]
 MAX_SEQ = 2**63 - 1  # event ids and page cursors are 64-bit integers in both stores
 

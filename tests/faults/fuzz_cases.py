@@ -13,8 +13,7 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from receiver.models import PROVIDERS
-from receiver.providers import WEBHOOK_PROVIDERS
+from receiver.providers import PROVIDER_NAMES, WEBHOOK_PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -322,7 +321,7 @@ callback_urls = (
     | json_values
 )
 register_body = _opt(
-    provider=st.sampled_from([*PROVIDERS, "PIXAZO"]) | json_values,
+    provider=st.sampled_from([*PROVIDER_NAMES, "PIXAZO"]) | json_values,
     provider_job_id=ids,
     callback_url=callback_urls,
     metadata=json_values,
@@ -330,7 +329,7 @@ register_body = _opt(
     extra=json_values,
 )
 generation_body = _opt(
-    provider=st.sampled_from(PROVIDERS) | json_values,
+    provider=st.sampled_from(PROVIDER_NAMES) | json_values,
     prompt=st.text(max_size=40) | json_values,
     model=st.text(max_size=20) | json_values,
     input_image=urlish | json_values,
@@ -396,7 +395,7 @@ well_formed_register = st.builds(
         "metadata": metadata,
         "callback_url": url,
     },
-    st.sampled_from(PROVIDERS),
+    st.sampled_from(PROVIDER_NAMES),
     _job_ids,
     st.dictionaries(st.text(max_size=8), json_values, max_size=3),
     st.sampled_from([None, "http://127.0.0.1:9/hook"]),

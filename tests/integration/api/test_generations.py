@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.ingest.lumenfall_calls import INTERRUPTED
-from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH, PROVIDERS
+from receiver.models import IDEMPOTENCY_KEY_MAX_LENGTH
+from receiver.providers import PROVIDER_NAMES
 from receiver.settings import webhook_url
 from tests.fakes import apiframe as af
 from tests.fakes import lumenfall as lf
@@ -483,7 +484,7 @@ async def test_unusable_answer_and_unreachable_provider_are_refusals(tmp_path: P
 # -- requests refused by the receiver itself -------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", PROVIDER_NAMES)
 async def test_missing_api_key_names_the_setting(tmp_path: Path, provider: str) -> None:
     async with serve_receiver(tmp_path) as server:
         reply = await generate(server, {"provider": provider, "prompt": "a red fox"})

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from receiver.providers import pixazo
+from receiver.providers import REGISTRY
 from tests.support import UNMIRRORED, WEBHOOK_TOKEN, RunningServer
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -72,7 +73,8 @@ async def test_an_adapter_bug_is_a_400_and_the_bytes_are_kept(
     def broken(headers: Any, body: bytes) -> Any:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(pixazo, "parse_webhook", broken)
+    # The registry's record holds the adapter's functions: the broken one goes in a copy of it.
+    monkeypatch.setitem(REGISTRY, "pixazo", replace(REGISTRY["pixazo"], webhook=broken))
     with caplog.at_level(logging.ERROR, logger="receiver.ingest.inbound"):
         async with server.client() as client:
             reply = await client.post(f"/webhooks/pixazo?token={WEBHOOK_TOKEN}", content=b'{"request_id": "x"}')
