@@ -27,21 +27,3 @@ def cloudevent(event: Event, source: str) -> bytes:
         }
     )
     return head[:-1] + b',"data":' + event.data.encode() + b"}"
-
-
-class Envelopes:
-    """Each event's CloudEvent made once for all the sinks of this process: they publish the same events at
-    about the same time, so the second sink finds the first one's bytes. Bounded: the oldest go first."""
-
-    def __init__(self, source: str, size: int = 4_000) -> None:
-        self.source = source
-        self.size = size
-        self._bodies: dict[int, bytes] = {}
-
-    def of(self, event: Event) -> bytes:
-        body = self._bodies.get(event.seq)
-        if body is None:
-            body = self._bodies[event.seq] = cloudevent(event, self.source)
-            if len(self._bodies) > self.size:
-                del self._bodies[next(iter(self._bodies))]
-        return body

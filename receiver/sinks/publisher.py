@@ -24,8 +24,8 @@ from receiver.models import iso_time
 from receiver.notify import EVENTS
 from receiver.runtime import Runtime
 from receiver.sinks.amqp import AmqpBroker
-from receiver.sinks.base import Broker, Outgoing
-from receiver.sinks.envelope import Envelopes
+from receiver.sinks.base import Broker
+from receiver.sinks.feed import Feed
 from receiver.sinks.nats import NatsBroker
 from receiver.sinks.redis_streams import RedisBroker
 from receiver.sinks.urls import SinkSpec, credentials
@@ -81,13 +81,12 @@ def state_of(row: SinkRow) -> str:
 async def _loop_busy() -> bool:
     """Whether other work (requests) fills the event loop: what the thread spends on it while we yield a few
     times (CPU time, not wall time: on a shared machine the process being descheduled is not the loop being
-    busy; a few passes, not one: under load a single pass may be short)."""
-    spent = 0.0
+    busy; a few passes, not one: under load a single pass may be short). Read twice, not around each pass: the
+    thread's CPU clock is a system call, and our own share of the passes is a few microseconds."""
+    cpu = time.thread_time()
     for _ in range(BUSY_PASSES):
-        cpu = time.thread_time()
         await asyncio.sleep(0)
-        spent += time.thread_time() - cpu
-    return spent >= SINKS.busy_cpu_s
+    return time.thread_time() - cpu >= SINKS.busy_cpu_s
 
 
 async def _room(runtime: Runtime) -> int:
@@ -110,7 +109,7 @@ async def publish_loop(
     spec: SinkSpec,
     *,
     make: Callable[[SinkSpec], Broker] = make_broker,
-    envelopes: Envelopes | None = None,
+    feed: Feed | None = None,
 ) -> None:
     """Publish `spec`'s backlog and then every new event, for as long as this replica holds its lease.
 
@@ -118,7 +117,7 @@ async def publish_loop(
     whenever publishing pauses), so a busy sink adds no write per batch to the store's writer; a kill
     loses at most that much of the position, and what follows it is published again with the same ids."""
     store, notifier, name = runtime.store, runtime.notifier, spec.name
-    envelopes = envelopes or Envelopes(runtime.settings.base_public_url)
+    feed = feed or Feed(store, runtime.settings.base_public_url)
     published = runtime.metrics.sink_published.labels(name)
     backstop = store.backstop_s or SINKS.idle_backstop_s
     loop = asyncio.get_running_loop()
@@ -185,8 +184,8 @@ async def publish_loop(
                     log.info("sink %s is back", name)
             new_events = notifier.event(EVENTS)
             limit = await _room(runtime)
-            events = await store.events_after(position, limit)
-            if not events:
+            batch = await feed.after(position, limit)
+            if not batch:
                 unsaved = position > row.position
                 if unsaved and loop.time() - saved_at >= SINKS.save_every_s:
                     await save()
@@ -198,7 +197,6 @@ async def publish_loop(
                     # events instead of each commit's few (the read, the wake-up and the batch cost the same).
                     await asyncio.sleep(SINKS.linger_s)
                 continue
-            batch = [Outgoing(event, envelopes.of(event)) for event in events]
             try:
                 result = await broker.publish(batch)
             except Exception as exc:  # what was not acknowledged is published again, with the same ids
@@ -206,7 +204,7 @@ async def publish_loop(
                 continue
             failures = 0
             if result.acked:
-                position = events[result.acked - 1].seq
+                position = batch[result.acked - 1].event.seq
                 published.inc(result.acked)
                 if loop.time() - saved_at >= SINKS.save_every_s:
                     await save()
@@ -227,11 +225,11 @@ async def publish_loop(
                 pass
 
 
-def sink_worker(spec: SinkSpec, envelopes: Envelopes | None = None) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
+def sink_worker(spec: SinkSpec, feed: Feed | None = None) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
     """The sink's loop, run by whichever replica holds the lease `sink:<name>`."""
 
     async def work(runtime: Runtime) -> None:
-        await publish_loop(runtime, spec, envelopes=envelopes)
+        await publish_loop(runtime, spec, feed=feed)
 
     return work
 
@@ -242,11 +240,11 @@ async def run_sinks(runtime: Runtime) -> None:
     for spec in specs:  # series at 0 from the start, so rate() and alerts see them before the first event
         runtime.metrics.sink_published.labels(spec.name)
     logs.protect(*(secret for spec in specs for secret in passwords(spec)))
-    envelopes = Envelopes(runtime.settings.base_public_url)  # one CloudEvent per event for all the sinks
+    feed = Feed(runtime.store, runtime.settings.base_public_url)  # one read and CloudEvent per event for all the sinks
 
     async def one(spec: SinkSpec) -> None:
         # Another replica publishes; nothing to do but stand by (its state is in the store).
-        await lead(runtime, f"sink:{spec.name}", sink_worker(spec, envelopes), on_standby=lambda: None)
+        await lead(runtime, f"sink:{spec.name}", sink_worker(spec, feed), on_standby=lambda: None)
 
     await asyncio.gather(*(one(spec) for spec in specs))
 

@@ -1,5 +1,5 @@
-"""What makes publishing cheap: one CloudEvent per event for all sinks, XADDs framed by hand exactly as
-redis-py frames them, and a publisher that gives way to a busy event loop."""
+"""What makes publishing cheap: XADDs framed by hand exactly as redis-py frames them, and a publisher that
+gives way to a busy event loop (one read and CloudEvent for all sinks: tests/unit/sinks/test_feed.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from redis.asyncio.connection import Connection
 
 from receiver.sinks import publisher
 from receiver.sinks.base import Outgoing
-from receiver.sinks.envelope import Envelopes, cloudevent
+from receiver.sinks.envelope import cloudevent
 from receiver.sinks.redis_streams import xadds
 from receiver.sinks.urls import parse_sink_url
 from receiver.store.base import Event
@@ -22,15 +22,6 @@ JOB = '{"id":"j%d","provider":"pixazo","completed_at":"2026-01-01T00:00:00Z","ou
 
 def _events(n: int) -> list[Event]:
     return [Event(i, f"j{i}", "job.succeeded", JOB % i) for i in range(1, n + 1)]
-
-
-def test_envelopes_made_once_for_all_sinks() -> None:
-    envelopes = Envelopes("https://r.example", size=3)
-    events = _events(5)
-    first = [envelopes.of(e) for e in events]
-    assert first == [cloudevent(e, "https://r.example") for e in events]
-    assert envelopes.of(events[4]) is first[4]  # the second sink gets the very bytes the first one made
-    assert envelopes.of(events[0]) is not first[0] and envelopes.of(events[0]) == first[0]  # evicted, made again
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1/0?stream=a:b", "redis://127.0.0.1/0?stream=ström&maxlen=1000"])
