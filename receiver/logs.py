@@ -109,6 +109,20 @@ class AccessLines(logging.Filter):
             return True
         return self.policy == "webhook-errors" and not str(path).startswith("/webhooks/")
 
+    def drops_success(self, raw_path: bytes) -> bool:
+        """Whether a 2xx answer to a request for this path (the raw one, root path included, as uvicorn's
+        line shows it) is dropped: the server then makes no line for it (receiver.web.server)."""
+        if self.policy == "all":
+            return False
+        if self.policy == "webhook-errors":
+            return raw_path.startswith(b"/webhooks/")
+        return True
+
+    @staticmethod
+    def installed_on(logger: logging.Logger) -> AccessLines | None:
+        """The policy `install`ed on `logger`, if any."""
+        return next((f for f in logger.filters if isinstance(f, AccessLines)), None)
+
     def install(self, logger: logging.Logger) -> None:
         """Filter `logger` (uvicorn's access logger), deciding before a record is made: uvicorn calls its
         `info` once per request, and a record made only to be dropped (every accepted webhook, by default)

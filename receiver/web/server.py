@@ -1,4 +1,5 @@
-"""The HTTP server: uvicorn with httptools, plus the two bounds uvicorn lacks on what a client sends.
+"""The HTTP server: uvicorn with httptools, plus the two bounds uvicorn lacks on what a client sends, and two
+savings on every response.
 
 uvicorn limits neither the size of a request head under httptools (a 200 MiB URL was buffered whole,
 quadratically) nor the time a client may take to send it: `timeout_keep_alive` only runs between
@@ -6,7 +7,14 @@ requests and is reset by every byte, so a client sending one byte a second holds
 `BoundedHttpTools` adds, per request: a head of at most `max_head_bytes` (else 431 and close), a head
 complete within `head_timeout_s` of its first byte (or of the connection, for the first request), and a
 body complete within `body_timeout_s` of its head (else the connection is closed). Nothing applies
-while a response is being sent: long polls and event streams are unaffected.
+while a response is being sent: long polls and event streams are unaffected. One loop timer per
+connection keeps these deadlines: it is left running between requests and, when it fires, finds its
+deadline moved on (it waits again) or gone (it stops), so a request costs no timer of its own.
+
+The savings (`_Cycle`): a response's head goes out with the first bytes of its body, in one write where
+uvicorn makes two (a system call and a wake-up of the client fewer); and an access line that the
+access-log policy (`receiver.logs.AccessLines`) drops for a success, such as every accepted webhook by
+default, is not made at all, where uvicorn builds its arguments before the policy drops it.
 """
 
 from __future__ import annotations
@@ -14,16 +22,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from receiver.logs import AccessLines
 from receiver.tuning import HTTP
 
 log = logging.getLogger("receiver.web.server")
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; ours are a few hundred bytes
+ACCESS_LINE = '%s - "%s %s HTTP/%s" %d'  # uvicorn's, with its arguments (receiver.logs.AccessLines reads them)
 
 Phase = Literal["idle", "head", "body"]
 
@@ -36,8 +48,80 @@ def _refusal(status: bytes, code: str, message: str) -> bytes:
     )
 
 
+class _HeadWithBody:
+    """A response cycle's transport: once told (`hold_head`), it keeps the next write, the response's head,
+    until the first bytes of the body, and writes both at once. The head waits no longer than the loop's
+    next turn (a body that is not ready at once, as an event stream's) and goes out before a close."""
+
+    __slots__ = ("_head", "_holding", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._holding = False
+        self._head: bytes | None = None
+
+    def hold_head(self) -> None:
+        self._holding = True
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif self._holding:
+            self._holding, self._head = False, data
+            self._loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)  # whatever else a future uvicorn asks of its transport
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, its head held for its body (`_HeadWithBody`) and, for a request
+    whose success the access-log policy drops (`quiet_success`), uvicorn's own access line off: the line
+    is made here instead, for an answer other than 2xx, as uvicorn makes it."""
+
+    transport: _HeadWithBody  # type: ignore[assignment]
+    quiet_success = False
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if not self.response_started and message.get("type") == "http.response.start":
+            # As uvicorn's send begins: wait while writes are paused; a client gone is sent nothing, no line.
+            if self.flow.write_paused and not self.disconnected:
+                await self.flow.drain()
+            if self.disconnected:
+                return
+            status = message.get("status", 200)  # none: uvicorn refuses the message before its line
+            if self.quiet_success and not (isinstance(status, int) and 200 <= status < 300):
+                self.access_logger.info(
+                    ACCESS_LINE,
+                    get_client_addr(self.scope),
+                    self.scope["method"],
+                    get_path_with_query_string(self.scope),
+                    self.scope["http_version"],
+                    status,
+                )
+            if self.scope["method"] != "HEAD":  # a HEAD answer has no body to wait for
+                self.transport.hold_head()
+        await super().send(message)
+
+
 class BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a size cap on request heads and deadlines on reading requests."""
+    """uvicorn's httptools protocol with a size cap on request heads and deadlines on reading requests, and
+    its responses written as `_Cycle` writes them."""
 
     max_head_bytes = MAX_HEAD_BYTES
     head_timeout_s = HTTP.head_timeout_s
@@ -49,16 +133,22 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._head_bytes = 0
         self._deadline_at: float | None = None  # loop time
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when `_timer` fires
+        self._access_lines = AccessLines.installed_on(self.access_logger)
 
     def _arm(self, seconds: float) -> None:
-        self._deadline_at = self.loop.time() + seconds
-        if self._timer is not None and self._timer.when() <= self._deadline_at:
-            return  # it fires first, and moves itself on to the new deadline
+        self._deadline_at = deadline = self.loop.time() + seconds
         if self._timer is not None:
+            if self._timer_at <= deadline:
+                return  # it fires first, and moves itself on to the new deadline
             self._timer.cancel()
-        self._timer = self.loop.call_at(self._deadline_at, self._check)
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._check)
 
     def _disarm(self) -> None:
+        self._deadline_at = None  # the timer, if any, finds nothing due when it fires, and stops
+
+    def _stop_timer(self) -> None:
         self._deadline_at = None
         if self._timer is not None:
             self._timer.cancel()
@@ -69,6 +159,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         if self._deadline_at is None or self.transport.is_closing():
             return
         if self.loop.time() < self._deadline_at:
+            self._timer_at = self._deadline_at
             self._timer = self.loop.call_at(self._deadline_at, self._check)
             return
         self._expired()
@@ -91,7 +182,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._arm(self.head_timeout_s)  # a connection must start its first request promptly too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._stop_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -102,7 +193,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         # only makes the cap apply up to one read (256 KiB) sooner.
         self._head_bytes += len(data)
         if self._head_bytes > self.max_head_bytes:
-            self._disarm()
+            self._stop_timer()
             self.transport.write(
                 _refusal(
                     b"431 Request Header Fields Too Large",
@@ -119,9 +210,19 @@ class BoundedHttpTools(HttpToolsProtocol):
             self._arm(self.head_timeout_s)
 
     def on_headers_complete(self) -> None:
+        before = self.cycle
         super().on_headers_complete()
         self._phase = "body"
-        self._arm(self.body_timeout_s)  # later than the head's: no new timer per request
+        self._arm(self.body_timeout_s)
+        cycle = self.cycle
+        if cycle is before:  # an upgrade: no request-response cycle
+            return
+        cycle.__class__ = _Cycle
+        ours = cast(_Cycle, cycle)
+        ours.transport = _HeadWithBody(self.transport, self.loop)
+        lines = self._access_lines
+        if ours.access_log and lines is not None and lines.drops_success(self.scope["raw_path"]):
+            ours.access_log, ours.quiet_success = False, True
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
