@@ -121,7 +121,8 @@ class _Cycle(RequestResponseCycle):
 
 class BoundedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with a size cap on request heads and deadlines on reading requests, and
-    its responses written as `_Cycle` writes them."""
+    its responses written as `_Cycle` writes them. uvicorn's keep-alive deadline (the time an idle
+    connection is kept after a response) is kept by the same timer as the read deadlines."""
 
     max_head_bytes = MAX_HEAD_BYTES
     head_timeout_s = HTTP.head_timeout_s
@@ -131,38 +132,46 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._phase: Phase = "idle"
         self._head_bytes = 0
-        self._deadline_at: float | None = None  # loop time
+        self._deadline_at: float | None = None  # loop time: the request's head or body
+        self._idle_until: float | None = None  # loop time: uvicorn's keep-alive, after a response
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when `_timer` fires
         self._access_lines = AccessLines.installed_on(self.access_logger)
 
     def _arm(self, seconds: float) -> None:
         self._deadline_at = deadline = self.loop.time() + seconds
+        self._wake_by(deadline)
+
+    def _wake_by(self, at: float) -> None:
+        """Have the timer fire at `at` or before (when it fires early, it waits on)."""
         if self._timer is not None:
-            if self._timer_at <= deadline:
-                return  # it fires first, and moves itself on to the new deadline
+            if self._timer_at <= at:
+                return  # it fires first, and moves itself on to the deadline
             self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._check)
+        self._timer_at = at
+        self._timer = self.loop.call_at(at, self._check)
 
     def _disarm(self) -> None:
         self._deadline_at = None  # the timer, if any, finds nothing due when it fires, and stops
 
     def _stop_timer(self) -> None:
-        self._deadline_at = None
+        self._deadline_at = self._idle_until = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _check(self) -> None:
         self._timer = None
-        if self._deadline_at is None or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        if self.loop.time() < self._deadline_at:
-            self._timer_at = self._deadline_at
-            self._timer = self.loop.call_at(self._deadline_at, self._check)
-            return
-        self._expired()
+        now, deadline, idle_until = self.loop.time(), self._deadline_at, self._idle_until
+        if idle_until is not None and idle_until <= now and (deadline is None or idle_until <= deadline):
+            self._idle_until = None
+            self.timeout_keep_alive_handler()
+        elif deadline is not None and deadline <= now:
+            self._expired()
+        elif deadline is not None or idle_until is not None:
+            self._wake_by(min(t for t in (deadline, idle_until) if t is not None))
 
     def _expired(self) -> None:
         log.debug("dropping %s: request %s not received in time", self.client, self._phase)
@@ -186,6 +195,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._idle_until = None  # as uvicorn cancels its keep-alive timer on any byte
         super().data_received(data)
         if self._phase != "head" or self.transport.is_closing():
             return
@@ -228,6 +238,21 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_message_complete()
         self._phase = "idle"
         self._disarm()
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for its keep-alive deadline: `_idle_until`, on the connection's timer, instead of
+        # a timer armed after every response and cancelled by the next request's first bytes.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_until = idle_until = self.loop.time() + self.timeout_keep_alive
+            self._wake_by(idle_until)
 
 
 def bounded_protocol(

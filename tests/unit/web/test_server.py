@@ -206,10 +206,10 @@ async def test_deadlines_without_a_timer_per_request(access_records: list[loggin
     protocol, wire = connect(BoundedHttpTools, loop=clock)
     assert isinstance(protocol, BoundedHttpTools)
     head_s, body_s = protocol.head_timeout_s, protocol.body_timeout_s
-    for n in range(20):  # a busy keep-alive connection: one timer, armed at the connect
+    for n in range(20):  # a busy keep-alive connection: the timer of the connect, moved once for the keep-alive
         clock.now = n * 0.1
         await exchange(protocol, REQUESTS["accepted webhook"])
-    assert len(clock.timers) == 1 and clock.pending() == [head_s]
+    assert len(clock.timers) == 2 and clock.pending() == [protocol.timeout_keep_alive]
     # A request whose head is half sent when that timer fires: it waits on for the request's own deadline.
     clock.now = head_s - 1
     protocol.data_received(b"POST /webhooks/ok HTTP/1.1\r\nHost: x\r\n")
@@ -237,11 +237,30 @@ async def test_a_head_not_finished_in_time_is_a_408(access_records: list[logging
     protocol, wire = connect(BoundedHttpTools, loop=clock)
     assert isinstance(protocol, BoundedHttpTools)
     await exchange(protocol, REQUESTS["accepted webhook"])
-    clock.now = protocol.head_timeout_s + 5  # idle: the timer of the connect finds nothing due, and stops
-    clock.fire_due()
-    assert clock.pending() == [] and not wire.closed
+    clock.now = 1
     protocol.data_received(b"GET /healthz HTTP/1.1\r\n")
-    assert clock.pending() == [clock.now + protocol.head_timeout_s]
-    clock.now += protocol.head_timeout_s
+    assert clock.pending() == [protocol.timeout_keep_alive]  # the timer set for the idle time, before the deadline
+    clock.now = protocol.timeout_keep_alive
+    clock.fire_due()
+    assert not wire.closed and clock.pending() == [1 + protocol.head_timeout_s]
+    clock.now = 1 + protocol.head_timeout_s
     clock.fire_due()
     assert wire.closed and wire.writes[-1].startswith(b"HTTP/1.1 408 ")
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive(access_records: list[logging.LogRecord]) -> None:
+    clock = Clock(asyncio.get_running_loop())
+    protocol, wire = connect(BoundedHttpTools, loop=clock)
+    keep_alive = protocol.timeout_keep_alive
+    await exchange(protocol, REQUESTS["accepted webhook"])
+    clock.now = keep_alive - 1
+    await exchange(protocol, REQUESTS["accepted webhook"])  # a request in time: the idle time starts over
+    clock.now = keep_alive
+    clock.fire_due()
+    assert not wire.closed and clock.pending() == [2 * keep_alive - 1]
+    clock.now = 2 * keep_alive - 1.001
+    clock.fire_due()
+    assert not wire.closed
+    clock.now = 2 * keep_alive - 1
+    clock.fire_due()
+    assert wire.closed and len(wire.writes) == 2  # closed quietly, as uvicorn's keep-alive timeout does
