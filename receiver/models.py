@@ -192,7 +192,9 @@ def body_fields(body: bytes) -> dict[str, str]:
         return {"body": body.decode("utf-8", "replace"), "body_base64": base64.b64encode(body).decode("ascii")}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per webhook and only read after, and a frozen dataclass's __init__ costs several times
+# as much.
+@dataclass(slots=True)
 class ApplyResult:
     receipt_id: int
     outcome: Outcome

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import uvicorn
 from uvicorn._types import ASGISendEvent
@@ -136,7 +136,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._idle_until: float | None = None  # loop time: uvicorn's keep-alive, after a response
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when `_timer` fires
-        self._access_lines = AccessLines.installed_on(self.access_logger)
+        lines = AccessLines.installed_on(self.access_logger)
+        self._quiet_prefix = lines.quiet_prefix if lines is not None else None
 
     def _arm(self, seconds: float) -> None:
         self._deadline_at = deadline = self.loop.time() + seconds
@@ -228,10 +229,10 @@ class BoundedHttpTools(HttpToolsProtocol):
         if cycle is before:  # an upgrade: no request-response cycle
             return
         cycle.__class__ = _Cycle
-        ours = cast(_Cycle, cycle)
+        ours: _Cycle = cycle  # type: ignore[assignment]  # its class just became _Cycle
         ours.transport = _HeadWithBody(self.transport, self.loop)
-        lines = self._access_lines
-        if ours.access_log and lines is not None and lines.drops_success(self.scope["raw_path"]):
+        quiet = self._quiet_prefix  # AccessLines.drops_success, without a call per request
+        if quiet is not None and ours.access_log and self.scope["raw_path"].startswith(quiet):
             ours.access_log, ours.quiet_success = False, True
 
     def on_message_complete(self) -> None:
