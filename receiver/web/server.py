@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import weakref
 from typing import Any, Literal
 
 import uvicorn
@@ -48,16 +50,41 @@ def _refusal(status: bytes, code: str, message: str) -> bytes:
     )
 
 
+class _HeldHeads:
+    """The response heads held during one turn of an event loop, for all its connections: those whose body has
+    not come by the loop's next turn go out then, with one callback per turn rather than one per response."""
+
+    __slots__ = ("_writers",)
+
+    def __init__(self) -> None:
+        self._writers: list[_HeadWithBody] = []
+
+    def add(self, writer: _HeadWithBody, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._writers:
+            loop.call_soon(self._flush)
+        self._writers.append(writer)
+
+    def _flush(self) -> None:
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.flush()
+
+
+# Per event loop (a server runs on one; tests start many, one after the other).
+_HELD_HEADS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeldHeads] = weakref.WeakKeyDictionary()
+
+
 class _HeadWithBody:
     """A response cycle's transport: once told (`hold_head`), it keeps the next write, the response's head,
     until the first bytes of the body, and writes both at once. The head waits no longer than the loop's
     next turn (a body that is not ready at once, as an event stream's) and goes out before a close."""
 
-    __slots__ = ("_head", "_holding", "_loop", "_transport")
+    __slots__ = ("_head", "_held_heads", "_holding", "_loop", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, held_heads: _HeldHeads) -> None:
         self._transport = transport
         self._loop = loop
+        self._held_heads = held_heads
         self._holding = False
         self._head: bytes | None = None
 
@@ -69,7 +96,7 @@ class _HeadWithBody:
             data, self._head = self._head + data, None
         elif self._holding:
             self._holding, self._head = False, data
-            self._loop.call_soon(self.flush)
+            self._held_heads.add(self, self._loop)
             return
         self._transport.write(data)
 
@@ -135,34 +162,31 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._deadline_at: float | None = None  # loop time: the request's head or body
         self._idle_until: float | None = None  # loop time: uvicorn's keep-alive, after a response
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # when `_timer` fires
+        self._timer_at = math.inf  # when `_timer` fires (never: none)
+        self._held_heads = _HELD_HEADS.setdefault(self.loop, _HeldHeads())
         lines = AccessLines.installed_on(self.access_logger)
         self._quiet_prefix = lines.quiet_prefix if lines is not None else None
 
     def _arm(self, seconds: float) -> None:
         self._deadline_at = deadline = self.loop.time() + seconds
-        self._wake_by(deadline)
+        if deadline < self._timer_at:  # else the timer fires first, and moves itself on to the deadline
+            self._wake_at(deadline)
 
-    def _wake_by(self, at: float) -> None:
-        """Have the timer fire at `at` or before (when it fires early, it waits on)."""
+    def _wake_at(self, at: float) -> None:
+        """Have the timer fire at `at`, earlier than it would (when it fires early, it waits on)."""
         if self._timer is not None:
-            if self._timer_at <= at:
-                return  # it fires first, and moves itself on to the deadline
             self._timer.cancel()
         self._timer_at = at
         self._timer = self.loop.call_at(at, self._check)
-
-    def _disarm(self) -> None:
-        self._deadline_at = None  # the timer, if any, finds nothing due when it fires, and stops
 
     def _stop_timer(self) -> None:
         self._deadline_at = self._idle_until = None
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer, self._timer_at = None, math.inf
 
     def _check(self) -> None:
-        self._timer = None
+        self._timer, self._timer_at = None, math.inf
         if self.transport.is_closing():
             return
         now, deadline, idle_until = self.loop.time(), self._deadline_at, self._idle_until
@@ -172,7 +196,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         elif deadline is not None and deadline <= now:
             self._expired()
         elif deadline is not None or idle_until is not None:
-            self._wake_by(min(t for t in (deadline, idle_until) if t is not None))
+            self._wake_at(min(t for t in (deadline, idle_until) if t is not None))
 
     def _expired(self) -> None:
         log.debug("dropping %s: request %s not received in time", self.client, self._phase)
@@ -230,7 +254,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             return
         cycle.__class__ = _Cycle
         ours: _Cycle = cycle  # type: ignore[assignment]  # its class just became _Cycle
-        ours.transport = _HeadWithBody(self.transport, self.loop)
+        ours.transport = _HeadWithBody(self.transport, self.loop, self._held_heads)
         quiet = self._quiet_prefix  # AccessLines.drops_success, without a call per request
         if quiet is not None and ours.access_log and self.scope["raw_path"].startswith(quiet):
             ours.access_log, ours.quiet_success = False, True
@@ -238,7 +262,7 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._phase = "idle"
-        self._disarm()
+        self._deadline_at = None  # the timer, if any, finds nothing due when it fires, and stops
 
     def on_response_complete(self) -> None:
         # uvicorn's, but for its keep-alive deadline: `_idle_until`, on the connection's timer, instead of
@@ -253,7 +277,8 @@ class BoundedHttpTools(HttpToolsProtocol):
             self._start_asgi_task(cycle, app)
         else:
             self._idle_until = idle_until = self.loop.time() + self.timeout_keep_alive
-            self._wake_by(idle_until)
+            if idle_until < self._timer_at:
+                self._wake_at(idle_until)
 
 
 def bounded_protocol(

@@ -264,3 +264,16 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive(access_records:
     clock.now = 2 * keep_alive - 1
     clock.fire_due()
     assert wire.closed and len(wire.writes) == 2  # closed quietly, as uvicorn's keep-alive timeout does
+
+
+async def test_heads_held_on_many_connections_all_go_out(access_records: list[logging.LogRecord]) -> None:
+    """A body that is not ready at once: every connection's head goes out in the loop's next turn."""
+    connections = [connect(BoundedHttpTools) for _ in range(3)]
+    for protocol, _ in connections:
+        protocol.data_received(REQUESTS["body a moment after the head"])
+    for _ in range(3):  # the apps start, send their heads, and the loop turns once more
+        await asyncio.sleep(0)
+    assert [[w.split(b"\r\n")[0] for w in wire.writes] for _, wire in connections] == [[b"HTTP/1.1 200 OK"]] * 3
+    for protocol, _ in connections:
+        await exchange(protocol, b"")
+    assert all(wire.writes[-1] == b'{"outcome":"applied"}' for _, wire in connections)
