@@ -11,7 +11,7 @@ while a response is being sent: long polls and event streams are unaffected. One
 connection keeps these deadlines: it is left running between requests and, when it fires, finds its
 deadline moved on (it waits again) or gone (it stops), so a request costs no timer of its own.
 
-The savings (`_Cycle`): a response's head goes out with the first bytes of its body, in one write where
+The savings (`_ResponseWriter`): a response's head goes out with the first bytes of its body, in one write where
 uvicorn makes two (a system call and a wake-up of the client fewer); and an access line that the
 access-log policy (`receiver.logs.AccessLines`) drops for a success, such as every accepted webhook by
 default, is not made at all, where uvicorn builds its arguments before the policy drops it.
@@ -27,7 +27,6 @@ import weakref
 from typing import Any, Literal
 
 import uvicorn
-from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
@@ -57,9 +56,9 @@ class _HeldHeads:
     __slots__ = ("_writers",)
 
     def __init__(self) -> None:
-        self._writers: list[_HeadWithBody] = []
+        self._writers: list[_ResponseWriter] = []
 
-    def add(self, writer: _HeadWithBody, loop: asyncio.AbstractEventLoop) -> None:
+    def add(self, writer: _ResponseWriter, loop: asyncio.AbstractEventLoop) -> None:
         if not self._writers:
             loop.call_soon(self._flush)
         self._writers.append(writer)
@@ -74,31 +73,61 @@ class _HeldHeads:
 _HELD_HEADS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeldHeads] = weakref.WeakKeyDictionary()
 
 
-class _HeadWithBody:
-    """A response cycle's transport: once told (`hold_head`), it keeps the next write, the response's head,
-    until the first bytes of the body, and writes both at once. The head waits no longer than the loop's
-    next turn (a body that is not ready at once, as an event stream's) and goes out before a close."""
+class _ResponseWriter:
+    """A request-response cycle's transport. The response's head (the cycle's first write once its response
+    has started) waits for the first bytes of the body, and both go out in one write; it waits no longer
+    than the loop's next turn (a body that is not ready at once, as an event stream's) and goes out before a
+    close. `quiet`: the access-log policy drops this request's line if it succeeds, and uvicorn's own line is
+    off: the line is made here, for an answer other than 2xx, as uvicorn makes it (when it writes the head)."""
 
-    __slots__ = ("_head", "_held_heads", "_holding", "_loop", "_transport")
+    __slots__ = ("_cycle", "_head", "_held_heads", "_loop", "_quiet", "_started", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, held_heads: _HeldHeads) -> None:
+    def __init__(
+        self,
+        cycle: RequestResponseCycle,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        held_heads: _HeldHeads,
+        quiet: bool,
+    ) -> None:
+        self._cycle = cycle
         self._transport = transport
         self._loop = loop
         self._held_heads = held_heads
-        self._holding = False
+        self._quiet = quiet
+        self._started = False  # the head was written, or is held
         self._head: bytes | None = None
 
-    def hold_head(self) -> None:
-        self._holding = True
-
     def write(self, data: bytes) -> None:
-        if self._head is not None:
-            data, self._head = self._head + data, None
-        elif self._holding:
-            self._holding, self._head = False, data
-            self._held_heads.add(self, self._loop)
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
             return
+        cycle = self._cycle
+        if not self._started and cycle.response_started:  # the head (a 100 Continue comes before the start)
+            self._started = True
+            if self._quiet:
+                self._access_line(cycle, data)
+            if cycle.scope["method"] != "HEAD":  # a HEAD answer has no body to wait for
+                self._head = data
+                self._held_heads.add(self, self._loop)
+                return
         self._transport.write(data)
+
+    @staticmethod
+    def _access_line(cycle: RequestResponseCycle, head: bytes) -> None:
+        status = int(head[9:12])  # uvicorn's status line: b"HTTP/1.1 200 OK"
+        if not 200 <= status < 300:
+            scope = cycle.scope
+            cycle.access_logger.info(
+                ACCESS_LINE,
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                status,
+            )
 
     def flush(self) -> None:
         head, self._head = self._head, None
@@ -116,39 +145,9 @@ class _HeadWithBody:
         return getattr(self._transport, name)  # whatever else a future uvicorn asks of its transport
 
 
-class _Cycle(RequestResponseCycle):
-    """uvicorn's request-response cycle, its head held for its body (`_HeadWithBody`) and, for a request
-    whose success the access-log policy drops (`quiet_success`), uvicorn's own access line off: the line
-    is made here instead, for an answer other than 2xx, as uvicorn makes it."""
-
-    transport: _HeadWithBody  # type: ignore[assignment]
-    quiet_success = False
-
-    async def send(self, message: ASGISendEvent) -> None:
-        if not self.response_started and message.get("type") == "http.response.start":
-            # As uvicorn's send begins: wait while writes are paused; a client gone is sent nothing, no line.
-            if self.flow.write_paused and not self.disconnected:
-                await self.flow.drain()
-            if self.disconnected:
-                return
-            status = message.get("status", 200)  # none: uvicorn refuses the message before its line
-            if self.quiet_success and not (isinstance(status, int) and 200 <= status < 300):
-                self.access_logger.info(
-                    ACCESS_LINE,
-                    get_client_addr(self.scope),
-                    self.scope["method"],
-                    get_path_with_query_string(self.scope),
-                    self.scope["http_version"],
-                    status,
-                )
-            if self.scope["method"] != "HEAD":  # a HEAD answer has no body to wait for
-                self.transport.hold_head()
-        await super().send(message)
-
-
 class BoundedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with a size cap on request heads and deadlines on reading requests, and
-    its responses written as `_Cycle` writes them. uvicorn's keep-alive deadline (the time an idle
+    its responses written by `_ResponseWriter`. uvicorn's keep-alive deadline (the time an idle
     connection is kept after a response) is kept by the same timer as the read deadlines."""
 
     max_head_bytes = MAX_HEAD_BYTES
@@ -252,12 +251,12 @@ class BoundedHttpTools(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is before:  # an upgrade: no request-response cycle
             return
-        cycle.__class__ = _Cycle
-        ours: _Cycle = cycle  # type: ignore[assignment]  # its class just became _Cycle
-        ours.transport = _HeadWithBody(self.transport, self.loop, self._held_heads)
-        quiet = self._quiet_prefix  # AccessLines.drops_success, without a call per request
-        if quiet is not None and ours.access_log and self.scope["raw_path"].startswith(quiet):
-            ours.access_log, ours.quiet_success = False, True
+        prefix = self._quiet_prefix  # AccessLines.drops_success, without a call per request
+        quiet = prefix is not None and cycle.access_log and self.scope["raw_path"].startswith(prefix)
+        if quiet:
+            cycle.access_log = False
+        writer = _ResponseWriter(cycle, self.transport, self.loop, self._held_heads, quiet)
+        cycle.transport = writer  # type: ignore[assignment]  # all a cycle uses of its transport
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

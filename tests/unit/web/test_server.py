@@ -124,6 +124,9 @@ REQUESTS = {
     "HEAD": request("HEAD", "/v1/jobs", b""),
     "body a moment after the head": request("GET", "/slow", b""),
     "app failing after its head": request("GET", "/broken", b""),
+    "expecting a 100 Continue": request("POST", "/webhooks/bad?token=t").replace(
+        b"Host: x\r\n", b"Host: x\r\nExpect: 100-continue\r\n"
+    ),
 }
 
 
