@@ -94,13 +94,21 @@ def workers_for(settings: Settings) -> list[Worker]:
     return workers
 
 
+# Young objects (net of those freed) that start a collection of the youngest generation: under load the
+# requests in flight keep hundreds alive, so with Python's 700 a collection ran every few requests' worth of
+# allocations, each walking them all (docs/benchmarks.md).
+YOUNG_COLLECTION_OBJECTS = 3000
+
+
 def settle_startup_objects() -> None:
     """Move what exists once the app is up (modules, settings, the runtime: ~70k objects that live as long as
     the process) out of the cyclic collector's way, once per process. Else every full collection walks them
-    all: ~30 ms, several times a second under load (a tenth of ingest's CPU, docs/benchmarks.md)."""
+    all: ~30 ms, several times a second under load (a tenth of ingest's CPU, docs/benchmarks.md). And let
+    the youngest generation grow to YOUNG_COLLECTION_OBJECTS before it is collected."""
     if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
+        gc.set_threshold(YOUNG_COLLECTION_OBJECTS, *gc.get_threshold()[1:])
 
 
 async def unavailable(request: Request, exc: Exception) -> Response:

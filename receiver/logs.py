@@ -92,6 +92,9 @@ class AccessLines(logging.Filter):
     def __init__(self, policy: str) -> None:
         super().__init__()
         self.policy = policy
+        # The raw paths (root path included, as uvicorn's line shows them) whose 2xx lines are dropped, by
+        # their start: b"" for every path, None for none. The server makes no line for those (receiver.web.server).
+        self.quiet_prefix = {"all": None, "webhook-errors": b"/webhooks/"}.get(policy, b"")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.keeps(record.args)
@@ -107,6 +110,15 @@ class AccessLines(logging.Filter):
         if not (isinstance(status, int) and 200 <= status < 300):
             return True
         return self.policy == "webhook-errors" and not str(path).startswith("/webhooks/")
+
+    def drops_success(self, raw_path: bytes) -> bool:
+        """Whether a 2xx answer to a request for this raw path is dropped (see `quiet_prefix`)."""
+        return self.quiet_prefix is not None and raw_path.startswith(self.quiet_prefix)
+
+    @staticmethod
+    def installed_on(logger: logging.Logger) -> AccessLines | None:
+        """The policy `install`ed on `logger`, if any."""
+        return next((f for f in logger.filters if isinstance(f, AccessLines)), None)
 
     def install(self, logger: logging.Logger) -> None:
         """Filter `logger` (uvicorn's access logger), deciding before a record is made: uvicorn calls its

@@ -45,7 +45,7 @@ async def ingest(runtime: Runtime, receipt: Receipt, parsed: Parsed) -> ApplyRes
         log.warning("invalid %s %s kept as receipt %s: %s", receipt.provider, receipt.source, receipt_id, reason)
         return ApplyResult(receipt_id, Outcome.INVALID, [], [], error=reason)
     result = await runtime.store.apply(receipt, completions)
-    runtime.metrics.count_receipt(receipt.provider, receipt.source, result.outcome.value)
+    runtime.metrics.count_receipt(receipt.provider, receipt.source, result.outcome._value_)
     if result.terminal_job_ids and log.isEnabledFor(logging.INFO):
         runtime.finished_lines.add(result.terminal_job_ids, f"{receipt.provider} {receipt.source}")
     return result

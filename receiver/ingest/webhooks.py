@@ -22,6 +22,7 @@ from receiver.web.http import (
     MAX_DECLARED_BYTES,
     BodyTooLarge,
     error,
+    header_value,
     query_value,
     receive_body,
     receive_head,
@@ -67,7 +68,7 @@ async def receive_webhook(scope: Scope, receive: Receive, send: Send) -> None:
         return await _refuse(scope, receive, send, 401, "unauthorized", "missing or wrong ?token=")
     headers = Headers(scope=scope)
     try:
-        body = await receive_body(receive, headers.get("content-length"), settings.max_body_bytes)
+        body = await receive_body(receive, header_value(scope["headers"], b"content-length"), settings.max_body_bytes)
     except BodyTooLarge as exc:  # answered 413 by the app's handler; kept as a refusal first (a queue append)
         _keep(runtime, scope, 413, "too_large", f"body over {settings.max_body_bytes} bytes", exc.head, exc.size)
         raise
@@ -97,7 +98,7 @@ async def receive_webhook(scope: Scope, receive: Receive, send: Send) -> None:
             receipt_id=result.receipt_id,
         )
     payload = orjson.dumps(
-        {"receipt_id": result.receipt_id, "outcome": result.outcome.value, "job_ids": result.job_ids}
+        {"receipt_id": result.receipt_id, "outcome": result.outcome._value_, "job_ids": result.job_ids}
     )
     await send(
         {

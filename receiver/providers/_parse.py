@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +17,15 @@ _EXTRA_TYPES = {".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpe
 
 
 # orjson reads an integer past 64 bits (from 19 digits, negative) as a float; the standard library keeps it exact.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# Such a run of digits is found with every digit made a "0" first (a table lookup per byte) and a plain substring
+# search, where a regex search for [0-9]{19} costs ten times as much on a webhook's body.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * 19
+
+
+def has_long_digits(body: bytes) -> bool:
+    """Whether `body` holds 19 ASCII digits in a row."""
+    return _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO)
 
 
 def load_object(body: bytes) -> dict[str, Any]:
@@ -29,7 +36,7 @@ def load_object(body: bytes) -> dict[str, Any]:
     beyond orjson (lone surrogate escapes, NaN, huge numbers) and words the errors."""
     if not body.strip():
         raise InvalidPayload("empty body")
-    if _LONG_DIGITS.search(body) is None:
+    if not has_long_digits(body):
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError:

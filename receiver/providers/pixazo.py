@@ -39,7 +39,7 @@ def parse_status(body: bytes) -> Completion:
         if not urls:
             raise InvalidPayload("'output.media_url' is empty on a COMPLETED request")
         declared = output.get("media_type") if isinstance(output.get("media_type"), str) else None
-        outputs = tuple(Output(url=u, media_type=declared or guess_media_type(u)) for u in urls)
+        outputs = tuple([Output(url=u, media_type=declared or guess_media_type(u)) for u in urls])
         return Completion("pixazo", request_id, status, outputs=outputs)
     if status is JobStatus.FAILED:
         message = error_text(obj.get("error")) or error_text(obj.get("message")) or f"Pixazo status {obj['status']}"

@@ -82,6 +82,10 @@ class GroupCommit:
         self._task: asyncio.Task[None] | None = asyncio.create_task(self._run(), name=name)
 
     async def submit(self, item: Item) -> Any:
+        return await self.queue(item)
+
+    def queue(self, item: Item) -> asyncio.Future[Any]:
+        """`submit` without a coroutine of its own (on the path of every webhook): the future to await."""
         if self._task is None or self._closing:
             raise StoreError("store is closed")
         done = self._loop.create_future()
@@ -89,7 +93,7 @@ class GroupCommit:
         self._arrived.set()
         # A caller that goes away (its task cancelled, and `done` with it) does not undo the write: the
         # writer commits what is queued and only skips answering a future already done.
-        return await done
+        return done
 
     async def close(self) -> None:
         """Commit what is queued, then stop (refusing new writes meanwhile)."""
@@ -242,10 +246,10 @@ class BatchedStore:
     def _let_go(self, seq: int) -> None:
         """A claimed message is no longer held by this replica (PostgreSQL stops renewing its lease)."""
 
-    async def _submit(self, item: Item) -> Any:
+    def _submit(self, item: Item) -> asyncio.Future[Any]:
         if self._commits is None:
             raise StoreError("store is closed")
-        return await self._commits.submit(item)
+        return self._commits.queue(item)
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)

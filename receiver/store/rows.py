@@ -82,7 +82,7 @@ def receipt_rows(ids: list[int], receipts: list[NewReceipt]) -> tuple[list[tuple
             rid,
             r.provider,
             r.source,
-            r.outcome.value,
+            r.outcome._value_,
             dumps(r.provider_job_ids),
             dumps(r.job_ids),
             r.error,

@@ -56,6 +56,15 @@ def query_value(query_string: bytes, name: str) -> str | None:
     return found
 
 
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The first header `name` (lower case) of an ASGI scope's `headers`, as Starlette's `Headers.get`
+    reads it, without its mapping's lookup (on the path of every webhook)."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -216,6 +216,25 @@ def test_access_lines_by_policy() -> None:
         assert [AccessLines(policy).filter(r) for r in (hook_ok, hook_bad, api_ok, api_bad, other)] == kept, policy
 
 
+def test_drops_success_says_what_the_policy_does_with_a_2xx_line() -> None:
+    """The server skips uvicorn's line when `drops_success`: exactly when the policy would drop it anyway."""
+    paths = [b"/webhooks/pixazo", b"/webhooks/", b"/webhooks", b"/webhooksx/a", b"/%77ebhooks/a", b"/v1/jobs", b"/"]
+    paths += [b"/root/webhooks/pixazo", b'/webhooks/"x']
+    for policy in ("all", "webhook-errors", "errors", "off"):
+        lines = AccessLines(policy)
+        for raw in paths:
+            line = ("127.0.0.1:5000", "POST", raw.decode("latin-1").replace('"', "%22") + "?token=x", "1.1", 200)
+            assert lines.drops_success(raw) is not lines.keeps(line), (policy, raw)
+
+
+def test_the_installed_policy_is_found_on_its_logger() -> None:
+    logger = logging.Logger("uvicorn.access.test")
+    assert AccessLines.installed_on(logger) is None
+    lines = AccessLines("errors")
+    lines.install(logger)
+    assert AccessLines.installed_on(logger) is lines
+
+
 def test_a_dropped_access_line_is_never_made_into_a_record() -> None:
     """The policy is asked before `info` makes a record (uvicorn calls it once per request)."""
     logger = logging.Logger("uvicorn.access.test", logging.INFO)

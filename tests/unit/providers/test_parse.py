@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from receiver.errors import InvalidPayload
-from receiver.providers._parse import load_object
+from receiver.providers._parse import has_long_digits, load_object
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -63,3 +64,14 @@ def test_json_orjson_would_read_otherwise_is_read_as_json_reads_it(body: bytes, 
 def test_what_is_not_an_object_is_named(body: bytes, message: str) -> None:
     with pytest.raises(InvalidPayload, match=message):
         load_object(body)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"0", b"9", b"5", b"a", b"/", b":", b" ", b"\x00", b"\xff", b"1" * 18, b"2" * 19]), max_size=40
+    )
+)
+def test_a_run_of_19_digits_is_found_as_the_regex_finds_it(parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    assert has_long_digits(body) is (re.search(rb"[0-9]{19}", body) is not None)
