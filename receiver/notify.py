@@ -41,6 +41,8 @@ class Notifier:
 
     def on_changes(self, changes: Changes) -> None:
         """Store listener: called after each commit that finished jobs or queued messages."""
+        if not self._events:  # nobody waits (a busy ingest, no long-polls): nothing to wake
+            return
         if changes.everything:  # unknown what changed (a missed notification, many ids): wake every waiter
             self.wake_all()
             return

@@ -65,7 +65,7 @@ def _storable(completions: list[Completion]) -> list[Completion]:
     for completion in completions:
         texts = [completion.provider_job_id]
         texts += [t for o in completion.outputs for t in (o.url, o.key, o.media_type) if t is not None]
-        if not all(storable_text(t) for t in texts):
+        if not all(map(storable_text, texts)):
             raise InvalidPayload("an id or URL holds an unpaired UTF-16 surrogate")
         for output in completion.outputs:
             problem = url_problem(output.url)

@@ -34,6 +34,8 @@ def outputs_json(outputs: list[Output]) -> str:
 
 def _output_json(o: Output) -> dict[str, Any]:
     out: dict[str, Any] = {"url": o.url, "media_type": o.media_type, "key": o.key}
+    if o.sha256 is None and o.mirror_error is None and o.stored_url is None and o.size is None and not o.awaiting:
+        return out  # not mirrored (yet): most outputs, on the path of every webhook
     for name, value in (
         ("stored_url", o.stored_url),
         ("sha256", o.sha256),
@@ -473,7 +475,11 @@ class UnitOfWork:
             if result.became_terminal:
                 terminal.append(result.job.id)
         outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE if duplicate else Outcome.IGNORED
-        pids = sorted({c.provider_job_id for c in completions})
+        pids = (
+            [completions[0].provider_job_id]
+            if len(completions) == 1
+            else sorted({c.provider_job_id for c in completions})
+        )
         return Ingested(self.add_receipt(receipt, outcome, pids, job_ids, None), outcome, job_ids, terminal, None)
 
     # -- what the backend writes -----------------------------------------------------------------
