@@ -76,10 +76,9 @@ EVENTS_LOCK = 7_345_002
 NOTIFY_LIMIT = 7000  # bytes of a NOTIFY payload (PostgreSQL's limit is 8000)
 ACQUIRE_TIMEOUT_S = 5.0
 RETRIES = 5
-# Group commits one replica runs at once. Two overlapped the replica's parsing with the database's work (about
-# 1.12x the webhooks on one replica), but left callbacks behind a burst of webhooks: drained at 0.4-0.7x the
-# rate webhooks came in, against 0.99x with one (docs/benchmarks.md, round eight). Callbacks keeping up
-# matters more than the throughput.
+# Group commits one replica runs at once. Two overlap the replica's parsing with the database's work and take
+# more webhooks, but during a burst the callbacks then fall seconds behind them (docs/benchmarks.md, round
+# eight): callbacks keeping up with webhooks matters more than the extra throughput.
 COMMITS_IN_FLIGHT = 1
 # Every statement planned for its tables as they are now. asyncpg prepares each statement once per
 # connection, and after five runs PostgreSQL may keep one generic plan: made while a fresh database's
