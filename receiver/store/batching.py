@@ -64,15 +64,11 @@ Queued = tuple[Item, "asyncio.Future[Any]"]  # a write and the future its caller
 
 
 class GroupCommit:
-    """`in_flight` commits may run at once, each on its own connection: while one waits for its database, the
-    next batch is parsed, sent and locked, so the replica's CPU and the database's overlap instead of taking
-    turns. Safe wherever two replicas could commit at once (PostgreSQL's key and event-id locks); SQLite's
-    one writer takes 1."""
+    """One commit at a time, each taking everything queued meanwhile. Two at once on PostgreSQL took more
+    webhooks but let callbacks fall seconds behind a burst of them (docs/store.md)."""
 
-    def __init__(self, commit: Commit, *, name: str, in_flight: int = 1) -> None:
+    def __init__(self, commit: Commit, *, name: str) -> None:
         self._commit = commit
-        self._in_flight = in_flight
-        self._running: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()  # futures made from it directly: get_running_loop() is a syscall
         # A list and an event rather than an asyncio.Queue: the writer takes everything queued at once,
         # so a queue's per-item bookkeeping buys nothing.
@@ -104,37 +100,21 @@ class GroupCommit:
             self._task = None
 
     async def _run(self) -> None:
-        try:
-            while True:
-                if not self._queued:
-                    if self._closing:
-                        return
-                    self._arrived.clear()
-                    await self._arrived.wait()
-                    continue
-                if len(self._running) >= self._in_flight:
-                    await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                # Turns of the loop first, while they bring more: requests already read but not yet parsed
-                # reach the queue and share this commit (a commit blocks the loop, so the fewer the better).
-                waiting = -1
-                while waiting < len(self._queued) < MAX_BATCH:
-                    waiting = len(self._queued)
-                    await asyncio.sleep(0)
-                # Shared out over the free commits: two halves run at once (the database works on both, and
-                # the replica answers one while the other commits), where one whole would leave one side idle.
-                free = self._in_flight - len(self._running)
-                take = min(MAX_BATCH, -(-len(self._queued) // free))
-                batch, self._queued = self._queued[:take], self._queued[take:]
-                if self._in_flight == 1:
-                    await self._commit_and_answer(batch)
-                    continue
-                task = asyncio.create_task(self._commit_and_answer(batch))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-        finally:
-            if self._running:  # commits already sent are seen through, and their callers answered
-                await asyncio.gather(*self._running, return_exceptions=True)
+        while True:
+            if not self._queued:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            # Turns of the loop first, while they bring more: requests already read but not yet parsed
+            # reach the queue and share this commit (a commit blocks the loop, so the fewer the better).
+            waiting = -1
+            while waiting < len(self._queued) < MAX_BATCH:
+                waiting = len(self._queued)
+                await asyncio.sleep(0)
+            batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+            await self._commit_and_answer(batch)
 
     async def _commit_and_answer(self, batch: list[Queued]) -> None:
         try:

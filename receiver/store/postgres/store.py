@@ -76,10 +76,6 @@ EVENTS_LOCK = 7_345_002
 NOTIFY_LIMIT = 7000  # bytes of a NOTIFY payload (PostgreSQL's limit is 8000)
 ACQUIRE_TIMEOUT_S = 5.0
 RETRIES = 5
-# Group commits one replica runs at once. Two overlap the replica's parsing with the database's work and take
-# more webhooks, but during a burst the callbacks then fall seconds behind them (docs/benchmarks.md, round
-# eight): callbacks keeping up with webhooks matters more than the extra throughput.
-COMMITS_IN_FLIGHT = 1
 # Every statement planned for its tables as they are now. asyncpg prepares each statement once per
 # connection, and after five runs PostgreSQL may keep one generic plan: made while a fresh database's
 # jobs table held a few rows, that plan scans the table whole and keeps scanning it as it grows, until
@@ -205,7 +201,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                     f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}"
                 ) from None
             raise
-        self._commits = GroupCommit(self._commit_batch, name="postgres-group-commit", in_flight=COMMITS_IN_FLIGHT)
+        self._commits = GroupCommit(self._commit_batch, name="postgres-group-commit")
         self._tasks = [
             asyncio.create_task(self._listen(), name="postgres-listen"),
             asyncio.create_task(self._renew_claims(), name="postgres-renew-claims"),

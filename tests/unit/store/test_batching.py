@@ -74,53 +74,14 @@ async def test_closing_commits_everything_queued_then_refuses_more() -> None:
         await asyncio.wait_for(group.submit(_write(0)), 1)
 
 
-async def test_with_two_in_flight_the_queue_is_shared_out_and_the_next_batch_forms_while_one_commits() -> None:
-    commits: list[list[int]] = []
-    gates: list[asyncio.Event] = []
-    running = 0
-    most = 0
-
-    async def commit(batch: list[Item]) -> list[Any]:
-        nonlocal running, most
-        numbers = [int(item.receipt.body) for item in batch if isinstance(item, Write)]
-        commits.append(numbers)
-        gate = asyncio.Event()
-        gates.append(gate)
-        running += 1
-        most = max(most, running)
-        await gate.wait()
-        running -= 1
-        return [n * 10 for n in numbers]
-
-    group = GroupCommit(commit, name="test-group-commit", in_flight=2)
-    first = [asyncio.create_task(group.submit(_write(n))) for n in range(8)]
-    while len(commits) < 2:
-        await asyncio.sleep(0)
-    # Eight queued with two commits free: four each, both under way at once.
-    assert commits == [[0, 1, 2, 3], [4, 5, 6, 7]] and running == 2
-    later = [asyncio.create_task(group.submit(_write(n))) for n in range(8, 11)]
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert len(commits) == 2, "no third commit while two are in flight"
-    gates[1].set()  # the second ends first: its callers are answered, the third batch starts
-    while len(commits) < 3:
-        await asyncio.sleep(0)
-    assert [t.done() for t in first] == [False] * 4 + [True] * 4 and commits[2] == [8, 9, 10]
-    for gate in gates:
-        gate.set()
-    assert await asyncio.gather(*first, *later) == [n * 10 for n in range(11)]
-    await group.close()
-    assert most == 2
-
-
-async def test_closing_sees_the_commits_in_flight_through() -> None:
+async def test_closing_sees_the_commit_in_flight_through() -> None:
     release = asyncio.Event()
 
     async def commit(batch: list[Item]) -> list[Any]:
         await release.wait()
         return ["ok"] * len(batch)
 
-    group = GroupCommit(commit, name="test-group-commit", in_flight=2)
+    group = GroupCommit(commit, name="test-group-commit")
     writes = [asyncio.create_task(group.submit(_write(n))) for n in range(4)]
     for _ in range(5):
         await asyncio.sleep(0)
