@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -15,6 +18,10 @@ from receiver.errors import StoreError
 from receiver.util.aio import wait_for
 
 log = logging.getLogger("receiver.store")
+
+T = TypeVar("T")
+BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
+STATEMENT_CACHE = 256  # prepared statements a connection keeps (sqlite3's default is 128)
 
 CHECKPOINT_EVERY_S = 0.5
 WAL_LOOK_S = 0.02  # how often the WAL's size is looked at between checkpoints
@@ -28,6 +35,53 @@ WAL_CEILING_BYTES = 64 * 1024 * 1024
 def wal_restart_bytes() -> int:
     """Past this the WAL is made to start over; also its `journal_size_limit` (the size it is trimmed to)."""
     return WAL_CEILING_BYTES // 4
+
+
+def connect_writer(path: str, synchronous: str) -> sqlite3.Connection:
+    """A write connection: never waits on a lock (its caller retries without blocking), never checkpoints."""
+    # check_same_thread off: with synchronous=FULL it is used from a thread of its own (always under the write lock).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=STATEMENT_CACHE)
+    conn.row_factory = sqlite3.Row
+    # temp_store=MEMORY: a statement journal (an UPDATE of many rows) never becomes a temporary file.
+    for pragma in (
+        "busy_timeout=0",
+        "journal_mode=WAL",
+        f"synchronous={synchronous}",
+        "wal_autocheckpoint=0",
+        f"journal_size_limit={wal_restart_bytes()}",
+        "temp_store=MEMORY",
+    ):
+        _retry_busy_now(functools.partial(conn.execute, f"PRAGMA {pragma}"))
+    return conn
+
+
+def _retry_busy_now(step: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # only at open, before the service answers anything
+
+
+def transact(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work` in one write transaction, rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock: worth retrying."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class FileLock:

@@ -18,22 +18,21 @@ off the same file; `receiver info` reads without it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import aiosqlite
 
 from receiver.errors import StoreError, StoreUnavailable
-from receiver.models import ApplyResult, Job, Outcome, StoredReceipt
+from receiver.models import Job, Outcome, StoredReceipt
 from receiver.store.base import COUNT_CAP, Changes, Clock, Event, JobFilter, Page
-from receiver.store.batching import AttemptRecord, GroupCommit, Item, Write
+from receiver.store.batching import GroupCommit, Item
 from receiver.store.queries import (
     CREATE_META,
     EVENTS_AFTER,
@@ -56,20 +55,27 @@ from receiver.store.rows import (
     job_from_row,
     receipt_from_row,
 )
-from receiver.store.rules import UnitOfWork
 from receiver.store.schema import SQLITE
-from receiver.store.sqlite.file import CHECKPOINT_BUSY_MS, FileLock, keep_wal_bounded, wal_restart_bytes
+from receiver.store.sqlite.file import (
+    BUSY_WAIT_S,
+    CHECKPOINT_BUSY_MS,
+    FileLock,
+    connect_writer,
+    is_busy,
+    keep_wal_bounded,
+    transact,
+)
 from receiver.store.sqlite.jobs import SQLiteJobActions
 from receiver.store.sqlite.mirror import SQLiteMirror
 from receiver.store.sqlite.refusals import SQLiteRefusals
 from receiver.store.sqlite.sinks import SQLiteSinks
 from receiver.store.sqlite.work import SQLiteWork
-from receiver.store.sqlite.writes import STATEMENT_CACHE, flush, load_jobs
+from receiver.store.sqlite.writer import WriterProcess
+from receiver.store.sqlite.writes import commit_batch, flush, load_jobs
 
 log = logging.getLogger("receiver.store")
 
 T = TypeVar("T")
-BUSY_WAIT_S = 5.0  # how long a write waits for another process's lock before it fails as unavailable
 
 
 class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQLiteSinks):
@@ -88,6 +94,7 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         exclusive: bool = False,
         create: bool = True,
         mirroring: bool = False,
+        writer: str = "loop",
     ) -> None:
         super().__init__(
             replica_id=f"sqlite-{uuid.uuid4().hex[:12]}",
@@ -108,6 +115,8 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         self._written = asyncio.Event()
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._inode: int | None = None
+        # The group commit on the loop, or in a process of its own (receiver.store.sqlite.writer).
+        self._writer = WriterProcess(path, synchronous) if writer == "process" else None
         self._fsync_thread: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-fsync")
             if synchronous.upper() in ("FULL", "EXTRA")
@@ -122,11 +131,13 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         if self._lock is not None:
             self._lock.acquire()  # before anything reads or writes the data
         try:
-            self._db = self._connect_now()
+            self._db = connect_writer(self.path, self.synchronous)
             self._inode = os.stat(self.path).st_ino
             await self._batch(self._migrate)
             if self._exclusive:  # nobody else runs on this file: claims and calls of earlier runs are dead
                 await self._batch(lambda db: db.execute("DELETE FROM replicas"))
+            if self._writer is not None:
+                await self._writer.start()
             self._reader = await self._connect()
             self._checkpointer = await self._connect()
             # It may hold the writes while it waits for readers (keep_wal_bounded): briefly, then it gives up.
@@ -147,36 +158,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
             await conn.execute(f"PRAGMA {pragma}")
         return conn
 
-    def _connect_now(self) -> sqlite3.Connection:
-        """The write connection: never waits on a lock (see `_transact`), never checkpoints."""
-        # check_same_thread off: with synchronous=FULL it is used from `_fsync_thread` (always under the write lock).
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, cached_statements=STATEMENT_CACHE
-        )
-        conn.row_factory = sqlite3.Row
-        # temp_store=MEMORY: a statement journal (an UPDATE of many rows) never becomes a temporary file.
-        for pragma in (
-            "busy_timeout=0",
-            "journal_mode=WAL",
-            f"synchronous={self.synchronous}",
-            "wal_autocheckpoint=0",
-            f"journal_size_limit={wal_restart_bytes()}",
-            "temp_store=MEMORY",
-        ):
-            self._retry_busy_now(functools.partial(conn.execute, f"PRAGMA {pragma}"))
-        return conn
-
-    @staticmethod
-    def _retry_busy_now(step: Callable[[], Any]) -> Any:
-        deadline = time.monotonic() + BUSY_WAIT_S
-        while True:
-            try:
-                return step()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # only at open, before the service answers anything
-
     async def _checkpoints(self) -> None:
         if self._checkpointer is not None:
             await keep_wal_bounded(self.path, self._checkpointer, self._written, self._write_lock)
@@ -196,6 +177,8 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         if self._commits is not None:
             await self._commits.close()
             self._commits = None
+        if self._writer is not None:
+            await self._writer.close()
         if self._checkpoint_task is not None:
             self._checkpoint_task.cancel()
             await asyncio.gather(self._checkpoint_task, return_exceptions=True)
@@ -227,21 +210,28 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
 
     async def _batch(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one write transaction: on the loop, or on the fsync thread with synchronous=FULL.
-        A lock held by another process is waited out with asyncio.sleep, never by blocking the loop."""
+        """Run `work` in one write transaction: on the loop, or on the fsync thread with synchronous=FULL."""
+        thread = self._fsync_thread
+
+        async def step() -> T:
+            if thread is not None:
+                return await asyncio.get_running_loop().run_in_executor(thread, self._transact, work)
+            return self._transact(work)
+
+        return await self._write(step)
+
+    async def _write(self, step: Callable[[], Awaitable[T]]) -> T:
+        """`step` under the write lock. A lock held by another process is waited out with asyncio.sleep,
+        never by blocking the loop."""
         deadline = time.monotonic() + BUSY_WAIT_S
         delay = 0.002
         async with self._write_lock:
             while True:
                 try:
-                    if self._fsync_thread is not None:
-                        loop = asyncio.get_running_loop()
-                        result = await loop.run_in_executor(self._fsync_thread, self._transact, work)
-                    else:
-                        result = self._transact(work)
+                    result = await step()
                     break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
+                    if not is_busy(exc):
                         raise
                     if time.monotonic() > deadline:
                         raise StoreUnavailable("the SQLite file is locked by another process") from None
@@ -251,18 +241,9 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         return result
 
     def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
+        if self._db is None:
             raise StoreError("store is closed")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return result
+        return transact(self._db, work)
 
     async def ping(self) -> None:
         """The file must still be the one opened, and writable (a deleted or read-only file is not ok)."""
@@ -295,26 +276,15 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
     # -- inbound (group commit) ------------------------------------------------------------------
 
     async def _commit_batch(self, batch: list[Item]) -> list[Any]:
+        writer = self._writer
+        if writer is not None:
+            args = self._unit_args()
+            results, terminal_job_ids, queued_messages = await self._write(lambda: writer.commit(args, batch))
+            self._notify(Changes(tuple(terminal_job_ids), queued_messages))
+            return results
         unit = self._unit()
-        results = await self._batch(lambda db: self._commit_now(db, unit, batch))
+        results = await self._batch(lambda db: commit_batch(db, unit, batch))
         self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
-        return results
-
-    def _commit_now(self, db: sqlite3.Connection, unit: UnitOfWork, batch: list[Item]) -> list[Any]:
-        """The batch's writes inside one transaction; each caller's result, in order.
-        Attempts go first, so the unit loads jobs with the delivery status they leave."""
-        for item in batch:
-            if isinstance(item, AttemptRecord):
-                self._record_attempt_now(db, item)
-        writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
-        self._load(db, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
-        ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
-        receipt_ids = self._flush(db, unit)
-        results: list[Any] = [None] * len(batch)
-        for i, done in ingested:
-            results[i] = ApplyResult(
-                receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids, error=done.error
-            )
         return results
 
     _load = staticmethod(load_jobs)

@@ -8,7 +8,6 @@ from typing import Any
 
 from receiver.models import Job
 from receiver.store.base import Attempt, Message
-from receiver.store.batching import AttemptRecord
 from receiver.store.parts import SQLitePart
 from receiver.store.queries import (
     BACKLOG,
@@ -29,12 +28,6 @@ from receiver.store.rows import (
     message_from_row,
 )
 from receiver.tuning import REPLICAS
-
-# A job's delivery_status is that of its latest message.
-_REFRESH_DELIVERY_STATUS = (
-    "UPDATE jobs SET delivery_status = COALESCE("
-    "(SELECT status FROM messages WHERE job_id = ? ORDER BY seq DESC LIMIT 1), 'none') WHERE id = ?"
-)
 
 
 class SQLiteWork(SQLitePart):
@@ -75,36 +68,6 @@ class SQLiteWork(SQLitePart):
             "FROM messages WHERE status = 'pending'"
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
-
-    @staticmethod
-    def _record_attempt_now(db: sqlite3.Connection, item: AttemptRecord) -> None:
-        """Log the attempt with the URL it was sent to; a message re-pointed meanwhile (a PATCH of
-        callback_url) stays pending, due at once, so its result goes to the new URL."""
-        message = item.message
-        row = db.execute("SELECT attempts, status, url FROM messages WHERE seq = ?", (message.seq,)).fetchone()
-        if row is None or row[1] != "pending":
-            return
-        attempt = int(row[0]) + 1
-        db.execute(
-            "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
-            "response_headers, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                message.id,
-                message.job_id,
-                message.url,
-                attempt,
-                item.status_code,
-                item.error,
-                item.at,
-                *item.exchange_columns(),
-            ),
-        )
-        status, due = (item.status, item.next_attempt_at) if row[2] == message.url else ("pending", item.at)
-        db.execute(
-            "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
-            (attempt, status, due, message.seq),
-        )
-        db.execute(_REFRESH_DELIVERY_STATUS, (message.job_id, message.job_id))
 
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         if not seqs:

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
-from receiver.models import dumps
+from receiver.models import ApplyResult, dumps
+from receiver.store.batching import AttemptRecord, Item, Write
 from receiver.store.rows import JOB_COLUMNS, RECEIPT_INSERT_COLUMNS, job_from_row, receipt_rows
 from receiver.store.rules import UnitOfWork, Writes, outputs_json
 
 CHUNKS = (32, 16, 8, 4, 2, 1)  # rows per statement: as many 32s as fit, then at most one of each smaller size
-STATEMENT_CACHE = 256  # prepared statements a connection keeps (sqlite3's default is 128)
 _LOOKUP_CHUNK = 400  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
 
 _JOB_INSERT = (
@@ -34,6 +34,59 @@ _JOB_UPDATE = (
     "expected_outputs = ?, delivery_status = ?, completed_at = COALESCE(?, completed_at), "
     "next_poll_at = CASE WHEN ? = 'pending' THEN next_poll_at END WHERE id = ?"
 )
+# A job's delivery_status is that of its latest message.
+_REFRESH_DELIVERY_STATUS = (
+    "UPDATE jobs SET delivery_status = COALESCE("
+    "(SELECT status FROM messages WHERE job_id = ? ORDER BY seq DESC LIMIT 1), 'none') WHERE id = ?"
+)
+
+
+def commit_batch(db: sqlite3.Connection, unit: UnitOfWork, batch: list[Item]) -> list[Any]:
+    """A group commit's writes, inside the caller's transaction; each caller's result, in order.
+    Attempts go first, so the unit loads jobs with the delivery status they leave."""
+    for item in batch:
+        if isinstance(item, AttemptRecord):
+            record_attempt(db, item)
+    writes = [(i, item) for i, item in enumerate(batch) if isinstance(item, Write)]
+    load_jobs(db, unit, {(c.provider, c.provider_job_id) for _, w in writes for c in w.completions or ()})
+    ingested = [(i, unit.apply_receipt(w.receipt, w.completions, w.error)) for i, w in writes]
+    receipt_ids = flush(db, unit)
+    results: list[Any] = [None] * len(batch)
+    for i, done in ingested:
+        results[i] = ApplyResult(
+            receipt_ids[done.index], done.outcome, done.job_ids, done.terminal_job_ids, error=done.error
+        )
+    return results
+
+
+def record_attempt(db: sqlite3.Connection, item: AttemptRecord) -> None:
+    """Log the attempt with the URL it was sent to; a message re-pointed meanwhile (a PATCH of
+    callback_url) stays pending, due at once, so its result goes to the new URL."""
+    message = item.message
+    row = db.execute("SELECT attempts, status, url FROM messages WHERE seq = ?", (message.seq,)).fetchone()
+    if row is None or row[1] != "pending":
+        return
+    attempt = int(row[0]) + 1
+    db.execute(
+        "INSERT INTO attempts (message_id, job_id, url, attempt, status_code, error, at, request_headers, "
+        "response_headers, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message.id,
+            message.job_id,
+            message.url,
+            attempt,
+            item.status_code,
+            item.error,
+            item.at,
+            *item.exchange_columns(),
+        ),
+    )
+    status, due = (item.status, item.next_attempt_at) if row[2] == message.url else ("pending", item.at)
+    db.execute(
+        "UPDATE messages SET attempts = ?, status = ?, next_attempt_at = ?, lease_until = NULL WHERE seq = ?",
+        (attempt, status, due, message.seq),
+    )
+    db.execute(_REFRESH_DELIVERY_STATUS, (message.job_id, message.job_id))
 
 
 @functools.lru_cache(maxsize=128)
