@@ -282,23 +282,15 @@ class ServerProcess:
         return values
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time it has used so far, all threads, its running children's included (Linux)."""
+        """User + system CPU time it has used so far, all threads (Linux)."""
         assert self.proc is not None
-        return cpu_seconds(self.proc.pid) + sum(cpu_seconds(child) for child in children(self.proc.pid))
+        return cpu_seconds(self.proc.pid)
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time process `pid` has used so far, all threads (Linux; OSError once it is gone)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """The running children of process `pid` (Linux), such as SQLite's writer process."""
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 class ReceiverProcess(ServerProcess):

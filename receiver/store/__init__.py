@@ -87,10 +87,6 @@ async def open_store(
         synchronous = options.get("synchronous", "normal").upper()
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise StoreError(f"unknown synchronous mode {synchronous!r}")
-        # The serving process commits in a writer process of its own; others (tests, `receiver info`) on their loop.
-        writer = options.get("writer", "process" if exclusive else "loop").lower()
-        if writer not in ("process", "loop"):
-            raise StoreError(f"unknown writer {writer!r}: use ?writer=process or ?writer=loop")
         return await SQLiteStore(
             path,
             default_callback_url=default_callback_url,
@@ -100,7 +96,6 @@ async def open_store(
             exclusive=exclusive,
             create=create,
             mirroring=mirroring,
-            writer=writer,
         ).open()
     if scheme in ("postgres", "postgresql"):
         return await PostgresStore(

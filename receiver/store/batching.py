@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, AttemptOutcome, Completion, MessageStatus, Receipt, dumps
@@ -58,15 +58,6 @@ class AttemptRecord:
         )
 
 
-class UnitArgs(TypedDict):
-    """`UnitOfWork`'s keywords."""
-
-    now: float
-    reconcile_after_s: float
-    default_callback_url: str | None
-    mirroring: bool
-
-
 Item = Write | AttemptRecord
 Commit = Callable[[list[Item]], Awaitable[list[Any]]]
 Queued = tuple[Item, "asyncio.Future[Any]"]  # a write and the future its caller awaits
@@ -102,7 +93,6 @@ class GroupCommit:
 
     async def close(self) -> None:
         """Commit what is queued, then stop (refusing new writes meanwhile)."""
-
         if self._task is not None:
             self._closing = True
             self._arrived.set()
@@ -195,16 +185,12 @@ class BatchedStore:
         self._commits: GroupCommit | None = None
 
     def _unit(self) -> UnitOfWork:
-        return UnitOfWork(**self._unit_args())
-
-    def _unit_args(self) -> UnitArgs:
-        """What a unit of work starts from: the time of the commit and the settings it applies."""
-        return {
-            "now": self.clock(),
-            "reconcile_after_s": self.reconcile_after_s,
-            "default_callback_url": self.default_callback_url,
-            "mirroring": self.mirroring,
-        }
+        return UnitOfWork(
+            now=self.clock(),
+            reconcile_after_s=self.reconcile_after_s,
+            default_callback_url=self.default_callback_url,
+            mirroring=self.mirroring,
+        )
 
     async def apply(self, receipt: Receipt, completions: list[Completion]) -> ApplyResult:
         return await self._submit(Write(receipt, completions, None))  # type: ignore[no-any-return]

@@ -21,7 +21,6 @@ NOT_KNOBS = {
         "READY_TIMEOUT_S",
     },
     "receiver/store/postgres/work.py": {"MESSAGE_LEASE_S"},
-    "receiver/store/sqlite/writer.py": {"READY_TIMEOUT_S", "EXIT_TIMEOUT_S"},
     "receiver/store/sqlite/file.py": {"CHECKPOINT_EVERY_S", "WAL_LOOK_S", "BUSY_WAIT_S"},
     "receiver/api/jobs.py": {"MAX_WAIT_S"},
     "receiver/media/objects.py": {"PRESIGN_S"},

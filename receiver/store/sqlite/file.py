@@ -1,4 +1,5 @@
-"""The SQLite file itself: the lock that keeps a second server off it, and a WAL kept bounded."""
+"""The SQLite file itself: its write connection and transactions, the lock that keeps a second server off
+it, and a WAL kept bounded."""
 
 from __future__ import annotations
 

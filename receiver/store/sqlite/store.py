@@ -23,7 +23,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -70,7 +70,6 @@ from receiver.store.sqlite.mirror import SQLiteMirror
 from receiver.store.sqlite.refusals import SQLiteRefusals
 from receiver.store.sqlite.sinks import SQLiteSinks
 from receiver.store.sqlite.work import SQLiteWork
-from receiver.store.sqlite.writer import WriterProcess
 from receiver.store.sqlite.writes import commit_batch, flush, load_jobs
 
 log = logging.getLogger("receiver.store")
@@ -94,7 +93,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         exclusive: bool = False,
         create: bool = True,
         mirroring: bool = False,
-        writer: str = "loop",
     ) -> None:
         super().__init__(
             replica_id=f"sqlite-{uuid.uuid4().hex[:12]}",
@@ -115,8 +113,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         self._written = asyncio.Event()
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._inode: int | None = None
-        # The group commit on the loop, or in a process of its own (receiver.store.sqlite.writer).
-        self._writer = WriterProcess(path, synchronous) if writer == "process" else None
         self._fsync_thread: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-fsync")
             if synchronous.upper() in ("FULL", "EXTRA")
@@ -136,8 +132,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
             await self._batch(self._migrate)
             if self._exclusive:  # nobody else runs on this file: claims and calls of earlier runs are dead
                 await self._batch(lambda db: db.execute("DELETE FROM replicas"))
-            if self._writer is not None:
-                await self._writer.start()
             self._reader = await self._connect()
             self._checkpointer = await self._connect()
             # It may hold the writes while it waits for readers (keep_wal_bounded): briefly, then it gives up.
@@ -177,8 +171,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
         if self._commits is not None:
             await self._commits.close()
             self._commits = None
-        if self._writer is not None:
-            await self._writer.close()
         if self._checkpoint_task is not None:
             self._checkpoint_task.cancel()
             await asyncio.gather(self._checkpoint_task, return_exceptions=True)
@@ -210,25 +202,18 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
 
     async def _batch(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one write transaction: on the loop, or on the fsync thread with synchronous=FULL."""
-        thread = self._fsync_thread
-
-        async def step() -> T:
-            if thread is not None:
-                return await asyncio.get_running_loop().run_in_executor(thread, self._transact, work)
-            return self._transact(work)
-
-        return await self._write(step)
-
-    async def _write(self, step: Callable[[], Awaitable[T]]) -> T:
-        """`step` under the write lock. A lock held by another process is waited out with asyncio.sleep,
-        never by blocking the loop."""
+        """Run `work` in one write transaction: on the loop, or on the fsync thread with synchronous=FULL.
+        A lock held by another process is waited out with asyncio.sleep, never by blocking the loop."""
         deadline = time.monotonic() + BUSY_WAIT_S
         delay = 0.002
         async with self._write_lock:
             while True:
                 try:
-                    result = await step()
+                    if self._fsync_thread is not None:
+                        loop = asyncio.get_running_loop()
+                        result = await loop.run_in_executor(self._fsync_thread, self._transact, work)
+                    else:
+                        result = self._transact(work)
                     break
                 except sqlite3.OperationalError as exc:
                     if not is_busy(exc):
@@ -276,12 +261,6 @@ class SQLiteStore(SQLiteWork, SQLiteMirror, SQLiteJobActions, SQLiteRefusals, SQ
     # -- inbound (group commit) ------------------------------------------------------------------
 
     async def _commit_batch(self, batch: list[Item]) -> list[Any]:
-        writer = self._writer
-        if writer is not None:
-            args = self._unit_args()
-            results, terminal_job_ids, queued_messages = await self._write(lambda: writer.commit(args, batch))
-            self._notify(Changes(tuple(terminal_job_ids), queued_messages))
-            return results
         unit = self._unit()
         results = await self._batch(lambda db: commit_batch(db, unit, batch))
         self._notify(Changes(tuple(unit.terminal_job_ids), unit.queued_messages))
