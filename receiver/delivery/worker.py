@@ -128,6 +128,7 @@ class _Deliverer:
         self.backlogs: dict[str, _Backlog] = {}
         self.slots = asyncio.Semaphore(self.limits.max_concurrency)
         self.freed = asyncio.Event()
+        self.next_due_at: float | None = None  # when the first message not held is due, as last claimed
 
     async def run(self) -> None:
         store = self.runtime.store
@@ -141,7 +142,7 @@ class _Deliverer:
                     if await self._claim_and_dispatch():
                         await asyncio.sleep(0)  # the store answers without yielding: let the sends run
                         continue  # a full batch: more may be due
-                    wait = await self._seconds_until_due()
+                    wait = self._seconds_until_due()
                     outage.ok()
                 except Exception as exc:  # deliberate: the delivery loop must outlive any bug or store error
                     outage.failed(exc)  # logged once per outage (a traceback only if not a store error)
@@ -173,7 +174,8 @@ class _Deliverer:
         room = self.limits.max_held - len(self.held)
         if room <= 0:
             return False
-        messages = await self.runtime.store.claim_due_messages(limit=room, lease_s=self.lease_s)
+        claim = await self.runtime.store.claim_due(limit=room, lease_s=self.lease_s)
+        messages, self.next_due_at = claim.messages, claim.next_due_at
         beyond: dict[str, list[int]] = {}
         for message in messages:
             if message.seq in self.held:
@@ -212,6 +214,7 @@ class _Deliverer:
                 due.setdefault(backlog.due, []).append(seq)
         for until, group in due.items():
             await self.runtime.store.postpone_messages(group, until=until)
+            self.next_due_at = until if self.next_due_at is None else min(self.next_due_at, until)
 
     def _step(self, url_host: str) -> float:
         """How far apart a destination's postponed shares are due: as long as its oldest attempt under way
@@ -222,13 +225,13 @@ class _Deliverer:
         running = time.monotonic() - min(host.started.values()) if host is not None and host.started else 0.0
         return min(DELIVERY.postpone_s, max(DELIVERY.min_postpone_s, running))
 
-    async def _seconds_until_due(self) -> float | None:
+    def _seconds_until_due(self) -> float | None:
+        """Until the next message is due, as the last claim found it (and the postponing after it)."""
         if len(self.held) >= self.limits.max_held:
             return DELIVERY.max_idle_s  # full: a finished message (`freed`) is what lets us go on
-        due = await self.runtime.store.next_message_due_at()
-        if due is None:
+        if self.next_due_at is None:
             return DELIVERY.max_idle_s
-        return min(DELIVERY.max_idle_s, max(0.0, due - self.clock()))
+        return min(DELIVERY.max_idle_s, max(0.0, self.next_due_at - self.clock()))
 
     async def _attempt(self, message: Message, host: _Host) -> tuple[Message, AttemptResult]:
         """Send `message` once there is a slot: as it stands then (the message it was sent as, and how)."""

@@ -55,6 +55,14 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """Messages just claimed, and when the next of the others is due (None: no other is pending)."""
+
+    messages: list[Message]
+    next_due_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class MirrorTask:
     """Copy output `index` of a job to the media store; `attempts` counts claims, this one included."""
 
@@ -256,7 +264,11 @@ class Store(Protocol):
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         """Due messages, leased to this replica (kept leased while held, up to `lease_s`)."""
 
-    async def next_message_due_at(self) -> float | None: ...
+    async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
+        """`claim_due_messages`, and in the same transaction the time the first message not claimed by it is
+        due (its next attempt, or the end of another claim's lease): the delivery worker's two questions on
+        every wake-up in one round trip."""
+
     async def record_attempt(
         self,
         message: Message,

@@ -8,7 +8,7 @@ import logging
 
 from receiver.errors import StoreError
 from receiver.models import Job
-from receiver.store.base import Attempt, Message
+from receiver.store.base import Attempt, Claim, Message
 from receiver.store.parts import Conn, PostgresPart
 from receiver.store.queries import (
     BACKLOG,
@@ -31,23 +31,25 @@ from receiver.store.rows import (
 from receiver.tuning import REPLICAS
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
-# Two index probes (messages_due, messages_leased): the first unleased pending message, and the leased
-# ones (in flight, few), each due once its lease ends. Not a read of every pending message.
-NEXT_DUE_SQL = (
-    "SELECT LEAST((SELECT MIN(next_attempt_at) FROM messages WHERE status = 'pending' AND lease_until IS NULL), "
-    "(SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM messages WHERE status = 'pending' "
-    "AND lease_until IS NOT NULL))"
-)
 # A claim does not wait for its WAL flush (synchronous_commit off for its own transaction, set inside the
 # one statement): it is on the way from a webhook to its callback, and what a lost claim costs is one
 # callback sent twice, should PostgreSQL itself crash in the fraction of a second before the flush.
 # Other sessions see it at once either way. Callbacks are at least once already (docs/store.md).
+# The same statement answers when the next message is due, those it claims left out (its snapshot still
+# shows them unleased): one row per message claimed, or one with no message when none is. Two index probes
+# (messages_due, messages_leased): the first unleased pending message, and the leased ones (in flight, few),
+# each due once its lease ends; not a read of every pending message.
 CLAIM_SQL = (
-    "WITH no_flush_wait AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
-    "UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
+    "WITH no_flush_wait AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), "
+    "claimed AS (UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
     "SELECT seq FROM messages, no_flush_wait WHERE status = 'pending' AND next_attempt_at <= $1 "
     "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
-    f"FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}"
+    f"FOR UPDATE OF messages SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}) "
+    "SELECT claimed.*, due.at FROM (SELECT LEAST("
+    "(SELECT MIN(next_attempt_at) FROM messages WHERE status = 'pending' AND lease_until IS NULL "
+    "AND seq NOT IN (SELECT seq FROM claimed)), "
+    "(SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM messages WHERE status = 'pending' "
+    "AND lease_until IS NOT NULL AND seq NOT IN (SELECT seq FROM claimed)))) AS due(at) LEFT JOIN claimed ON true"
 )
 log = logging.getLogger("receiver.store")
 
@@ -63,20 +65,22 @@ class PostgresWork(PostgresPart):
         """Nothing to forget: each run is a new replica, and other replicas' leases expire by themselves."""
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
+        return (await self.claim_due(limit=limit, lease_s=lease_s)).messages
+
+    async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
         now = self.clock()
         rows = await self._tx(
-            lambda conn: conn.fetch(
-                CLAIM_SQL,
-                now,
-                now + min(lease_s, MESSAGE_LEASE_S),
-                self.replica_id,
-                limit,
-            ),
+            lambda conn: conn.fetch(CLAIM_SQL, now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit),
             single=True,
         )
-        for r in rows:
+        claimed = [r for r in rows if r[0] is not None]
+        for r in claimed:
             self._held[r[0]] = now + lease_s
-        return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_at)
+        due = rows[0][-1] if rows else None
+        return Claim(
+            sorted((message_from_row(r) for r in claimed), key=lambda m: m.next_attempt_at),
+            float(due) if due is not None else None,
+        )
 
     async def _renew_claims(self) -> None:
         """Keep this replica's held messages leased (up to each claim's own end); a dead replica stops."""
@@ -104,10 +108,6 @@ class PostgresWork(PostgresPart):
                 self.replica_id,
             )
         )
-
-    async def next_message_due_at(self) -> float | None:
-        rows = await self._fetch(NEXT_DUE_SQL)
-        return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def _let_go(self, seq: int) -> None:
         self._held.pop(seq, None)

@@ -752,3 +752,31 @@ async def test_a_media_object_is_known_by_name_alone(open_stores: Opener) -> Non
     assert await store.has_media_object("objects/up")
     await store.delete_media_object("objects/up")
     assert not await store.has_media_object("objects/up")
+
+
+async def test_a_claim_says_when_the_first_message_it_leaves_is_due(open_stores: Opener) -> None:
+    """What the delivery worker sleeps on: the next attempt of a message not leased, the end of another
+    claim's lease; never the messages this claim took."""
+    clock = FakeClock()
+    store, other = await open_stores(clock=clock), await open_stores(clock=clock)
+    assert await store.claim_due(limit=10, lease_s=30) == store_base.Claim([], None)
+    for pid in ("due1", "due2", "due3"):
+        await register(store, pid, callback_url=OLD)
+        await store.apply(receipt(), [done(pid, f"https://a/{pid}.jpg")])
+    first = await store.claim_due(limit=1, lease_s=30)
+    assert len(first.messages) == 1 and first.next_due_at == clock.now  # two more are due now
+    clock.now += 5
+    taken = await other.claim_due(limit=1, lease_s=20)  # another replica's, leased until now + 20
+    assert len(taken.messages) == 1 and taken.next_due_at == clock.now - 5  # the last one, due since
+    clock.now += 1
+    last = await store.claim_due(limit=10, lease_s=30)
+    assert len(last.messages) == 1
+    assert last.next_due_at == clock.now - 1 + 20  # `other`'s lease ends first; the claim's own do not count
+    await other.record_attempt(
+        taken.messages[0], status_code=503, error="HTTP 503", outcome="retry", next_attempt_at=clock.now + 10
+    )
+    after = await store.claim_due(limit=10, lease_s=30)
+    assert after == store_base.Claim([], clock.now + 10)  # its retry, before this store's leases end
+    for message in (*first.messages, *last.messages):
+        await store.record_attempt(message, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+    assert (await store.claim_due(limit=10, lease_s=30)).next_due_at == clock.now + 10

@@ -13,7 +13,7 @@ import asyncpg
 from receiver.models import Completion, JobStatus, Output, Receipt
 from receiver.store.batching import Item
 from receiver.store.postgres.store import PostgresStore
-from receiver.store.postgres.work import NEXT_DUE_SQL
+from receiver.store.postgres.work import CLAIM_SQL
 from tests.fakes.pg_round_trips import round_trip_proxy
 from tests.fakes.tcp_proxy import through
 
@@ -149,9 +149,10 @@ async def test_the_key_lock_function_is_planned_for_the_table_as_it_grows(postgr
 
 
 async def test_the_next_due_message_does_not_read_the_backlog(postgres_url: str) -> None:
-    """20,000 messages waiting for a retry and a few leased: the next due time is right (a leased one counts
-    from its lease's end) and found by index probes, not by reading every pending message."""
-    store = await PostgresStore(postgres_url).open()
+    """20,000 messages waiting for a retry and a few leased: the claim's next due time is right (a leased one
+    counts from its lease's end, one it claims does not count) and found by index probes, not by reading
+    every pending message."""
+    store = await PostgresStore(postgres_url, clock=lambda: 1000.0).open()
     try:
         async with store._connection() as conn:
             await conn.execute(
@@ -163,14 +164,18 @@ async def test_the_next_due_message_does_not_read_the_backlog(postgres_url: str)
                 "SELECT 'l' || g, 'j' || g, 'http://x/', '', 'pending', 10, 4000 + g, 0 FROM generate_series(1, 5) g"
             )
             await conn.execute("ANALYZE messages")
-        assert await store.next_message_due_at() == 4001
+        claim = await store.claim_due(limit=10, lease_s=30)
+        assert (claim.messages, claim.next_due_at) == ([], 4001)
         async with store._connection() as conn:
             await conn.execute("UPDATE messages SET lease_until = NULL WHERE id LIKE 'l%'")
-        assert await store.next_message_due_at() == 10
+        claim = await store.claim_due(limit=2, lease_s=30)
+        assert (len(claim.messages), claim.next_due_at) == (2, 10)  # three more due at 10
+        claim = await store.claim_due(limit=10, lease_s=30)
+        # The last three claimed: the two claimed before are due again at their lease's end.
+        assert (len(claim.messages), claim.next_due_at) == (3, 1030)
         async with store._connection() as conn:
-            await conn.execute("UPDATE messages SET status = 'delivered' WHERE next_attempt_at = 10")
-            assert float(await conn.fetchval(NEXT_DUE_SQL)) == 5001
-            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {NEXT_DUE_SQL}"))
+            await conn.execute("PREPARE claim AS " + CLAIM_SQL)
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN EXECUTE claim(1000, 1030, 'r', 10)"))
     finally:
         await store.close()
     assert "messages_due" in plan and "messages_leased" in plan and "Seq Scan" not in plan, plan
