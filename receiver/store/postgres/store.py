@@ -143,6 +143,12 @@ def describe(url: str) -> str:
         return "(unreadable URL)"
 
 
+def _group(rows: list[tuple[Any, ...]], width: int) -> list[Any]:
+    """`receiver_write`'s arrays for one table: NULLs when there are no rows (its `cardinality(…) > 0` is then
+    not true either), which asyncpg sends as such instead of encoding and checking an empty array each."""
+    return columns(rows, width) if rows else [None] * width
+
+
 class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRefusals, PostgresSinks):
     """See `receiver.store.base.Store` for the contract of each method."""
 
@@ -435,7 +441,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
         receipts, links = receipt_rows(list(range(1, len(w.receipts) + 1)), w.receipts)
         ids = await conn.fetchval(
             WRITE_SQL,
-            *columns(
+            *_group(
                 [
                     (
                         j.id,
@@ -459,7 +465,7 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 ],
                 15,
             ),
-            *columns(
+            *_group(
                 [
                     (
                         j.id,
@@ -478,11 +484,11 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 ],
                 10,
             ),
-            *columns([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5),
-            *columns([r[1:] for r in receipts], 9),
-            *columns(links, 2),
-            *columns([(t.job_id, t.index, t.url, t.created_at) for t in w.mirror_tasks], 4),
-            *columns(
+            *_group([(m.id, m.job_id, m.url, m.body, m.created_at) for m in w.messages], 5),
+            *_group([r[1:] for r in receipts], 9),
+            *_group(links, 2),
+            *_group([(t.job_id, t.index, t.url, t.created_at) for t in w.mirror_tasks], 4),
+            *_group(
                 [
                     (
                         i.message.seq,
@@ -498,11 +504,11 @@ class PostgresStore(PostgresWork, PostgresMirror, PostgresJobActions, PostgresRe
                 ],
                 10,
             ),
-            *columns([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4),
+            *_group([(e.job_id, e.type, e.data, e.created_at) for e in w.events], 4),
             EVENTS_LOCK,
             CHANNEL,
             self._payload(unit) if w.events or w.messages else None,
-            *columns(list(keys), 2),
+            *_group(list(keys), 2),
             *columns(list(seen), 2),
         )
         return list(ids)
