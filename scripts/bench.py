@@ -53,6 +53,8 @@ from scripts import bench_media, bench_sinks, benchclient, benchpg
 from scripts import benchlib as bl
 from tests.fakes.oxen import API_KEY as OXEN_KEY
 
+E2E_P99_MS = 25.0  # webhook → callback at 200/s, the receiver's first throughput target
+PG_E2E_P99_MS = 10.0  # the same on PostgreSQL, one replica: the scale work's target (issue 27)
 INSTALL_WRK = (
     "wrk not found: install it for the real figures (Debian/Ubuntu: `sudo apt-get install -y wrk`, "
     "macOS: `brew install wrk`). Using the built-in asyncio load generator meanwhile: it shares the "
@@ -364,8 +366,8 @@ def bench_e2e(plan: Plan) -> list[Row]:
             "e2e",
             f"webhook → callback at {fixed.rate:.0f} req/s open loop, p50 / p99 ({fixed.sent:,} webhooks)",
             f"{fixed.p50_ms:.1f} / {fixed.p99_ms:.1f} ms",
-            "p99 ≤ 25 ms",
-            verdict(fixed.p99_ms <= 25 and fixed.complete),
+            f"p99 ≤ {E2E_P99_MS:.0f} ms",
+            verdict(fixed.p99_ms <= E2E_P99_MS and fixed.complete),
         ),
         Row(
             "e2e",
@@ -891,6 +893,7 @@ def bench_pg_e2e(plan: Plan) -> list[Row]:
     rows = []
     for name, runs in steps.items():
         store = "PostgreSQL, 1 replica" if name == "e2e-pg" else "SQLite"
+        bound = PG_E2E_P99_MS if name == "e2e-pg" else E2E_P99_MS
         rows.append(
             Row(
                 "pg-e2e",
@@ -898,8 +901,8 @@ def bench_pg_e2e(plan: Plan) -> list[Row]:
                 f"(2 alternated rounds of {runs[0].sent:,})",
                 " and ".join(f"{s.p50_ms:.1f} / {s.p99_ms:.1f} ms" for s in runs)
                 + f"; peak RSS {memory[name]:.0f} MiB",
-                "p99 ≤ 25 ms",
-                verdict(all(s.p99_ms <= 25 and s.complete for s in runs)),
+                f"p99 ≤ {bound:.0f} ms",
+                verdict(all(s.p99_ms <= bound and s.complete for s in runs)),
             )
         )
     complete = all(s.complete for runs in steps.values() for s in runs)
