@@ -32,6 +32,7 @@ from receiver.util.aio import wait_any
 log = logging.getLogger("receiver.delivery.worker")
 
 MAX_BACKLOGS = 4096  # destinations whose postponed shares are tracked; those all due are dropped beyond
+MAX_REMEMBERED = 100_000  # postponed messages the worker keeps to claim back itself; beyond, they come due by time
 
 
 # -- pure parts -------------------------------------------------------------------------------
@@ -126,6 +127,9 @@ class _Deliverer:
         self.held: dict[int, asyncio.Task[None]] = {}
         self.hosts: dict[str, _Host] = {}
         self.backlogs: dict[str, _Backlog] = {}
+        # Destination → the messages this worker postponed for it, oldest first (a dict as an ordered set).
+        self.waiting: dict[str, dict[int, None]] = {}
+        self.remembered = 0  # messages in `waiting`
         self.slots = asyncio.Semaphore(self.limits.max_concurrency)
         self.freed = asyncio.Event()
         self.next_due_at: float | None = None  # when the first message not held is due, as last claimed
@@ -158,25 +162,48 @@ class _Deliverer:
 
     async def _hand_back(self, seqs: list[int]) -> None:
         """At shutdown: what this worker had claimed is due again at once, for another replica (else it
-        would wait for its lease to run out). An attempt cut short may have reached its destination: the
-        message goes again with the same `webhook-id` (at least once)."""
-        if not seqs:
+        would wait for its lease to run out), and so is what it had postponed to claim back itself. An
+        attempt cut short may have reached its destination: the message goes again with the same
+        `webhook-id` (at least once)."""
+        postponed = [seq for waiting in self.waiting.values() for seq in waiting]
+        if not seqs and not postponed:
             return
+        store = self.runtime.store
         try:
-            await asyncio.wait_for(self.runtime.store.hand_back_messages(seqs), DELIVERY.hand_back_s)
+            async with asyncio.timeout(DELIVERY.hand_back_s):
+                await store.hand_back_messages(seqs)
+                for start in range(0, len(postponed), self.limits.max_held):  # as long a list as a claim's
+                    await store.postpone_messages(postponed[start : start + self.limits.max_held], until=self.clock())
         except (TimeoutError, StoreError) as exc:
             log.warning(
-                "could not hand back %d claimed callback(s) (%s): sent once their leases run out", len(seqs), exc
+                "could not hand back %d claimed and %d postponed callback(s) (%s): sent once due",
+                len(seqs),
+                len(postponed),
+                exc,
             )
 
     async def _claim_and_dispatch(self) -> bool:
-        """Claim what is due and start it; True if the claim came back full."""
-        room = self.limits.max_held - len(self.held)
-        if room <= 0:
-            return False
-        claim = await self.runtime.store.claim_due(limit=room, lease_s=self.lease_s)
-        messages, self.next_due_at = claim.messages, claim.next_due_at
+        """Claim what this worker postponed for destinations that have room again, then what is due, and
+        start it; True if the claim of due messages came back full."""
+        store = self.runtime.store
         beyond: dict[str, list[int]] = {}
+        room = self.limits.max_held - len(self.held)
+        listed = self._listed(room)
+        if listed:
+            self._dispatch(await store.claim_listed(listed, lease_s=self.lease_s), beyond)
+            room = self.limits.max_held - len(self.held)
+        full = False
+        if room > 0:
+            claim = await store.claim_due(limit=room, lease_s=self.lease_s)
+            self.next_due_at = claim.next_due_at
+            self._dispatch(claim.messages, beyond)
+            full = len(claim.messages) >= room
+        if beyond:
+            await self._postpone(beyond)
+        return full
+
+    def _dispatch(self, messages: list[Message], beyond: dict[str, list[int]]) -> None:
+        """Start each message its destination has room for; the others go to `beyond`, by destination."""
         for message in messages:
             if message.seq in self.held:
                 continue  # still ours (its lease ran out while it queued); the claim renewed it
@@ -191,9 +218,33 @@ class _Deliverer:
             self.held[message.seq] = asyncio.create_task(
                 self._deliver(message, url_host, host), name=f"deliver {message.id}"
             )
-        if beyond:
-            await self._postpone(beyond)
-        return len(messages) >= room
+
+    def _listed(self, room: int) -> list[int]:
+        """Up to `room` of the messages this worker postponed, oldest first, for destinations with room."""
+        seqs: list[int] = []
+        for url_host, waiting in list(self.waiting.items()):
+            host = self.hosts.get(url_host)
+            free = self.limits.per_host_held - (host.held if host is not None else 0)
+            while waiting and free > 0 and len(seqs) < room:
+                seq = next(iter(waiting))
+                del waiting[seq]
+                self.remembered -= 1
+                seqs.append(seq)
+                free -= 1
+            if not waiting:
+                del self.waiting[url_host]
+        return seqs
+
+    def _remember(self, url_host: str, seq: int) -> bool:
+        """Keep a postponed message to claim by its seq once its destination has room; False past the bound."""
+        waiting = self.waiting.get(url_host)
+        if waiting is not None and seq in waiting:
+            return True
+        if self.remembered >= MAX_REMEMBERED:
+            return False
+        self.waiting.setdefault(url_host, {})[seq] = None
+        self.remembered += 1
+        return True
 
     async def _postpone(self, beyond: dict[str, list[int]]) -> None:
         """Hand back what exceeds a destination's share, queued behind what it already has postponed: in
@@ -211,7 +262,13 @@ class _Deliverer:
                 if backlog.size >= self.limits.per_host_held and backlog.due < now + DELIVERY.max_postpone_s:
                     backlog.due, backlog.size = backlog.due + step, 0
                 backlog.size += 1
-                due.setdefault(backlog.due, []).append(seq)
+                # One this worker keeps is claimed back by its seq when there is room (`_listed`), in order; its
+                # due time is for when this worker is gone without handing it back. Due any sooner, it would be
+                # claimed by time while there is no room yet, and postponed again: a write each time.
+                until = (
+                    max(backlog.due, now + DELIVERY.max_postpone_s) if self._remember(url_host, seq) else backlog.due
+                )
+                due.setdefault(until, []).append(seq)
         for until, group in due.items():
             await self.runtime.store.postpone_messages(group, until=until)
             self.next_due_at = until if self.next_due_at is None else min(self.next_due_at, until)
@@ -311,6 +368,8 @@ class _Deliverer:
             self.freed.set()  # the loop waits for room to claim more (new messages wake it otherwise)
         self.held.pop(seq, None)
         host.held -= 1
+        if host.held <= self.limits.per_host_held // 2 and url_host in self.waiting:
+            self.freed.set()  # half its share is free: claim what this worker postponed for it
         if host.held <= 0 and self.hosts.get(url_host) is host:
             del self.hosts[url_host]
 

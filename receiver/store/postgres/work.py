@@ -51,6 +51,14 @@ CLAIM_SQL = (
     "(SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM messages WHERE status = 'pending' "
     "AND lease_until IS NOT NULL AND seq NOT IN (SELECT seq FROM claimed)))) AS due(at) LEFT JOIN claimed ON true"
 )
+# Listed messages (those this replica postponed), claimed as the due ones are, whether due or not.
+CLAIM_LISTED_SQL = (
+    "WITH no_flush_wait AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
+    "UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
+    "SELECT seq FROM messages, no_flush_wait WHERE seq = ANY($4) AND status = 'pending' "
+    "AND (lease_until IS NULL OR lease_until <= $1) FOR UPDATE OF messages SKIP LOCKED) "
+    f"RETURNING {MESSAGE_COLUMNS}"
+)
 log = logging.getLogger("receiver.store")
 
 
@@ -66,6 +74,19 @@ class PostgresWork(PostgresPart):
 
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         return (await self.claim_due(limit=limit, lease_s=lease_s)).messages
+
+    async def claim_listed(self, seqs: list[int], *, lease_s: float) -> list[Message]:
+        if not seqs:
+            return []
+        now = self.clock()
+        rows = await self._tx(
+            lambda conn: conn.fetch(CLAIM_LISTED_SQL, now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, seqs),
+            single=True,
+        )
+        for r in rows:
+            self._held[r[0]] = now + lease_s
+        order = {seq: i for i, seq in enumerate(seqs)}
+        return sorted((message_from_row(r) for r in rows), key=lambda m: order[m.seq])
 
     async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
         now = self.clock()

@@ -56,6 +56,28 @@ class SQLiteWork(SQLitePart):
     async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
         return (await self.claim_due(limit=limit, lease_s=lease_s)).messages
 
+    async def claim_listed(self, seqs: list[int], *, lease_s: float) -> list[Message]:
+        if not seqs:
+            return []
+        now = self.clock()
+        marks = ",".join("?" * len(seqs))
+
+        def claim(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq IN ({marks}) AND status = 'pending' "
+                "AND (lease_until IS NULL OR lease_until <= ?)",
+                (*seqs, now),
+            ).fetchall()
+            if rows:
+                db.execute(
+                    f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
+                    (now + lease_s, self.replica_id, *[r[0] for r in rows]),
+                )
+            return rows
+
+        order = {seq: i for i, seq in enumerate(seqs)}
+        return sorted((message_from_row(r) for r in await self._batch(claim)), key=lambda m: order[m.seq])
+
     async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
         now = self.clock()
 

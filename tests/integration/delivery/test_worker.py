@@ -12,6 +12,7 @@ import email.utils
 import functools
 import json
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -392,6 +393,59 @@ async def test_a_backlog_beyond_a_destinations_share_is_delivered_whole_within_i
             await eventually(functools.partial(delivery_status_is, client, job_id, "delivered"), what="delivered")
         assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(40))  # each once
         assert fake.max_in_flight <= small.per_host_concurrency
+
+
+async def test_a_backlog_for_one_destination_is_postponed_once_not_again_and_again(tmp_path: Path) -> None:
+    """Beyond its share a destination's messages are postponed, and claimed back by their seq as it makes
+    room: not claimed by time before there is room and postponed again, a write each, while it drains."""
+    small = DeliveryLimits(per_host_concurrency=2, per_host_held=4, max_concurrency=4, max_held=32)
+    async with (
+        callback_server() as fake,
+        serve_app(create_app(make_settings(tmp_path), delivery_limits=small)) as server,
+        api_client(server.base_url) as client,
+    ):
+        store = server.runtime.store
+        postponed: list[int] = []
+        postpone = store.postpone_messages
+
+        async def counted(seqs: list[int], *, until: float) -> None:
+            postponed.extend(seqs)
+            await postpone(seqs, until=until)
+
+        store.postpone_messages = counted
+        jobs = await asyncio.gather(*(finished_job(client, fake.url(f"/{i}")) for i in range(200)))
+        await eventually(lambda: len(fake.requests) >= len(jobs), timeout=30, what="every callback")
+        assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(200))  # each once
+        assert postponed, "no backlog formed: nothing was tested"
+        assert len(postponed) == len(set(postponed)), f"{len(postponed) - len(set(postponed))} postponed again"
+
+
+async def test_at_shutdown_what_the_worker_postponed_to_claim_back_is_due_at_once(tmp_path: Path) -> None:
+    """Messages postponed beyond a destination's share wait for this worker to claim them back; when it
+    stops, they are made due now, for another replica, not left to their far fallback time."""
+    small = DeliveryLimits(per_host_concurrency=2, per_host_held=4, max_concurrency=4, max_held=32)
+    async with black_hole() as hole:
+        async with (
+            serve_app(create_app(make_settings(tmp_path), delivery_limits=small)) as server,
+            api_client(server.base_url) as client,
+        ):
+            for i in range(20):
+                await finished_job(client, hole.url(f"/{i}"))
+            store = server.runtime.store
+
+            async def postponed() -> list[Any] | None:
+                rows = await store._fetch(
+                    "SELECT next_attempt_at FROM messages WHERE status = 'pending' AND lease_until IS NULL"
+                )
+                return [r for r in rows if r[0] > time.time() + 10] or None
+
+            far = await eventually(postponed, what="the messages beyond the share postponed")
+            assert len(far) == 20 - small.per_host_held
+            stopped = time.time()
+        store_path = tmp_path / "receiver.db"
+        with sqlite3.connect(store_path) as db:
+            due = [r[0] for r in db.execute("SELECT next_attempt_at FROM messages WHERE status = 'pending'")]
+    assert len(due) == 20 and max(due) <= stopped + 1, due
 
 
 def test_delivery_limits_keep_one_destination_below_half_of_the_worker() -> None:

@@ -780,3 +780,20 @@ async def test_a_claim_says_when_the_first_message_it_leaves_is_due(open_stores:
     for message in (*first.messages, *last.messages):
         await store.record_attempt(message, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
     assert (await store.claim_due(limit=10, lease_s=30)).next_due_at == clock.now + 10
+
+
+async def test_listed_messages_are_claimed_due_or_not_unless_another_holds_them(open_stores: Opener) -> None:
+    clock = FakeClock()
+    store, other = await open_stores(clock=clock), await open_stores(clock=clock)
+    for pid in ("list1", "list2", "list3"):
+        await register(store, pid, callback_url=OLD)
+        await store.apply(receipt(), [done(pid, f"https://a/{pid}.jpg")])
+    a, b, c = (await store.claim_due(limit=10, lease_s=30)).messages
+    await store.postpone_messages([a.seq, b.seq], until=clock.now + 3600)  # not due for an hour, not leased
+    taken = await other.claim_listed([b.seq, c.seq, a.seq], lease_s=30)
+    assert [m.seq for m in taken] == [b.seq, a.seq]  # in the order asked; `c` is still leased to `store`
+    assert await store.claim_listed([a.seq, b.seq], lease_s=30) == []  # leased to `other` now
+    await other.record_attempt(taken[0], status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+    clock.now += 31  # `other`'s lease on `a` ran out; `b` is delivered
+    assert [m.seq for m in await store.claim_listed([a.seq, b.seq], lease_s=30)] == [a.seq]
+    assert await store.claim_listed([], lease_s=30) == []
