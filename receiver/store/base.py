@@ -288,7 +288,8 @@ class Store(Protocol):
         pending, due now, whatever the answer: its result is sent again, to the new URL."""
 
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
-        """Hand claimed messages back without an attempt, due again at `until`."""
+        """Hand claimed messages back without an attempt, due again at `until`: those leased to this replica
+        or to none (one another replica has claimed meanwhile stays its own)."""
 
     async def redeliver(self, job_id: str) -> tuple[Message, bool] | None:
         """A terminal job's result again, to its destination: (message, retried). A message of the job to

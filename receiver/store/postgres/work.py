@@ -140,9 +140,10 @@ class PostgresWork(PostgresPart):
             await self._tx(
                 lambda conn: conn.execute(
                     "UPDATE messages SET next_attempt_at = $1, lease_until = NULL WHERE status = 'pending' "
-                    "AND seq = ANY($2)",
+                    "AND seq = ANY($2) AND (lease_until IS NULL OR lease_owner = $3)",
                     until,
                     seqs,
+                    self.replica_id,
                 )
             )
 

@@ -106,8 +106,8 @@ class SQLiteWork(SQLitePart):
         await self._batch(
             lambda db: db.execute(
                 f"UPDATE messages SET next_attempt_at = ?, lease_until = NULL WHERE status = 'pending' "
-                f"AND seq IN ({','.join('?' * len(seqs))})",
-                (until, *seqs),
+                f"AND seq IN ({','.join('?' * len(seqs))}) AND (lease_until IS NULL OR lease_owner = ?)",
+                (until, *seqs, self.replica_id),
             )
         )
 

@@ -797,3 +797,15 @@ async def test_listed_messages_are_claimed_due_or_not_unless_another_holds_them(
     clock.now += 31  # `other`'s lease on `a` ran out; `b` is delivered
     assert [m.seq for m in await store.claim_listed([a.seq, b.seq], lease_s=30)] == [a.seq]
     assert await store.claim_listed([], lease_s=30) == []
+
+
+async def test_postponing_leaves_a_message_another_replica_has_claimed_alone(open_stores: Opener) -> None:
+    clock = FakeClock()
+    store, other = await open_stores(clock=clock), await open_stores(clock=clock)
+    for pid in ("mine1", "theirs1"):
+        await register(store, pid, callback_url=OLD)
+        await store.apply(receipt(), [done(pid, f"https://a/{pid}.jpg")])
+    mine = (await store.claim_due(limit=1, lease_s=30)).messages[0]
+    theirs = (await other.claim_due(limit=1, lease_s=30)).messages[0]
+    await store.postpone_messages([mine.seq, theirs.seq], until=clock.now)  # due at once, if it were ours
+    assert [m.seq for m in (await store.claim_due(limit=10, lease_s=30)).messages] == [mine.seq]
