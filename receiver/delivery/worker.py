@@ -108,9 +108,10 @@ class _Backlog:
 class _Deliverer:
     """Holds the claimed messages of one worker; each is sent by its own task under two bounds.
 
-    A destination holds at most its share (`per_host_held`); what a claim brings beyond it is postponed,
-    spread out at the pace the destination answers, so a destination that is slow or never answers
-    neither fills the worker nor pushes its backlog ahead of others' messages in the next claims.
+    A destination holds at most its share (`per_host_held`); what a claim brings beyond it is postponed and
+    remembered, in order, then claimed back by seq as the destination makes room. So a destination that is
+    slow or never answers neither fills the worker nor pushes its backlog ahead of others' messages in the
+    next claims, and a backlog is postponed once, not again on every claim while it drains.
     """
 
     def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, clock: Callable[[], float]) -> None:
@@ -274,10 +275,11 @@ class _Deliverer:
             self.next_due_at = until if self.next_due_at is None else min(self.next_due_at, until)
 
     def _step(self, url_host: str) -> float:
-        """How far apart a destination's postponed shares are due: as long as its oldest attempt under way
-        has taken so far, within bounds. A destination that answers gets its next share almost at once
-        (one that comes due before there is room is queued again, at the back); one that stopped answering
-        is looked at about once a second."""
+        """How far apart a destination's postponed shares are due, for messages past what the worker
+        remembers (`MAX_REMEMBERED`): as long as its oldest attempt under way has taken so far, within
+        bounds. A destination that answers gets its next share almost at once (one that comes due before
+        there is room is queued again, at the back); one that stopped answering is looked at about once a
+        second."""
         host = self.hosts.get(url_host)
         running = time.monotonic() - min(host.started.values()) if host is not None and host.started else 0.0
         return min(DELIVERY.postpone_s, max(DELIVERY.min_postpone_s, running))
