@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from receiver.errors import StoreError
 from receiver.models import Job
@@ -72,9 +73,6 @@ class PostgresWork(PostgresPart):
     async def release_leases(self) -> None:
         """Nothing to forget: each run is a new replica, and other replicas' leases expire by themselves."""
 
-    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
-        return (await self.claim_due(limit=limit, lease_s=lease_s)).messages
-
     async def claim_listed(self, seqs: list[int], *, lease_s: float) -> list[Message]:
         if not seqs:
             return []
@@ -83,10 +81,8 @@ class PostgresWork(PostgresPart):
             lambda conn: conn.fetch(CLAIM_LISTED_SQL, now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, seqs),
             single=True,
         )
-        for r in rows:
-            self._held[r[0]] = now + lease_s
         order = {seq: i for i, seq in enumerate(seqs)}
-        return sorted((message_from_row(r) for r in rows), key=lambda m: order[m.seq])
+        return sorted(self._hold(rows, until=now + lease_s), key=lambda m: order[m.seq])
 
     async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
         now = self.clock()
@@ -94,14 +90,19 @@ class PostgresWork(PostgresPart):
             lambda conn: conn.fetch(CLAIM_SQL, now, now + min(lease_s, MESSAGE_LEASE_S), self.replica_id, limit),
             single=True,
         )
-        claimed = [r for r in rows if r[0] is not None]
-        for r in claimed:
-            self._held[r[0]] = now + lease_s
         due = rows[0][-1] if rows else None
         return Claim(
-            sorted((message_from_row(r) for r in claimed), key=lambda m: m.next_attempt_at),
+            sorted(
+                self._hold([r for r in rows if r[0] is not None], until=now + lease_s), key=lambda m: m.next_attempt_at
+            ),
             float(due) if due is not None else None,
         )
+
+    def _hold(self, rows: list[Any], *, until: float) -> list[Message]:
+        """The claimed messages, kept leased (`_renew_claims`) until `until` while this replica holds them."""
+        for r in rows:
+            self._held[r[0]] = until
+        return [message_from_row(r) for r in rows]
 
     async def _renew_claims(self) -> None:
         """Keep this replica's held messages leased (up to each claim's own end); a dead replica stops."""

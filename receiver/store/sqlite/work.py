@@ -53,9 +53,6 @@ class SQLiteWork(SQLitePart):
 
         await self._batch(release)
 
-    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
-        return (await self.claim_due(limit=limit, lease_s=lease_s)).messages
-
     async def claim_listed(self, seqs: list[int], *, lease_s: float) -> list[Message]:
         if not seqs:
             return []
@@ -68,11 +65,7 @@ class SQLiteWork(SQLitePart):
                 "AND (lease_until IS NULL OR lease_until <= ?)",
                 (*seqs, now),
             ).fetchall()
-            if rows:
-                db.execute(
-                    f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
-                    (now + lease_s, self.replica_id, *[r[0] for r in rows]),
-                )
+            self._lease(db, [r[0] for r in rows], until=now + lease_s)
             return rows
 
         order = {seq: i for i, seq in enumerate(seqs)}
@@ -88,17 +81,20 @@ class SQLiteWork(SQLitePart):
                 (now, now, limit),
             ).fetchall()
             claimed = [r[0] for r in rows]
-            if rows:
-                db.execute(
-                    f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(rows))})",
-                    (now + lease_s, self.replica_id, *claimed),
-                )
+            self._lease(db, claimed, until=now + lease_s)
             # SQLite takes an empty `NOT IN ()`.
             due = db.execute(NEXT_DUE_SQL.format(claimed=",".join("?" * len(claimed))), claimed).fetchone()
             return rows, due[0]
 
         rows, due = await self._batch(claim)
         return Claim([message_from_row(r) for r in rows], float(due) if due is not None else None)
+
+    def _lease(self, db: sqlite3.Connection, seqs: list[int], *, until: float) -> None:
+        if seqs:
+            db.execute(
+                f"UPDATE messages SET lease_until = ?, lease_owner = ? WHERE seq IN ({','.join('?' * len(seqs))})",
+                (until, self.replica_id, *seqs),
+            )
 
     async def postpone_messages(self, seqs: list[int], *, until: float) -> None:
         if not seqs:
