@@ -148,6 +148,63 @@ async def test_the_key_lock_function_is_planned_for_the_table_as_it_grows(postgr
     assert scans["seq_scan"] == 0 and scans["idx_scan"] > 0, scans
 
 
+async def test_the_write_call_keeps_plans_that_read_a_grown_table_by_key(postgres_url: str) -> None:
+    """`receiver_write` keeps its plans for the session; made while the tables were empty, they must still
+    read 30,000 jobs and messages by key alone: a group commit that finishes registered jobs, creates new
+    ones and records delivery attempts reads a few index entries and scans no table."""
+    store = await PostgresStore(postgres_url, default_callback_url=CALLBACK, pool_size=1).open()
+    tables = ("jobs", "messages")
+    counts = "SELECT relname, seq_scan, idx_tup_fetch FROM pg_stat_user_tables WHERE relname = ANY($1)"
+
+    async def read_counts(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
+        # The store's backend sends what it counted once it is idle, when told to send it at once.
+        await store._fetch("SELECT pg_stat_force_next_flush()")
+        return {r["relname"]: (r["seq_scan"], r["idx_tup_fetch"] or 0) for r in await conn.fetch(counts, tables)}
+
+    async def commit_of_each_kind(tag: str) -> int:
+        for i in range(2):
+            await store.register_job(
+                provider="pixazo",
+                provider_job_id=f"{tag}-reg{i}",
+                callback_url=None,
+                metadata={},
+                expected_outputs=None,
+            )
+        claimed = await store.claim_due_messages(limit=10, lease_s=30)
+        await asyncio.gather(
+            *(store.apply(*webhook(f"{tag}-reg{i}")) for i in range(2)),
+            *(store.apply(*webhook(f"{tag}-new{i}")) for i in range(2)),
+            *(
+                store.record_attempt(m, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
+                for m in claimed
+            ),
+        )
+        return len(claimed)
+
+    other = await asyncpg.connect(postgres_url)
+    try:
+        for r in range(8):  # past the runs after which PostgreSQL may settle on one generic plan
+            await commit_of_each_kind(f"small{r}")
+        await other.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "SELECT 'job_' || g, 'pixazo', 'p_' || g, 'pending', 0 FROM generate_series(1, 30000) g"
+        )
+        await other.execute(
+            "INSERT INTO messages (id, job_id, url, body, status, next_attempt_at, created_at) "
+            "SELECT 'm_' || g, 'job_' || g, 'http://x/', '', 'delivered', 0, 0 FROM generate_series(1, 30000) g"
+        )
+        before = await read_counts(other)
+        attempted = await commit_of_each_kind("large")
+        after = await read_counts(other)
+    finally:
+        await other.close()
+        await store.close()
+    assert attempted > 0
+    reads = {t: (after[t][0] - before[t][0], after[t][1] - before[t][1]) for t in tables}
+    # A handful of keys each: a plan that scanned a table, or an index whole, reads thousands.
+    assert all(scans == 0 and fetched < 100 for scans, fetched in reads.values()), reads
+
+
 async def test_the_next_due_message_does_not_read_the_backlog(postgres_url: str) -> None:
     """20,000 messages waiting for a retry and a few leased: the claim's next due time is right (a leased one
     counts from its lease's end, one it claims does not count) and found by index probes, not by reading
