@@ -205,6 +205,59 @@ async def test_the_write_call_keeps_plans_that_read_a_grown_table_by_key(postgre
     assert all(scans == 0 and fetched < 100 for scans, fetched in reads.values()), reads
 
 
+async def test_the_write_call_sees_any_change_to_the_jobs_read(postgres_url: str) -> None:
+    """`receiver_jobs_changed`, the write call's check of the unlocked read: the same jobs at the same row
+    versions pass; a job changed, created, deleted, or deleted and another created in its place, does not."""
+    store = await PostgresStore(postgres_url).open()
+    await store.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "SELECT 'job_' || g, 'pixazo', 'p' || g, 'pending', 0 FROM generate_series(1, 2) g"
+        )
+        keys = (["pixazo"] * 3, ["p1", "p2", "p3"])  # no job for p3 yet
+
+        async def seen() -> tuple[list[str], list[str]]:
+            rows = await conn.fetch(
+                "SELECT id, xmin::text AS v FROM jobs WHERE provider_job_id = ANY($1) ORDER BY id", keys[1]
+            )
+            return [r["id"] for r in rows], [r["v"] for r in rows]
+
+        async def changed(ids: list[str], versions: list[str]) -> bool:
+            return bool(await conn.fetchval("SELECT receiver_jobs_changed($1, $2, $3, $4)", *keys, ids, versions))
+
+        read = await seen()
+        verdicts = {"unchanged": await changed(*read)}
+        await conn.execute("UPDATE jobs SET metadata = '{\"v\": 2}' WHERE id = 'job_2'")
+        verdicts["changed"] = await changed(*read)
+        read = await seen()
+        await conn.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "VALUES ('job_3', 'pixazo', 'p3', 'pending', 0)"
+        )
+        verdicts["created"] = await changed(*read)
+        await conn.execute("DELETE FROM jobs WHERE id = 'job_3'")
+        verdicts["as read again"] = await changed(*read)
+        await conn.execute("DELETE FROM jobs WHERE id = 'job_1'")
+        verdicts["deleted"] = await changed(*read)
+        await conn.execute(
+            "INSERT INTO jobs (id, provider, provider_job_id, status, created_at) "
+            "VALUES ('job_3', 'pixazo', 'p3', 'pending', 0)"
+        )
+        verdicts["deleted, another created"] = await changed(*read)
+    finally:
+        await conn.close()
+    assert verdicts == {
+        "unchanged": False,
+        "changed": True,
+        "created": True,
+        "as read again": False,
+        "deleted": True,
+        "deleted, another created": True,
+    }, verdicts
+
+
 async def test_the_next_due_message_does_not_read_the_backlog(postgres_url: str) -> None:
     """20,000 messages waiting for a retry and a few leased: the claim's next due time is right (a leased one
     counts from its lease's end, one it claims does not count) and found by index probes, not by reading
