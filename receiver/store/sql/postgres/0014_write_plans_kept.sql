@@ -3,14 +3,15 @@
 -- Those that read a table by key are planned on every call still, in functions of their own: a plan kept
 -- from a near-empty table, where every index and a whole scan cost the same, may read a large one whole.
 
--- Whether the jobs of these (distinct) keys are still exactly those read before: as many, each one of
--- those seen, at the same row version. One join, not 0013's two subqueries: a third less to plan. Its
--- snapshot is its own, taken when it runs: after the caller took the keys' locks.
+-- Whether the jobs of these (distinct) keys are still exactly those read before: as many, and each one
+-- of those seen at the same row version (one not seen has no version to match). One join, not 0013's two
+-- subqueries: a third less to plan. Its snapshot is its own, taken when it runs: after the caller took the
+-- keys' locks.
 CREATE OR REPLACE FUNCTION receiver_jobs_changed(k_provider TEXT[], k_id TEXT[], seen_id TEXT[], seen_version TEXT[])
 RETURNS BOOLEAN
 LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
-    RETURN (SELECT count(*) <> cardinality(seen_id) OR count(*) <> count(s.id)
+    RETURN (SELECT count(*) <> cardinality(seen_id)
                    OR coalesce(bool_or(jobs.xmin::text IS DISTINCT FROM s.version), false)
             FROM unnest(k_provider, k_id) AS k(provider, provider_job_id)
             JOIN jobs ON jobs.provider = k.provider AND jobs.provider_job_id = k.provider_job_id
