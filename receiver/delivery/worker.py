@@ -191,7 +191,12 @@ class _Deliverer:
         room = self.limits.max_held - len(self.held)
         listed = self._listed(room)
         if listed:
-            self._dispatch(await store.claim_listed(listed, lease_s=self.lease_s), beyond)
+            try:
+                claimed = await store.claim_listed([seq for _, seq in listed], lease_s=self.lease_s)
+            except Exception:
+                self._relist(listed)  # claimed by seq after the store comes back, not at their fallback time
+                raise
+            self._dispatch(claimed, beyond)
             room = self.limits.max_held - len(self.held)
         full = False
         if room > 0:
@@ -220,21 +225,32 @@ class _Deliverer:
                 self._deliver(message, url_host, host), name=f"deliver {message.id}"
             )
 
-    def _listed(self, room: int) -> list[int]:
-        """Up to `room` of the messages this worker postponed, oldest first, for destinations with room."""
-        seqs: list[int] = []
+    def _listed(self, room: int) -> list[tuple[str, int]]:
+        """Up to `room` of the messages this worker postponed, oldest first, for destinations with room:
+        (destination, seq) each, taken out of `waiting`."""
+        listed: list[tuple[str, int]] = []
         for url_host, waiting in list(self.waiting.items()):
             host = self.hosts.get(url_host)
             free = self.limits.per_host_held - (host.held if host is not None else 0)
-            while waiting and free > 0 and len(seqs) < room:
+            while waiting and free > 0 and len(listed) < room:
                 seq = next(iter(waiting))
                 del waiting[seq]
                 self.remembered -= 1
-                seqs.append(seq)
+                listed.append((url_host, seq))
                 free -= 1
             if not waiting:
                 del self.waiting[url_host]
-        return seqs
+        return listed
+
+    def _relist(self, listed: list[tuple[str, int]]) -> None:
+        """Put back what `_listed` took out, ahead of what each destination still has waiting."""
+        taken: dict[str, dict[int, None]] = {}
+        for url_host, seq in listed:
+            taken.setdefault(url_host, {})[seq] = None
+        for url_host, seqs in taken.items():
+            rest = self.waiting.get(url_host, {})
+            self.waiting[url_host] = {**seqs, **{seq: None for seq in rest if seq not in seqs}}
+        self.remembered = sum(len(waiting) for waiting in self.waiting.values())
 
     def _remember(self, url_host: str, seq: int) -> bool:
         """Keep a postponed message to claim by its seq once its destination has room; False past the bound."""

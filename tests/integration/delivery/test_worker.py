@@ -26,6 +26,7 @@ from httpx_sse import aconnect_sse
 
 from receiver.app import create_app
 from receiver.delivery.worker import decide, destination
+from receiver.errors import StoreUnavailable
 from receiver.tuning import DeliveryLimits
 from receiver.util.backoff import parse_retry_after
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
@@ -418,6 +419,35 @@ async def test_a_backlog_for_one_destination_is_postponed_once_not_again_and_aga
         assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(200))  # each once
         assert postponed, "no backlog formed: nothing was tested"
         assert len(postponed) == len(set(postponed)), f"{len(postponed) - len(set(postponed))} postponed again"
+
+
+async def test_postponed_messages_a_failed_claim_did_not_take_are_claimed_by_seq_later(tmp_path: Path) -> None:
+    """The claim of postponed messages by their seq fails once (the store away for a moment): the worker
+    keeps those messages, in order, and claims them by seq once the store answers, rather than leaving
+    them to their fallback due time."""
+    small = DeliveryLimits(per_host_concurrency=2, per_host_held=4, max_concurrency=4, max_held=32)
+    async with (
+        callback_server() as fake,
+        serve_app(create_app(make_settings(tmp_path), delivery_limits=small)) as server,
+        api_client(server.base_url) as client,
+    ):
+        store = server.runtime.store
+        calls: list[list[int]] = []
+        claim_listed = store.claim_listed
+
+        async def fails_once(seqs: list[int], *, lease_s: float) -> list[Any]:
+            calls.append(list(seqs))
+            if len(calls) == 1:
+                raise StoreUnavailable("the store is away")
+            return await claim_listed(seqs, lease_s=lease_s)
+
+        store.claim_listed = fails_once
+        jobs = await asyncio.gather(*(finished_job(client, fake.url(f"/{i}")) for i in range(60)))
+        await eventually(lambda: len(fake.requests) >= len(jobs), timeout=60, what="every callback")
+        assert sorted(r.path for r in fake.requests) == sorted(f"/{i}" for i in range(60))  # each once
+    assert len(calls) >= 2, "no claim by seq after the failure: nothing was tested"
+    failed, later = calls[0], [seq for call in calls[1:] for seq in call]
+    assert later[: len(failed)] == failed, (failed, calls[1:])  # first again, in the same order
 
 
 async def test_at_shutdown_what_the_worker_postponed_to_claim_back_is_due_at_once(tmp_path: Path) -> None:
