@@ -27,6 +27,7 @@ from httpx_sse import aconnect_sse
 from receiver.app import create_app
 from receiver.delivery.worker import decide, destination
 from receiver.errors import StoreUnavailable
+from receiver.store.base import Message
 from receiver.tuning import DeliveryLimits
 from receiver.util.backoff import parse_retry_after
 from tests.fakes.callback import HANG, Reply, black_hole, callback_server
@@ -435,11 +436,12 @@ async def test_postponed_messages_a_failed_claim_did_not_take_are_claimed_by_seq
         calls: list[list[int]] = []
         claim_listed = store.claim_listed
 
-        async def fails_once(seqs: list[int], *, lease_s: float) -> list[Any]:
+        async def fails_once(seqs: list[int], *, lease_s: float) -> list[Message]:
             calls.append(list(seqs))
             if len(calls) == 1:
                 raise StoreUnavailable("the store is away")
-            return await claim_listed(seqs, lease_s=lease_s)
+            claimed: list[Message] = await claim_listed(seqs, lease_s=lease_s)
+            return claimed
 
         store.claim_listed = fails_once
         jobs = await asyncio.gather(*(finished_job(client, fake.url(f"/{i}")) for i in range(60)))
