@@ -32,26 +32,16 @@ from receiver.store.rows import (
 from receiver.tuning import REPLICAS
 
 MESSAGE_LEASE_S = 30.0  # a claimed message's lease, renewed every MESSAGE_LEASE_S / 3 while held
-# A claim does not wait for its WAL flush (synchronous_commit off for its own transaction, set inside the
-# one statement): it is on the way from a webhook to its callback, and what a lost claim costs is one
-# callback sent twice, should PostgreSQL itself crash in the fraction of a second before the flush.
-# Other sessions see it at once either way. Callbacks are at least once already (docs/store.md).
-# The same statement answers when the next message is due, those it claims left out (its snapshot still
-# shows them unleased): one row per message claimed, or one with no message when none is. Two index probes
-# (messages_due, messages_leased): the first unleased pending message, and the leased ones (in flight, few),
-# each due once its lease ends; not a read of every pending message.
-CLAIM_SQL = (
-    "WITH no_flush_wait AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), "
-    "claimed AS (UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE seq IN ("
-    "SELECT seq FROM messages, no_flush_wait WHERE status = 'pending' AND next_attempt_at <= $1 "
-    "AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $4 "
-    f"FOR UPDATE OF messages SKIP LOCKED) RETURNING {MESSAGE_COLUMNS}) "
-    "SELECT claimed.*, due.at FROM (SELECT LEAST("
-    "(SELECT MIN(next_attempt_at) FROM messages WHERE status = 'pending' AND lease_until IS NULL "
-    "AND seq NOT IN (SELECT seq FROM claimed)), "
-    "(SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM messages WHERE status = 'pending' "
-    "AND lease_until IS NOT NULL AND seq NOT IN (SELECT seq FROM claimed)))) AS due(at) LEFT JOIN claimed ON true"
-)
+# A claim does not wait for its WAL flush (synchronous_commit off for its own transaction, set inside it):
+# it is on the way from a webhook to its callback, and what a lost claim costs is one callback sent twice,
+# should PostgreSQL itself crash in the fraction of a second before the flush. Other sessions see it at
+# once either way. Callbacks are at least once already (docs/store.md).
+# The claim also answers when the next message is due, those it claims left out: one row per message
+# claimed, or one with no message when none is. Two index probes (messages_due, messages_leased), not a read
+# of every pending message; plain index scans, which step over the entries of old row versions once they
+# have seen them dead, where a bitmap scan visited their heap pages on every claim (`receiver_claim`,
+# schema 0015).
+CLAIM_SQL = "SELECT * FROM receiver_claim($1, $2, $3, $4)"
 # Listed messages (those this replica postponed), claimed as the due ones are, whether due or not.
 CLAIM_LISTED_SQL = (
     "WITH no_flush_wait AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
