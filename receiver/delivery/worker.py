@@ -248,8 +248,7 @@ class _Deliverer:
         for url_host, seq in listed:
             taken.setdefault(url_host, {})[seq] = None
         for url_host, seqs in taken.items():
-            rest = self.waiting.get(url_host, {})
-            self.waiting[url_host] = {**seqs, **{seq: None for seq in rest if seq not in seqs}}
+            self.waiting[url_host] = {**seqs, **self.waiting.get(url_host, {})}
         self.remembered = sum(len(waiting) for waiting in self.waiting.values())
 
     def _remember(self, url_host: str, seq: int) -> bool:
