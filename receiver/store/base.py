@@ -261,17 +261,14 @@ class Store(Protocol):
     async def release_leases(self) -> None:
         """Forget this process's earlier claims (SQLite: one process owns the file); a no-op with replicas."""
 
-    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
-        """Due messages, leased to this replica (kept leased while held, up to `lease_s`)."""
+    async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
+        """Up to `limit` due messages, leased to this replica (kept leased while held, up to `lease_s`), and in
+        the same transaction the time the first message not claimed by it is due (its next attempt, or the
+        end of another claim's lease): the delivery worker's two questions on every wake-up in one round trip."""
 
     async def claim_listed(self, seqs: list[int], *, lease_s: float) -> list[Message]:
         """Those of these messages still pending and not leased to another claim, due or not, leased to this
-        replica as `claim_due_messages` leases them; in the order given."""
-
-    async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
-        """`claim_due_messages`, and in the same transaction the time the first message not claimed by it is
-        due (its next attempt, or the end of another claim's lease): the delivery worker's two questions on
-        every wake-up in one round trip."""
+        replica as `claim_due` leases them; in the order given."""
 
     async def record_attempt(
         self,

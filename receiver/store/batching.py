@@ -14,7 +14,7 @@ from typing import Any
 
 from receiver.errors import StoreError, StoreUnavailable
 from receiver.models import ApplyResult, AttemptOutcome, Completion, MessageStatus, Receipt, dumps
-from receiver.store.base import ChangeListener, Changes, Claim, Clock, Exchange, Message
+from receiver.store.base import ChangeListener, Changes, Clock, Exchange, Message
 from receiver.store.rows import message_from_row
 from receiver.store.rules import UnitOfWork
 
@@ -159,13 +159,6 @@ class BatchedStore:
     async def redeliver_to(self, job_id: str, url: str | None) -> Message | None:
         found = await self._redeliver(job_id, url)
         return message_from_row(found[0]) if found is not None else None
-
-    async def claim_due_messages(self, *, limit: int, lease_s: float) -> list[Message]:
-        return (await self.claim_due(limit=limit, lease_s=lease_s)).messages
-
-    async def claim_due(self, *, limit: int, lease_s: float) -> Claim:
-        """See `Store.claim_due`; each backend's SQL."""
-        raise NotImplementedError
 
     async def _redeliver(self, job_id: str, url: str | None) -> tuple[Any, bool] | None:
         """The message row and whether it was one already waiting (see `Store.redeliver`); with `url`,

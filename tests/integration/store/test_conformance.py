@@ -191,7 +191,7 @@ async def test_same_delivery_on_several_replicas_changes_the_job_once(open_store
     assert sorted(r.outcome.value for r in results) == ["applied"] + ["duplicate"] * 11
     assert len({r.job_ids[0] for r in results}) == 1
     assert len(await stores[0].events_after(0, 10)) == 1
-    claimed = await stores[1].claim_due_messages(limit=10, lease_s=30)
+    claimed = (await stores[1].claim_due(limit=10, lease_s=30)).messages
     assert len(claimed) == 1  # one callback queued, not one per replica
 
 
@@ -210,10 +210,10 @@ async def test_runware_images_at_once_on_several_replicas(open_stores: Opener) -
 async def test_message_claims_are_exclusive(open_stores: Opener) -> None:
     stores = [await open_stores(default_callback_url="http://127.0.0.1:9/cb") for _ in range(3)]
     await asyncio.gather(*(stores[0].apply(receipt(), [done(f"c{i}", f"https://a/{i}.jpg")]) for i in range(30)))
-    claims = await asyncio.gather(*(s.claim_due_messages(limit=7, lease_s=30) for s in stores for _ in range(3)))
-    seqs = [m.seq for claim in claims for m in claim]
+    claims = await asyncio.gather(*(s.claim_due(limit=7, lease_s=30) for s in stores for _ in range(3)))
+    seqs = [m.seq for claim in claims for m in claim.messages]
     assert len(seqs) == len(set(seqs)) == 30  # every message once, none twice
-    assert await stores[1].claim_due_messages(limit=50, lease_s=30) == []
+    assert (await stores[1].claim_due(limit=50, lease_s=30)).messages == []
 
 
 async def test_poll_claims_are_exclusive_and_leased(open_stores: Opener) -> None:
@@ -372,7 +372,7 @@ async def test_mirroring_defers_event_and_callback_until_outputs_are_done(open_s
     assert job is not None and job.status is JobStatus.SUCCEEDED  # at once: long-poll and status unaffected
     assert [o.stored_url for o in job.outputs] == [None, None]
     assert await store.events_after(0, 10) == []
-    assert await store.claim_due_messages(limit=10, lease_s=30) == []
+    assert (await store.claim_due(limit=10, lease_s=30)).messages == []
 
     tasks = await store.claim_mirror_tasks(limit=10, lease_s=60)
     assert sorted((t.job_id, t.index, t.url, t.attempts) for t in tasks) == [
@@ -387,7 +387,7 @@ async def test_mirroring_defers_event_and_callback_until_outputs_are_done(open_s
     await store.finish_mirror_task(second, MirrorResult(error="again"))  # finished already: no-op
     events = await store.events_after(0, 10)
     assert len(events) == 1 and '"stored_url":"http://r/media/x"' in events[0].data
-    messages = await store.claim_due_messages(limit=10, lease_s=30)
+    messages = (await store.claim_due(limit=10, lease_s=30)).messages
     assert len(messages) == 1 and b'"mirror_error":"the origin answered 404"' in messages[0].body
     job = await store.get_job(job.id)
     assert job is not None and job.outputs[0].sha256 == "ab" * 32 and job.outputs[0].size == 5
@@ -441,10 +441,10 @@ async def test_registration_of_a_job_awaiting_its_mirror_calls_back_once(open_st
         metadata={},
         expected_outputs=None,
     )
-    assert await store.claim_due_messages(limit=10, lease_s=30) == []  # not before its mirror
+    assert (await store.claim_due(limit=10, lease_s=30)).messages == []  # not before its mirror
     (task,) = await store.claim_mirror_tasks(limit=10, lease_s=60)
     await store.finish_mirror_task(task, MirrorResult(error="refused"))
-    messages = await store.claim_due_messages(limit=10, lease_s=30)
+    messages = (await store.claim_due(limit=10, lease_s=30)).messages
     assert [m.url for m in messages] == ["http://127.0.0.1:9/mine"] and messages[0].job_id == result.job_ids[0]
 
 
@@ -484,7 +484,7 @@ async def register(
 
 
 async def pending_message_urls(store: Store) -> list[str]:
-    return sorted(m.url for m in await store.claim_due_messages(limit=100, lease_s=0.0))
+    return sorted(m.url for m in (await store.claim_due(limit=100, lease_s=0.0)).messages)
 
 
 async def test_update_job_changes_destination_metadata_and_pending_messages(store: Store) -> None:
@@ -507,7 +507,7 @@ async def test_patched_metadata_is_what_the_result_carries(store: Store) -> None
     job_id = await register(store, "u2", callback_url="http://127.0.0.1:1/cb")
     await store.update_job(job_id, {"metadata": {"v": 2}})
     await store.apply(receipt(), [done("u2", "https://a/u2.jpg")])
-    (message,) = await store.claim_due_messages(limit=10, lease_s=30)
+    (message,) = (await store.claim_due(limit=10, lease_s=30)).messages
     assert b'"metadata":{"v":2}' in message.body
     (event,) = await store.events_after(0, 10)
     assert '"metadata":{"v":2}' in event.data
@@ -564,7 +564,7 @@ async def test_redeliver_finished_in_batches(store: Store) -> None:
         await store.apply(receipt(), [done(f"f{i}", f"https://a/{i}.jpg")])
     await store.apply(receipt(), [done("nocb", "https://a/n.jpg")])  # no destination: not sent
     await register(store, "still")  # pending: not sent
-    await store.claim_due_messages(limit=100, lease_s=3600)  # the first messages, out of the way
+    await store.claim_due(limit=100, lease_s=3600)  # the first messages, out of the way
     total = 0
     after: int | None = 0
     batches = 0
@@ -573,7 +573,7 @@ async def test_redeliver_finished_in_batches(store: Store) -> None:
         total += queued
         batches += 1
     assert total == 7 and batches == 3
-    assert len(await store.claim_due_messages(limit=100, lease_s=30)) == 7
+    assert len((await store.claim_due(limit=100, lease_s=30)).messages) == 7
     none, _ = await store.redeliver_finished(FinishedFilter(since=store.clock() + 10), after_seq=0, limit=10)
     other, _ = await store.redeliver_finished(FinishedFilter(since=since, provider="runware"), after_seq=0, limit=10)
     assert (none, other) == (0, 0)
@@ -631,7 +631,7 @@ async def test_an_attempt_answered_after_a_patch_is_logged_where_it_went_and_sen
     worker, api = await open_stores(), await open_stores()
     job_id = await register(api, "race1", callback_url=OLD)
     await api.apply(receipt(), [done("race1", "https://a/race1.jpg")])
-    (claimed,) = await worker.claim_due_messages(limit=10, lease_s=30)
+    (claimed,) = (await worker.claim_due(limit=10, lease_s=30)).messages
     assert claimed.url == OLD
     assert await api.update_job(job_id, {"callback_url": NEW}) is not None
     await worker.record_attempt(claimed, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
@@ -639,7 +639,7 @@ async def test_an_attempt_answered_after_a_patch_is_logged_where_it_went_and_sen
     assert (attempt.url, attempt.status_code, attempt.message_id) == (OLD, 200, claimed.id)
     job = await api.get_job(job_id)
     assert job is not None and job.delivery_status.value == "pending"
-    (again,) = await worker.claim_due_messages(limit=10, lease_s=30)
+    (again,) = (await worker.claim_due(limit=10, lease_s=30)).messages
     assert (again.id, again.url, again.attempts) == (claimed.id, NEW, 1)
     await worker.record_attempt(again, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
     assert [(a.url, a.attempt) for a in await api.list_deliveries(job_id)] == [(OLD, 1), (NEW, 2)]
@@ -650,27 +650,27 @@ async def test_an_attempt_answered_after_a_patch_is_logged_where_it_went_and_sen
 async def test_a_failed_attempt_to_the_old_url_after_a_patch_does_not_fail_the_message(store: Store) -> None:
     job_id = await register(store, "race2", callback_url=OLD)
     await store.apply(receipt(), [done("race2", "https://a/race2.jpg")])
-    (claimed,) = await store.claim_due_messages(limit=10, lease_s=30)
+    (claimed,) = (await store.claim_due(limit=10, lease_s=30)).messages
     await store.update_job(job_id, {"callback_url": NEW})
     await store.record_attempt(claimed, status_code=410, error="HTTP 410", outcome="failed", next_attempt_at=None)
-    (again,) = await store.claim_due_messages(limit=10, lease_s=30)
+    (again,) = (await store.claim_due(limit=10, lease_s=30)).messages
     assert again.url == NEW and again.status == "pending"
 
 
 async def test_redeliver_makes_the_waiting_message_due_instead_of_adding_one(store: Store) -> None:
     job_id = await register(store, "wait1", callback_url=OLD)
     await store.apply(receipt(), [done("wait1", "https://a/wait1.jpg")])
-    (claimed,) = await store.claim_due_messages(limit=10, lease_s=30)
+    (claimed,) = (await store.claim_due(limit=10, lease_s=30)).messages
     later = store.clock() + 3600
     await store.record_attempt(claimed, status_code=503, error="HTTP 503", outcome="retry", next_attempt_at=later)
-    assert await store.claim_due_messages(limit=10, lease_s=30) == []  # waiting for its retry, an hour away
+    assert (await store.claim_due(limit=10, lease_s=30)).messages == []  # waiting for its retry, an hour away
     (waiting,) = await store.waiting_messages(job_id)
     assert (waiting.id, waiting.attempts, waiting.next_attempt_at) == (claimed.id, 1, later)
     found = await store.redeliver(job_id)
     assert found is not None
     message, retried = found
     assert retried and message.id == claimed.id and message.next_attempt_at <= store.clock()
-    (due,) = await store.claim_due_messages(limit=10, lease_s=30)
+    (due,) = (await store.claim_due(limit=10, lease_s=30)).messages
     assert due.id == claimed.id  # the same webhook-id, due now: no second message
     await store.record_attempt(due, status_code=200, error=None, outcome="delivered", next_attempt_at=None)
     assert await store.waiting_messages(job_id) == []
@@ -681,12 +681,12 @@ async def test_redeliver_makes_the_waiting_message_due_instead_of_adding_one(sto
 async def test_a_patch_makes_waiting_messages_due_now_to_the_new_url(store: Store) -> None:
     job_id = await register(store, "wait2", callback_url=OLD)
     await store.apply(receipt(), [done("wait2", "https://a/wait2.jpg")])
-    (claimed,) = await store.claim_due_messages(limit=10, lease_s=30)
+    (claimed,) = (await store.claim_due(limit=10, lease_s=30)).messages
     await store.record_attempt(
         claimed, status_code=None, error="timeout", outcome="retry", next_attempt_at=store.clock() + 3600
     )
     await store.update_job(job_id, {"callback_url": NEW})
-    (due,) = await store.claim_due_messages(limit=10, lease_s=30)
+    (due,) = (await store.claim_due(limit=10, lease_s=30)).messages
     assert (due.id, due.url) == (claimed.id, NEW)
 
 
@@ -694,17 +694,17 @@ async def test_messages_handed_back_are_due_for_another_replica_at_once(open_sto
     leaving, staying = await open_stores(), await open_stores()
     job_id = await register(staying, "back1", callback_url=OLD)
     await staying.apply(receipt(), [done("back1", "https://a/back1.jpg")])
-    (claimed,) = await leaving.claim_due_messages(limit=10, lease_s=300)
-    assert await staying.claim_due_messages(limit=10, lease_s=30) == []  # leased to `leaving`
+    (claimed,) = (await leaving.claim_due(limit=10, lease_s=300)).messages
+    assert (await staying.claim_due(limit=10, lease_s=30)).messages == []  # leased to `leaving`
     await leaving.hand_back_messages([claimed.seq])
-    (taken,) = await staying.claim_due_messages(limit=10, lease_s=30)
+    (taken,) = (await staying.claim_due(limit=10, lease_s=30)).messages
     assert taken.id == claimed.id
     # A message no longer leased (its attempt recorded, a retry an hour away) is not made due by a hand-back.
     await staying.record_attempt(
         taken, status_code=503, error="HTTP 503", outcome="retry", next_attempt_at=staying.clock() + 3600
     )
     await leaving.hand_back_messages([claimed.seq])
-    assert await staying.claim_due_messages(limit=10, lease_s=30) == []
+    assert (await staying.claim_due(limit=10, lease_s=30)).messages == []
     assert (await staying.waiting_messages(job_id))[0].attempts == 1
 
 
@@ -713,14 +713,14 @@ async def test_redeliveries_by_time_make_waiting_messages_due_instead_of_doublin
     for i in range(4):
         await register(store, f"rw{i}", callback_url=OLD)
         await store.apply(receipt(), [done(f"rw{i}", f"https://a/rw{i}.jpg")])
-    claimed = await store.claim_due_messages(limit=100, lease_s=30)
+    claimed = (await store.claim_due(limit=100, lease_s=30)).messages
     for message in claimed[:2]:  # two wait for a retry an hour away; two are being sent (leased)
         await store.record_attempt(
             message, status_code=503, error="HTTP 503", outcome="retry", next_attempt_at=store.clock() + 3600
         )
     queued, _ = await store.redeliver_finished(FinishedFilter(since=since), after_seq=0, limit=10)
     assert queued == 4
-    due = await store.claim_due_messages(limit=100, lease_s=30)
+    due = (await store.claim_due(limit=100, lease_s=30)).messages
     # The waiting two, due now under their own ids; the two in flight get a new message each.
     assert sorted(m.id for m in due if m.attempts == 1) == sorted(m.id for m in claimed[:2])
     assert len(due) == 4 and not {m.id for m in due} & {m.id for m in claimed[2:]}

@@ -64,7 +64,7 @@ async def test_a_group_commit_is_two_round_trips(postgres_url: str) -> None:
                     expected_outputs=None,
                 )
             await asyncio.gather(*(store.apply(*webhook(f"warm-reg{i}")) for i in range(3)))
-            claimed = await store.claim_due_messages(limit=10, lease_s=30)
+            claimed = (await store.claim_due(limit=10, lease_s=30)).messages
             await asyncio.gather(
                 store.record_attempt(claimed[0], status_code=500, error=None, outcome="retry", next_attempt_at=0),
                 store.apply(*webhook("warm-mixed")),
@@ -77,7 +77,7 @@ async def test_a_group_commit_is_two_round_trips(postgres_url: str) -> None:
                 )
             finished = await per_commit(*(store.apply(*webhook(f"reg{i}")) for i in range(16)))
             before = proxy.round_trips
-            claimed = await store.claim_due_messages(limit=50, lease_s=30)
+            claimed = (await store.claim_due(limit=50, lease_s=30)).messages
             claim = proxy.round_trips - before
             assert len(claimed) >= 8
             mixed = await per_commit(
@@ -171,7 +171,7 @@ async def test_the_write_call_keeps_plans_that_read_a_grown_table_by_key(postgre
                 metadata={},
                 expected_outputs=None,
             )
-        claimed = await store.claim_due_messages(limit=10, lease_s=30)
+        claimed = (await store.claim_due(limit=10, lease_s=30)).messages
         await asyncio.gather(
             *(store.apply(*webhook(f"{tag}-reg{i}")) for i in range(2)),
             *(store.apply(*webhook(f"{tag}-new{i}")) for i in range(2)),

@@ -180,11 +180,11 @@ async def test_a_renewal_on_its_way_does_not_take_back_a_handed_back_message(pos
             Receipt(provider="pixazo", source="webhook", body=b"{}"),
             [Completion("pixazo", "renew1", JobStatus.SUCCEEDED, outputs=(Output("https://a/r.jpg", "image/jpeg"),))],
         )
-        (claimed,) = await leaving.claim_due_messages(limit=10, lease_s=300)
+        (claimed,) = (await leaving.claim_due(limit=10, lease_s=300)).messages
         held = [claimed.seq]  # what the renewal loop read before the hand-back
         await leaving.hand_back_messages(held)
         await leaving._renew(held, until=leaving.clock() + 300)
-        assert [m.id for m in await staying.claim_due_messages(limit=10, lease_s=30)] == [claimed.id]
+        assert [m.id for m in (await staying.claim_due(limit=10, lease_s=30)).messages] == [claimed.id]
     finally:
         await leaving.close()
         await staying.close()

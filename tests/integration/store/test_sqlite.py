@@ -27,9 +27,9 @@ async def test_default_callback_gets_unregistered_results(tmp_path: Path) -> Non
         result = await s.apply(receipt(), [done("r5", "https://a/5.jpg")])
         job = await s.get_job(result.job_ids[0])
         assert job is not None and job.delivery_status is DeliveryStatus.PENDING
-        (message,) = await s.claim_due_messages(limit=10, lease_s=5)
+        (message,) = (await s.claim_due(limit=10, lease_s=5)).messages
         assert message.url == "http://127.0.0.1:9/cb" and message.job_id == job.id
-        assert await s.claim_due_messages(limit=10, lease_s=5) == []  # leased
+        assert (await s.claim_due(limit=10, lease_s=5)).messages == []  # leased
     finally:
         await s.close()
 
